@@ -1,0 +1,1 @@
+"""Scheduler: pairs the highest-paying ready jobs with the fastest offers (issue 3)."""

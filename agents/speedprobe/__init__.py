@@ -1,0 +1,1 @@
+"""Speed probe: measures worker speed with verifiable benchmark jobs (issue 3)."""

@@ -1,0 +1,1 @@
+"""RabbitMQ topology as data, its declaration, and the local broker node."""

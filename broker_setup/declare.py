@@ -1,0 +1,103 @@
+"""Declare the topology on a broker, idempotently.
+
+Declaring what already exists with the same arguments changes nothing, so
+every agent may call ``declare_topology`` at start-up. A queue or exchange
+that exists with *other* arguments is a TopologyError: RabbitMQ cannot
+change a queue's arguments in place.
+"""
+from __future__ import annotations
+
+import aio_pika
+import aiormq
+import structlog
+
+from broker_setup.errors import TopologyError
+from broker_setup.topology import (
+    BindingSpec,
+    ExchangeSpec,
+    QueueSpec,
+    Topology,
+    lease_queue_spec,
+)
+
+log = structlog.get_logger(__name__)
+
+
+async def declare_topology(channel: aio_pika.abc.AbstractChannel, topo: Topology) -> None:
+    """Declare every exchange, queue and binding of ``topo`` on ``channel``.
+
+    Raises TopologyError naming the queue or exchange whose existing
+    arguments differ; the broker has then closed ``channel``.
+    """
+    for exchange in topo.exchanges:
+        await _declare_exchange(channel, exchange)
+    for queue in topo.queues:
+        await _declare_queue(channel, queue)
+    for binding in topo.bindings:
+        await _bind(channel, binding)
+    log.info("topology.declared", exchanges=len(topo.exchanges), queues=len(topo.queues),
+             bindings=len(topo.bindings))
+
+
+async def declare_lease_queue(channel: aio_pika.abc.AbstractChannel, settings, worker_id: str) -> str:
+    """Declare worker ``worker_id``'s lease queue and its binding; returns the queue name.
+
+    ``settings`` is accepted so lease-queue arguments can become tunable
+    without changing callers. The ``market.leases`` exchange must exist
+    (``declare_topology`` first).
+    """
+    queue, binding = lease_queue_spec(worker_id)
+    await _declare_queue(channel, queue)
+    await _bind(channel, binding)
+    log.info("lease_queue.declared", worker_id=worker_id, queue=queue.name)
+    return queue.name
+
+
+async def _declare_exchange(channel, exchange: ExchangeSpec) -> None:
+    try:
+        await channel.declare_exchange(
+            exchange.name,
+            type=exchange.type,
+            durable=exchange.durable,
+            arguments=exchange.arguments or None,
+        )
+    except aiormq.exceptions.ChannelPreconditionFailed as e:
+        raise TopologyError(
+            f"exchange {exchange.name!r} already exists with other settings ({_reason(e)}); "
+            f"delete it (rabbitmqctl delete_exchange {exchange.name}) or reset the node"
+        ) from e
+
+
+async def _declare_queue(channel, queue: QueueSpec) -> None:
+    try:
+        await channel.declare_queue(
+            queue.name,
+            durable=queue.durable,
+            arguments=queue.arguments or None,
+        )
+    except aiormq.exceptions.ChannelPreconditionFailed as e:
+        raise TopologyError(
+            f"queue {queue.name!r} already exists with other arguments ({_reason(e)}); "
+            f"delete it (rabbitmqctl delete_queue {queue.name}, losing its messages) "
+            "or reset the node (`marketctl down` and remove MARKET_HOME/rabbitmq)"
+        ) from e
+
+
+async def _bind(channel, binding: BindingSpec) -> None:
+    # bind by name: queue_bind needs no Queue object and no second declare
+    underlay = await channel.get_underlay_channel()
+    try:
+        await underlay.queue_bind(binding.queue, binding.exchange, routing_key=binding.routing_key)
+    except aiormq.exceptions.ChannelNotFoundEntity as e:
+        raise TopologyError(
+            f"cannot bind {binding.queue!r} to {binding.exchange!r}: {_reason(e)}; "
+            "declare the topology first"
+        ) from e
+
+
+def _reason(error: BaseException) -> str:
+    # aiormq puts the broker's (code, text) in args; the text names the argument
+    for arg in getattr(error, "args", ()):
+        if isinstance(arg, str) and arg:
+            return arg
+    return str(error) or type(error).__name__

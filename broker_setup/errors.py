@@ -1,0 +1,20 @@
+"""Errors of the broker layer: one root, subclassed by area."""
+from __future__ import annotations
+
+from common.errors import MarketError
+
+
+class BrokerError(MarketError):
+    """The broker cannot be reached or refused what we asked of it."""
+
+
+class NodeError(BrokerError):
+    """The project-local RabbitMQ node cannot be started, stopped or queried."""
+
+
+class TopologyError(BrokerError):
+    """The broker's exchanges, queues or bindings disagree with the topology."""
+
+
+class PublishError(BrokerError):
+    """A message was not confirmed: unroutable, nacked, or refused by the broker."""

@@ -1,0 +1,243 @@
+"""A project-local RabbitMQ node for development and tests.
+
+Everything the node writes (config, database, logs, pid file, Erlang cookie)
+lives under ``settings.home / "rabbitmq"``, so several nodes (a developer's
+and a test run's) can run side by side, and deleting that folder resets one.
+It calls the scripts in /usr/lib/rabbitmq/bin directly: the /usr/sbin
+wrappers switch to the ``rabbitmq`` user and would read /etc/rabbitmq.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import structlog
+
+from broker_setup.errors import NodeError
+
+#: where Debian's rabbitmq-server package puts the scripts we run as any user
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+#: seconds to wait for a starting node to accept connections
+START_TIMEOUT = 60
+#: seconds to wait for a rabbitmqctl command (it boots an Erlang VM each time)
+CTL_TIMEOUT = 90
+#: the Erlang distribution port (and rabbitmqctl's port range) sit at these
+#: offsets from the AMQP port, like RabbitMQ's own defaults for port 5672
+DIST_PORT_OFFSET = 20000
+CTL_DIST_PORT_OFFSET = 30000
+#: tags of the service user: administrator for the management API,
+#: impersonator so it may publish with ``user_id`` set to the acting account
+SERVICE_USER_TAGS = ("administrator", "impersonator")
+
+log = structlog.get_logger(__name__)
+
+
+class LocalNode:
+    """One RabbitMQ node whose files all live in ``settings.home / "rabbitmq"``."""
+
+    def __init__(self, settings, bin_dir: Path = RABBITMQ_BIN):
+        self.settings = settings
+        self.bin_dir = Path(bin_dir)
+        self.base = (Path(settings.home) / "rabbitmq").resolve()
+        self.log = log.bind(node=settings.node_name, amqp_port=settings.amqp_port)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.base / "rabbitmq.pid"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.base / "log"
+
+    def start(self) -> bool:
+        """Start the node and wait until it accepts connections.
+
+        Does nothing if the node already runs. Returns True if it started it.
+        Raises NodeError if RabbitMQ is not installed or the node does not come up.
+        """
+        self._require_installed()
+        if self.is_running():
+            return False
+        self._write_config()
+        started_at = time.monotonic()
+        self.log.info("node.starting", base=str(self.base))
+        self._run(self.bin_dir / "rabbitmq-server", "-detached", timeout=CTL_TIMEOUT)
+        result = self.ctl("wait", str(self.pid_file), "--timeout", str(START_TIMEOUT))
+        if result.returncode != 0:
+            raise NodeError(
+                f"RabbitMQ node {self.settings.node_name} did not start within "
+                f"{START_TIMEOUT}s: {_last_line(result)}; see the logs in {self.log_dir}"
+            )
+        self._ensure_service_user()
+        self.log.info("node.started", seconds=round(time.monotonic() - started_at, 1))
+        return True
+
+    def stop(self) -> bool:
+        """Stop the node and wait for its VM to exit. Returns True if it was running."""
+        if not self.is_running():
+            return False
+        result = self.ctl("stop", str(self.pid_file))
+        if result.returncode != 0 and self.is_running():
+            raise NodeError(f"cannot stop {self.settings.node_name}: {_last_line(result)}")
+        self.log.info("node.stopped")
+        return True
+
+    def is_running(self) -> bool:
+        """True if this node's Erlang VM is alive (read from its pid file, no VM boot)."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            return False
+        # the pid may have been reused since the node died: the VM must be
+        # the one whose $HOME (erl's -home argument) is this node's folder
+        return any(a == "-home" and b == str(self.base) for a, b in zip(argv, argv[1:]))
+
+    def pid(self) -> int | None:
+        """The OS pid the node recorded, or None."""
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop_app(self) -> None:
+        """Stop the RabbitMQ application but keep the VM: clients see the broker go away."""
+        self._check(self.ctl("stop_app"), "stop_app")
+
+    def start_app(self) -> None:
+        """Start the application again after ``stop_app`` and wait until it is up."""
+        self._check(self.ctl("start_app"), "start_app")
+        self._check(self.ctl("await_startup", "--timeout", str(START_TIMEOUT)), "await_startup")
+
+    def restart(self) -> None:
+        """Stop the whole node and start it again (queues and messages survive)."""
+        self.stop()
+        self.start()
+
+    def ctl(self, *args: str, timeout: float = CTL_TIMEOUT) -> subprocess.CompletedProcess:
+        """Run ``rabbitmqctl -n NODE ARGS...`` against this node; never raises on exit status."""
+        self._require_installed()
+        return self._run(self.bin_dir / "rabbitmqctl", "-n", self.settings.node_name, *args,
+                         timeout=timeout)
+
+    def env(self) -> dict[str, str]:
+        """The environment both rabbitmq-server and rabbitmqctl run with."""
+        s = self.settings
+        env = dict(os.environ)
+        env.update(
+            # the Erlang cookie lives in $HOME; the server and ctl must share it
+            HOME=str(self.base),
+            # an empty env file, so /etc/rabbitmq/rabbitmq-env.conf is not read
+            RABBITMQ_CONF_ENV_FILE=str(self.base / "rabbitmq-env.conf"),
+            RABBITMQ_CONFIG_FILE=str(self.base / "rabbitmq.conf"),
+            RABBITMQ_CONFIG_FILES=str(self.base / "conf.d"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(self.base / "advanced.config"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
+            RABBITMQ_MNESIA_BASE=str(self.base / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.log_dir),
+            RABBITMQ_PID_FILE=str(self.pid_file),
+            RABBITMQ_NODENAME=s.node_name,
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_NODE_PORT=str(s.amqp_port),
+            RABBITMQ_DIST_PORT=str(s.amqp_port + DIST_PORT_OFFSET),
+            RABBITMQ_CTL_DIST_PORT_MIN=str(s.amqp_port + CTL_DIST_PORT_OFFSET),
+            RABBITMQ_CTL_DIST_PORT_MAX=str(s.amqp_port + CTL_DIST_PORT_OFFSET + 10),
+            # the Erlang distribution listens on loopback only, like AMQP and HTTP
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
+        )
+        return env
+
+    def _write_config(self) -> None:
+        s = self.settings
+        for folder in (self.base, self.base / "conf.d", self.base / "mnesia", self.log_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        (self.base / "rabbitmq-env.conf").write_text("")
+        (self.base / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        # default_user only applies when the node boots with an empty database;
+        # _ensure_service_user covers a database created with other settings
+        (self.base / "rabbitmq.conf").write_text(
+            "\n".join(
+                [
+                    f"listeners.tcp.default = 127.0.0.1:{s.amqp_port}",
+                    f"management.tcp.port = {s.management_port}",
+                    "management.tcp.ip = 127.0.0.1",
+                    f"default_user = {s.service_user}",
+                    f"default_pass = {s.service_password}",
+                    *(f"default_user_tags.{tag} = true" for tag in SERVICE_USER_TAGS),
+                    "default_permissions.configure = .*",
+                    "default_permissions.read = .*",
+                    "default_permissions.write = .*",
+                    "loopback_users = none",
+                    "log.console = false",
+                    "log.file.level = info",
+                    "",
+                ]
+            )
+        )
+
+    def _ensure_service_user(self) -> None:
+        user = self.settings.service_user
+        users = self._list_users()
+        if user not in users:
+            self._check(self.ctl("add_user", user, self.settings.service_password), "add_user")
+            users[user] = []
+        if not set(SERVICE_USER_TAGS) <= set(users[user]):
+            self.log.info("node.setting_user_tags", user=user, had=users[user])
+            tags = sorted(set(users[user]) | set(SERVICE_USER_TAGS))
+            self._check(self.ctl("set_user_tags", user, *tags), "set_user_tags")
+            users[user] = tags
+        # set_permissions is idempotent; cheaper to set than to list and compare
+        self._check(self.ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*"),
+                    "set_permissions")
+
+    def _list_users(self) -> dict[str, list[str]]:
+        result = self._check(self.ctl("list_users", "--formatter", "json", "--quiet"), "list_users")
+        try:
+            rows = json.loads(result.stdout)
+        except ValueError as e:
+            raise NodeError(f"rabbitmqctl list_users printed no JSON: {result.stdout[:200]!r}") from e
+        return {row["user"]: _tags(row["tags"]) for row in rows}
+
+    def _check(self, result: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
+        if result.returncode != 0:
+            raise NodeError(f"rabbitmqctl {what} failed on {self.settings.node_name}: "
+                            f"{_last_line(result)}")
+        return result
+
+    def _run(self, program: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(
+                [str(program), *args],
+                env=self.env(),
+                cwd=self.base if self.base.is_dir() else None,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise NodeError(f"{program.name} {' '.join(args)} took more than {timeout}s") from e
+
+    def _require_installed(self) -> None:
+        if not (self.bin_dir / "rabbitmq-server").exists():
+            raise NodeError(
+                f"RabbitMQ is not installed ({self.bin_dir}/rabbitmq-server is missing): "
+                "run `make demo` or apt-get install rabbitmq-server"
+            )
+
+
+def _tags(raw) -> list[str]:
+    # rabbitmqctl prints tags as a list in newer versions, "[a, b]" text in older ones
+    if isinstance(raw, list):
+        return [str(tag) for tag in raw]
+    return [tag.strip() for tag in str(raw).strip("[]").split(",") if tag.strip()]
+
+
+def _last_line(result: subprocess.CompletedProcess) -> str:
+    lines = (result.stderr or result.stdout or "").strip().splitlines()
+    return lines[-1] if lines else f"exit status {result.returncode}"

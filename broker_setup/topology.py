@@ -1,0 +1,168 @@
+"""The market's RabbitMQ topology as plain data.
+
+Every exchange, queue and binding the market uses is named here and nowhere
+else: agents import the names (or the helpers that build them) instead of
+writing string literals. ``topology(settings)`` returns the static part;
+per-worker lease queues come from ``lease_queue_spec(worker_id)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contracts.routing import REQUEST_TYPES, routing_key
+
+#: topic exchange carrying every event; the routing key is the event type
+EVENTS_EXCHANGE = "market.events"
+#: direct exchange carrying lease offers to ``lease.<worker_id>`` queues
+LEASES_EXCHANGE = "market.leases"
+#: direct exchange where rejected, poison and expired messages go
+DEAD_EXCHANGE = "market.dead"
+
+#: the ledger's single-writer input
+LEDGER_INBOX = "ledger.inbox"
+#: what the scheduler folds its ready list from
+SCHEDULER_READY = "scheduler.ready"
+#: what the scheduler folds its pool of worker offers from
+SCHEDULER_OFFERS = "scheduler.offers"
+
+#: events that change which jobs are ready to run
+SCHEDULER_READY_TYPES: tuple[str, ...] = (
+    "job.ready",
+    "job.withdrawn",
+    "job.held",
+    "lease.granted",
+    "lease.refused",
+)
+#: events that change which workers are available and how fast they are
+SCHEDULER_OFFERS_TYPES: tuple[str, ...] = (
+    "worker.offered",
+    "worker.retired",
+    "speed.recorded",
+)
+
+QUORUM = "quorum"
+CLASSIC = "classic"
+
+
+def dead_letter_queue(queue_name: str) -> str:
+    """The queue that keeps what ``queue_name`` dead-letters (poison, rejected, expired)."""
+    return f"{queue_name}.dead"
+
+
+def lease_queue(worker_id: str) -> str:
+    """The queue a worker consumes its lease offers from."""
+    return f"lease.{worker_id}"
+
+
+#: where every expired or rejected lease offer ends, whichever worker it was for;
+#: also the routing key lease queues dead-letter with
+LEASE_DEAD = dead_letter_queue("lease")
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    type: str
+    durable: bool = True
+    arguments: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    durable: bool = True
+    arguments: dict = field(default_factory=dict)
+
+    @property
+    def queue_type(self) -> str:
+        return self.arguments.get("x-queue-type", CLASSIC)
+
+
+@dataclass(frozen=True)
+class BindingSpec:
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    exchanges: tuple[ExchangeSpec, ...]
+    queues: tuple[QueueSpec, ...]
+    bindings: tuple[BindingSpec, ...]
+
+    @property
+    def queue_names(self) -> tuple[str, ...]:
+        return tuple(queue.name for queue in self.queues)
+
+    def queue(self, name: str) -> QueueSpec:
+        """The spec of queue ``name``; KeyError if the topology has no such queue."""
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        raise KeyError(name)
+
+    def bindings_of(self, queue_name: str) -> tuple[BindingSpec, ...]:
+        return tuple(b for b in self.bindings if b.queue == queue_name)
+
+
+def topology(settings) -> Topology:
+    """The static topology: exchanges, consumer queues, their dead-letter queues, bindings."""
+    consumers = (
+        (_consumer_queue(LEDGER_INBOX, settings), REQUEST_TYPES),
+        # single active consumer: a standby scheduler waits attached and takes
+        # over the moment the active one goes away, with no double matching
+        (_consumer_queue(SCHEDULER_READY, settings, single_active=True), SCHEDULER_READY_TYPES),
+        (_consumer_queue(SCHEDULER_OFFERS, settings, single_active=True), SCHEDULER_OFFERS_TYPES),
+    )
+    queues: list[QueueSpec] = []
+    bindings: list[BindingSpec] = []
+    for queue, event_types in consumers:
+        queues.append(queue)
+        bindings += [BindingSpec(queue.name, EVENTS_EXCHANGE, routing_key(t)) for t in event_types]
+    for queue, _ in consumers:
+        queues.append(QueueSpec(dead_letter_queue(queue.name)))
+        bindings.append(BindingSpec(dead_letter_queue(queue.name), DEAD_EXCHANGE, queue.name))
+    queues.append(QueueSpec(LEASE_DEAD))
+    bindings.append(BindingSpec(LEASE_DEAD, DEAD_EXCHANGE, LEASE_DEAD))
+    return Topology(
+        exchanges=(
+            ExchangeSpec(EVENTS_EXCHANGE, "topic"),
+            ExchangeSpec(LEASES_EXCHANGE, "direct"),
+            ExchangeSpec(DEAD_EXCHANGE, "direct"),
+        ),
+        queues=tuple(queues),
+        bindings=tuple(bindings),
+    )
+
+
+def lease_queue_spec(worker_id: str) -> tuple[QueueSpec, BindingSpec]:
+    """The lease queue of one worker and its binding on ``market.leases`` (key = worker id).
+
+    A classic queue: lease offers carry a per-message expiration equal to
+    their deadline, and an offer that expires unread is dead-lettered to
+    ``lease.dead`` so an operator can see it.
+    """
+    name = lease_queue(worker_id)
+    queue = QueueSpec(
+        name,
+        arguments={
+            "x-dead-letter-exchange": DEAD_EXCHANGE,
+            "x-dead-letter-routing-key": LEASE_DEAD,
+        },
+    )
+    return queue, BindingSpec(name, LEASES_EXCHANGE, worker_id)
+
+
+def _consumer_queue(name: str, settings, *, single_active: bool = False) -> QueueSpec:
+    arguments = {
+        "x-queue-type": QUORUM,
+        # explicit, so a message that crashes its consumer every time is
+        # dead-lettered after a few tries instead of being redelivered forever
+        "x-delivery-limit": settings.delivery_limit,
+        "x-dead-letter-exchange": DEAD_EXCHANGE,
+        "x-dead-letter-routing-key": name,
+    }
+    if single_active:
+        arguments["x-single-active-consumer"] = True
+    return QueueSpec(name, arguments=arguments)

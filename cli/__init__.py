@@ -1,0 +1,1 @@
+"""marketctl: the one command line for users and operators."""

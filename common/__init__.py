@@ -1,0 +1,1 @@
+"""Shared runtime pieces: settings, logging, the root error."""

@@ -1,0 +1,141 @@
+"""Settings: one dataclass, read from ``MARKET_*`` environment variables.
+
+Every field documents its variable and default. Nothing reads the
+environment anywhere else; the settings object is passed in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from common.errors import MarketError
+
+
+class SettingsError(MarketError):
+    exit_code = 2
+
+
+def _env_int(environ, name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from e
+
+
+def _env_float(environ, name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name}={raw!r} is not a number") from e
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: MARKET_HOME: folder for the local broker node, the SQLite ledger, pid files and logs
+    home: Path = Path(".market")
+    #: MARKET_AMQP_URL: an existing broker; unset means the project-local node
+    amqp_url_override: str | None = None
+    #: MARKET_DB_URL: an existing database (SQLAlchemy URL); unset means SQLite in MARKET_HOME
+    db_url_override: str | None = None
+    #: MARKET_AMQP_PORT: AMQP port of the project-local node
+    amqp_port: int = 5672
+    #: MARKET_MANAGEMENT_PORT: management UI port of the project-local node
+    management_port: int = 15672
+    #: MARKET_NODE_NAME: Erlang node name of the project-local node
+    node_name: str = "market@localhost"
+    #: MARKET_SERVICE_USER / MARKET_SERVICE_PASSWORD: the broker user agents and
+    #: marketctl connect as; it carries the ``impersonator`` tag so it may set
+    #: ``user_id`` to the acting account
+    service_user: str = "market"
+    service_password: str = "market"
+    #: MARKET_ACCOUNT: the account marketctl acts as (``--as`` overrides it)
+    account: str = "operator"
+    #: MARKET_LOG_LEVEL: debug, info, warning, error
+    log_level: str = "info"
+    #: MARKET_INGEST_BATCH: most events the ledger appends in one transaction
+    ingest_batch: int = 1000
+    #: MARKET_PREFETCH: unacked deliveries the ledger may hold (>= ingest batch)
+    prefetch: int = 2000
+    #: MARKET_DELIVERY_LIMIT: deliveries of one message to ledger.inbox before
+    #: the broker dead-letters it (a poison message that crashes the agent)
+    delivery_limit: int = 5
+    #: MARKET_MAX_BLOB_BYTES: largest single blob (module source, state, result)
+    max_blob_bytes: int = 4 * 1024 * 1024
+    #: MARKET_MAX_MESSAGE_BYTES: largest message body the ledger accepts
+    max_message_bytes: int = 16 * 1024 * 1024
+    #: MARKET_REPLY_TIMEOUT: seconds marketctl waits for the ledger's verdict
+    reply_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Settings":
+        """Read every ``MARKET_*`` variable; ``overrides`` win over the environment."""
+        env = os.environ if environ is None else environ
+        d = cls()
+        values = dict(
+            home=Path(env.get("MARKET_HOME") or d.home),
+            amqp_url_override=env.get("MARKET_AMQP_URL") or None,
+            db_url_override=env.get("MARKET_DB_URL") or None,
+            amqp_port=_env_int(env, "MARKET_AMQP_PORT", d.amqp_port),
+            management_port=_env_int(env, "MARKET_MANAGEMENT_PORT", d.management_port),
+            node_name=env.get("MARKET_NODE_NAME") or d.node_name,
+            service_user=env.get("MARKET_SERVICE_USER") or d.service_user,
+            service_password=env.get("MARKET_SERVICE_PASSWORD") or d.service_password,
+            account=env.get("MARKET_ACCOUNT") or d.account,
+            log_level=(env.get("MARKET_LOG_LEVEL") or d.log_level).lower(),
+            ingest_batch=_env_int(env, "MARKET_INGEST_BATCH", d.ingest_batch),
+            prefetch=_env_int(env, "MARKET_PREFETCH", d.prefetch),
+            delivery_limit=_env_int(env, "MARKET_DELIVERY_LIMIT", d.delivery_limit),
+            max_blob_bytes=_env_int(env, "MARKET_MAX_BLOB_BYTES", d.max_blob_bytes),
+            max_message_bytes=_env_int(env, "MARKET_MAX_MESSAGE_BYTES", d.max_message_bytes),
+            reply_timeout=_env_float(env, "MARKET_REPLY_TIMEOUT", d.reply_timeout),
+        )
+        values.update(overrides)
+        settings = cls(**values)
+        if settings.prefetch < settings.ingest_batch:
+            raise SettingsError("MARKET_PREFETCH must be at least MARKET_INGEST_BATCH")
+        return settings
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return self.amqp_url_override is None
+
+    @property
+    def uses_local_db(self) -> bool:
+        return self.db_url_override is None
+
+    @property
+    def amqp_url(self) -> str:
+        if self.amqp_url_override:
+            return self.amqp_url_override
+        user, password = quote(self.service_user, safe=""), quote(self.service_password, safe="")
+        return f"amqp://{user}:{password}@127.0.0.1:{self.amqp_port}/"
+
+    @property
+    def db_url(self) -> str:
+        if self.db_url_override:
+            return self.db_url_override
+        return f"sqlite:///{(self.home / 'ledger.db').resolve()}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.management_port}/"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "log"

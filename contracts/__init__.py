@@ -1,0 +1,1 @@
+"""The wire contract: envelope, event schemas, routing keys, versions."""

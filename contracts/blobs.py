@@ -1,0 +1,86 @@
+"""Content-addressed blobs: module sources, states, results.
+
+On the wire a blob is ``{"sha256": hex, "data": base64}``; in the ledger it
+is stored once under its sha256 and events keep only ``{"sha256", "size"}``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+
+from marshmallow import ValidationError, fields
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    sha256: str
+    data: bytes
+
+    @classmethod
+    def of(cls, data: bytes) -> "Blob":
+        return cls(hashlib.sha256(data).hexdigest(), bytes(data))
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def to_wire(self) -> dict:
+        return {"sha256": self.sha256, "data": base64.b64encode(self.data).decode("ascii")}
+
+    def reference(self) -> dict:
+        """What the ledger keeps in the event: the address, not the bytes."""
+        return {"sha256": self.sha256, "size": len(self.data)}
+
+
+#: message prefixes that let the codec tell blob errors from other field
+#: errors (marshmallow keeps only the messages of nested errors)
+TOO_LARGE = "blob too large"
+MISMATCH = "blob mismatch"
+
+
+class BlobField(fields.Field):
+    """Deserializes ``{"sha256", "data"}`` into a :class:`Blob`, checking the
+    base64 and that the bytes really hash to the address they claim.
+
+    ``max_bytes`` is checked on the encoded length first, so an oversize blob
+    is refused before it is decoded into memory.
+    """
+
+    def __init__(self, *args, max_bytes: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_bytes = max_bytes
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        if isinstance(value, Blob):
+            return value.to_wire()
+        return value
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, Blob):
+            return value
+        if not isinstance(value, dict) or set(value) != {"sha256", "data"}:
+            raise ValidationError('a blob is an object with exactly "sha256" and "data"')
+        sha, encoded = value["sha256"], value["data"]
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise ValidationError("sha256 must be 64 lowercase hex digits")
+        if not isinstance(encoded, str):
+            raise ValidationError("data must be a base64 string")
+        limit = self.max_bytes
+        if limit is not None and len(encoded) * 3 // 4 > limit + 2:
+            raise ValidationError(f"{TOO_LARGE}: about {len(encoded) * 3 // 4} bytes exceeds the {limit}-byte limit")
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ValidationError(f"data is not valid base64: {e}") from e
+        if limit is not None and len(data) > limit:
+            raise ValidationError(f"{TOO_LARGE}: {len(data)} bytes exceeds the {limit}-byte limit")
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise ValidationError(f"{MISMATCH}: the bytes do not hash to sha256 {sha[:12]}...")
+        return Blob(sha, data)

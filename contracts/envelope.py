@@ -1,0 +1,225 @@
+"""The event envelope and the codec that turns messages into events.
+
+Every message body is a JSON object with exactly these keys::
+
+    event_id        UUID chosen by the producer: the idempotency key
+    type            one of contracts.events.EVENTS
+    version         the payload's schema version (an integer)
+    occurred_at     when the producer says it happened, ISO-8601 UTC ("...Z")
+    correlation_id  the conversation it belongs to (or null)
+    causation_id    the event that caused it (or null)
+    payload         the type's payload
+
+The *actor* is not in the body: it is the AMQP ``user_id`` property, which the
+broker validates against the connection's user.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import orjson
+from marshmallow import ValidationError
+
+from contracts.blobs import MISMATCH, TOO_LARGE, Blob, BlobField
+from contracts.errors import (
+    BlobMismatch,
+    BlobTooLarge,
+    ForgedEvent,
+    InvalidEnvelope,
+    InvalidJSON,
+    InvalidPayload,
+    MessageTooLarge,
+    UnknownType,
+    UnknownVersion,
+)
+from contracts.events import EVENTS, EventType, flatten_errors
+from contracts.routing import LEDGER_ACTOR
+
+ENVELOPE_KEYS = frozenset({"event_id", "type", "version", "occurred_at", "correlation_id", "causation_id", "payload"})
+
+
+def utc_now_iso() -> str:
+    return format_time(datetime.now(timezone.utc))
+
+
+def format_time(moment: datetime) -> str:
+    """ISO-8601 in UTC with microseconds and a ``Z``: sortable as text."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded, validated event. ``payload`` holds blob *references*
+    (``{"sha256", "size"}``); the bytes are in ``blobs``."""
+
+    event_id: str
+    type: str
+    version: int
+    occurred_at: str
+    actor: str
+    correlation_id: str | None
+    causation_id: str | None
+    payload: dict
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+
+def _normalize_time(value) -> str:
+    if not isinstance(value, str):
+        raise InvalidEnvelope("occurred_at must be an ISO-8601 string")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise InvalidEnvelope(f"occurred_at {value!r} is not an ISO-8601 time") from e
+    if moment.tzinfo is None:
+        raise InvalidEnvelope("occurred_at must carry a time zone (use UTC, ...Z)")
+    return format_time(moment)
+
+
+def _optional_id(envelope: dict, key: str) -> str | None:
+    value = envelope.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 128:
+        raise InvalidEnvelope(f"{key} must be a string of at most 128 characters or null")
+    return value
+
+
+class Codec:
+    """Encodes and decodes events against the contract, with the blob and
+    message size limits of one deployment."""
+
+    def __init__(self, max_blob_bytes: int = 4 * 1024 * 1024, max_message_bytes: int = 16 * 1024 * 1024,
+                 events: dict[str, EventType] | None = None):
+        self.max_blob_bytes = max_blob_bytes
+        self.max_message_bytes = max_message_bytes
+        self.events = EVENTS if events is None else events
+        self._schemas = {}
+
+    @classmethod
+    def from_settings(cls, settings) -> "Codec":
+        return cls(settings.max_blob_bytes, settings.max_message_bytes)
+
+    def schema(self, event_type: str):
+        schema = self._schemas.get(event_type)
+        if schema is None:
+            schema = self.events[event_type].schema()
+            for f in schema.fields.values():
+                if isinstance(f, BlobField):
+                    f.max_bytes = self.max_blob_bytes
+            self._schemas[event_type] = schema
+        return schema
+
+    # ---- decoding -----------------------------------------------------------
+
+    def decode(self, body: bytes, user_id: str | None, *, requests_only: bool = True) -> Envelope:
+        """Validate a message from the broker. Raises a ContractError subclass
+        whose ``reason`` says exactly what is wrong."""
+        if len(body) > self.max_message_bytes:
+            raise MessageTooLarge(f"message of {len(body)} bytes exceeds the {self.max_message_bytes}-byte limit")
+        if not user_id:
+            raise ForgedEvent("message has no user_id: the actor must be the broker-validated AMQP user_id")
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise InvalidJSON(f"body is not valid JSON: {e}") from e
+        if not isinstance(raw, dict):
+            raise InvalidEnvelope("body must be a JSON object")
+        event_type = raw.get("type")
+        if requests_only and user_id == LEDGER_ACTOR:
+            raise ForgedEvent("only the ledger itself may act as 'ledger'")
+        return self.decode_envelope(raw, actor=user_id, requests_only=requests_only, event_type=event_type)
+
+    def decode_envelope(self, raw: dict, *, actor: str, requests_only: bool, event_type=None) -> Envelope:
+        if "actor" in raw:
+            raise ForgedEvent("the body may not name an actor: it is taken from the AMQP user_id")
+        extra = set(raw) - ENVELOPE_KEYS
+        if extra:
+            raise InvalidEnvelope(f"unknown envelope field(s): {', '.join(sorted(extra))}")
+        missing = {"event_id", "type", "version", "occurred_at", "payload"} - set(raw)
+        if missing:
+            raise InvalidEnvelope(f"missing envelope field(s): {', '.join(sorted(missing))}")
+        event_type = raw["type"]
+        if not isinstance(event_type, str):
+            raise InvalidEnvelope("type must be a string")
+        definition = self.events.get(event_type)
+        if definition is None:
+            raise UnknownType(f"unknown event type {event_type[:80]!r}")
+        if requests_only and not definition.request:
+            raise ForgedEvent(f"{event_type} is a ledger verdict; only the ledger may record it")
+        try:
+            event_id = str(uuid.UUID(raw["event_id"]))
+        except (ValueError, TypeError, AttributeError) as e:
+            raise InvalidEnvelope("event_id must be a UUID string") from e
+        version = raw["version"]
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InvalidEnvelope("version must be an integer")
+        payload = raw["payload"]
+        if not isinstance(payload, dict):
+            raise InvalidPayload("payload must be a JSON object")
+        if version > definition.version or version < 1:
+            raise UnknownVersion(f"{event_type} version {version} is unknown (current is {definition.version})")
+        if version < definition.version:
+            try:
+                payload = definition.upcast(payload, version)
+            except KeyError as e:
+                raise UnknownVersion(f"{event_type} version {version} has no upcaster to {definition.version}") from e
+        loaded = self._load_payload(event_type, payload)
+        blobs: dict[str, bytes] = {}
+        for key, value in loaded.items():
+            if isinstance(value, Blob):
+                blobs[value.sha256] = value.data
+                loaded[key] = value.reference()
+        return Envelope(
+            event_id=event_id,
+            type=event_type,
+            version=definition.version,
+            occurred_at=_normalize_time(raw["occurred_at"]),
+            actor=actor,
+            correlation_id=_optional_id(raw, "correlation_id"),
+            causation_id=_optional_id(raw, "causation_id"),
+            payload=loaded,
+            blobs=blobs,
+        )
+
+    def _load_payload(self, event_type: str, payload: dict) -> dict:
+        try:
+            return self.schema(event_type).load(payload)
+        except ValidationError as e:
+            reason = f"{event_type}: {flatten_errors(e.messages)}"
+            if TOO_LARGE in reason:
+                raise BlobTooLarge(reason) from e
+            if MISMATCH in reason:
+                raise BlobMismatch(reason) from e
+            raise InvalidPayload(reason) from e
+
+    # ---- encoding -----------------------------------------------------------
+
+    def encode(self, event_type: str, payload: dict, *, event_id: str | None = None,
+               correlation_id: str | None = None, causation_id: str | None = None,
+               occurred_at: str | None = None) -> tuple[str, bytes]:
+        """Build a message body, validating the payload first, so a producer
+        never publishes what the ledger would refuse on shape alone.
+        ``payload`` may hold :class:`Blob` values. Returns (event_id, body)."""
+        definition = self.events.get(event_type)
+        if definition is None:
+            raise UnknownType(f"unknown event type {event_type!r}")
+        wire_payload = {k: (v.to_wire() if isinstance(v, Blob) else v) for k, v in payload.items()}
+        self._load_payload(event_type, wire_payload)
+        event_id = event_id or str(uuid.uuid4())
+        body = {
+            "event_id": event_id,
+            "type": event_type,
+            "version": definition.version,
+            "occurred_at": occurred_at or utc_now_iso(),
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "payload": wire_payload,
+        }
+        return event_id, orjson.dumps(body)
+

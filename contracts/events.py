@@ -1,0 +1,364 @@
+"""One marshmallow schema per event type, with its version.
+
+Each schema validates a payload exactly: unknown fields, missing fields and
+wrong types are refused. Money is integer micro-credits (1 credit =
+1,000,000); times are ISO-8601 UTC strings; blobs are :class:`BlobField`.
+
+Versions: ``EVENTS[type].version`` is the current version. When a payload
+changes shape, bump the version, keep the old schema's meaning in an
+upcaster ``upcast_vN_vN1(payload) -> payload`` and register it in the
+type's ``upcasters``; stored events are never edited, they are upcast on read.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from contracts.blobs import BlobField
+from contracts.routing import REQUEST_TYPES, VERDICT_TYPES
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_TEXT = 64 * 1024
+#: largest price or amount: 10^15 micro-credits (a billion credits)
+MAX_MICRO = 10**15
+
+
+class StrictInt(fields.Integer):
+    """An integer that is really an integer: no bools, no floats, no strings."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+def Name(**kw):
+    return fields.String(validate=validate.Regexp(NAME_PATTERN, error="not a valid name (letters, digits, _.@-, at most 64)"), **kw)
+
+
+def Id(**kw):
+    return fields.String(validate=validate.Regexp(ID_PATTERN, error="not a valid id (letters, digits, _.-, at most 64)"), **kw)
+
+
+def Micro(minimum: int = 0, **kw):
+    return StrictInt(validate=validate.Range(min=minimum, max=MAX_MICRO), **kw)
+
+
+def Text(max_length: int = MAX_TEXT, **kw):
+    return fields.String(validate=validate.Length(max=max_length), **kw)
+
+
+def Seconds(**kw):
+    return StrictInt(validate=validate.Range(min=1, max=7 * 24 * 3600), **kw)
+
+
+def Sha(**kw):
+    return fields.String(validate=validate.Regexp(r"^[0-9a-f]{64}$"), **kw)
+
+
+def Timestamp(**kw):
+    return fields.String(validate=validate.Regexp(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$"), **kw)
+
+
+class Payload(Schema):
+    """Base: every payload field is required unless it says otherwise."""
+
+
+# ---- requests ---------------------------------------------------------------
+
+class AccountOpened(Payload):
+    account = Name(required=True)
+    email = fields.Email(required=True)
+    credit_limit = Micro(load_default=0)
+
+
+class AccountDeposited(Payload):
+    account = Name(required=True)
+    amount = Micro(minimum=1, required=True)
+    reference = Text(max_length=200, load_default="")
+
+
+class AccountCreditLimitSet(Payload):
+    account = Name(required=True)
+    credit_limit = Micro(required=True)
+
+
+class WorkerRegistered(Payload):
+    worker_id = Id(required=True)
+    name = Text(max_length=100, required=True)
+    slots = StrictInt(validate=validate.Range(min=1, max=256), load_default=1)
+    lease_seconds = Seconds(load_default=60)
+
+
+class WorkerOffered(Payload):
+    worker_id = Id(required=True)
+    lease_seconds = Seconds(required=True)
+    slots = StrictInt(validate=validate.Range(min=1, max=256), load_default=1)
+
+
+class WorkerRetired(Payload):
+    worker_id = Id(required=True)
+
+
+class JobSubmitted(Payload):
+    job_id = Id(required=True)
+    name = Text(max_length=200, required=True)
+    price = Micro(minimum=1, required=True)
+    entry = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$"))
+    kind = fields.String(load_default="generator", validate=validate.OneOf(["generator", "function"]))
+    module = BlobField(required=True)
+    state = BlobField(required=True)
+    max_attempts = StrictInt(validate=validate.Range(min=1, max=100), load_default=3)
+    probe = fields.Boolean(load_default=False)
+
+
+class JobRepriced(Payload):
+    job_id = Id(required=True)
+    price = Micro(minimum=1, required=True)
+
+
+class JobCancelled(Payload):
+    job_id = Id(required=True)
+
+
+class LeaseProposed(Payload):
+    job_id = Id(required=True)
+    worker_id = Id(required=True)
+    checkpoint = StrictInt(validate=validate.Range(min=0), required=True)
+    lease_seconds = Seconds(required=True)
+
+
+class CheckpointSubmitted(Payload):
+    lease_id = Id(required=True)
+    job_id = Id(required=True)
+    state = BlobField(required=True)
+    output = Text(load_default="")
+
+
+class JobFinished(Payload):
+    lease_id = Id(required=True)
+    job_id = Id(required=True)
+    result = BlobField(required=True)
+    output = Text(load_default="")
+
+
+class JobErrored(Payload):
+    lease_id = Id(required=True)
+    job_id = Id(required=True)
+    error = Text(required=True)
+    exit_code = StrictInt(allow_none=True, load_default=None)
+    output = Text(load_default="")
+
+
+class SpeedMeasured(Payload):
+    worker_id = Id(required=True)
+    probe_job_id = Id(required=True)
+    #: benchmark work units per second (0 for a wrong answer)
+    speed = StrictInt(validate=validate.Range(min=0), required=True)
+    correct = fields.Boolean(required=True)
+
+
+# ---- verdicts (the ledger's own facts) -----------------------------------------
+
+class RequestRejected(Payload):
+    request_id = fields.String(required=True)
+    request_type = fields.String(required=True)
+    reason = Text(max_length=1000, required=True)
+
+
+class JobAccepted(Payload):
+    job_id = Id(required=True)
+    owner = Name(required=True)
+    name = Text(max_length=200, required=True)
+    price = Micro(minimum=1, required=True)
+    entry = fields.String(required=True)
+    kind = fields.String(required=True)
+    module_sha256 = Sha(required=True)
+    state_sha256 = Sha(required=True)
+    max_attempts = StrictInt(required=True)
+    probe = fields.Boolean(required=True)
+
+
+class JobRejected(Payload):
+    job_id = Id(required=True)
+    reason = Text(max_length=1000, required=True)
+
+
+class JobReady(Payload):
+    job_id = Id(required=True)
+    price = Micro(minimum=1, required=True)
+    checkpoint = StrictInt(required=True)
+    state_sha256 = Sha(required=True)
+
+
+class JobHeld(Payload):
+    job_id = Id(required=True)
+    reason = Text(max_length=1000, required=True)
+
+
+class JobCompleted(Payload):
+    job_id = Id(required=True)
+    lease_id = Id(required=True)
+    result_sha256 = Sha(required=True)
+
+
+class JobFailed(Payload):
+    job_id = Id(required=True)
+    reason = Text(max_length=1000, required=True)
+    error = Text(load_default="")
+
+
+class JobQuarantined(Payload):
+    job_id = Id(required=True)
+    reason = Text(max_length=1000, required=True)
+
+
+class JobWithdrawn(Payload):
+    job_id = Id(required=True)
+    reason = Text(max_length=1000, required=True)
+
+
+class LeaseGranted(Payload):
+    lease_id = Id(required=True)
+    job_id = Id(required=True)
+    worker_id = Id(required=True)
+    checkpoint = StrictInt(required=True)
+    lease_seconds = Seconds(required=True)
+    deadline = Timestamp(required=True)
+    price = Micro(minimum=1, required=True)
+
+
+class LeaseRefused(Payload):
+    job_id = Id(required=True)
+    worker_id = Id(required=True)
+    reason = Text(max_length=1000, required=True)
+
+
+class LeaseExpired(Payload):
+    lease_id = Id(required=True)
+    job_id = Id(required=True)
+    worker_id = Id(required=True)
+
+
+class CheckpointCommitted(Payload):
+    lease_id = Id(required=True)
+    job_id = Id(required=True)
+    checkpoint = StrictInt(required=True)
+    state_sha256 = Sha(required=True)
+    executed_ms = StrictInt(validate=validate.Range(min=0), required=True)
+
+
+class CheckpointRejected(Payload):
+    lease_id = Id(required=True)
+    job_id = Id(required=True)
+    reason = Text(max_length=1000, required=True)
+
+
+class SpeedRecorded(Payload):
+    worker_id = Id(required=True)
+    speed = StrictInt(validate=validate.Range(min=0), required=True)
+    measured_at = Timestamp(required=True)
+
+
+class Posting(Schema):
+    account = Name(required=True)
+    amount = StrictInt(required=True)
+
+
+class PaymentPosted(Payload):
+    payment_id = Id(required=True)
+    job_id = Id(required=True)
+    lease_id = Id(required=True)
+    executed_ms = StrictInt(validate=validate.Range(min=0), required=True)
+    price = Micro(minimum=1, required=True)
+    postings = fields.List(fields.Nested(Posting), required=True)
+
+
+Upcaster = Callable[[dict], dict]
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One event type: its current schema and version, and how older
+    versions of its payload are brought up to date."""
+
+    name: str
+    schema: type[Schema]
+    version: int = 1
+    request: bool = True
+    #: from-version -> function turning that version's payload into the next's
+    upcasters: dict[int, Upcaster] = field(default_factory=dict)
+
+    def upcast(self, payload: dict, from_version: int) -> dict:
+        version = from_version
+        while version < self.version:
+            step = self.upcasters.get(version)
+            if step is None:
+                raise KeyError(version)
+            payload = step(payload)
+            version += 1
+        return payload
+
+
+_SCHEMAS: dict[str, type[Schema]] = {
+    "account.opened": AccountOpened,
+    "account.deposited": AccountDeposited,
+    "account.credit_limit_set": AccountCreditLimitSet,
+    "worker.registered": WorkerRegistered,
+    "worker.offered": WorkerOffered,
+    "worker.retired": WorkerRetired,
+    "job.submitted": JobSubmitted,
+    "job.repriced": JobRepriced,
+    "job.cancelled": JobCancelled,
+    "lease.proposed": LeaseProposed,
+    "checkpoint.submitted": CheckpointSubmitted,
+    "job.finished": JobFinished,
+    "job.errored": JobErrored,
+    "speed.measured": SpeedMeasured,
+    "request.rejected": RequestRejected,
+    "job.accepted": JobAccepted,
+    "job.rejected": JobRejected,
+    "job.ready": JobReady,
+    "job.held": JobHeld,
+    "job.completed": JobCompleted,
+    "job.failed": JobFailed,
+    "job.quarantined": JobQuarantined,
+    "job.withdrawn": JobWithdrawn,
+    "lease.granted": LeaseGranted,
+    "lease.refused": LeaseRefused,
+    "lease.expired": LeaseExpired,
+    "checkpoint.committed": CheckpointCommitted,
+    "checkpoint.rejected": CheckpointRejected,
+    "speed.recorded": SpeedRecorded,
+    "payment.posted": PaymentPosted,
+}
+
+#: every event type of the market, by name
+EVENTS: dict[str, EventType] = {
+    name: EventType(name, schema, request=name in REQUEST_TYPES)
+    for name, schema in _SCHEMAS.items()
+}
+
+assert set(EVENTS) == set(REQUEST_TYPES) | set(VERDICT_TYPES), "routing and schemas disagree"
+
+
+def flatten_errors(messages, prefix: str = "") -> str:
+    """marshmallow's nested error dict as one readable line."""
+    if isinstance(messages, dict):
+        parts = []
+        for key, value in sorted(messages.items(), key=lambda kv: str(kv[0])):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            parts.append(flatten_errors(value, name))
+        return "; ".join(parts)
+    if isinstance(messages, list):
+        text = " ".join(str(m) for m in messages if not isinstance(m, (dict, list)))
+        nested = [flatten_errors(m, prefix) for m in messages if isinstance(m, (dict, list))]
+        return "; ".join(([f"{prefix}: {text}"] if text else []) + nested)
+    return f"{prefix}: {messages}"

@@ -1,0 +1,54 @@
+"""Event types and their routing keys.
+
+The routing key of every event on ``market.events`` is its type. *Requests*
+come from producers (marketctl, agents, the portal) and go to the ledger;
+*verdicts* are the facts the ledger derives and publishes through its outbox.
+"""
+
+#: what producers publish; ``ledger.inbox`` is bound to exactly these keys
+REQUEST_TYPES: tuple[str, ...] = (
+    "account.opened",
+    "account.deposited",
+    "account.credit_limit_set",
+    "worker.registered",
+    "worker.offered",
+    "worker.retired",
+    "job.submitted",
+    "job.repriced",
+    "job.cancelled",
+    "lease.proposed",
+    "checkpoint.submitted",
+    "job.finished",
+    "job.errored",
+    "speed.measured",
+)
+
+#: what only the ledger appends (actor ``ledger``) and relays from its outbox
+VERDICT_TYPES: tuple[str, ...] = (
+    "request.rejected",
+    "job.accepted",
+    "job.rejected",
+    "job.ready",
+    "job.held",
+    "job.completed",
+    "job.failed",
+    "job.quarantined",
+    "job.withdrawn",
+    "lease.granted",
+    "lease.refused",
+    "lease.expired",
+    "checkpoint.committed",
+    "checkpoint.rejected",
+    "speed.recorded",
+    "payment.posted",
+)
+
+ALL_TYPES: tuple[str, ...] = REQUEST_TYPES + VERDICT_TYPES
+
+#: the actor name of every event the ledger derives itself
+LEDGER_ACTOR = "ledger"
+
+
+def routing_key(event_type: str) -> str:
+    """The routing key an event of ``event_type`` is published with."""
+    return event_type

@@ -1,0 +1,1 @@
+"""The single writer: append-only event log, projections, outbox, replay."""

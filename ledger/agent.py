@@ -1,0 +1,266 @@
+"""The ledger agent: the market's single writer.
+
+Loop: receive a batch from ``ledger.inbox`` -> decode against the contract ->
+fold -> append events, blobs, projections and outbox rows in one transaction
+-> dead-letter what the contract refused (with its reason in a header) ->
+ack the whole batch with one ``multiple`` ack. A relay publishes the outbox
+with confirms. A crash anywhere loses nothing: unacked deliveries come back
+and their event ids make them no-ops; unpublished outbox rows are published
+on restart.
+
+Database work runs on one dedicated thread, so the event loop keeps taking
+deliveries while a batch commits, and SQLite sees a single writer.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import signal
+
+import aio_pika
+import structlog
+
+from broker_setup.amqp import Outgoing, Publisher, connect
+from broker_setup.errors import BrokerError
+from broker_setup.topology import DEAD_EXCHANGE, LEDGER_INBOX
+from contracts.envelope import Codec, utc_now_iso
+from contracts.errors import ContractError
+from contracts.routing import LEDGER_ACTOR
+from ledger.ingest import Incoming, Plan, decode_all, plan_batch, reply_body
+from ledger.store import LedgerStore
+
+log = structlog.get_logger("ledger")
+
+#: header that says why the ledger dead-lettered a message
+REASON_HEADER = "x-market-reason"
+#: short machine code of the reason (invalid-json, unknown-type, forged, ...)
+CODE_HEADER = "x-market-code"
+#: seconds between reconnection attempts, doubling up to the maximum
+RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0
+#: seconds the relay sleeps when it has nothing to publish and nobody woke it
+RELAY_IDLE = 1.0
+#: outbox rows the relay publishes per round
+RELAY_BATCH = 1000
+
+
+class LedgerAgent:
+    def __init__(self, settings, store: LedgerStore, codec: Codec | None = None, clock=utc_now_iso):
+        self.settings = settings
+        self.store = store
+        self.codec = codec or Codec.from_settings(settings)
+        self.clock = clock
+        self._db = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-db")
+        self.state = None
+        self.appended = 0
+
+    async def _on_db(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    # ---- the loop -------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, reconnecting whenever the broker goes away."""
+        self.state = await self._on_db(self.store.load_state)
+        log.info("ledger.started", last_seq=self.state.last_seq)
+        delay = RECONNECT_MIN
+        while not stop.is_set():
+            try:
+                connection = await connect(self.settings, "ledger")
+            except BrokerError as e:
+                log.warning("ledger.broker_unreachable", reason=str(e), retry_in=delay)
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+                continue
+            delay = RECONNECT_MIN
+            try:
+                await self._session(connection, stop)
+            except (aio_pika.exceptions.AMQPError, ConnectionError, BrokerError, asyncio.TimeoutError) as e:
+                log.warning("ledger.connection_lost", reason=repr(e))
+            finally:
+                if not connection.is_closed:
+                    await connection.close()
+        self._db.shutdown(wait=True)
+        log.info("ledger.stopped", last_seq=self.state.last_seq)
+
+    async def _session(self, connection, stop: asyncio.Event) -> None:
+        closed = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: closed.set())
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        channel.close_callbacks.add(lambda *_: closed.set())
+        publisher = await Publisher(connection).open()
+        queue = await channel.declare_queue(LEDGER_INBOX, passive=True)
+        buffer: list = []
+        arrived, relay_wake = asyncio.Event(), asyncio.Event()
+
+        async def on_message(message):
+            buffer.append(message)
+            arrived.set()
+
+        await queue.consume(on_message, no_ack=False)
+        relay = asyncio.create_task(self._relay(publisher, relay_wake, closed))
+        log.info("ledger.consuming", queue=LEDGER_INBOX)
+        try:
+            while not stop.is_set() and not closed.is_set():
+                if not buffer:
+                    arrived.clear()
+                    await _first_of(arrived.wait(), stop.wait(), closed.wait())
+                    continue
+                batch = buffer[: self.settings.ingest_batch]
+                del buffer[: len(batch)]
+                await self._ingest(batch, publisher)
+                relay_wake.set()
+        finally:
+            relay.cancel()
+            await asyncio.gather(relay, return_exceptions=True)
+        if closed.is_set() and not stop.is_set():
+            raise ConnectionError("the broker closed the connection")
+
+    # ---- one batch ----------------------------------------------------------
+
+    async def _ingest(self, messages: list, publisher: Publisher) -> None:
+        batch = [Incoming(m.body, m.user_id, m.reply_to, m) for m in messages]
+        plan = await self._on_db(self._append, batch)
+        await self._dead_letter(publisher, plan.invalid)
+        await self._reply_to_unrecorded(publisher, plan)
+        # one ack for the whole batch, after commit and after the dead-letters are confirmed
+        await messages[-1].ack(multiple=True)
+        self.appended += len(plan.events)
+        log.debug("ledger.batch", messages=len(batch), appended=len(plan.events),
+                  invalid=len(plan.invalid), duplicates=len(plan.duplicates), last_seq=self.state.last_seq)
+
+    def _append(self, batch: list[Incoming]) -> Plan:
+        """Runs on the database thread. If the batch cannot be appended as a
+        whole (a bug in a rule, a database error), retry message by message,
+        so one poison message is dead-lettered and the rest recorded."""
+        try:
+            return self._append_all(batch)
+        except Exception:
+            log.exception("ledger.batch_failed", messages=len(batch))
+            self.state = self.store.load_state()
+        combined = Plan()
+        for incoming in batch:
+            try:
+                one = self._append_all([incoming])
+            except Exception as e:  # noqa: BLE001 - a poison message must not stop the ledger
+                log.exception("ledger.poison_message")
+                self.state = self.store.load_state()
+                combined.invalid.append((incoming, ContractError(f"the ledger could not record it: {e!r}"[:500])))
+                continue
+            combined.events += one.events
+            combined.invalid += one.invalid
+            combined.duplicates += one.duplicates
+            combined.outbox += one.outbox
+        return combined
+
+    def _append_all(self, batch: list[Incoming]) -> Plan:
+        decoded, invalid = decode_all(self.codec, batch)
+        known = self.store.known_event_ids([envelope.event_id for _, envelope in decoded])
+        plan = plan_batch(self.state, decoded, known, self.clock())
+        plan.invalid = invalid
+        try:
+            self.store.write(plan, self.state)
+        except Exception:
+            # the in-memory state already holds the folded batch: throw it away
+            self.state = self.store.load_state()
+            raise
+        return plan
+
+    async def _dead_letter(self, publisher: Publisher, invalid) -> None:
+        if not invalid:
+            return
+        items = []
+        for incoming, error in invalid:
+            message = incoming.delivery
+            log.warning("ledger.dead_lettered", message_id=message.message_id, user_id=incoming.user_id,
+                        code=error.code, reason=error.reason)
+            headers = {REASON_HEADER: error.reason[:1000], CODE_HEADER: error.code,
+                       "x-original-routing-key": message.routing_key or "",
+                       "x-original-user-id": incoming.user_id or ""}
+            items.append(Outgoing(incoming.body, LEDGER_INBOX, user_id=self.settings.service_user,
+                                  message_id=message.message_id or "", headers=headers, exchange=DEAD_EXCHANGE,
+                                  content_type=message.content_type or "application/octet-stream"))
+        results = await publisher.publish_many(items)
+        if not all(results):
+            # not acked: the broker redelivers them and we try again
+            raise BrokerError("could not dead-letter refused messages")
+        replies = [Outgoing(reply_body(m.delivery.message_id or "", "invalid", reason=e.reason), m.reply_to,
+                            user_id=LEDGER_ACTOR, message_id=m.delivery.message_id or "", exchange="",
+                            mandatory=False)
+                   for m, e in invalid if m.reply_to]
+        if replies:
+            await publisher.publish_many(replies)
+
+    async def _reply_to_unrecorded(self, publisher: Publisher, plan: Plan) -> None:
+        replies = [Outgoing(reply_body(m.delivery.message_id or "", "duplicate"), m.reply_to, user_id=LEDGER_ACTOR,
+                            message_id=m.delivery.message_id or "", exchange="", mandatory=False)
+                   for m in plan.duplicates if m.reply_to]
+        if replies:
+            await publisher.publish_many(replies)
+
+    # ---- the relay ----------------------------------------------------------
+
+    async def _relay(self, publisher: Publisher, wake: asyncio.Event, closed: asyncio.Event) -> None:
+        """Publish the outbox in order with confirms; forget what was confirmed."""
+        while not closed.is_set():
+            rows = await self._on_db(self.store.pending_outbox, RELAY_BATCH)
+            if not rows:
+                wake.clear()
+                await _first_of(wake.wait(), asyncio.sleep(RELAY_IDLE), closed.wait())
+                continue
+            items = [self._outgoing(row) for row in rows]
+            results = await publisher.publish_many(items)
+            await self._on_db(self.store.forget_outbox, [row.id for row, ok in zip(rows, results) if ok])
+            if not all(results):
+                await asyncio.sleep(RECONNECT_MIN)
+
+    @staticmethod
+    def _outgoing(row) -> Outgoing:
+        if row.reply_to:
+            # a reply: the requester may have gone away; that is not an error
+            return Outgoing(row.body, row.reply_to, user_id=LEDGER_ACTOR, message_id=row.event_id,
+                            correlation_id=row.correlation_id, exchange="", mandatory=False)
+        # a verdict nobody subscribes to yet is still published: not mandatory
+        return Outgoing(row.body, row.routing_key, user_id=LEDGER_ACTOR, message_id=row.event_id,
+                        correlation_id=row.correlation_id, headers={"seq": int(row.event_seq)}, mandatory=False)
+
+
+async def _first_of(*awaitables) -> None:
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    await _first_of(asyncio.sleep(seconds), stop.wait())
+
+
+async def serve(settings) -> None:
+    """Run the ledger agent until SIGTERM or SIGINT."""
+    from ledger.migrate import make_engine
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    engine = make_engine(settings.db_url)
+    try:
+        await LedgerAgent(settings, LedgerStore(engine)).run(stop)
+    finally:
+        engine.dispose()
+
+
+def main() -> None:
+    from common.logs import configure_logging
+    from common.settings import Settings
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

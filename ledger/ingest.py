@@ -1,0 +1,144 @@
+"""Turning a batch of incoming messages into what the ledger appends.
+
+``plan_batch`` is the decide step of the single writer, with no I/O: it
+decodes each message against the contract, skips event ids the log already
+holds, folds each new event, and returns the rows to append (events, blobs,
+outbox messages, replies) plus the messages to dead-letter with a reason.
+The store writes the plan in one transaction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from contracts.envelope import Codec, Envelope
+from contracts.errors import ContractError
+from contracts.routing import LEDGER_ACTOR
+from ledger.chain import event_hash, payload_text
+from ledger.fold import Derived, Recorded, derived_event_id, fold
+from ledger.state import MarketState
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A message as it came off ``ledger.inbox``."""
+
+    body: bytes
+    user_id: str | None
+    reply_to: str | None = None
+    #: opaque to planning: the consumer's handle to ack or dead-letter it
+    delivery: Any = None
+
+
+@dataclass
+class Plan:
+    #: rows for ``events``, in sequence order (requests and their verdicts)
+    events: list[dict] = field(default_factory=list)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    #: rows for ``outbox``: verdicts to publish, replies to requesters
+    outbox: list[dict] = field(default_factory=list)
+    #: messages the contract refuses, with why
+    invalid: list[tuple[Incoming, ContractError]] = field(default_factory=list)
+    #: messages whose event id the log already holds (redeliveries)
+    duplicates: list[Incoming] = field(default_factory=list)
+    recorded: list[Recorded] = field(default_factory=list)
+
+
+def decode_all(codec: Codec, batch: list[Incoming]) -> tuple[list[tuple[Incoming, Envelope]], list]:
+    good, invalid = [], []
+    for incoming in batch:
+        try:
+            good.append((incoming, codec.decode(incoming.body, incoming.user_id)))
+        except ContractError as e:
+            invalid.append((incoming, e))
+    return good, invalid
+
+
+def plan_batch(state: MarketState, decoded: list[tuple[Incoming, Envelope]], known_ids: set[str],
+               recorded_at: str) -> Plan:
+    """Fold every new event into ``state`` and return what to append.
+
+    ``known_ids`` are the batch's event ids that the log already holds;
+    ``recorded_at`` is the ledger's clock for this batch."""
+    plan = Plan()
+    seen = set(known_ids)
+    for incoming, envelope in decoded:
+        if envelope.event_id in seen:
+            plan.duplicates.append(incoming)
+            continue
+        seen.add(envelope.event_id)
+        request = _append(state, plan, envelope.event_id, envelope.type, envelope.version, envelope.occurred_at,
+                          recorded_at, envelope.actor, envelope.correlation_id, envelope.causation_id,
+                          envelope.payload)
+        plan.blobs.update(envelope.blobs)
+        verdicts = _fold_with_verdicts(state, plan, request)
+        if incoming.reply_to:
+            plan.outbox.append(_reply_row(incoming.reply_to, request, verdicts))
+    return plan
+
+
+def _fold_with_verdicts(state: MarketState, plan: Plan, request: Recorded) -> list[Recorded]:
+    """Fold the request, then each verdict it derives (which may derive more)."""
+    verdicts: list[Recorded] = []
+    pending: list[tuple[Recorded, list[Derived]]] = [(request, fold(state, request))]
+    while pending:
+        cause, derived = pending.pop(0)
+        for index, item in enumerate(derived):
+            verdict = _append(state, plan, derived_event_id(cause.event_id, index), item.type, 1,
+                              cause.recorded_at, cause.recorded_at, LEDGER_ACTOR,
+                              cause.correlation_id or request.event_id, cause.event_id, item.payload)
+            plan.outbox.append(_event_row(verdict, plan.events[-1]["payload"]))
+            verdicts.append(verdict)
+            pending.append((verdict, fold(state, verdict)))
+    return verdicts
+
+
+def _append(state: MarketState, plan: Plan, event_id, type_, version, occurred_at, recorded_at, actor,
+            correlation_id, causation_id, payload) -> Recorded:
+    seq = state.last_seq + 1
+    text = payload_text(payload)
+    digest = event_hash(state.last_hash, seq, event_id, type_, version, occurred_at, recorded_at, actor,
+                        correlation_id, causation_id, text)
+    plan.events.append({
+        "seq": seq, "event_id": event_id, "type": type_, "version": version, "occurred_at": occurred_at,
+        "recorded_at": recorded_at, "actor": actor, "correlation_id": correlation_id,
+        "causation_id": causation_id, "payload": text, "prev_hash": state.last_hash, "hash": digest,
+    })
+    state.last_seq, state.last_hash = seq, digest
+    record = Recorded(seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id,
+                      causation_id, payload)
+    plan.recorded.append(record)
+    return record
+
+
+def envelope_body(record: Recorded, payload: str | None = None) -> bytes:
+    """The message body of a recorded event, as the relay publishes it."""
+    return orjson.dumps({
+        "event_id": record.event_id, "type": record.type, "version": record.version,
+        "occurred_at": record.occurred_at, "correlation_id": record.correlation_id,
+        "causation_id": record.causation_id,
+        "payload": orjson.Fragment(payload) if payload is not None else record.payload,
+    })
+
+
+def _event_row(record: Recorded, payload: str) -> dict:
+    return {"event_seq": record.seq, "event_id": record.event_id, "routing_key": record.type,
+            "body": envelope_body(record, payload), "reply_to": None, "correlation_id": record.correlation_id}
+
+
+def reply_body(request_id: str, status: str, *, seq: int | None = None, request_type: str | None = None,
+               verdicts: list[Recorded] = (), reason: str | None = None) -> bytes:
+    """What a requester that set ``reply_to`` hears back: ``recorded`` (with
+    the verdicts), ``duplicate`` (already in the ledger) or ``invalid``."""
+    return orjson.dumps({
+        "request_id": request_id, "status": status, "seq": seq, "type": request_type, "reason": reason,
+        "verdicts": [{"event_id": v.event_id, "type": v.type, "payload": v.payload} for v in verdicts],
+    })
+
+
+def _reply_row(reply_to: str, request: Recorded, verdicts: list[Recorded]) -> dict:
+    body = reply_body(request.event_id, "recorded", seq=request.seq, request_type=request.type, verdicts=verdicts)
+    return {"event_seq": request.seq, "event_id": request.event_id, "routing_key": "reply",
+            "body": body, "reply_to": reply_to, "correlation_id": request.correlation_id}

@@ -1,0 +1,89 @@
+"""The market's state as the ledger folds it: plain rows, no I/O.
+
+Each row remembers the sequence of the last event that changed it
+(``folded_seq``); the state remembers which rows changed since it was last
+saved (``dirty``), so the store writes only those.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: prev_hash of the first event
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(slots=True)
+class Account:
+    name: str
+    email: str
+    balance: int
+    credit_limit: int
+    opened_at: str
+    folded_seq: int
+
+
+@dataclass(slots=True)
+class Worker:
+    worker_id: str
+    owner: str
+    name: str
+    slots: int
+    lease_seconds: int
+    state: str
+    speed: int | None
+    speed_measured_at: str | None
+    registered_at: str
+    folded_seq: int
+
+
+@dataclass(slots=True)
+class Job:
+    job_id: str
+    owner: str
+    name: str
+    price: int
+    status: str
+    entry: str
+    kind: str
+    module_sha256: str
+    state_sha256: str
+    checkpoint: int
+    max_attempts: int
+    attempts: int
+    expiries: int
+    executed_ms: int
+    probe: bool
+    lease_id: str | None
+    worker_id: str | None
+    result_sha256: str | None
+    error: str | None
+    submitted_at: str
+    finished_at: str | None
+    folded_seq: int
+
+
+#: projection table name -> (row class, primary key attribute)
+ROW_TYPES = {
+    "accounts": (Account, "name"),
+    "workers": (Worker, "worker_id"),
+    "jobs": (Job, "job_id"),
+}
+
+
+@dataclass
+class MarketState:
+    accounts: dict[str, Account] = field(default_factory=dict)
+    workers: dict[str, Worker] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)
+    #: the last appended event, which the next one chains to
+    last_seq: int = 0
+    last_hash: str = GENESIS_HASH
+    #: (table, key) of rows changed since the last save
+    dirty: set = field(default_factory=set)
+
+    def table(self, name: str) -> dict:
+        return getattr(self, name)
+
+    def touch(self, table: str, key: str, seq: int) -> None:
+        self.table(table)[key].folded_seq = seq
+        self.dirty.add((table, key))

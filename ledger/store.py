@@ -1,0 +1,132 @@
+"""The ledger's SQL: load the state, append a plan in one transaction, read
+the log back. All SQL of the ledger lives here; it runs unchanged on SQLite
+and PostgreSQL."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from ledger import tables
+from ledger.ingest import Plan
+from ledger.state import ROW_TYPES, GENESIS_HASH, MarketState
+
+#: rows per statement when reading the log back
+SCAN_CHUNK = 5000
+
+
+def _insert(engine: Engine, table):
+    return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+class LedgerStore:
+    """The ledger's database: one engine, one writer."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._columns = {name: [f.name for f in dataclasses.fields(cls)] for name, (cls, _) in ROW_TYPES.items()}
+
+    # ---- reading the state --------------------------------------------------
+
+    def load_state(self) -> MarketState:
+        """The projections as the last commit left them, and the chain's tip."""
+        state = MarketState()
+        with self.engine.connect() as conn:
+            for name, (cls, key) in ROW_TYPES.items():
+                table = tables.metadata.tables[name]
+                rows = state.table(name)
+                for row in conn.execute(select(table)):
+                    rows[getattr(row, key)] = cls(**row._asdict())
+            tip = conn.execute(select(tables.events.c.seq, tables.events.c.hash)
+                               .order_by(tables.events.c.seq.desc()).limit(1)).first()
+        if tip is not None:
+            state.last_seq, state.last_hash = tip.seq, tip.hash
+        else:
+            state.last_seq, state.last_hash = 0, GENESIS_HASH
+        return state
+
+    def known_event_ids(self, event_ids: list[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        with self.engine.connect() as conn:
+            found = conn.execute(select(tables.events.c.event_id).where(tables.events.c.event_id.in_(event_ids)))
+            return {row.event_id for row in found}
+
+    # ---- appending ----------------------------------------------------------
+
+    def write(self, plan: Plan, state: MarketState) -> None:
+        """Append the plan's events, blobs and outbox rows and save the rows the
+        fold changed, all in one transaction."""
+        with self.engine.begin() as conn:
+            self.write_in(conn, plan, state)
+        state.dirty.clear()
+
+    def write_in(self, conn, plan: Plan, state: MarketState) -> None:
+        if plan.events:
+            conn.execute(tables.events.insert(), plan.events)
+        if plan.blobs:
+            rows = [{"sha256": sha, "size": len(data), "data": data} for sha, data in plan.blobs.items()]
+            conn.execute(_insert(self.engine, tables.blobs).on_conflict_do_nothing(index_elements=["sha256"]), rows)
+        if plan.outbox:
+            conn.execute(tables.outbox.insert(), plan.outbox)
+        self.save_projections(conn, state)
+
+    def save_projections(self, conn, state: MarketState) -> None:
+        by_table: dict[str, list[dict]] = {}
+        for table_name, key in state.dirty:
+            row = state.table(table_name).get(key)
+            if row is not None:
+                by_table.setdefault(table_name, []).append(
+                    {c: getattr(row, c) for c in self._columns[table_name]})
+        for table_name, rows in by_table.items():
+            table = tables.metadata.tables[table_name]
+            key = ROW_TYPES[table_name][1]
+            stmt = _insert(self.engine, table)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[key], set_={c: stmt.excluded[c] for c in self._columns[table_name] if c != key})
+            conn.execute(stmt, rows)
+        if state.last_seq:
+            stmt = _insert(self.engine, tables.positions)
+            stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"folded_seq": stmt.excluded.folded_seq})
+            conn.execute(stmt, [{"name": "projections", "folded_seq": state.last_seq}])
+
+    # ---- the outbox ---------------------------------------------------------
+
+    def pending_outbox(self, limit: int = 1000) -> list:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(tables.outbox).order_by(tables.outbox.c.id).limit(limit)))
+
+    def forget_outbox(self, ids: list[int]) -> None:
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(delete(tables.outbox).where(tables.outbox.c.id.in_(ids)))
+
+    # ---- reading the log ----------------------------------------------------
+
+    def last_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.coalesce(func.max(tables.events.c.seq), 0))).scalar_one()
+
+    def outbox_backlog(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(tables.outbox)).scalar_one()
+
+    def iter_events(self, after_seq: int = 0, chunk: int = SCAN_CHUNK) -> Iterator:
+        """Every event after ``after_seq``, in order, read in chunks by key
+        range so memory stays flat on a long log."""
+        cursor = after_seq
+        with self.engine.connect() as conn:
+            while True:
+                rows = conn.execute(select(tables.events).where(tables.events.c.seq > cursor)
+                                    .order_by(tables.events.c.seq).limit(chunk)).all()
+                if not rows:
+                    return
+                yield from rows
+                cursor = rows[-1].seq
+
+    def blob(self, sha256: str) -> bytes | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(tables.blobs.c.data).where(tables.blobs.c.sha256 == sha256)).scalar()

@@ -1,0 +1,129 @@
+"""The ledger's tables, as SQLAlchemy Core metadata.
+
+The alembic migrations in ``ledger/migrations`` create exactly these; a test
+compares the two. ``events`` is append-only (database triggers refuse UPDATE
+and DELETE); everything else is a projection of it, or the outbox.
+"""
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+#: SQLite only makes an INTEGER PRIMARY KEY the rowid alias, so say INTEGER there
+Sequence = BigInteger().with_variant(Integer(), "sqlite")
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Sequence, primary_key=True, autoincrement=False),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("occurred_at", String(32), nullable=False),
+    Column("recorded_at", String(32), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("correlation_id", String(128)),
+    Column("causation_id", String(128)),
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_events_type", events.c.type)
+Index("ix_events_recorded_at", events.c.recorded_at)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Sequence, primary_key=True, autoincrement=True),
+    Column("event_seq", BigInteger, nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("routing_key", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    #: where the request that caused this verdict wants its answer (direct reply-to)
+    Column("reply_to", String(255)),
+    Column("correlation_id", String(128)),
+)
+
+#: how far each projection has folded the log
+positions = Table(
+    "positions",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("folded_seq", BigInteger, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("balance", BigInteger, nullable=False),
+    Column("credit_limit", BigInteger, nullable=False),
+    Column("opened_at", String(32), nullable=False),
+    Column("folded_seq", BigInteger, nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("worker_id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("slots", Integer, nullable=False),
+    Column("lease_seconds", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("speed", BigInteger),
+    Column("speed_measured_at", String(32)),
+    Column("registered_at", String(32), nullable=False),
+    Column("folded_seq", BigInteger, nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("entry", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("module_sha256", String(64), nullable=False),
+    Column("state_sha256", String(64), nullable=False),
+    Column("checkpoint", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("expiries", Integer, nullable=False),
+    Column("executed_ms", BigInteger, nullable=False),
+    Column("probe", Boolean, nullable=False),
+    Column("lease_id", String(64)),
+    Column("worker_id", String(64)),
+    Column("result_sha256", String(64)),
+    Column("error", Text),
+    Column("submitted_at", String(32), nullable=False),
+    Column("finished_at", String(32)),
+    Column("folded_seq", BigInteger, nullable=False),
+)
+Index("ix_jobs_owner", jobs.c.owner)
+Index("ix_jobs_status", jobs.c.status)
+
+#: projection tables, in the order replay compares them
+PROJECTIONS = (accounts, workers, jobs)
