@@ -72,6 +72,9 @@ class Outgoing:
     #: seconds (or a timedelta) until the broker drops or dead-letters the message
     expiration: float | timedelta | None = None
     content_type: str = "application/json"
+    #: False for fan-out events that may have no subscriber yet (the broker
+    #: then confirms and drops them); True makes an unroutable publish an error
+    mandatory: bool = True
 
 
 class Publisher:
@@ -181,7 +184,7 @@ class Publisher:
                 exchange=item.exchange,
                 routing_key=item.routing_key,
                 properties=properties,
-                mandatory=True,
+                mandatory=item.mandatory,
                 wait=False,
             )
         except aiormq.exceptions.PublishError as e:
@@ -202,23 +205,49 @@ async def queue_depths(
 ) -> dict[str, tuple[int, int] | None]:
     """``{queue: (ready messages, consumers)}``; None for a queue that does not exist.
 
-    Uses passive declares, so it creates nothing. A missing queue makes the
-    broker close the channel; it is reopened before the next name.
+    Uses passive declares, so it creates nothing. Asking for a missing queue
+    makes the broker close the channel (it is reopened for the next name),
+    which cancels any consumer on it: pass a channel used for nothing else.
     """
     depths: dict[str, tuple[int, int] | None] = {}
     for name in names:
-        if channel.is_closed:
-            await channel.reopen()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
+        queue = await _existing_queue(channel, name)
+        if queue is None:
             depths[name] = None
-            continue
-        result = queue.declaration_result
-        depths[name] = (result.message_count, result.consumer_count)
+        else:
+            result = queue.declaration_result
+            depths[name] = (result.message_count, result.consumer_count)
+    await _reopened(channel)
+    return depths
+
+
+async def purge_queues(channel: aio_pika.abc.AbstractChannel, names: Iterable[str]) -> dict[str, int]:
+    """Drop the ready messages of each existing queue in ``names``; ``{queue: messages dropped}``.
+
+    For tests and operators clearing a dev node; missing queues are skipped
+    (with the same channel caveat as ``queue_depths``).
+    """
+    purged = {}
+    for name in names:
+        queue = await _existing_queue(channel, name)
+        if queue is not None:
+            purged[name] = (await queue.purge()).message_count
+    await _reopened(channel)
+    return purged
+
+
+async def _existing_queue(channel: aio_pika.abc.AbstractChannel, name: str):
+    await _reopened(channel)
+    try:
+        return await channel.declare_queue(name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return None
+
+
+async def _reopened(channel: aio_pika.abc.AbstractChannel) -> None:
+    # a passive declare of a missing queue closes the channel broker-side
     if channel.is_closed:
         await channel.reopen()
-    return depths
 
 
 def _checked_headers(headers: Mapping | None) -> dict | None:

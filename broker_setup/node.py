@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -61,6 +62,7 @@ class LocalNode:
         self._require_installed()
         if self.is_running():
             return False
+        self._require_free_ports()
         self._write_config()
         started_at = time.monotonic()
         self.log.info("node.starting", base=str(self.base))
@@ -222,6 +224,20 @@ class LocalNode:
             )
         except subprocess.TimeoutExpired as e:
             raise NodeError(f"{program.name} {' '.join(args)} took more than {timeout}s") from e
+
+    def _require_free_ports(self) -> None:
+        # a leftover node from another folder would make the start fail late and obscurely
+        s = self.settings
+        for port, what in ((s.amqp_port, "MARKET_AMQP_PORT"),
+                           (s.management_port, "MARKET_MANAGEMENT_PORT"),
+                           (s.amqp_port + DIST_PORT_OFFSET, "MARKET_AMQP_PORT")):
+            with socket.socket() as probe:
+                probe.settimeout(1)
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    raise NodeError(
+                        f"port {port} is already in use (another RabbitMQ node?): "
+                        f"stop that process or choose another {what}"
+                    )
 
     def _require_installed(self) -> None:
         if not (self.bin_dir / "rabbitmq-server").exists():

@@ -74,11 +74,12 @@ class LedgerAgent:
             delay = RECONNECT_MIN
             try:
                 await self._session(connection, stop)
-            except (aio_pika.exceptions.AMQPError, ConnectionError, BrokerError, asyncio.TimeoutError) as e:
+            except Exception as e:  # noqa: BLE001 - the single writer reconnects, it does not die
                 log.warning("ledger.connection_lost", reason=repr(e))
+                await _sleep_or_stop(stop, RECONNECT_MIN)
             finally:
                 if not connection.is_closed:
-                    await connection.close()
+                    await asyncio.gather(connection.close(), return_exceptions=True)
         self._db.shutdown(wait=True)
         log.info("ledger.stopped", last_seq=self.state.last_seq)
 

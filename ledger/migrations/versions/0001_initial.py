@@ -33,14 +33,16 @@ SQLITE_APPEND_ONLY = [
 ]
 
 # restrict_violation (23001) is an integrity error, as SQLite's RAISE(ABORT)
-# is, so both backends surface as sqlalchemy.exc.IntegrityError
+# is, so both backends surface as sqlalchemy.exc.IntegrityError. The message
+# is concatenated, not formatted: a "%" would come out doubled in --sql output.
 POSTGRESQL_APPEND_ONLY = [
     """
     CREATE FUNCTION events_refuse_change() RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
-        RAISE EXCEPTION 'events is append-only: % refused', TG_OP
-            USING ERRCODE = 'restrict_violation';
+        RAISE EXCEPTION USING
+            MESSAGE = 'events is append-only: ' || TG_OP || ' refused',
+            ERRCODE = 'restrict_violation';
     END
     $$
     """,

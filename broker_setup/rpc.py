@@ -1,0 +1,71 @@
+"""Requests that wait for the ledger's answer, over RabbitMQ's direct reply-to.
+
+The requester consumes the ``amq.rabbitmq.reply-to`` pseudo-queue and
+publishes on the *same* channel (direct reply-to requires it), with confirms
+and mandatory routing, so an unroutable request fails loudly instead of
+waiting for an answer that cannot come.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import aiormq
+import orjson
+from pamqp.commands import Basic
+
+from broker_setup.errors import BrokerError, PublishError
+from broker_setup.topology import EVENTS_EXCHANGE
+
+REPLY_TO = "amq.rabbitmq.reply-to"
+PERSISTENT = 2
+
+
+class Requester:
+    """Publishes requests as an account and collects the ledger's replies."""
+
+    def __init__(self, connection):
+        self._connection = connection
+        self._waiting: dict[str, asyncio.Future] = {}
+        self._channel = None
+
+    async def __aenter__(self) -> "Requester":
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._channel = await channel.get_underlay_channel()
+        self._outer = channel
+        await self._channel.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if not self._outer.is_closed:
+            await self._outer.close()
+
+    async def _on_reply(self, message) -> None:
+        try:
+            reply = orjson.loads(message.body)
+        except orjson.JSONDecodeError:
+            return
+        future = self._waiting.pop(reply.get("request_id"), None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def request(self, event_id: str, body: bytes, routing_key: str, *, user_id: str,
+                      timeout: float) -> dict:
+        """Publish one request and wait for the ledger's reply (a dict with
+        ``status``: recorded, duplicate or invalid; and ``verdicts``)."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[event_id] = future
+        properties = Basic.Properties(content_type="application/json", delivery_mode=PERSISTENT,
+                                      message_id=event_id, user_id=user_id, reply_to=REPLY_TO)
+        try:
+            await self._channel.basic_publish(body, exchange=EVENTS_EXCHANGE, routing_key=routing_key,
+                                              properties=properties, mandatory=True)
+        except aiormq.exceptions.PublishError as e:
+            raise PublishError(f"no queue takes {routing_key!r}: is the topology declared (`marketctl up`)?") from e
+        except aiormq.exceptions.AMQPError as e:
+            raise PublishError(f"the broker refused the request as {user_id!r}: {e}") from e
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError as e:
+            raise BrokerError(f"the ledger did not answer within {timeout:g} s: is it running (`marketctl status`)?") from e
+        finally:
+            self._waiting.pop(event_id, None)

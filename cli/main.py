@@ -1,0 +1,229 @@
+"""marketctl: the one command line of the compute market.
+
+Every command reads its settings from ``MARKET_*`` environment variables
+(see ``marketctl settings``); ``--as ACCOUNT`` chooses the account it acts as.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import structlog
+
+from common.errors import MarketError
+from common.logs import configure_logging
+from common.settings import Settings
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+# ---- the stack ------------------------------------------------------------------
+
+def cmd_up(settings, args) -> int:
+    from cli.stack import up
+
+    up(settings)
+    print("market is up: `marketctl status` shows it, `marketctl down` stops it")
+    return 0
+
+
+def cmd_down(settings, args) -> int:
+    from cli.stack import down
+
+    down(settings)
+    return 0
+
+
+def cmd_status(settings, args) -> int:
+    from cli.stack import format_status, status
+
+    report = status(settings)
+    _print_json(report) if args.json else print(format_status(report))
+    return 0
+
+
+def cmd_settings(settings, args) -> int:
+    import dataclasses
+
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    values.update(amqp_url=settings.amqp_url.replace(settings.service_password, "***"), db_url=settings.db_url)
+    _print_json(values)
+    return 0
+
+
+# ---- the broker -------------------------------------------------------------------
+
+def cmd_broker_definitions(settings, args) -> int:
+    from broker_setup.definitions import definitions
+    from broker_setup.topology import topology
+
+    _print_json(definitions(topology(settings), settings))
+    return 0
+
+
+# ---- the ledger -------------------------------------------------------------------
+
+def _store(settings):
+    from ledger.migrate import make_engine
+    from ledger.store import LedgerStore
+
+    return LedgerStore(make_engine(settings.db_url))
+
+
+def cmd_ledger_verify(settings, args) -> int:
+    from ledger.replay import verify_chain
+
+    report = verify_chain(_store(settings).iter_events())
+    if args.json:
+        _print_json({"ok": report.ok, "checked": report.checked, "first_bad_seq": report.first_bad_seq,
+                     "reason": report.reason})
+    elif report.ok:
+        print(f"hash chain verified: {report.checked} events")
+    else:
+        print(f"hash chain broken at sequence {report.first_bad_seq}: {report.reason}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_replay(settings, args) -> int:
+    from ledger.replay import replay_and_verify
+
+    if not args.verify:
+        print("nothing to do: `marketctl replay --verify` rebuilds the projections and compares them",
+              file=sys.stderr)
+        return 2
+    report = replay_and_verify(_store(settings), args.scratch_url)
+    if args.json:
+        _print_json({"ok": report.ok, "events": report.events, "rows_compared": report.rows_compared,
+                     "differences": report.differences})
+    elif report.ok:
+        print(f"replay matches: {report.events} events folded, {report.rows_compared} projection rows identical")
+    else:
+        print(f"replay differs from the live projections ({len(report.differences)} shown):", file=sys.stderr)
+        for line in report.differences:
+            print(f"  {line}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+# ---- accounts ---------------------------------------------------------------------
+
+def cmd_accounts_open(settings, args) -> int:
+    from cli.money import parse_credits
+    from cli.requests import send_and_check
+
+    payload = {"account": args.name, "email": args.email,
+               "credit_limit": parse_credits(args.credit_limit, allow_zero=True, what="credit limit")}
+    reply = send_and_check(settings, args.account, "account.opened", payload)
+    _print_json({"account": args.name, "seq": reply["seq"]}) if args.json else print(
+        f"account {args.name} opened (ledger sequence {reply['seq']})")
+    return 0
+
+
+def cmd_accounts_deposit(settings, args) -> int:
+    from cli.money import format_credits, parse_credits
+    from cli.requests import send_and_check
+
+    amount = parse_credits(args.amount)
+    reply = send_and_check(settings, args.account, "account.deposited", {"account": args.name, "amount": amount})
+    print(f"deposited {format_credits(amount)} credits to {args.name} (ledger sequence {reply['seq']})")
+    return 0
+
+
+def cmd_accounts_list(settings, args) -> int:
+    from sqlalchemy import select
+
+    from cli.money import format_credits
+    from ledger import tables
+
+    store = _store(settings)
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(tables.accounts).order_by(tables.accounts.c.name)).all()
+    accounts = [{"name": r.name, "email": r.email, "balance": format_credits(r.balance),
+                 "credit_limit": format_credits(r.credit_limit),
+                 "credit_state": "ok" if r.balance >= -r.credit_limit else "over limit"} for r in rows]
+    if args.json:
+        _print_json(accounts)
+        return 0
+    print(f"{'name':<20} {'email':<30} {'balance':>16} {'credit limit':>14}  state")
+    for a in accounts:
+        print(f"{a['name']:<20} {a['email']:<30} {a['balance']:>16} {a['credit_limit']:>14}  {a['credit_state']}")
+    return 0
+
+
+# ---- the parser ---------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marketctl",
+        description="Run and use the community compute market.",
+        epilog="Settings come from MARKET_* environment variables: `marketctl settings` shows them.")
+    parser.add_argument("--as", dest="account", metavar="ACCOUNT",
+                        help="act as this account (default: MARKET_ACCOUNT, else 'operator')")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name, handler, help_text, parent=commands):
+        sub = parent.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("up", cmd_up, "start the local broker (management UI on), migrate the ledger, start the agents")
+    command("down", cmd_down, "stop exactly what `up` started")
+    sub = command("status", cmd_status, "which agents run, queue depths, the ledger's last sequence and outbox backlog")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    command("settings", cmd_settings, "print the settings in force (from MARKET_* variables)")
+
+    broker = commands.add_parser("broker", help="the broker topology").add_subparsers(
+        dest="broker_command", metavar="SUBCOMMAND", required=True)
+    command("definitions", cmd_broker_definitions,
+            "print the topology as a definitions JSON the management UI can import", broker)
+
+    ledger = commands.add_parser("ledger", help="the append-only ledger").add_subparsers(
+        dest="ledger_command", metavar="SUBCOMMAND", required=True)
+    sub = command("verify", cmd_ledger_verify, "walk the hash chain; name the first bad sequence", ledger)
+    sub.add_argument("--json", action="store_true", help="print JSON")
+
+    sub = command("replay", cmd_replay, "rebuild every projection from the events and compare with the live ones")
+    sub.add_argument("--verify", action="store_true", help="compare row by row; exit 1 on any difference")
+    sub.add_argument("--scratch-url", help="database to rebuild into (default: a temporary SQLite file)")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+
+    accounts = commands.add_parser("accounts", help="market accounts").add_subparsers(
+        dest="accounts_command", metavar="SUBCOMMAND", required=True)
+    sub = command("open", cmd_accounts_open, "open an account", accounts)
+    sub.add_argument("name", help="account name (letters, digits, _.@-)")
+    sub.add_argument("--email", required=True, help="contact e-mail")
+    sub.add_argument("--credit-limit", default="0", help="credits it may go below zero (default 0)")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub = command("deposit", cmd_accounts_deposit, "credit an account (decimal credits, up to 6 places)", accounts)
+    sub.add_argument("name")
+    sub.add_argument("amount", help="credits, e.g. 25 or 0.5")
+    sub = command("list", cmd_accounts_list, "accounts with balance and credit state", accounts)
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        args.account = args.account or settings.account
+        configure_logging("warning" if settings.log_level == "info" else settings.log_level)
+        return args.handler(settings, args)
+    except MarketError as e:
+        structlog.get_logger("marketctl").debug("command.failed", exc_info=True)
+        print(f"marketctl: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("marketctl: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader (head, less) went away: not an error of ours
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Credits as people write them, micro-credits as the market counts them."""
+from decimal import Decimal, InvalidOperation
+
+from common.errors import MarketError
+
+MICRO = 1_000_000
+
+
+class AmountError(MarketError):
+    exit_code = 2
+
+
+def parse_credits(text: str, *, allow_zero: bool = False, what: str = "amount") -> int:
+    """``"5.2"`` -> ``5_200_000``. Refuses floats' surprises: more than six
+    decimal places, negative or malformed numbers."""
+    try:
+        value = Decimal(text.strip())
+    except (InvalidOperation, AttributeError) as e:
+        raise AmountError(f"{what} {text!r} is not a number of credits (e.g. 5.2)") from e
+    if not value.is_finite():
+        raise AmountError(f"{what} {text!r} is not a number of credits")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise AmountError(f"{what} must be {'zero or ' if allow_zero else ''}positive, not {text}")
+    micro = value * MICRO
+    if micro != micro.to_integral_value():
+        raise AmountError(f"{what} {text} has more than 6 decimal places")
+    return int(micro)
+
+
+def format_credits(micro: int) -> str:
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), MICRO)
+    return f"{sign}{whole}.{frac:06d}"

@@ -1,0 +1,42 @@
+"""Sending a request to the ledger as an account and reading its verdict."""
+from __future__ import annotations
+
+import asyncio
+
+from broker_setup.amqp import connect
+from broker_setup.rpc import Requester
+from contracts.envelope import Codec
+from contracts.routing import routing_key
+from common.errors import MarketError
+
+
+class Refused(MarketError):
+    """The ledger recorded the request and refused it; the reason is its verdict."""
+
+    exit_code = 1
+
+
+REFUSALS = {"request.rejected", "job.rejected", "lease.refused", "checkpoint.rejected"}
+
+
+async def send(settings, account: str, event_type: str, payload: dict) -> dict:
+    codec = Codec.from_settings(settings)
+    event_id, body = codec.encode(event_type, payload)
+    connection = await connect(settings, f"marketctl ({account})")
+    try:
+        async with Requester(connection) as requester:
+            return await requester.request(event_id, body, routing_key(event_type), user_id=account,
+                                           timeout=settings.reply_timeout)
+    finally:
+        await connection.close()
+
+
+def send_and_check(settings, account: str, event_type: str, payload: dict) -> dict:
+    """Send and wait; raise Refused with the ledger's reason if it said no."""
+    reply = asyncio.run(send(settings, account, event_type, payload))
+    if reply["status"] == "invalid":
+        raise Refused(f"refused: {reply['reason']}")
+    for verdict in reply["verdicts"]:
+        if verdict["type"] in REFUSALS:
+            raise Refused(f"refused: {verdict['payload']['reason']}")
+    return reply

@@ -1,0 +1,214 @@
+"""``marketctl up``, ``down`` and ``status``: the local stack.
+
+``up`` starts only what is not already there and remembers what it started
+(in ``MARKET_HOME/run``), so ``down`` stops exactly that and nothing else.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker_setup.amqp import connect, queue_depths
+from broker_setup.declare import declare_topology
+from broker_setup.node import LocalNode
+from broker_setup.topology import topology
+from common.errors import MarketError
+
+#: agents ``up`` starts, by name -> python module run with ``-m``
+AGENTS = {"ledger": "ledger.agent"}
+#: seconds an agent gets to stop after SIGTERM before SIGKILL
+STOP_GRACE = 10.0
+BROKER_MARK = "broker.started-by-up"
+
+
+@dataclass
+class AgentStatus:
+    name: str
+    pid: int | None
+    running: bool
+
+
+def _pid_file(settings, name: str) -> Path:
+    return settings.run_dir / f"{name}.pid"
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours still answers kill(0); it is not running
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def agent_statuses(settings) -> list[AgentStatus]:
+    result = []
+    for name in AGENTS:
+        pid = read_pid(_pid_file(settings, name))
+        result.append(AgentStatus(name, pid, alive(pid)))
+    return result
+
+
+def start_agent(settings, name: str, extra_env: dict | None = None) -> int:
+    """Start an agent as a detached process logging to MARKET_HOME/log/NAME.log."""
+    pid_file = _pid_file(settings, name)
+    pid = read_pid(pid_file)
+    if alive(pid):
+        return pid
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, **_settings_env(settings), **(extra_env or {}))
+    with open(settings.log_dir / f"{name}.log", "ab") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", AGENTS[name]], stdout=log_file, stderr=log_file,
+                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    pid_file.write_text(str(process.pid))
+    return process.pid
+
+
+def _settings_env(settings) -> dict:
+    """The settings an agent needs, passed on so it sees what ``up`` saw."""
+    env = {"MARKET_HOME": str(Path(settings.home).resolve()), "MARKET_DB_URL": settings.db_url,
+           "MARKET_AMQP_URL": settings.amqp_url, "MARKET_LOG_LEVEL": settings.log_level}
+    return env
+
+
+def stop_agent(settings, name: str) -> bool:
+    pid_file = _pid_file(settings, name)
+    pid = read_pid(pid_file)
+    stopped = False
+    if alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        stopped = True
+    pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def up(settings, say=print) -> None:
+    from ledger.migrate import upgrade
+
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    if settings.uses_local_broker:
+        node = LocalNode(settings)
+        if node.start():
+            (settings.run_dir / BROKER_MARK).write_text(settings.node_name)
+            say(f"broker: started {settings.node_name} on amqp port {settings.amqp_port}")
+        else:
+            say(f"broker: {settings.node_name} already running on amqp port {settings.amqp_port}")
+        say(f"management UI: {settings.management_url}  (login {settings.service_user} / {settings.service_password})")
+    else:
+        say("broker: using MARKET_AMQP_URL")
+    asyncio.run(_declare(settings))
+    say("topology: declared")
+    if settings.uses_local_db:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.db_url)
+    say(f"ledger database: migrated ({_safe_url(settings.db_url)})")
+    for name in AGENTS:
+        pid = start_agent(settings, name)
+        say(f"{name} agent: running (pid {pid}, log {settings.log_dir / (name + '.log')})")
+
+
+async def _declare(settings) -> None:
+    connection = await connect(settings, "marketctl up")
+    try:
+        await declare_topology(await connection.channel(), topology(settings))
+    finally:
+        await connection.close()
+
+
+def down(settings, say=print) -> None:
+    for name in reversed(list(AGENTS)):
+        if stop_agent(settings, name):
+            say(f"{name} agent: stopped")
+    mark = settings.run_dir / BROKER_MARK
+    if mark.exists():
+        LocalNode(settings).stop()
+        mark.unlink(missing_ok=True)
+        say(f"broker: stopped {settings.node_name}")
+
+
+def status(settings) -> dict:
+    """What runs, how deep the queues are, how far the ledger got."""
+    from ledger.migrate import make_engine
+    from ledger.store import LedgerStore
+
+    report: dict = {"agents": {a.name: {"pid": a.pid, "running": a.running} for a in agent_statuses(settings)}}
+    try:
+        report["queues"] = asyncio.run(_depths(settings))
+        report["broker"] = {"reachable": True, "management_url": settings.management_url if settings.uses_local_broker else None}
+    except MarketError as e:
+        report["queues"], report["broker"] = {}, {"reachable": False, "error": str(e)}
+    try:
+        engine = make_engine(settings.db_url)
+        store = LedgerStore(engine)
+        report["ledger"] = {"last_seq": store.last_seq(), "outbox_backlog": store.outbox_backlog(),
+                            "database": _safe_url(settings.db_url)}
+        engine.dispose()
+    except Exception as e:  # noqa: BLE001 - status reports, it does not fail
+        report["ledger"] = {"error": f"cannot read the ledger database: {e.__class__.__name__}: {str(e).splitlines()[0]}"}
+    return report
+
+
+async def _depths(settings) -> dict:
+    topo = topology(settings)
+    connection = await connect(settings, "marketctl status")
+    try:
+        depths = await queue_depths(await connection.channel(), [q.name for q in topo.queues])
+    finally:
+        await connection.close()
+    return {name: {"messages": d[0], "consumers": d[1]} if d else None for name, d in depths.items()}
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def format_status(report: dict) -> str:
+    lines = ["agents:"]
+    for name, agent in report["agents"].items():
+        lines.append(f"  {name:<12} {'running' if agent['running'] else 'stopped':<8} pid {agent['pid'] or '-'}")
+    broker = report["broker"]
+    lines.append("broker: " + ("reachable" if broker.get("reachable") else f"unreachable ({broker.get('error')})"))
+    if broker.get("management_url"):
+        lines.append(f"  management UI {broker['management_url']}")
+    if report["queues"]:
+        lines.append(f"  {'queue':<24} {'messages':>9} {'consumers':>9}")
+        for name, depth in report["queues"].items():
+            if depth is None:
+                lines.append(f"  {name:<24} {'missing':>9}")
+            else:
+                lines.append(f"  {name:<24} {depth['messages']:>9} {depth['consumers']:>9}")
+    ledger = report["ledger"]
+    if "error" in ledger:
+        lines.append(f"ledger: {ledger['error']}")
+    else:
+        lines.append(f"ledger: last sequence {ledger['last_seq']}, outbox backlog {ledger['outbox_backlog']} ({ledger['database']})")
+    return "\n".join(lines)

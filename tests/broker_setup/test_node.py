@@ -1,0 +1,137 @@
+"""The project-local RabbitMQ node: pure checks, then the running test node."""
+import asyncio
+import uuid
+
+import pytest
+
+from broker_setup.amqp import Publisher, connect, queue_depths
+from broker_setup.errors import BrokerError, NodeError
+from broker_setup.node import LocalNode
+from broker_setup.topology import LEDGER_INBOX
+from common.settings import Settings
+
+
+def settings_in(home, **overrides) -> Settings:
+    return Settings.from_env(environ={}, home=home, **overrides)
+
+
+def test_a_missing_rabbitmq_is_a_node_error_that_says_how_to_install_it(tmp_path):
+    # Given a bin folder without rabbitmq-server
+    node = LocalNode(settings_in(tmp_path), bin_dir=tmp_path / "no-rabbitmq")
+
+    # When
+    with pytest.raises(NodeError) as raised:
+        node.start()
+
+    # Then
+    assert "make demo" in str(raised.value)
+    assert "apt-get install rabbitmq-server" in str(raised.value)
+
+
+def test_every_file_of_the_node_lives_in_its_own_folder(tmp_path):
+    # Given
+    node = LocalNode(settings_in(tmp_path, amqp_port=5999, node_name="n1@localhost"))
+
+    # When
+    env = node.env()
+
+    # Then
+    base = str((tmp_path / "rabbitmq").resolve())
+    assert env["HOME"] == base
+    paths = {k: v for k, v in env.items() if k.startswith("RABBITMQ_") and v.startswith("/")}
+    assert len(paths) >= 8
+    assert all(value.startswith(base + "/") for value in paths.values()), paths
+    assert env["RABBITMQ_NODENAME"] == "n1@localhost"
+    assert env["RABBITMQ_NODE_PORT"] == "5999"
+    assert env["RABBITMQ_DIST_PORT"] == "25999"
+
+
+def test_a_node_that_never_started_is_not_running(tmp_path):
+    # Given
+    node = LocalNode(settings_in(tmp_path))
+
+    # When / Then
+    assert not node.is_running()
+    assert node.stop() is False
+
+
+@pytest.mark.broker
+def test_the_service_user_is_an_administrator_and_an_impersonator(broker_settings, management):
+    # Given the node (or the broker at MARKET_TEST_AMQP_URL) the session uses
+
+    # When
+    user = management.get(f"/users/{management.quote(broker_settings.service_user)}")
+
+    # Then
+    tags = user["tags"] if isinstance(user["tags"], list) else user["tags"].split(",")
+    assert {"administrator", "impersonator"} <= set(tags)
+
+
+@pytest.fixture
+def local_node(broker_settings):
+    if not broker_settings.uses_local_broker:
+        pytest.skip("the tests use an existing broker (MARKET_TEST_AMQP_URL)")
+    return LocalNode(broker_settings)
+
+
+@pytest.mark.broker
+def test_starting_a_running_node_does_nothing(local_node):
+    # Given the session's node runs
+
+    # When
+    started = local_node.start()
+
+    # Then
+    assert started is False
+    assert local_node.is_running()
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_messages_survive_stopping_and_starting_the_broker_app(local_node, clean_queues):
+    # Given one persistent request in the ledger's inbox
+    async def publish_one():
+        async with await connect(clean_queues, "test: before stop") as connection:
+            async with Publisher(connection) as publisher:
+                await publisher.publish(b"{}", "job.submitted", user_id=clean_queues.service_user,
+                                        message_id=str(uuid.uuid4()))
+
+    async def depth():
+        async with await connect(clean_queues, "test: after start") as connection:
+            return (await queue_depths(await connection.channel(), [LEDGER_INBOX]))[LEDGER_INBOX]
+
+    asyncio.run(publish_one())
+
+    # When the broker goes away and comes back
+    local_node.stop_app()
+    try:
+        with pytest.raises(BrokerError):
+            asyncio.run(connect(clean_queues, "test: while stopped"))
+    finally:
+        local_node.start_app()
+
+    # Then
+    assert asyncio.run(depth()) == (1, 0)
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_a_second_node_runs_side_by_side(local_node, tmp_path):
+    # Given the session's node runs, and a second one on the next ports
+    s = local_node.settings
+    other = LocalNode(settings_in(tmp_path, amqp_port=s.amqp_port + 1,
+                                  management_port=s.management_port + 1,
+                                  node_name="markettest-second@localhost"))
+
+    # When
+    try:
+        started = other.start()
+        connection = asyncio.run(connect(other.settings, "test: second node"))
+        asyncio.run(connection.close())
+    finally:
+        other.stop()
+
+    # Then
+    assert started is True
+    assert local_node.is_running()
+    assert not other.is_running()

@@ -1,0 +1,155 @@
+"""The topology as data: no broker needed."""
+from contracts.routing import ALL_TYPES, REQUEST_TYPES
+from broker_setup.definitions import definitions
+from broker_setup.topology import (
+    DEAD_EXCHANGE,
+    EVENTS_EXCHANGE,
+    LEASE_DEAD,
+    LEASES_EXCHANGE,
+    LEDGER_INBOX,
+    BindingSpec,
+    SCHEDULER_OFFERS,
+    SCHEDULER_READY,
+    dead_letter_queue,
+    lease_queue,
+    lease_queue_spec,
+    topology,
+)
+from common.settings import Settings
+
+CONSUMER_QUEUES = (LEDGER_INBOX, SCHEDULER_READY, SCHEDULER_OFFERS)
+
+
+def make_topology(**overrides):
+    return topology(Settings.from_env(environ={}, **overrides))
+
+
+def test_every_consumer_queue_dead_letters_into_its_own_dead_queue():
+    # Given
+    topo = make_topology()
+
+    for name in CONSUMER_QUEUES:
+        # When
+        arguments = topo.queue(name).arguments
+        dead = topo.queue(dead_letter_queue(name))
+
+        # Then
+        assert arguments["x-dead-letter-exchange"] == DEAD_EXCHANGE
+        assert arguments["x-dead-letter-routing-key"] == name
+        assert dead.durable and dead.queue_type == "classic"
+        assert topo.bindings_of(dead.name) == (BindingSpec(dead.name, DEAD_EXCHANGE, name),)
+
+
+def test_ledger_inbox_is_a_quorum_queue_with_the_configured_delivery_limit():
+    # Given a delivery limit other than the default, to see it come from settings
+    topo = make_topology(delivery_limit=9)
+
+    # When
+    inbox = topo.queue(LEDGER_INBOX)
+
+    # Then
+    assert inbox.durable
+    assert inbox.arguments["x-queue-type"] == "quorum"
+    assert inbox.arguments["x-delivery-limit"] == 9
+
+
+def test_ledger_inbox_is_bound_to_every_request_type_and_nothing_else():
+    # Given
+    topo = make_topology()
+
+    # When
+    bindings = topo.bindings_of(LEDGER_INBOX)
+
+    # Then
+    assert {b.exchange for b in bindings} == {EVENTS_EXCHANGE}
+    assert sorted(b.routing_key for b in bindings) == sorted(REQUEST_TYPES)
+
+
+def test_scheduler_queues_have_a_single_active_consumer():
+    # Given
+    topo = make_topology()
+
+    # Then
+    for name in (SCHEDULER_READY, SCHEDULER_OFFERS):
+        assert topo.queue(name).arguments["x-queue-type"] == "quorum"
+        assert topo.queue(name).arguments["x-single-active-consumer"] is True
+    assert "x-single-active-consumer" not in topo.queue(LEDGER_INBOX).arguments
+
+
+def test_event_bindings_use_known_event_types_only():
+    # Given
+    topo = make_topology()
+
+    # When
+    keys = {b.routing_key for b in topo.bindings if b.exchange == EVENTS_EXCHANGE}
+
+    # Then
+    assert keys <= set(ALL_TYPES)
+
+
+def test_bindings_refer_to_declared_queues_and_exchanges():
+    # Given
+    topo = make_topology()
+    exchanges = {e.name for e in topo.exchanges}
+
+    # Then
+    for binding in topo.bindings:
+        assert binding.queue in topo.queue_names
+        assert binding.exchange in exchanges
+    assert len(set(topo.bindings)) == len(topo.bindings)
+
+
+def test_there_are_only_consumer_queues_and_dead_letter_queues():
+    # Given
+    topo = make_topology()
+
+    # Then nothing declares a queue that no agent reads
+    expected = set(CONSUMER_QUEUES) | {dead_letter_queue(q) for q in CONSUMER_QUEUES} | {LEASE_DEAD}
+    assert set(topo.queue_names) == expected
+    assert len(topo.queue_names) == len(expected)
+
+
+def test_exchange_types():
+    # Given
+    topo = make_topology()
+
+    # Then
+    assert {(e.name, e.type, e.durable) for e in topo.exchanges} == {
+        (EVENTS_EXCHANGE, "topic", True),
+        (LEASES_EXCHANGE, "direct", True),
+        (DEAD_EXCHANGE, "direct", True),
+    }
+
+
+def test_lease_queue_is_bound_by_worker_id_and_dead_letters_to_lease_dead():
+    # Given
+    topo = make_topology()
+
+    # When
+    queue, binding = lease_queue_spec("w-42")
+
+    # Then
+    assert queue.name == lease_queue("w-42") == "lease.w-42"
+    assert queue.durable and queue.queue_type == "classic"
+    assert (binding.queue, binding.exchange, binding.routing_key) == (queue.name, LEASES_EXCHANGE, "w-42")
+    assert queue.arguments["x-dead-letter-exchange"] == DEAD_EXCHANGE
+    assert queue.arguments["x-dead-letter-routing-key"] == LEASE_DEAD
+    assert topo.bindings_of(LEASE_DEAD)[0].routing_key == LEASE_DEAD
+
+
+def test_definitions_hold_the_whole_topology_and_no_users():
+    # Given
+    settings = Settings.from_env(environ={})
+    topo = topology(settings)
+
+    # When
+    document = definitions(topo, settings)
+
+    # Then
+    assert "users" not in document and "permissions" not in document
+    assert document["vhosts"] == [{"name": "/"}]
+    assert {q["name"] for q in document["queues"]} == set(topo.queue_names)
+    assert len(document["bindings"]) == len(topo.bindings)
+    assert all(b["destination_type"] == "queue" and b["vhost"] == "/" for b in document["bindings"])
+    inbox = next(q for q in document["queues"] if q["name"] == LEDGER_INBOX)
+    assert inbox["arguments"]["x-delivery-limit"] == settings.delivery_limit

@@ -1,0 +1,126 @@
+"""Fixtures shared by every test package.
+
+Pure tests use none of these and never start anything. Tests that touch
+RabbitMQ are marked ``@pytest.mark.broker`` and ask for ``broker_settings``:
+the first one starts a project-local node on test ports (once per session,
+in a temporary folder) and the session stops it at the end.
+
+Test settings come from ``MARKET_TEST_*`` variables, never from the
+developer's own ``MARKET_*`` ones: ``MARKET_TEST_AMQP_PORT=5799`` becomes
+``MARKET_AMQP_PORT=5799`` for the tests. ``MARKET_TEST_AMQP_URL`` points the
+tests at an existing broker instead of starting a node (the management API
+is then expected on ``MARKET_TEST_MANAGEMENT_PORT``, and the credentials of
+``MARKET_TEST_SERVICE_USER``/``_PASSWORD`` must match the URL's).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import urllib.request
+from urllib.parse import quote
+
+import pytest
+
+from broker_setup.amqp import connect, purge_queues
+from broker_setup.declare import declare_topology
+from broker_setup.node import LocalNode
+from broker_setup.topology import topology
+from common.settings import Settings
+
+#: what tests run with unless a MARKET_TEST_* variable says otherwise; the
+#: ports differ from the defaults so a developer's own node can keep running
+TEST_ENVIRONMENT = {
+    "MARKET_AMQP_PORT": "5782",
+    "MARKET_MANAGEMENT_PORT": "15782",
+    "MARKET_NODE_NAME": "markettest@localhost",
+}
+
+
+def settings_for_tests(home, environ=os.environ) -> Settings:
+    """Settings for a test session in ``home``, read from MARKET_TEST_* variables only."""
+    test_environ = dict(TEST_ENVIRONMENT)
+    for name, value in environ.items():
+        if name.startswith("MARKET_TEST_"):
+            test_environ["MARKET_" + name.removeprefix("MARKET_TEST_")] = value
+    return Settings.from_env(environ=test_environ, home=home)
+
+
+@pytest.fixture(scope="session")
+def market_home(tmp_path_factory):
+    """One temporary MARKET_HOME for the whole session (broker node, SQLite files)."""
+    return tmp_path_factory.mktemp("market")
+
+
+@pytest.fixture(scope="session")
+def broker_settings(market_home):
+    """Settings of a broker with the market's topology declared; started on first use."""
+    settings = settings_for_tests(market_home)
+    node = LocalNode(settings) if settings.uses_local_broker else None
+    started = node.start() if node else False
+    asyncio.run(_declare(settings))
+    yield settings
+    if started:
+        node.stop()
+
+
+@pytest.fixture
+def clean_queues(broker_settings):
+    """Purge every queue of the topology before the test, so counts start at zero."""
+    asyncio.run(_purge(broker_settings))
+    return broker_settings
+
+
+@pytest.fixture(scope="session")
+def management(broker_settings):
+    """A tiny client of the broker's management HTTP API, as the service user."""
+    return ManagementApi(broker_settings)
+
+
+class ManagementApi:
+    """``get``/``put``/``post``/``delete`` on ``/api/...``; JSON in, JSON out."""
+
+    def __init__(self, settings: Settings):
+        self.base_url = settings.management_url.rstrip("/") + "/api"
+        credentials = f"{settings.service_user}:{settings.service_password}".encode()
+        self.authorization = "Basic " + base64.b64encode(credentials).decode()
+
+    def get(self, path: str):
+        return self.request("GET", path)
+
+    def put(self, path: str, body) -> None:
+        self.request("PUT", path, body)
+
+    def post(self, path: str, body) -> None:
+        self.request("POST", path, body)
+
+    def delete(self, path: str) -> None:
+        self.request("DELETE", path)
+
+    def request(self, method: str, path: str, body=None):
+        """Raises urllib.error.HTTPError on any status >= 400."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("Authorization", self.authorization)
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    @staticmethod
+    def quote(name: str) -> str:
+        """A vhost, queue or user name as one path segment (``/`` becomes ``%2F``)."""
+        return quote(name, safe="")
+
+
+async def _declare(settings: Settings) -> None:
+    connection = await connect(settings, "tests: declare topology")
+    async with connection:
+        await declare_topology(await connection.channel(), topology(settings))
+
+
+async def _purge(settings: Settings) -> None:
+    connection = await connect(settings, "tests: purge queues")
+    async with connection:
+        await purge_queues(await connection.channel(), topology(settings).queue_names)
