@@ -202,3 +202,47 @@ def test_kill_9_while_ingesting_20000_events_loses_and_duplicates_nothing(ledger
     assert set(ids) == set(confirmed)
     # and the chain verifies and the replay matches
     _verify_all(engine)
+
+
+@pytest.mark.slow
+def test_a_broker_restart_loses_nothing_confirmed_and_the_agent_consumes_again(ledger):
+    from broker_setup.node import LocalNode
+
+    settings, engine, _ = ledger
+    if not settings.uses_local_broker:
+        pytest.skip("restarting needs the tests' own broker node")
+    node = LocalNode(settings)
+    confirmed: list[str] = []
+    done = threading.Event()
+
+    async def keep_publishing():
+        # a producer that reconnects and goes on, as the CLI and agents do
+        items = [outgoing(*account_opened("erin"), "account.opened")]
+        items += [outgoing(*deposit("erin", 1), "account.deposited") for _ in range(7_999)]
+        while items and not done.is_set():
+            chunk, items = items[:500], items[500:]
+            while True:
+                try:
+                    confirmed.extend(await publish(settings, chunk))
+                    break
+                except Exception:  # noqa: BLE001 - the broker is restarting
+                    await asyncio.sleep(0.5)
+            # an unconfirmed message may or may not have arrived; the publisher retries it
+            missing = {o.message_id for o in chunk} - set(confirmed)
+            items = [o for o in chunk if o.message_id in missing] + items
+
+    publisher = threading.Thread(target=lambda: asyncio.run(keep_publishing()))
+    publisher.start()
+    # When the broker restarts while events are being published and ingested
+    wait_for(lambda: count_events(engine) > 1000, 60, "ingest to be under way", interval=0.05)
+    node.stop_app()
+    node.start_app()
+    publisher.join(180)
+    done.set()
+    # Then every confirmed event is in the ledger once, and the agent consumes again
+    assert len(set(confirmed)) == 8000
+    wait_for(lambda: count_events(engine) >= 8000, 120, "every confirmed event in the ledger")
+    ids = event_ids_in_ledger(engine)
+    assert len(ids) == len(set(ids)) and set(confirmed) <= set(ids)
+    wait_for(lambda: _consumers(settings) == 1, 60, "the ledger to consume again")
+    _verify_all(engine)

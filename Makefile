@@ -1,0 +1,45 @@
+# The two entry points: `make demo` and `make test`. Each does all set-up on a
+# fresh Debian machine (system packages, virtualenv, Python packages) first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian packages the market runs on; installed only if missing
+DEBIAN_PACKAGES := rabbitmq-server postgresql libxml2-utils python3-venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test bench system-packages venv clean down
+
+system-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	  `# the package starts a system-wide node we do not use: stop it so its ports are free`; \
+	  ($(SUDO) service rabbitmq-server stop || true) >/dev/null 2>&1; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+demo: system-packages venv
+	$(VENV)/bin/python scripts/demo.py
+
+test: system-packages venv
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: system-packages venv
+	$(PY) bench/ledger_ingest.py
+
+down: venv
+	$(VENV)/bin/marketctl down
+
+clean: down
+	rm -rf .market
