@@ -1,0 +1,186 @@
+"""Ledger ingest benchmark: events/s into the ledger vs the raw broker ceiling.
+
+    .venv/bin/python bench/ledger_ingest.py [--events 50000] [--db-url URL]
+
+1. Ceiling: the same message bodies, published with confirms to a quorum
+   queue like ledger.inbox and consumed with acks (prefetch and multiple-acks
+   as the ledger does) by a separate process, no database.
+2. Ledger: the same messages published with confirms to market.events, the
+   real ledger agent (a separate process) decodes, folds, appends in batches
+   and commits; the clock stops when the last event is committed.
+
+Both run in this run, on the same broker (a bench node of its own under
+.market/bench unless MARKET_AMQP_URL is set). Prints events/s, the ceiling
+and the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aio_pika  # noqa: E402
+
+from broker_setup.amqp import Outgoing, Publisher, connect  # noqa: E402
+from broker_setup.declare import declare_topology  # noqa: E402
+from broker_setup.node import LocalNode  # noqa: E402
+from broker_setup.topology import EVENTS_EXCHANGE, LEDGER_INBOX, topology  # noqa: E402
+from common.settings import Settings  # noqa: E402
+from contracts.envelope import Codec  # noqa: E402
+from ledger.migrate import make_engine, upgrade  # noqa: E402
+from ledger.store import LedgerStore  # noqa: E402
+
+RAW_QUEUE = "bench.raw"
+BENCH_ENV = {"MARKET_AMQP_PORT": "5802", "MARKET_MANAGEMENT_PORT": "15802", "MARKET_NODE_NAME": "marketbench@localhost"}
+
+
+def bench_settings() -> Settings:
+    environ = dict(BENCH_ENV)
+    environ.update({k: v for k, v in os.environ.items() if k.startswith("MARKET_")})
+    return Settings.from_env(environ=environ, home=Path(environ.get("MARKET_HOME", ROOT / ".market" / "bench")))
+
+
+def make_events(count: int) -> list[tuple[str, bytes, str]]:
+    codec = Codec()
+    events = [(*codec.encode("account.opened", {"account": "bench", "email": "bench@example.com"}), "account.opened")]
+    for i in range(count - 1):
+        events.append((*codec.encode("account.deposited", {"account": "bench", "amount": 1 + i % 1000}),
+                       "account.deposited"))
+    return events
+
+
+async def publish_all(settings, events, routing_key=None) -> float:
+    connection = await connect(settings, "bench: publisher")
+    async with connection:
+        async with Publisher(connection) as publisher:
+            items = [Outgoing(body, routing_key or key, user_id="operator", message_id=event_id)
+                     for event_id, body, key in events]
+            started = time.perf_counter()
+            results = await publisher.publish_many(items)
+            assert all(results), "some publishes were not confirmed"
+            return time.perf_counter() - started
+
+
+# ---- the ceiling: a raw consumer process ---------------------------------------------
+
+async def raw_consume(expected: int, batch: int, prefetch: int) -> None:
+    settings = bench_settings()
+    connection = await connect(settings, "bench: raw consumer")
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.declare_queue(RAW_QUEUE, passive=True)
+        buffer, arrived, done = [], asyncio.Event(), 0
+
+        async def on_message(message):
+            buffer.append(message)
+            arrived.set()
+
+        await queue.consume(on_message)
+        print("ready", flush=True)
+        while done < expected:
+            if not buffer:
+                arrived.clear()
+                await arrived.wait()
+                continue
+            taken = buffer[:batch]
+            del buffer[: len(taken)]
+            await taken[-1].ack(multiple=True)
+            done += len(taken)
+    print("done", flush=True)
+
+
+async def prepare_raw_queue(settings) -> None:
+    connection = await connect(settings, "bench: setup")
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(RAW_QUEUE)
+        queue = await channel.declare_queue(RAW_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+        await queue.bind(EVENTS_EXCHANGE, RAW_QUEUE)
+
+
+def measure_ceiling(settings, events) -> float:
+    asyncio.run(prepare_raw_queue(settings))
+    consumer = subprocess.Popen([sys.executable, __file__, "--raw-consumer", str(len(events)),
+                                 str(settings.ingest_batch), str(settings.prefetch)],
+                                stdout=subprocess.PIPE, text=True, env=os.environ)
+    assert consumer.stdout.readline().strip() == "ready"
+    started = time.perf_counter()
+    asyncio.run(publish_all(settings, events, routing_key=RAW_QUEUE))
+    assert consumer.stdout.readline().strip() == "done"
+    elapsed = time.perf_counter() - started
+    consumer.wait()
+    return len(events) / elapsed
+
+
+# ---- the ledger ---------------------------------------------------------------------
+
+def measure_ledger(settings, events, db_url: str) -> tuple[float, float]:
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    store = LedgerStore(engine)
+    env = dict(os.environ, MARKET_AMQP_URL=settings.amqp_url, MARKET_DB_URL=db_url, MARKET_LOG_LEVEL="warning")
+    agent = subprocess.Popen([sys.executable, "-m", "ledger.agent"], env=env, cwd=ROOT)
+    try:
+        time.sleep(1.5)  # let it connect and start consuming
+        started = time.perf_counter()
+        publish_seconds = asyncio.run(publish_all(settings, events))
+        while store.last_seq() < len(events):
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - started
+    finally:
+        agent.terminate()
+        agent.wait(30)
+        engine.dispose()
+    return len(events) / elapsed, len(events) / publish_seconds
+
+
+async def declare(settings) -> None:
+    connection = await connect(settings, "bench: declare")
+    async with connection:
+        channel = await connection.channel()
+        await declare_topology(channel, topology(settings))
+        await (await channel.declare_queue(LEDGER_INBOX, passive=True)).purge()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--db-url", help="ledger database (default: a fresh SQLite file in a temp folder)")
+    parser.add_argument("--raw-consumer", nargs=3, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.raw_consumer:
+        asyncio.run(raw_consume(*args.raw_consumer))
+        return 0
+    settings = bench_settings()
+    node = LocalNode(settings) if settings.uses_local_broker else None
+    started_node = node.start() if node else False
+    try:
+        asyncio.run(declare(settings))
+        events = make_events(args.events)
+        print(f"ledger ingest benchmark: {args.events} events, {os.cpu_count()} cores, batch {settings.ingest_batch}")
+        ceiling = measure_ceiling(settings, events)
+        print(f"  ceiling (publish with confirms + consume with acks, no DB): {ceiling:8.0f} msgs/s")
+        with tempfile.TemporaryDirectory(prefix="market-bench-") as tmp:
+            db_url = args.db_url or f"sqlite:///{Path(tmp) / 'ledger.db'}"
+            rate, publish_rate = measure_ledger(settings, events, db_url)
+        backend = db_url.split(":", 1)[0]
+        print(f"  ledger ({backend}, publish with confirms -> committed): {rate:8.0f} events/s"
+              f"   (publishing alone ran at {publish_rate:.0f} msgs/s)")
+        print(f"  ratio ledger / ceiling: {rate / ceiling:.2f}")
+    finally:
+        if started_node:
+            node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
