@@ -74,6 +74,10 @@ class Settings:
     max_message_bytes: int = 16 * 1024 * 1024
     #: MARKET_REPLY_TIMEOUT: seconds marketctl waits for the ledger's verdict
     reply_timeout: float = 30.0
+    #: MARKET_LEASE_GRACE: seconds past a lease's deadline before the ledger expires it
+    lease_grace: float = 2.0
+    #: MARKET_QUARANTINE_AFTER: leases of one job that may expire in a row before it is quarantined
+    quarantine_after: int = 3
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -97,6 +101,8 @@ class Settings:
             max_blob_bytes=_env_int(env, "MARKET_MAX_BLOB_BYTES", d.max_blob_bytes),
             max_message_bytes=_env_int(env, "MARKET_MAX_MESSAGE_BYTES", d.max_message_bytes),
             reply_timeout=_env_float(env, "MARKET_REPLY_TIMEOUT", d.reply_timeout),
+            lease_grace=_env_float(env, "MARKET_LEASE_GRACE", d.lease_grace),
+            quarantine_after=_env_int(env, "MARKET_QUARANTINE_AFTER", d.quarantine_after),
         )
         values.update(overrides)
         settings = cls(**values)

@@ -116,7 +116,9 @@ class JobSubmitted(Payload):
     module = BlobField(required=True)
     state = BlobField(required=True)
     max_attempts = StrictInt(validate=validate.Range(min=1, max=100), load_default=3)
+    #: a speed probe: runs only on ``target_worker_id`` and is never billed
     probe = fields.Boolean(load_default=False)
+    target_worker_id = Id(load_default=None, allow_none=True)
 
 
 class JobRepriced(Payload):
@@ -184,6 +186,7 @@ class JobAccepted(Payload):
     state_sha256 = Sha(required=True)
     max_attempts = StrictInt(required=True)
     probe = fields.Boolean(required=True)
+    target_worker_id = Id(allow_none=True, required=True)
 
 
 class JobRejected(Payload):
@@ -196,6 +199,10 @@ class JobReady(Payload):
     price = Micro(minimum=1, required=True)
     checkpoint = StrictInt(required=True)
     state_sha256 = Sha(required=True)
+    #: when the job was submitted: the scheduler's tie-break between equal prices
+    submitted_at = Timestamp(required=True)
+    probe = fields.Boolean(required=True)
+    target_worker_id = Id(allow_none=True, required=True)
 
 
 class JobHeld(Payload):
@@ -206,7 +213,10 @@ class JobHeld(Payload):
 class JobCompleted(Payload):
     job_id = Id(required=True)
     lease_id = Id(required=True)
+    worker_id = Id(required=True)
     result_sha256 = Sha(required=True)
+    executed_ms = StrictInt(validate=validate.Range(min=0), required=True)
+    probe = fields.Boolean(required=True)
 
 
 class JobFailed(Payload):
@@ -233,23 +243,32 @@ class LeaseGranted(Payload):
     lease_seconds = Seconds(required=True)
     deadline = Timestamp(required=True)
     price = Micro(minimum=1, required=True)
+    entry = fields.String(required=True)
+    kind = fields.String(required=True)
+    module_sha256 = Sha(required=True)
+    state_sha256 = Sha(required=True)
+    probe = fields.Boolean(required=True)
 
 
 class LeaseRefused(Payload):
     job_id = Id(required=True)
     worker_id = Id(required=True)
     reason = Text(max_length=1000, required=True)
+    #: whether the job is still ready at the proposed checkpoint (the worker was the problem)
+    job_still_ready = fields.Boolean(required=True)
 
 
 class LeaseExpired(Payload):
     lease_id = Id(required=True)
     job_id = Id(required=True)
     worker_id = Id(required=True)
+    deadline = Timestamp(required=True)
 
 
 class CheckpointCommitted(Payload):
     lease_id = Id(required=True)
     job_id = Id(required=True)
+    worker_id = Id(required=True)
     checkpoint = StrictInt(required=True)
     state_sha256 = Sha(required=True)
     executed_ms = StrictInt(validate=validate.Range(min=0), required=True)

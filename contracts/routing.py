@@ -47,6 +47,10 @@ ALL_TYPES: tuple[str, ...] = REQUEST_TYPES + VERDICT_TYPES
 
 #: the actor name of every event the ledger derives itself
 LEDGER_ACTOR = "ledger"
+#: the only actor whose ``lease.proposed`` the ledger considers
+SCHEDULER_ACTOR = "scheduler"
+#: the only actor whose ``speed.measured`` and probe jobs the ledger accepts
+SPEEDPROBE_ACTOR = "speedprobe"
 
 
 def routing_key(event_type: str) -> str:

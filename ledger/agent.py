@@ -16,17 +16,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import signal
+import time
+from datetime import timedelta
+
+import orjson
 
 import aio_pika
 import structlog
 
 from broker_setup.amqp import Outgoing, Publisher, connect
 from broker_setup.errors import BrokerError
-from broker_setup.topology import DEAD_EXCHANGE, LEDGER_INBOX
-from contracts.envelope import Codec, utc_now_iso
+from broker_setup.topology import DEAD_EXCHANGE, LEASES_EXCHANGE, LEDGER_INBOX
+from contracts.envelope import Codec, parse_time, utc_now_iso
+from contracts.lease import encode_lease_message
 from contracts.errors import ContractError
 from contracts.routing import LEDGER_ACTOR
-from ledger.ingest import Incoming, Plan, decode_all, plan_batch, reply_body
+from ledger.ingest import Incoming, Plan, decode_all, plan_batch, plan_expiries, reply_body
+from ledger.state import Rules
 from ledger.store import LedgerStore
 
 log = structlog.get_logger("ledger")
@@ -41,6 +47,8 @@ RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0
 RELAY_IDLE = 1.0
 #: outbox rows the relay publishes per round
 RELAY_BATCH = 1000
+#: seconds between two deadline sweeps
+SWEEP_INTERVAL = 0.25
 
 
 class LedgerAgent:
@@ -52,15 +60,22 @@ class LedgerAgent:
         self._db = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-db")
         self.state = None
         self.appended = 0
+        self.rules = Rules(quarantine_after=settings.quarantine_after)
+        self.grace = timedelta(seconds=settings.lease_grace)
 
     async def _on_db(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
 
     # ---- the loop -------------------------------------------------------------
 
+    def _load_state(self):
+        state = self.store.load_state()
+        state.rules = self.rules
+        return state
+
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, reconnecting whenever the broker goes away."""
-        self.state = await self._on_db(self.store.load_state)
+        self.state = await self._on_db(self._load_state)
         log.info("ledger.started", last_seq=self.state.last_seq)
         delay = RECONNECT_MIN
         while not stop.is_set():
@@ -100,6 +115,7 @@ class LedgerAgent:
 
         await queue.consume(on_message, no_ack=False)
         relay = asyncio.create_task(self._relay(publisher, relay_wake, closed))
+        sweeper = asyncio.create_task(self._sweep(relay_wake, closed))
         log.info("ledger.consuming", queue=LEDGER_INBOX)
         try:
             while not stop.is_set() and not closed.is_set():
@@ -113,7 +129,8 @@ class LedgerAgent:
                 relay_wake.set()
         finally:
             relay.cancel()
-            await asyncio.gather(relay, return_exceptions=True)
+            sweeper.cancel()
+            await asyncio.gather(relay, sweeper, return_exceptions=True)
         if closed.is_set() and not stop.is_set():
             raise ConnectionError("the broker closed the connection")
 
@@ -138,14 +155,14 @@ class LedgerAgent:
             return self._append_all(batch)
         except Exception:
             log.exception("ledger.batch_failed", messages=len(batch))
-            self.state = self.store.load_state()
+            self.state = self._load_state()
         combined = Plan()
         for incoming in batch:
             try:
                 one = self._append_all([incoming])
             except Exception as e:  # noqa: BLE001 - a poison message must not stop the ledger
                 log.exception("ledger.poison_message")
-                self.state = self.store.load_state()
+                self.state = self._load_state()
                 combined.invalid.append((incoming, ContractError(f"the ledger could not record it: {e!r}"[:500])))
                 continue
             combined.events += one.events
@@ -163,7 +180,7 @@ class LedgerAgent:
             self.store.write(plan, self.state)
         except Exception:
             # the in-memory state already holds the folded batch: throw it away
-            self.state = self.store.load_state()
+            self.state = self._load_state()
             raise
         return plan
 
@@ -204,26 +221,65 @@ class LedgerAgent:
     async def _relay(self, publisher: Publisher, wake: asyncio.Event, closed: asyncio.Event) -> None:
         """Publish the outbox in order with confirms; forget what was confirmed."""
         while not closed.is_set():
-            rows = await self._on_db(self.store.pending_outbox, RELAY_BATCH)
-            if not rows:
+            prepared = await self._on_db(self._prepare_outbox)
+            if not prepared:
                 wake.clear()
                 await _first_of(wake.wait(), asyncio.sleep(RELAY_IDLE), closed.wait())
                 continue
-            items = [self._outgoing(row) for row in rows]
-            results = await publisher.publish_many(items)
-            await self._on_db(self.store.forget_outbox, [row.id for row, ok in zip(rows, results) if ok])
+            results = await publisher.publish_many(item for _, item in prepared)
+            await self._on_db(self.store.forget_outbox, [row_id for (row_id, _), ok in zip(prepared, results) if ok])
             if not all(results):
                 await asyncio.sleep(RECONNECT_MIN)
 
-    @staticmethod
-    def _outgoing(row) -> Outgoing:
+    def _prepare_outbox(self) -> list[tuple[int, Outgoing]]:
+        """Runs on the database thread: the next outbox rows as messages."""
+        return [(row.id, self._outgoing(row)) for row in self.store.pending_outbox(RELAY_BATCH)]
+
+    def _outgoing(self, row) -> Outgoing:
         if row.reply_to:
             # a reply: the requester may have gone away; that is not an error
             return Outgoing(row.body, row.reply_to, user_id=LEDGER_ACTOR, message_id=row.event_id,
                             correlation_id=row.correlation_id, exchange="", mandatory=False)
+        if row.exchange == LEASES_EXCHANGE:
+            return self._lease_delivery(row)
         # a verdict nobody subscribes to yet is still published: not mandatory
         return Outgoing(row.body, row.routing_key, user_id=LEDGER_ACTOR, message_id=row.event_id,
                         correlation_id=row.correlation_id, headers={"seq": int(row.event_seq)}, mandatory=False)
+
+    def _lease_delivery(self, row) -> Outgoing:
+        granted = orjson.loads(row.body)
+        body = encode_lease_message(row.event_id, granted, self.store.blob(granted["module_sha256"]) or b"",
+                                    self.store.blob(granted["state_sha256"]) or b"")
+        # the broker drops (dead-letters) a lease nobody took before its deadline
+        remaining = (parse_time(granted["deadline"]) - parse_time(self.clock())).total_seconds()
+        return Outgoing(body, row.routing_key, user_id=LEDGER_ACTOR, message_id=row.event_id,
+                        correlation_id=row.correlation_id, exchange=LEASES_EXCHANGE,
+                        expiration=max(remaining, 0.001), mandatory=False)
+
+    # ---- the deadline sweeper -------------------------------------------------
+
+    async def _sweep(self, relay_wake: asyncio.Event, closed: asyncio.Event) -> None:
+        """Expire leases past their deadline plus grace, every SWEEP_INTERVAL."""
+        while not closed.is_set():
+            await asyncio.sleep(SWEEP_INTERVAL)
+            expired = await self._on_db(self._expire_due)
+            if expired:
+                relay_wake.set()
+
+    def _expire_due(self) -> int:
+        plan = plan_expiries(self.state, self.clock(), self.grace)
+        if not plan.events:
+            return 0
+        try:
+            self.store.write(plan, self.state)
+        except Exception:
+            self.state = self._load_state()
+            raise
+        for record in plan.recorded:
+            if record.type == "lease.expired":
+                log.info("ledger.lease_expired", lease_id=record.payload["lease_id"], job_id=record.payload["job_id"],
+                         worker_id=record.payload["worker_id"])
+        return len(plan.events)
 
 
 async def _first_of(*awaitables) -> None:

@@ -12,11 +12,15 @@ derives a verdict that says why (``request.rejected``, ``job.rejected``).
 """
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable
 
-from ledger.state import Account, Job, MarketState, Worker
+from contracts.envelope import format_time, parse_time
+from contracts.routing import SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
+from ledger.state import Account, Job, Lease, MarketState, SpeedSample, Worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,24 +180,43 @@ def in_good_standing(account: Account) -> bool:
     return account.balance >= -account.credit_limit
 
 
+def _rejected_job(job_id: str, reason: str) -> list[Derived]:
+    return [Derived("job.rejected", {"job_id": job_id, "reason": reason})]
+
+
 @handles("job.submitted")
 def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
     p = event.payload
     if p["job_id"] in state.jobs:
         return refuse(event, f"job id {p['job_id']} is already taken")
-    owner = state.accounts.get(event.actor)
-    if owner is None:
-        return [Derived("job.rejected", {"job_id": p["job_id"], "reason": f"unknown account {event.actor}"})]
-    if not in_good_standing(owner):
-        return [Derived("job.rejected", {"job_id": p["job_id"],
-                                         "reason": f"account {owner.name} is over its credit limit"})]
+    if p["probe"] or p["target_worker_id"]:
+        # probes are the speed probe's own, unbilled, and pinned to one worker
+        if event.actor != SPEEDPROBE_ACTOR:
+            return _rejected_job(p["job_id"], "only the speed probe may submit probe jobs")
+        if not p["probe"] or p["target_worker_id"] not in state.workers:
+            return _rejected_job(p["job_id"], "a probe job must target a known worker")
+    else:
+        owner = state.accounts.get(event.actor)
+        if owner is None:
+            return _rejected_job(p["job_id"], f"unknown account {event.actor}")
+        if not in_good_standing(owner):
+            return _rejected_job(p["job_id"], f"account {owner.name} is over its credit limit")
     accepted = {
         "job_id": p["job_id"], "owner": event.actor, "name": p["name"], "price": p["price"],
         "entry": p["entry"], "kind": p["kind"], "module_sha256": p["module"]["sha256"],
         "state_sha256": p["state"]["sha256"], "max_attempts": p["max_attempts"], "probe": p["probe"],
+        "target_worker_id": p["target_worker_id"],
     }
-    ready = {"job_id": p["job_id"], "price": p["price"], "checkpoint": 0, "state_sha256": p["state"]["sha256"]}
+    ready = {"job_id": p["job_id"], "price": p["price"], "checkpoint": 0, "state_sha256": p["state"]["sha256"],
+             "submitted_at": event.recorded_at, "probe": p["probe"], "target_worker_id": p["target_worker_id"]}
     return [Derived("job.accepted", accepted), Derived("job.ready", ready)]
+
+
+def ready_again(job: Job) -> Derived:
+    """The job goes back to the ready list at its last committed checkpoint."""
+    return Derived("job.ready", {"job_id": job.job_id, "price": job.price, "checkpoint": job.checkpoint,
+                                 "state_sha256": job.state_sha256, "submitted_at": job.submitted_at,
+                                 "probe": job.probe, "target_worker_id": job.target_worker_id})
 
 
 @handles("job.accepted")
@@ -205,6 +228,7 @@ def _job_accepted(state: MarketState, event: Recorded) -> list[Derived]:
         checkpoint=0, max_attempts=p["max_attempts"], attempts=0, expiries=0, executed_ms=0,
         probe=p["probe"], lease_id=None, worker_id=None, result_sha256=None, error=None,
         submitted_at=event.recorded_at, finished_at=None, folded_seq=event.seq,
+        target_worker_id=p["target_worker_id"],
     )
     state.touch("jobs", p["job_id"], event.seq)
     return []
@@ -236,7 +260,9 @@ def _job_repriced(state: MarketState, event: Recorded) -> list[Derived]:
         return refuse(event, job)
     job.price = event.payload["price"]
     state.touch("jobs", job.job_id, event.seq)
-    return []
+    # a ready job is announced again so the scheduler uses the new price from
+    # its next pool; a leased one carries it into its next job.ready
+    return [ready_again(job)] if job.status == "ready" else []
 
 
 @handles("job.cancelled")
@@ -250,6 +276,231 @@ def _job_cancelled(state: MarketState, event: Recorded) -> list[Derived]:
 @handles("job.withdrawn")
 def _job_withdrawn(state: MarketState, event: Recorded) -> list[Derived]:
     job = state.jobs[event.payload["job_id"]]
-    job.status, job.finished_at = "cancelled", event.recorded_at
+    if job.lease_id:
+        # the running lease ends here: whatever its worker reports later is stale
+        lease = state.leases[job.lease_id]
+        lease.outcome, lease.ended_at = "cancelled", event.recorded_at
+        state.touch("leases", lease.lease_id, event.seq)
+    job.status, job.finished_at, job.lease_id, job.worker_id = "cancelled", event.recorded_at, None, None
     state.touch("jobs", job.job_id, event.seq)
+    return []
+
+
+# ---- leases -------------------------------------------------------------------
+
+def lease_id_for(proposal_event_id: str) -> str:
+    return "lease-" + hashlib.sha256(proposal_event_id.encode()).hexdigest()[:20]
+
+
+def _refuse_lease(p: dict, reason: str, job_still_ready: bool) -> list[Derived]:
+    return [Derived("lease.refused", {"job_id": p["job_id"], "worker_id": p["worker_id"], "reason": reason,
+                                      "job_still_ready": job_still_ready})]
+
+
+@handles("lease.proposed")
+def _lease_proposed(state: MarketState, event: Recorded) -> list[Derived]:
+    p = event.payload
+    if event.actor != SCHEDULER_ACTOR:
+        return refuse(event, "only the scheduler proposes leases")
+    job = state.jobs.get(p["job_id"])
+    if job is None or job.status != "ready" or job.checkpoint != p["checkpoint"]:
+        return _refuse_lease(p, f"job {p['job_id']} is not ready at checkpoint {p['checkpoint']}", False)
+    worker = state.workers.get(p["worker_id"])
+    if worker is None or worker.state == "retired":
+        return _refuse_lease(p, f"worker {p['worker_id']} is unknown or retired", True)
+    if job.target_worker_id and job.target_worker_id != worker.worker_id:
+        return _refuse_lease(p, f"job {job.job_id} runs only on worker {job.target_worker_id}", True)
+    if state.open_leases(worker.worker_id) >= worker.slots:
+        return _refuse_lease(p, f"worker {worker.worker_id} has no free slot", True)
+    lease_seconds = min(p["lease_seconds"], worker.lease_seconds)
+    deadline = format_time(parse_time(event.recorded_at) + timedelta(seconds=lease_seconds))
+    return [Derived("lease.granted", {
+        "lease_id": lease_id_for(event.event_id), "job_id": job.job_id, "worker_id": worker.worker_id,
+        "checkpoint": job.checkpoint, "lease_seconds": lease_seconds, "deadline": deadline, "price": job.price,
+        "entry": job.entry, "kind": job.kind, "module_sha256": job.module_sha256,
+        "state_sha256": job.state_sha256, "probe": job.probe,
+    })]
+
+
+@handles("lease.granted")
+def _lease_granted(state: MarketState, event: Recorded) -> list[Derived]:
+    p = event.payload
+    state.leases[p["lease_id"]] = Lease(
+        lease_id=p["lease_id"], job_id=p["job_id"], worker_id=p["worker_id"], checkpoint=p["checkpoint"],
+        state_sha256=p["state_sha256"], price=p["price"], lease_seconds=p["lease_seconds"],
+        granted_at=event.recorded_at, deadline=p["deadline"], ended_at=None, outcome="open", executed_ms=0,
+        folded_seq=event.seq)
+    state.touch("leases", p["lease_id"], event.seq)
+    job = state.jobs[p["job_id"]]
+    job.status, job.lease_id, job.worker_id = "leased", p["lease_id"], p["worker_id"]
+    state.touch("jobs", job.job_id, event.seq)
+    return []
+
+
+def executed_ms(lease: Lease, checked_in_at: str) -> int:
+    """Grant to check-in, measured by the ledger's clock, capped at the lease."""
+    elapsed = parse_time(checked_in_at) - parse_time(lease.granted_at)
+    return max(0, min(int(elapsed.total_seconds() * 1000), lease.lease_seconds * 1000))
+
+
+def _fenced(state: MarketState, event: Recorded) -> tuple[Lease, Job] | str:
+    """The lease a worker reports on, if it may still report: it is the job's
+    current lease, still open, reported by the worker's owner, before its deadline."""
+    p = event.payload
+    lease = state.leases.get(p["lease_id"])
+    if lease is None or lease.job_id != p["job_id"]:
+        return f"unknown lease {p['lease_id']} for job {p['job_id']}"
+    worker = state.workers.get(lease.worker_id)
+    if worker is None or worker.owner != event.actor:
+        return f"lease {lease.lease_id} is not held by a worker of {event.actor}"
+    job = state.jobs[lease.job_id]
+    if lease.outcome != "open" or job.lease_id != lease.lease_id:
+        return f"lease {lease.lease_id} is no longer current (it ended: {lease.outcome})"
+    if event.recorded_at > lease.deadline:
+        return f"lease {lease.lease_id} passed its deadline {lease.deadline}"
+    return lease, job
+
+
+def _reject_report(event: Recorded, reason: str) -> list[Derived]:
+    p = event.payload
+    return [Derived("checkpoint.rejected", {"lease_id": p["lease_id"], "job_id": p["job_id"],
+                                            "reason": f"{event.type} refused: {reason}"})]
+
+
+def _close(state: MarketState, lease: Lease, outcome: str, at: str, executed: int, seq: int) -> None:
+    lease.outcome, lease.ended_at, lease.executed_ms = outcome, at, executed
+    state.touch("leases", lease.lease_id, seq)
+
+
+@handles("checkpoint.submitted")
+def _checkpoint_submitted(state: MarketState, event: Recorded) -> list[Derived]:
+    fenced = _fenced(state, event)
+    if isinstance(fenced, str):
+        return _reject_report(event, fenced)
+    lease, job = fenced
+    return [Derived("checkpoint.committed", {
+        "lease_id": lease.lease_id, "job_id": job.job_id, "worker_id": lease.worker_id,
+        "checkpoint": job.checkpoint + 1, "state_sha256": event.payload["state"]["sha256"],
+        "executed_ms": executed_ms(lease, event.recorded_at)})]
+
+
+@handles("checkpoint.committed")
+def _checkpoint_committed(state: MarketState, event: Recorded) -> list[Derived]:
+    p = event.payload
+    lease, job = state.leases[p["lease_id"]], state.jobs[p["job_id"]]
+    _close(state, lease, "checkpointed", event.recorded_at, p["executed_ms"], event.seq)
+    job.checkpoint, job.state_sha256 = p["checkpoint"], p["state_sha256"]
+    job.executed_ms += p["executed_ms"]
+    job.expiries = 0
+    job.status, job.lease_id, job.worker_id = "checkpointed", None, None
+    state.touch("jobs", job.job_id, event.seq)
+    return [ready_again(job)]
+
+
+@handles("job.finished")
+def _job_finished(state: MarketState, event: Recorded) -> list[Derived]:
+    fenced = _fenced(state, event)
+    if isinstance(fenced, str):
+        return _reject_report(event, fenced)
+    lease, job = fenced
+    return [Derived("job.completed", {
+        "job_id": job.job_id, "lease_id": lease.lease_id, "worker_id": lease.worker_id,
+        "result_sha256": event.payload["result"]["sha256"], "executed_ms": executed_ms(lease, event.recorded_at),
+        "probe": job.probe})]
+
+
+@handles("job.completed")
+def _job_completed(state: MarketState, event: Recorded) -> list[Derived]:
+    p = event.payload
+    lease, job = state.leases[p["lease_id"]], state.jobs[p["job_id"]]
+    _close(state, lease, "finished", event.recorded_at, p["executed_ms"], event.seq)
+    job.executed_ms += p["executed_ms"]
+    job.status, job.result_sha256, job.finished_at = "completed", p["result_sha256"], event.recorded_at
+    job.lease_id = None
+    state.touch("jobs", job.job_id, event.seq)
+    return []
+
+
+@handles("job.errored")
+def _job_errored(state: MarketState, event: Recorded) -> list[Derived]:
+    fenced = _fenced(state, event)
+    if isinstance(fenced, str):
+        return _reject_report(event, fenced)
+    lease, job = fenced
+    p = event.payload
+    _close(state, lease, "errored", event.recorded_at, executed_ms(lease, event.recorded_at), event.seq)
+    job.attempts += 1
+    job.error = p["error"][-8000:]
+    job.status, job.lease_id, job.worker_id = "errored", None, None
+    state.touch("jobs", job.job_id, event.seq)
+    if job.attempts >= job.max_attempts:
+        return [Derived("job.failed", {"job_id": job.job_id, "error": job.error,
+                                       "reason": f"errored {job.attempts} times (the limit is {job.max_attempts})"})]
+    return [ready_again(job)]
+
+
+@handles("job.failed")
+def _job_failed(state: MarketState, event: Recorded) -> list[Derived]:
+    job = state.jobs[event.payload["job_id"]]
+    job.status, job.finished_at = "failed", event.recorded_at
+    state.touch("jobs", job.job_id, event.seq)
+    return []
+
+
+def due_expiries(state: MarketState, now: str, grace: timedelta) -> list[Lease]:
+    """Open leases whose deadline plus grace has passed at ``now``."""
+    cutoff = format_time(parse_time(now) - grace)
+    return sorted((lease for lease in state.leases.values() if lease.outcome == "open" and lease.deadline < cutoff),
+                  key=lambda lease: (lease.deadline, lease.lease_id))
+
+
+@handles("lease.expired")
+def _lease_expired(state: MarketState, event: Recorded) -> list[Derived]:
+    lease = state.leases[event.payload["lease_id"]]
+    if lease.outcome != "open":
+        return []
+    # nobody is paid for expired time: executed stays zero
+    _close(state, lease, "expired", event.recorded_at, 0, event.seq)
+    job = state.jobs[lease.job_id]
+    job.expiries += 1
+    job.status, job.lease_id, job.worker_id = "expired", None, None
+    state.touch("jobs", job.job_id, event.seq)
+    if job.expiries >= state.rules.quarantine_after:
+        return [Derived("job.quarantined", {"job_id": job.job_id,
+                                            "reason": f"{job.expiries} leases in a row expired"})]
+    return [ready_again(job)]
+
+
+@handles("job.quarantined")
+def _job_quarantined(state: MarketState, event: Recorded) -> list[Derived]:
+    job = state.jobs[event.payload["job_id"]]
+    job.status, job.finished_at = "quarantined", event.recorded_at
+    state.touch("jobs", job.job_id, event.seq)
+    return []
+
+
+# ---- speed --------------------------------------------------------------------
+
+@handles("speed.measured")
+def _speed_measured(state: MarketState, event: Recorded) -> list[Derived]:
+    p = event.payload
+    if event.actor != SPEEDPROBE_ACTOR:
+        return refuse(event, "only the speed probe measures speed")
+    if p["worker_id"] not in state.workers:
+        return refuse(event, f"unknown worker {p['worker_id']}")
+    # a wrong answer records speed 0 until the next good probe
+    speed = p["speed"] if p["correct"] else 0
+    return [Derived("speed.recorded", {"worker_id": p["worker_id"], "speed": speed,
+                                       "measured_at": event.recorded_at})]
+
+
+@handles("speed.recorded")
+def _speed_recorded(state: MarketState, event: Recorded) -> list[Derived]:
+    p = event.payload
+    worker = state.workers[p["worker_id"]]
+    worker.speed, worker.speed_measured_at = p["speed"], p["measured_at"]
+    state.touch("workers", worker.worker_id, event.seq)
+    sample_id = str(event.seq)
+    state.speed_samples[sample_id] = SpeedSample(sample_id, worker.worker_id, p["speed"], p["measured_at"], event.seq)
+    state.touch("speed_samples", sample_id, event.seq)
     return []

@@ -13,11 +13,14 @@ from typing import Any
 
 import orjson
 
+from datetime import timedelta
+
+from broker_setup.topology import LEASES_EXCHANGE
 from contracts.envelope import Codec, Envelope
 from contracts.errors import ContractError
 from contracts.routing import LEDGER_ACTOR
 from ledger.chain import event_hash, payload_text
-from ledger.fold import Derived, Recorded, derived_event_id, fold
+from ledger.fold import Derived, Recorded, derived_event_id, due_expiries, fold
 from ledger.state import MarketState
 
 
@@ -90,6 +93,8 @@ def _fold_with_verdicts(state: MarketState, plan: Plan, request: Recorded) -> li
                               cause.recorded_at, cause.recorded_at, LEDGER_ACTOR,
                               cause.correlation_id or request.event_id, cause.event_id, item.payload)
             plan.outbox.append(_event_row(verdict, plan.events[-1]["payload"]))
+            if verdict.type == "lease.granted":
+                plan.outbox.append(_lease_delivery_row(verdict, plan.events[-1]["payload"]))
             verdicts.append(verdict)
             pending.append((verdict, fold(state, verdict)))
     return verdicts
@@ -125,7 +130,31 @@ def envelope_body(record: Recorded, payload: str | None = None) -> bytes:
 
 def _event_row(record: Recorded, payload: str) -> dict:
     return {"event_seq": record.seq, "event_id": record.event_id, "routing_key": record.type,
-            "body": envelope_body(record, payload), "reply_to": None, "correlation_id": record.correlation_id}
+            "body": envelope_body(record, payload), "reply_to": None, "correlation_id": record.correlation_id,
+            "exchange": None}
+
+
+def _lease_delivery_row(record: Recorded, payload: str) -> dict:
+    """The granted lease, for the worker's own queue; the relay adds the
+    module and state bytes when it publishes (they are in ``blobs``)."""
+    return {"event_seq": record.seq, "event_id": record.event_id, "routing_key": record.payload["worker_id"],
+            "body": payload.encode(), "reply_to": None, "correlation_id": record.correlation_id,
+            "exchange": LEASES_EXCHANGE}
+
+
+def plan_expiries(state: MarketState, now: str, grace: timedelta) -> Plan:
+    """The deadline sweep: ``lease.expired`` for every open lease past its
+    deadline plus grace, folded with what it derives (the job ready again at
+    its last committed checkpoint, or quarantined)."""
+    plan = Plan()
+    for lease in due_expiries(state, now, grace):
+        expired = _append(state, plan, derived_event_id(lease.lease_id, 0), "lease.expired", 1, now, now,
+                          LEDGER_ACTOR, lease.job_id, None,
+                          {"lease_id": lease.lease_id, "job_id": lease.job_id, "worker_id": lease.worker_id,
+                           "deadline": lease.deadline})
+        plan.outbox.append(_event_row(expired, plan.events[-1]["payload"]))
+        _fold_with_verdicts(state, plan, expired)
+    return plan
 
 
 def reply_body(request_id: str, status: str, *, seq: int | None = None, request_type: str | None = None,
@@ -141,4 +170,4 @@ def reply_body(request_id: str, status: str, *, seq: int | None = None, request_
 def _reply_row(reply_to: str, request: Recorded, verdicts: list[Recorded]) -> dict:
     body = reply_body(request.event_id, "recorded", seq=request.seq, request_type=request.type, verdicts=verdicts)
     return {"event_seq": request.seq, "event_id": request.event_id, "routing_key": "reply",
-            "body": body, "reply_to": reply_to, "correlation_id": request.correlation_id}
+            "body": body, "reply_to": reply_to, "correlation_id": request.correlation_id, "exchange": ""}

@@ -60,6 +60,8 @@ outbox = Table(
     #: where the request that caused this verdict wants its answer (direct reply-to)
     Column("reply_to", String(255)),
     Column("correlation_id", String(128)),
+    #: null: market.events; otherwise the exchange to publish on (lease deliveries)
+    Column("exchange", String(64)),
 )
 
 #: how far each projection has folded the log
@@ -121,9 +123,42 @@ jobs = Table(
     Column("submitted_at", String(32), nullable=False),
     Column("finished_at", String(32)),
     Column("folded_seq", BigInteger, nullable=False),
+    Column("target_worker_id", String(64)),
 )
 Index("ix_jobs_owner", jobs.c.owner)
 Index("ix_jobs_status", jobs.c.status)
 
+#: every dispatch: the checkpoint history (who held which state, checked out/in)
+leases = Table(
+    "leases",
+    metadata,
+    Column("lease_id", String(64), primary_key=True),
+    Column("job_id", String(64), nullable=False),
+    Column("worker_id", String(64), nullable=False),
+    Column("checkpoint", Integer, nullable=False),
+    Column("state_sha256", String(64), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("lease_seconds", Integer, nullable=False),
+    Column("granted_at", String(32), nullable=False),
+    Column("deadline", String(32), nullable=False),
+    Column("ended_at", String(32)),
+    Column("outcome", String(16), nullable=False),
+    Column("executed_ms", BigInteger, nullable=False),
+    Column("folded_seq", BigInteger, nullable=False),
+)
+Index("ix_leases_job_id", leases.c.job_id)
+Index("ix_leases_worker_id", leases.c.worker_id)
+
+speed_samples = Table(
+    "speed_samples",
+    metadata,
+    Column("sample_id", String(32), primary_key=True),
+    Column("worker_id", String(64), nullable=False),
+    Column("speed", BigInteger, nullable=False),
+    Column("measured_at", String(32), nullable=False),
+    Column("folded_seq", BigInteger, nullable=False),
+)
+Index("ix_speed_samples_worker_id", speed_samples.c.worker_id)
+
 #: projection tables, in the order replay compares them
-PROJECTIONS = (accounts, workers, jobs)
+PROJECTIONS = (accounts, workers, jobs, leases, speed_samples)

@@ -1,0 +1,59 @@
+"""The lease message: what the ledger's relay delivers to a worker's lease
+queue when it grants a lease. The ``lease.granted`` payload, plus the bytes
+the worker needs to run the job (module source and state), sent once here
+so workers never read the ledger."""
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+
+import orjson
+
+from contracts.errors import BlobMismatch, InvalidPayload
+
+
+@dataclass(frozen=True)
+class LeaseMessage:
+    event_id: str
+    lease_id: str
+    job_id: str
+    worker_id: str
+    checkpoint: int
+    lease_seconds: int
+    deadline: str
+    entry: str
+    kind: str
+    probe: bool
+    module_sha256: str
+    module_source: bytes
+    state_sha256: str
+    state: bytes
+
+
+def encode_lease_message(event_id: str, granted: dict, module_source: bytes, state: bytes) -> bytes:
+    return orjson.dumps({
+        "event_id": event_id, "lease": granted,
+        "module": base64.b64encode(module_source).decode("ascii"),
+        "state": base64.b64encode(state).decode("ascii"),
+    })
+
+
+def decode_lease_message(body: bytes) -> LeaseMessage:
+    """Parse and check a lease message; blobs must hash to what the lease names."""
+    try:
+        raw = orjson.loads(body)
+        lease = raw["lease"]
+        module, state = base64.b64decode(raw["module"]), base64.b64decode(raw["state"])
+        message = LeaseMessage(
+            event_id=raw["event_id"], lease_id=lease["lease_id"], job_id=lease["job_id"],
+            worker_id=lease["worker_id"], checkpoint=lease["checkpoint"], lease_seconds=lease["lease_seconds"],
+            deadline=lease["deadline"], entry=lease["entry"], kind=lease["kind"], probe=lease["probe"],
+            module_sha256=lease["module_sha256"], module_source=module, state_sha256=lease["state_sha256"],
+            state=state)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise InvalidPayload(f"malformed lease message: {e!r}") from e
+    for name, data, sha in (("module", module, message.module_sha256), ("state", state, message.state_sha256)):
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise BlobMismatch(f"lease {message.lease_id}: {name} bytes do not match sha256 {sha[:12]}")
+    return message
