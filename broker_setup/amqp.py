@@ -120,6 +120,7 @@ class Publisher:
         exchange: str = EVENTS_EXCHANGE,
         expiration: float | timedelta | None = None,
         content_type: str = "application/json",
+        mandatory: bool = True,
     ) -> None:
         """Publish one message and wait for the broker's confirm.
 
@@ -127,7 +128,7 @@ class Publisher:
         (e.g. a ``user_id`` the connection may not impersonate).
         """
         item = Outgoing(body, routing_key, user_id, message_id, correlation_id, reply_to,
-                        headers, exchange, expiration, content_type)
+                        headers, exchange, expiration, content_type, mandatory)
         await self._send(await self._underlay(), item)
 
     async def publish_many(self, items: Iterable[Outgoing]) -> list[bool]:

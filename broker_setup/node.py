@@ -66,7 +66,9 @@ class LocalNode:
         self._write_config()
         started_at = time.monotonic()
         self.log.info("node.starting", base=str(self.base))
-        self._run(self.bin_dir / "rabbitmq-server", "-detached", timeout=CTL_TIMEOUT)
+        launched = self._run(self.bin_dir / "rabbitmq-server", "-detached", timeout=CTL_TIMEOUT)
+        if launched.returncode != 0:
+            raise NodeError(f"rabbitmq-server did not launch: {_last_line(launched)}")
         result = self.ctl("wait", str(self.pid_file), "--timeout", str(START_TIMEOUT))
         if result.returncode != 0:
             raise NodeError(

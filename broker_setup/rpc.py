@@ -8,13 +8,14 @@ waiting for an answer that cannot come.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import aiormq
 import orjson
 from pamqp.commands import Basic
 
 from broker_setup.errors import BrokerError, PublishError
-from broker_setup.topology import EVENTS_EXCHANGE
+from broker_setup.topology import EVENTS_EXCHANGE, LEDGER_QUERIES
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 PERSISTENT = 2
@@ -44,7 +45,9 @@ class Requester:
             reply = orjson.loads(message.body)
         except orjson.JSONDecodeError:
             return
-        future = self._waiting.pop(reply.get("request_id"), None)
+        # query answers carry the question's correlation id; request verdicts name the request
+        key = message.header.properties.correlation_id if "request_id" not in reply else reply["request_id"]
+        future = self._waiting.pop(key, None)
         if future is not None and not future.done():
             future.set_result(reply)
 
@@ -69,3 +72,30 @@ class Requester:
             raise BrokerError(f"the ledger did not answer within {timeout:g} s: is it running (`marketctl status`)?") from e
         finally:
             self._waiting.pop(event_id, None)
+
+    async def ask(self, query: str, args: dict | None = None, *, user_id: str, timeout: float):
+        """Ask the ledger's read side; returns the answer's data or raises
+        BrokerError with the ledger's reason."""
+        question_id = str(uuid.uuid4())
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[question_id] = future
+        properties = Basic.Properties(content_type="application/json", message_id=question_id,
+                                      correlation_id=question_id, user_id=user_id, reply_to=REPLY_TO)
+        try:
+            await self._channel.basic_publish(orjson.dumps({"query": query, "args": args or {}}), exchange="",
+                                              routing_key=LEDGER_QUERIES, properties=properties, mandatory=True)
+        except aiormq.exceptions.PublishError as e:
+            raise PublishError(f"no {LEDGER_QUERIES} queue: is the topology declared (`marketctl up`)?") from e
+        try:
+            reply = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError as e:
+            raise BrokerError(f"the ledger did not answer within {timeout:g} s: is it running (`marketctl status`)?") from e
+        finally:
+            self._waiting.pop(question_id, None)
+        if not reply.get("ok"):
+            raise QueryRefused(reply.get("error") or "the ledger refused the query")
+        return reply["data"]
+
+
+class QueryRefused(BrokerError):
+    """The ledger answered, and its answer is no (the reason is the message)."""

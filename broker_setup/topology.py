@@ -24,6 +24,13 @@ LEDGER_INBOX = "ledger.inbox"
 SCHEDULER_READY = "scheduler.ready"
 #: what the scheduler folds its pool of worker offers from
 SCHEDULER_OFFERS = "scheduler.offers"
+#: what the speed probe learns of workers and of its probes' outcomes from
+SPEEDPROBE_INBOX = "speedprobe.inbox"
+#: read-only questions to the ledger (jobs, results, workers, the scheduler's
+#: snapshot), answered on the asker's direct reply-to
+LEDGER_QUERIES = "ledger.queries"
+#: seconds an unanswered query waits before the broker drops it: the asker has given up by then
+QUERY_TTL_MS = 30_000
 
 #: events that change which jobs are ready to run
 SCHEDULER_READY_TYPES: tuple[str, ...] = (
@@ -38,6 +45,14 @@ SCHEDULER_OFFERS_TYPES: tuple[str, ...] = (
     "worker.offered",
     "worker.retired",
     "speed.recorded",
+)
+#: workers to probe and how the probes went
+SPEEDPROBE_TYPES: tuple[str, ...] = (
+    "worker.offered",
+    "job.completed",
+    "job.failed",
+    "job.quarantined",
+    "job.rejected",
 )
 
 QUORUM = "quorum"
@@ -114,6 +129,10 @@ def topology(settings) -> Topology:
         # over the moment the active one goes away, with no double matching
         (_consumer_queue(SCHEDULER_READY, settings, single_active=True), SCHEDULER_READY_TYPES),
         (_consumer_queue(SCHEDULER_OFFERS, settings, single_active=True), SCHEDULER_OFFERS_TYPES),
+        (_consumer_queue(SPEEDPROBE_INBOX, settings, single_active=True), SPEEDPROBE_TYPES),
+        # reached through the default exchange; classic, as answers are not kept
+        (QueueSpec(LEDGER_QUERIES, arguments={"x-message-ttl": QUERY_TTL_MS, "x-dead-letter-exchange": DEAD_EXCHANGE,
+                                              "x-dead-letter-routing-key": LEDGER_QUERIES}), ()),
     )
     queues: list[QueueSpec] = []
     bindings: list[BindingSpec] = []

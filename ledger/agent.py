@@ -26,11 +26,12 @@ import structlog
 
 from broker_setup.amqp import Outgoing, Publisher, connect
 from broker_setup.errors import BrokerError
-from broker_setup.topology import DEAD_EXCHANGE, LEASES_EXCHANGE, LEDGER_INBOX
+from broker_setup.topology import DEAD_EXCHANGE, LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_QUERIES
 from contracts.envelope import Codec, parse_time, utc_now_iso
 from contracts.lease import encode_lease_message
 from contracts.errors import ContractError
 from contracts.routing import LEDGER_ACTOR
+from ledger.queries import answer
 from ledger.ingest import Incoming, Plan, decode_all, plan_batch, plan_expiries, reply_body
 from ledger.state import Rules
 from ledger.store import LedgerStore
@@ -58,6 +59,8 @@ class LedgerAgent:
         self.codec = codec or Codec.from_settings(settings)
         self.clock = clock
         self._db = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-db")
+        # queries read committed projections on their own threads, never waiting for a batch
+        self._reads = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ledger-read")
         self.state = None
         self.appended = 0
         self.rules = Rules(quarantine_after=settings.quarantine_after)
@@ -114,6 +117,8 @@ class LedgerAgent:
             arrived.set()
 
         await queue.consume(on_message, no_ack=False)
+        queries = await channel.declare_queue(LEDGER_QUERIES, passive=True)
+        await queries.consume(lambda message: self._answer(message, publisher), no_ack=False)
         relay = asyncio.create_task(self._relay(publisher, relay_wake, closed))
         sweeper = asyncio.create_task(self._sweep(relay_wake, closed))
         log.info("ledger.consuming", queue=LEDGER_INBOX)
@@ -215,6 +220,26 @@ class LedgerAgent:
                    for m in plan.duplicates if m.reply_to]
         if replies:
             await publisher.publish_many(replies)
+
+    # ---- the query side -----------------------------------------------------
+
+    async def _answer(self, message, publisher: Publisher) -> None:
+        async with message.process(requeue=False):
+            try:
+                asked = orjson.loads(message.body)
+                name, args = asked["query"], asked.get("args") or {}
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                reply = {"ok": False, "error": 'a query is {"query": NAME, "args": {...}}'}
+            else:
+                if not message.user_id:
+                    reply = {"ok": False, "error": "a query needs the asker's user_id"}
+                else:
+                    reply = await asyncio.get_running_loop().run_in_executor(
+                        self._reads, answer, self.store.engine, message.user_id, name, args)
+            if message.reply_to:
+                await publisher.publish(orjson.dumps(reply), message.reply_to, user_id=LEDGER_ACTOR,
+                                        message_id=message.message_id or "", correlation_id=message.correlation_id,
+                                        exchange="", mandatory=False)
 
     # ---- the relay ----------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """The project-local RabbitMQ node: pure checks, then the running test node."""
 import asyncio
+import socket
 import uuid
 
 import pytest
@@ -123,15 +124,35 @@ def test_a_second_node_runs_side_by_side(local_node, tmp_path):
                                   management_port=s.management_port + 1,
                                   node_name="markettest-second@localhost"))
 
+    async def reach(settings):
+        async with await connect(settings, "test: second node"):
+            return True
+
     # When
     try:
         started = other.start()
-        connection = asyncio.run(connect(other.settings, "test: second node"))
-        asyncio.run(connection.close())
+        reached = asyncio.run(reach(other.settings))
     finally:
         other.stop()
 
     # Then
-    assert started is True
+    assert started is True and reached
     assert local_node.is_running()
     assert not other.is_running()
+
+
+def test_a_port_taken_by_another_process_is_a_clear_node_error(tmp_path):
+    # Given something already listens on the AMQP port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        node = LocalNode(settings_in(tmp_path, amqp_port=port, management_port=port))
+
+        # When
+        with pytest.raises(NodeError) as raised:
+            node.start()
+
+    # Then it fails at once, before launching anything
+    assert f"port {port} is already in use" in str(raised.value)
+    assert not (tmp_path / "rabbitmq" / "rabbitmq.conf").exists()

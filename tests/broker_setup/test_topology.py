@@ -7,9 +7,11 @@ from broker_setup.topology import (
     LEASE_DEAD,
     LEASES_EXCHANGE,
     LEDGER_INBOX,
-    BindingSpec,
+    LEDGER_QUERIES,
     SCHEDULER_OFFERS,
     SCHEDULER_READY,
+    SPEEDPROBE_INBOX,
+    BindingSpec,
     dead_letter_queue,
     lease_queue,
     lease_queue_spec,
@@ -17,18 +19,28 @@ from broker_setup.topology import (
 )
 from common.settings import Settings
 
-CONSUMER_QUEUES = (LEDGER_INBOX, SCHEDULER_READY, SCHEDULER_OFFERS)
+#: every queue some agent reads; a new queue must be added here on purpose
+CONSUMER_QUEUES = (LEDGER_INBOX, SCHEDULER_READY, SCHEDULER_OFFERS, SPEEDPROBE_INBOX, LEDGER_QUERIES)
 
 
 def make_topology(**overrides):
     return topology(Settings.from_env(environ={}, **overrides))
 
 
+def consumer_queues(topo):
+    """Every queue an agent reads: all but the dead-letter queues."""
+    return [q for q in topo.queue_names if q not in dead_letter_queues(topo)]
+
+
+def dead_letter_queues(topo):
+    return {b.queue for b in topo.bindings if b.exchange == DEAD_EXCHANGE}
+
+
 def test_every_consumer_queue_dead_letters_into_its_own_dead_queue():
     # Given
     topo = make_topology()
 
-    for name in CONSUMER_QUEUES:
+    for name in consumer_queues(topo):
         # When
         arguments = topo.queue(name).arguments
         dead = topo.queue(dead_letter_queue(name))
@@ -38,6 +50,20 @@ def test_every_consumer_queue_dead_letters_into_its_own_dead_queue():
         assert arguments["x-dead-letter-routing-key"] == name
         assert dead.durable and dead.queue_type == "classic"
         assert topo.bindings_of(dead.name) == (BindingSpec(dead.name, DEAD_EXCHANGE, name),)
+
+
+def test_dead_letter_queues_exist_only_for_consumer_queues_and_leases():
+    # Given
+    topo = make_topology()
+
+    # When
+    owners = {dead_letter_queue(q) for q in consumer_queues(topo)} | {LEASE_DEAD}
+
+    # Then nothing declares a queue that no agent or operator reads
+    assert sorted(consumer_queues(topo)) == sorted(CONSUMER_QUEUES)
+    assert dead_letter_queues(topo) == owners
+    assert all(name.endswith(".dead") for name in dead_letter_queues(topo))
+    assert len(set(topo.queue_names)) == len(topo.queue_names)
 
 
 def test_ledger_inbox_is_a_quorum_queue_with_the_configured_delivery_limit():
@@ -97,16 +123,6 @@ def test_bindings_refer_to_declared_queues_and_exchanges():
         assert binding.queue in topo.queue_names
         assert binding.exchange in exchanges
     assert len(set(topo.bindings)) == len(topo.bindings)
-
-
-def test_there_are_only_consumer_queues_and_dead_letter_queues():
-    # Given
-    topo = make_topology()
-
-    # Then nothing declares a queue that no agent reads
-    expected = set(CONSUMER_QUEUES) | {dead_letter_queue(q) for q in CONSUMER_QUEUES} | {LEASE_DEAD}
-    assert set(topo.queue_names) == expected
-    assert len(topo.queue_names) == len(expected)
 
 
 def test_exchange_types():

@@ -1,0 +1,223 @@
+"""The scheduler agent: folds the ready list and the offer pool from its two
+queues, closes pools, and proposes leases to the ledger.
+
+Loop: receive -> decode -> apply to the pool state -> (pool closes?) match ->
+publish ``lease.proposed`` with confirms. Both queues have a single active
+consumer: a standby scheduler attaches and waits; when it becomes active it
+re-reads the ready list from the ledger (a snapshot query) so nothing the
+old one consumed is missed, and skips verdicts older than that snapshot.
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass
+
+import orjson
+import structlog
+
+from agents.scheduler.matching import ReadyJob
+from agents.scheduler.pool import PoolSettings, SchedulerState
+from broker_setup.amqp import Outgoing, Publisher, connect
+from broker_setup.rpc import Requester
+from broker_setup.topology import SCHEDULER_OFFERS, SCHEDULER_READY
+from contracts.envelope import Codec
+from contracts.errors import ContractError
+from contracts.routing import LEDGER_ACTOR, SCHEDULER_ACTOR
+
+log = structlog.get_logger("scheduler")
+
+#: a delivery after this many seconds of silence may mean this scheduler
+#: just became the active one: re-read the ledger's ready list first
+RESYNC_AFTER_SILENCE = 5.0
+PREFETCH = 500
+RECONNECT_DELAY = 1.0
+
+
+@dataclass(frozen=True)
+class Heard:
+    type: str
+    payload: dict
+    seq: int | None
+
+
+class SchedulerAgent:
+    def __init__(self, settings, pool_settings: PoolSettings | None = None):
+        self.settings = settings
+        self.codec = Codec.from_settings(settings)
+        self.state = SchedulerState(pool_settings or PoolSettings())
+        self.proposals = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                connection = await connect(self.settings, "scheduler")
+            except Exception as e:  # noqa: BLE001 - keep trying until the broker is back
+                log.warning("scheduler.broker_unreachable", reason=str(e))
+                await _sleep_or(stop, RECONNECT_DELAY)
+                continue
+            try:
+                await self._session(connection, stop)
+            except Exception as e:  # noqa: BLE001 - reconnect, never die
+                log.warning("scheduler.connection_lost", reason=repr(e))
+                await _sleep_or(stop, RECONNECT_DELAY)
+            finally:
+                await asyncio.gather(connection.close(), return_exceptions=True)
+
+    async def _session(self, connection, stop: asyncio.Event) -> None:
+        closed = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: closed.set())
+        inbox: asyncio.Queue = asyncio.Queue()
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=PREFETCH)
+        publisher = await Publisher(connection).open()
+        async with Requester(connection) as requester:
+            await self._resync(requester)
+            for name in (SCHEDULER_READY, SCHEDULER_OFFERS):
+                queue = await channel.declare_queue(name, passive=True)
+                await queue.consume(inbox.put, no_ack=False)
+            log.info("scheduler.consuming", queues=[SCHEDULER_READY, SCHEDULER_OFFERS])
+            last_heard = time.monotonic()
+            while not stop.is_set() and not closed.is_set():
+                timeout = self.state.next_wakeup(time.monotonic())
+                message = await _get(inbox, stop, closed, timeout if timeout is not None else 1.0)
+                now = time.monotonic()
+                if message is not None:
+                    if now - last_heard > RESYNC_AFTER_SILENCE:
+                        await self._resync(requester)
+                    last_heard = now
+                    self._hear(message, now)
+                    # apply everything already delivered before deciding
+                    while not inbox.empty():
+                        self._hear(inbox.get_nowait(), now)
+                if self.state.pool_closes(now):
+                    await self._propose(publisher, now)
+        if closed.is_set() and not stop.is_set():
+            raise ConnectionError("the broker closed the connection")
+
+    async def _resync(self, requester: Requester) -> None:
+        snapshot = await requester.ask("snapshot", user_id=SCHEDULER_ACTOR, timeout=self.settings.reply_timeout)
+        state = self.state
+        state.snapshot_seq = snapshot["seq"]
+        state.ready = {j["job_id"]: _ready_job(j) for j in snapshot["ready"] if j["job_id"] not in state.proposed}
+        for worker in snapshot["workers"]:
+            state.speeds[worker["worker_id"]] = worker["speed"]
+            if worker["state"] == "retired":
+                state.worker_retired(worker["worker_id"])
+            elif worker["speed"] is not None:
+                state.speed_recorded(worker["worker_id"], worker["speed"])
+        log.info("scheduler.resynced", seq=state.snapshot_seq, ready=len(state.ready))
+
+    def _hear(self, message, now: float) -> None:
+        """Apply one delivery to the pool state and ack it (the state is in
+        memory and rebuilt from the ledger on takeover, so no need to hold it)."""
+        try:
+            heard = self._decode(message)
+        except ContractError as e:
+            log.warning("scheduler.bad_message", reason=e.reason, message_id=message.message_id)
+            asyncio.ensure_future(message.reject(requeue=False))
+            return
+        asyncio.ensure_future(message.ack())
+        if heard is None:
+            return
+        p, state = heard.payload, self.state
+        if heard.type == "worker.offered":
+            state.worker_offered(p["worker_id"], p["slots"], p["lease_seconds"], now)
+        elif heard.type == "speed.recorded":
+            state.speed_recorded(p["worker_id"], p["speed"])
+        elif heard.type == "worker.retired":
+            state.worker_retired(p["worker_id"])
+        elif heard.seq is not None and heard.seq <= state.snapshot_seq:
+            return  # already reflected in the snapshot
+        elif heard.type == "job.ready":
+            state.job_ready(_ready_job(p))
+        elif heard.type in ("job.withdrawn", "job.held"):
+            state.job_gone(p["job_id"])
+        elif heard.type == "lease.granted":
+            state.lease_granted(p["job_id"], p["worker_id"])
+        elif heard.type == "lease.refused":
+            state.lease_refused(p["job_id"], p["worker_id"], p["job_still_ready"])
+
+    def _decode(self, message) -> Heard | None:
+        from_ledger = message.user_id == LEDGER_ACTOR
+        try:
+            raw = orjson.loads(message.body)
+        except orjson.JSONDecodeError as e:
+            raise ContractError(f"not JSON: {e}") from e
+        if not isinstance(raw, dict):
+            raise ContractError("not a JSON object")
+        envelope = self.codec.decode_envelope(raw, actor=message.user_id or "", requests_only=not from_ledger)
+        seq = (message.headers or {}).get("seq") if from_ledger else None
+        return Heard(envelope.type, envelope.payload, int(seq) if seq is not None else None)
+
+    async def _propose(self, publisher: Publisher, now: float) -> None:
+        pairings = self.state.close_pool(now)
+        items = []
+        for pairing in pairings:
+            payload = {"job_id": pairing.job.job_id, "worker_id": pairing.offer.worker_id,
+                       "checkpoint": pairing.job.checkpoint, "lease_seconds": pairing.offer.lease_seconds}
+            event_id, body = self.codec.encode("lease.proposed", payload)
+            items.append(Outgoing(body, "lease.proposed", user_id=SCHEDULER_ACTOR, message_id=event_id))
+            log.debug("scheduler.proposed", job_id=pairing.job.job_id, worker_id=pairing.offer.worker_id,
+                      price=pairing.job.price, speed=pairing.offer.speed)
+        if items:
+            results = await publisher.publish_many(items)
+            for pairing, ok in zip(pairings, results):
+                if not ok:
+                    # the proposal never reached the ledger: the job is still ready
+                    self.state.lease_refused(pairing.job.job_id, pairing.offer.worker_id, True)
+            self.proposals += sum(results)
+
+
+def _ready_job(p: dict) -> ReadyJob:
+    return ReadyJob(p["job_id"], p["price"], p["checkpoint"], p["submitted_at"], p["probe"], p["target_worker_id"])
+
+
+async def _get(inbox: asyncio.Queue, stop: asyncio.Event, closed: asyncio.Event, timeout: float):
+    getter = asyncio.ensure_future(inbox.get())
+    waiters = [getter, asyncio.ensure_future(stop.wait()), asyncio.ensure_future(closed.wait())]
+    done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return getter.result() if getter in done else None
+
+
+async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+def pool_settings_from_env(environ) -> PoolSettings:
+    d = PoolSettings()
+    return PoolSettings(
+        window=float(environ.get("MARKET_POOL_WINDOW", d.window)),
+        threshold=int(environ.get("MARKET_POOL_THRESHOLD", d.threshold)),
+        proposal_timeout=float(environ.get("MARKET_PROPOSAL_TIMEOUT", d.proposal_timeout)),
+        offer_ttl=float(environ.get("MARKET_OFFER_TTL", d.offer_ttl)),
+    )
+
+
+async def serve(settings) -> None:
+    import os
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await SchedulerAgent(settings, pool_settings_from_env(os.environ)).run(stop)
+
+
+def main() -> None:
+    from common.logs import configure_logging
+    from common.settings import Settings
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

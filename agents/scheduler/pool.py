@@ -1,0 +1,135 @@
+"""The scheduler's state: the ready list, the offer pool, and when a pool
+closes. Pure: every method takes the time it needs as an argument."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agents.scheduler.matching import Offer, Pairing, ReadyJob, match
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    #: seconds a pool stays open for more offers to compete (from its first offer)
+    window: float = 0.2
+    #: offers that close a pool at once
+    threshold: int = 32
+    #: seconds a proposal may wait for the ledger's verdict before its job is offered again
+    proposal_timeout: float = 30.0
+    #: seconds an offer stays valid without being renewed (workers re-offer while idle)
+    offer_ttl: float = 60.0
+
+
+@dataclass
+class SchedulerState:
+    settings: PoolSettings = field(default_factory=PoolSettings)
+    ready: dict[str, ReadyJob] = field(default_factory=dict)
+    #: job_id -> (job, worker_id, proposed at)
+    proposed: dict[str, tuple[ReadyJob, str, float]] = field(default_factory=dict)
+    #: worker_id -> offers (one per free slot) and when they came
+    offers: dict[str, tuple[Offer, ...]] = field(default_factory=dict)
+    offered_at: dict[str, float] = field(default_factory=dict)
+    speeds: dict[str, int | None] = field(default_factory=dict)
+    #: workers we know of that are neither retired nor busy with every slot
+    idle: set[str] = field(default_factory=set)
+    retired: set[str] = field(default_factory=set)
+    #: the ledger sequence the snapshot reflected; older verdicts are ignored
+    snapshot_seq: int = 0
+    pool_opened_at: float | None = None
+    _order: int = 0
+
+    # ---- what the scheduler hears -------------------------------------------
+
+    def job_ready(self, job: ReadyJob) -> None:
+        self.proposed.pop(job.job_id, None)
+        self.ready[job.job_id] = job
+
+    def job_gone(self, job_id: str) -> None:
+        """Withdrawn, held, or leased: not ready any more."""
+        self.ready.pop(job_id, None)
+        self.proposed.pop(job_id, None)
+
+    def lease_granted(self, job_id: str, worker_id: str) -> None:
+        self.job_gone(job_id)
+
+    def lease_refused(self, job_id: str, worker_id: str, job_still_ready: bool) -> None:
+        proposal = self.proposed.pop(job_id, None)
+        if proposal and job_still_ready:
+            self.ready[job_id] = proposal[0]
+        # the worker was the problem (busy, unknown, retired) or not: its offer was used up either way
+
+    def worker_offered(self, worker_id: str, slots: int, lease_seconds: int, now: float) -> None:
+        if worker_id in self.retired:
+            return
+        speed = self.speeds.get(worker_id)
+        offers = []
+        for _ in range(slots):
+            self._order += 1
+            offers.append(Offer(worker_id, speed, lease_seconds, self._order))
+        self.offers[worker_id] = tuple(offers)
+        self.offered_at[worker_id] = now
+        self.idle.add(worker_id)
+        if self.pool_opened_at is None:
+            self.pool_opened_at = now
+
+    def speed_recorded(self, worker_id: str, speed: int) -> None:
+        self.speeds[worker_id] = speed
+        if worker_id in self.offers:
+            self.offers[worker_id] = tuple(Offer(o.worker_id, speed, o.lease_seconds, o.order)
+                                           for o in self.offers[worker_id])
+
+    def worker_retired(self, worker_id: str) -> None:
+        self.retired.add(worker_id)
+        self.offers.pop(worker_id, None)
+        self.idle.discard(worker_id)
+
+    # ---- deciding -----------------------------------------------------------
+
+    def pool_closes(self, now: float) -> bool:
+        """Whether to match now: there is work and an offer, and the window
+        has passed, or enough offers came, or every idle worker has offered
+        (waiting longer could not bring another offer)."""
+        self._expire(now)
+        if not self.ready or not self.offers:
+            return False
+        offered = sum(len(o) for o in self.offers.values())
+        if offered >= self.settings.threshold:
+            return True
+        if self.idle <= set(self.offers):
+            return True
+        return self.pool_opened_at is not None and now - self.pool_opened_at >= self.settings.window
+
+    def next_wakeup(self, now: float) -> float | None:
+        """Seconds until the pool's window ends, if one is open."""
+        if self.pool_opened_at is None or not self.ready:
+            return None
+        return max(0.0, self.pool_opened_at + self.settings.window - now)
+
+    def close_pool(self, now: float) -> list[Pairing]:
+        """Match the pool; the matched jobs and offers become proposals."""
+        offers = [offer for worker_offers in self.offers.values() for offer in worker_offers]
+        pairings = match(list(self.ready.values()), offers)
+        for pairing in pairings:
+            job, worker_id = pairing.job, pairing.offer.worker_id
+            self.ready.pop(job.job_id, None)
+            self.proposed[job.job_id] = (job, worker_id, now)
+            remaining = list(self.offers.get(worker_id, ()))
+            remaining.remove(pairing.offer)
+            if remaining:
+                self.offers[worker_id] = tuple(remaining)
+            else:
+                self.offers.pop(worker_id, None)
+                # busy until it offers again
+                self.idle.discard(worker_id)
+        self.pool_opened_at = now if self.offers else None
+        return pairings
+
+    def _expire(self, now: float) -> None:
+        for worker_id, at in list(self.offered_at.items()):
+            if now - at > self.settings.offer_ttl:
+                self.offered_at.pop(worker_id)
+                self.offers.pop(worker_id, None)
+                self.idle.discard(worker_id)
+        for job_id, (job, _, at) in list(self.proposed.items()):
+            if now - at > self.settings.proposal_timeout:
+                self.proposed.pop(job_id)
+                self.ready[job_id] = job

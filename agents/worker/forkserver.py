@@ -1,0 +1,368 @@
+"""The fork server: one clean Python process that forks a fresh child per job.
+
+Started once per :class:`agents.worker.sandbox.Sandbox` with an environment
+holding only PATH and LANG, it pre-imports pickle, dill, orjson and the
+package format, then waits on its control socket. Per job it receives two
+file descriptors (the job's socket and its output socket) and forks. The
+child drops everything of the server (fds, signal handlers, session), applies
+the resource limits, moves into the scratch directory with a secret-free
+environment, reads the work from its socket, runs it and writes the reply.
+
+Why fork from here: a fresh interpreter costs ~60 ms of start-up and imports
+per lease; a fork of this warm process costs ~1 ms and still gives each job
+a process of its own. The server never reads job data (the child reads it
+after the fork), so no job's bytes linger in memory a later child inherits.
+
+Control messages are JSON over a SOCK_SEQPACKET socket, one per packet:
+
+- in:  ``{"op": "fork", "id", "scratch", "limits"}`` + 2 fds; ``{"op": "signal", "pid", "signum"}``
+- out: ``{"op": "ready"}``, ``{"op": "forked", "id", "pid"}``, ``{"op": "failed", "id", "error"}``,
+  ``{"op": "exited", "pid", "exit_code"}`` (negative: killed by that signal)
+
+Job socket frames (both ways): ``!II`` header and body lengths, a JSON
+header, the body bytes. The worker parses the child's reply without
+unpickling anything.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import inspect
+import io
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+try:
+    from contracts import package
+except ImportError:  # run from a source tree that is not installed (-I ignores PYTHONPATH)
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
+    from contracts import package
+
+# what jobs commonly import, loaded once here so that every child has it for free
+import bisect  # noqa: E402,F401
+import collections  # noqa: E402,F401
+import dataclasses  # noqa: E402,F401
+import functools  # noqa: E402,F401
+import heapq  # noqa: E402,F401
+import itertools  # noqa: E402,F401
+import math  # noqa: E402,F401
+import random  # noqa: E402,F401
+
+#: frame prefix on the job socket: header length, body length
+FRAME = struct.Struct("!II")
+#: largest JSON header of a frame, and largest control message
+MAX_HEADER_BYTES = 1024 * 1024
+#: the whole environment of the fork server and of every job (plus HOME)
+CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
+CHILD_LANG = "C.UTF-8"
+#: exit code of a child whose own set-up failed (EX_SOFTWARE)
+SETUP_FAILED = 70
+#: the job socket's fd number in the child
+JOB_FD = 3
+PR_SET_DUMPABLE = 4
+
+
+def server_environment() -> dict[str, str]:
+    """The environment the fork server runs with: nothing from the worker."""
+    return {"PATH": CHILD_PATH, "LANG": CHILD_LANG}
+
+
+def encode_frame(header: dict, body: bytes = b"") -> bytes:
+    """One frame: lengths, JSON header, body."""
+    encoded = json.dumps(header).encode()
+    return FRAME.pack(len(encoded), len(body)) + encoded + body
+
+
+def read_frame(channel: socket.socket, max_body: int) -> tuple[dict, bytes]:
+    """Read one frame from a blocking socket (the child's side)."""
+    header_size, body_size = FRAME.unpack(_read_exactly(channel, FRAME.size))
+    if header_size > MAX_HEADER_BYTES or body_size > max_body:
+        raise ValueError(f"frame of {header_size}+{body_size} bytes is over the limit")
+    header = json.loads(_read_exactly(channel, header_size))
+    return header, _read_exactly(channel, body_size)
+
+
+def _read_exactly(channel: socket.socket, size: int) -> bytes:
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        count = channel.recv_into(view[got:])
+        if not count:
+            raise EOFError(f"the worker closed the job socket after {got} of {size} bytes")
+        got += count
+    return bytes(buffer)
+
+
+# -- the child ---------------------------------------------------------------
+
+
+class StopFlag:
+    """Set by SIGUSR1: the worker wants the job back at its next safe point."""
+
+    def __init__(self):
+        self.requested = False
+
+    def handle(self, signum, frame) -> None:
+        self.requested = True
+
+
+def child_main(request: dict, job_fd: int, output_fd: int, libc=None) -> None:
+    """Isolate this freshly forked process, run one job, reply, and ``_exit``. Never returns."""
+    code = SETUP_FAILED
+    try:
+        stop = _isolate(request, job_fd, output_fd, libc)
+        channel = socket.socket(fileno=JOB_FD)
+        limits = request["limits"]
+        header, body = read_frame(channel, max_body=2 * limits["blob_bytes"] + MAX_HEADER_BYTES)
+        reply, reply_body = run_job(header, body, stop, limits["blob_bytes"])
+        code = 1 if reply["status"] == "errored" else 0
+        channel.sendall(encode_frame(reply, reply_body))
+    except BaseException:  # noqa: BLE001 - the child must reach _exit whatever happens
+        code = SETUP_FAILED
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed or broken stream must not stop the exit
+                pass
+        os._exit(code)  # never run the server's cleanup in the child
+
+
+def _isolate(request: dict, job_fd: int, output_fd: int, libc) -> StopFlag:
+    # the server's signal set-up is not the job's
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    # its own session and process group, so a kill reaches whatever it spawns
+    os.setsid()
+    _own_descriptors(job_fd, output_fd)
+    limits = request["limits"]
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # soft limit -> SIGXCPU (reported as "CPU time limit exceeded"); hard, 1 s later -> SIGKILL
+    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"] + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (limits["memory_bytes"], limits["memory_bytes"]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_bytes"], limits["file_bytes"]))
+    if libc is not None:
+        # other jobs under the same uid cannot read this one's memory via /proc/<pid>/mem
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    scratch = request["scratch"]
+    os.chdir(scratch)
+    os.environ.clear()
+    os.environ.update({"PATH": CHILD_PATH, "HOME": scratch, "LANG": CHILD_LANG})
+    tempfile.tempdir = scratch
+    stop = StopFlag()
+    signal.signal(signal.SIGUSR1, stop.handle)
+    # the server blocks SIGUSR1 so a stop sent before this point waits instead of killing us
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+    return stop
+
+
+def _own_descriptors(job_fd: int, output_fd: int) -> None:
+    # stdout and stderr go to the output socket, stdin is empty, the job
+    # socket becomes fd 3, and every other fd of the server is closed: the
+    # control socket above all, which could otherwise signal other jobs
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    if job_fd != JOB_FD:
+        os.dup2(job_fd, JOB_FD)
+    os.closerange(JOB_FD + 1, max(os.sysconf("SC_OPEN_MAX"), 65536))
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        stream = io.TextIOWrapper(
+            io.FileIO(fd, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
+        )
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+def run_job(header: dict, body: bytes, stop: StopFlag, blob_bytes: int) -> tuple[dict, bytes]:
+    """Run the job described by a work frame; return the reply header and body.
+
+    A generator is driven to its next safe point after the budget is spent
+    (or a stop arrived): that yielded state is the checkpoint. Any exception
+    becomes ``errored`` with the job's traceback.
+    """
+    started = time.monotonic()
+    safe_points = 0
+    try:
+        module_bytes = header["module_bytes"]
+        module = package.load_module(body[:module_bytes], header["module_sha256"])
+        entry = getattr(module, header["entry"])
+        returned = entry(package.loads_state(body[module_bytes:]))
+        if inspect.isgenerator(returned):
+            status, value, safe_points = _drive(returned, started, header["budget_seconds"], stop)
+        else:
+            status, value = "finished", returned
+        if status == "checkpoint":
+            blob = package.dumps_state(value, what=f"the state at safe point {safe_points}")
+        else:
+            blob = package.dumps_result(value)
+        if len(blob) > blob_bytes:
+            what = "state" if status == "checkpoint" else "result"
+            raise package.PackageError(f"the {what} is {len(blob)} bytes; the limit is {blob_bytes}")
+    except BaseException as error:  # noqa: BLE001 - SystemExit and all: the job's failure, reported
+        return {"status": "errored", "error": _job_traceback(error), "safe_points": safe_points}, b""
+    return {"status": status, "error": None, "safe_points": safe_points}, blob
+
+
+def _drive(generator, started: float, budget_seconds: float, stop: StopFlag):
+    safe_points = 0
+    while True:
+        try:
+            state = next(generator)
+        except StopIteration as done:
+            return "finished", done.value, safe_points
+        safe_points += 1
+        # serialized before next() runs again: jobs often mutate what they yielded
+        if stop.requested or time.monotonic() - started >= budget_seconds:
+            return "checkpoint", state, safe_points
+
+
+def _job_traceback(error: BaseException) -> str:
+    # drop this file's frames: the user wants to see their own code
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb or error.__traceback__))
+
+
+# -- the server --------------------------------------------------------------
+
+
+def serve(control: socket.socket) -> None:
+    """Fork a child per request until the control socket closes, then kill them all."""
+    children: set[int] = set()
+    libc = _load_libc()
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select through the wakeup fd
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    gc.freeze()  # the imported modules stay shared with the children instead of being copied
+    _send(control, {"op": "ready"})
+    with selectors.DefaultSelector() as selector:
+        selector.register(control, selectors.EVENT_READ)
+        selector.register(wake_read, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                if key.fd == wake_read:
+                    _drain(wake_read)
+                    _reap(control, children)
+                    continue
+                message, fds, _, _ = socket.recv_fds(control, MAX_HEADER_BYTES, 2)
+                if not message:
+                    _kill_all(children)
+                    return
+                _handle(control, json.loads(message), fds, children, libc)
+
+
+def _handle(control: socket.socket, message: dict, fds: list[int], children: set[int], libc) -> None:
+    if message["op"] == "signal":
+        _signal(message["pid"], message["signum"], children)
+        return
+    try:
+        pid = os.fork()
+    except OSError as e:
+        for fd in fds:
+            os.close(fd)
+        _send(control, {"op": "failed", "id": message["id"], "error": f"fork failed: {e}"})
+        return
+    if pid == 0:
+        child_main(message, fds[0], fds[1], libc)
+    for fd in fds:
+        os.close(fd)
+    children.add(pid)
+    _send(control, {"op": "forked", "id": message["id"], "pid": pid})
+
+
+def _signal(pid: int, signum: int, children: set[int]) -> None:
+    # only a child not yet reaped: its pid cannot have been reused by anyone else
+    if pid not in children:
+        return
+    try:
+        if signum == signal.SIGKILL:
+            os.killpg(pid, signum)  # the job and whatever it spawned
+        else:
+            os.kill(pid, signum)
+    except ProcessLookupError:
+        try:
+            os.kill(pid, signum)  # forked but not yet the leader of its own group
+        except ProcessLookupError:
+            pass
+
+
+def _reap(control: socket.socket, children: set[int]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        try:
+            os.killpg(pid, signal.SIGKILL)  # leftovers the job spawned into its group
+        except OSError:
+            pass
+        _send(control, {"op": "exited", "pid": pid, "exit_code": os.waitstatus_to_exitcode(status)})
+
+
+def _kill_all(children: set[int]) -> None:
+    for pid in children:
+        _signal(pid, signal.SIGKILL, children)
+    for pid in list(children):
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _send(control: socket.socket, message: dict) -> None:
+    try:
+        control.send(json.dumps(message).encode())
+    except OSError:
+        pass  # the sandbox is gone; the next recv sees it and the server exits
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _load_libc():
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def run_once(request: dict, job_fd: int, output_fd: int) -> None:
+    """Run a single job in this process, as a fresh interpreter would (the benchmark's baseline)."""
+    child_main(request, job_fd, output_fd, _load_libc())
+
+
+def main(argv: list[str]) -> None:
+    """``forkserver.py CONTROL_FD`` serves; ``forkserver.py --once REQUEST JOB_FD OUTPUT_FD`` runs one job."""
+    if argv[1:2] == ["--once"]:
+        run_once(json.loads(argv[2]), int(argv[3]), int(argv[4]))
+    serve(socket.socket(fileno=int(argv[1])))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,129 @@
+"""The ledger's read side: questions answered from the projections.
+
+Each query is a function ``(conn, actor, args) -> JSON-ready value``; the
+actor is the broker-validated ``user_id`` of the asker. Privacy rules live
+here: a job's details and result only to its owner, a worker's owner only to
+that owner. "Not yours" and "no such thing" get the same answer.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Callable
+
+from sqlalchemy import func, select
+
+from common.errors import MarketError
+from contracts.routing import SCHEDULER_ACTOR
+from ledger import tables
+
+
+class QueryError(MarketError):
+    """A question the ledger will not or cannot answer; the reason goes back to the asker."""
+
+
+Query = Callable[..., object]
+QUERIES: dict[str, Query] = {}
+
+
+def query(name: str):
+    def register(fn: Query) -> Query:
+        QUERIES[name] = fn
+        return fn
+
+    return register
+
+
+def answer(engine, actor: str, name: str, args: dict) -> dict:
+    """Run query ``name`` for ``actor``; returns ``{"ok": True, "data": ...}`` or ``{"ok": False, "error": ...}``."""
+    fn = QUERIES.get(name)
+    if fn is None:
+        return {"ok": False, "error": f"unknown query {name!r} (known: {', '.join(sorted(QUERIES))})"}
+    if not isinstance(args, dict):
+        return {"ok": False, "error": "args must be an object"}
+    try:
+        with engine.connect() as conn:
+            return {"ok": True, "data": fn(conn, actor, **args)}
+    except QueryError as e:
+        return {"ok": False, "error": str(e)}
+    except TypeError as e:
+        return {"ok": False, "error": f"bad arguments for {name}: {e}"}
+
+
+JOB_COLUMNS = ("job_id", "name", "price", "status", "checkpoint", "executed_ms", "attempts", "max_attempts",
+               "submitted_at", "finished_at", "worker_id", "lease_id")
+
+
+def _job_row(row) -> dict:
+    return {c: getattr(row, c) for c in JOB_COLUMNS}
+
+
+def _owned_job(conn, actor: str, job_id) -> object:
+    row = conn.execute(select(tables.jobs).where(tables.jobs.c.job_id == str(job_id))).first()
+    if row is None or row.owner != actor:
+        raise QueryError(f"no job {job_id} of account {actor}")
+    return row
+
+
+@query("jobs")
+def jobs(conn, actor: str, status: str | None = None) -> list[dict]:
+    """The asker's own jobs, newest first."""
+    stmt = select(tables.jobs).where(tables.jobs.c.owner == actor)
+    if status:
+        stmt = stmt.where(tables.jobs.c.status == status)
+    rows = conn.execute(stmt.order_by(tables.jobs.c.submitted_at.desc(), tables.jobs.c.job_id)).all()
+    return [_job_row(r) for r in rows]
+
+
+@query("job")
+def job(conn, actor: str, job_id: str) -> dict:
+    """One of the asker's jobs, with its lease history and last error."""
+    row = _owned_job(conn, actor, job_id)
+    leases = conn.execute(select(tables.leases).where(tables.leases.c.job_id == row.job_id)
+                          .order_by(tables.leases.c.granted_at)).all()
+    detail = _job_row(row)
+    detail.update(error=row.error, result_sha256=row.result_sha256, leases=[
+        {"lease_id": l.lease_id, "worker_id": l.worker_id, "checkpoint": l.checkpoint, "checked_out": l.granted_at,
+         "checked_in": l.ended_at, "deadline": l.deadline, "outcome": l.outcome, "executed_ms": l.executed_ms}
+        for l in leases])
+    return detail
+
+
+@query("result")
+def result(conn, actor: str, job_id: str) -> dict:
+    """The result blob of one of the asker's completed jobs (opaque bytes, base64)."""
+    row = _owned_job(conn, actor, job_id)
+    if row.status != "completed":
+        raise QueryError(f"job {job_id} has no result: it is {row.status}"
+                         + (f" ({row.error.strip().splitlines()[-1]})" if row.error else ""))
+    data = conn.execute(select(tables.blobs.c.data).where(tables.blobs.c.sha256 == row.result_sha256)).scalar()
+    return {"job_id": row.job_id, "sha256": row.result_sha256, "data": base64.b64encode(data).decode("ascii")}
+
+
+@query("workers")
+def workers(conn, actor: str) -> list[dict]:
+    """Every worker with its measured speed; the owner is named only to the owner."""
+    busy = dict(conn.execute(select(tables.leases.c.worker_id, func.count())
+                             .where(tables.leases.c.outcome == "open").group_by(tables.leases.c.worker_id)).all())
+    rows = conn.execute(select(tables.workers).order_by(tables.workers.c.worker_id)).all()
+    return [{"worker_id": r.worker_id, "name": r.name if r.owner == actor else None,
+             "owner": r.owner if r.owner == actor else None, "speed": r.speed,
+             "speed_measured_at": r.speed_measured_at, "slots": r.slots, "lease_seconds": r.lease_seconds,
+             "state": r.state if r.state == "retired" else ("busy" if busy.get(r.worker_id) else "idle")}
+            for r in rows]
+
+
+@query("snapshot")
+def snapshot(conn, actor: str) -> dict:
+    """For a scheduler taking over: the ready list and the workers' speeds, at a sequence."""
+    if actor != SCHEDULER_ACTOR:
+        raise QueryError("only the scheduler may read the ready list")
+    seq = conn.execute(select(func.coalesce(func.max(tables.events.c.seq), 0))).scalar_one()
+    ready = conn.execute(select(tables.jobs).where(tables.jobs.c.status == "ready")).all()
+    worker_rows = conn.execute(select(tables.workers)).all()
+    return {
+        "seq": seq,
+        "ready": [{"job_id": r.job_id, "price": r.price, "checkpoint": r.checkpoint, "state_sha256": r.state_sha256,
+                   "submitted_at": r.submitted_at, "probe": bool(r.probe), "target_worker_id": r.target_worker_id}
+                  for r in ready],
+        "workers": [{"worker_id": r.worker_id, "speed": r.speed, "state": r.state} for r in worker_rows],
+    }

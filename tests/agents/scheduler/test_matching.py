@@ -1,0 +1,97 @@
+"""Matching and pooling, pure: no broker, no clock."""
+from agents.scheduler.matching import Offer, ReadyJob, match
+from agents.scheduler.pool import PoolSettings, SchedulerState
+
+T = "2026-11-22T10:00:00.000000Z"
+
+
+def job(job_id, price, submitted_at=T, **kw):
+    return ReadyJob(job_id, price, 0, submitted_at, **kw)
+
+
+def test_the_original_example_gives_the_best_price_to_the_fastest_worker():
+    # Given jobs at 7, 5.2 and 3.5 credits per hour and three workers of different speeds
+    jobs = [job("bubble", 5_200_000), job("factors", 7_000_000), job("pi", 3_500_000)]
+    offers = [Offer("slow", 100, 60, 1), Offer("fast", 300, 60, 2), Offer("middle", 200, 60, 3)]
+    # When matched
+    pairs = {p.job.job_id: p.offer.worker_id for p in match(jobs, offers)}
+    # Then 7 -> fastest, 5.2 -> middle, 3.5 -> slowest
+    assert pairs == {"factors": "fast", "bubble": "middle", "pi": "slow"}
+
+
+def test_equal_prices_go_to_the_older_job_first():
+    jobs = [job("young", 5, "2026-11-22T10:00:02.000000Z"), job("old", 5, "2026-11-22T10:00:01.000000Z")]
+    pairs = match(jobs, [Offer("w", 100, 60)])
+    assert [p.job.job_id for p in pairs] == ["old"]
+
+
+def test_equal_speeds_go_to_the_earlier_offer_first():
+    pairs = match([job("j", 5)], [Offer("late", 100, 60, 2), Offer("early", 100, 60, 1)])
+    assert pairs[0].offer.worker_id == "early"
+
+
+def test_more_jobs_than_offers_leaves_the_cheapest_waiting():
+    pairs = match([job("a", 1), job("b", 3), job("c", 2)], [Offer("w", 100, 60)])
+    assert [p.job.job_id for p in pairs] == ["b"]
+
+
+def test_an_unmeasured_or_failed_worker_gets_no_paid_work_only_its_probe():
+    jobs = [job("paid", 9), job("probe-new", 1, probe=True, target_worker_id="new")]
+    offers = [Offer("new", None, 60, 1), Offer("broken", 0, 60, 2)]
+    pairs = {p.job.job_id: p.offer.worker_id for p in match(jobs, offers)}
+    assert pairs == {"probe-new": "new"}
+
+
+def test_a_probe_runs_only_on_its_target():
+    pairs = match([job("probe", 1, probe=True, target_worker_id="absent")], [Offer("w", 100, 60)])
+    assert pairs == []
+
+
+def test_a_pool_closes_early_when_every_idle_worker_has_offered():
+    # Given two known workers, one offered
+    state = SchedulerState(PoolSettings(window=10, threshold=32))
+    state.speeds.update(a=100, b=200)
+    state.worker_offered("a", 1, 60, now=0.0)
+    state.idle.add("b")
+    state.job_ready(job("j", 5))
+    # Then the pool waits for b, until the window passes
+    assert not state.pool_closes(0.1)
+    assert state.pool_closes(10.0)
+    # and closes at once when b offers too
+    state.worker_offered("b", 1, 60, now=0.2)
+    assert state.pool_closes(0.2)
+    pairs = state.close_pool(0.2)
+    assert [(p.job.job_id, p.offer.worker_id) for p in pairs] == [("j", "b")]
+    assert "b" not in state.idle and "j" in state.proposed
+
+
+def test_a_pool_closes_at_the_offer_threshold():
+    state = SchedulerState(PoolSettings(window=10, threshold=2))
+    state.idle.update({"a", "b", "c"})
+    state.job_ready(job("j", 5))
+    state.worker_offered("a", 1, 60, now=0.0)
+    assert not state.pool_closes(0.0)
+    state.worker_offered("b", 1, 60, now=0.0)
+    assert state.pool_closes(0.0)
+
+
+def test_a_refused_proposal_puts_a_still_ready_job_back():
+    state = SchedulerState()
+    state.speeds["w"] = 100
+    state.worker_offered("w", 1, 60, now=0.0)
+    state.job_ready(job("j", 5))
+    state.close_pool(0.0)
+    state.lease_refused("j", "w", job_still_ready=True)
+    assert "j" in state.ready
+    state.close_pool(0.0)
+    state.lease_refused("j", "w", job_still_ready=False)
+
+
+def test_a_reprice_applies_from_the_next_pool():
+    state = SchedulerState()
+    state.speeds.update(fast=300)
+    state.job_ready(job("a", 5))
+    state.job_ready(job("b", 4))
+    state.job_ready(job("b", 6))  # the ledger re-announces a repriced ready job
+    state.worker_offered("fast", 1, 60, now=0.0)
+    assert [p.job.job_id for p in state.close_pool(0.0)] == ["b"]
