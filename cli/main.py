@@ -25,7 +25,7 @@ def _print_json(value) -> None:
 def cmd_up(settings, args) -> int:
     from cli.stack import up
 
-    up(settings)
+    up(settings, workers=args.workers)
     print("market is up: `marketctl status` shows it, `marketctl down` stops it")
     return 0
 
@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    command("up", cmd_up, "start the local broker (management UI on), migrate the ledger, start the agents")
+    sub = command("up", cmd_up, "start the local broker (management UI on), migrate the ledger, start the agents")
+    sub.add_argument("--workers", type=int, default=0, metavar="N",
+                     help="also start N local workers, owned by the acting account (default 0)")
     command("down", cmd_down, "stop exactly what `up` started")
     sub = command("status", cmd_status, "which agents run, queue depths, the ledger's last sequence and outbox backlog")
     sub.add_argument("--json", action="store_true", help="print JSON")
@@ -201,7 +203,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("amount", help="credits, e.g. 25 or 0.5")
     sub = command("list", cmd_accounts_list, "accounts with balance and credit state", accounts)
     sub.add_argument("--json", action="store_true", help="print JSON")
+    _job_commands(commands, command)
     return parser
+
+
+def _job_commands(commands, command) -> None:
+    from cli import jobs, worker
+
+    sub = command("submit", jobs.cmd_submit, "submit FILE.py:ENTRY as a job at a price per hour of execution")
+    sub.add_argument("target", metavar="FILE.py:ENTRY", help="the module and its job function")
+    sub.add_argument("--name", required=True, help="a name for the job")
+    sub.add_argument("--price", required=True, help="credits per hour of execution, e.g. 5.2 (up to 6 decimals)")
+    sub.add_argument("--args", help="JSON: the initial state (or the argument of the module's initial_state)")
+    sub.add_argument("--max-attempts", type=int, default=3, help="runs that may error before it fails (default 3)")
+    sub.add_argument("--wait", action="store_true", help="show progress until the job ends, then print the result")
+    sub.add_argument("--json", action="store_true", help='print {"job_id": ..., "status": ...}')
+    sub = command("jobs", jobs.cmd_jobs, "your jobs: price, status, checkpoints, executed time, worker")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub = command("result", jobs.cmd_result, "the result of one of your completed jobs")
+    sub.add_argument("job_id")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_argument("--raw", metavar="FILE", help="write the result blob as it is (e.g. a pickled object) to FILE")
+    sub = command("cancel", jobs.cmd_cancel, "cancel one of your jobs")
+    sub.add_argument("job_id")
+    sub = command("workers", jobs.cmd_workers, "workers with owner (yours only), measured speed and state")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    group = commands.add_parser("worker", help="run a worker on this machine").add_subparsers(
+        dest="worker_command", metavar="SUBCOMMAND", required=True)
+    sub = command("run", worker.cmd_worker_run, "register this machine as a worker and run leased jobs "
+                  "(Ctrl-C: checkpoint running jobs and exit; twice: exit at once)", group)
+    sub.add_argument("--name", required=True, help="a name for this worker")
+    sub.add_argument("--id", help="worker id (default: made from the name)")
+    sub.add_argument("--lease-seconds", type=int, default=60, help="lease length it asks for (default 60)")
+    sub.add_argument("--slots", type=int, default=1, help="jobs it runs at once (default 1)")
+    sub.add_argument("--safety-margin", type=float, default=3.0,
+                     help="seconds before the deadline by which a job is stopped and checkpointed (default 3)")
+    sub.add_argument("--memory-mb", type=int, default=1024, help="memory limit of a job, MiB (default 1024)")
 
 
 def main(argv=None) -> int:

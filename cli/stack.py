@@ -21,7 +21,9 @@ from broker_setup.topology import topology
 from common.errors import MarketError
 
 #: agents ``up`` starts, by name -> python module run with ``-m``
-AGENTS = {"ledger": "ledger.agent"}
+AGENTS = {"ledger": "ledger.agent", "scheduler": "agents.scheduler.agent", "speedprobe": "agents.speedprobe.agent"}
+#: local workers ``up --workers N`` starts are named worker-1 ... worker-N
+WORKER_PREFIX = "worker-"
 #: seconds an agent gets to stop after SIGTERM before SIGKILL
 STOP_GRACE = 10.0
 BROKER_MARK = "broker.started-by-up"
@@ -62,15 +64,20 @@ def alive(pid: int | None) -> bool:
         return True
 
 
+def _started_names(settings) -> list[str]:
+    workers = sorted(p.stem for p in settings.run_dir.glob(f"{WORKER_PREFIX}*.pid")) if settings.run_dir.exists() else []
+    return list(AGENTS) + workers
+
+
 def agent_statuses(settings) -> list[AgentStatus]:
     result = []
-    for name in AGENTS:
+    for name in _started_names(settings):
         pid = read_pid(_pid_file(settings, name))
         result.append(AgentStatus(name, pid, alive(pid)))
     return result
 
 
-def start_agent(settings, name: str, extra_env: dict | None = None) -> int:
+def start_agent(settings, name: str, extra_env: dict | None = None, argv: list[str] | None = None) -> int:
     """Start an agent as a detached process logging to MARKET_HOME/log/NAME.log."""
     pid_file = _pid_file(settings, name)
     pid = read_pid(pid_file)
@@ -80,7 +87,8 @@ def start_agent(settings, name: str, extra_env: dict | None = None) -> int:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, **_settings_env(settings), **(extra_env or {}))
     with open(settings.log_dir / f"{name}.log", "ab") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", AGENTS[name]], stdout=log_file, stderr=log_file,
+        argv = argv or [sys.executable, "-m", AGENTS[name]]
+        process = subprocess.Popen(argv, stdout=log_file, stderr=log_file,
                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     pid_file.write_text(str(process.pid))
     return process.pid
@@ -109,7 +117,7 @@ def stop_agent(settings, name: str) -> bool:
     return stopped
 
 
-def up(settings, say=print) -> None:
+def up(settings, say=print, workers: int = 0) -> None:
     from ledger.migrate import upgrade
 
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -132,6 +140,23 @@ def up(settings, say=print) -> None:
     for name in AGENTS:
         pid = start_agent(settings, name)
         say(f"{name} agent: running (pid {pid}, log {settings.log_dir / (name + '.log')})")
+    if workers:
+        _ensure_account(settings, settings.account)
+    for index in range(1, workers + 1):
+        name = f"{WORKER_PREFIX}{index}"
+        argv = [sys.executable, "-m", "cli.main", "--as", settings.account, "worker", "run", "--name", name]
+        pid = start_agent(settings, name, argv=argv)
+        say(f"{name}: running as {settings.account} (pid {pid}, log {settings.log_dir / (name + '.log')})")
+
+
+def _ensure_account(settings, account: str) -> None:
+    from cli.requests import Refused, send_and_check
+
+    try:
+        send_and_check(settings, "operator", "account.opened", {"account": account, "email": f"{account}@localhost"})
+    except Refused as e:
+        if "already exists" not in str(e):
+            raise
 
 
 async def _declare(settings) -> None:
@@ -143,7 +168,7 @@ async def _declare(settings) -> None:
 
 
 def down(settings, say=print) -> None:
-    for name in reversed(list(AGENTS)):
+    for name in reversed(_started_names(settings)):
         if stop_agent(settings, name):
             say(f"{name} agent: stopped")
     mark = settings.run_dir / BROKER_MARK

@@ -78,6 +78,14 @@ class Settings:
     lease_grace: float = 2.0
     #: MARKET_QUARANTINE_AFTER: leases of one job that may expire in a row before it is quarantined
     quarantine_after: int = 3
+    #: MARKET_POOL_WINDOW: seconds the scheduler keeps a pool open for offers to compete
+    pool_window: float = 0.2
+    #: MARKET_POOL_THRESHOLD: offers that close a pool at once
+    pool_threshold: int = 32
+    #: MARKET_PROBE_INTERVAL: seconds between two speed probes of the same worker
+    probe_interval: float = 1800.0
+    #: MARKET_PROBE_SIZE: n of the probe's n x n matrix product (n**3 multiply-adds)
+    probe_size: int = 120
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -103,6 +111,10 @@ class Settings:
             reply_timeout=_env_float(env, "MARKET_REPLY_TIMEOUT", d.reply_timeout),
             lease_grace=_env_float(env, "MARKET_LEASE_GRACE", d.lease_grace),
             quarantine_after=_env_int(env, "MARKET_QUARANTINE_AFTER", d.quarantine_after),
+            pool_window=_env_float(env, "MARKET_POOL_WINDOW", d.pool_window),
+            pool_threshold=_env_int(env, "MARKET_POOL_THRESHOLD", d.pool_threshold),
+            probe_interval=_env_float(env, "MARKET_PROBE_INTERVAL", d.probe_interval),
+            probe_size=_env_int(env, "MARKET_PROBE_SIZE", d.probe_size),
         )
         values.update(overrides)
         settings = cls(**values)

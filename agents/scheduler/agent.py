@@ -190,24 +190,13 @@ async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
-def pool_settings_from_env(environ) -> PoolSettings:
-    d = PoolSettings()
-    return PoolSettings(
-        window=float(environ.get("MARKET_POOL_WINDOW", d.window)),
-        threshold=int(environ.get("MARKET_POOL_THRESHOLD", d.threshold)),
-        proposal_timeout=float(environ.get("MARKET_PROPOSAL_TIMEOUT", d.proposal_timeout)),
-        offer_ttl=float(environ.get("MARKET_OFFER_TTL", d.offer_ttl)),
-    )
-
-
 async def serve(settings) -> None:
-    import os
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await SchedulerAgent(settings, pool_settings_from_env(os.environ)).run(stop)
+    pool = PoolSettings(window=settings.pool_window, threshold=settings.pool_threshold)
+    await SchedulerAgent(settings, pool).run(stop)
 
 
 def main() -> None:

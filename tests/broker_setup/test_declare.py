@@ -2,18 +2,19 @@
 import asyncio
 import uuid
 
-import aio_pika
 import pytest
 
-from broker_setup.amqp import Outgoing, Publisher, connect, queue_depths
+from broker_setup.amqp import Publisher, connect, queue_depths
 from broker_setup.declare import declare_lease_queue, declare_topology
 from broker_setup.definitions import definitions
 from broker_setup.errors import TopologyError
 from broker_setup.topology import (
-    DEAD_EXCHANGE,
+    EVENTS_EXCHANGE,
     LEASE_DEAD,
     LEASES_EXCHANGE,
     LEDGER_INBOX,
+    ExchangeSpec,
+    Topology,
     dead_letter_queue,
     lease_queue,
     topology,
@@ -86,6 +87,20 @@ def test_a_queue_with_other_arguments_is_a_clear_topology_error(broker_settings,
     assert "x-delivery-limit" in message
     assert "delete it" in message and "reset the node" in message
     assert snapshot(management) == before
+
+
+def test_an_exchange_of_another_type_is_a_clear_topology_error(broker_settings, management):
+    # Given a topology that wants market.events as a direct exchange
+    wrong = Topology(exchanges=(ExchangeSpec(EVENTS_EXCHANGE, "direct"),), queues=(), bindings=())
+
+    # When
+    with pytest.raises(TopologyError) as raised:
+        asyncio.run(declare(broker_settings, wrong))
+
+    # Then
+    assert repr(EVENTS_EXCHANGE) in str(raised.value)
+    assert "reset the node" in str(raised.value)
+    assert management.get(f"/exchanges/%2F/{management.quote(EVENTS_EXCHANGE)}")["type"] == "topic"
 
 
 def test_definitions_import_into_the_node_without_changing_anything(broker_settings, management):

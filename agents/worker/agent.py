@@ -1,0 +1,195 @@
+"""The worker agent: sells this machine's cycles.
+
+Loop: register -> declare its lease queue -> offer its free slots -> take a
+lease (ack at once: a delivery is never held for a lease's length) -> run
+it in the sandbox until the budget is nearly spent -> report the checkpoint,
+the result or the error -> offer again.
+
+On SIGTERM or Ctrl-C it asks running jobs to stop at their next safe point,
+hands the checkpoints back and exits; a second signal exits at once (the
+leases then expire and roll back as usual).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import structlog
+
+from agents.worker.sandbox import Limits, Outcome, Sandbox, Work
+from broker_setup.amqp import Outgoing, Publisher, connect
+from broker_setup.declare import declare_lease_queue
+from broker_setup.rpc import Requester
+from contracts.blobs import Blob
+from contracts.envelope import Codec, parse_time
+from contracts.errors import ContractError
+from contracts.lease import LeaseMessage, decode_lease_message
+from common.errors import MarketError
+
+log = structlog.get_logger("worker")
+
+#: seconds between offers while a slot stays free (the scheduler forgets
+#: offers after a minute, so an idle worker says it is still there)
+OFFER_HEARTBEAT = 20.0
+#: most output (stdout + stderr) kept per lease
+OUTPUT_LIMIT = 60 * 1024
+
+
+class WorkerError(MarketError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    worker_id: str
+    name: str
+    account: str
+    slots: int = 1
+    lease_seconds: int = 60
+    #: seconds before the deadline by which the job must be stopped and its checkpoint sent
+    safety_margin: float = 3.0
+    memory_bytes: int = 1024 * 1024 * 1024
+
+
+class WorkerAgent:
+    def __init__(self, settings, config: WorkerConfig):
+        self.settings = settings
+        self.config = config
+        self.codec = Codec.from_settings(settings)
+        self.stop_requested = asyncio.Event()
+        self.running: dict[str, asyncio.Task] = {}
+        self.stop_jobs = asyncio.Event()
+        self.sandboxes: list[Sandbox] = []
+        self.completed = 0
+        self.log = log.bind(worker_id=config.worker_id, account=config.account)
+
+    @property
+    def free_slots(self) -> int:
+        return self.config.slots - len(self.running)
+
+    async def run(self) -> None:
+        connection = await connect(self.settings, f"worker {self.config.worker_id} ({self.config.account})")
+        limits = Limits(cpu_seconds=self.config.lease_seconds + 5, memory_bytes=self.config.memory_bytes)
+        self.sandboxes = [Sandbox(limits=limits) for _ in range(self.config.slots)]
+        for sandbox in self.sandboxes:
+            sandbox.start()
+        try:
+            async with connection:
+                publisher = await Publisher(connection).open()
+                await self._register(connection)
+                channel = await connection.channel()
+                await channel.set_qos(prefetch_count=self.config.slots)
+                queue_name = await declare_lease_queue(channel, self.settings, self.config.worker_id)
+                queue = await channel.declare_queue(queue_name, passive=True)
+                await queue.consume(lambda message: self._on_lease(message, publisher), no_ack=False)
+                self.log.info("worker.ready", queue=queue_name, slots=self.config.slots)
+                await self._offer(publisher)
+                while not self.stop_requested.is_set():
+                    try:
+                        await asyncio.wait_for(self.stop_requested.wait(), OFFER_HEARTBEAT)
+                    except asyncio.TimeoutError:
+                        if self.free_slots > 0:
+                            await self._offer(publisher)
+                # stop taking leases; let the running ones stop at their next safe point
+                await channel.close()
+                self.stop_jobs.set()
+                if self.running:
+                    self.log.info("worker.stopping", running=len(self.running))
+                    await asyncio.gather(*self.running.values(), return_exceptions=True)
+        finally:
+            for sandbox in self.sandboxes:
+                sandbox.close()
+        self.log.info("worker.stopped", completed=self.completed)
+
+    async def _register(self, connection) -> None:
+        payload = {"worker_id": self.config.worker_id, "name": self.config.name, "slots": self.config.slots,
+                   "lease_seconds": self.config.lease_seconds}
+        event_id, body = self.codec.encode("worker.registered", payload)
+        async with Requester(connection) as requester:
+            reply = await requester.request(event_id, body, "worker.registered", user_id=self.config.account,
+                                            timeout=self.settings.reply_timeout)
+        for verdict in reply.get("verdicts", []):
+            if verdict["type"] == "request.rejected":
+                raise WorkerError(f"registration refused: {verdict['payload']['reason']}")
+        if reply["status"] == "invalid":
+            raise WorkerError(f"registration refused: {reply['reason']}")
+
+    async def _offer(self, publisher: Publisher) -> None:
+        if self.free_slots <= 0 or self.stop_requested.is_set():
+            return
+        payload = {"worker_id": self.config.worker_id, "lease_seconds": self.config.lease_seconds,
+                   "slots": self.free_slots}
+        event_id, body = self.codec.encode("worker.offered", payload)
+        await publisher.publish(body, "worker.offered", user_id=self.config.account, message_id=event_id)
+
+    async def _on_lease(self, message, publisher: Publisher) -> None:
+        # ack at once: the lease is recorded in the ledger; if we die, it expires there
+        await message.ack()
+        try:
+            lease = decode_lease_message(message.body)
+        except ContractError as e:
+            self.log.warning("worker.bad_lease", reason=e.reason)
+            return
+        if lease.worker_id != self.config.worker_id or self.free_slots <= 0 or self.stop_requested.is_set():
+            self.log.warning("worker.lease_not_taken", lease_id=lease.lease_id, free_slots=self.free_slots)
+            return
+        sandbox = self.sandboxes[len(self.running) % len(self.sandboxes)]
+        task = asyncio.ensure_future(self._run_lease(lease, sandbox, publisher))
+        self.running[lease.lease_id] = task
+
+    async def _run_lease(self, lease: LeaseMessage, sandbox: Sandbox, publisher: Publisher) -> None:
+        lease_log = self.log.bind(lease_id=lease.lease_id, job_id=lease.job_id)
+        try:
+            remaining = (parse_time(lease.deadline) - datetime.now(timezone.utc)).total_seconds()
+            budget = max(0.0, min(lease.lease_seconds, remaining) - self.config.safety_margin)
+            work = Work(lease_id=lease.lease_id, job_id=lease.job_id, module_source=lease.module_source,
+                        module_sha256=lease.module_sha256, entry=lease.entry, kind=lease.kind, state=lease.state,
+                        budget_seconds=budget)
+            lease_log.info("worker.lease_started", budget_seconds=round(budget, 3), checkpoint=lease.checkpoint)
+            outcome = await sandbox.run(work, self.stop_jobs, time.monotonic() + max(remaining, 0.5))
+            await self._report(lease, outcome, publisher)
+            lease_log.info("worker.lease_ended", status=outcome.status, seconds=round(outcome.seconds, 3))
+            self.completed += 1
+        except Exception:  # noqa: BLE001 - one lease never takes the worker down
+            lease_log.exception("worker.lease_failed")
+        finally:
+            self.running.pop(lease.lease_id, None)
+        await self._offer(publisher)
+
+    async def _report(self, lease: LeaseMessage, outcome: Outcome, publisher: Publisher) -> None:
+        output = (outcome.output or "")[-OUTPUT_LIMIT:]
+        common = {"lease_id": lease.lease_id, "job_id": lease.job_id, "output": output}
+        if outcome.status == "checkpoint":
+            event_type, payload = "checkpoint.submitted", {**common, "state": Blob.of(outcome.state)}
+        elif outcome.status == "finished":
+            event_type, payload = "job.finished", {**common, "result": Blob.of(outcome.result)}
+        else:
+            event_type, payload = "job.errored", {**common, "error": (outcome.error or "unknown error")[-60_000:],
+                                                  "exit_code": outcome.exit_code}
+        event_id, body = self.codec.encode(event_type, payload)
+        await publisher.publish(body, event_type, user_id=self.config.account, message_id=event_id)
+
+
+async def serve(settings, config: WorkerConfig) -> None:
+    agent = WorkerAgent(settings, config)
+    loop = asyncio.get_running_loop()
+    signals = {"count": 0}
+
+    def on_signal():
+        signals["count"] += 1
+        if signals["count"] == 1:
+            log.info("worker.signal", action="stopping at the next safe point; signal again to exit at once")
+            agent.stop_requested.set()
+        else:
+            log.warning("worker.signal", action="exiting now; running leases will expire")
+            for sandbox in agent.sandboxes:
+                sandbox.close()
+            os._exit(1)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+    await agent.run()

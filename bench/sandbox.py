@@ -1,0 +1,146 @@
+"""Sandbox benchmark: cost of a tiny lease, and pickle vs dill on plain data.
+
+    .venv/bin/python bench/sandbox.py [--leases 200] [--fresh-leases 40] [--state-mb 1]
+
+1. Per-lease overhead: a trivial job (returns at once) run through
+   ``Sandbox.run`` (fork server: a warm process forks a fresh child per
+   lease) against the baseline of spawning a fresh interpreter per lease
+   (``forkserver.py --once``: the same child code, the same limits, the same
+   frames, but paying interpreter start-up and the dill/orjson imports every
+   time). Prints ms per lease for both and the ratio.
+2. State codec: encode + decode of a ~1 MB plain-data state with pickle
+   (protocol 5) and with dill; prints ms for both and the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import pickle
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import dill  # noqa: E402
+import structlog  # noqa: E402
+
+from agents.worker import forkserver  # noqa: E402
+from agents.worker.sandbox import Limits, Sandbox, Work  # noqa: E402
+from contracts.package import dumps_state  # noqa: E402
+
+TRIVIAL_JOB = b"def run(state):\n    return state + 1\n"
+
+
+def trivial_work(index: int) -> Work:
+    return Work(
+        lease_id=f"bench-{index}", job_id="bench", module_source=TRIVIAL_JOB,
+        module_sha256=hashlib.sha256(TRIVIAL_JOB).hexdigest(), entry="run", kind="function",
+        state=dumps_state(index), budget_seconds=10.0,
+    )
+
+
+async def time_fork_server(limits: Limits, leases: int) -> list[float]:
+    """Seconds per lease through Sandbox.run (the server is started before the clock runs)."""
+    times = []
+    with Sandbox(limits) as sandbox:
+        stop = asyncio.Event()
+        for index in range(leases):
+            started = time.perf_counter()
+            outcome = await sandbox.run(trivial_work(index), stop, time.monotonic() + 30)
+            times.append(time.perf_counter() - started)
+            assert outcome.status == "finished", outcome
+    return times
+
+
+def run_fresh_interpreter(limits: Limits, work: Work) -> dict:
+    """One lease in a freshly spawned interpreter; the reply header."""
+    scratch = tempfile.mkdtemp(prefix="market-bench-")
+    ours, theirs = socket.socketpair()
+    request = json.dumps({"scratch": scratch, "limits": asdict(limits)})
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-I", forkserver.__file__, "--once", request, str(theirs.fileno()), "1"],
+            env=forkserver.server_environment(), pass_fds=[theirs.fileno()], stdout=subprocess.DEVNULL,
+        )
+        theirs.close()
+        header = {"entry": work.entry, "kind": work.kind, "module_sha256": work.module_sha256,
+                  "module_bytes": len(work.module_source), "budget_seconds": work.budget_seconds}
+        ours.sendall(forkserver.encode_frame(header, work.module_source + work.state))
+        reply, _ = forkserver.read_frame(ours, limits.blob_bytes)
+        process.wait()
+        return reply
+    finally:
+        ours.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def time_fresh_interpreter(limits: Limits, leases: int) -> list[float]:
+    times = []
+    for index in range(leases):
+        started = time.perf_counter()
+        reply = run_fresh_interpreter(limits, trivial_work(index))
+        times.append(time.perf_counter() - started)
+        assert reply["status"] == "finished", reply
+    return times
+
+
+def plain_state(megabytes: float) -> dict:
+    """A job-like state of plain data: numbers, strings, nested records."""
+    count = int(megabytes * 9000)
+    return {
+        "items": list(range(count * 4)),
+        "weights": [i / 7 for i in range(count * 4)],
+        "records": [{"id": i, "name": f"item-{i}", "tags": ["a", "b"], "score": i * 0.5} for i in range(count)],
+        "passes": 12,
+    }
+
+
+def time_codec(module, state, rounds: int) -> tuple[float, int]:
+    """Median seconds for dumps + loads, and the encoded size."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        data = module.dumps(state, protocol=5)
+        module.loads(data)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), len(data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leases", type=int, default=200, help="tiny leases through the fork server")
+    parser.add_argument("--fresh-leases", type=int, default=40, help="tiny leases in fresh interpreters")
+    parser.add_argument("--state-mb", type=float, default=1.0, help="size of the plain-data state")
+    options = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    limits = Limits(cpu_seconds=10)
+
+    forked = asyncio.run(time_fork_server(limits, options.leases))
+    fresh = time_fresh_interpreter(limits, options.fresh_leases)
+    fork_ms, fresh_ms = statistics.median(forked) * 1000, statistics.median(fresh) * 1000
+    print(f"tiny lease, fork server       : {fork_ms:7.2f} ms median ({options.leases} leases,"
+          f" p90 {sorted(forked)[int(len(forked) * 0.9)] * 1000:.2f} ms)")
+    print(f"tiny lease, fresh interpreter : {fresh_ms:7.2f} ms median ({options.fresh_leases} leases)")
+    print(f"fresh interpreter / fork server: {fresh_ms / fork_ms:.1f}x")
+
+    state = plain_state(options.state_mb)
+    pickle_seconds, pickle_size = time_codec(pickle, state, 15)
+    dill_seconds, dill_size = time_codec(dill, state, 5)
+    print(f"state {pickle_size / 2**20:.2f} MB, pickle dumps+loads: {pickle_seconds * 1000:7.2f} ms")
+    print(f"state {dill_size / 2**20:.2f} MB, dill   dumps+loads: {dill_seconds * 1000:7.2f} ms")
+    print(f"dill / pickle: {dill_seconds / pickle_seconds:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

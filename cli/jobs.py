@@ -1,0 +1,168 @@
+"""marketctl submit, jobs, result, cancel: the job owner's commands."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+import time
+import uuid
+
+from broker_setup.amqp import connect
+from broker_setup.rpc import Requester
+from cli.money import format_credits, parse_credits
+from cli.requests import Refused, send_and_check
+from common.errors import MarketError
+from contracts.blobs import Blob
+from contracts.package import PackageError, build_package, parse_target, result_as_json
+
+TERMINAL = {"completed", "failed", "cancelled", "quarantined"}
+
+
+class UsageError(MarketError):
+    exit_code = 2
+
+
+def parse_args_json(text: str | None):
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--args is not valid JSON: {e.msg} at column {e.colno}") from e
+
+
+def build_submission(settings, target: str, name: str, price_text: str, args_text: str | None,
+                     max_attempts: int) -> dict:
+    """Everything `submit` checks before it publishes anything (exit code 2 on any of it)."""
+    price = parse_credits(price_text, what="price")
+    if not 1 <= max_attempts <= 100:
+        raise UsageError("--max-attempts must be between 1 and 100")
+    args = parse_args_json(args_text)
+    path, entry = parse_target(target)
+    package = build_package(path, entry, args, max_bytes=settings.max_blob_bytes)
+    return {"job_id": f"job-{uuid.uuid4().hex[:12]}", "name": name, "price": price, "entry": package.entry,
+            "kind": package.kind, "module": Blob(package.module_sha256, package.module_source),
+            "state": Blob.of(package.state), "max_attempts": max_attempts}
+
+
+async def ask(settings, account: str, query: str, args: dict | None = None):
+    connection = await connect(settings, f"marketctl ({account})")
+    try:
+        async with Requester(connection) as requester:
+            return await requester.ask(query, args, user_id=account, timeout=settings.reply_timeout)
+    finally:
+        await connection.close()
+
+
+def cmd_submit(settings, args) -> int:
+    try:
+        payload = build_submission(settings, args.target, args.name, args.price, args.args, args.max_attempts)
+    except PackageError as e:
+        raise UsageError(str(e)) from e
+    reply = send_and_check(settings, args.account, "job.submitted", payload)
+    job_id = payload["job_id"]
+    if not args.wait:
+        status = next((v["type"].split(".")[1] for v in reply["verdicts"] if v["type"] == "job.accepted"), "recorded")
+        if args.json:
+            print(json.dumps({"job_id": job_id, "status": status}))
+        else:
+            print(job_id)
+        return 0
+    job = wait_for_job(settings, args.account, job_id, quiet=args.json)
+    if args.json:
+        out = {"job_id": job_id, "status": job["status"]}
+        if job["status"] == "completed":
+            out["result"] = _result_value(settings, args.account, job_id)
+        print(json.dumps(out))
+    else:
+        _print_outcome(settings, args.account, job)
+    return 0 if job["status"] == "completed" else 1
+
+
+def wait_for_job(settings, account: str, job_id: str, quiet: bool = False) -> dict:
+    """Poll the job until it ends, drawing a progress line on a terminal."""
+    last = None
+    while True:
+        job = asyncio.run(ask(settings, account, "job", {"job_id": job_id}))
+        line = (f"\r{job_id}  {job['status']:<12} checkpoints {job['checkpoint']:>4}  "
+                f"executed {job['executed_ms'] / 1000:8.1f} s  worker {job['worker_id'] or '-':<16}")
+        if not quiet and line != last and sys.stderr.isatty():
+            print(line, end="", file=sys.stderr, flush=True)
+        elif not quiet and line != last:
+            print(line.strip(), file=sys.stderr, flush=True)
+        last = line
+        if job["status"] in TERMINAL:
+            if not quiet and sys.stderr.isatty():
+                print(file=sys.stderr)
+            return job
+        time.sleep(0.3)
+
+
+def _result_value(settings, account: str, job_id: str):
+    answer = asyncio.run(ask(settings, account, "result", {"job_id": job_id}))
+    return result_as_json(base64.b64decode(answer["data"]))
+
+
+def _print_outcome(settings, account: str, job: dict) -> None:
+    if job["status"] == "completed":
+        print(json.dumps(_result_value(settings, account, job["job_id"])))
+    else:
+        print(f"job {job['job_id']} {job['status']}", file=sys.stderr)
+        if job.get("error"):
+            print(job["error"].rstrip(), file=sys.stderr)
+
+
+def cmd_jobs(settings, args) -> int:
+    jobs = asyncio.run(ask(settings, args.account, "jobs"))
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return 0
+    print(f"{'job':<18} {'name':<20} {'price/h':>12} {'status':<12} {'ckpts':>5} {'executed':>10} "
+          f"{'finished':<20} worker")
+    for job in jobs:
+        print(f"{job['job_id']:<18} {job['name'][:20]:<20} {format_credits(job['price']):>12} {job['status']:<12} "
+              f"{job['checkpoint']:>5} {job['executed_ms'] / 1000:>9.1f}s {(job['finished_at'] or '-')[:19]:<20} "
+              f"{job['worker_id'] or '-'}")
+    if not jobs:
+        print(f"(no jobs of {args.account})")
+    return 0
+
+
+def cmd_result(settings, args) -> int:
+    answer = asyncio.run(ask(settings, args.account, "result", {"job_id": args.job_id}))
+    data = base64.b64decode(answer["data"])
+    if args.raw:
+        with open(args.raw, "wb") as out:
+            out.write(data)
+        print(f"wrote {len(data)} bytes (sha256 {answer['sha256']}) to {args.raw}")
+        return 0
+    try:
+        value = result_as_json(data)
+    except PackageError as e:
+        raise UsageError(str(e)) from e
+    print(json.dumps({"job_id": args.job_id, "result": value}) if args.json else json.dumps(value))
+    return 0
+
+
+def cmd_cancel(settings, args) -> int:
+    send_and_check(settings, args.account, "job.cancelled", {"job_id": args.job_id})
+    print(f"job {args.job_id} cancelled")
+    return 0
+
+
+def cmd_workers(settings, args) -> int:
+    workers = asyncio.run(ask(settings, args.account, "workers"))
+    if args.json:
+        print(json.dumps(workers, indent=2))
+        return 0
+    print(f"{'worker':<20} {'owner':<14} {'speed (kops)':>12} {'measured at':<21} {'slots':>5} state")
+    for w in workers:
+        speed = "unmeasured" if w["speed"] is None else str(w["speed"])
+        print(f"{w['worker_id']:<20} {w['owner'] or '(other)':<14} {speed:>12} "
+              f"{(w['speed_measured_at'] or '-')[:19]:<21} {w['slots']:>5} {w['state']}")
+    print("speed: thousands of the probe's multiply-adds per second of executed time (higher is faster)")
+    return 0
+
+
+__all__ = ["Refused", "cmd_submit", "cmd_jobs", "cmd_result", "cmd_cancel", "cmd_workers"]
