@@ -29,7 +29,7 @@ SPEEDPROBE_INBOX = "speedprobe.inbox"
 #: read-only questions to the ledger (jobs, results, workers, the scheduler's
 #: snapshot), answered on the asker's direct reply-to
 LEDGER_QUERIES = "ledger.queries"
-#: seconds an unanswered query waits before the broker drops it: the asker has given up by then
+#: milliseconds an unanswered query waits before the broker drops it: the asker has given up by then
 QUERY_TTL_MS = 30_000
 
 #: events that change which jobs are ready to run

@@ -101,11 +101,14 @@ class SchedulerAgent:
         state = self.state
         state.snapshot_seq = snapshot["seq"]
         state.ready = {j["job_id"]: _ready_job(j) for j in snapshot["ready"] if j["job_id"] not in state.proposed}
+        now = time.monotonic()
         for worker in snapshot["workers"]:
             state.speeds[worker["worker_id"]] = worker["speed"]
             if worker["state"] == "retired":
                 state.worker_retired(worker["worker_id"])
-            elif worker["speed"] is not None:
+                continue
+            state.worker_known(worker["worker_id"], now)
+            if worker["speed"] is not None:
                 state.speed_recorded(worker["worker_id"], worker["speed"])
         log.info("scheduler.resynced", seq=state.snapshot_seq, ready=len(state.ready))
 

@@ -57,9 +57,17 @@ class SchedulerState:
             self.ready[job_id] = proposal[0]
         # the worker was the problem (busy, unknown, retired) or not: its offer was used up either way
 
+    def worker_known(self, worker_id: str, now: float) -> None:
+        """A registered worker: idle until it is leased, so pools wait (up to
+        the window) for its offer."""
+        if worker_id not in self.retired:
+            self.idle.add(worker_id)
+            self.offered_at.setdefault(worker_id, now)
+
     def worker_offered(self, worker_id: str, slots: int, lease_seconds: int, now: float) -> None:
-        if worker_id in self.retired:
-            return
+        # an offer after a retirement means the worker came back (it registers
+        # before it offers); if it did not, the ledger refuses the lease
+        self.retired.discard(worker_id)
         speed = self.speeds.get(worker_id)
         offers = []
         for _ in range(slots):
@@ -68,8 +76,6 @@ class SchedulerState:
         self.offers[worker_id] = tuple(offers)
         self.offered_at[worker_id] = now
         self.idle.add(worker_id)
-        if self.pool_opened_at is None:
-            self.pool_opened_at = now
 
     def speed_recorded(self, worker_id: str, speed: int) -> None:
         self.speeds[worker_id] = speed
@@ -85,18 +91,28 @@ class SchedulerState:
     # ---- deciding -----------------------------------------------------------
 
     def pool_closes(self, now: float) -> bool:
-        """Whether to match now: there is work and an offer, and the window
-        has passed, or enough offers came, or every idle worker has offered
-        (waiting longer could not bring another offer)."""
+        """Whether to match now.
+
+        A pool opens when a match first becomes possible. It closes when
+        its window has passed, or enough offers came, or waiting could not
+        bring a better match: every idle worker we know has offered, and
+        every offer is measured (an unmeasured one may be measured soon)."""
         self._expire(now)
-        if not self.ready or not self.offers:
+        if not self.ready or not self.offers or not self._matchable():
+            self.pool_opened_at = None
             return False
-        offered = sum(len(o) for o in self.offers.values())
-        if offered >= self.settings.threshold:
+        if self.pool_opened_at is None:
+            self.pool_opened_at = now
+        offers = [o for worker_offers in self.offers.values() for o in worker_offers]
+        if len(offers) >= self.settings.threshold:
             return True
-        if self.idle <= set(self.offers):
+        if self.idle <= set(self.offers) and all(o.speed for o in offers):
             return True
-        return self.pool_opened_at is not None and now - self.pool_opened_at >= self.settings.window
+        return now - self.pool_opened_at >= self.settings.window
+
+    def _matchable(self) -> bool:
+        offers = [o for worker_offers in self.offers.values() for o in worker_offers]
+        return bool(match(list(self.ready.values()), offers))
 
     def next_wakeup(self, now: float) -> float | None:
         """Seconds until the pool's window ends, if one is open."""
@@ -120,10 +136,11 @@ class SchedulerState:
                 self.offers.pop(worker_id, None)
                 # busy until it offers again
                 self.idle.discard(worker_id)
-        self.pool_opened_at = now if self.offers else None
+        self.pool_opened_at = None
         return pairings
 
     def _expire(self, now: float) -> None:
+        # a worker not heard of for a while is not waited for any more
         for worker_id, at in list(self.offered_at.items()):
             if now - at > self.settings.offer_ttl:
                 self.offered_at.pop(worker_id)

@@ -37,6 +37,9 @@ log = structlog.get_logger("worker")
 OFFER_HEARTBEAT = 20.0
 #: most output (stdout + stderr) kept per lease
 OUTPUT_LIMIT = 60 * 1024
+#: seconds a stopping worker keeps listening after its retirement is recorded,
+#: for lease deliveries already on their way
+HANDBACK_GRACE = 0.3
 
 
 class WorkerError(MarketError):
@@ -94,16 +97,29 @@ class WorkerAgent:
                     except asyncio.TimeoutError:
                         if self.free_slots > 0:
                             await self._offer(publisher)
-                # stop taking leases; let the running ones stop at their next safe point
-                await channel.close()
+                # running jobs stop at their next safe point; the ledger stops granting
+                # us leases once it records the retirement, and whatever lease was
+                # granted before that (the relay sends it before the reply) is handed back
                 self.stop_jobs.set()
+                self.log.info("worker.stopping", running=len(self.running))
+                await self._retire(connection)
                 if self.running:
-                    self.log.info("worker.stopping", running=len(self.running))
                     await asyncio.gather(*self.running.values(), return_exceptions=True)
+                await asyncio.sleep(HANDBACK_GRACE)
+                await channel.close()
         finally:
             for sandbox in self.sandboxes:
                 sandbox.close()
         self.log.info("worker.stopped", completed=self.completed)
+
+    async def _retire(self, connection) -> None:
+        event_id, body = self.codec.encode("worker.retired", {"worker_id": self.config.worker_id})
+        try:
+            async with Requester(connection) as requester:
+                await requester.request(event_id, body, "worker.retired", user_id=self.config.account,
+                                        timeout=self.settings.reply_timeout)
+        except MarketError as e:
+            self.log.warning("worker.retire_failed", reason=str(e))
 
     async def _register(self, connection) -> None:
         payload = {"worker_id": self.config.worker_id, "name": self.config.name, "slots": self.config.slots,
@@ -135,7 +151,9 @@ class WorkerAgent:
             self.log.warning("worker.bad_lease", reason=e.reason)
             return
         if lease.worker_id != self.config.worker_id or self.free_slots <= 0 or self.stop_requested.is_set():
-            self.log.warning("worker.lease_not_taken", lease_id=lease.lease_id, free_slots=self.free_slots)
+            # give it back at once, unchanged, rather than let it expire
+            self.log.info("worker.lease_handed_back", lease_id=lease.lease_id, free_slots=self.free_slots)
+            await self._report(lease, Outcome("checkpoint", lease.state, None, None, 0, "", 0, 0.0), publisher)
             return
         sandbox = self.sandboxes[len(self.running) % len(self.sandboxes)]
         task = asyncio.ensure_future(self._run_lease(lease, sandbox, publisher))

@@ -51,12 +51,12 @@ def test_a_pool_closes_early_when_every_idle_worker_has_offered():
     # Given two known workers, one offered
     state = SchedulerState(PoolSettings(window=10, threshold=32))
     state.speeds.update(a=100, b=200)
+    state.worker_known("b", now=0.0)
     state.worker_offered("a", 1, 60, now=0.0)
-    state.idle.add("b")
     state.job_ready(job("j", 5))
-    # Then the pool waits for b, until the window passes
+    # Then the pool waits for b, until the window (from the first possible match) passes
     assert not state.pool_closes(0.1)
-    assert state.pool_closes(10.0)
+    assert state.pool_closes(10.1)
     # and closes at once when b offers too
     state.worker_offered("b", 1, 60, now=0.2)
     assert state.pool_closes(0.2)
@@ -67,6 +67,7 @@ def test_a_pool_closes_early_when_every_idle_worker_has_offered():
 
 def test_a_pool_closes_at_the_offer_threshold():
     state = SchedulerState(PoolSettings(window=10, threshold=2))
+    state.speeds.update(a=1, b=1, c=1)
     state.idle.update({"a", "b", "c"})
     state.job_ready(job("j", 5))
     state.worker_offered("a", 1, 60, now=0.0)
@@ -95,3 +96,25 @@ def test_a_reprice_applies_from_the_next_pool():
     state.job_ready(job("b", 6))  # the ledger re-announces a repriced ready job
     state.worker_offered("fast", 1, 60, now=0.0)
     assert [p.job.job_id for p in state.close_pool(0.0)] == ["b"]
+
+
+def test_an_unmeasured_offer_keeps_the_pool_open_for_its_window():
+    # Given every known worker has offered, one not measured yet
+    state = SchedulerState(PoolSettings(window=1.0))
+    state.speeds.update(a=100)
+    state.worker_offered("a", 1, 60, now=0.0)
+    state.worker_offered("b", 1, 60, now=0.0)
+    state.job_ready(job("j", 5))
+    # Then the pool waits (b may be measured and be faster)
+    assert not state.pool_closes(0.5)
+    # and closes once b is measured, or the window passed
+    state.speed_recorded("b", 300)
+    assert state.pool_closes(0.6)
+    assert state.close_pool(0.6)[0].offer.worker_id == "b"
+
+
+def test_no_pool_opens_while_no_match_is_possible():
+    state = SchedulerState(PoolSettings(window=1.0))
+    state.worker_offered("new", 1, 60, now=0.0)
+    state.job_ready(job("j", 5))
+    assert not state.pool_closes(5.0) and state.pool_opened_at is None

@@ -1,0 +1,169 @@
+"""The whole market as processes: ledger, scheduler, speed probe, workers,
+against the test broker and a fresh SQLite ledger per test."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from cli.jobs import build_submission
+from cli.requests import send
+from contracts.package import result_as_json
+from ledger import tables
+from ledger.migrate import make_engine, upgrade
+from tests.ledger.harness import wait_for
+
+JOBS = Path(__file__).parent / "jobs"
+
+
+class Market:
+    def __init__(self, settings, db_url: str, logs: Path):
+        self.settings = settings
+        self.db_url = db_url
+        self.logs = logs
+        self.engine = make_engine(db_url)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.env = dict(os.environ, MARKET_AMQP_URL=settings.amqp_url, MARKET_DB_URL=db_url,
+                        MARKET_HOME=str(settings.home), MARKET_LOG_LEVEL="info", MARKET_LEASE_GRACE="1",
+                        MARKET_POOL_WINDOW="0.2", MARKET_REPLY_TIMEOUT="20")
+
+    # ---- processes ------------------------------------------------------------
+
+    def start(self, name: str, argv: list[str], **env) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "ab")
+        process = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                   env={**self.env, **env}, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def start_agent(self, name: str, module: str, **env) -> subprocess.Popen:
+        return self.start(name, [sys.executable, "-m", module], **env)
+
+    def start_worker(self, worker_id: str, account: str = "bob", lease_seconds: int = 60,
+                     safety_margin: float = 1.0) -> subprocess.Popen:
+        return self.start(worker_id, [sys.executable, "-m", "cli.main", "--as", account, "worker", "run",
+                                      "--name", worker_id, "--lease-seconds", str(lease_seconds),
+                                      "--safety-margin", str(safety_margin)])
+
+    def signal(self, name: str, signum: int, group: bool = True) -> None:
+        process = self.processes[name]
+        if group:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+
+    def stop_all(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGCONT)
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait(10)
+        self.engine.dispose()
+
+    # ---- requests and questions -----------------------------------------------
+
+    def send(self, account: str, event_type: str, payload: dict) -> dict:
+        return asyncio.run(send(self.settings, account, event_type, payload))
+
+    def open_account(self, name: str) -> None:
+        reply = self.send("operator", "account.opened", {"account": name, "email": f"{name}@example.com"})
+        assert reply["status"] == "recorded" and not reply["verdicts"], reply
+
+    def submit(self, account: str, job: str, price: str, args: dict, name: str = "job", max_attempts: int = 3) -> str:
+        import json
+
+        payload = build_submission(self.settings, f"{JOBS / 'steps.py'}:{job}", name, price, json.dumps(args),
+                                   max_attempts)
+        reply = self.send(account, "job.submitted", payload)
+        assert [v["type"] for v in reply["verdicts"]] == ["job.accepted", "job.ready"], reply
+        return payload["job_id"]
+
+    def measure(self, speeds: dict[str, int]) -> None:
+        """Publish speed.measured as the speed probe would, all at once."""
+        from broker_setup.amqp import Outgoing
+        from tests.ledger.harness import CODEC, publish
+
+        items = []
+        for worker_id, speed in speeds.items():
+            event_id, body = CODEC.encode("speed.measured", {"worker_id": worker_id, "probe_job_id": "p-" + worker_id,
+                                                             "speed": speed, "correct": True})
+            items.append(Outgoing(body, "speed.measured", user_id="speedprobe", message_id=event_id))
+        asyncio.run(publish(self.settings, items))
+
+    # ---- reading the ledger -----------------------------------------------------
+
+    def job(self, job_id: str):
+        with self.engine.connect() as conn:
+            return conn.execute(select(tables.jobs).where(tables.jobs.c.job_id == job_id)).one()
+
+    def leases(self, job_id: str) -> list:
+        with self.engine.connect() as conn:
+            return conn.execute(select(tables.leases).where(tables.leases.c.job_id == job_id)
+                                .order_by(tables.leases.c.granted_at)).all()
+
+    def events(self, event_type: str) -> list:
+        import orjson
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(tables.events).where(tables.events.c.type == event_type)
+                                .order_by(tables.events.c.seq)).all()
+        return [(r, orjson.loads(r.payload)) for r in rows]
+
+    def workers(self) -> dict:
+        with self.engine.connect() as conn:
+            return {r.worker_id: r for r in conn.execute(select(tables.workers))}
+
+    def wait_job(self, job_id: str, statuses=("completed",), timeout: float = 60):
+        def done():
+            job = self.job(job_id)
+            return job if job.status in statuses else None
+        return wait_for(done, timeout, f"job {job_id} to be {'/'.join(statuses)}", interval=0.1)
+
+    def result(self, job_id: str):
+        with self.engine.connect() as conn:
+            sha = self.job(job_id).result_sha256
+            data = conn.execute(select(tables.blobs.c.data).where(tables.blobs.c.sha256 == sha)).scalar_one()
+        return result_as_json(data)
+
+
+@pytest.fixture
+def market(clean_queues, tmp_path):
+    db_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(db_url)
+    running = Market(clean_queues, db_url, tmp_path)
+    running.start_agent("ledger", "ledger.agent")
+    running.start_agent("scheduler", "agents.scheduler.agent")
+    wait_for(lambda: _consumers(clean_queues), 30, "the ledger and scheduler to consume")
+    running.open_account("alice")
+    running.open_account("bob")
+    yield running
+    running.stop_all()
+    print("logs in", tmp_path)
+
+
+def _consumers(settings) -> bool:
+    from broker_setup.amqp import connect, queue_depths
+    from broker_setup.topology import LEDGER_INBOX, SCHEDULER_READY
+
+    async def depths():
+        connection = await connect(settings, "tests: consumers")
+        async with connection:
+            return await queue_depths(await connection.channel(), [LEDGER_INBOX, SCHEDULER_READY])
+
+    found = asyncio.run(depths())
+    return all(found[q] and found[q][1] >= 1 for q in found)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"

@@ -1,0 +1,147 @@
+"""The job life cycle end to end: the real broker, every agent a process."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from contracts.blobs import Blob
+from tests.e2e.conftest import unique
+from tests.e2e.jobs.steps import expected
+from tests.ledger.harness import wait_for
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def registered(market, *worker_ids):
+    return wait_for(lambda: set(worker_ids) <= set(market.workers()), 30, f"workers {worker_ids} to register")
+
+
+def test_first_leases_go_highest_price_to_fastest_worker(market):
+    # Given three workers that registered and offered, not yet measured
+    fast, middle, slow = unique("fast"), unique("middle"), unique("slow")
+    for worker_id in (slow, fast, middle):
+        market.start_worker(worker_id)
+    registered(market, fast, middle, slow)
+    time.sleep(0.5)  # their offers reach the scheduler
+    # and the original system's three jobs, waiting (no measured worker may take paid work)
+    args = {"steps": 20, "delay": 0.05}
+    jobs = {price: market.submit("alice", "count", price, args, name=f"at {price}") for price in ("5.2", "7", "3.5")}
+    time.sleep(0.5)
+    assert all(market.job(j).status == "ready" for j in jobs.values())
+    # When the speed probe's measurements arrive
+    market.measure({fast: 3000, middle: 2000, slow: 1000})
+    # Then the first leases go 7 -> fastest, 5.2 -> middle, 3.5 -> slowest
+    for job_id in jobs.values():
+        market.wait_job(job_id, timeout=60)
+    first = {price: market.leases(job_id)[0].worker_id for price, job_id in jobs.items()}
+    assert first == {"7": fast, "5.2": middle, "3.5": slow}
+    assert all(market.result(j) == expected(20) for j in jobs.values())
+
+
+def test_a_job_checkpointed_on_one_worker_finishes_on_another(market):
+    # Given worker A with short leases, measured
+    a, b = unique("A"), unique("B")
+    market.start_worker(a, lease_seconds=5, safety_margin=1)
+    registered(market, a)
+    market.measure({a: 1000})
+    # When a long job runs there and checkpoints
+    job_id = market.submit("alice", "count", "2", {"steps": 150, "delay": 0.05})
+    wait_for(lambda: market.job(job_id).checkpoint >= 1, 30, "a first checkpoint on A")
+    # and A leaves (SIGTERM: it checkpoints at its next safe point and exits), B arrives
+    market.signal(a, signal.SIGTERM, group=False)
+    market.processes[a].wait(30)
+    market.start_worker(b, lease_seconds=30)
+    registered(market, b)
+    market.measure({b: 1000})
+    # Then the job finishes on B with the right result
+    market.wait_job(job_id, timeout=60)
+    leases = market.leases(job_id)
+    assert leases[0].worker_id == a and leases[-1].worker_id == b
+    assert {l.outcome for l in leases if l.worker_id == a} == {"checkpointed"}
+    assert market.result(job_id) == expected(150)
+
+
+def test_kill_9_of_a_worker_mid_lease_expires_and_resumes_from_the_checkpoint(market):
+    a, b = unique("A"), unique("B")
+    market.start_worker(a, lease_seconds=5, safety_margin=1)
+    registered(market, a)
+    market.measure({a: 1000})
+    job_id = market.submit("alice", "count", "2", {"steps": 160, "delay": 0.05})
+    # Given A committed a checkpoint and holds the job's next lease
+    wait_for(lambda: market.job(job_id).checkpoint >= 1 and market.job(job_id).status == "leased", 30,
+             "A to hold a second lease")
+    checkpoint_before = market.job(job_id).checkpoint
+    held = market.job(job_id).lease_id
+    # When A is killed with SIGKILL
+    market.signal(a, signal.SIGKILL)
+    market.start_worker(b, lease_seconds=30)
+    registered(market, b)
+    market.measure({b: 1000})
+    # Then the lease expires, the job resumes from its last checkpoint on B and finishes right
+    market.wait_job(job_id, timeout=60)
+    leases = {l.lease_id: l for l in market.leases(job_id)}
+    assert leases[held].outcome == "expired" and leases[held].executed_ms == 0
+    resumed = [l for l in leases.values() if l.worker_id == b][0]
+    assert resumed.checkpoint == checkpoint_before
+    assert market.result(job_id) == expected(160)
+    # and a checkpoint for the expired lease, arriving now, is rejected
+    reply = market.send("bob", "checkpoint.submitted", {"lease_id": held, "job_id": job_id,
+                                                        "state": Blob.of(b"late")})
+    assert [v["type"] for v in reply["verdicts"]] == ["checkpoint.rejected"]
+    assert market.result(job_id) == expected(160)
+
+
+def test_a_stopped_worker_resumed_after_its_deadline_is_fenced_off(market):
+    a, b = unique("A"), unique("B")
+    market.start_worker(a, lease_seconds=6, safety_margin=1)
+    registered(market, a)
+    market.measure({a: 1000})
+    job_id = market.submit("alice", "count", "2", {"steps": 80, "delay": 0.05})
+    wait_for(lambda: market.job(job_id).status == "leased", 30, "A to hold the lease")
+    stale = market.job(job_id).lease_id
+    # When A is frozen (SIGSTOP) past its deadline and B finishes the job
+    market.signal(a, signal.SIGSTOP)
+    market.start_worker(b, lease_seconds=30)
+    registered(market, b)
+    market.measure({b: 1000})
+    market.wait_job(job_id, timeout=60)
+    winner = market.job(job_id).result_sha256
+    # and A is thawed
+    market.signal(a, signal.SIGCONT)
+    # Then what A reports for its stale lease is rejected, and the result stays B's
+    wait_for(lambda: any(p["lease_id"] == stale for _, p in market.events("checkpoint.rejected")), 30,
+             "A's stale report to be rejected")
+    assert market.job(job_id).result_sha256 == winner
+    assert market.leases(job_id)[-1].worker_id == b
+    assert market.result(job_id) == expected(80)
+
+
+def test_a_job_that_raises_is_retried_then_failed_with_its_traceback(market):
+    a = unique("A")
+    market.start_worker(a)
+    registered(market, a)
+    market.measure({a: 1000})
+    job_id = market.submit("alice", "count", "2", {"steps": 3, "fail": "on purpose"}, max_attempts=2)
+    job = market.wait_job(job_id, statuses=("failed",), timeout=60)
+    assert job.attempts == 2
+    assert "ValueError: this job always fails: on purpose" in job.error
+    assert [l.outcome for l in market.leases(job_id)] == ["errored", "errored"]
+
+
+def test_a_standby_scheduler_takes_over_when_the_active_one_dies(market):
+    # Given a second scheduler waiting as standby
+    market.start_agent("standby", "agents.scheduler.agent")
+    a = unique("A")
+    market.start_worker(a)
+    registered(market, a)
+    market.measure({a: 1000})
+    first = market.submit("alice", "count", "1", {"steps": 2})
+    market.wait_job(first, timeout=30)
+    # When the active scheduler dies
+    market.signal("scheduler", signal.SIGKILL)
+    # Then the standby schedules the next job
+    second = market.submit("alice", "count", "1", {"steps": 2})
+    market.wait_job(second, timeout=60)
+    assert market.result(second) == expected(2)
