@@ -36,7 +36,9 @@ test: system-packages venv
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: system-packages venv
+	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) bench/ledger_ingest.py
+	$(PY) bench/dispatch.py
 
 down: venv
 	$(VENV)/bin/marketctl down

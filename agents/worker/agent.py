@@ -40,6 +40,8 @@ OUTPUT_LIMIT = 60 * 1024
 #: seconds a stopping worker keeps listening after its retirement is recorded,
 #: for lease deliveries already on their way
 HANDBACK_GRACE = 0.3
+#: seconds a stopping worker waits for the ledger to record its retirement
+RETIRE_TIMEOUT = 5.0
 
 
 class WorkerError(MarketError):
@@ -75,8 +77,10 @@ class WorkerAgent:
         return self.config.slots - len(self.running)
 
     async def run(self) -> None:
+        _not_dumpable()
         connection = await connect(self.settings, f"worker {self.config.worker_id} ({self.config.account})")
-        limits = Limits(cpu_seconds=self.config.lease_seconds + 5, memory_bytes=self.config.memory_bytes)
+        limits = Limits(cpu_seconds=self.config.lease_seconds + 5, memory_bytes=self.config.memory_bytes,
+                        blob_bytes=self.settings.max_blob_bytes)
         self.sandboxes = [Sandbox(limits=limits) for _ in range(self.config.slots)]
         for sandbox in self.sandboxes:
             sandbox.start()
@@ -117,7 +121,7 @@ class WorkerAgent:
         try:
             async with Requester(connection) as requester:
                 await requester.request(event_id, body, "worker.retired", user_id=self.config.account,
-                                        timeout=self.settings.reply_timeout)
+                                        timeout=RETIRE_TIMEOUT)
         except MarketError as e:
             self.log.warning("worker.retire_failed", reason=str(e))
 
@@ -190,6 +194,18 @@ class WorkerAgent:
                                                   "exit_code": outcome.exit_code}
         event_id, body = self.codec.encode(event_type, payload)
         await publisher.publish(body, event_type, user_id=self.config.account, message_id=event_id)
+
+
+def _not_dumpable() -> None:
+    """Jobs run as the same user: without this, a job could read the worker's
+    broker credentials from /proc/<worker pid>/environ or its memory."""
+    try:
+        import ctypes
+
+        PR_SET_DUMPABLE = 4
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.warning("worker.dumpable", reason="prctl is unavailable: jobs may read this process's environment")
 
 
 async def serve(settings, config: WorkerConfig) -> None:

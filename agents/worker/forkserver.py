@@ -13,11 +13,15 @@ per lease; a fork of this warm process costs ~1 ms and still gives each job
 a process of its own. The server never reads job data (the child reads it
 after the fork), so no job's bytes linger in memory a later child inherits.
 
-Control messages are JSON over a SOCK_SEQPACKET socket, one per packet:
-
-- in:  ``{"op": "fork", "id", "scratch", "limits"}`` + 2 fds; ``{"op": "signal", "pid", "signum"}``
-- out: ``{"op": "ready"}``, ``{"op": "forked", "id", "pid"}``, ``{"op": "failed", "id", "error"}``,
-  ``{"op": "exited", "pid", "exit_code"}`` (negative: killed by that signal)
+Control messages are JSON over a SOCK_SEQPACKET socket, one per packet. The
+server says ``{"op": "ready"}`` once; then the worker sends
+``{"op": "fork", "scratch", "limits"}`` with three fds (the child's job and
+output sockets, and the server's end of a status socket) and
+``{"op": "signal", "pid", "signum"}``. Each job's status socket gets JSON
+lines: ``{"pid": n}`` after the fork (or ``{"error": "..."}``), then
+``{"exit_code": n}`` once the child is reaped (negative: killed by that
+signal), and is closed. So every lease reads only its own sockets, and a
+dead server shows as EOF on all of them.
 
 Job socket frames (both ways): ``!II`` header and body lengths, a JSON
 header, the body bytes. The worker parses the child's reply without
@@ -33,6 +37,7 @@ import json
 import os
 import resource
 import selectors
+import shutil
 import signal
 import socket
 import struct
@@ -106,25 +111,29 @@ def _read_exactly(channel: socket.socket, size: int) -> bytes:
 # -- the child ---------------------------------------------------------------
 
 
-class StopFlag:
-    """Set by SIGUSR1: the worker wants the job back at its next safe point."""
+class LeaseControl:
+    """What the child knows of its lease: safe points passed, and whether a stop came.
+
+    SIGUSR1 sets ``stop_requested``: the worker wants the job back at its next safe point.
+    """
 
     def __init__(self):
-        self.requested = False
+        self.stop_requested = False
+        self.safe_points = 0
 
-    def handle(self, signum, frame) -> None:
-        self.requested = True
+    def request_stop(self, signum, frame) -> None:
+        self.stop_requested = True
 
 
 def child_main(request: dict, job_fd: int, output_fd: int, libc=None) -> None:
     """Isolate this freshly forked process, run one job, reply, and ``_exit``. Never returns."""
     code = SETUP_FAILED
     try:
-        stop = _isolate(request, job_fd, output_fd, libc)
+        control = _isolate(request, job_fd, output_fd, libc)
         channel = socket.socket(fileno=JOB_FD)
         limits = request["limits"]
         header, body = read_frame(channel, max_body=2 * limits["blob_bytes"] + MAX_HEADER_BYTES)
-        reply, reply_body = run_job(header, body, stop, limits["blob_bytes"])
+        reply, reply_body = run_job(header, body, control, limits["blob_bytes"])
         code = 1 if reply["status"] == "errored" else 0
         channel.sendall(encode_frame(reply, reply_body))
     except BaseException:  # noqa: BLE001 - the child must reach _exit whatever happens
@@ -139,7 +148,7 @@ def child_main(request: dict, job_fd: int, output_fd: int, libc=None) -> None:
         os._exit(code)  # never run the server's cleanup in the child
 
 
-def _isolate(request: dict, job_fd: int, output_fd: int, libc) -> StopFlag:
+def _isolate(request: dict, job_fd: int, output_fd: int, libc) -> LeaseControl:
     # the server's signal set-up is not the job's
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
@@ -148,11 +157,11 @@ def _isolate(request: dict, job_fd: int, output_fd: int, libc) -> StopFlag:
     os.setsid()
     _own_descriptors(job_fd, output_fd)
     limits = request["limits"]
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _limit(resource.RLIMIT_CORE, 0, 0)
     # soft limit -> SIGXCPU (reported as "CPU time limit exceeded"); hard, 1 s later -> SIGKILL
-    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"] + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (limits["memory_bytes"], limits["memory_bytes"]))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_bytes"], limits["file_bytes"]))
+    _limit(resource.RLIMIT_CPU, limits["cpu_seconds"], limits["cpu_seconds"] + 1)
+    _limit(resource.RLIMIT_AS, limits["memory_bytes"], limits["memory_bytes"])
+    _limit(resource.RLIMIT_FSIZE, limits["file_bytes"], limits["file_bytes"])
     if libc is not None:
         # other jobs under the same uid cannot read this one's memory via /proc/<pid>/mem
         libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -161,11 +170,19 @@ def _isolate(request: dict, job_fd: int, output_fd: int, libc) -> StopFlag:
     os.environ.clear()
     os.environ.update({"PATH": CHILD_PATH, "HOME": scratch, "LANG": CHILD_LANG})
     tempfile.tempdir = scratch
-    stop = StopFlag()
-    signal.signal(signal.SIGUSR1, stop.handle)
+    control = LeaseControl()
+    signal.signal(signal.SIGUSR1, control.request_stop)
     # the server blocks SIGUSR1 so a stop sent before this point waits instead of killing us
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
-    return stop
+    return control
+
+
+def _limit(which: int, soft: int, hard: int) -> None:
+    # never above the limits the worker itself runs under: raising those is refused
+    _, current_hard = resource.getrlimit(which)
+    if current_hard != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current_hard), min(hard, current_hard)
+    resource.setrlimit(which, (soft, hard))
 
 
 def _own_descriptors(job_fd: int, output_fd: int) -> None:
@@ -187,7 +204,7 @@ def _own_descriptors(job_fd: int, output_fd: int) -> None:
         setattr(sys, f"__{name}__", stream)
 
 
-def run_job(header: dict, body: bytes, stop: StopFlag, blob_bytes: int) -> tuple[dict, bytes]:
+def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -> tuple[dict, bytes]:
     """Run the job described by a work frame; return the reply header and body.
 
     A generator is driven to its next safe point after the budget is spent
@@ -195,39 +212,40 @@ def run_job(header: dict, body: bytes, stop: StopFlag, blob_bytes: int) -> tuple
     becomes ``errored`` with the job's traceback.
     """
     started = time.monotonic()
-    safe_points = 0
     try:
         module_bytes = header["module_bytes"]
         module = package.load_module(body[:module_bytes], header["module_sha256"])
         entry = getattr(module, header["entry"])
         returned = entry(package.loads_state(body[module_bytes:]))
         if inspect.isgenerator(returned):
-            status, value, safe_points = _drive(returned, started, header["budget_seconds"], stop)
+            status, value = _drive(returned, started, header["budget_seconds"], control)
         else:
             status, value = "finished", returned
         if status == "checkpoint":
-            blob = package.dumps_state(value, what=f"the state at safe point {safe_points}")
+            blob = package.dumps_state(value, what=f"the state at safe point {control.safe_points}")
         else:
             blob = package.dumps_result(value)
         if len(blob) > blob_bytes:
             what = "state" if status == "checkpoint" else "result"
-            raise package.PackageError(f"the {what} is {len(blob)} bytes; the limit is {blob_bytes}")
+            raise package.PackageTooLarge(f"the {what} is {len(blob)} bytes; the limit is {blob_bytes}")
+    except package.PackageError as error:
+        # the package format's own refusals (bad source, state too large, ...) are one clear line
+        return {"status": "errored", "error": error.reason, "safe_points": control.safe_points}, b""
     except BaseException as error:  # noqa: BLE001 - SystemExit and all: the job's failure, reported
-        return {"status": "errored", "error": _job_traceback(error), "safe_points": safe_points}, b""
-    return {"status": status, "error": None, "safe_points": safe_points}, blob
+        return {"status": "errored", "error": _job_traceback(error), "safe_points": control.safe_points}, b""
+    return {"status": status, "error": None, "safe_points": control.safe_points}, blob
 
 
-def _drive(generator, started: float, budget_seconds: float, stop: StopFlag):
-    safe_points = 0
+def _drive(generator, started: float, budget_seconds: float, control: LeaseControl):
     while True:
         try:
             state = next(generator)
         except StopIteration as done:
-            return "finished", done.value, safe_points
-        safe_points += 1
+            return "finished", done.value
+        control.safe_points += 1
         # serialized before next() runs again: jobs often mutate what they yielded
-        if stop.requested or time.monotonic() - started >= budget_seconds:
-            return "checkpoint", state, safe_points
+        if control.stop_requested or time.monotonic() - started >= budget_seconds:
+            return "checkpoint", state
 
 
 def _job_traceback(error: BaseException) -> str:
@@ -243,7 +261,7 @@ def _job_traceback(error: BaseException) -> str:
 
 def serve(control: socket.socket) -> None:
     """Fork a child per request until the control socket closes, then kill them all."""
-    children: set[int] = set()
+    children: dict[int, tuple[int, str]] = {}  # pid -> the fd of its status socket, its scratch dir
     libc = _load_libc()
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
@@ -252,7 +270,7 @@ def serve(control: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select through the wakeup fd
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     gc.freeze()  # the imported modules stay shared with the children instead of being copied
-    _send(control, {"op": "ready"})
+    control.send(json.dumps({"op": "ready"}).encode())
     with selectors.DefaultSelector() as selector:
         selector.register(control, selectors.EVENT_READ)
         selector.register(wake_read, selectors.EVENT_READ)
@@ -260,35 +278,41 @@ def serve(control: socket.socket) -> None:
             for key, _ in selector.select():
                 if key.fd == wake_read:
                     _drain(wake_read)
-                    _reap(control, children)
+                    _reap(children)
                     continue
-                message, fds, _, _ = socket.recv_fds(control, MAX_HEADER_BYTES, 2)
+                message, fds, _, _ = socket.recv_fds(control, MAX_HEADER_BYTES, 3)
                 if not message:
                     _kill_all(children)
                     return
-                _handle(control, json.loads(message), fds, children, libc)
+                _handle(json.loads(message), fds, children, libc)
 
 
-def _handle(control: socket.socket, message: dict, fds: list[int], children: set[int], libc) -> None:
+def _handle(message: dict, fds: list[int], children: dict[int, tuple[int, str]], libc) -> None:
     if message["op"] == "signal":
         _signal(message["pid"], message["signum"], children)
         return
+    if len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        return  # not a request the worker side sends: nobody to answer
+    job_fd, output_fd, status_fd = fds
     try:
         pid = os.fork()
     except OSError as e:
-        for fd in fds:
-            os.close(fd)
-        _send(control, {"op": "failed", "id": message["id"], "error": f"fork failed: {e}"})
-        return
+        pid = None
+        _report(status_fd, {"error": f"fork failed: {e}"})
     if pid == 0:
-        child_main(message, fds[0], fds[1], libc)
-    for fd in fds:
-        os.close(fd)
-    children.add(pid)
-    _send(control, {"op": "forked", "id": message["id"], "pid": pid})
+        child_main(message, job_fd, output_fd, libc)
+    os.close(job_fd)
+    os.close(output_fd)
+    if pid is None:
+        os.close(status_fd)
+        return
+    children[pid] = (status_fd, message["scratch"])
+    _report(status_fd, {"pid": pid})
 
 
-def _signal(pid: int, signum: int, children: set[int]) -> None:
+def _signal(pid: int, signum: int, children: dict) -> None:
     # only a child not yet reaped: its pid cannot have been reused by anyone else
     if pid not in children:
         return
@@ -304,7 +328,7 @@ def _signal(pid: int, signum: int, children: set[int]) -> None:
             pass
 
 
-def _reap(control: socket.socket, children: set[int]) -> None:
+def _reap(children: dict[int, tuple[int, str]]) -> None:
     while children:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -312,29 +336,33 @@ def _reap(control: socket.socket, children: set[int]) -> None:
             return
         if pid == 0:
             return
-        children.discard(pid)
+        status_fd, _ = children.pop(pid)
         try:
             os.killpg(pid, signal.SIGKILL)  # leftovers the job spawned into its group
         except OSError:
             pass
-        _send(control, {"op": "exited", "pid": pid, "exit_code": os.waitstatus_to_exitcode(status)})
+        _report(status_fd, {"exit_code": os.waitstatus_to_exitcode(status)})
+        os.close(status_fd)
 
 
-def _kill_all(children: set[int]) -> None:
+def _kill_all(children: dict[int, tuple[int, str]]) -> None:
+    # the worker is gone (closed or killed): nobody else will clean up after its jobs
     for pid in children:
         _signal(pid, signal.SIGKILL, children)
-    for pid in list(children):
+    for pid, (status_fd, scratch) in children.items():
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+        os.close(status_fd)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _send(control: socket.socket, message: dict) -> None:
+def _report(status_fd: int, message: dict) -> None:
     try:
-        control.send(json.dumps(message).encode())
+        os.write(status_fd, json.dumps(message).encode() + b"\n")
     except OSError:
-        pass  # the sandbox is gone; the next recv sees it and the server exits
+        pass  # that lease's worker side is gone; nothing to tell
 
 
 def _drain(fd: int) -> None:

@@ -1,0 +1,225 @@
+"""Dispatch benchmark: tiny jobs through the whole market vs the same tasks on Celery.
+
+    .venv/bin/python bench/dispatch.py [--jobs 2000] [--workers 4]
+
+Market: ledger, scheduler and WORKERS worker agents as processes on a bench
+broker node; JOBS tiny jobs (bench/tiny_job.py), each run in two leases
+(the worker's budget is nearly zero, so the first lease checkpoints at the
+job's safe point and a second one finishes it), every step ledgered.
+Figures come from the ledger's own clock: jobs/s from the first submission
+to the last completion, p50/p99 of submit -> first lease, and of checkpoint
+check-in -> next lease of the same job (the lease-cycle overhead).
+
+Peer: the same number of tiny tasks on Celery 5 (prefork, WORKERS
+processes, acks_late) on the same broker, in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+
+from bench.ledger_ingest import bench_settings, declare  # noqa: E402
+from broker_setup.amqp import Outgoing, Publisher, connect  # noqa: E402
+from broker_setup.node import LocalNode  # noqa: E402
+from contracts.blobs import Blob  # noqa: E402
+from contracts.envelope import Codec, parse_time  # noqa: E402
+from contracts.package import dumps_state  # noqa: E402
+from ledger import tables  # noqa: E402
+from ledger.migrate import make_engine, upgrade  # noqa: E402
+
+ACCOUNT = "bench"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def submit_all(settings, count: int) -> None:
+    codec = Codec()
+    source = (ROOT / "bench" / "tiny_job.py").read_bytes()
+    connection = await connect(settings, "bench: submitter")
+    async with connection:
+        async with Publisher(connection) as publisher:
+            event_id, body = codec.encode("account.opened", {"account": ACCOUNT, "email": "bench@example.com"})
+            await publisher.publish(body, "account.opened", user_id="operator", message_id=event_id)
+            items = []
+            for i in range(count):
+                payload = {"job_id": f"tiny-{i:05d}", "name": "tiny", "price": 1_000_000 + i, "entry": "tiny",
+                           "module": Blob.of(source), "state": Blob.of(dumps_state({"n": i}))}
+                event_id, body = codec.encode("job.submitted", payload)
+                items.append(Outgoing(body, "job.submitted", user_id=ACCOUNT, message_id=event_id))
+            results = await publisher.publish_many(items)
+            assert all(results)
+
+
+def market_figures(engine, count: int) -> dict:
+    with engine.connect() as conn:
+        rows = conn.execute(select(tables.events.c.type, tables.events.c.recorded_at, tables.events.c.payload)
+                            .where(tables.events.c.type.in_(["job.accepted", "lease.granted", "checkpoint.committed",
+                                                             "job.completed"])).order_by(tables.events.c.seq)).all()
+    by_job = defaultdict(list)
+    for row in rows:
+        payload = orjson.loads(row.payload)
+        by_job[payload["job_id"]].append((row.type, parse_time(row.recorded_at)))
+    to_lease, cycle, first, last = [], [], None, None
+    for history in by_job.values():
+        submitted = next(t for kind, t in history if kind == "job.accepted")
+        leases = [t for kind, t in history if kind == "lease.granted"]
+        checkins = [t for kind, t in history if kind == "checkpoint.committed"]
+        done = [t for kind, t in history if kind == "job.completed"]
+        to_lease.append((leases[0] - submitted).total_seconds())
+        for checkin in checkins:
+            following = [t for t in leases if t >= checkin]
+            if following:
+                cycle.append((following[0] - checkin).total_seconds())
+        first = submitted if first is None or submitted < first else first
+        if done:
+            last = done[0] if last is None or done[0] > last else last
+    completed = sum(1 for h in by_job.values() if any(k == "job.completed" for k, _ in h))
+    elapsed = (last - first).total_seconds()
+    return {"completed": completed, "elapsed": elapsed, "jobs_per_s": completed / elapsed,
+            "submit_to_lease_p50": percentile(to_lease, 0.5), "submit_to_lease_p99": percentile(to_lease, 0.99),
+            "cycle_p50": percentile(cycle, 0.5), "cycle_p99": percentile(cycle, 0.99), "cycles": len(cycle)}
+
+
+def run_market(settings, count: int, workers: int, window: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="market-dispatch-") as tmp:
+        db_url = f"sqlite:///{Path(tmp) / 'ledger.db'}"
+        upgrade(db_url)
+        engine = make_engine(db_url)
+        env = dict(os.environ, MARKET_AMQP_URL=settings.amqp_url, MARKET_DB_URL=db_url, MARKET_LOG_LEVEL="warning",
+                   MARKET_POOL_WINDOW=str(window), MARKET_HOME=tmp)
+        processes = [subprocess.Popen([sys.executable, "-m", module], env=env, cwd=ROOT)
+                     for module in ("ledger.agent", "agents.scheduler.agent")]
+        try:
+            time.sleep(1.5)
+            asyncio.run(submit_all(settings, 1))  # opens the account (the one job warms the path)
+            for i in range(workers):
+                processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "cli.main", "--as", ACCOUNT, "worker", "run", "--name", f"bench-{i}",
+                     "--lease-seconds", "5", "--safety-margin", "4.999"], env=env, cwd=ROOT))
+            time.sleep(3)
+            _measure_all(settings, engine, [f"bench-{i}" for i in range(workers)])
+            asyncio.run(submit_jobs_only(settings, count))
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    done = conn.execute(select(tables.jobs.c.job_id).where(tables.jobs.c.status == "completed")).all()
+                if len(done) >= count + 1:
+                    break
+                time.sleep(0.25)
+            figures = market_figures(engine, count)
+        finally:
+            # workers first: a stopping worker tells the ledger it retires
+            for process in reversed(processes):
+                process.terminate()
+                process.wait(30)
+            engine.dispose()
+    return figures
+
+
+async def submit_jobs_only(settings, count: int) -> None:
+    codec = Codec()
+    source = (ROOT / "bench" / "tiny_job.py").read_bytes()
+    connection = await connect(settings, "bench: submitter")
+    async with connection:
+        async with Publisher(connection) as publisher:
+            items = []
+            for i in range(count):
+                payload = {"job_id": f"tiny-b{i:05d}", "name": "tiny", "price": 1_000_000 + i, "entry": "tiny",
+                           "module": Blob.of(source), "state": Blob.of(dumps_state({"n": i}))}
+                event_id, body = codec.encode("job.submitted", payload)
+                items.append(Outgoing(body, "job.submitted", user_id=ACCOUNT, message_id=event_id))
+            assert all(await publisher.publish_many(items))
+
+
+def _measure_all(settings, engine, worker_ids) -> None:
+    """Record a speed for each bench worker, as the speed probe would."""
+    codec = Codec()
+
+    async def publish():
+        connection = await connect(settings, "bench: probe")
+        async with connection:
+            async with Publisher(connection) as publisher:
+                for worker_id in worker_ids:
+                    event_id, body = codec.encode("speed.measured", {"worker_id": worker_id, "probe_job_id": "bench",
+                                                                     "speed": 1000, "correct": True})
+                    await publisher.publish(body, "speed.measured", user_id="speedprobe", message_id=event_id)
+
+    asyncio.run(publish())
+    time.sleep(1)
+
+
+def run_celery(settings, count: int, workers: int) -> dict:
+    env = dict(os.environ, BENCH_CELERY_BROKER=settings.amqp_url.rstrip("/") + "//")
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "prefork",
+                               "--concurrency", str(workers), "--loglevel", "WARNING", "-Q", "bench-celery"],
+                              env=env, cwd=ROOT)
+    try:
+        os.environ["BENCH_CELERY_BROKER"] = env["BENCH_CELERY_BROKER"]
+        from bench.celery_app import app, tiny
+
+        app.conf.task_default_queue = "bench-celery"
+        tiny.delay(0).get(timeout=60)  # warm up: the worker is ready
+        latencies = []
+        started = time.perf_counter()
+        sent = [(time.perf_counter(), tiny.delay(i)) for i in range(count)]
+        for at, result in sent:
+            result.get(timeout=120)
+        elapsed = time.perf_counter() - started
+        for at, result in sent[:200]:
+            latencies.append(0)
+        return {"tasks_per_s": count / elapsed, "elapsed": elapsed}
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--window", type=float, default=0.2, help="the scheduler's pool window (default 0.2 s)")
+    parser.add_argument("--no-celery", action="store_true")
+    args = parser.parse_args()
+    settings = bench_settings()
+    node = LocalNode(settings) if settings.uses_local_broker else None
+    started_node = node.start() if node else False
+    try:
+        asyncio.run(declare(settings))
+        print(f"dispatch benchmark: {args.jobs} tiny jobs, {args.workers} workers, pool window {args.window}s, "
+              f"{os.cpu_count()} cores")
+        market = run_market(settings, args.jobs, args.workers, args.window)
+        print(f"  market: {market['completed'] - 1} jobs in {market['elapsed']:.1f} s = {market['jobs_per_s']:.0f} jobs/s"
+              f" (2 leases each, every step ledgered)")
+        print(f"    submit -> first lease   p50 {market['submit_to_lease_p50'] * 1000:7.1f} ms"
+              f"   p99 {market['submit_to_lease_p99'] * 1000:7.1f} ms")
+        print(f"    check-in -> next lease  p50 {market['cycle_p50'] * 1000:7.1f} ms"
+              f"   p99 {market['cycle_p99'] * 1000:7.1f} ms   ({market['cycles']} cycles)")
+        if not args.no_celery:
+            peer = run_celery(settings, args.jobs, args.workers)
+            print(f"  celery 5 (prefork x{args.workers}, acks_late, same broker): {peer['tasks_per_s']:.0f} tasks/s")
+            print(f"  ratio market / celery: {market['jobs_per_s'] / peer['tasks_per_s']:.2f}")
+    finally:
+        if started_node:
+            node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
