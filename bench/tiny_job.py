@@ -1,11 +1,16 @@
-"""The benchmark's tiny job: one safe point, then a result.
+"""The benchmark's tiny jobs.
 
-With a worker whose budget is (nearly) zero, the first lease stops at the
-safe point and checkpoints, and a second lease resumes from that state and
-finishes: every job measures one lease cycle (check-in to next lease)."""
+``tiny`` is a plain function: one lease, like a Celery task. ``two_leases``
+has one safe point: with a worker whose budget is (nearly) zero, its first
+lease stops there and checkpoints, and a second lease resumes from that
+state and finishes, so it measures one lease cycle (check-in to next lease)."""
 
 
 def tiny(state):
+    return state["n"] * 2
+
+
+def two_leases(state):
     if not state.get("checkpointed"):
         yield {"n": state["n"], "checkpointed": True}
     return state["n"] * 2

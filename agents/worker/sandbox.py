@@ -156,7 +156,7 @@ class Sandbox:
             outcome = errored(str(e), None, "", 0, time.monotonic() - started)
         finally:
             _remove_tree(scratch)
-        log.info("sandbox.ran", status=outcome.status, exit_code=outcome.exit_code,
+        log.debug("sandbox.ran", status=outcome.status, exit_code=outcome.exit_code,
                  safe_points=outcome.safe_points, seconds=round(outcome.seconds, 4))
         return outcome
 
