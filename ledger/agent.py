@@ -14,10 +14,11 @@ deliveries while a batch commits, and SQLite sees a single writer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import signal
-import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import orjson
 
@@ -65,6 +66,15 @@ class LedgerAgent:
         self.appended = 0
         self.rules = Rules(quarantine_after=settings.quarantine_after)
         self.grace = timedelta(seconds=settings.lease_grace)
+        # The relay's fast path: outbox rows committed while it is caught up
+        # are handed over here as they commit, so it needs no read of the
+        # outbox table. Both flags and queue are touched only on the DB thread
+        # (and drained on the loop), so no commit falls between the two paths.
+        self._relay_caught_up = False
+        self._fresh: collections.deque = collections.deque()
+        self._next_outbox_id = None
+        #: module sources by sha256: every lease of a job ships the same module
+        self._modules: dict[str, bytes] = {}
 
     async def _on_db(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
@@ -181,13 +191,38 @@ class LedgerAgent:
         known = self.store.known_event_ids([envelope.event_id for _, envelope in decoded])
         plan = plan_batch(self.state, decoded, known, self.clock())
         plan.invalid = invalid
+        self._write(plan)
+        return plan
+
+    def _write(self, plan: Plan) -> None:
+        """Commit a plan (DB thread); give its outbox rows to the relay if it is caught up."""
+        if self._next_outbox_id is None:
+            self._next_outbox_id = self.store.last_outbox_id() + 1
+        for row in plan.outbox:
+            row["id"], self._next_outbox_id = self._next_outbox_id, self._next_outbox_id + 1
+            if row["exchange"] == LEASES_EXCHANGE:
+                row["body"] = self._lease_body(row, plan.blobs)
         try:
             self.store.write(plan, self.state)
         except Exception:
-            # the in-memory state already holds the folded batch: throw it away
+            # the in-memory state already holds the folded plan: throw it away
             self.state = self._load_state()
+            self._next_outbox_id = None
             raise
-        return plan
+        if self._relay_caught_up:
+            self._fresh.extend(plan.outbox)
+
+    def _lease_body(self, row: dict, new_blobs: dict) -> bytes:
+        """The lease message with the bytes the worker needs, built once, at grant."""
+        granted = orjson.loads(row["body"])
+        module = self._modules.get(granted["module_sha256"])
+        if module is None:
+            module = new_blobs.get(granted["module_sha256"]) or self.store.blob(granted["module_sha256"]) or b""
+            if len(self._modules) > 256:
+                self._modules.clear()
+            self._modules[granted["module_sha256"]] = module
+        state = new_blobs.get(granted["state_sha256"]) or self.store.blob(granted["state_sha256"]) or b""
+        return encode_lease_message(row["event_id"], granted, module, state)
 
     async def _dead_letter(self, publisher: Publisher, invalid) -> None:
         if not invalid:
@@ -244,21 +279,38 @@ class LedgerAgent:
     # ---- the relay ----------------------------------------------------------
 
     async def _relay(self, publisher: Publisher, wake: asyncio.Event, closed: asyncio.Event) -> None:
-        """Publish the outbox in order with confirms; forget what was confirmed."""
+        """Publish the outbox in order with confirms; forget what was confirmed.
+
+        Catching up (at start, after a failure) it reads the outbox table;
+        once that is empty it takes committed rows straight from the writer."""
+        await self._on_db(self._fall_behind)
         while not closed.is_set():
-            prepared = await self._on_db(self._prepare_outbox)
-            if not prepared:
+            if self._relay_caught_up:
+                rows = [SimpleNamespace(**row) for row in self._fresh]
+                self._fresh.clear()
+            else:
+                rows = await self._on_db(self._read_backlog)
+            if not rows:
                 wake.clear()
                 await _first_of(wake.wait(), asyncio.sleep(RELAY_IDLE), closed.wait())
                 continue
-            results = await publisher.publish_many(item for _, item in prepared)
-            await self._on_db(self.store.forget_outbox, [row_id for (row_id, _), ok in zip(prepared, results) if ok])
+            results = await publisher.publish_many(self._outgoing(row) for row in rows)
+            await self._on_db(self.store.forget_outbox, [row.id for row, ok in zip(rows, results) if ok])
             if not all(results):
+                # what failed is still in the table: catch up from there
+                await self._on_db(self._fall_behind)
                 await asyncio.sleep(RECONNECT_MIN)
 
-    def _prepare_outbox(self) -> list[tuple[int, Outgoing]]:
-        """Runs on the database thread: the next outbox rows as messages."""
-        return [(row.id, self._outgoing(row)) for row in self.store.pending_outbox(RELAY_BATCH)]
+    def _fall_behind(self) -> None:
+        self._relay_caught_up = False
+        self._fresh.clear()
+
+    def _read_backlog(self) -> list:
+        """DB thread: the next outbox rows; an empty read means caught up."""
+        rows = self.store.pending_outbox(RELAY_BATCH)
+        if not rows:
+            self._relay_caught_up = True
+        return rows
 
     def _outgoing(self, row) -> Outgoing:
         if row.reply_to:
@@ -266,20 +318,15 @@ class LedgerAgent:
             return Outgoing(row.body, row.reply_to, user_id=LEDGER_ACTOR, message_id=row.event_id,
                             correlation_id=row.correlation_id, exchange="", mandatory=False)
         if row.exchange == LEASES_EXCHANGE:
-            return self._lease_delivery(row)
+            # the broker drops (dead-letters) a lease nobody took before its deadline
+            deadline = orjson.loads(row.body)["lease"]["deadline"]
+            remaining = (parse_time(deadline) - parse_time(self.clock())).total_seconds()
+            return Outgoing(row.body, row.routing_key, user_id=LEDGER_ACTOR, message_id=row.event_id,
+                            correlation_id=row.correlation_id, exchange=LEASES_EXCHANGE,
+                            expiration=max(remaining, 0.001), mandatory=False)
         # a verdict nobody subscribes to yet is still published: not mandatory
         return Outgoing(row.body, row.routing_key, user_id=LEDGER_ACTOR, message_id=row.event_id,
                         correlation_id=row.correlation_id, headers={"seq": int(row.event_seq)}, mandatory=False)
-
-    def _lease_delivery(self, row) -> Outgoing:
-        granted = orjson.loads(row.body)
-        body = encode_lease_message(row.event_id, granted, self.store.blob(granted["module_sha256"]) or b"",
-                                    self.store.blob(granted["state_sha256"]) or b"")
-        # the broker drops (dead-letters) a lease nobody took before its deadline
-        remaining = (parse_time(granted["deadline"]) - parse_time(self.clock())).total_seconds()
-        return Outgoing(body, row.routing_key, user_id=LEDGER_ACTOR, message_id=row.event_id,
-                        correlation_id=row.correlation_id, exchange=LEASES_EXCHANGE,
-                        expiration=max(remaining, 0.001), mandatory=False)
 
     # ---- the deadline sweeper -------------------------------------------------
 
@@ -295,11 +342,7 @@ class LedgerAgent:
         plan = plan_expiries(self.state, self.clock(), self.grace)
         if not plan.events:
             return 0
-        try:
-            self.store.write(plan, self.state)
-        except Exception:
-            self.state = self._load_state()
-            raise
+        self._write(plan)
         for record in plan.recorded:
             if record.type == "lease.expired":
                 log.info("ledger.lease_expired", lease_id=record.payload["lease_id"], job_id=record.payload["job_id"],

@@ -99,6 +99,10 @@ class LedgerStore:
         with self.engine.connect() as conn:
             return list(conn.execute(select(tables.outbox).order_by(tables.outbox.c.id).limit(limit)))
 
+    def last_outbox_id(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.coalesce(func.max(tables.outbox.c.id), 0))).scalar_one()
+
     def forget_outbox(self, ids: list[int]) -> None:
         if ids:
             with self.engine.begin() as conn:

@@ -18,7 +18,7 @@ import orjson
 import structlog
 
 from agents.scheduler.matching import ReadyJob
-from agents.scheduler.pool import PoolSettings, SchedulerState
+from agents.scheduler.pool import PoolSettings, ReadyList, SchedulerState
 from broker_setup.amqp import Outgoing, Publisher, connect
 from broker_setup.rpc import Requester
 from broker_setup.topology import SCHEDULER_OFFERS, SCHEDULER_READY
@@ -100,7 +100,10 @@ class SchedulerAgent:
         snapshot = await requester.ask("snapshot", user_id=SCHEDULER_ACTOR, timeout=self.settings.reply_timeout)
         state = self.state
         state.snapshot_seq = snapshot["seq"]
-        state.ready = {j["job_id"]: _ready_job(j) for j in snapshot["ready"] if j["job_id"] not in state.proposed}
+        state.ready = ReadyList()
+        for job in snapshot["ready"]:
+            if job["job_id"] not in state.proposed:
+                state.ready.put(_ready_job(job))
         now = time.monotonic()
         for worker in snapshot["workers"]:
             state.speeds[worker["worker_id"]] = worker["speed"]

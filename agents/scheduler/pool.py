@@ -2,9 +2,60 @@
 closes. Pure: every method takes the time it needs as an argument."""
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
-from agents.scheduler.matching import Offer, Pairing, ReadyJob, match
+from agents.scheduler.matching import Offer, Pairing, ReadyJob, job_rank, match
+
+
+class ReadyList:
+    """Ready jobs by id, with the paid ones also on a heap by rank, so a pool
+    takes the best ``k`` in O(k log n) instead of sorting the whole list.
+    Heap entries of jobs that left or changed are dropped lazily."""
+
+    def __init__(self):
+        self.jobs: dict[str, ReadyJob] = {}
+        self.probes: dict[str, ReadyJob] = {}
+        self._heap: list[tuple[tuple, int, ReadyJob]] = []
+        self._pushed = 0
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self.jobs
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs)
+
+    def values(self):
+        return self.jobs.values()
+
+    def put(self, job: ReadyJob) -> None:
+        self.pop(job.job_id)
+        self.jobs[job.job_id] = job
+        if job.probe:
+            self.probes[job.job_id] = job
+        else:
+            self._pushed += 1
+            heapq.heappush(self._heap, (job_rank(job), self._pushed, job))
+
+    def pop(self, job_id: str) -> ReadyJob | None:
+        self.probes.pop(job_id, None)
+        return self.jobs.pop(job_id, None)
+
+    def best(self, count: int) -> list[ReadyJob]:
+        """The ``count`` best paid jobs, best first, followed by every probe job."""
+        kept, best = [], []
+        while self._heap and len(best) < count:
+            entry = heapq.heappop(self._heap)
+            job = entry[2]
+            if self.jobs.get(job.job_id) is job:
+                best.append(job)
+                kept.append(entry)
+        for entry in kept:
+            heapq.heappush(self._heap, entry)
+        return best + list(self.probes.values())
 
 
 @dataclass(frozen=True)
@@ -22,7 +73,7 @@ class PoolSettings:
 @dataclass
 class SchedulerState:
     settings: PoolSettings = field(default_factory=PoolSettings)
-    ready: dict[str, ReadyJob] = field(default_factory=dict)
+    ready: ReadyList = field(default_factory=ReadyList)
     #: job_id -> (job, worker_id, proposed at)
     proposed: dict[str, tuple[ReadyJob, str, float]] = field(default_factory=dict)
     #: worker_id -> offers (one per free slot) and when they came
@@ -41,11 +92,11 @@ class SchedulerState:
 
     def job_ready(self, job: ReadyJob) -> None:
         self.proposed.pop(job.job_id, None)
-        self.ready[job.job_id] = job
+        self.ready.put(job)
 
     def job_gone(self, job_id: str) -> None:
         """Withdrawn, held, or leased: not ready any more."""
-        self.ready.pop(job_id, None)
+        self.ready.pop(job_id)
         self.proposed.pop(job_id, None)
 
     def lease_granted(self, job_id: str, worker_id: str) -> None:
@@ -54,7 +105,7 @@ class SchedulerState:
     def lease_refused(self, job_id: str, worker_id: str, job_still_ready: bool) -> None:
         proposal = self.proposed.pop(job_id, None)
         if proposal and job_still_ready:
-            self.ready[job_id] = proposal[0]
+            self.ready.put(proposal[0])
         # the worker was the problem (busy, unknown, retired) or not: its offer was used up either way
 
     def worker_known(self, worker_id: str, now: float) -> None:
@@ -110,9 +161,16 @@ class SchedulerState:
             return True
         return now - self.pool_opened_at >= self.settings.window
 
+    def _offer_list(self) -> list[Offer]:
+        return [o for worker_offers in self.offers.values() for o in worker_offers]
+
+    def _candidates(self, offers: list[Offer]) -> list[ReadyJob]:
+        # only the best len(offers) paid jobs can be matched: match() sees no others
+        return self.ready.best(len(offers))
+
     def _matchable(self) -> bool:
-        offers = [o for worker_offers in self.offers.values() for o in worker_offers]
-        return bool(match(list(self.ready.values()), offers))
+        offers = self._offer_list()
+        return bool(match(self._candidates(offers), offers))
 
     def next_wakeup(self, now: float) -> float | None:
         """Seconds until the pool's window ends, if one is open."""
@@ -122,11 +180,11 @@ class SchedulerState:
 
     def close_pool(self, now: float) -> list[Pairing]:
         """Match the pool; the matched jobs and offers become proposals."""
-        offers = [offer for worker_offers in self.offers.values() for offer in worker_offers]
-        pairings = match(list(self.ready.values()), offers)
+        offers = self._offer_list()
+        pairings = match(self._candidates(offers), offers)
         for pairing in pairings:
             job, worker_id = pairing.job, pairing.offer.worker_id
-            self.ready.pop(job.job_id, None)
+            self.ready.pop(job.job_id)
             self.proposed[job.job_id] = (job, worker_id, now)
             remaining = list(self.offers.get(worker_id, ()))
             remaining.remove(pairing.offer)
@@ -149,4 +207,4 @@ class SchedulerState:
         for job_id, (job, _, at) in list(self.proposed.items()):
             if now - at > self.settings.proposal_timeout:
                 self.proposed.pop(job_id)
-                self.ready[job_id] = job
+                self.ready.put(job)

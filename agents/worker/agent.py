@@ -138,13 +138,18 @@ class WorkerAgent:
         if reply["status"] == "invalid":
             raise WorkerError(f"registration refused: {reply['reason']}")
 
-    async def _offer(self, publisher: Publisher) -> None:
+    def _offer_message(self) -> Outgoing | None:
         if self.free_slots <= 0 or self.stop_requested.is_set():
-            return
+            return None
         payload = {"worker_id": self.config.worker_id, "lease_seconds": self.config.lease_seconds,
                    "slots": self.free_slots}
         event_id, body = self.codec.encode("worker.offered", payload)
-        await publisher.publish(body, "worker.offered", user_id=self.config.account, message_id=event_id)
+        return Outgoing(body, "worker.offered", user_id=self.config.account, message_id=event_id)
+
+    async def _offer(self, publisher: Publisher) -> None:
+        offer = self._offer_message()
+        if offer is not None:
+            await publisher.publish_many([offer])
 
     async def _on_lease(self, message, publisher: Publisher) -> None:
         # ack at once: the lease is recorded in the ledger; if we die, it expires there
@@ -157,7 +162,8 @@ class WorkerAgent:
         if lease.worker_id != self.config.worker_id or self.free_slots <= 0 or self.stop_requested.is_set():
             # give it back at once, unchanged, rather than let it expire
             self.log.info("worker.lease_handed_back", lease_id=lease.lease_id, free_slots=self.free_slots)
-            await self._report(lease, Outcome("checkpoint", lease.state, None, None, 0, "", 0, 0.0), publisher)
+            await publisher.publish_many([self._report_message(lease, Outcome("checkpoint", lease.state, None, None,
+                                                                               0, "", 0, 0.0))])
             return
         sandbox = self.sandboxes[len(self.running) % len(self.sandboxes)]
         task = asyncio.ensure_future(self._run_lease(lease, sandbox, publisher))
@@ -171,18 +177,22 @@ class WorkerAgent:
             work = Work(lease_id=lease.lease_id, job_id=lease.job_id, module_source=lease.module_source,
                         module_sha256=lease.module_sha256, entry=lease.entry, kind=lease.kind, state=lease.state,
                         budget_seconds=budget)
-            lease_log.info("worker.lease_started", budget_seconds=round(budget, 3), checkpoint=lease.checkpoint)
+            lease_log.debug("worker.lease_started", budget_seconds=round(budget, 3), checkpoint=lease.checkpoint)
             outcome = await sandbox.run(work, self.stop_jobs, time.monotonic() + max(remaining, 0.5))
-            await self._report(lease, outcome, publisher)
-            lease_log.info("worker.lease_ended", status=outcome.status, seconds=round(outcome.seconds, 3))
+            report = self._report_message(lease, outcome)
+            lease_log.debug("worker.lease_ended", status=outcome.status, seconds=round(outcome.seconds, 3))
             self.completed += 1
         except Exception:  # noqa: BLE001 - one lease never takes the worker down
             lease_log.exception("worker.lease_failed")
+            report = None
         finally:
             self.running.pop(lease.lease_id, None)
-        await self._offer(publisher)
+        # the report and the next offer go together: one round of confirms
+        messages = [m for m in (report, self._offer_message()) if m is not None]
+        if messages and not all(await publisher.publish_many(messages)):
+            lease_log.warning("worker.report_unconfirmed")
 
-    async def _report(self, lease: LeaseMessage, outcome: Outcome, publisher: Publisher) -> None:
+    def _report_message(self, lease: LeaseMessage, outcome: Outcome) -> Outgoing:
         output = (outcome.output or "")[-OUTPUT_LIMIT:]
         common = {"lease_id": lease.lease_id, "job_id": lease.job_id, "output": output}
         if outcome.status == "checkpoint":
@@ -193,7 +203,7 @@ class WorkerAgent:
             event_type, payload = "job.errored", {**common, "error": (outcome.error or "unknown error")[-60_000:],
                                                   "exit_code": outcome.exit_code}
         event_id, body = self.codec.encode(event_type, payload)
-        await publisher.publish(body, event_type, user_id=self.config.account, message_id=event_id)
+        return Outgoing(body, event_type, user_id=self.config.account, message_id=event_id)
 
 
 def _not_dumpable() -> None:

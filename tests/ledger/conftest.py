@@ -51,7 +51,9 @@ def _no_postgresql(reason: str) -> None:
 
 
 def _run(command: list[str], as_user: str | None, what: str, log: Path | None = None) -> None:
-    prefix = ["runuser", "-u", as_user, "--"] if as_user else []
+    # runuser lives in /usr/sbin, which a minimal PATH (cron, CI) may lack
+    runuser = shutil.which("runuser", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    prefix = [runuser or "runuser", "-u", as_user, "--"] if as_user else []
     done = subprocess.run(prefix + command, capture_output=True, text=True)
     if done.returncode != 0:
         server_log = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""

@@ -118,3 +118,32 @@ def test_no_pool_opens_while_no_match_is_possible():
     state.worker_offered("new", 1, 60, now=0.0)
     state.job_ready(job("j", 5))
     assert not state.pool_closes(5.0) and state.pool_opened_at is None
+
+
+def test_the_ready_list_gives_the_best_jobs_without_sorting_everything():
+    from agents.scheduler.pool import ReadyList
+
+    ready = ReadyList()
+    for i in range(100):
+        ready.put(job(f"j{i}", i))
+    ready.put(job("j99", 1))  # repriced down: its old entry is stale
+    ready.pop("j98")
+    ready.put(job("p", 1, probe=True, target_worker_id="w"))
+    best = ready.best(3)
+    assert [j.job_id for j in best] == ["j97", "j96", "j95", "p"]
+    assert [j.job_id for j in ready.best(3)] == ["j97", "j96", "j95", "p"]  # nothing lost by looking
+
+
+def test_matching_on_the_best_candidates_equals_matching_on_all():
+    import random
+
+    from agents.scheduler.pool import ReadyList
+
+    rng = random.Random(7)
+    for _ in range(50):
+        jobs = [job(f"j{i}", rng.randint(1, 20), f"2026-11-22T10:00:{rng.randint(10, 59)}.000000Z") for i in range(40)]
+        offers = [Offer(f"w{i}", rng.choice([None, 0, 100, 200, 300]), 60, i) for i in range(rng.randint(0, 12))]
+        ready = ReadyList()
+        for j in jobs:
+            ready.put(j)
+        assert match(ready.best(len(offers)), offers) == match(jobs, offers)
