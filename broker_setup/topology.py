@@ -46,14 +46,8 @@ SCHEDULER_OFFERS_TYPES: tuple[str, ...] = (
     "worker.retired",
     "speed.recorded",
 )
-#: workers to probe and how the probes went
-SPEEDPROBE_TYPES: tuple[str, ...] = (
-    "worker.offered",
-    "job.completed",
-    "job.failed",
-    "job.quarantined",
-    "job.rejected",
-)
+#: workers to probe (the ledger checks the probes' answers itself)
+SPEEDPROBE_TYPES: tuple[str, ...] = ("worker.registered",)
 
 QUORUM = "quorum"
 CLASSIC = "classic"
@@ -126,10 +120,13 @@ def topology(settings) -> Topology:
     consumers = (
         (_consumer_queue(LEDGER_INBOX, settings), REQUEST_TYPES),
         # single active consumer: a standby scheduler waits attached and takes
-        # over the moment the active one goes away, with no double matching
-        (_consumer_queue(SCHEDULER_READY, settings, single_active=True), SCHEDULER_READY_TYPES),
-        (_consumer_queue(SCHEDULER_OFFERS, settings, single_active=True), SCHEDULER_OFFERS_TYPES),
-        (_consumer_queue(SPEEDPROBE_INBOX, settings, single_active=True), SPEEDPROBE_TYPES),
+        # over the moment the active one goes away, with no double matching.
+        # Classic, not quorum: these carry signals that a scheduler taking over
+        # re-reads from the ledger anyway, and a quorum queue costs the broker
+        # several times the CPU per message on this hot path.
+        (_signal_queue(SCHEDULER_READY), SCHEDULER_READY_TYPES),
+        (_signal_queue(SCHEDULER_OFFERS), SCHEDULER_OFFERS_TYPES),
+        (_signal_queue(SPEEDPROBE_INBOX), SPEEDPROBE_TYPES),
         # reached through the default exchange; classic, as answers are not kept
         (QueueSpec(LEDGER_QUERIES, arguments={"x-message-ttl": QUERY_TTL_MS, "x-dead-letter-exchange": DEAD_EXCHANGE,
                                               "x-dead-letter-routing-key": LEDGER_QUERIES}), ()),
@@ -171,6 +168,12 @@ def lease_queue_spec(worker_id: str) -> tuple[QueueSpec, BindingSpec]:
         },
     )
     return queue, BindingSpec(name, LEASES_EXCHANGE, worker_id)
+
+
+def _signal_queue(name: str) -> QueueSpec:
+    """A classic queue with a single active consumer that dead-letters what its consumer rejects."""
+    return QueueSpec(name, arguments={"x-single-active-consumer": True, "x-dead-letter-exchange": DEAD_EXCHANGE,
+                                      "x-dead-letter-routing-key": name})
 
 
 def _consumer_queue(name: str, settings, *, single_active: bool = False) -> QueueSpec:

@@ -119,6 +119,9 @@ class JobSubmitted(Payload):
     #: a speed probe: runs only on ``target_worker_id`` and is never billed
     probe = fields.Boolean(load_default=False)
     target_worker_id = Id(load_default=None, allow_none=True)
+    #: for a probe: the sha256 its result must have, and its work in benchmark operations
+    probe_expected_sha256 = Sha(load_default=None, allow_none=True)
+    probe_work = StrictInt(validate=validate.Range(min=1), load_default=None, allow_none=True)
 
 
 class JobRepriced(Payload):
@@ -187,6 +190,8 @@ class JobAccepted(Payload):
     max_attempts = StrictInt(required=True)
     probe = fields.Boolean(required=True)
     target_worker_id = Id(allow_none=True, required=True)
+    probe_expected_sha256 = Sha(allow_none=True, required=True)
+    probe_work = StrictInt(allow_none=True, required=True)
 
 
 class JobRejected(Payload):

@@ -31,7 +31,6 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-import dill
 import orjson
 
 from common.errors import MarketError
@@ -122,6 +121,8 @@ def dumps_state(obj, what: str = "the state") -> bytes:
         pass
     try:
         # dill's pickler is written in Python and ~13x slower: the fallback only
+        import dill  # imported only when needed: it makes every forked sandbox child bigger
+
         return DILL_TAG + dill.dumps(obj, protocol=PICKLE_PROTOCOL)
     except Exception as e:  # noqa: BLE001 - user objects may raise anything from __reduce__
         raise StateNotSerializable(f"{what} cannot be serialized: {_one_line(e, with_type=False)}") from e
@@ -134,6 +135,8 @@ def loads_state(data: bytes):
         if tag == PICKLE_TAG:
             return pickle.loads(body)
         if tag == DILL_TAG:
+            import dill
+
             return dill.loads(body)
         return _json_loads(body)
     except PackageError:

@@ -51,6 +51,31 @@ RELAY_IDLE = 1.0
 RELAY_BATCH = 1000
 #: seconds between two deadline sweeps
 SWEEP_INTERVAL = 0.25
+#: bytes of recent blobs the agent keeps in memory for lease deliveries
+BLOB_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class BlobCache:
+    """Least-recently-used blobs, bounded by their total size."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.size = capacity, 0
+        self._items: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+
+    def get(self, sha256: str) -> bytes | None:
+        data = self._items.get(sha256)
+        if data is not None:
+            self._items.move_to_end(sha256)
+        return data
+
+    def put(self, sha256: str, data: bytes) -> None:
+        if sha256 in self._items or len(data) > self.capacity // 4:
+            return
+        self._items[sha256] = data
+        self.size += len(data)
+        while self.size > self.capacity:
+            _, evicted = self._items.popitem(last=False)
+            self.size -= len(evicted)
 
 
 class LedgerAgent:
@@ -72,9 +97,13 @@ class LedgerAgent:
         # (and drained on the loop), so no commit falls between the two paths.
         self._relay_caught_up = False
         self._fresh: collections.deque = collections.deque()
+        #: outbox ids the broker confirmed; deleted in the writer's next
+        #: transaction, so the relay never waits for the database
+        self._forget: list[int] = []
         self._next_outbox_id = None
-        #: module sources by sha256: every lease of a job ships the same module
-        self._modules: dict[str, bytes] = {}
+        #: recent blobs (modules, fresh states) by sha256, so granting a lease
+        #: rarely reads the blobs table
+        self._blobs = BlobCache(BLOB_CACHE_BYTES)
 
     async def _on_db(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
@@ -198,6 +227,9 @@ class LedgerAgent:
         """Commit a plan (DB thread); give its outbox rows to the relay if it is caught up."""
         if self._next_outbox_id is None:
             self._next_outbox_id = self.store.last_outbox_id() + 1
+        for sha, data in plan.blobs.items():
+            self._blobs.put(sha, data)
+        plan.forget, self._forget = self._forget, []
         for row in plan.outbox:
             row["id"], self._next_outbox_id = self._next_outbox_id, self._next_outbox_id + 1
             if row["exchange"] == LEASES_EXCHANGE:
@@ -208,6 +240,7 @@ class LedgerAgent:
             # the in-memory state already holds the folded plan: throw it away
             self.state = self._load_state()
             self._next_outbox_id = None
+            self._forget = plan.forget + self._forget
             raise
         if self._relay_caught_up:
             self._fresh.extend(plan.outbox)
@@ -215,14 +248,15 @@ class LedgerAgent:
     def _lease_body(self, row: dict, new_blobs: dict) -> bytes:
         """The lease message with the bytes the worker needs, built once, at grant."""
         granted = orjson.loads(row["body"])
-        module = self._modules.get(granted["module_sha256"])
-        if module is None:
-            module = new_blobs.get(granted["module_sha256"]) or self.store.blob(granted["module_sha256"]) or b""
-            if len(self._modules) > 256:
-                self._modules.clear()
-            self._modules[granted["module_sha256"]] = module
-        state = new_blobs.get(granted["state_sha256"]) or self.store.blob(granted["state_sha256"]) or b""
+        module, state = self._blob(granted["module_sha256"]), self._blob(granted["state_sha256"])
         return encode_lease_message(row["event_id"], granted, module, state)
+
+    def _blob(self, sha256: str) -> bytes:
+        data = self._blobs.get(sha256)
+        if data is None:
+            data = self.store.blob(sha256) or b""
+            self._blobs.put(sha256, data)
+        return data
 
     async def _dead_letter(self, publisher: Publisher, invalid) -> None:
         if not invalid:
@@ -291,11 +325,13 @@ class LedgerAgent:
             else:
                 rows = await self._on_db(self._read_backlog)
             if not rows:
+                if self._forget:
+                    await self._on_db(self._forget_now)
                 wake.clear()
                 await _first_of(wake.wait(), asyncio.sleep(RELAY_IDLE), closed.wait())
                 continue
             results = await publisher.publish_many(self._outgoing(row) for row in rows)
-            await self._on_db(self.store.forget_outbox, [row.id for row, ok in zip(rows, results) if ok])
+            self._forget.extend(row.id for row, ok in zip(rows, results) if ok)
             if not all(results):
                 # what failed is still in the table: catch up from there
                 await self._on_db(self._fall_behind)
@@ -305,8 +341,13 @@ class LedgerAgent:
         self._relay_caught_up = False
         self._fresh.clear()
 
+    def _forget_now(self) -> None:
+        ids, self._forget = self._forget, []
+        self.store.forget_outbox(ids)
+
     def _read_backlog(self) -> list:
         """DB thread: the next outbox rows; an empty read means caught up."""
+        self._forget_now()
         rows = self.store.pending_outbox(RELAY_BATCH)
         if not rows:
             self._relay_caught_up = True

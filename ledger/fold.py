@@ -195,6 +195,8 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
             return _rejected_job(p["job_id"], "only the speed probe may submit probe jobs")
         if not p["probe"] or p["target_worker_id"] not in state.workers:
             return _rejected_job(p["job_id"], "a probe job must target a known worker")
+        if not p["probe_expected_sha256"] or not p["probe_work"]:
+            return _rejected_job(p["job_id"], "a probe job must say its expected result and its work")
     else:
         owner = state.accounts.get(event.actor)
         if owner is None:
@@ -205,7 +207,8 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
         "job_id": p["job_id"], "owner": event.actor, "name": p["name"], "price": p["price"],
         "entry": p["entry"], "kind": p["kind"], "module_sha256": p["module"]["sha256"],
         "state_sha256": p["state"]["sha256"], "max_attempts": p["max_attempts"], "probe": p["probe"],
-        "target_worker_id": p["target_worker_id"],
+        "target_worker_id": p["target_worker_id"], "probe_expected_sha256": p["probe_expected_sha256"],
+        "probe_work": p["probe_work"],
     }
     ready = {"job_id": p["job_id"], "price": p["price"], "checkpoint": 0, "state_sha256": p["state"]["sha256"],
              "submitted_at": event.recorded_at, "probe": p["probe"], "target_worker_id": p["target_worker_id"]}
@@ -228,7 +231,8 @@ def _job_accepted(state: MarketState, event: Recorded) -> list[Derived]:
         checkpoint=0, max_attempts=p["max_attempts"], attempts=0, expiries=0, executed_ms=0,
         probe=p["probe"], lease_id=None, worker_id=None, result_sha256=None, error=None,
         submitted_at=event.recorded_at, finished_at=None, folded_seq=event.seq,
-        target_worker_id=p["target_worker_id"],
+        target_worker_id=p["target_worker_id"], probe_expected_sha256=p["probe_expected_sha256"],
+        probe_work=p["probe_work"],
     )
     state.touch("jobs", p["job_id"], event.seq)
     return []
@@ -418,7 +422,21 @@ def _job_completed(state: MarketState, event: Recorded) -> list[Derived]:
     job.status, job.result_sha256, job.finished_at = "completed", p["result_sha256"], event.recorded_at
     job.lease_id = None
     state.touch("jobs", job.job_id, event.seq)
+    if job.probe:
+        # the probe said what the answer must hash to: a wrong one measures 0
+        correct = p["result_sha256"] == job.probe_expected_sha256
+        speed = job.probe_work // max(p["executed_ms"], 1) if correct else 0
+        return [_speed(job.target_worker_id, speed, event.recorded_at)]
     return []
+
+
+def _speed(worker_id: str, speed: int, measured_at: str) -> Derived:
+    return Derived("speed.recorded", {"worker_id": worker_id, "speed": speed, "measured_at": measured_at})
+
+
+def _probe_failed(job: Job, at: str) -> list[Derived]:
+    """A probe that crashed, failed or never finished measures 0."""
+    return [_speed(job.target_worker_id, 0, at)] if job.probe and job.target_worker_id else []
 
 
 @handles("job.errored")
@@ -444,7 +462,7 @@ def _job_failed(state: MarketState, event: Recorded) -> list[Derived]:
     job = state.jobs[event.payload["job_id"]]
     job.status, job.finished_at = "failed", event.recorded_at
     state.touch("jobs", job.job_id, event.seq)
-    return []
+    return _probe_failed(job, event.recorded_at)
 
 
 def due_expiries(state: MarketState, now: str, grace: timedelta) -> list[Lease]:
@@ -476,7 +494,7 @@ def _job_quarantined(state: MarketState, event: Recorded) -> list[Derived]:
     job = state.jobs[event.payload["job_id"]]
     job.status, job.finished_at = "quarantined", event.recorded_at
     state.touch("jobs", job.job_id, event.seq)
-    return []
+    return _probe_failed(job, event.recorded_at)
 
 
 # ---- speed --------------------------------------------------------------------

@@ -47,6 +47,8 @@ class Plan:
     #: messages whose event id the log already holds (redeliveries)
     duplicates: list[Incoming] = field(default_factory=list)
     recorded: list[Recorded] = field(default_factory=list)
+    #: outbox ids already published, to delete in the same transaction
+    forget: list[int] = field(default_factory=list)
 
 
 def decode_all(codec: Codec, batch: list[Incoming]) -> tuple[list[tuple[Incoming, Envelope]], list]:

@@ -61,6 +61,8 @@ class Job:
     finished_at: str | None
     folded_seq: int
     target_worker_id: str | None = None
+    probe_expected_sha256: str | None = None
+    probe_work: int | None = None
 
 
 @dataclass(slots=True)

@@ -27,6 +27,8 @@ class LedgerStore:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        # the writer keeps one connection: a batch costs one BEGIN/COMMIT, not a pool checkout too
+        self._writer = None
         self._columns = {name: [f.name for f in dataclasses.fields(cls)] for name, (cls, _) in ROW_TYPES.items()}
 
     # ---- reading the state --------------------------------------------------
@@ -48,10 +50,21 @@ class LedgerStore:
             state.last_seq, state.last_hash = 0, GENESIS_HASH
         return state
 
+    def _writer_connection(self):
+        if self._writer is None or self._writer.closed or self._writer.invalidated:
+            self._writer = self.engine.connect()
+        return self._writer
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def known_event_ids(self, event_ids: list[str]) -> set[str]:
         if not event_ids:
             return set()
-        with self.engine.connect() as conn:
+        conn = self._writer_connection()
+        with conn.begin():
             found = conn.execute(select(tables.events.c.event_id).where(tables.events.c.event_id.in_(event_ids)))
             return {row.event_id for row in found}
 
@@ -60,8 +73,14 @@ class LedgerStore:
     def write(self, plan: Plan, state: MarketState) -> None:
         """Append the plan's events, blobs and outbox rows and save the rows the
         fold changed, all in one transaction."""
-        with self.engine.begin() as conn:
-            self.write_in(conn, plan, state)
+        conn = self._writer_connection()
+        try:
+            with conn.begin():
+                self.write_in(conn, plan, state)
+        except Exception:
+            # a connection in an unknown state is not reused
+            self.close()
+            raise
         state.dirty.clear()
 
     def write_in(self, conn, plan: Plan, state: MarketState) -> None:
@@ -72,6 +91,8 @@ class LedgerStore:
             conn.execute(_insert(self.engine, tables.blobs).on_conflict_do_nothing(index_elements=["sha256"]), rows)
         if plan.outbox:
             conn.execute(tables.outbox.insert(), plan.outbox)
+        if plan.forget:
+            conn.execute(delete(tables.outbox).where(tables.outbox.c.id.in_(plan.forget)))
         self.save_projections(conn, state)
 
     def save_projections(self, conn, state: MarketState) -> None:

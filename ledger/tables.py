@@ -124,6 +124,8 @@ jobs = Table(
     Column("finished_at", String(32)),
     Column("folded_seq", BigInteger, nullable=False),
     Column("target_worker_id", String(64)),
+    Column("probe_expected_sha256", String(64)),
+    Column("probe_work", BigInteger),
 )
 Index("ix_jobs_owner", jobs.c.owner)
 Index("ix_jobs_status", jobs.c.status)

@@ -134,8 +134,8 @@ class SchedulerAgent:
             state.speed_recorded(p["worker_id"], p["speed"])
         elif heard.type == "worker.retired":
             state.worker_retired(p["worker_id"])
-        elif heard.seq is not None and heard.seq <= state.snapshot_seq:
-            return  # already reflected in the snapshot
+        elif heard.seq is not None and not state.newer(p.get("job_id"), heard.seq):
+            return  # already reflected in the snapshot, or older than what we applied
         elif heard.type == "job.ready":
             state.job_ready(_ready_job(p))
         elif heard.type in ("job.withdrawn", "job.held"):

@@ -86,7 +86,19 @@ class SchedulerState:
     #: the ledger sequence the snapshot reflected; older verdicts are ignored
     snapshot_seq: int = 0
     pool_opened_at: float | None = None
+    #: per job, the sequence of the last ledger verdict applied
+    job_seq: dict[str, int] = field(default_factory=dict)
     _order: int = 0
+
+    def newer(self, job_id: str | None, seq: int) -> bool:
+        """Whether a verdict at ``seq`` about ``job_id`` is news: after the
+        snapshot and after anything already applied for that job (the relay
+        may deliver two verdicts of one job out of order)."""
+        if seq <= self.snapshot_seq or (job_id and seq <= self.job_seq.get(job_id, 0)):
+            return False
+        if job_id:
+            self.job_seq[job_id] = seq
+        return True
 
     # ---- what the scheduler hears -------------------------------------------
 
@@ -98,6 +110,9 @@ class SchedulerState:
         """Withdrawn, held, or leased: not ready any more."""
         self.ready.pop(job_id)
         self.proposed.pop(job_id, None)
+        if len(self.job_seq) > 100_000:
+            # bounded memory: forget jobs that are neither ready nor proposed
+            self.job_seq = {j: s for j, s in self.job_seq.items() if j in self.ready or j in self.proposed}
 
     def lease_granted(self, job_id: str, worker_id: str) -> None:
         self.job_gone(job_id)

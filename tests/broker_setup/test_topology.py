@@ -96,9 +96,11 @@ def test_scheduler_queues_have_a_single_active_consumer():
     topo = make_topology()
 
     # Then
-    for name in (SCHEDULER_READY, SCHEDULER_OFFERS):
-        assert topo.queue(name).arguments["x-queue-type"] == "quorum"
+    for name in (SCHEDULER_READY, SCHEDULER_OFFERS, SPEEDPROBE_INBOX):
+        # classic: signals a scheduler taking over re-reads from the ledger anyway
+        assert topo.queue(name).queue_type == "classic"
         assert topo.queue(name).arguments["x-single-active-consumer"] is True
+        assert topo.queue(name).arguments["x-dead-letter-routing-key"] == name
     assert "x-single-active-consumer" not in topo.queue(LEDGER_INBOX).arguments
 
 

@@ -196,10 +196,45 @@ def test_probe_jobs_come_only_from_the_probe_and_only_run_on_their_target():
     job = {"job_id": "p1", "name": "probe", "price": 1, "entry": "probe", "module": Blob.of(b"m"),
            "state": Blob.of(b"s"), "probe": True, "target_worker_id": "wB"}
     assert types(market.send("alice", "job.submitted", job)) == ["job.rejected"]
+    assert types(market.send("speedprobe", "job.submitted", job)) == ["job.rejected"]  # no expected answer
+    job.update(job_id="p2", probe_expected_sha256=Blob.of(b"J42").sha256, probe_work=1_000_000)
     assert types(market.send("speedprobe", "job.submitted", job)) == ["job.accepted", "job.ready"]
-    refused = market.send("scheduler", "lease.proposed", {"job_id": "p1", "worker_id": "wA", "checkpoint": 0,
+    refused = market.send("scheduler", "lease.proposed", {"job_id": "p2", "worker_id": "wA", "checkpoint": 0,
                                                            "lease_seconds": 30})
     assert types(refused) == ["lease.refused"]
+
+
+def _probe(market, job_id: str, worker: str = "wB"):
+    market.send("speedprobe", "job.submitted", {
+        "job_id": job_id, "name": "probe", "price": 1, "entry": "probe", "kind": "function", "module": Blob.of(b"m"),
+        "state": Blob.of(b"s"), "probe": True, "target_worker_id": worker, "max_attempts": 1,
+        "probe_expected_sha256": Blob.of(b"J42").sha256, "probe_work": 2_000_000})
+    return market.send("scheduler", "lease.proposed", {"job_id": job_id, "worker_id": worker, "checkpoint": 0,
+                                                       "lease_seconds": 30})[0].payload["lease_id"]
+
+
+def test_the_ledger_checks_a_probes_answer_and_records_the_speed():
+    # Given a probe of wB whose right answer hashes to sha256(b"J42") and does 2,000,000 operations
+    market = a_market_with_a_ready_job()
+    lease = _probe(market, "p1")
+    # When wB returns the right answer after 500 ms
+    verdicts = market.send("bob", "job.finished", {"lease_id": lease, "job_id": "p1", "result": Blob.of(b"J42")},
+                           at_seconds=0.5)
+    # Then its speed is the work over the ledger-measured time, in operations per ms (thousands per second)
+    assert types(verdicts) == ["job.completed", "speed.recorded"]
+    assert market.state.workers["wB"].speed == 4000
+    # and a wrong answer next time records 0
+    lease = _probe(market, "p2")
+    market.send("bob", "job.finished", {"lease_id": lease, "job_id": "p2", "result": Blob.of(b"J41")}, at_seconds=1)
+    assert market.state.workers["wB"].speed == 0
+
+
+def test_a_probe_that_errors_out_records_speed_zero():
+    market = a_market_with_a_ready_job()
+    lease = _probe(market, "p1")
+    verdicts = market.send("bob", "job.errored", {"lease_id": lease, "job_id": "p1", "error": "boom"})
+    assert types(verdicts) == ["job.failed", "speed.recorded"]
+    assert market.state.workers["wB"].speed == 0
 
 
 def test_replay_of_a_whole_life_cycle_reproduces_every_projection():

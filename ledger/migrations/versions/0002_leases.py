@@ -50,6 +50,8 @@ def upgrade() -> None:
     op.create_index("ix_speed_samples_worker_id", "speed_samples", ["worker_id"])
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("target_worker_id", sa.String(64)))
+        batch.add_column(sa.Column("probe_expected_sha256", sa.String(64)))
+        batch.add_column(sa.Column("probe_work", sa.BigInteger))
     with op.batch_alter_table("outbox") as batch:
         batch.add_column(sa.Column("exchange", sa.String(64)))
 
@@ -58,6 +60,8 @@ def downgrade() -> None:
     with op.batch_alter_table("outbox") as batch:
         batch.drop_column("exchange")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("probe_work")
+        batch.drop_column("probe_expected_sha256")
         batch.drop_column("target_worker_id")
     op.drop_index("ix_speed_samples_worker_id", "speed_samples")
     op.drop_table("speed_samples")
