@@ -40,11 +40,15 @@ SCHEDULER_READY_TYPES: tuple[str, ...] = (
     "lease.granted",
     "lease.refused",
 )
-#: events that change which workers are available and how fast they are
+#: events that change which workers are available and how fast they are; a
+#: lease checked in (checkpoint or completion) frees its worker's slot, so it
+#: renews that worker's offer without the worker saying so again
 SCHEDULER_OFFERS_TYPES: tuple[str, ...] = (
     "worker.offered",
     "worker.retired",
     "speed.recorded",
+    "checkpoint.committed",
+    "job.completed",
 )
 #: workers to probe (the ledger checks the probes' answers itself)
 SPEEDPROBE_TYPES: tuple[str, ...] = ("worker.registered",)

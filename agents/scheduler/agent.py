@@ -134,6 +134,9 @@ class SchedulerAgent:
             state.speed_recorded(p["worker_id"], p["speed"])
         elif heard.type == "worker.retired":
             state.worker_retired(p["worker_id"])
+        elif heard.type in ("checkpoint.committed", "job.completed"):
+            # from scheduler.offers: the lease's worker has a free slot again
+            state.slot_freed(p["worker_id"], now)
         elif heard.seq is not None and not state.newer(p.get("job_id"), heard.seq):
             return  # already reflected in the snapshot, or older than what we applied
         elif heard.type == "job.ready":

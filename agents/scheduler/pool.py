@@ -80,6 +80,8 @@ class SchedulerState:
     offers: dict[str, tuple[Offer, ...]] = field(default_factory=dict)
     offered_at: dict[str, float] = field(default_factory=dict)
     speeds: dict[str, int | None] = field(default_factory=dict)
+    #: the lease length each worker last asked for (the negotiation)
+    lease_seconds: dict[str, int] = field(default_factory=dict)
     #: workers we know of that are neither retired nor busy with every slot
     idle: set[str] = field(default_factory=set)
     retired: set[str] = field(default_factory=set)
@@ -135,11 +137,23 @@ class SchedulerState:
         # before it offers); if it did not, the ledger refuses the lease
         self.retired.discard(worker_id)
         speed = self.speeds.get(worker_id)
+        self.lease_seconds[worker_id] = lease_seconds
         offers = []
         for _ in range(slots):
             self._order += 1
             offers.append(Offer(worker_id, speed, lease_seconds, self._order))
         self.offers[worker_id] = tuple(offers)
+        self.offered_at[worker_id] = now
+        self.idle.add(worker_id)
+
+    def slot_freed(self, worker_id: str, now: float) -> None:
+        """A lease of this worker was checked in: one more slot is on offer."""
+        lease_seconds = self.lease_seconds.get(worker_id)
+        if lease_seconds is None or worker_id in self.retired:
+            return  # we never heard it offer: wait until it does
+        self._order += 1
+        offer = Offer(worker_id, self.speeds.get(worker_id), lease_seconds, self._order)
+        self.offers[worker_id] = self.offers.get(worker_id, ()) + (offer,)
         self.offered_at[worker_id] = now
         self.idle.add(worker_id)
 

@@ -32,9 +32,10 @@ from common.errors import MarketError
 
 log = structlog.get_logger("worker")
 
-#: seconds between offers while a slot stays free (the scheduler forgets
-#: offers after a minute, so an idle worker says it is still there)
-OFFER_HEARTBEAT = 20.0
+#: seconds between offers while a slot stays free: the scheduler forgets
+#: offers after a minute, and a slot whose report the ledger refused (a stale
+#: lease) is offered again here rather than by the ledger's verdict
+OFFER_HEARTBEAT = 5.0
 #: most output (stdout + stderr) kept per lease
 OUTPUT_LIMIT = 60 * 1024
 #: seconds a stopping worker keeps listening after its retirement is recorded,
@@ -187,8 +188,11 @@ class WorkerAgent:
             report = None
         finally:
             self.running.pop(lease.lease_id, None)
-        # the report and the next offer go together: one round of confirms
-        messages = [m for m in (report, self._offer_message()) if m is not None]
+        # A checkpoint or a result, once the ledger commits it, renews this
+        # slot's offer by itself (the scheduler hears the verdict); after an
+        # error the report and the next offer go together, one round of confirms.
+        renews = outcome_renews_offer(report)
+        messages = [m for m in (report, None if renews else self._offer_message()) if m is not None]
         if messages and not all(await publisher.publish_many(messages)):
             lease_log.warning("worker.report_unconfirmed")
 
@@ -204,6 +208,10 @@ class WorkerAgent:
                                                   "exit_code": outcome.exit_code}
         event_id, body = self.codec.encode(event_type, payload)
         return Outgoing(body, event_type, user_id=self.config.account, message_id=event_id)
+
+
+def outcome_renews_offer(report: Outgoing | None) -> bool:
+    return report is not None and report.routing_key in ("checkpoint.submitted", "job.finished")
 
 
 def _not_dumpable() -> None:

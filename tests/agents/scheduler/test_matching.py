@@ -147,3 +147,25 @@ def test_matching_on_the_best_candidates_equals_matching_on_all():
         for j in jobs:
             ready.put(j)
         assert match(ready.best(len(offers)), offers) == match(jobs, offers)
+
+
+def test_a_checked_in_lease_renews_its_workers_offer():
+    # Given a worker that offered one slot and got a lease
+    state = SchedulerState()
+    state.speeds["w"] = 100
+    state.worker_offered("w", 1, 45, now=0.0)
+    state.job_ready(job("a", 5))
+    state.close_pool(0.0)
+    assert "w" not in state.offers
+    # When the ledger commits that lease's checkpoint (or result)
+    state.slot_freed("w", now=1.0)
+    state.job_ready(job("b", 4))
+    # Then the worker is on offer again, with the lease length it asked for
+    pairs = state.close_pool(1.0)
+    assert [(p.job.job_id, p.offer.worker_id, p.offer.lease_seconds) for p in pairs] == [("b", "w", 45)]
+
+
+def test_a_worker_never_heard_offering_is_not_offered_by_a_check_in():
+    state = SchedulerState()
+    state.slot_freed("stranger", now=0.0)
+    assert state.offers == {}
