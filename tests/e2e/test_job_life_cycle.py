@@ -145,3 +145,26 @@ def test_a_standby_scheduler_takes_over_when_the_active_one_dies(market):
     second = market.submit("alice", "count", "1", {"steps": 2})
     market.wait_job(second, timeout=60)
     assert market.result(second) == expected(2)
+
+
+def test_a_new_worker_is_probed_before_it_gets_paid_work(market):
+    # Given the speed probe runs, with a small probe
+    market.start_agent("speedprobe", "agents.speedprobe.agent", MARKET_PROBE_SIZE="40")
+    time.sleep(1)
+    # and a paid job waits before any worker exists
+    job_id = market.submit("alice", "count", "9", {"steps": 2})
+    # When a new worker arrives
+    a = unique("A")
+    market.start_worker(a)
+    # Then its first lease is the probe, its speed is recorded, and then it runs the paid job
+    market.wait_job(job_id, timeout=60)
+    with market.engine.connect() as conn:
+        from sqlalchemy import select
+        from ledger import tables
+        leases = conn.execute(select(tables.leases.c.job_id, tables.jobs.c.probe)
+                              .join(tables.jobs, tables.jobs.c.job_id == tables.leases.c.job_id)
+                              .where(tables.leases.c.worker_id == a).order_by(tables.leases.c.granted_at)).all()
+        samples = conn.execute(select(tables.speed_samples).where(tables.speed_samples.c.worker_id == a)).all()
+    assert bool(leases[0].probe) and leases[-1].job_id == job_id
+    assert samples and samples[0].speed > 0
+    assert market.workers()[a].speed == samples[-1].speed
