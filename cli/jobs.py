@@ -86,7 +86,7 @@ def wait_for_job(settings, account: str, job_id: str, quiet: bool = False) -> di
     while True:
         job = asyncio.run(ask(settings, account, "job", {"job_id": job_id}))
         line = (f"\r{job_id}  {job['status']:<12} checkpoints {job['checkpoint']:>4}  "
-                f"executed {job['executed_ms'] / 1000:8.1f} s  worker {job['worker_id'] or '-':<16}")
+                f"executed {job['executed_ms'] / 1000:8.3f} s  worker {job['worker_id'] or '-':<16}")
         if not quiet and line != last and sys.stderr.isatty():
             print(line, end="", file=sys.stderr, flush=True)
         elif not quiet and line != last:
@@ -122,7 +122,7 @@ def cmd_jobs(settings, args) -> int:
           f"{'finished':<20} worker")
     for job in jobs:
         print(f"{job['job_id']:<18} {job['name'][:20]:<20} {format_credits(job['price']):>12} {job['status']:<12} "
-              f"{job['checkpoint']:>5} {job['executed_ms'] / 1000:>9.1f}s {(job['finished_at'] or '-')[:19]:<20} "
+              f"{job['checkpoint']:>5} {job['executed_ms'] / 1000:>9.3f}s {(job['finished_at'] or '-')[:19]:<20} "
               f"{job['worker_id'] or '-'}")
     if not jobs:
         print(f"(no jobs of {args.account})")

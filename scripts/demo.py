@@ -8,10 +8,8 @@ management UI, and `make down` to stop it.
 """
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,51 +33,57 @@ def marketctl(*args: str, ok_if: str | None = None) -> int:
     return 0
 
 
-async def submit_and_register() -> None:
-    sys.path.insert(0, str(ROOT))
-    from cli.requests import send
-    from common.settings import Settings
-    from contracts.blobs import Blob
+def wait_for_measured_workers(count: int, timeout: float = 60) -> None:
+    """Until the speed probe has measured ``count`` workers (their first lease is a probe)."""
+    import json
+    import time
 
-    settings = Settings.from_env()
-    source = (ROOT / "examples" / "jobs" / "bubble_sort.py").read_bytes()
-    import dill
-
-    reply = await send(settings, "bob", "worker.registered", {"worker_id": "bob-laptop", "name": "Bob's laptop"})
-    print(f"worker.registered as bob -> {reply['status']} at sequence {reply['seq']}"
-          f" {[v['type'] + ': ' + v['payload'].get('reason', '') for v in reply['verdicts']]}")
-    job_id = f"demo-{uuid.uuid4().hex[:8]}"
-    reply = await send(settings, "alice", "job.submitted", {
-        "job_id": job_id, "name": "Bubble Sort", "price": 5_200_000, "entry": "sort",
-        "module": Blob.of(source), "state": Blob.of(dill.dumps({"items": [5, 3, 9, 1, 7]}))})
-    print(f"job.submitted as alice -> {reply['status']} at sequence {reply['seq']}, verdicts:")
-    for verdict in reply["verdicts"]:
-        print(f"  {verdict['type']:<14} {verdict['payload']}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(MARKETCTL + ["workers", "--json"], cwd=ROOT, text=True, capture_output=True)
+        if out.returncode == 0 and sum(1 for w in json.loads(out.stdout) if w["speed"]) >= count:
+            return
+        time.sleep(1)
+    raise SystemExit("the workers were not measured in time: see .market/log/speedprobe.log")
 
 
 def main() -> int:
-    step("1. bring the market up (broker node with management UI, topology, migrations, ledger agent)")
-    marketctl("up")
+    step("1. bring the market up: broker (management UI), topology, migrations, ledger, scheduler, "
+         "speed probe, and two local workers")
+    marketctl("up", "--workers", "2")
     step("2. open accounts and deposit credits (each is a request event; the ledger answers)")
     marketctl("accounts", "open", "alice", "--email", "alice@example.com", ok_if="already exists")
-    marketctl("accounts", "open", "bob", "--email", "bob@example.com", ok_if="already exists")
     marketctl("accounts", "deposit", "alice", "25.5")
     marketctl("accounts", "list")
-    step("3. a worker registers and a job is submitted: published, appended, folded, verdicts relayed")
-    asyncio.run(submit_and_register())
-    step("4. a malformed request is refused with a reason, and nothing is recorded")
-    result = subprocess.run(MARKETCTL + ["accounts", "deposit", "alice", "1.0000001"], cwd=ROOT, text=True,
-                            capture_output=True)
-    print(f"$ marketctl accounts deposit alice 1.0000001\n{result.stderr.strip()} (exit {result.returncode})")
-    step("5. the market's state: agents, queue depths, ledger sequence, outbox backlog")
+    step("3. the speed probe measures each new worker with a benchmark job before it gets paid work")
+    wait_for_measured_workers(2)
+    marketctl("workers")
+    step("4. alice submits jobs at different prices; the highest price goes to the fastest worker")
+    marketctl("--as", "alice", "submit", "examples/jobs/find_factors.py:factors", "--name", "Find Factors",
+              "--price", "7", "--args", '{"number": 600851475143}')
+    marketctl("--as", "alice", "submit", "examples/jobs/monte_carlo_pi.py:estimate", "--name", "Monte Carlo Pi",
+              "--price", "3.5", "--args", '{"samples": 400000, "chunk": 50000, "seed": 7}')
+    marketctl("--as", "alice", "submit", "examples/jobs/bubble_sort.py:sort", "--name", "Bubble Sort",
+              "--price", "5.2", "--args", '{"items": [5, 3, 9, 1, 7, 2, 8]}', "--wait")
+    marketctl("--as", "alice", "submit", "examples/jobs/particles.py:simulate", "--name", "Particles",
+              "--price", "4", "--args", '{"particles": 50, "steps": 400, "seed": 3}', "--wait")
+    step("5. alice's jobs: price, status, checkpoints, executed time, worker")
+    marketctl("--as", "alice", "jobs")
+    step("6. a malformed request is refused with a reason, and nothing is recorded")
+    for args in (["accounts", "deposit", "alice", "1.0000001"],
+                 ["--as", "alice", "submit", "examples/jobs/bubble_sort.py:sortt", "--name", "x", "--price", "1"]):
+        result = subprocess.run(MARKETCTL + args, cwd=ROOT, text=True, capture_output=True)
+        print(f"$ marketctl {' '.join(args)}\n{result.stderr.strip()} (exit {result.returncode})")
+    step("7. the market's state: agents, queue depths, ledger sequence, outbox backlog")
     marketctl("status")
-    step("6. the ledger checks itself")
+    step("8. the ledger checks itself: the hash chain, and a full replay against the live projections")
     marketctl("ledger", "verify")
     marketctl("replay", "--verify")
     print("\nThe market is still running. Look around:\n"
-          "  .venv/bin/marketctl status            # agents, queues, ledger\n"
-          "  http://127.0.0.1:15672/               # RabbitMQ management UI (market / market)\n"
-          "  make down                             # stop everything `up` started")
+          "  .venv/bin/marketctl --as alice jobs     # alice's jobs\n"
+          "  .venv/bin/marketctl status              # agents, queues, ledger\n"
+          "  http://127.0.0.1:15672/                 # RabbitMQ management UI (market / market)\n"
+          "  make down                               # stop everything `up` started")
     return 0
 
 
