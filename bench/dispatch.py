@@ -173,24 +173,28 @@ def _measure_all(settings, engine, worker_ids) -> None:
 
 def run_celery(settings, count: int, workers: int) -> dict:
     env = dict(os.environ, BENCH_CELERY_BROKER=settings.amqp_url.rstrip("/") + "//")
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "prefork",
-                               "--concurrency", str(workers), "--loglevel", "WARNING", "-Q", "bench-celery"],
-                              env=env, cwd=ROOT)
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "--quiet", "-A", "bench.celery_app", "worker",
+                               "-P", "prefork", "--concurrency", str(workers), "--loglevel", "WARNING",
+                               "-Q", "bench-celery"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     try:
         os.environ["BENCH_CELERY_BROKER"] = env["BENCH_CELERY_BROKER"]
         from bench.celery_app import app, tiny
 
         app.conf.task_default_queue = "bench-celery"
         tiny.delay(0).get(timeout=60)  # warm up: the worker is ready
-        latencies = []
         started = time.perf_counter()
-        sent = [(time.perf_counter(), tiny.delay(i)) for i in range(count)]
-        for at, result in sent:
+        sent = [tiny.delay(i) for i in range(count)]
+        for result in sent:
             result.get(timeout=120)
         elapsed = time.perf_counter() - started
-        for at, result in sent[:200]:
-            latencies.append(0)
-        return {"tasks_per_s": count / elapsed, "elapsed": elapsed}
+        # latency: one task at a time, send to result
+        latencies = []
+        for i in range(200):
+            at = time.perf_counter()
+            tiny.delay(i).get(timeout=30)
+            latencies.append(time.perf_counter() - at)
+        return {"tasks_per_s": count / elapsed, "elapsed": elapsed, "latency_p50": percentile(latencies, 0.5),
+                "latency_p99": percentile(latencies, 0.99)}
     finally:
         worker.terminate()
         worker.wait(30)
@@ -223,7 +227,8 @@ def main() -> int:
               f"   p99 {cycle['cycle_p99'] * 1000:7.1f} ms   (pool window {args.window * 1000:.0f} ms)")
         if not args.no_celery:
             peer = run_celery(settings, args.jobs, args.workers)
-            print(f"  celery 5 (prefork x{args.workers}, acks_late, same broker): {peer['tasks_per_s']:.0f} tasks/s")
+            print(f"  celery 5 (prefork x{args.workers}, acks_late, same broker): {peer['tasks_per_s']:.0f} tasks/s,"
+                  f" one task at a time p50 {peer['latency_p50'] * 1000:.1f} ms p99 {peer['latency_p99'] * 1000:.1f} ms")
             print(f"  ratio market / celery: {market['jobs_per_s'] / peer['tasks_per_s']:.2f}")
     finally:
         if started_node:
