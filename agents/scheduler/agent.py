@@ -87,10 +87,16 @@ class SchedulerAgent:
                     if now - last_heard > RESYNC_AFTER_SILENCE:
                         await self._resync(requester)
                     last_heard = now
-                    self._hear(message, now)
-                    # apply everything already delivered before deciding
+                    # apply everything already delivered before deciding, then
+                    # ack it all at once (the pool state is rebuilt from the
+                    # ledger on takeover, so nothing needs holding unacked)
+                    heard = [message]
                     while not inbox.empty():
-                        self._hear(inbox.get_nowait(), now)
+                        heard.append(inbox.get_nowait())
+                    accepted = [each for each in heard if await self._hear(each, now)]
+                    if accepted:
+                        # never the tag of a rejected one: a second settlement closes the channel
+                        await max(accepted, key=lambda m: m.delivery_tag).ack(multiple=True)
                 if self.state.pool_closes(now):
                     await self._propose(publisher, now)
         if closed.is_set() and not stop.is_set():
@@ -115,16 +121,20 @@ class SchedulerAgent:
                 state.speed_recorded(worker["worker_id"], worker["speed"])
         log.info("scheduler.resynced", seq=state.snapshot_seq, ready=len(state.ready))
 
-    def _hear(self, message, now: float) -> None:
-        """Apply one delivery to the pool state and ack it (the state is in
-        memory and rebuilt from the ledger on takeover, so no need to hold it)."""
+    async def _hear(self, message, now: float) -> bool:
+        """Apply one delivery to the pool state. A malformed one is rejected
+        (dead-lettered) here and False returned, so the batch's multiple ack
+        does not settle it a second time."""
         try:
             heard = self._decode(message)
         except ContractError as e:
             log.warning("scheduler.bad_message", reason=e.reason, message_id=message.message_id)
-            asyncio.ensure_future(message.reject(requeue=False))
-            return
-        asyncio.ensure_future(message.ack())
+            await message.reject(requeue=False)
+            return False
+        self._apply(heard, now)
+        return True
+
+    def _apply(self, heard: Heard, now: float) -> None:
         if heard is None:
             return
         p, state = heard.payload, self.state

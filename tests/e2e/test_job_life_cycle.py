@@ -168,3 +168,26 @@ def test_a_new_worker_is_probed_before_it_gets_paid_work(market):
     assert bool(leases[0].probe) and leases[-1].job_id == job_id
     assert samples and samples[0].speed > 0
     assert market.workers()[a].speed == samples[-1].speed
+
+
+def test_a_malformed_message_to_the_scheduler_is_dead_lettered_and_scheduling_goes_on(market):
+    import asyncio
+
+    from broker_setup.amqp import Outgoing
+    from broker_setup.topology import SCHEDULER_READY, dead_letter_queue
+    from tests.ledger.harness import publish
+
+    # Given garbage published straight into the scheduler's queue
+    garbage = Outgoing(b"{not json", SCHEDULER_READY, user_id="mallory", message_id="garbage-1", exchange="")
+    asyncio.run(publish(market.settings, [garbage]))
+    # When a worker and a job arrive
+    a = unique("A")
+    market.start_worker(a)
+    registered(market, a)
+    market.measure({a: 1000})
+    job_id = market.submit("alice", "count", "1", {"steps": 2})
+    # Then the job runs, and the garbage is in the dead-letter queue
+    market.wait_job(job_id, timeout=60)
+    from tests.ledger.test_agent import _drain
+    dead = asyncio.run(_drain(market.settings, dead_letter_queue(SCHEDULER_READY), 1))
+    assert [m.message_id for m in dead] == ["garbage-1"]
