@@ -83,7 +83,20 @@ def market_figures(engine, prefix: str) -> dict:
     return figures
 
 
-def wait_completed(engine, prefix: str, count: int, timeout: float = 600) -> None:
+#: jobs submitted one at a time, each after the previous completed
+SERIAL_JOBS = 50
+
+
+def serial_latency(engine) -> tuple[float, float]:
+    """accepted -> completed on the ledger's clock, for the one-at-a-time jobs."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(tables.jobs.c.submitted_at, tables.jobs.c.finished_at)
+                            .where(tables.jobs.c.job_id.like("serial%"))).all()
+    spans = [(parse_time(r.finished_at) - parse_time(r.submitted_at)).total_seconds() for r in rows]
+    return percentile(spans, 0.5), percentile(spans, 0.99)
+
+
+def wait_completed(engine, prefix: str, count: int, timeout: float = 600, poll: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with engine.connect() as conn:
@@ -91,7 +104,7 @@ def wait_completed(engine, prefix: str, count: int, timeout: float = 600) -> Non
                                 .where(tables.jobs.c.job_id.like(prefix + "%"))).all()
         if len(done) >= count:
             return
-        time.sleep(0.2)
+        time.sleep(poll)
     raise SystemExit(f"only {len(done)} of {count} {prefix} jobs completed in {timeout:.0f} s")
 
 
@@ -121,7 +134,12 @@ def run_market(settings, count: int, workers: int, window: float, cycles: int, s
             for start in range(0, cycles, wave):
                 asyncio.run(submit_jobs_only(settings, min(wave, cycles - start), "two_leases", f"cycle{start:05d}"))
                 wait_completed(engine, f"cycle{start:05d}", min(wave, cycles - start))
-            return market_figures(engine, "tiny"), market_figures(engine, "cycle")
+            for i in range(SERIAL_JOBS):
+                asyncio.run(submit_jobs_only(settings, 1, "tiny", f"serial{i:03d}"))
+                wait_completed(engine, f"serial{i:03d}", 1, poll=0.002)
+            tiny, cycle = market_figures(engine, "tiny"), market_figures(engine, "cycle")
+            tiny["serial_p50"], tiny["serial_p99"] = serial_latency(engine)
+            return tiny, cycle
         finally:
             # workers first: a stopping worker tells the ledger it retires
             for process in reversed(processes):
@@ -134,8 +152,12 @@ async def open_account(settings) -> None:
     connection = await connect(settings, "bench: account")
     async with connection:
         async with Publisher(connection) as publisher:
-            event_id, body = Codec().encode("account.opened", {"account": ACCOUNT, "email": "bench@example.com"})
+            codec = Codec()
+            event_id, body = codec.encode("account.opened", {"account": ACCOUNT, "email": "bench@example.com"})
             await publisher.publish(body, "account.opened", user_id="operator", message_id=event_id)
+            # enough credit that no job is held for insufficient funds
+            event_id, body = codec.encode("account.deposited", {"account": ACCOUNT, "amount": 10**12})
+            await publisher.publish(body, "account.deposited", user_id="operator", message_id=event_id)
 
 
 async def submit_jobs_only(settings, count: int, entry: str = "tiny", prefix: str = "tiny") -> None:
@@ -222,6 +244,8 @@ def main() -> int:
               f" (one lease each, every step ledgered)")
         print(f"    submit -> lease         p50 {market['submit_to_lease_p50'] * 1000:7.1f} ms"
               f"   p99 {market['submit_to_lease_p99'] * 1000:7.1f} ms   (queueing: all submitted at once)")
+        print(f"    one job at a time, accepted -> completed  p50 {market['serial_p50'] * 1000:7.1f} ms"
+              f"   p99 {market['serial_p99'] * 1000:7.1f} ms")
         print(f"  lease cycle, {cycle['completed']} jobs of two leases each:")
         print(f"    check-in -> next lease  p50 {cycle['cycle_p50'] * 1000:7.1f} ms"
               f"   p99 {cycle['cycle_p99'] * 1000:7.1f} ms   (pool window {args.window * 1000:.0f} ms)")
