@@ -10,12 +10,13 @@ old one consumed is missed, and skips verdicts older than that snapshot.
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from dataclasses import dataclass
 
 import orjson
 import structlog
+
+from common.agent_main import run_agent
 
 from agents.scheduler.matching import ReadyJob
 from agents.scheduler.pool import PoolSettings, ReadyList, SchedulerState
@@ -209,22 +210,13 @@ async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
-async def serve(settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+async def serve(settings, stop: asyncio.Event) -> None:
     pool = PoolSettings(window=settings.pool_window, threshold=settings.pool_threshold)
     await SchedulerAgent(settings, pool).run(stop)
 
 
 def main() -> None:
-    from common.logs import configure_logging
-    from common.settings import Settings
-
-    settings = Settings.from_env()
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    run_agent(serve)
 
 
 if __name__ == "__main__":

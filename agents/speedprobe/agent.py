@@ -16,13 +16,14 @@ import asyncio
 import hashlib
 import inspect
 import random
-import signal
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import orjson
 import structlog
+
+from common.agent_main import run_agent
 
 from agents.speedprobe import probe_job
 from broker_setup.amqp import Publisher, connect
@@ -142,21 +143,12 @@ class SpeedProbe:
         log.info("speedprobe.probing", worker_id=worker_id, job_id=payload["job_id"])
 
 
-async def serve(settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+async def serve(settings, stop: asyncio.Event) -> None:
     await SpeedProbe(settings, settings.probe_interval, settings.probe_size).run(stop)
 
 
 def main() -> None:
-    from common.logs import configure_logging
-    from common.settings import Settings
-
-    settings = Settings.from_env()
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    run_agent(serve)
 
 
 if __name__ == "__main__":

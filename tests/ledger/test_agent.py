@@ -160,7 +160,7 @@ def test_malformed_messages_are_dead_lettered_with_their_reason_and_the_rest_rec
     with engine.connect() as conn:
         from sqlalchemy import select
         from ledger import tables
-        balance = conn.execute(select(tables.accounts.c.balance)).scalar_one()
+        balance = conn.execute(select(tables.accounts.c.balance).where(tables.accounts.c.name == "carol")).scalar_one()
     assert balance == sum(range(1, 5000))
     _verify_all(engine)
 
