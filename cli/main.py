@@ -209,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _job_commands(commands, command) -> None:
     from cli import jobs, worker
+    from cli import report as report_commands
 
     sub = command("submit", jobs.cmd_submit, "submit FILE.py:ENTRY as a job at a price per hour of execution")
     sub.add_argument("target", metavar="FILE.py:ENTRY", help="the module and its job function")
@@ -239,6 +240,9 @@ def _job_commands(commands, command) -> None:
     sub.add_argument("--safety-margin", type=float, default=3.0,
                      help="seconds before the deadline by which a job is stopped and checkpointed (default 3)")
     sub.add_argument("--memory-mb", type=int, default=1024, help="memory limit of a job, MiB (default 1024)")
+    report_commands.register(commands, command)
+    from cli import money_commands
+    money_commands.register(commands, command)
 
 
 def main(argv=None) -> int:

@@ -86,6 +86,12 @@ class Settings:
     probe_interval: float = 1800.0
     #: MARKET_PROBE_SIZE: n of the probe's n x n matrix product (n**3 multiply-adds)
     probe_size: int = 120
+    #: MARKET_COMMISSION_BPS: the market's commission on every payment, in basis
+    #: points of the charge (500 = 5 %, 0 to 10000)
+    commission_bps: int = 500
+    #: MARKET_CLOCK_OFFSET_SECONDS: seconds added to the ledger's clock (tests and
+    #: demos put the ledger just before a month boundary with it); 0 in production
+    clock_offset_seconds: float = 0.0
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -115,12 +121,22 @@ class Settings:
             pool_threshold=_env_int(env, "MARKET_POOL_THRESHOLD", d.pool_threshold),
             probe_interval=_env_float(env, "MARKET_PROBE_INTERVAL", d.probe_interval),
             probe_size=_env_int(env, "MARKET_PROBE_SIZE", d.probe_size),
+            commission_bps=_env_int(env, "MARKET_COMMISSION_BPS", d.commission_bps),
+            clock_offset_seconds=_env_float(env, "MARKET_CLOCK_OFFSET_SECONDS", d.clock_offset_seconds),
         )
         values.update(overrides)
         settings = cls(**values)
         if settings.prefetch < settings.ingest_batch:
             raise SettingsError("MARKET_PREFETCH must be at least MARKET_INGEST_BATCH")
+        if not 0 <= settings.commission_bps <= 10_000:
+            raise SettingsError("MARKET_COMMISSION_BPS must be between 0 and 10000 (basis points: 500 = 5 %)")
         return settings
+
+    def ledger_clock(self):
+        """The ledger's clock, shifted by MARKET_CLOCK_OFFSET_SECONDS (see common.clock)."""
+        from common.clock import ledger_clock
+
+        return ledger_clock(self.clock_offset_seconds)
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)

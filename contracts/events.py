@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from contracts.blobs import BlobField
 from contracts.routing import REQUEST_TYPES, VERDICT_TYPES
@@ -293,16 +293,31 @@ class SpeedRecorded(Payload):
 
 class Posting(Schema):
     account = Name(required=True)
-    amount = StrictInt(required=True)
+    #: micro-credits: negative is a debit, positive a credit
+    amount = StrictInt(validate=validate.Range(min=-MAX_MICRO, max=MAX_MICRO), required=True)
+    #: payer (the job's owner), payee (the worker's owner), commission (the market)
+    role = fields.String(required=True, validate=validate.OneOf(["payer", "payee", "commission"]))
 
 
 class PaymentPosted(Payload):
+    """The transfer for one accepted checkpoint or completion; its postings sum to zero."""
+
     payment_id = Id(required=True)
     job_id = Id(required=True)
     lease_id = Id(required=True)
+    worker_id = Id(required=True)
+    #: grant to check-in as the ledger measured it, capped at the lease
     executed_ms = StrictInt(validate=validate.Range(min=0), required=True)
+    #: the lease's price (the job's price when the lease was granted), per hour
     price = Micro(minimum=1, required=True)
-    postings = fields.List(fields.Nested(Posting), required=True)
+    #: the market's commission in force, in basis points (500 = 5 %)
+    commission_bps = StrictInt(validate=validate.Range(min=0, max=10_000), required=True)
+    postings = fields.List(fields.Nested(Posting), required=True, validate=validate.Length(min=2))
+
+    @validates_schema
+    def _balanced(self, data, **kwargs):
+        if "postings" in data and sum(p["amount"] for p in data["postings"]) != 0:
+            raise ValidationError("postings must sum to zero", "postings")
 
 
 Upcaster = Callable[[dict], dict]

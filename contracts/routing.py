@@ -51,6 +51,9 @@ LEDGER_ACTOR = "ledger"
 SCHEDULER_ACTOR = "scheduler"
 #: the only actor whose ``speed.measured`` and probe jobs the ledger accepts
 SPEEDPROBE_ACTOR = "speedprobe"
+#: the market's operator: the only actor who may deposit money, grant credit,
+#: and read every account's statement
+OPERATOR_ACTOR = "operator"
 
 
 def routing_key(event_type: str) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import signal
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -24,6 +23,8 @@ import orjson
 
 import aio_pika
 import structlog
+
+from common.agent_main import run_agent
 
 from broker_setup.amqp import Outgoing, Publisher, connect
 from broker_setup.errors import BrokerError
@@ -89,7 +90,7 @@ class LedgerAgent:
         self._reads = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ledger-read")
         self.state = None
         self.appended = 0
-        self.rules = Rules(quarantine_after=settings.quarantine_after)
+        self.rules = Rules.from_settings(settings)
         self.grace = timedelta(seconds=settings.lease_grace)
         # The relay's fast path: outbox rows committed while it is caught up
         # are handed over here as they commit, so it needs no read of the
@@ -404,28 +405,19 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     await _first_of(asyncio.sleep(seconds), stop.wait())
 
 
-async def serve(settings) -> None:
-    """Run the ledger agent until SIGTERM or SIGINT."""
+async def serve(settings, stop: asyncio.Event) -> None:
+    """Run the ledger agent until ``stop`` is set."""
     from ledger.migrate import make_engine
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     engine = make_engine(settings.db_url)
     try:
-        await LedgerAgent(settings, LedgerStore(engine)).run(stop)
+        await LedgerAgent(settings, LedgerStore(engine), clock=settings.ledger_clock()).run(stop)
     finally:
         engine.dispose()
 
 
 def main() -> None:
-    from common.logs import configure_logging
-    from common.settings import Settings
-
-    settings = Settings.from_env()
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    run_agent(serve)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,13 @@ every projection exactly.
 
 Requests are checked here: a request the rules refuse changes nothing and
 derives a verdict that says why (``request.rejected``, ``job.rejected``).
+
+Money (see ledger.money): every accepted checkpoint or completion of a billed
+job derives ``payment.posted``; balances change only by postings that sum
+to zero (payments, deposits). An owner below minus its credit limit has its
+ready jobs held until money brings it back. Every event falls in the UTC
+month of its ``recorded_at``; when the first event of a new month is folded,
+the month that ends is closed with a snapshot of every account.
 """
 from __future__ import annotations
 
@@ -19,8 +26,10 @@ from datetime import timedelta
 from typing import Callable
 
 from contracts.envelope import format_time, parse_time
-from contracts.routing import SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
-from ledger.state import Account, Job, Lease, MarketState, SpeedSample, Worker
+from contracts.routing import OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
+from ledger import money
+from ledger.state import (Account, Job, Lease, MarketState, Month, MonthBalance, SpeedSample, Worker,
+                          snapshot_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,8 @@ def fold(state: MarketState, event: Recorded) -> list[Derived]:
     """Apply ``event`` to ``state`` (in place) and return what it derives.
 
     Types without a handler are recorded and change nothing."""
+    if event.recorded_at[:7] != state.open_month:
+        _turn_month(state, event)
     handler = HANDLERS.get(event.type)
     derived = handler(state, event) if handler else []
     state.last_seq = event.seq
@@ -84,6 +95,34 @@ def refuse(event: Recorded, reason: str) -> list[Derived]:
 
 
 TERMINAL_JOB_STATES = frozenset({"completed", "failed", "cancelled", "quarantined"})
+#: why a job waits while its owner cannot pay
+HELD_REASON = "held: insufficient funds"
+
+
+# ---- months -------------------------------------------------------------------
+
+def _turn_month(state: MarketState, event: Recorded) -> None:
+    """Open the event's month (UTC), closing the open one with a snapshot of
+    every account. A clock that stepped back across a month boundary does
+    not reopen a closed month: its events count in the open one."""
+    if state.open_month is None and state.months:
+        state.open_month = max(state.months)
+    month = event.recorded_at[:7]
+    if state.open_month is not None and month <= state.open_month:
+        return
+    if state.open_month is not None:
+        closing = state.months[state.open_month]
+        closing.last_seq = event.seq - 1
+        state.touch("months", closing.month, event.seq)
+        for account in state.accounts.values():
+            key = snapshot_id(closing.month, account.name)
+            state.month_balances[key] = MonthBalance(key, closing.month, account.name, account.email,
+                                                     account.balance, account.credit_limit, account.opened_at,
+                                                     event.seq)
+            state.dirty.add(("month_balances", key))
+    state.months[month] = Month(month, event.seq, None, event.seq)
+    state.dirty.add(("months", month))
+    state.open_month = month
 
 
 # ---- accounts -----------------------------------------------------------------
@@ -93,6 +132,10 @@ def _account_opened(state: MarketState, event: Recorded) -> list[Derived]:
     p = event.payload
     if p["account"] in state.accounts:
         return refuse(event, f"account {p['account']} already exists")
+    if p["account"] in money.SYSTEM_ACCOUNTS:
+        return refuse(event, f"account name {p['account']} is reserved for the market itself")
+    if p["credit_limit"] and event.actor != OPERATOR_ACTOR:
+        return refuse(event, "only the operator may grant credit")
     state.accounts[p["account"]] = Account(
         name=p["account"], email=p["email"], balance=0, credit_limit=p["credit_limit"],
         opened_at=event.recorded_at, folded_seq=event.seq,
@@ -101,23 +144,108 @@ def _account_opened(state: MarketState, event: Recorded) -> list[Derived]:
     return []
 
 
+def _fundable(state: MarketState, event: Recorded) -> Account | str:
+    if event.actor != OPERATOR_ACTOR:
+        return f"only the operator may {'deposit' if event.type == 'account.deposited' else 'grant credit'}"
+    account = state.accounts.get(event.payload["account"])
+    if account is None or account.name in money.SYSTEM_ACCOUNTS:
+        return f"unknown account {event.payload['account']}"
+    return account
+
+
 @handles("account.deposited")
 def _account_deposited(state: MarketState, event: Recorded) -> list[Derived]:
-    account = state.accounts.get(event.payload["account"])
-    if account is None:
-        return refuse(event, f"unknown account {event.payload['account']}")
-    account.balance += event.payload["amount"]
-    state.touch("accounts", account.name, event.seq)
-    return []
+    account = _fundable(state, event)
+    if isinstance(account, str):
+        return refuse(event, account)
+    return post(state, money.deposit_postings(account.name, event.payload["amount"]), event)
 
 
 @handles("account.credit_limit_set")
 def _credit_limit_set(state: MarketState, event: Recorded) -> list[Derived]:
-    account = state.accounts.get(event.payload["account"])
-    if account is None:
-        return refuse(event, f"unknown account {event.payload['account']}")
+    account = _fundable(state, event)
+    if isinstance(account, str):
+        return refuse(event, account)
+    could_pay = in_good_standing(account)
     account.credit_limit = event.payload["credit_limit"]
     state.touch("accounts", account.name, event.seq)
+    return _standing_changed(state, account) if in_good_standing(account) != could_pay else []
+
+
+# ---- money --------------------------------------------------------------------
+
+def post(state: MarketState, postings: list[dict], event: Recorded) -> list[Derived]:
+    """Apply postings that sum to zero; hold or release the jobs of every
+    account whose standing they change."""
+    accounts = {}
+    for posting in postings:
+        name = posting["account"]
+        if name not in accounts:
+            account = state.accounts.get(name) or _open_system_account(state, name, event)
+            accounts[name] = (account, in_good_standing(account))
+        accounts[name][0].balance += posting["amount"]
+    derived: list[Derived] = []
+    for name, (account, could_pay) in accounts.items():
+        state.touch("accounts", name, event.seq)
+        if in_good_standing(account) != could_pay:
+            derived += _standing_changed(state, account)
+    return derived
+
+
+def _open_system_account(state: MarketState, name: str, event: Recorded) -> Account:
+    """``market`` and ``external`` open themselves with their first posting."""
+    if name not in money.SYSTEM_ACCOUNTS:
+        raise KeyError(f"posting to unknown account {name}")
+    account = state.accounts[name] = Account(name=name, email=f"{name}@market.invalid", balance=0, credit_limit=0,
+                                             opened_at=event.recorded_at, folded_seq=event.seq)
+    return account
+
+
+def _standing_changed(state: MarketState, account: Account) -> list[Derived]:
+    """An owner that can no longer pay has its ready jobs held; one that can
+    again has its held jobs made ready. Running leases are left alone."""
+    if account.name in money.SYSTEM_ACCOUNTS:
+        return []
+    if in_good_standing(account):
+        return [ready_again(job) for job in state.jobs_of(account.name) if job.status == "held"]
+    return [_held(job) for job in state.jobs_of(account.name) if job.status == "ready"]
+
+
+def _held(job: Job) -> Derived:
+    return Derived("job.held", {"job_id": job.job_id, "reason": HELD_REASON})
+
+
+def ready_or_held(state: MarketState, job: Job) -> Derived:
+    """The job goes back to the ready list, unless its owner cannot pay."""
+    if not job.probe:
+        owner = state.accounts.get(job.owner)
+        if owner is not None and not in_good_standing(owner):
+            return _held(job)
+    return ready_again(job)
+
+
+def _payment(state: MarketState, lease: Lease, job: Job, executed: int) -> Derived:
+    payee = state.workers[lease.worker_id].owner
+    return Derived("payment.posted", money.payment(lease.lease_id, job.job_id, lease.worker_id, job.owner, payee,
+                                                   executed, lease.price, state.rules.commission_bps))
+
+
+@handles("payment.posted")
+def _payment_posted(state: MarketState, event: Recorded) -> list[Derived]:
+    derived = post(state, event.payload["postings"], event)
+    # a checkpointed job goes back to the ready list once its lease is paid
+    # for, so whether it is held sees the balance after the payment
+    job = state.jobs.get(event.payload["job_id"])
+    if job is not None and job.status == "checkpointed":
+        derived.append(ready_or_held(state, job))
+    return derived
+
+
+@handles("job.held")
+def _job_held(state: MarketState, event: Recorded) -> list[Derived]:
+    job = state.jobs[event.payload["job_id"]]
+    job.status, job.lease_id, job.worker_id = "held", None, None
+    state.touch("jobs", job.job_id, event.seq)
     return []
 
 
@@ -234,6 +362,7 @@ def _job_accepted(state: MarketState, event: Recorded) -> list[Derived]:
         target_worker_id=p["target_worker_id"], probe_expected_sha256=p["probe_expected_sha256"],
         probe_work=p["probe_work"],
     )
+    state.job_added(state.jobs[p["job_id"]])
     state.touch("jobs", p["job_id"], event.seq)
     return []
 
@@ -281,10 +410,9 @@ def _job_cancelled(state: MarketState, event: Recorded) -> list[Derived]:
 def _job_withdrawn(state: MarketState, event: Recorded) -> list[Derived]:
     job = state.jobs[event.payload["job_id"]]
     if job.lease_id:
-        # the running lease ends here: whatever its worker reports later is stale
+        # the running lease ends here, unpaid: whatever its worker reports later is stale
         lease = state.leases[job.lease_id]
-        lease.outcome, lease.ended_at = "cancelled", event.recorded_at
-        state.touch("leases", lease.lease_id, event.seq)
+        _close(state, lease, "cancelled", event.recorded_at, 0, event.seq)
     job.status, job.finished_at, job.lease_id, job.worker_id = "cancelled", event.recorded_at, None, None
     state.touch("jobs", job.job_id, event.seq)
     return []
@@ -334,6 +462,7 @@ def _lease_granted(state: MarketState, event: Recorded) -> list[Derived]:
         state_sha256=p["state_sha256"], price=p["price"], lease_seconds=p["lease_seconds"],
         granted_at=event.recorded_at, deadline=p["deadline"], ended_at=None, outcome="open", executed_ms=0,
         folded_seq=event.seq)
+    state.lease_opened(state.leases[p["lease_id"]])
     state.touch("leases", p["lease_id"], event.seq)
     job = state.jobs[p["job_id"]]
     job.status, job.lease_id, job.worker_id = "leased", p["lease_id"], p["worker_id"]
@@ -373,6 +502,7 @@ def _reject_report(event: Recorded, reason: str) -> list[Derived]:
 
 def _close(state: MarketState, lease: Lease, outcome: str, at: str, executed: int, seq: int) -> None:
     lease.outcome, lease.ended_at, lease.executed_ms = outcome, at, executed
+    state.lease_ended(lease)
     state.touch("leases", lease.lease_id, seq)
 
 
@@ -398,7 +528,10 @@ def _checkpoint_committed(state: MarketState, event: Recorded) -> list[Derived]:
     job.expiries = 0
     job.status, job.lease_id, job.worker_id = "checkpointed", None, None
     state.touch("jobs", job.job_id, event.seq)
-    return [ready_again(job)]
+    if job.probe:
+        return [ready_again(job)]
+    # paid first; the payment makes the job ready again (or held)
+    return [_payment(state, lease, job, p["executed_ms"])]
 
 
 @handles("job.finished")
@@ -427,7 +560,7 @@ def _job_completed(state: MarketState, event: Recorded) -> list[Derived]:
         correct = p["result_sha256"] == job.probe_expected_sha256
         speed = job.probe_work // max(p["executed_ms"], 1) if correct else 0
         return [_speed(job.target_worker_id, speed, event.recorded_at)]
-    return []
+    return [_payment(state, lease, job, p["executed_ms"])]
 
 
 def _speed(worker_id: str, speed: int, measured_at: str) -> Derived:
@@ -454,7 +587,8 @@ def _job_errored(state: MarketState, event: Recorded) -> list[Derived]:
     if job.attempts >= job.max_attempts:
         return [Derived("job.failed", {"job_id": job.job_id, "error": job.error,
                                        "reason": f"errored {job.attempts} times (the limit is {job.max_attempts})"})]
-    return [ready_again(job)]
+    # a run that errored is not paid: only accepted work is
+    return [ready_or_held(state, job)]
 
 
 @handles("job.failed")
@@ -468,7 +602,7 @@ def _job_failed(state: MarketState, event: Recorded) -> list[Derived]:
 def due_expiries(state: MarketState, now: str, grace: timedelta) -> list[Lease]:
     """Open leases whose deadline plus grace has passed at ``now``."""
     cutoff = format_time(parse_time(now) - grace)
-    return sorted((lease for lease in state.leases.values() if lease.outcome == "open" and lease.deadline < cutoff),
+    return sorted((lease for lease in state.all_open_leases() if lease.deadline < cutoff),
                   key=lambda lease: (lease.deadline, lease.lease_id))
 
 
@@ -486,7 +620,7 @@ def _lease_expired(state: MarketState, event: Recorded) -> list[Derived]:
     if job.expiries >= state.rules.quarantine_after:
         return [Derived("job.quarantined", {"job_id": job.job_id,
                                             "reason": f"{job.expiries} leases in a row expired"})]
-    return [ready_again(job)]
+    return [ready_or_held(state, job)]
 
 
 @handles("job.quarantined")

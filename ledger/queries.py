@@ -127,3 +127,62 @@ def snapshot(conn, actor: str) -> dict:
                   for r in ready],
         "workers": [{"worker_id": r.worker_id, "speed": r.speed, "state": r.state} for r in worker_rows],
     }
+
+
+@query("report")
+def report(conn, actor: str) -> str:
+    """The market report made for the asker: XML that validates against
+    ``ledger/market_report.xsd``. Other accounts' workers, jobs and leases
+    appear under pseudonyms drawn with a key used for this report only."""
+    import secrets
+
+    from contracts.envelope import utc_now_iso
+    from ledger.report import KEY_BYTES, build_report
+
+    if conn.dialect.name == "postgresql" and not conn.in_transaction():
+        # one snapshot for the sequence and every row (SQLite's BEGIN already gives one)
+        conn.execution_options(isolation_level="REPEATABLE READ")
+    seq = conn.execute(select(func.coalesce(func.max(tables.events.c.seq), 0))).scalar_one()
+    wc, jc, lc = tables.workers.c, tables.jobs.c, tables.leases.c
+    # only the columns the report may show: results, errors and e-mails are never read
+    workers = conn.execute(select(wc.worker_id, wc.owner, wc.slots, wc.state, wc.speed, wc.speed_measured_at)).all()
+    jobs = conn.execute(select(jc.job_id, jc.owner, jc.name, jc.price, jc.status, jc.checkpoint, jc.executed_ms,
+                               jc.finished_at, jc.probe)).all()
+    leases = conn.execute(select(lc.lease_id, lc.job_id, lc.worker_id, lc.granted_at, lc.ended_at,
+                                 lc.outcome)).all()
+    xml = build_report(account=actor, generated_at=utc_now_iso(), ledger_seq=seq,
+                       workers=[r._mapping for r in workers], jobs=[r._mapping for r in jobs],
+                       leases=[r._mapping for r in leases], key=secrets.token_bytes(KEY_BYTES))
+    return xml.decode("utf-8")
+
+
+# ---- money: statements ------------------------------------------------------------
+
+@query("statement")
+def statement(conn, actor: str, month: str, account: str | None = None, all_accounts: bool = False) -> dict:
+    """The monthly statements (``ledger.statements``) of the asker's own
+    account, or of ``account`` or of every account (``all_accounts``) for the operator."""
+    from contracts.envelope import utc_now_iso
+    from contracts.routing import OPERATOR_ACTOR
+    from ledger.snapshots import latest_time, statements
+    from ledger.statements import StatementError, check_not_future, parse_month
+
+    if conn.dialect.name == "postgresql" and not conn.in_transaction():
+        # one snapshot for the months, the snapshots and the events
+        conn.execution_options(isolation_level="REPEATABLE READ")
+    try:
+        month = parse_month(month)
+        # the ledger's clock may run ahead of this machine's (tests shift it): the later of the two
+        check_not_future(month, max(utc_now_iso(), latest_time(conn) or ""))
+    except StatementError as e:
+        raise QueryError(str(e)) from e
+    if all_accounts or (account is None and actor == OPERATOR_ACTOR):
+        if actor != OPERATOR_ACTOR:
+            raise QueryError("only the operator may read every account's statement")
+        return statements(conn, month)
+    name = account or actor
+    if name != actor and actor != OPERATOR_ACTOR:
+        raise QueryError("only the operator may read another account's statement")
+    if conn.execute(select(tables.accounts.c.name).where(tables.accounts.c.name == str(name))).first() is None:
+        raise QueryError(f"no account {name}")
+    return statements(conn, month, only=[name])

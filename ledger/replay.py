@@ -66,6 +66,8 @@ def verify_chain(rows: Iterable) -> ChainReport:
 class ReplayReport:
     events: int = 0
     rows_compared: int = 0
+    #: month-end snapshots checked against the replay and the statements
+    snapshots: int = 0
     #: human-readable differences, at most ``limit`` of them
     differences: list[str] = field(default_factory=list)
 
@@ -108,9 +110,24 @@ def compare_projections(live_engine, scratch_engine, limit: int = 20) -> tuple[i
     return compared, differences
 
 
+def _verify_money(engine) -> tuple[int, list[str]]:
+    from ledger.snapshots import verify_snapshots
+
+    with engine.connect() as conn:
+        balances = dict(conn.execute(select(tables.accounts.c.name, tables.accounts.c.balance)).all())
+        checked, differences = verify_snapshots(conn, balances)
+    if sum(balances.values()) != 0:
+        differences.insert(0, f"accounts: live balances sum to {sum(balances.values())}, not zero")
+    return checked, differences
+
+
 def replay_and_verify(store, scratch_url: str | None = None) -> ReplayReport:
     """Rebuild every projection from the events into a scratch database and
-    compare it with the live one, row by row."""
+    compare it with the live one, row by row; month-end snapshots are
+    projections too, so each is checked against the full replay. Then check
+    money: every snapshot and the live balances sum to zero, and each month's
+    statement replay (its previous snapshot plus its events) closes exactly
+    at its own snapshot."""
     from ledger.migrate import make_engine, upgrade
     from ledger.store import LedgerStore
 
@@ -134,6 +151,8 @@ def replay_and_verify(store, scratch_url: str | None = None) -> ReplayReport:
             with scratch_engine.begin() as conn:
                 scratch.save_projections(conn, state)
             report.rows_compared, report.differences = compare_projections(store.engine, scratch_engine)
+            report.snapshots, money_differences = _verify_money(store.engine)
+            report.differences += money_differences
         finally:
             scratch_engine.dispose()
     return report

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ledger.money import DEFAULT_COMMISSION_BPS
+
 #: prev_hash of the first event
 GENESIS_HASH = "0" * 64
 
@@ -95,6 +97,39 @@ class SpeedSample:
     folded_seq: int
 
 
+@dataclass(slots=True)
+class Month:
+    """A calendar month (UTC) of the log: the events it holds are
+    ``first_seq`` to ``last_seq``; ``last_seq`` is None while it is open."""
+
+    month: str
+    first_seq: int
+    last_seq: int | None
+    folded_seq: int
+
+
+@dataclass(slots=True)
+class MonthBalance:
+    """One account as the month closed: the month-end snapshot a statement
+    starts from, so it replays only its own month."""
+
+    snapshot_id: str
+    month: str
+    account: str
+    email: str
+    balance: int
+    credit_limit: int
+    opened_at: str
+    folded_seq: int
+
+    def as_account(self) -> Account:
+        return Account(self.account, self.email, self.balance, self.credit_limit, self.opened_at, 0)
+
+
+def snapshot_id(month: str, account: str) -> str:
+    return f"{month}/{account}"
+
+
 @dataclass(frozen=True)
 class Rules:
     """The ledger's tunable rules. They shape only what a request derives,
@@ -103,6 +138,12 @@ class Rules:
 
     #: a job whose leases expire this many times in a row is quarantined
     quarantine_after: int = 3
+    #: the market's commission on every payment, in basis points (500 = 5 %)
+    commission_bps: int = DEFAULT_COMMISSION_BPS
+
+    @classmethod
+    def from_settings(cls, settings) -> "Rules":
+        return cls(quarantine_after=settings.quarantine_after, commission_bps=settings.commission_bps)
 
 
 #: projection table name -> (row class, primary key attribute)
@@ -112,6 +153,8 @@ ROW_TYPES = {
     "jobs": (Job, "job_id"),
     "leases": (Lease, "lease_id"),
     "speed_samples": (SpeedSample, "sample_id"),
+    "months": (Month, "month"),
+    "month_balances": (MonthBalance, "snapshot_id"),
 }
 
 
@@ -122,18 +165,57 @@ class MarketState:
     jobs: dict[str, Job] = field(default_factory=dict)
     leases: dict[str, Lease] = field(default_factory=dict)
     speed_samples: dict[str, SpeedSample] = field(default_factory=dict)
+    months: dict[str, Month] = field(default_factory=dict)
+    month_balances: dict[str, MonthBalance] = field(default_factory=dict)
     rules: Rules = field(default_factory=Rules)
     #: the last appended event, which the next one chains to
     last_seq: int = 0
     last_hash: str = GENESIS_HASH
     #: (table, key) of rows changed since the last save
     dirty: set = field(default_factory=set)
+    #: the month (YYYY-MM) events are being recorded in; None until the first fold
+    open_month: str | None = field(default=None, compare=False)
+    # Indexes over the rows above, built on first use (a state loaded from the
+    # database starts without them) and kept up to date by the fold, so no
+    # rule scans every lease or every job.
+    _open_leases: dict | None = field(default=None, repr=False, compare=False)
+    _jobs_by_owner: dict | None = field(default=None, repr=False, compare=False)
 
     def table(self, name: str) -> dict:
         return getattr(self, name)
 
+    # ---- open leases ------------------------------------------------------------
+
+    def _open_index(self) -> dict[str, Lease]:
+        if self._open_leases is None:
+            self._open_leases = {l.lease_id: l for l in self.leases.values() if l.outcome == "open"}
+        return self._open_leases
+
     def open_leases(self, worker_id: str) -> int:
-        return sum(1 for lease in self.leases.values() if lease.worker_id == worker_id and lease.outcome == "open")
+        return sum(1 for lease in self._open_index().values() if lease.worker_id == worker_id)
+
+    def all_open_leases(self) -> list[Lease]:
+        return list(self._open_index().values())
+
+    def lease_opened(self, lease: Lease) -> None:
+        self._open_index()[lease.lease_id] = lease
+
+    def lease_ended(self, lease: Lease) -> None:
+        self._open_index().pop(lease.lease_id, None)
+
+    # ---- jobs by owner ----------------------------------------------------------
+
+    def jobs_of(self, owner: str) -> list[Job]:
+        """The owner's jobs, by job id."""
+        if self._jobs_by_owner is None:
+            self._jobs_by_owner = {}
+            for job in self.jobs.values():
+                self._jobs_by_owner.setdefault(job.owner, []).append(job.job_id)
+        return sorted((self.jobs[j] for j in self._jobs_by_owner.get(owner, ())), key=lambda job: job.job_id)
+
+    def job_added(self, job: Job) -> None:
+        if self._jobs_by_owner is not None:
+            self._jobs_by_owner.setdefault(job.owner, []).append(job.job_id)
 
     def touch(self, table: str, key: str, seq: int) -> None:
         self.table(table)[key].folded_seq = seq

@@ -162,5 +162,30 @@ speed_samples = Table(
 )
 Index("ix_speed_samples_worker_id", speed_samples.c.worker_id)
 
+#: the calendar months (UTC) of the log and the sequences each holds
+months = Table(
+    "months",
+    metadata,
+    Column("month", String(7), primary_key=True),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger),
+    Column("folded_seq", BigInteger, nullable=False),
+)
+
+#: month-end snapshots: every account as its month closed
+month_balances = Table(
+    "month_balances",
+    metadata,
+    Column("snapshot_id", String(80), primary_key=True),
+    Column("month", String(7), nullable=False),
+    Column("account", String(64), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("balance", BigInteger, nullable=False),
+    Column("credit_limit", BigInteger, nullable=False),
+    Column("opened_at", String(32), nullable=False),
+    Column("folded_seq", BigInteger, nullable=False),
+)
+Index("ix_month_balances_month", month_balances.c.month)
+
 #: projection tables, in the order replay compares them
-PROJECTIONS = (accounts, workers, jobs, leases, speed_samples)
+PROJECTIONS = (accounts, workers, jobs, leases, speed_samples, months, month_balances)

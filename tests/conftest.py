@@ -124,3 +124,8 @@ async def _purge(settings: Settings) -> None:
     connection = await connect(settings, "tests: purge queues")
     async with connection:
         await purge_queues(await connection.channel(), topology(settings).queue_names)
+
+
+# the database fixtures (SQLite and PostgreSQL) live in tests/database.py;
+# imported once here so every test package shares one PostgreSQL cluster
+from tests.database import db_url, engine, migrated_db_url, postgres_admin, postgres_server  # noqa: E402,F401

@@ -171,6 +171,12 @@ def test_replaying_the_log_reproduces_the_state_and_the_chain_verifies():
 
 
 def test_fold_of_an_unhandled_type_changes_nothing_but_the_position():
+    # Given a ledger whose month is open (its first event opens it)
     state = MarketState()
-    fold(state, Recorded(1, str(uuid.uuid4()), "payment.posted", 1, NOW, NOW, "ledger", None, None, {}))
-    assert state.last_seq == 1 and not state.dirty
+    fold(state, Recorded(1, str(uuid.uuid4()), "job.rejected", 1, NOW, NOW, "ledger", None, None, {}))
+    assert state.dirty == {("months", NOW[:7])}
+    state.dirty.clear()
+    # When an event no rule handles is folded
+    fold(state, Recorded(2, str(uuid.uuid4()), "job.rejected", 1, NOW, NOW, "ledger", None, None, {}))
+    # Then only the position moves
+    assert state.last_seq == 2 and not state.dirty

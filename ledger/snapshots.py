@@ -1,0 +1,97 @@
+"""Month-end snapshots: reading them, and checking them against a replay.
+
+The fold writes the snapshots (``months`` and ``month_balances``, projections
+like any other, see ``ledger.fold._turn_month``); this module reads what a
+statement of one month needs: the snapshot of the month before it and the
+money events of the month itself, found by the month's sequence range, so a
+statement never reads the rest of the log.
+"""
+from __future__ import annotations
+
+import orjson
+from sqlalchemy import func, select
+
+from ledger import tables
+from ledger.fold import Recorded
+from ledger.state import Account, Month
+from ledger.statements import MONEY_TYPES, build_statements, plan_statement
+
+_EVENT_COLUMNS = (tables.events.c.seq, tables.events.c.event_id, tables.events.c.type, tables.events.c.version,
+                  tables.events.c.occurred_at, tables.events.c.recorded_at, tables.events.c.actor,
+                  tables.events.c.correlation_id, tables.events.c.causation_id, tables.events.c.payload)
+
+
+def months(conn) -> list[Month]:
+    """Every month of the log, oldest first."""
+    return [Month(**row._asdict()) for row in conn.execute(select(tables.months).order_by(tables.months.c.month))]
+
+
+def month_end(conn, month: str) -> list[Account]:
+    """Every account as ``month`` closed."""
+    rows = conn.execute(select(tables.month_balances).where(tables.month_balances.c.month == month)
+                        .order_by(tables.month_balances.c.account))
+    return [Account(r.account, r.email, r.balance, r.credit_limit, r.opened_at, 0) for r in rows]
+
+
+def money_events(conn, first_seq: int, last_seq: int | None) -> list[Recorded]:
+    """The money events with sequence ``first_seq`` to ``last_seq`` (None: to the end), in order."""
+    stmt = select(*_EVENT_COLUMNS).where(tables.events.c.seq >= first_seq, tables.events.c.type.in_(MONEY_TYPES))
+    if last_seq is not None:
+        stmt = stmt.where(tables.events.c.seq <= last_seq)
+    loads = orjson.loads
+    return [Recorded(seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id, causation_id,
+                     loads(payload))
+            for seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id, causation_id, payload
+            in conn.execute(stmt.order_by(tables.events.c.seq))]
+
+
+def statement_inputs(conn, month: str) -> tuple[list[Account], list[Recorded], list[Recorded]]:
+    """(opening accounts, events before the month, events of the month) for
+    ``build_statements``, as ``plan_statement`` says."""
+    plan = plan_statement(months(conn), month)
+    opening = month_end(conn, plan.opening_month) if plan.opening_month else []
+    before = money_events(conn, *plan.before) if plan.before else []
+    during = money_events(conn, *plan.during) if plan.during else []
+    return opening, before, during
+
+
+def statements(conn, month: str, only=None) -> dict:
+    """The statements of ``month`` (every account, or those in ``only``), as ``build_statements`` answers."""
+    opening, before, during = statement_inputs(conn, month)
+    return build_statements(month, opening, before, during, only)
+
+
+def latest_time(conn) -> str | None:
+    """The ledger time of the last event recorded."""
+    last = conn.execute(select(func.max(tables.events.c.seq))).scalar()
+    if last is None:
+        return None
+    return conn.execute(select(tables.events.c.recorded_at).where(tables.events.c.seq == last)).scalar()
+
+
+def verify_snapshots(conn, live_balances: dict[str, int]) -> tuple[int, list[str]]:
+    """Check every month-end snapshot the way a statement uses it: the
+    previous month's snapshot plus the month's events must close exactly at
+    the month's snapshot, every snapshot must sum to zero, and the open
+    month must close at the live balances. Returns (months checked, differences)."""
+    differences: list[str] = []
+    previous: list[Account] = []
+    known = months(conn)
+    for month in known:
+        during = money_events(conn, month.first_seq, month.last_seq)
+        closing = {s["account"]: s["closing_balance"]
+                   for s in build_statements(month.month, previous, [], during)["statements"]}
+        if month.last_seq is None:
+            expected = live_balances
+            what = "the live balances"
+        else:
+            previous = month_end(conn, month.month)
+            expected = {a.name: a.balance for a in previous}
+            what = "its snapshot"
+            if sum(expected.values()) != 0:
+                differences.append(f"snapshot {month.month}: balances sum to {sum(expected.values())}, not zero")
+        for name in sorted(set(closing) | set(expected)):
+            if closing.get(name) != expected.get(name):
+                differences.append(f"month {month.month}, account {name}: replayed statement closes at "
+                                   f"{closing.get(name)}, {what} says {expected.get(name)}")
+    return len(known), differences

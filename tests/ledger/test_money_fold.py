@@ -1,0 +1,241 @@
+"""Payments, deposits, credit and holds in the fold, with no broker and no DB."""
+from ledger.money import EXTERNAL_ACCOUNT, MARKET_ACCOUNT
+from ledger.state import ROW_TYPES
+from tests.ledger.money_market import MoneyMarket, types
+
+CREDIT = 1_000_000
+
+
+def a_market(**kw) -> MoneyMarket:
+    """alice buys; bob sells with worker wB; alice has 10 credits."""
+    market = MoneyMarket(**kw)
+    market.open("alice")
+    market.open("bob")
+    market.register("bob", "wB")
+    market.deposit("alice", 10 * CREDIT)
+    return market
+
+
+def test_a_checkpoint_pays_the_lease_time_from_owner_to_worker_owner_with_the_commission():
+    # Given alice's job at 3.6 credits per hour, leased to bob's worker
+    market = a_market()
+    market.submit("alice", "j1", 3_600_000)
+    lease = market.propose("j1", "wB")
+    # When bob's worker checkpoints 10 s later (ledger time)
+    market.advance(10)
+    verdicts = market.checkpoint(lease)
+    # Then the lease's 10 s are paid: 0.01 credits, 5 % of it to the market
+    assert types(verdicts) == ["checkpoint.committed", "payment.posted", "job.ready"]
+    payment = verdicts[1].payload
+    assert (payment["lease_id"], payment["job_id"], payment["worker_id"]) == (lease, "j1", "wB")
+    assert (payment["executed_ms"], payment["price"], payment["commission_bps"]) == (10_000, 3_600_000, 500)
+    assert payment["postings"] == [{"account": "alice", "amount": -10_000, "role": "payer"},
+                                   {"account": "bob", "amount": 9_500, "role": "payee"},
+                                   {"account": MARKET_ACCOUNT, "amount": 500, "role": "commission"}]
+    assert market.balances() == {"alice": 10 * CREDIT - 10_000, "bob": 9_500, MARKET_ACCOUNT: 500,
+                                 EXTERNAL_ACCOUNT: -10 * CREDIT}
+    assert sum(market.balances().values()) == 0
+
+
+def test_executed_time_is_capped_at_the_lease_and_a_completion_is_paid_too():
+    market = a_market()
+    market.submit("alice", "j1", 3_600_000)
+    lease = market.propose("j1", "wB", lease_seconds=30)
+    # the report arrives within the grace, past the lease's length
+    market.advance(31)
+    verdicts = market.finish(lease)
+    assert types(verdicts) == ["checkpoint.rejected"]
+    market2 = a_market()
+    market2.submit("alice", "j1", 3_600_000)
+    lease = market2.propose("j1", "wB", lease_seconds=30)
+    market2.advance(30)
+    verdicts = market2.finish(lease)
+    assert types(verdicts) == ["job.completed", "payment.posted"]
+    assert verdicts[1].payload["executed_ms"] == 30_000
+    assert market2.balances()["alice"] == 10 * CREDIT - 30_000
+
+
+def test_the_commission_is_a_setting():
+    market = a_market(commission_bps=1_000)
+    market.submit("alice", "j1", 3_600_000)
+    lease = market.propose("j1", "wB")
+    market.advance(10)
+    postings = market.checkpoint(lease)[1].payload["postings"]
+    assert [p["amount"] for p in postings] == [-10_000, 9_000, 1_000]
+
+
+def test_expired_errored_cancelled_and_late_lease_time_is_paid_by_nobody():
+    market = a_market()
+    market.register("bob", "wB2")
+    for job in ("j1", "j2", "j3"):
+        market.submit("alice", job, 3_600_000)
+    expired = market.propose("j1", "wB", lease_seconds=30)
+    errored = market.propose("j2", "wB2", lease_seconds=30)
+    market.advance(5)
+    assert types(market.error(errored)) == ["job.ready"]
+    market.advance(40)
+    assert types(market.sweep()) == ["lease.expired", "job.ready"]
+    # a report for the expired lease comes late
+    assert types(market.checkpoint(expired)) == ["checkpoint.rejected"]
+    cancelled = market.propose("j3", "wB2")
+    market.advance(5)
+    market.send("alice", "job.cancelled", {"job_id": "j3"})
+    assert types(market.finish(cancelled)) == ["checkpoint.rejected"]
+    assert market.payments() == []
+    assert market.balances()["alice"] == 10 * CREDIT
+
+
+def test_probe_jobs_are_not_billed():
+    market = a_market()
+    market.submit_probe("p1", "wB")
+    lease = market.propose("p1", "wB")
+    market.advance(1)
+    assert types(market.finish(lease, b"J42")) == ["job.completed", "speed.recorded"]
+    assert market.payments() == []
+
+
+def test_a_reprice_applies_from_the_next_lease_and_each_payment_names_its_price():
+    # Given j1 running at 3.6 credits/h
+    market = a_market()
+    market.submit("alice", "j1", 3_600_000)
+    first = market.propose("j1", "wB")
+    # When alice reprices it mid-lease
+    market.advance(5)
+    assert types(market.send("alice", "job.repriced", {"job_id": "j1", "price": 7_200_000})) == []
+    market.advance(5)
+    paid_first = market.checkpoint(first)[1].payload
+    second = market.propose("j1", "wB")
+    market.advance(10)
+    paid_second = market.finish(second)[1].payload
+    # Then the running lease is paid at the old price, the next at the new one
+    assert (paid_first["price"], paid_first["postings"][0]["amount"]) == (3_600_000, -10_000)
+    assert (paid_second["price"], paid_second["postings"][0]["amount"]) == (7_200_000, -20_000)
+
+
+def test_only_the_owner_may_reprice():
+    market = a_market()
+    market.submit("alice", "j1", 3_600_000)
+    assert types(market.send("bob", "job.repriced", {"job_id": "j1", "price": 1})) == ["request.rejected"]
+    assert market.state.jobs["j1"].price == 3_600_000
+
+
+def test_an_owner_below_its_credit_limit_has_its_ready_jobs_held_until_a_deposit():
+    # Given alice with 0.01 credits, two jobs: j1 leased, j2 waiting
+    market = MoneyMarket()
+    market.open("alice")
+    market.open("bob")
+    market.register("bob", "wB")
+    market.deposit("alice", 10_000)
+    market.submit("alice", "j1", 36 * CREDIT)
+    market.submit("alice", "j2", 36 * CREDIT)
+    lease = market.propose("j1", "wB")
+    # When j1's checkpoint costs more than she has (0.1 credits for 10 s)
+    market.advance(10)
+    verdicts = market.checkpoint(lease)
+    # Then the payment is posted anyway, and both her ready jobs are held
+    assert types(verdicts) == ["checkpoint.committed", "payment.posted", "job.held", "job.held"]
+    assert {v.payload["job_id"] for v in verdicts[2:]} == {"j1", "j2"}
+    assert all(v.payload["reason"] == "held: insufficient funds" for v in verdicts[2:])
+    assert market.balances()["alice"] == 10_000 - 100_000
+    assert {j.status for j in market.state.jobs.values()} == {"held"}
+    # and no lease is granted for a held job, nor a new job accepted
+    assert market.propose("j2", "wB") is None
+    assert types(market.submit("alice", "j3", CREDIT)) == ["job.rejected"]
+    # When a deposit brings her back
+    released = market.deposit("alice", 90_000)
+    # Then her held jobs are ready again
+    assert types(released) == ["job.ready", "job.ready"]
+    assert {j.status for j in market.state.jobs.values()} == {"ready"}
+
+
+def test_a_running_lease_finishes_normally_and_is_paid_when_its_owner_is_held():
+    market = MoneyMarket()
+    market.open("alice")
+    market.open("bob")
+    market.register("bob", "wB")
+    market.register("bob", "wB2")
+    market.deposit("alice", 50_000)
+    market.submit("alice", "j1", 36 * CREDIT)
+    market.submit("alice", "j2", 36 * CREDIT)
+    running = market.propose("j2", "wB2")
+    first = market.propose("j1", "wB")
+    market.advance(10)
+    market.checkpoint(first)  # alice is now at -0.05: j1 held
+    assert market.state.jobs["j1"].status == "held" and market.state.jobs["j2"].status == "leased"
+    verdicts = market.finish(running)
+    assert types(verdicts) == ["job.completed", "payment.posted"]
+    assert market.state.jobs["j2"].status == "completed"
+    assert market.balances()["alice"] == 50_000 - 200_000
+
+
+def test_credit_keeps_jobs_running_and_lowering_it_holds_them():
+    market = MoneyMarket()
+    market.open("alice", credit_limit=CREDIT)
+    market.open("bob")
+    market.register("bob", "wB")
+    market.submit("alice", "j1", 36 * CREDIT)
+    lease = market.propose("j1", "wB")
+    market.advance(10)
+    assert types(market.checkpoint(lease))[-1] == "job.ready"  # -0.1 is within her 1 credit
+    assert types(market.credit("alice", 0)) == ["job.held"]
+    assert types(market.credit("alice", CREDIT)) == ["job.ready"]
+
+
+def test_earnings_that_bring_an_owner_back_release_its_jobs():
+    # Given alice owns worker wA too, and is held at -0.01
+    market = MoneyMarket()
+    for name in ("alice", "bob"):
+        market.open(name)
+    market.register("alice", "wA")
+    market.register("bob", "wB")
+    market.deposit("bob", 10 * CREDIT)
+    market.submit("alice", "a1", 36 * CREDIT)
+    market.submit("alice", "a2", 36 * CREDIT)
+    lease = market.propose("a1", "wB")
+    market.advance(1)
+    market.checkpoint(lease)
+    assert market.state.jobs["a2"].status == "held"
+    # When bob's job runs on her worker and pays her more than she owes
+    market.submit("bob", "b1", 36 * CREDIT)
+    lease = market.propose("b1", "wA")
+    market.advance(10)
+    verdicts = market.checkpoint(lease)
+    # Then her held jobs are ready again
+    assert {v.payload["job_id"] for v in verdicts if v.type == "job.ready"} >= {"a1", "a2"}
+    assert market.balances()["alice"] > 0
+
+
+def test_only_the_operator_moves_money_or_grants_credit_and_system_accounts_are_reserved():
+    market = a_market()
+    assert types(market.deposit("alice", CREDIT, actor="alice")) == ["request.rejected"]
+    assert types(market.credit("alice", CREDIT, actor="alice")) == ["request.rejected"]
+    assert types(market.send("mallory", "account.opened", {"account": "mallory", "email": "m@example.com",
+                                                           "credit_limit": CREDIT})) == ["request.rejected"]
+    assert types(market.open(MARKET_ACCOUNT)) == ["request.rejected"]
+    assert types(market.deposit(EXTERNAL_ACCOUNT, CREDIT)) == ["request.rejected"]
+    assert types(market.deposit("nobody", CREDIT)) == ["request.rejected"]
+    assert market.balances() == {"alice": 10 * CREDIT, "bob": 0, EXTERNAL_ACCOUNT: -10 * CREDIT}
+
+
+def test_a_month_closes_with_a_snapshot_of_every_account_and_replay_reproduces_it():
+    # Given activity on both sides of the month boundary (T0 is an hour before it)
+    market = a_market()
+    market.advance(3000)
+    market.submit("alice", "j1", 3_600_000)
+    lease = market.propose("j1", "wB")
+    market.advance(595)
+    assert types(market.checkpoint(lease))[1] == "payment.posted"
+    november_end = dict(market.balances())
+    lease = market.propose("j1", "wB")
+    # When the first event of December is recorded
+    market.advance(10)
+    market.finish(lease)
+    # Then November is closed with its last sequence and every account as it was
+    november, december = market.state.months["2026-11"], market.state.months["2026-12"]
+    assert november.last_seq == december.first_seq - 1 and december.last_seq is None
+    snapshot = {b.account: b.balance for b in market.state.month_balances.values() if b.month == "2026-11"}
+    assert snapshot == november_end and sum(snapshot.values()) == 0
+    # and a replay of the log reproduces every projection, snapshots included
+    replayed = market.replayed()
+    for table in ROW_TYPES:
+        assert replayed.table(table) == market.state.table(table), table
