@@ -1,20 +1,26 @@
 """Replay and verification: rebuild projections from the log alone, and
-check the hash chain. Both read the log through the store and fold with the
-same ``fold`` the live ledger uses."""
+check the hash chain. Replay folds with the same ``fold`` the live ledger
+uses."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from ledger import tables
 from ledger.chain import row_hash
 from ledger.fold import Recorded, fold
 from ledger.state import GENESIS_HASH, ROW_TYPES, MarketState
+
+
+#: the events table's columns, in table order
+EVENT_COLUMNS = tuple(c.name for c in tables.events.columns)
 
 
 def recorded_from_row(row) -> Recorded:
@@ -23,11 +29,75 @@ def recorded_from_row(row) -> Recorded:
 
 
 def replay(rows: Iterable) -> MarketState:
-    """Fold every event of the log, in order, into a fresh state."""
+    """Fold every event of the log, in order, into a fresh state. ``rows``
+    are events rows (``store.iter_events``), or any objects with their columns
+    as attributes."""
     state = MarketState()
+    loads, last_hash = orjson.loads, None
     for row in rows:
-        fold(state, recorded_from_row(row))
-        state.last_hash = row.hash
+        # a database row unpacks by position, which is much faster than by name
+        values = row if isinstance(row, Row) else [getattr(row, c) for c in EVENT_COLUMNS]
+        seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id, causation_id, payload, \
+            _, last_hash = values
+        fold(state, Recorded(seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id,
+                             causation_id, loads(payload)), derive=False)
+    if last_hash is not None:
+        state.last_hash = last_hash
+    return state
+
+
+@contextlib.contextmanager
+def _no_cycle_collection():
+    """A replay builds the whole state, hundreds of thousands of rows that
+    live on; the cyclic collector would walk them again and again (a tenth
+    of the replay's time) and find nothing: rows, dicts and strings form no
+    cycles. Reference counting still frees everything as usual."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+#: the columns a replay folds, in the order of Recorded's fields
+FOLD_COLUMNS = (tables.events.c.seq, tables.events.c.event_id, tables.events.c.type, tables.events.c.version,
+                tables.events.c.occurred_at, tables.events.c.recorded_at, tables.events.c.actor,
+                tables.events.c.correlation_id, tables.events.c.causation_id, tables.events.c.payload)
+#: rows per statement when replaying
+REPLAY_CHUNK = 20_000
+
+
+def scan_log(engine, after_seq: int = 0, chunk: int = REPLAY_CHUNK) -> Iterator[tuple]:
+    """Every event after ``after_seq`` as a plain tuple of FOLD_COLUMNS, in
+    order, read in key-range chunks. Rows come straight off the DBAPI cursor:
+    these column types need no conversion, and a million row objects would
+    cost a replay a third of its time."""
+    seq = tables.events.c.seq
+    with engine.connect() as conn:
+        while True:
+            result = conn.execute(select(*FOLD_COLUMNS).where(seq > after_seq).order_by(seq).limit(chunk))
+            rows = result.cursor.fetchall()
+            result.close()
+            if not rows:
+                return
+            yield from rows
+            after_seq = rows[-1][0]
+
+
+def replay_log(engine) -> MarketState:
+    """Fold the whole log of the database at ``engine`` into a fresh state."""
+    state = MarketState()
+    loads = orjson.loads
+    with _no_cycle_collection():
+        for seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id, causation_id, payload \
+                in scan_log(engine):
+            fold(state, Recorded(seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id,
+                                 causation_id, loads(payload)), derive=False)
+    with engine.connect() as conn:
+        tip = conn.execute(select(tables.events.c.hash).where(tables.events.c.seq == state.last_seq)).scalar()
+    state.last_hash = tip or GENESIS_HASH
     return state
 
 
@@ -137,15 +207,8 @@ def replay_and_verify(store, scratch_url: str | None = None) -> ReplayReport:
         upgrade(url)
         scratch_engine = make_engine(url)
         try:
-            count = [0]
-
-            def counted():
-                for row in store.iter_events():
-                    count[0] += 1
-                    yield row
-
-            state = replay(counted())
-            report.events = count[0]
+            state = replay_log(store.engine)
+            report.events = state.last_seq
             state.dirty = {(name, key) for name in ROW_TYPES for key in state.table(name)}
             scratch = LedgerStore(scratch_engine)
             with scratch_engine.begin() as conn:

@@ -13,13 +13,9 @@ from sqlalchemy import func, select
 
 from ledger import tables
 from ledger.fold import Recorded
+from ledger.replay import FOLD_COLUMNS
 from ledger.state import Account, Month
 from ledger.statements import MONEY_TYPES, build_statements, plan_statement
-
-_EVENT_COLUMNS = (tables.events.c.seq, tables.events.c.event_id, tables.events.c.type, tables.events.c.version,
-                  tables.events.c.occurred_at, tables.events.c.recorded_at, tables.events.c.actor,
-                  tables.events.c.correlation_id, tables.events.c.causation_id, tables.events.c.payload)
-
 
 def months(conn) -> list[Month]:
     """Every month of the log, oldest first."""
@@ -35,14 +31,18 @@ def month_end(conn, month: str) -> list[Account]:
 
 def money_events(conn, first_seq: int, last_seq: int | None) -> list[Recorded]:
     """The money events with sequence ``first_seq`` to ``last_seq`` (None: to the end), in order."""
-    stmt = select(*_EVENT_COLUMNS).where(tables.events.c.seq >= first_seq, tables.events.c.type.in_(MONEY_TYPES))
+    stmt = select(*FOLD_COLUMNS).where(tables.events.c.seq >= first_seq, tables.events.c.type.in_(MONEY_TYPES))
     if last_seq is not None:
         stmt = stmt.where(tables.events.c.seq <= last_seq)
+    result = conn.execute(stmt.order_by(tables.events.c.seq))
+    # plain tuples off the DBAPI cursor, as replay reads them (see ledger.replay.scan_log)
+    rows = result.cursor.fetchall()
+    result.close()
     loads = orjson.loads
     return [Recorded(seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id, causation_id,
                      loads(payload))
             for seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id, causation_id, payload
-            in conn.execute(stmt.order_by(tables.events.c.seq))]
+            in rows]
 
 
 def statement_inputs(conn, month: str) -> tuple[list[Account], list[Recorded], list[Recorded]]:

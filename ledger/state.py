@@ -173,8 +173,10 @@ class MarketState:
     last_hash: str = GENESIS_HASH
     #: (table, key) of rows changed since the last save
     dirty: set = field(default_factory=set)
-    #: the month (YYYY-MM) events are being recorded in; None until the first fold
+    #: the month (YYYY-MM) events are being recorded in, and when the next
+    #: begins (ledger time); unknown until the first fold
     open_month: str | None = field(default=None, compare=False)
+    next_month_at: str = field(default="", compare=False)
     # Indexes over the rows above, built on first use (a state loaded from the
     # database starts without them) and kept up to date by the fold, so no
     # rule scans every lease or every job.
@@ -186,22 +188,26 @@ class MarketState:
 
     # ---- open leases ------------------------------------------------------------
 
-    def _open_index(self) -> dict[str, Lease]:
+    def _open_index(self) -> dict[str, dict[str, Lease]]:
+        """worker id -> its open leases by lease id."""
         if self._open_leases is None:
-            self._open_leases = {l.lease_id: l for l in self.leases.values() if l.outcome == "open"}
+            self._open_leases = {}
+            for lease in self.leases.values():
+                if lease.outcome == "open":
+                    self._open_leases.setdefault(lease.worker_id, {})[lease.lease_id] = lease
         return self._open_leases
 
     def open_leases(self, worker_id: str) -> int:
-        return sum(1 for lease in self._open_index().values() if lease.worker_id == worker_id)
+        return len(self._open_index().get(worker_id, ()))
 
     def all_open_leases(self) -> list[Lease]:
-        return list(self._open_index().values())
+        return [lease for leases in self._open_index().values() for lease in leases.values()]
 
     def lease_opened(self, lease: Lease) -> None:
-        self._open_index()[lease.lease_id] = lease
+        self._open_index().setdefault(lease.worker_id, {})[lease.lease_id] = lease
 
     def lease_ended(self, lease: Lease) -> None:
-        self._open_index().pop(lease.lease_id, None)
+        self._open_index().get(lease.worker_id, {}).pop(lease.lease_id, None)
 
     # ---- jobs by owner ----------------------------------------------------------
 
@@ -218,5 +224,5 @@ class MarketState:
             self._jobs_by_owner.setdefault(job.owner, []).append(job.job_id)
 
     def touch(self, table: str, key: str, seq: int) -> None:
-        self.table(table)[key].folded_seq = seq
+        getattr(self, table)[key].folded_seq = seq
         self.dirty.add((table, key))

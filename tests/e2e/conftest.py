@@ -137,16 +137,26 @@ class Market:
         return result_as_json(data)
 
 
-@pytest.fixture
-def market(clean_queues, tmp_path):
+def start_market(settings, tmp_path: Path, **ledger_env) -> Market:
+    """A fresh ledger (with ``ledger_env`` in its environment) and a scheduler,
+    consuming, with alice (who has 1,000 credits to pay for her jobs) and bob."""
     db_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     upgrade(db_url)
-    running = Market(clean_queues, db_url, tmp_path)
-    running.start_agent("ledger", "ledger.agent")
+    running = Market(settings, db_url, tmp_path)
+    running.start_agent("ledger", "ledger.agent", **ledger_env)
     running.start_agent("scheduler", "agents.scheduler.agent")
-    wait_for(lambda: _consumers(clean_queues), 30, "the ledger and scheduler to consume")
+    wait_for(lambda: _consumers(settings), 30, "the ledger and scheduler to consume")
     running.open_account("alice")
     running.open_account("bob")
+    # an owner who cannot pay has her jobs held: alice can
+    reply = running.send("operator", "account.deposited", {"account": "alice", "amount": 1_000_000_000})
+    assert reply["status"] == "recorded" and not reply["verdicts"], reply
+    return running
+
+
+@pytest.fixture
+def market(clean_queues, tmp_path):
+    running = start_market(clean_queues, tmp_path)
     yield running
     running.stop_all()
     print("logs in", tmp_path)
