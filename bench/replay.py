@@ -254,7 +254,8 @@ class Generator:
             self._deposit(now, f"buyer{self.random.randrange(BUYERS):03d}")
         if now > 86_400:
             ahead = (self.state.last_seq - self.opened_at_seq) / (self.events_per_second * now)
-            self.job_interval = self.base_interval * min(max(ahead, 0.5), 2.0)
+            # a strong correction: held owners and expiries slow the market down as it grows
+            self.job_interval = self.base_interval * min(max(ahead ** 4, 0.2), 5.0)
         self.at(now + 3600, "topup")
 
 

@@ -79,7 +79,7 @@ Handler = Callable[[MarketState, Recorded], list[Derived]]
 HANDLERS: dict[str, Handler] = {}
 #: requests whose handler only decides: it changes nothing and derives the
 #: verdicts that carry the change (a lease proposal derives lease.granted,
-#: which opens the lease). The log holds those verdicts, so a replay need not
+#: which opens the lease). The log holds those verdicts, so a replay does not
 #: decide again.
 DECIDES_ONLY: set[str] = set()
 
@@ -95,16 +95,20 @@ def handles(event_type: str, decides_only: bool = False):
     return register
 
 
-def fold(state: MarketState, event: Recorded, derive: bool = True) -> list[Derived]:
+def fold(state: MarketState, event: Recorded) -> list[Derived]:
     """Apply ``event`` to ``state`` (in place) and return what it derives.
 
-    Types without a handler are recorded and change nothing. A replay, which
-    throws derived verdicts away (the log holds them), passes ``derive=False``
-    and skips the requests that only decide; every other handler runs as live."""
+    Types without a handler are recorded and change nothing. A replayed
+    state (``state.deriving`` false) changes exactly as the live one, but
+    derives nothing: the log already holds every verdict. So it skips the
+    requests that only decide, and the costliest derivations (payments)."""
     if event.recorded_at >= state.next_month_at:
         _turn_month(state, event)
     handler = HANDLERS.get(event.type)
-    derived = handler(state, event) if handler and (derive or event.type not in DECIDES_ONLY) else []
+    if handler is None or not (state.deriving or event.type not in DECIDES_ONLY):
+        derived = []
+    else:
+        derived = handler(state, event)
     state.last_seq = event.seq
     return derived
 
@@ -263,7 +267,7 @@ def _payment_posted(state: MarketState, event: Recorded) -> list[Derived]:
     # a checkpointed job goes back to the ready list once its lease is paid
     # for, so whether it is held sees the balance after the payment
     job = state.jobs.get(event.payload["job_id"])
-    if job is not None and job.status == "checkpointed":
+    if job is not None and job.status == "checkpointed" and state.deriving:
         derived.append(ready_or_held(state, job))
     return derived
 
@@ -484,13 +488,12 @@ def _lease_proposed(state: MarketState, event: Recorded) -> list[Derived]:
 @handles("lease.granted")
 def _lease_granted(state: MarketState, event: Recorded) -> list[Derived]:
     p = event.payload
-    state.leases[p["lease_id"]] = Lease(
-        lease_id=p["lease_id"], job_id=p["job_id"], worker_id=p["worker_id"], checkpoint=p["checkpoint"],
-        state_sha256=p["state_sha256"], price=p["price"], lease_seconds=p["lease_seconds"],
-        granted_at=event.recorded_at, deadline=p["deadline"], ended_at=None, outcome="open", executed_ms=0,
-        folded_seq=event.seq)
-    state.lease_opened(state.leases[p["lease_id"]])
-    state.touch("leases", p["lease_id"], event.seq)
+    # positional: a replay builds one per lease
+    lease = state.leases[p["lease_id"]] = Lease(
+        p["lease_id"], p["job_id"], p["worker_id"], p["checkpoint"], p["state_sha256"], p["price"],
+        p["lease_seconds"], event.recorded_at, p["deadline"], None, "open", 0, event.seq)
+    state.lease_opened(lease)
+    state.dirty.add(("leases", lease.lease_id))
     job = state.jobs[p["job_id"]]
     job.status, job.lease_id, job.worker_id = "leased", p["lease_id"], p["worker_id"]
     state.touch("jobs", job.job_id, event.seq)
@@ -555,6 +558,8 @@ def _checkpoint_committed(state: MarketState, event: Recorded) -> list[Derived]:
     job.expiries = 0
     job.status, job.lease_id, job.worker_id = "checkpointed", None, None
     state.touch("jobs", job.job_id, event.seq)
+    if not state.deriving:
+        return []
     if job.probe:
         return [ready_again(job)]
     # paid first; the payment makes the job ready again (or held)
@@ -587,7 +592,7 @@ def _job_completed(state: MarketState, event: Recorded) -> list[Derived]:
         correct = p["result_sha256"] == job.probe_expected_sha256
         speed = job.probe_work // max(p["executed_ms"], 1) if correct else 0
         return [_speed(job.target_worker_id, speed, event.recorded_at)]
-    return [_payment(state, lease, job, p["executed_ms"])]
+    return [_payment(state, lease, job, p["executed_ms"])] if state.deriving else []
 
 
 def _speed(worker_id: str, speed: int, measured_at: str) -> Derived:

@@ -32,7 +32,7 @@ def replay(rows: Iterable) -> MarketState:
     """Fold every event of the log, in order, into a fresh state. ``rows``
     are events rows (``store.iter_events``), or any objects with their columns
     as attributes."""
-    state = MarketState()
+    state = MarketState(deriving=False)
     loads, last_hash = orjson.loads, None
     for row in rows:
         # a database row unpacks by position, which is much faster than by name
@@ -40,7 +40,7 @@ def replay(rows: Iterable) -> MarketState:
         seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id, causation_id, payload, \
             _, last_hash = values
         fold(state, Recorded(seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id,
-                             causation_id, loads(payload)), derive=False)
+                             causation_id, loads(payload)))
     if last_hash is not None:
         state.last_hash = last_hash
     return state
@@ -88,13 +88,13 @@ def scan_log(engine, after_seq: int = 0, chunk: int = REPLAY_CHUNK) -> Iterator[
 
 def replay_log(engine) -> MarketState:
     """Fold the whole log of the database at ``engine`` into a fresh state."""
-    state = MarketState()
+    state = MarketState(deriving=False)
     loads = orjson.loads
     with _no_cycle_collection():
         for seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id, causation_id, payload \
                 in scan_log(engine):
             fold(state, Recorded(seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id,
-                                 causation_id, loads(payload)), derive=False)
+                                 causation_id, loads(payload)))
     with engine.connect() as conn:
         tip = conn.execute(select(tables.events.c.hash).where(tables.events.c.seq == state.last_seq)).scalar()
     state.last_hash = tip or GENESIS_HASH

@@ -173,6 +173,9 @@ class MarketState:
     last_hash: str = GENESIS_HASH
     #: (table, key) of rows changed since the last save
     dirty: set = field(default_factory=set)
+    #: false for a state rebuilt by replay: it changes as the live one but
+    #: derives nothing, since the log already holds every verdict
+    deriving: bool = field(default=True, compare=False)
     #: the month (YYYY-MM) events are being recorded in, and when the next
     #: begins (ledger time); unknown until the first fold
     open_month: str | None = field(default=None, compare=False)

@@ -165,8 +165,8 @@ def _statement(month: str, name: str, account: Account | None, opening: int, lin
         if line["kind"] == "spent":
             _add(by_job, "job_id", line, line["amount"])
         elif line["kind"] == "earned":
-            _add(by_worker, "worker_id", line, line["amount"]).setdefault("commission", 0)
-            by_worker[line["worker_id"]]["commission"] += line["commission"]
+            entry = _add(by_worker, "worker_id", line, line["amount"])
+            entry["commission"] = entry.get("commission", 0) + line["commission"]
     return {
         "account": name, "exists": account is not None, "credit_limit": account.credit_limit if account else 0,
         "opening_balance": opening, "closing_balance": closing, "lines": lines, "totals": totals,

@@ -37,22 +37,21 @@ def test_a_checkpoint_pays_the_lease_time_from_owner_to_worker_owner_with_the_co
     assert sum(market.balances().values()) == 0
 
 
-def test_executed_time_is_capped_at_the_lease_and_a_completion_is_paid_too():
-    market = a_market()
-    market.submit("alice", "j1", 3_600_000)
-    lease = market.propose("j1", "wB", lease_seconds=30)
-    # the report arrives within the grace, past the lease's length
-    market.advance(31)
-    verdicts = market.finish(lease)
-    assert types(verdicts) == ["checkpoint.rejected"]
-    market2 = a_market()
-    market2.submit("alice", "j1", 3_600_000)
-    lease = market2.propose("j1", "wB", lease_seconds=30)
-    market2.advance(30)
-    verdicts = market2.finish(lease)
-    assert types(verdicts) == ["job.completed", "payment.posted"]
-    assert verdicts[1].payload["executed_ms"] == 30_000
-    assert market2.balances()["alice"] == 10 * CREDIT - 30_000
+def test_a_completion_at_the_deadline_is_paid_the_whole_lease_and_one_after_it_nothing():
+    # Given two markets, each with a 30 s lease
+    on_time, late = a_market(), a_market()
+    leases = []
+    for market in (on_time, late):
+        market.submit("alice", "j1", 3_600_000)
+        leases.append(market.propose("j1", "wB", lease_seconds=30))
+    # When one result arrives at the deadline and the other a second after it
+    on_time.advance(30)
+    late.advance(31)
+    paid, refused = on_time.finish(leases[0]), late.finish(leases[1])
+    # Then the first is paid its 30 s, the second is rejected and paid nothing
+    assert types(paid) == ["job.completed", "payment.posted"] and paid[1].payload["executed_ms"] == 30_000
+    assert on_time.balances()["alice"] == 10 * CREDIT - 30_000
+    assert types(refused) == ["checkpoint.rejected"] and late.payments() == []
 
 
 def test_the_commission_is_a_setting():
