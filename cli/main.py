@@ -131,6 +131,15 @@ def cmd_accounts_deposit(settings, args) -> int:
     return 0
 
 
+def _credit_state(row) -> str:
+    from ledger.money import SYSTEM_ACCOUNTS
+
+    if row.name in SYSTEM_ACCOUNTS:
+        # `external` holds minus every deposit, `market` the commissions: not buyers
+        return "system"
+    return "ok" if row.balance >= -row.credit_limit else "over limit"
+
+
 def cmd_accounts_list(settings, args) -> int:
     from sqlalchemy import select
 
@@ -142,7 +151,7 @@ def cmd_accounts_list(settings, args) -> int:
         rows = conn.execute(select(tables.accounts).order_by(tables.accounts.c.name)).all()
     accounts = [{"name": r.name, "email": r.email, "balance": format_credits(r.balance),
                  "credit_limit": format_credits(r.credit_limit),
-                 "credit_state": "ok" if r.balance >= -r.credit_limit else "over limit"} for r in rows]
+                 "credit_state": _credit_state(r)} for r in rows]
     if args.json:
         _print_json(accounts)
         return 0
