@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,7 +124,7 @@ def run_market(settings, count: int, workers: int, window: float, cycles: int, s
                     [sys.executable, "-m", "cli.main", "--as", ACCOUNT, "worker", "run", "--name", f"bench-{i}",
                      "--lease-seconds", "5", "--safety-margin", "4.999", "--slots", str(slots)], env=env, cwd=ROOT))
             time.sleep(3)
-            _measure_all(settings, engine, [f"bench-{i}" for i in range(workers)])
+            _measure_all(settings, [f"bench-{i}" for i in range(workers)])
             asyncio.run(submit_jobs_only(settings, count, "tiny", "tiny"))
             wait_completed(engine, "tiny", count)
             # the lease-cycle jobs go in waves that fit the free slots: the figure
@@ -176,7 +175,7 @@ async def submit_jobs_only(settings, count: int, entry: str = "tiny", prefix: st
             assert all(await publisher.publish_many(items))
 
 
-def _measure_all(settings, engine, worker_ids) -> None:
+def _measure_all(settings, worker_ids) -> None:
     """Record a speed for each bench worker, as the speed probe would."""
     codec = Codec()
 

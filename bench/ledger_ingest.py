@@ -27,7 +27,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import aio_pika  # noqa: E402
 
 from broker_setup.amqp import Outgoing, Publisher, connect  # noqa: E402
 from broker_setup.declare import declare_topology  # noqa: E402

@@ -11,7 +11,7 @@ import uuid
 from broker_setup.amqp import connect
 from broker_setup.rpc import Requester
 from cli.money import format_credits, parse_credits
-from cli.requests import Refused, send_and_check
+from cli.requests import send_and_check
 from common.errors import MarketError
 from contracts.blobs import Blob
 from contracts.package import PackageError, build_package, parse_target, result_as_json
@@ -164,5 +164,3 @@ def cmd_workers(settings, args) -> int:
     print("speed: thousands of the probe's multiply-adds per second of executed time (higher is faster)")
     return 0
 
-
-__all__ = ["Refused", "cmd_submit", "cmd_jobs", "cmd_result", "cmd_cancel", "cmd_workers"]

@@ -11,7 +11,6 @@ type's ``upcasters``; stored events are never edited, they are upcast on read.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Callable
 

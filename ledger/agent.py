@@ -21,7 +21,6 @@ from types import SimpleNamespace
 
 import orjson
 
-import aio_pika
 import structlog
 
 from common.agent_main import run_agent

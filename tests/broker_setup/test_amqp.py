@@ -1,7 +1,6 @@
 """Publishing with confirms, impersonation, and queue depths against the real broker."""
 import asyncio
 import socket
-import urllib.error
 import uuid
 from urllib.parse import quote, urlsplit, urlunsplit
 

@@ -3,7 +3,6 @@ against the test broker and a fresh SQLite ledger per test."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import signal
 import subprocess

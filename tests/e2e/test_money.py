@@ -7,7 +7,6 @@ balances, and `marketctl replay --verify` checks every snapshot."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -2,7 +2,6 @@
 the integration and fault tests."""
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess

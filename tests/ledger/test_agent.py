@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import aio_pika
 import orjson
 import pytest
 

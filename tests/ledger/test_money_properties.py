@@ -93,7 +93,7 @@ def run(market: MoneyMarket, operation: tuple) -> None:
 
 
 def check_money(market: MoneyMarket) -> None:
-    state, rows = market.state, market.rows
+    state = market.state
     balances = market.balances()
     assert sum(balances.values()) == 0
     refused = {r.payload["request_id"] for r in market.records() if r.type == "request.rejected"}
