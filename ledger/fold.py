@@ -623,12 +623,17 @@ def _job_errored(state: MarketState, event: Recorded) -> list[Derived]:
     return [ready_or_held(state, job)]
 
 
-@handles("job.failed")
-def _job_failed(state: MarketState, event: Recorded) -> list[Derived]:
+def _given_up(state: MarketState, event: Recorded, status: str) -> list[Derived]:
+    """The job ends without a result (failed or quarantined); a probe measures 0."""
     job = state.jobs[event.payload["job_id"]]
-    job.status, job.finished_at = "failed", event.recorded_at
+    job.status, job.finished_at = status, event.recorded_at
     state.touch("jobs", job.job_id, event.seq)
     return _probe_failed(job, event.recorded_at)
+
+
+@handles("job.failed")
+def _job_failed(state: MarketState, event: Recorded) -> list[Derived]:
+    return _given_up(state, event, "failed")
 
 
 def due_expiries(state: MarketState, now: str, grace: timedelta) -> list[Lease]:
@@ -657,10 +662,7 @@ def _lease_expired(state: MarketState, event: Recorded) -> list[Derived]:
 
 @handles("job.quarantined")
 def _job_quarantined(state: MarketState, event: Recorded) -> list[Derived]:
-    job = state.jobs[event.payload["job_id"]]
-    job.status, job.finished_at = "quarantined", event.recorded_at
-    state.touch("jobs", job.job_id, event.seq)
-    return _probe_failed(job, event.recorded_at)
+    return _given_up(state, event, "quarantined")
 
 
 # ---- speed --------------------------------------------------------------------
