@@ -2,12 +2,9 @@
 from datetime import timedelta
 
 from contracts.blobs import Blob
-from contracts.envelope import Codec
-from ledger.ingest import Incoming, decode_all, plan_batch, plan_expiries
 from ledger.replay import replay
-from ledger.state import MarketState, Rules
+from tests.ledger.money_market import MoneyMarket
 
-CODEC = Codec()
 T0 = "2026-11-22T10:00:00.000000Z"
 
 
@@ -16,29 +13,20 @@ def at(seconds: float) -> str:
     return format_time(parse_time(T0) + timedelta(seconds=seconds))
 
 
-class Market:
-    """A market folded in memory, with a clock the test moves."""
+class Market(MoneyMarket):
+    """The money tests' in-memory market, with times given in seconds after T0."""
 
     def __init__(self, quarantine_after: int = 3):
-        self.state = MarketState(rules=Rules(quarantine_after=quarantine_after))
-        self.rows = []
-        self.now = T0
+        super().__init__(start=T0, quarantine_after=quarantine_after)
 
     def send(self, actor: str, event_type: str, payload: dict, *, at_seconds: float | None = None):
         if at_seconds is not None:
             self.now = at(at_seconds)
-        _, body = CODEC.encode(event_type, payload)
-        decoded, invalid = decode_all(CODEC, [Incoming(body, actor)])
-        assert not invalid, invalid[0][1].reason
-        plan = plan_batch(self.state, decoded, set(), self.now)
-        self.rows += plan.events
-        return plan.recorded[1:]
+        return super().send(actor, event_type, payload)
 
     def sweep(self, at_seconds: float):
         self.now = at(at_seconds)
-        plan = plan_expiries(self.state, self.now, timedelta(seconds=2))
-        self.rows += plan.events
-        return plan.recorded
+        return super().sweep()
 
     def job(self, job_id="j1"):
         return self.state.jobs[job_id]
