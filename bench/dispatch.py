@@ -31,9 +31,8 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from bench.ledger_ingest import bench_settings, declare  # noqa: E402
+from bench.ledger_ingest import bench_broker, bench_settings  # noqa: E402
 from broker_setup.amqp import Outgoing, Publisher, connect  # noqa: E402
-from broker_setup.node import LocalNode  # noqa: E402
 from contracts.blobs import Blob  # noqa: E402
 from contracts.envelope import Codec, parse_time  # noqa: E402
 from contracts.package import dumps_state  # noqa: E402
@@ -231,13 +230,9 @@ def main() -> int:
     parser.add_argument("--no-celery", action="store_true")
     args = parser.parse_args()
     settings = bench_settings()
-    node = LocalNode(settings) if settings.uses_local_broker else None
-    started_node = node.start() if node else False
-    try:
-        asyncio.run(declare(settings))
+    with bench_broker(settings):
         print(f"dispatch benchmark: {args.jobs} tiny jobs, {args.workers} workers x {args.slots} slots, "
-          f"pool window {args.window}s, "
-              f"{os.cpu_count()} cores")
+              f"pool window {args.window}s, {os.cpu_count()} cores")
         market, cycle = run_market(settings, args.jobs, args.workers, args.window, args.cycles, args.slots)
         print(f"  market: {market['completed']} jobs in {market['elapsed']:.1f} s = {market['jobs_per_s']:.0f} jobs/s"
               f" (one lease each, every step ledgered)")
@@ -253,9 +248,6 @@ def main() -> int:
             print(f"  celery 5 (prefork x{args.workers}, acks_late, same broker): {peer['tasks_per_s']:.0f} tasks/s,"
                   f" one task at a time p50 {peer['latency_p50'] * 1000:.1f} ms p99 {peer['latency_p99'] * 1000:.1f} ms")
             print(f"  ratio market / celery: {market['jobs_per_s'] / peer['tasks_per_s']:.2f}")
-    finally:
-        if started_node:
-            node.stop()
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -142,6 +143,20 @@ def measure_ledger(settings, events, db_url: str) -> tuple[float, float]:
     return len(events) / elapsed, len(events) / publish_seconds
 
 
+@contextlib.contextmanager
+def bench_broker(settings):
+    """The bench's own broker node (started and stopped here unless
+    MARKET_AMQP_URL names one), with the topology declared."""
+    node = LocalNode(settings) if settings.uses_local_broker else None
+    started_node = node.start() if node else False
+    try:
+        asyncio.run(declare(settings))
+        yield
+    finally:
+        if started_node:
+            node.stop()
+
+
 async def declare(settings) -> None:
     connection = await connect(settings, "bench: declare")
     async with connection:
@@ -160,10 +175,7 @@ def main() -> int:
         asyncio.run(raw_consume(*args.raw_consumer))
         return 0
     settings = bench_settings()
-    node = LocalNode(settings) if settings.uses_local_broker else None
-    started_node = node.start() if node else False
-    try:
-        asyncio.run(declare(settings))
+    with bench_broker(settings):
         events = make_events(args.events)
         print(f"ledger ingest benchmark: {args.events} events, {os.cpu_count()} cores, batch {settings.ingest_batch}")
         ceiling = measure_ceiling(settings, events)
@@ -175,9 +187,6 @@ def main() -> int:
         print(f"  ledger ({backend}, publish with confirms -> committed): {rate:8.0f} events/s"
               f"   (publishing alone ran at {publish_rate:.0f} msgs/s)")
         print(f"  ratio ledger / ceiling: {rate / ceiling:.2f}")
-    finally:
-        if started_node:
-            node.stop()
     return 0
 
 
