@@ -55,46 +55,43 @@ class Requester:
                       timeout: float) -> dict:
         """Publish one request and wait for the ledger's reply (a dict with
         ``status``: recorded, duplicate or invalid; and ``verdicts``)."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiting[event_id] = future
         properties = Basic.Properties(content_type="application/json", delivery_mode=PERSISTENT,
                                       message_id=event_id, user_id=user_id, reply_to=REPLY_TO)
-        try:
-            await self._channel.basic_publish(body, exchange=EVENTS_EXCHANGE, routing_key=routing_key,
-                                              properties=properties, mandatory=True)
-        except aiormq.exceptions.PublishError as e:
-            raise PublishError(f"no queue takes {routing_key!r}: is the topology declared (`marketctl up`)?") from e
-        except aiormq.exceptions.AMQPError as e:
-            raise PublishError(f"the broker refused the request as {user_id!r}: {e}") from e
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError as e:
-            raise BrokerError(f"the ledger did not answer within {timeout:g} s: is it running (`marketctl status`)?") from e
-        finally:
-            self._waiting.pop(event_id, None)
+        return await self._publish_and_wait(event_id, body, EVENTS_EXCHANGE, routing_key, properties, timeout,
+                                             f"no queue takes {routing_key!r}")
 
     async def ask(self, query: str, args: dict | None = None, *, user_id: str, timeout: float):
         """Ask the ledger's read side; returns the answer's data or raises
         BrokerError with the ledger's reason."""
         question_id = str(uuid.uuid4())
-        future = asyncio.get_running_loop().create_future()
-        self._waiting[question_id] = future
         properties = Basic.Properties(content_type="application/json", message_id=question_id,
                                       correlation_id=question_id, user_id=user_id, reply_to=REPLY_TO)
-        try:
-            await self._channel.basic_publish(orjson.dumps({"query": query, "args": args or {}}), exchange="",
-                                              routing_key=LEDGER_QUERIES, properties=properties, mandatory=True)
-        except aiormq.exceptions.PublishError as e:
-            raise PublishError(f"no {LEDGER_QUERIES} queue: is the topology declared (`marketctl up`)?") from e
-        try:
-            reply = await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError as e:
-            raise BrokerError(f"the ledger did not answer within {timeout:g} s: is it running (`marketctl status`)?") from e
-        finally:
-            self._waiting.pop(question_id, None)
+        reply = await self._publish_and_wait(question_id, orjson.dumps({"query": query, "args": args or {}}), "",
+                                             LEDGER_QUERIES, properties, timeout, f"no {LEDGER_QUERIES} queue")
         if not reply.get("ok"):
             raise QueryRefused(reply.get("error") or "the ledger refused the query")
         return reply["data"]
+
+    async def _publish_and_wait(self, key: str, body: bytes, exchange: str, routing_key: str, properties,
+                                timeout: float, unroutable: str) -> dict:
+        """Publish on the reply-to channel and wait for the reply filed under ``key``."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[key] = future
+        try:
+            try:
+                await self._channel.basic_publish(body, exchange=exchange, routing_key=routing_key,
+                                                  properties=properties, mandatory=True)
+            except aiormq.exceptions.PublishError as e:
+                raise PublishError(f"{unroutable}: is the topology declared (`marketctl up`)?") from e
+            except aiormq.exceptions.AMQPError as e:
+                raise PublishError(f"the broker refused the message as {properties.user_id!r}: {e}") from e
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except asyncio.TimeoutError as e:
+                raise BrokerError(f"the ledger did not answer within {timeout:g} s: "
+                                  "is it running (`marketctl status`)?") from e
+        finally:
+            self._waiting.pop(key, None)
 
 
 class QueryRefused(BrokerError):
