@@ -100,6 +100,9 @@ class LedgerAgent:
         #: outbox ids the broker confirmed; deleted in the writer's next
         #: transaction, so the relay never waits for the database
         self._forget: list[int] = []
+        #: outbox id -> deadline of the lease deliveries built by this process,
+        #: so the relay need not parse a whole lease message (state included) again
+        self._lease_deadlines: dict[int, str] = {}
         self._next_outbox_id = None
         #: recent blobs (modules, fresh states) by sha256, so granting a lease
         #: rarely reads the blobs table
@@ -241,6 +244,9 @@ class LedgerAgent:
             self.state = self._load_state()
             self._next_outbox_id = None
             self._forget = plan.forget + self._forget
+            for row in plan.outbox:
+                # the ids will be given again to other rows
+                self._lease_deadlines.pop(row["id"], None)
             raise
         if self._relay_caught_up:
             self._fresh.extend(plan.outbox)
@@ -248,6 +254,7 @@ class LedgerAgent:
     def _lease_body(self, row: dict, new_blobs: dict) -> bytes:
         """The lease message with the bytes the worker needs, built once, at grant."""
         granted = orjson.loads(row["body"])
+        self._lease_deadlines[row["id"]] = granted["deadline"]
         module, state = self._blob(granted["module_sha256"]), self._blob(granted["state_sha256"])
         return encode_lease_message(row["event_id"], granted, module, state)
 
@@ -340,6 +347,7 @@ class LedgerAgent:
     def _fall_behind(self) -> None:
         self._relay_caught_up = False
         self._fresh.clear()
+        self._lease_deadlines.clear()
 
     def _forget_now(self) -> None:
         ids, self._forget = self._forget, []
@@ -360,7 +368,7 @@ class LedgerAgent:
                             correlation_id=row.correlation_id, exchange="", mandatory=False)
         if row.exchange == LEASES_EXCHANGE:
             # the broker drops (dead-letters) a lease nobody took before its deadline
-            deadline = orjson.loads(row.body)["lease"]["deadline"]
+            deadline = self._lease_deadlines.pop(row.id, None) or orjson.loads(row.body)["lease"]["deadline"]
             remaining = (parse_time(deadline) - parse_time(self.clock())).total_seconds()
             return Outgoing(row.body, row.routing_key, user_id=LEDGER_ACTOR, message_id=row.event_id,
                             correlation_id=row.correlation_id, exchange=LEASES_EXCHANGE,
