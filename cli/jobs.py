@@ -6,15 +6,14 @@ import base64
 import json
 import sys
 import time
-import uuid
 
 from broker_setup.amqp import connect
 from broker_setup.rpc import Requester
 from cli.money import format_credits, parse_credits
 from cli.requests import send_and_check
 from common.errors import MarketError
-from contracts.blobs import Blob
-from contracts.package import PackageError, build_package, parse_target, result_as_json
+from contracts.package import (PackageError, build_package, new_job_id, parse_target, result_as_json,
+                               submission_payload)
 
 TERMINAL = {"completed", "failed", "cancelled", "quarantined"}
 
@@ -41,9 +40,7 @@ def build_submission(settings, target: str, name: str, price_text: str, args_tex
     args = parse_args_json(args_text)
     path, entry = parse_target(target)
     package = build_package(path, entry, args, max_bytes=settings.max_blob_bytes)
-    return {"job_id": f"job-{uuid.uuid4().hex[:12]}", "name": name, "price": price, "entry": package.entry,
-            "kind": package.kind, "module": Blob(package.module_sha256, package.module_source),
-            "state": Blob.of(package.state), "max_attempts": max_attempts}
+    return submission_payload(package, job_id=new_job_id(), name=name, price=price, max_attempts=max_attempts)
 
 
 async def ask(settings, account: str, query: str, args: dict | None = None):

@@ -33,7 +33,11 @@ async def send(settings, account: str, event_type: str, payload: dict) -> dict:
 
 def send_and_check(settings, account: str, event_type: str, payload: dict) -> dict:
     """Send and wait; raise Refused with the ledger's reason if it said no."""
-    reply = asyncio.run(send(settings, account, event_type, payload))
+    return check_reply(asyncio.run(send(settings, account, event_type, payload)))
+
+
+def check_reply(reply: dict) -> dict:
+    """The ledger's reply when it recorded the request and said yes; else Refused with its reason."""
     if reply["status"] == "invalid":
         raise Refused(f"refused: {reply['reason']}")
     for verdict in reply["verdicts"]:

@@ -21,7 +21,8 @@ from broker_setup.topology import topology
 from common.errors import MarketError
 
 #: agents ``up`` starts, by name -> python module run with ``-m``
-AGENTS = {"ledger": "ledger.agent", "scheduler": "agents.scheduler.agent", "speedprobe": "agents.speedprobe.agent"}
+AGENTS = {"ledger": "ledger.agent", "scheduler": "agents.scheduler.agent", "speedprobe": "agents.speedprobe.agent",
+          "portal": "web.agent"}
 #: local workers ``up --workers N`` starts are named worker-1 ... worker-N
 WORKER_PREFIX = "worker-"
 #: seconds an agent gets to stop after SIGTERM before SIGKILL
@@ -97,7 +98,8 @@ def start_agent(settings, name: str, extra_env: dict | None = None, argv: list[s
 def _settings_env(settings) -> dict:
     """The settings an agent needs, passed on so it sees what ``up`` saw."""
     env = {"MARKET_HOME": str(Path(settings.home).resolve()), "MARKET_DB_URL": settings.db_url,
-           "MARKET_AMQP_URL": settings.amqp_url, "MARKET_LOG_LEVEL": settings.log_level}
+           "MARKET_AMQP_URL": settings.amqp_url, "MARKET_LOG_LEVEL": settings.log_level,
+           "MARKET_WEB_PORT": str(settings.web_port), "MARKET_WEB_HOST": settings.web_host}
     return env
 
 
@@ -140,6 +142,7 @@ def up(settings, say=print, workers: int = 0) -> None:
     for name in AGENTS:
         pid = start_agent(settings, name)
         say(f"{name} agent: running (pid {pid}, log {settings.log_dir / (name + '.log')})")
+    say(f"portal: {settings.web_url}/  (sign up there; without MARKET_SMTP_URL, mail goes to {settings.mail_dir})")
     if workers:
         _ensure_account(settings, settings.account)
     for index in range(1, workers + 1):

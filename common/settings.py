@@ -92,6 +92,25 @@ class Settings:
     #: MARKET_CLOCK_OFFSET_SECONDS: seconds added to the ledger's clock (tests and
     #: demos put the ledger just before a month boundary with it); 0 in production
     clock_offset_seconds: float = 0.0
+    #: MARKET_WEB_HOST / MARKET_WEB_PORT: where the portal listens
+    web_host: str = "127.0.0.1"
+    web_port: int = 8470
+    #: MARKET_WEB_URL: the portal's address as members reach it, used in the
+    #: links of its e-mails; unset means http://WEB_HOST:WEB_PORT
+    web_url_override: str | None = None
+    #: MARKET_WEB_SECRET: the key that signs session cookies and feed links;
+    #: unset means a random key kept in MARKET_HOME/web-secret (mode 0600)
+    web_secret: str | None = None
+    #: MARKET_WEB_HTTPS: 1 marks session cookies Secure (behind a TLS proxy)
+    web_https: bool = False
+    #: MARKET_SMTP_URL: smtp://[user:password@]host[:port] for the portal's mail;
+    #: unset means each mail is written to MARKET_HOME/mail and its link logged
+    smtp_url: str | None = None
+    #: MARKET_MAIL_FROM: the sender of the portal's mail
+    mail_from: str = "market@localhost"
+    #: MARKET_WELCOME_CREDITS: credits the operator deposits for a member who
+    #: confirmed a new portal account (0: none)
+    welcome_credits: str = "10"
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -123,6 +142,14 @@ class Settings:
             probe_size=_env_int(env, "MARKET_PROBE_SIZE", d.probe_size),
             commission_bps=_env_int(env, "MARKET_COMMISSION_BPS", d.commission_bps),
             clock_offset_seconds=_env_float(env, "MARKET_CLOCK_OFFSET_SECONDS", d.clock_offset_seconds),
+            web_host=env.get("MARKET_WEB_HOST") or d.web_host,
+            web_port=_env_int(env, "MARKET_WEB_PORT", d.web_port),
+            web_url_override=env.get("MARKET_WEB_URL") or None,
+            web_secret=env.get("MARKET_WEB_SECRET") or None,
+            web_https=env.get("MARKET_WEB_HTTPS", "") in ("1", "true", "yes"),
+            smtp_url=env.get("MARKET_SMTP_URL") or None,
+            mail_from=env.get("MARKET_MAIL_FROM") or d.mail_from,
+            welcome_credits=env.get("MARKET_WELCOME_CREDITS") or d.welcome_credits,
         )
         values.update(overrides)
         settings = cls(**values)
@@ -165,6 +192,14 @@ class Settings:
     @property
     def management_url(self) -> str:
         return f"http://127.0.0.1:{self.management_port}/"
+
+    @property
+    def web_url(self) -> str:
+        return (self.web_url_override or f"http://{self.web_host}:{self.web_port}").rstrip("/")
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.home / "mail"
 
     @property
     def run_dir(self) -> Path:

@@ -28,6 +28,7 @@ import re
 import sys
 import traceback
 import types
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,6 +297,19 @@ def build_package(path, entry: str, args=None, max_bytes: int = MAX_PACKAGE_BYTE
         raise PackageTooLarge(f"package is {_size(size, max_bytes)}; the limit is {_size(max_bytes, size)}")
     kind = "generator" if inspect.isgeneratorfunction(function) else "function"
     return BuiltPackage(module_source=source, module_sha256=sha256, entry=entry, kind=kind, state=state)
+
+
+def new_job_id() -> str:
+    return f"job-{uuid.uuid4().hex[:12]}"
+
+
+def submission_payload(package: BuiltPackage, *, job_id: str, name: str, price: int, max_attempts: int) -> dict:
+    """The ``job.submitted`` payload for a built package (the same from marketctl and the portal)."""
+    from contracts.blobs import Blob
+
+    return {"job_id": job_id, "name": name, "price": price, "entry": package.entry, "kind": package.kind,
+            "module": Blob(package.module_sha256, package.module_source), "state": Blob.of(package.state),
+            "max_attempts": max_attempts}
 
 
 def _read_source(path: Path) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Callable
 
+import orjson
 from sqlalchemy import func, select
 
 from common.errors import MarketError
@@ -66,12 +67,16 @@ def _owned_job(conn, actor: str, job_id) -> object:
 
 @query("jobs")
 def jobs(conn, actor: str, status: str | None = None) -> list[dict]:
-    """The asker's own jobs, newest first."""
-    stmt = select(tables.jobs).where(tables.jobs.c.owner == actor)
+    """The asker's own jobs, newest first; a running job's current lease with its times."""
+    current = tables.leases.alias("current")
+    stmt = (select(tables.jobs, current.c.granted_at.label("lease_granted_at"),
+                   current.c.deadline.label("lease_deadline"))
+            .outerjoin(current, current.c.lease_id == tables.jobs.c.lease_id)
+            .where(tables.jobs.c.owner == actor))
     if status:
         stmt = stmt.where(tables.jobs.c.status == status)
     rows = conn.execute(stmt.order_by(tables.jobs.c.submitted_at.desc(), tables.jobs.c.job_id)).all()
-    return [_job_row(r) for r in rows]
+    return [dict(_job_row(r), lease_granted_at=r.lease_granted_at, lease_deadline=r.lease_deadline) for r in rows]
 
 
 @query("job")
@@ -86,6 +91,40 @@ def job(conn, actor: str, job_id: str) -> dict:
          "checked_in": l.ended_at, "deadline": l.deadline, "outcome": l.outcome, "executed_ms": l.executed_ms}
         for l in leases])
     return detail
+
+
+#: the worker's reports, which carry a lease's output
+CHECK_IN_TYPES = ("checkpoint.submitted", "job.finished", "job.errored")
+
+
+@query("job_output")
+def job_output(conn, actor: str, job_id: str, last: int = 20) -> list[dict]:
+    """The stdout/stderr a job printed, per lease (the ``last`` leases that ended).
+
+    Found without scanning the log: the event that closed a lease is its
+    row's ``folded_seq``, and its causation chain leads back to the worker's
+    report within a few indexed lookups."""
+    row = _owned_job(conn, actor, job_id)
+    ev = tables.events.c
+    leases = conn.execute(select(tables.leases).where(tables.leases.c.job_id == row.job_id,
+                                                      tables.leases.c.outcome != "open")
+                          .order_by(tables.leases.c.granted_at.desc()).limit(max(1, min(int(last), 100)))).all()
+    found = []
+    for lease in leases:
+        event = conn.execute(select(ev.type, ev.causation_id, ev.payload).where(ev.seq == lease.folded_seq)).first()
+        for _ in range(4):
+            if event is None or event.type in CHECK_IN_TYPES:
+                break
+            event = conn.execute(select(ev.type, ev.causation_id, ev.payload)
+                                 .where(ev.event_id == event.causation_id)).first()
+        output = ""
+        if event is not None and event.type in CHECK_IN_TYPES:
+            payload = orjson.loads(event.payload)
+            if payload.get("lease_id") == lease.lease_id:
+                output = payload.get("output", "")
+        found.append({"lease_id": lease.lease_id, "worker_id": lease.worker_id, "outcome": lease.outcome,
+                      "output": output})
+    return found
 
 
 @query("result")

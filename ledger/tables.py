@@ -187,5 +187,31 @@ month_balances = Table(
 )
 Index("ix_month_balances_month", month_balances.c.month)
 
+# ---- the portal's credentials: not projections (no event holds a password) ----
+
+#: members who may log in to the portal, one per confirmed account
+web_members = Table(
+    "web_members",
+    metadata,
+    Column("account", String(64), primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("password_hash", String(256), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("password_changed_at", String(32), nullable=False),
+)
+
+#: sign-ups waiting for their e-mail confirmation; only the link's sha256 is kept
+web_signups = Table(
+    "web_signups",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("password_hash", String(256), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
+)
+Index("ix_web_signups_account", web_signups.c.account)
+
 #: projection tables, in the order replay compares them
 PROJECTIONS = (accounts, workers, jobs, leases, speed_samples, months, month_balances)

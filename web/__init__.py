@@ -1,0 +1,1 @@
+"""The web portal: members run the market from a browser."""

@@ -1,0 +1,303 @@
+"""The member's jobs: dashboard, submit (upload or prebuilt), list with live progress,
+one job's page, its result, reprice, cancel, and the Atom feed of their changes."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from cli.jobs import TERMINAL
+from cli.money import AmountError, format_credits, parse_credits
+from cli.requests import Refused
+from contracts.envelope import parse_time, utc_now_iso
+from contracts.package import PackageError, ResultNotJSON, new_job_id, result_as_json, submission_payload
+from web.feed import atom_feed, job_changes
+from web.market import NotAnswered
+from web.packaging import build_in_child
+from web.prebuilt import BY_SLUG, CATALOGUE
+from web.render import checked_form, flash, render, require_member
+
+#: a job's result shown on its page up to this many characters
+RESULT_PREVIEW = 20_000
+
+
+class BadInput(HTTPException):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(status, message)
+
+
+async def _job_or_404(market, account: str, job_id: str) -> dict:
+    try:
+        return await market.ask(account, "job", job_id=job_id)
+    except NotAnswered as e:
+        raise HTTPException(404, f"no job {job_id} of yours") from e
+
+
+def _lease_fraction(job: dict, now: str) -> float | None:
+    """How far the current lease has run towards its deadline (0..1), for the progress bar."""
+    if not job.get("lease_granted_at") or not job.get("lease_deadline"):
+        return None
+    start, end = parse_time(job["lease_granted_at"]), parse_time(job["lease_deadline"])
+    total = (end - start).total_seconds()
+    done = (parse_time(now) - start).total_seconds()
+    return max(0.0, min(1.0, done / total)) if total > 0 else 1.0
+
+
+def _progress(job: dict, now: str) -> dict:
+    """What the list shows and refreshes: status, checkpoints, executed time, price, bar."""
+    terminal = job["status"] in TERMINAL
+    fraction = 1.0 if job["status"] == "completed" else _lease_fraction(job, now)
+    return {"job_id": job["job_id"], "status": job["status"], "checkpoint": job["checkpoint"],
+            "executed": f"{job['executed_ms'] / 1000:.3f}", "price": format_credits(job["price"]),
+            "worker_id": job["worker_id"] or "-", "finished_at": (job["finished_at"] or "-")[:19].replace("T", " "),
+            "terminal": terminal, "bar": None if fraction is None else round(fraction * 100)}
+
+
+async def dashboard(request):
+    account = await require_member(request)
+    market = request.app.state.market
+    jobs = await market.ask(account, "jobs")
+    workers = [w for w in await market.ask(account, "workers") if w["owner"] == account]
+    balance = await run_in_threadpool(_balance, market.engine, account)
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job["status"]] = counts.get(job["status"], 0) + 1
+    now = utc_now_iso()
+    return render(request, "dashboard.html", {
+        "balance": balance, "counts": counts, "jobs": [_progress(j, now) | {"name": j["name"]} for j in jobs[:5]],
+        "workers": workers, "job_total": len(jobs), "feed_url": feed_url(request, account)})
+
+
+def _balance(engine, account: str) -> dict | None:
+    from sqlalchemy import select
+
+    from ledger import tables
+
+    with engine.connect() as conn:
+        row = conn.execute(select(tables.accounts.c.balance, tables.accounts.c.credit_limit)
+                           .where(tables.accounts.c.name == account)).first()
+    return None if row is None else {"balance": row.balance, "credit_limit": row.credit_limit}
+
+
+# ---- submitting -------------------------------------------------------------------
+
+async def submit_page(request):
+    await require_member(request)
+    return render(request, "submit.html", {"catalogue": CATALOGUE, "values": {"price": "5", "max_attempts": "3"}})
+
+
+def _parse_common(form) -> tuple[str, int, int]:
+    name = str(form.get("name", "")).strip()
+    if not 1 <= len(name) <= 200:
+        raise BadInput("give the job a name of 1 to 200 characters")
+    try:
+        price = parse_credits(str(form.get("price", "")), what="price")
+    except AmountError as e:
+        raise BadInput(str(e)) from e
+    attempts_text = str(form.get("max_attempts", "") or "3").strip()
+    if not attempts_text.isdigit() or not 1 <= int(attempts_text) <= 100:
+        raise BadInput("attempts must be a whole number from 1 to 100")
+    return name, price, int(attempts_text)
+
+
+async def _upload(form, limit: int) -> tuple[str, bytes]:
+    upload = form.get("module")
+    if upload is None or isinstance(upload, str) or not upload.filename:
+        raise BadInput("choose a .py file to upload")
+    if not upload.filename.endswith(".py"):
+        raise BadInput(f"{upload.filename} is not a Python file: upload a .py module", 415)
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise BadInput(f"{upload.filename} is larger than the {limit // 1024} KiB a job module may have", 413)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{upload.filename} is not Python source (not UTF-8 text)", 415) from e
+    return upload.filename, data
+
+
+async def submit(request):
+    account = await require_member(request)
+    settings = request.app.state.settings
+    form = await checked_form(request, max_files=1, max_fields=20)
+    values = {k: str(form.get(k, "")) for k in ("name", "entry", "price", "args", "max_attempts")}
+    try:
+        name, price, attempts = _parse_common(form)
+        entry = values["entry"].strip()
+        if not entry.isidentifier():
+            raise BadInput(f"{entry!r} is not a function name")
+        try:
+            args = json.loads(values["args"]) if values["args"].strip() else None
+        except json.JSONDecodeError as e:
+            raise BadInput(f"the arguments are not valid JSON: {e.msg} at column {e.colno}") from e
+        filename, source = await _upload(form, settings.max_blob_bytes)
+        job_id = await _submit(request, account, source, filename, entry, args, name, price, attempts)
+    except BadInput as e:
+        return render(request, "submit.html", {"catalogue": CATALOGUE, "values": values, "error": e.detail},
+                      e.status_code)
+    flash(request, f"job {job_id} submitted")
+    return RedirectResponse(f"/jobs/{job_id}", 303)
+
+
+async def _submit(request, account, source, filename, entry, args, name, price, attempts) -> str:
+    state = request.app.state
+    try:
+        package = await build_in_child(source, entry, args, filename=filename, max_bytes=state.settings.max_blob_bytes)
+    except PackageError as e:
+        raise BadInput(str(e)) from e
+    job_id = new_job_id()
+    payload = submission_payload(package, job_id=job_id, name=name, price=price, max_attempts=attempts)
+    try:
+        await state.market.request(account, "job.submitted", payload)
+    except Refused as e:
+        raise BadInput(str(e), 409) from e
+    return job_id
+
+
+async def submit_prebuilt(request):
+    account = await require_member(request)
+    form = await checked_form(request)
+    prebuilt = BY_SLUG.get(request.path_params["slug"])
+    if prebuilt is None:
+        raise HTTPException(404, "no such prebuilt job")
+    try:
+        name, price, attempts = _parse_common({"name": prebuilt.title, "price": form.get("price") or prebuilt.price})
+        job_id = await _submit(request, account, prebuilt.path.read_bytes(), prebuilt.file, prebuilt.entry,
+                               prebuilt.args, name, price, attempts)
+    except BadInput as e:
+        return render(request, "submit.html", {"catalogue": CATALOGUE, "values": {}, "error": e.detail},
+                      e.status_code)
+    flash(request, f"{prebuilt.title} submitted as {job_id}")
+    return RedirectResponse(f"/jobs/{job_id}", 303)
+
+
+# ---- watching ---------------------------------------------------------------------
+
+async def jobs_page(request):
+    account = await require_member(request)
+    jobs = await request.app.state.market.ask(account, "jobs")
+    now = utc_now_iso()
+    return render(request, "jobs.html", {"jobs": [_progress(j, now) | {"name": j["name"]} for j in jobs]})
+
+
+async def jobs_json(request):
+    account = await require_member(request)
+    jobs = await request.app.state.market.ask(account, "jobs")
+    now = utc_now_iso()
+    return JSONResponse([_progress(j, now) for j in jobs])
+
+
+async def job_page(request):
+    account = await require_member(request)
+    market = request.app.state.market
+    job = await _job_or_404(market, account, request.path_params["job_id"])
+    outputs = {o["lease_id"]: o["output"] for o in await market.ask(account, "job_output", job_id=job["job_id"])}
+    result, result_kind = None, None
+    if job["status"] == "completed":
+        answer = await market.ask(account, "result", job_id=job["job_id"])
+        try:
+            text = json.dumps(result_as_json(base64.b64decode(answer["data"])), indent=2)
+            result, result_kind = (text[:RESULT_PREVIEW] + ("\n..." if len(text) > RESULT_PREVIEW else "")), "json"
+        except ResultNotJSON:
+            result_kind = "pickle"
+    return render(request, "job.html", {"job": job, "progress": _progress(job, utc_now_iso()), "outputs": outputs,
+                                        "result": result, "result_kind": result_kind})
+
+
+async def job_result(request):
+    account = await require_member(request)
+    market = request.app.state.market
+    job_id = request.path_params["job_id"]
+    await _job_or_404(market, account, job_id)
+    try:
+        answer = await market.ask(account, "result", job_id=job_id)
+    except NotAnswered as e:
+        raise HTTPException(409, str(e)) from e
+    data = base64.b64decode(answer["data"])
+    try:
+        body, kind, suffix = json.dumps(result_as_json(data), indent=2).encode(), "application/json", "json"
+    except ResultNotJSON:
+        # the portal never unpickles: the bytes go to the owner as they are (tag byte first)
+        body, kind, suffix = data, "application/octet-stream", "pickle"
+    return Response(body, media_type=kind, headers={
+        "Content-Disposition": f'attachment; filename="{job_id}-result.{suffix}"'})
+
+
+async def reprice(request):
+    account = await require_member(request)
+    form = await checked_form(request)
+    market = request.app.state.market
+    job = await _job_or_404(market, account, request.path_params["job_id"])
+    try:
+        price = parse_credits(str(form.get("price", "")), what="price")
+        await market.request(account, "job.repriced", {"job_id": job["job_id"], "price": price})
+    except AmountError as e:
+        raise BadInput(str(e)) from e
+    except Refused as e:
+        raise BadInput(str(e), 409) from e
+    flash(request, f"{job['job_id']}: {format_credits(price)} credits per hour from its next lease")
+    return RedirectResponse(_back(form, f"/jobs/{job['job_id']}"), 303)
+
+
+async def cancel(request):
+    account = await require_member(request)
+    form = await checked_form(request)
+    market = request.app.state.market
+    job = await _job_or_404(market, account, request.path_params["job_id"])
+    try:
+        await market.request(account, "job.cancelled", {"job_id": job["job_id"]})
+    except Refused as e:
+        raise BadInput(str(e), 409) from e
+    flash(request, f"{job['job_id']} cancelled")
+    return RedirectResponse(_back(form, f"/jobs/{job['job_id']}"), 303)
+
+
+def _back(form, default: str) -> str:
+    target = str(form.get("back", ""))
+    return target if re.fullmatch(r"/jobs(/[A-Za-z0-9_.-]+)?", target) else default
+
+
+# ---- the Atom feed ------------------------------------------------------------------
+
+def feed_signature(key: bytes, account: str) -> str:
+    return hmac.new(key, f"feed:{account}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def feed_url(request, account: str) -> str:
+    settings = request.app.state.settings
+    return f"{settings.web_url}/feed/{account}/{feed_signature(request.app.state.feed_key, account)}.atom"
+
+
+async def feed(request):
+    """A private feed: its address carries a signature instead of a session (feed readers have none)."""
+    account, signature = request.path_params["account"], request.path_params["signature"]
+    if not hmac.compare_digest(signature, feed_signature(request.app.state.feed_key, account)):
+        raise HTTPException(404, "no such feed")
+    market = request.app.state.market
+    jobs = (await market.ask(account, "jobs"))[:20]
+    details = [await market.ask(account, "job", job_id=j["job_id"]) for j in jobs]
+    xml = atom_feed(account, feed_url(request, account), request.app.state.settings.web_url, job_changes(details))
+    return Response(xml, media_type="application/atom+xml")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/dashboard", dashboard),
+        Route("/submit", submit_page, methods=["GET"]),
+        Route("/submit", submit, methods=["POST"]),
+        Route("/prebuilt/{slug}", submit_prebuilt, methods=["POST"]),
+        Route("/jobs", jobs_page),
+        Route("/jobs.json", jobs_json),
+        Route("/jobs/{job_id}", job_page),
+        Route("/jobs/{job_id}/result", job_result),
+        Route("/jobs/{job_id}/reprice", reprice, methods=["POST"]),
+        Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+        Route("/feed/{account}/{signature}.atom", feed),
+    ]

@@ -1,0 +1,71 @@
+"""What every page shares: templates, the member of a session, CSRF tokens, flash messages."""
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.templating import Jinja2Templates
+
+from cli.money import format_credits
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
+TEMPLATES.env.filters["credits"] = lambda micro: "-" if micro is None else format_credits(micro)
+TEMPLATES.env.filters["seconds"] = lambda ms: "-" if ms is None else f"{ms / 1000:.3f}"
+TEMPLATES.env.filters["when"] = lambda text: "-" if not text else text[:19].replace("T", " ")
+
+
+class LoginRequired(HTTPException):
+    """No member logged in: the handler sends the browser to the log-in page."""
+
+    def __init__(self, path: str):
+        super().__init__(303, "log in first", headers={"Location": f"/login?next={quote(path)}"})
+
+
+def csrf_token(request) -> str:
+    token = request.session.get("csrf")
+    if not token:
+        token = request.session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+async def checked_form(request, **limits):
+    """The posted form, once its CSRF token matches the session's (else 403)."""
+    form = await request.form(**limits)
+    sent, expected = form.get("csrf", ""), request.session.get("csrf", "")
+    if not expected or not isinstance(sent, str) or not secrets.compare_digest(sent, expected):
+        raise HTTPException(403, "this form has expired or did not come from this site: reload the page and try again")
+    return form
+
+
+async def member_of(request) -> str | None:
+    """The logged-in account, or None. A password change ends every older session."""
+    account = request.session.get("account")
+    if not account:
+        return None
+    changed = await run_in_threadpool(request.app.state.members.password_changed_at, account)
+    if changed is None or changed != request.session.get("password_changed_at"):
+        request.session.clear()
+        return None
+    return account
+
+
+async def require_member(request) -> str:
+    account = await member_of(request)
+    if account is None:
+        raise LoginRequired(request.url.path)
+    return account
+
+
+def flash(request, message: str, kind: str = "ok") -> None:
+    request.session.setdefault("flash", []).append([kind, message])
+
+
+def render(request, name: str, context: dict | None = None, status: int = 200, headers=None):
+    context = dict(context or {})
+    context.setdefault("member", request.session.get("account"))
+    context["csrf"] = csrf_token(request)
+    context["flashes"] = request.session.pop("flash", [])
+    return TEMPLATES.TemplateResponse(request, name, context, status_code=status, headers=headers)
