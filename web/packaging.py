@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import resource
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -47,8 +48,10 @@ async def build_in_child(source: bytes, entry: str, args, *, filename: str = "jo
                           "filename": filename, "max_bytes": max_bytes}).encode("utf-8")
     with tempfile.TemporaryDirectory(prefix="market-build-") as scratch:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "web.packaging", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=scratch, env=dict(CHILD_ENV, PYTHONPATH=_code_root()),
+            # -I: no PYTHON* variables, no user site, no current directory on the path
+            sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {_code_root()!r}); "
+            "from web.packaging import _child_main; _child_main()", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=scratch, env=CHILD_ENV,
             preexec_fn=_limit_child, start_new_session=True)
         try:
             out, err = await asyncio.wait_for(process.communicate(request), BUILD_TIMEOUT)
@@ -59,7 +62,8 @@ async def build_in_child(source: bytes, entry: str, args, *, filename: str = "jo
     try:
         answer = json.loads(out)
     except ValueError as e:
-        reason = "ran out of CPU time" if process.returncode == -9 else f"exit code {process.returncode}"
+        reason = ("it used its CPU time" if process.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
+                  else f"exit code {process.returncode}")
         raise BuildFailed(f"loading the module failed ({reason})") from e
     if not answer["ok"]:
         raise BuildFailed(answer["error"])
@@ -88,7 +92,3 @@ def _child_main() -> None:
     sys.stdout.flush()
     # the module may have started threads or registered exit handlers: none of them may run
     os._exit(0)
-
-
-if __name__ == "__main__":
-    _child_main()

@@ -1,0 +1,348 @@
+"""The portal in a real headless Chromium, end to end: a newcomer signs up, confirms
+the mail's link, logs in, runs a prebuilt job and an uploaded one, watches them
+advance on the market's workers, reprices, downloads the result, reads the
+statement, downloads and validates the report, and logs out.
+
+Every page visited is saved as a full-page screenshot in test-artifacts/portal/
+(git-ignored), numbered in the order of the visit.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+import xml.etree.ElementTree as ET
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import select
+
+from cli.money import format_credits
+from ledger import tables
+from tests.web.conftest import PASSWORD
+from web.prebuilt import BY_SLUG
+
+pytestmark = pytest.mark.broker
+
+CHROMIUM = "/usr/bin/chromium"
+#: we run as root, and the network is closed: without these Chromium calls home over and over
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "portal"
+ATOM = "{http://www.w3.org/2005/Atom}"
+#: long enough for several leases of 5 s (2.5 s of work each) on the test workers
+STEPS = 50
+SLOW_COUNT = '''
+import time
+
+
+def initial_state(args):
+    return {"left": args["steps"], "done": 0}
+
+
+def count(state):
+    while state["left"]:
+        time.sleep(0.2)
+        state["left"] -= 1
+        state["done"] += 1
+        yield state
+    return {"done": state["done"]}
+'''
+#: the pages a phone must show without scrolling sideways (tables scroll inside their own box)
+MOBILE_PAGES = ("/jobs", "/dashboard", "/submit", "/statements", "/workers", "/report", "/advisor?speed=1")
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+    yield browser
+    browser.close()
+    playwright.stop()
+
+
+@pytest.fixture
+def page(chromium: Browser):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+class Album:
+    """Full-page screenshots, numbered in the order the pages were visited."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("[0-9][0-9]-*.png"):
+            old.unlink()
+        self.folder, self.taken = folder, []
+
+    def shoot(self, page: Page, name: str) -> None:
+        path = self.folder / f"{len(self.taken) + 1:02d}-{name}.png"
+        page.screenshot(path=path, full_page=True)
+        self.taken.append(path)
+
+
+def job_id_of(page: Page) -> str:
+    page.wait_for_url(re.compile(r"/jobs/job-[\w-]+$"))
+    return urlsplit(page.url).path.rsplit("/", 1)[1]
+
+
+def cell(page: Page, job_id: str, field: str):
+    return page.locator(f'tr[data-job="{job_id}"] [data-field="{field}"]')
+
+
+def stay_on_this_page(page: Page) -> None:
+    """Mark the loaded page: a reload or a navigation loses the mark."""
+    page.evaluate("window.stillTheSamePage = true")
+
+
+def wait_in_place(page: Page, job_id: str, field: str, *, above: float | None = None, text: str | None = None,
+                  timeout: float = 30_000) -> None:
+    """Wait until the jobs table's own script shows the change, on the marked page (never reloaded)."""
+    page.wait_for_function("""([job, field, above, text]) => {
+        if (window.stillTheSamePage !== true) return false;
+        const cell = document.querySelector(`tr[data-job="${job}"] [data-field="${field}"]`);
+        if (!cell) return false;
+        const shown = cell.textContent.trim();
+        return text !== null ? shown === text : Number(shown) > above;
+    }""", arg=[job_id, field, above, text], polling=200, timeout=timeout)
+
+
+def download(page: Page, selector: str, folder: Path) -> Path:
+    with page.expect_download() as started:
+        page.locator(selector).click()
+    path = folder / started.value.suggested_filename
+    started.value.save_as(path)
+    return path
+
+
+def horizontal_overflow(page: Page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+
+
+def test_a_newcomer_uses_the_whole_portal_in_a_real_browser(portal, page, chromium, tmp_path):
+    album = Album(ARTIFACTS)
+    account = f"br{uuid.uuid4().hex[:6]}"
+    email = f"{account}@example.com"
+
+    # Given a visitor on the home page
+    page.goto(portal.url + "/")
+    album.shoot(page, "home")
+
+    # When she signs up
+    page.get_by_role("link", name="Sign up").first.click()
+    page.wait_for_url("**/signup")
+    page.locator("input[name=account]").fill(account)
+    page.locator("input[name=email]").fill(email)
+    page.locator("input[name=password]").fill(PASSWORD)
+    page.locator("input[name=password_again]").fill(PASSWORD)
+    album.shoot(page, "signup")
+    page.get_by_role("button", name="Send me the confirmation link").click()
+    # Then the portal says a mail is on its way
+    expect(page.locator("h1")).to_have_text("Check your mail")
+    expect(page.locator("main")).to_contain_text(email)
+    album.shoot(page, "signup-sent")
+
+    # When she follows the link of the mail and opens her account
+    page.goto(portal.confirmation_link(email))
+    expect(page.locator("h1")).to_have_text(f"Open account {account}")
+    album.shoot(page, "confirm")
+    page.get_by_role("button", name="Open my account").click()
+    # Then she is asked to log in
+    page.wait_for_url("**/login")
+    expect(page.locator(".flash")).to_contain_text(f"account {account} is open")
+    album.shoot(page, "login")
+
+    # When she logs in
+    page.locator("input[name=account]").fill(account)
+    page.locator("input[name=password]").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    # Then her dashboard shows the welcome credits
+    page.wait_for_url("**/dashboard")
+    expect(page.locator("h1")).to_have_text(f"Hello, {account}")
+    expect(page.locator("#balance")).to_have_text("100.000000")
+    album.shoot(page, "dashboard-new")
+
+    # When she runs the prebuilt bubble sort from the submit page
+    page.get_by_role("navigation").get_by_role("link", name="Submit").click()
+    page.wait_for_url("**/submit")
+    album.shoot(page, "submit")
+    bubble_card = page.locator("#prebuilt-bubble-sort")
+    bubble_card.locator("input[name=price]").fill("5.2")
+    bubble_card.get_by_role("button", name="Run Bubble Sort").click()
+    # Then she lands on the new job's page
+    bubble_id = job_id_of(page)
+    expect(page.locator(".flash")).to_contain_text(f"Bubble Sort submitted as {bubble_id}")
+    album.shoot(page, "job-bubble-sort-submitted")
+
+    # When she uploads her own module: a generator that checkpoints after every step of 0.2 s
+    module = tmp_path / "slow_count.py"
+    module.write_text(SLOW_COUNT)
+    page.goto(portal.url + "/submit")
+    page.locator("input[name=module]").set_input_files(module)
+    page.locator("input[name=entry]").fill("count")
+    page.locator("input[name=name]").fill("Slow count")
+    page.locator("form[action='/submit'] input[name=price]").fill("6")
+    page.locator("textarea[name=args]").fill(json.dumps({"steps": STEPS}))
+    page.locator("input[name=max_attempts]").fill("3")
+    album.shoot(page, "submit-upload-filled")
+    page.get_by_role("button", name="Submit", exact=True).click()
+    # Then she lands on that job's page
+    slow_id = job_id_of(page)
+    expect(page.locator(".flash")).to_contain_text(f"job {slow_id} submitted")
+    expect(page.locator("h1")).to_contain_text("Slow count")
+    album.shoot(page, "job-upload-submitted")
+
+    # When she watches her jobs' list, which refreshes by itself
+    page.get_by_role("navigation").get_by_role("link", name="My jobs").click()
+    page.wait_for_url("**/jobs")
+    expect(page.locator(f'tr[data-job="{bubble_id}"]')).to_be_visible()
+    stay_on_this_page(page)
+    checkpoints_before = int(cell(page, slow_id, "checkpoint").inner_text())
+    executed_before = Decimal(cell(page, slow_id, "executed").inner_text())
+    album.shoot(page, "jobs-running")
+    # Then the uploaded job's checkpoints and executed time advance without a reload
+    wait_in_place(page, slow_id, "checkpoint", above=checkpoints_before)
+    assert Decimal(cell(page, slow_id, "executed").inner_text()) > executed_before
+    album.shoot(page, "jobs-progressed")
+
+    # When she reprices the running job from its row
+    row = page.locator(f'tr[data-job="{slow_id}"]')
+    row.locator("input[name=price]").fill("7.5")
+    row.get_by_role("button", name="Reprice").click()
+    # Then the list says so, and the row and the ledger show the new price
+    page.wait_for_url("**/jobs")
+    expect(page.locator(".flash")).to_contain_text(f"{slow_id}: 7.500000 credits per hour from its next lease")
+    expect(cell(page, slow_id, "price")).to_have_text("7.500000")
+    assert portal.market.job(slow_id).price == 7_500_000
+    album.shoot(page, "jobs-repriced")
+
+    # When she keeps watching
+    stay_on_this_page(page)
+    executed_at_reprice = Decimal(cell(page, slow_id, "executed").inner_text())
+    # Then the job completes in place, having run further, and its row loses the reprice form
+    wait_in_place(page, slow_id, "status", text="completed", timeout=60_000)
+    assert Decimal(cell(page, slow_id, "executed").inner_text()) > executed_at_reprice
+    expect(cell(page, bubble_id, "status")).to_have_text("completed")
+    expect(row.locator("form.reprice")).to_have_count(0)
+    album.shoot(page, "jobs-completed")
+
+    # When she opens the completed upload and downloads its result
+    row.get_by_role("link", name="Slow count").click()
+    page.wait_for_url(f"**/jobs/{slow_id}")
+    expect(page.locator("#result")).to_contain_text(f'"done": {STEPS}')
+    album.shoot(page, "job-upload-completed")
+    result = download(page, "#download", tmp_path)
+    # Then the file is the job's JSON result
+    assert result.name == f"{slow_id}-result.json"
+    assert json.loads(result.read_text()) == {"done": STEPS}
+
+    # When she downloads the bubble sort's result too
+    page.goto(f"{portal.url}/jobs/{bubble_id}")
+    expect(page.locator("h1 .status")).to_have_text("completed")
+    album.shoot(page, "job-bubble-sort-completed")
+    # Then it is the sorted list
+    assert json.loads(download(page, "#download", tmp_path).read_text()) == sorted(
+        BY_SLUG["bubble-sort"].args["items"])
+
+    # When she looks at her jobs on a phone
+    phone = page.context.new_page()
+    phone.set_viewport_size({"width": 390, "height": 844})
+    phone.goto(portal.url + "/jobs")
+    expect(phone.locator(f'tr[data-job="{slow_id}"]')).to_be_visible()
+    album.shoot(phone, "jobs-phone")
+    # Then no page of the main layout is wider than the phone
+    too_wide = {}
+    for path in MOBILE_PAGES:
+        phone.goto(portal.url + path)
+        if horizontal_overflow(phone) > 1:
+            too_wide[path] = horizontal_overflow(phone)
+    phone.close()
+    assert too_wide == {}, f"pages wider than a 390 px phone (px too wide): {too_wide}"
+
+    # When she reads this month's statement
+    page.get_by_role("navigation").get_by_role("link", name="Statements").click()
+    page.wait_for_url("**/statements")
+    # Then it shows the welcome deposit, both jobs' charges, and the ledger's balance at its close
+    expect(page.locator("main")).to_contain_text("Opening balance")
+    for job_id in (bubble_id, slow_id):
+        expect(page.locator("main table")).to_contain_text(job_id)
+    with portal.market.engine.connect() as conn:
+        balance = conn.execute(select(tables.accounts.c.balance).where(tables.accounts.c.name == account)).scalar_one()
+    expect(page.locator("#closing")).to_have_text(format_credits(balance))
+    assert Decimal(page.locator("#closing").inner_text()) < 100
+    album.shoot(page, "statement")
+    # and its CSV has the same jobs
+    statement = download(page, "#csv", tmp_path).read_text()
+    assert "deposit" in statement and bubble_id in statement and slow_id in statement
+
+    # When she downloads the market report and its schema
+    page.get_by_role("navigation").get_by_role("link", name="Report").click()
+    page.wait_for_url("**/report")
+    album.shoot(page, "report")
+    report = download(page, "#report", tmp_path)
+    schema_answer = page.request.get(portal.url + page.locator("#xsd").get_attribute("href"))
+    assert schema_answer.ok
+    schema = tmp_path / "market_report.xsd"
+    schema.write_bytes(schema_answer.body())
+    # Then the report validates against the schema and names her own jobs
+    check = subprocess.run(["xmllint", "--noout", "--schema", str(schema), str(report)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert bubble_id in report.read_text() and slow_id in report.read_text()
+
+    # When she registers a machine of her own as a worker
+    page.get_by_role("navigation").get_by_role("link", name="My workers").click()
+    page.wait_for_url("**/workers")
+    page.locator("input[name=name]").fill("laptop")
+    page.get_by_role("button", name="Show the command").click()
+    # Then the portal shows the command that starts it as her
+    expect(page.locator("#command")).to_contain_text(f"--as {account} worker run --name laptop")
+    album.shoot(page, "workers-command")
+
+    # When she asks the advisor for the price of the slowest worker
+    page.goto(portal.url + "/advisor?speed=1")
+    # Then it advises a price
+    expect(page.locator("#advice-price")).to_contain_text("credits per hour")
+    album.shoot(page, "advisor")
+
+    # When she opens the password page
+    page.get_by_role("navigation").get_by_role("link", name="Password").click()
+    page.wait_for_url("**/password")
+    expect(page.get_by_role("button", name="Change it")).to_be_visible()
+    album.shoot(page, "password")
+
+    # When a feed reader, without her session, fetches the feed named on her dashboard
+    page.get_by_role("navigation").get_by_role("link", name="Dashboard").click()
+    page.wait_for_url("**/dashboard")
+    expect(page.locator(f'tr[data-job="{slow_id}"]')).to_be_visible()
+    album.shoot(page, "dashboard-with-jobs")
+    reader = chromium.new_context()
+    try:
+        answer = reader.request.get(page.locator("#feed").get_attribute("href"))
+        assert answer.ok and answer.headers["content-type"].startswith("application/atom+xml")
+        feed = ET.fromstring(answer.body())
+    finally:
+        reader.close()
+    # Then it is an Atom feed of her jobs' changes
+    assert feed.tag == f"{ATOM}feed"
+    titles = [entry.findtext(f"{ATOM}title") for entry in feed.iter(f"{ATOM}entry")]
+    assert "Slow count: completed" in titles and "Bubble Sort: completed" in titles
+
+    # When she logs out
+    page.get_by_role("button", name="Log out").click()
+    # Then she is back home, and her dashboard asks for a log-in again
+    expect(page.locator(".flash")).to_have_text("logged out")
+    assert urlsplit(page.url).path == "/"
+    album.shoot(page, "logged-out")
+    page.goto(portal.url + "/dashboard")
+    assert urlsplit(page.url).path == "/login"
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    album.shoot(page, "login-after-log-out")
