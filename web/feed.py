@@ -30,7 +30,9 @@ def job_changes(jobs: list[dict]) -> list[dict]:
         if job["finished_at"]:
             changes.append({"id": f"{job_id}/{job['status']}", "at": job["finished_at"], "job_id": job_id,
                             "title": f"{name}: {job['status']}"})
-    return sorted(changes, key=lambda c: c["at"], reverse=True)[:FEED_ENTRIES]
+    # at the same instant, the later change of a job (its end after its last lease) comes first
+    order = sorted(range(len(changes)), key=lambda i: (changes[i]["at"], i), reverse=True)
+    return [changes[i] for i in order[:FEED_ENTRIES]]
 
 
 def atom_feed(account: str, self_url: str, site_url: str, changes: list[dict]) -> bytes:
