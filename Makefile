@@ -6,12 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the market runs on; installed only if missing
 DEBIAN_PACKAGES := rabbitmq-server postgresql libxml2-utils python3-venv
+# what only the tests need: the browser the portal's end-to-end test drives
+TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench system-packages venv clean down
 
 system-packages:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	@missing=""; for p in $(DEBIAN_PACKAGES) $(EXTRA_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -32,6 +34,7 @@ venv: $(VENV)/.installed
 demo: system-packages venv
 	$(VENV)/bin/python scripts/demo.py
 
+test: EXTRA_PACKAGES = $(TEST_PACKAGES)
 test: system-packages venv
 	$(PY) -m pytest -q -p no:cacheprovider tests
 

@@ -47,6 +47,48 @@ def wait_for_measured_workers(count: int, timeout: float = 60) -> None:
     raise SystemExit("the workers were not measured in time: see .market/log/speedprobe.log")
 
 
+PORTAL = "http://127.0.0.1:8470"
+MEMBER, MEMBER_PASSWORD = "dana", "dana-demo-password"
+
+
+def portal_tour() -> None:
+    """What a browser does, over HTTP: sign up, confirm, log in, run a prebuilt job, read its result."""
+    import re
+    import time
+
+    import httpx
+
+    def csrf(page) -> str:
+        return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+
+    http = httpx.Client(base_url=PORTAL, follow_redirects=True, timeout=60)
+    page = http.get("/signup")
+    page = http.post("/signup", data={"csrf": csrf(page), "account": MEMBER, "email": f"{MEMBER}@example.com",
+                                      "password": MEMBER_PASSWORD, "password_again": MEMBER_PASSWORD})
+    if page.status_code == 200:
+        mail = sorted((ROOT / ".market" / "mail").glob(f"*-{MEMBER}@example.com.eml"))[-1]
+        link = re.search(r"http://\S+/confirm/\S+", mail.read_text()).group(0)
+        print(f"sign-up: a confirmation mail was written to {mail.relative_to(ROOT)}\n  link: {link}")
+        page = http.get(link)
+        http.post(link, data={"csrf": csrf(page)})
+    else:
+        print(f"sign-up: {MEMBER} exists already (an earlier demo)")
+    page = http.post("/login", data={"csrf": csrf(http.get("/login")), "account": MEMBER,
+                                     "password": MEMBER_PASSWORD})
+    print(f"log-in: {page.status_code}, now on {page.url.path}")
+    page = http.post("/prebuilt/monte-carlo-pi", data={"csrf": csrf(http.get("/submit")), "price": "6"})
+    job_id = page.url.path.rsplit("/", 1)[1]
+    print(f"prebuilt Monte Carlo Pi submitted from the browser as {job_id}")
+    for _ in range(120):
+        job = next(j for j in http.get("/jobs.json").json() if j["job_id"] == job_id)
+        if job["terminal"]:
+            break
+        time.sleep(0.5)
+    print(f"  {job['status']} after {job['checkpoint']} checkpoints, {job['executed']} s executed on "
+          f"{job['worker_id']}")
+    print(f"  result: {http.get(f'/jobs/{job_id}/result').json()}")
+
+
 def main() -> int:
     step("1. bring the market up: broker (management UI), topology, migrations, ledger, scheduler, "
          "speed probe, and two local workers")
@@ -74,15 +116,18 @@ def main() -> int:
                  ["--as", "alice", "submit", "examples/jobs/bubble_sort.py:sortt", "--name", "x", "--price", "1"]):
         result = subprocess.run(MARKETCTL + args, cwd=ROOT, text=True, capture_output=True)
         print(f"$ marketctl {' '.join(args)}\n{result.stderr.strip()} (exit {result.returncode})")
-    step("7. the market's state: agents, queue depths, ledger sequence, outbox backlog")
+    step("7. the web portal: a newcomer signs up, confirms by the e-mail link, logs in, runs a prebuilt job")
+    portal_tour()
+    step("8. the market's state: agents, queue depths, ledger sequence, outbox backlog")
     marketctl("status")
-    step("8. the ledger checks itself: the hash chain, and a full replay against the live projections")
+    step("9. the ledger checks itself: the hash chain, and a full replay against the live projections")
     marketctl("ledger", "verify")
     marketctl("replay", "--verify")
     print("\nThe market is still running. Look around:\n"
           "  .venv/bin/marketctl --as alice jobs     # alice's jobs\n"
           "  .venv/bin/marketctl status              # agents, queues, ledger\n"
           "  http://127.0.0.1:15672/                 # RabbitMQ management UI (market / market)\n"
+          f"  {PORTAL}/                  # the portal (log in as {MEMBER} / {MEMBER_PASSWORD})\n"
           "  make down                               # stop everything `up` started")
     return 0
 
