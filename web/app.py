@@ -69,6 +69,13 @@ async def _login_first(request, error: LoginRequired):
     return RedirectResponse(error.headers["Location"], 303)
 
 
+async def _server_error(request, error: Exception):
+    log.error("request failed", path=request.url.path, exc_info=error)
+    return render(request, "error.html", {"status": 500, "message": "the portal failed to answer this request; "
+                                          "the error is in its log. Try again in a moment."},
+                  status=500)
+
+
 async def _http_error(request, error: HTTPException):
     return render(request, "error.html", {"status": error.status_code, "message": error.detail},
                   status=error.status_code, headers=getattr(error, "headers", None))
@@ -89,7 +96,7 @@ def create_app(settings, *, engine=None, login_limiter: LoginLimiter | None = No
         middleware=[Middleware(BodyLimit),
                     Middleware(SessionMiddleware, secret_key=web_secret(settings), session_cookie="market_session",
                                max_age=SESSION_SECONDS, same_site="lax", https_only=settings.web_https)],
-        exception_handlers={LoginRequired: _login_first, HTTPException: _http_error},
+        exception_handlers={LoginRequired: _login_first, HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
     app.state.settings = settings

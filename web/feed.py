@@ -1,6 +1,8 @@
 """An Atom feed (RFC 4287) of a member's jobs' state changes, from the projections."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import xml.etree.ElementTree as ET
 
 from contracts.envelope import utc_now_iso
@@ -10,6 +12,16 @@ ATOM = "http://www.w3.org/2005/Atom"
 FEED_ENTRIES = 50
 OUTCOMES = {"checkpointed": "checkpointed", "finished": "finished", "errored": "raised an error",
             "expired": "expired (no checkpoint before the deadline)", "open": "running"}
+
+
+def feed_signature(key: bytes, account: str) -> str:
+    return hmac.new(key, f"feed:{account}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def feed_url(request, account: str) -> str:
+    """The member's private feed address: it carries a signature instead of a session."""
+    settings = request.app.state.settings
+    return f"{settings.web_url}/feed/{account}/{feed_signature(request.app.state.feed_key, account)}.atom"
 
 
 def job_changes(jobs: list[dict]) -> list[dict]:

@@ -3,7 +3,6 @@ one job's page, its result, reprice, cancel, and the Atom feed of their changes.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import re
@@ -18,7 +17,7 @@ from cli.money import AmountError, format_credits, parse_credits
 from cli.requests import Refused
 from contracts.envelope import parse_time, utc_now_iso
 from contracts.package import PackageError, ResultNotJSON, new_job_id, result_as_json, submission_payload
-from web.feed import atom_feed, job_changes
+from web.feed import atom_feed, feed_signature, feed_url, job_changes
 from web.market import NotAnswered
 from web.packaging import build_in_child
 from web.prebuilt import BY_SLUG, CATALOGUE
@@ -72,7 +71,7 @@ async def dashboard(request):
     now = utc_now_iso()
     return render(request, "dashboard.html", {
         "balance": balance, "counts": counts, "jobs": [_progress(j, now) | {"name": j["name"]} for j in jobs[:5]],
-        "workers": workers, "job_total": len(jobs), "feed_url": feed_url(request, account)})
+        "workers": workers, "job_total": len(jobs)})
 
 
 def _balance(engine, account: str) -> dict | None:
@@ -265,15 +264,6 @@ def _back(form, default: str) -> str:
 
 
 # ---- the Atom feed ------------------------------------------------------------------
-
-def feed_signature(key: bytes, account: str) -> str:
-    return hmac.new(key, f"feed:{account}".encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def feed_url(request, account: str) -> str:
-    settings = request.app.state.settings
-    return f"{settings.web_url}/feed/{account}/{feed_signature(request.app.state.feed_key, account)}.atom"
-
 
 async def feed(request):
     """A private feed: its address carries a signature instead of a session (feed readers have none)."""

@@ -81,15 +81,14 @@ class Members:
         with self.engine.connect() as conn:
             if self._taken(conn, account):
                 raise MemberError(f"the name {account} is taken")
-        token = secrets.token_urlsafe(32)
-        now = _now()
+        token, password_hash, now = secrets.token_urlsafe(32), self.hasher.hash(password), _now()
         # a transaction that only writes: under SQLite's WAL, one that read first cannot
         # take the write lock once the ledger has committed since, and fails at once.
         # Two sign-ups racing for one name are settled by web_members' key at confirmation.
         with self.engine.begin() as conn:
             conn.execute(insert(tables.web_signups).values(
                 token_sha256=token_digest(token), account=account, email=email,
-                password_hash=self.hasher.hash(password), created_at=format_time(now),
+                password_hash=password_hash, created_at=format_time(now),
                 expires_at=format_time(now + SIGNUP_VALID)))
         return token
 

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.templating import Jinja2Templates
 
 from cli.money import format_credits
+from web.feed import feed_url
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 TEMPLATES.env.filters["credits"] = lambda micro: "-" if micro is None else format_credits(micro)
@@ -66,6 +67,8 @@ def flash(request, message: str, kind: str = "ok") -> None:
 def render(request, name: str, context: dict | None = None, status: int = 200, headers=None):
     context = dict(context or {})
     context.setdefault("member", request.session.get("account"))
+    if context["member"]:
+        context["feed_url"] = feed_url(request, context["member"])
     context["csrf"] = csrf_token(request)
     context["flashes"] = request.session.pop("flash", [])
     return TEMPLATES.TemplateResponse(request, name, context, status_code=status, headers=headers)

@@ -10,7 +10,8 @@ from sqlalchemy import insert, select
 
 from ledger import tables
 from web.feed import ATOM, atom_feed, job_changes
-from web.jobs_pages import _lease_fraction, feed_signature
+from web.feed import feed_signature
+from web.jobs_pages import _lease_fraction
 from web.members import LoginLimiter, MemberError, Members
 
 #: cheap parameters: the tests check the flow, not argon2's cost
