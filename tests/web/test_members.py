@@ -2,16 +2,20 @@
 log-in limiter, the feed, the progress bar."""
 from __future__ import annotations
 
+import socketserver
+import threading
 import xml.etree.ElementTree as ET
 
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import insert, select
 
+from common.settings import Settings
 from ledger import tables
 from web.feed import ATOM, atom_feed, job_changes
 from web.feed import feed_signature
 from web.jobs_pages import _lease_fraction
+from web.mail import Mailer
 from web.members import LoginLimiter, MemberError, Members
 
 #: cheap parameters: the tests check the flow, not argon2's cost
@@ -161,3 +165,53 @@ def test_the_lease_bar_is_the_leases_time_towards_its_deadline(now, expected):
     job = {"lease_granted_at": "2026-11-01T10:00:00.000000Z", "lease_deadline": "2026-11-01T10:01:00.000000Z"}
     assert _lease_fraction(job, now) == expected
     assert _lease_fraction({"lease_granted_at": None, "lease_deadline": None}, now) is None
+
+
+class _SmtpPeer(socketserver.StreamRequestHandler):
+    """Just enough of an SMTP server (RFC 5321) to receive one mail."""
+
+    def handle(self):
+        def say(line: str) -> None:
+            self.wfile.write(line.encode() + b"\r\n")
+
+        say("220 test ESMTP")
+        while line := self.rfile.readline():
+            verb = line.decode().strip().upper()
+            if verb.startswith(("EHLO", "HELO")):
+                say("250 test")
+            elif verb == "DATA":
+                say("354 go on")
+                body = b""
+                while (chunk := self.rfile.readline()) != b".\r\n":
+                    body += chunk
+                self.server.received.append(body.decode())
+                say("250 queued")
+            elif verb == "QUIT":
+                say("221 bye")
+                return
+            else:
+                say("250 ok")
+
+
+def test_mail_goes_to_the_smtp_server_when_one_is_configured(tmp_path):
+    # Given an SMTP server on a local port
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SmtpPeer)
+    server.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = Settings.from_env({}, home=tmp_path, smtp_url=f"smtp://127.0.0.1:{server.server_address[1]}")
+        # When the portal sends a mail
+        Mailer(settings).send("alice@example.com", "Confirm", "follow http://portal/confirm/abc\n")
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Then the server got it, and no file was written
+    assert len(server.received) == 1 and "http://portal/confirm/abc" in server.received[0]
+    assert "To: alice@example.com" in server.received[0]
+    assert not (tmp_path / "mail").exists()
+
+
+def test_without_smtp_the_mail_is_a_file_in_the_outbox_folder(tmp_path):
+    Mailer(Settings.from_env({}, home=tmp_path)).send("bob@example.com", "Confirm", "http://portal/confirm/x\n")
+    [mail] = (tmp_path / "mail").glob("*-bob@example.com.eml")
+    assert "http://portal/confirm/x" in mail.read_text()

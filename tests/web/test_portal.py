@@ -316,3 +316,13 @@ def test_a_second_member_cannot_see_or_change_the_first_members_things(portal, a
     eve_feed = eve.http.get("/dashboard").text.split('id="feed">', 1)[1].split("<", 1)[0]
     signature = eve_feed.rsplit("/", 1)[1]
     assert portal.client().get(f"/feed/{alice.account}/{signature}").status_code == 404
+
+
+def test_a_jobs_page_shows_what_each_lease_printed(portal, alice):
+    # Given a job that prints
+    source = b"def talk(state):\n    print('hello from the job', state)\n    return 'done'\n"
+    page = upload(alice, source, entry="talk", args='"x"')
+    job_id = page.url.path.rsplit("/", 1)[1]
+    assert alice.wait_terminal(job_id)["status"] == "completed"
+    # Then its page shows the lease's output, under that lease
+    assert "hello from the job x" in alice.http.get(f"/jobs/{job_id}").text
