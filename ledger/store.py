@@ -3,6 +3,7 @@ the log back. All SQL of the ledger lives here; it runs unchanged on SQLite
 and PostgreSQL."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Iterator
 
@@ -30,6 +31,20 @@ class LedgerStore:
         # the writer keeps one connection: a batch costs one BEGIN/COMMIT, not a pool checkout too
         self._writer = None
         self._columns = {name: [f.name for f in dataclasses.fields(cls)] for name, (cls, _) in ROW_TYPES.items()}
+        # built once: an upsert's ``excluded`` makes a new alias of the table each time
+        self._upserts = {name: self._upsert(name) for name in ROW_TYPES}
+        self._position_upsert = self._upsert_position()
+
+    def _upsert(self, table_name: str):
+        table = tables.metadata.tables[table_name]
+        key = ROW_TYPES[table_name][1]
+        stmt = _insert(self.engine, table)
+        return stmt.on_conflict_do_update(
+            index_elements=[key], set_={c: stmt.excluded[c] for c in self._columns[table_name] if c != key})
+
+    def _upsert_position(self):
+        stmt = _insert(self.engine, tables.positions)
+        return stmt.on_conflict_do_update(index_elements=["name"], set_={"folded_seq": stmt.excluded.folded_seq})
 
     # ---- reading the state --------------------------------------------------
 
@@ -60,11 +75,29 @@ class LedgerStore:
             self._writer.close()
             self._writer = None
 
+    @contextlib.contextmanager
+    def transaction(self):
+        """One transaction on the writer's connection: ``known_event_ids`` and
+        ``write`` called inside it commit together, so a batch costs one
+        BEGIN/COMMIT and the ids it finds known are exactly those it skips."""
+        conn = self._writer_connection()
+        try:
+            with conn.begin():
+                yield conn
+        except Exception:
+            # a connection in an unknown state is not reused
+            self.close()
+            raise
+
+    def _joined(self):
+        # inside ``transaction()``: join it; otherwise a transaction of its own
+        conn = self._writer_connection()
+        return contextlib.nullcontext(conn) if conn.in_transaction() else self.transaction()
+
     def known_event_ids(self, event_ids: list[str]) -> set[str]:
         if not event_ids:
             return set()
-        conn = self._writer_connection()
-        with conn.begin():
+        with self._joined() as conn:
             found = conn.execute(select(tables.events.c.event_id).where(tables.events.c.event_id.in_(event_ids)))
             return {row.event_id for row in found}
 
@@ -72,15 +105,9 @@ class LedgerStore:
 
     def write(self, plan: Plan, state: MarketState) -> None:
         """Append the plan's events, blobs and outbox rows and save the rows the
-        fold changed, all in one transaction."""
-        conn = self._writer_connection()
-        try:
-            with conn.begin():
-                self.write_in(conn, plan, state)
-        except Exception:
-            # a connection in an unknown state is not reused
-            self.close()
-            raise
+        fold changed, all in one transaction (the caller's, inside ``transaction()``)."""
+        with self._joined() as conn:
+            self.write_in(conn, plan, state)
         state.dirty.clear()
 
     def write_in(self, conn, plan: Plan, state: MarketState) -> None:
@@ -103,16 +130,9 @@ class LedgerStore:
                 by_table.setdefault(table_name, []).append(
                     {c: getattr(row, c) for c in self._columns[table_name]})
         for table_name, rows in by_table.items():
-            table = tables.metadata.tables[table_name]
-            key = ROW_TYPES[table_name][1]
-            stmt = _insert(self.engine, table)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[key], set_={c: stmt.excluded[c] for c in self._columns[table_name] if c != key})
-            conn.execute(stmt, rows)
+            conn.execute(self._upserts[table_name], rows)
         if state.last_seq:
-            stmt = _insert(self.engine, tables.positions)
-            stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"folded_seq": stmt.excluded.folded_seq})
-            conn.execute(stmt, [{"name": "projections", "folded_seq": state.last_seq}])
+            conn.execute(self._position_upsert, [{"name": "projections", "folded_seq": state.last_seq}])
 
     # ---- the outbox ---------------------------------------------------------
 
