@@ -8,7 +8,9 @@ broker node; JOBS tiny jobs (bench/tiny_job.py), each run in two leases
 job's safe point and a second one finishes it), every step ledgered.
 Figures come from the ledger's own clock: jobs/s from the first submission
 to the last completion, p50/p99 of submit -> first lease, and of checkpoint
-check-in -> next lease of the same job (the lease-cycle overhead).
+check-in -> next lease of the same job (the lease-cycle overhead). CPU per
+job by process role (bench/cpu.py, from /proc) over the throughput run: on a
+small shared machine it moves far less than jobs/s does.
 
 Peer: the same number of tiny tasks on Celery 5 (prefork, WORKERS
 processes, acks_late) on the same broker, in the same run.
