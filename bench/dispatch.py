@@ -8,7 +8,9 @@ broker node; JOBS tiny jobs (bench/tiny_job.py), each run in two leases
 job's safe point and a second one finishes it), every step ledgered.
 Figures come from the ledger's own clock: jobs/s from the first submission
 to the last completion, p50/p99 of submit -> first lease, and of checkpoint
-check-in -> next lease of the same job (the lease-cycle overhead).
+check-in -> next lease of the same job (the lease-cycle overhead). CPU per
+job by process role (bench/cpu.py, from /proc) over the throughput run: on a
+small shared machine it moves far less than jobs/s does.
 
 Peer: the same number of tiny tasks on Celery 5 (prefork, WORKERS
 processes, acks_late) on the same broker, in the same run.
@@ -31,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
+from bench import cpu  # noqa: E402
 from bench.ledger_ingest import bench_broker, bench_settings  # noqa: E402
 from broker_setup.amqp import Outgoing, Publisher, connect  # noqa: E402
 from contracts.blobs import Blob  # noqa: E402
@@ -124,8 +127,11 @@ def run_market(settings, count: int, workers: int, window: float, cycles: int, s
                      "--lease-seconds", "5", "--safety-margin", "4.999", "--slots", str(slots)], env=env, cwd=ROOT))
             time.sleep(3)
             _measure_all(settings, [f"bench-{i}" for i in range(workers)])
+            broker_word = str(Path(settings.home).resolve())  # on the node's command line
+            before = cpu.snapshot(os.getpid(), broker_word)
             asyncio.run(submit_jobs_only(settings, count, "tiny", "tiny"))
             wait_completed(engine, "tiny", count)
+            spent = cpu.by_role(before, cpu.snapshot(os.getpid(), broker_word))
             # the lease-cycle jobs go in waves that fit the free slots: the figure
             # is the market's overhead, not time spent queueing behind other jobs
             wave = workers * slots
@@ -137,6 +143,7 @@ def run_market(settings, count: int, workers: int, window: float, cycles: int, s
                 wait_completed(engine, f"serial{i:03d}", 1, poll=0.002)
             tiny, cycle = market_figures(engine, "tiny"), market_figures(engine, "cycle")
             tiny["serial_p50"], tiny["serial_p99"] = serial_latency(engine)
+            tiny["cpu_ms_per_job"] = {role: seconds * 1000 / count for role, seconds in sorted(spent.items())}
             return tiny, cycle
         finally:
             # workers first: a stopping worker tells the ledger it retires
@@ -238,6 +245,9 @@ def main() -> int:
               f" (one lease each, every step ledgered)")
         print(f"    submit -> lease         p50 {market['submit_to_lease_p50'] * 1000:7.1f} ms"
               f"   p99 {market['submit_to_lease_p99'] * 1000:7.1f} ms   (queueing: all submitted at once)")
+        per_job = market["cpu_ms_per_job"]
+        print(f"    CPU per job: {sum(per_job.values()):.1f} ms = "
+              + ", ".join(f"{role} {ms:.1f}" for role, ms in per_job.items()))
         print(f"    one job at a time, accepted -> completed  p50 {market['serial_p50'] * 1000:7.1f} ms"
               f"   p99 {market['serial_p99'] * 1000:7.1f} ms")
         print(f"  lease cycle, {cycle['completed']} jobs of two leases each:")

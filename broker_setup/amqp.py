@@ -15,8 +15,9 @@ from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
+import aiormq.connection
 import structlog
-from aiormq.abc import AbstractChannel
+from aiormq.abc import AbstractChannel, ChannelFrame
 from pamqp.commands import Basic
 
 from broker_setup.errors import BrokerError, PublishError
@@ -29,8 +30,62 @@ CONNECT_TIMEOUT = 10
 MAX_IN_FLIGHT = 2000
 #: AMQP delivery mode 2: the broker writes the message to disk
 PERSISTENT = 2
+#: most frames (publishes, acks) the connection writer joins into one socket write
+COALESCE_MAX_FRAMES = 64
 
 log = structlog.get_logger(__name__)
+
+
+class CoalescingFrameGenerator(aiormq.connection.FrameGenerator):
+    """aiormq's connection writer, fed whole runs of queued frames at once.
+
+    aiormq writes each queued frame (a whole publish, an ack) to the socket
+    on its own: one ``send`` per message, and on loopback each send also pays
+    for the broker side's TCP receive. That was a fifth of the ledger's and a
+    quarter of the scheduler's CPU. Frames that are already queued when the
+    writer wakes go out as one write instead, in the same order. A frame that
+    someone waits to see drained (or that closes the connection) is passed on
+    alone, after the run before it, so aiormq's drain and close logic is
+    untouched.
+    """
+
+    def __init__(self, queue: asyncio.Queue):
+        super().__init__(queue)
+        self._held: ChannelFrame | None = None
+
+    async def __anext__(self) -> ChannelFrame:
+        if self._held is not None and not self.close_event.is_set():
+            frame, self._held = self._held, None
+            return frame
+        frame = await super().__anext__()
+        if _waited_on(frame):
+            return frame
+        payloads = [frame.payload]
+        # Publishers take turns on the channel lock, each turn one loop
+        # iteration away: yield while that brings more frames in.
+        while len(payloads) < COALESCE_MAX_FRAMES:
+            if self.queue.empty():
+                await asyncio.sleep(0)
+                if self.queue.empty():
+                    break
+            following = self.queue.get_nowait()
+            self.queue.task_done()
+            if _waited_on(following):
+                self._held = following
+                break
+            payloads.append(following.payload)
+        if len(payloads) == 1:
+            return frame
+        return ChannelFrame(payload=b"".join(payloads), should_close=False)
+
+
+def _waited_on(frame: ChannelFrame) -> bool:
+    return frame.should_close or frame.drain_future is not None
+
+
+# aiormq's writer looks the generator up by this module-level name on every
+# connection it starts: every agent connects through ``connect`` below
+aiormq.connection.FrameGenerator = CoalescingFrameGenerator
 
 
 async def connect(settings, name: str) -> aio_pika.abc.AbstractConnection:

@@ -220,14 +220,34 @@ class LedgerAgent:
 
     def _append_all(self, batch: list[Incoming]) -> Plan:
         decoded, invalid = decode_all(self.codec, batch)
-        known = self.store.known_event_ids([envelope.event_id for _, envelope in decoded])
-        plan = plan_batch(self.state, decoded, known, self.clock())
-        plan.invalid = invalid
-        self._write(plan)
+
+        def decide(known: set[str]) -> Plan:
+            plan = plan_batch(self.state, decoded, known, self.clock())
+            plan.invalid = invalid
+            return plan
+
+        return self._write(decide, [envelope.event_id for _, envelope in decoded])
+
+    def _write(self, decide, event_ids: list[str] = ()) -> Plan:
+        """Decide a plan from the event ids the log already holds and commit
+        it, in one transaction (DB thread); then give its outbox rows to the
+        relay if it is caught up."""
+        plan = None
+        try:
+            with self.store.transaction():
+                plan = decide(self.store.known_event_ids(event_ids))
+                self._prepare(plan)
+                self.store.write(plan, self.state)
+        except Exception:
+            self._rolled_back(plan)
+            raise
+        if self._relay_caught_up:
+            self._fresh.extend(plan.outbox)
         return plan
 
-    def _write(self, plan: Plan) -> None:
-        """Commit a plan (DB thread); give its outbox rows to the relay if it is caught up."""
+    def _prepare(self, plan: Plan) -> None:
+        """Number the plan's outbox rows, build its lease messages, and take the
+        confirmed outbox ids along, to delete in the same transaction."""
         if self._next_outbox_id is None:
             self._next_outbox_id = self.store.last_outbox_id() + 1
         for sha, data in plan.blobs.items():
@@ -237,19 +257,16 @@ class LedgerAgent:
             row["id"], self._next_outbox_id = self._next_outbox_id, self._next_outbox_id + 1
             if row["exchange"] == LEASES_EXCHANGE:
                 row["body"] = self._lease_body(row, plan.blobs)
-        try:
-            self.store.write(plan, self.state)
-        except Exception:
-            # the in-memory state already holds the folded plan: throw it away
-            self.state = self._load_state()
-            self._next_outbox_id = None
+
+    def _rolled_back(self, plan: Plan | None) -> None:
+        # the in-memory state may already hold the folded plan: throw it away
+        self.state = self._load_state()
+        self._next_outbox_id = None
+        if plan is not None:
             self._forget = plan.forget + self._forget
             for row in plan.outbox:
                 # the ids will be given again to other rows
-                self._lease_deadlines.pop(row["id"], None)
-            raise
-        if self._relay_caught_up:
-            self._fresh.extend(plan.outbox)
+                self._lease_deadlines.pop(row.get("id"), None)
 
     def _lease_body(self, row: dict, new_blobs: dict) -> bytes:
         """The lease message with the bytes the worker needs, built once, at grant."""
@@ -332,10 +349,11 @@ class LedgerAgent:
             else:
                 rows = await self._on_db(self._read_backlog)
             if not rows:
-                if self._forget:
-                    await self._on_db(self._forget_now)
                 wake.clear()
                 await _first_of(wake.wait(), asyncio.sleep(RELAY_IDLE), closed.wait())
+                if not wake.is_set() and self._forget:
+                    # quiet for a while: no batch is coming to delete them along
+                    await self._on_db(self._forget_now)
                 continue
             results = await publisher.publish_many(self._outgoing(row) for row in rows)
             self._forget.extend(row.id for row, ok in zip(rows, results) if ok)
@@ -391,7 +409,7 @@ class LedgerAgent:
         plan = plan_expiries(self.state, self.clock(), self.grace)
         if not plan.events:
             return 0
-        self._write(plan)
+        self._write(lambda known: plan)
         for record in plan.recorded:
             if record.type == "lease.expired":
                 log.info("ledger.lease_expired", lease_id=record.payload["lease_id"], job_id=record.payload["job_id"],

@@ -13,6 +13,14 @@ per lease; a fork of this warm process costs ~1 ms and still gives each job
 a process of its own. The server never reads job data (the child reads it
 after the fork), so no job's bytes linger in memory a later child inherits.
 
+What is the same for every child is done once, in the server, and inherited
+(:func:`prepare_server`): the non-dumpable flag, the secret-free environment,
+the stdout/stderr objects, the SIGUSR1 handler (blocked in the server). A
+child then does only what is its own: session, descriptors, limits, scratch
+directory. Each step a child takes costs page faults on memory it shares with
+the server, and that was most of a tiny lease's CPU. The server learns that
+a child ended from a pidfd, so it has no SIGCHLD handler a child must undo.
+
 Control messages are JSON over a SOCK_SEQPACKET socket, one per packet. The
 server says ``{"op": "ready"}`` once; then the worker sends
 ``{"op": "fork", "scratch", "limits"}`` with three fds (the child's job and
@@ -33,7 +41,6 @@ import ctypes
 import gc
 import inspect
 import io
-import json
 import os
 import resource
 import selectors
@@ -63,6 +70,8 @@ import itertools  # noqa: E402,F401
 import math  # noqa: E402,F401
 import random  # noqa: E402,F401
 
+import orjson  # noqa: E402
+
 #: frame prefix on the job socket: header length, body length
 FRAME = struct.Struct("!II")
 #: largest JSON header of a frame, and largest control message
@@ -84,7 +93,7 @@ def server_environment() -> dict[str, str]:
 
 def encode_frame(header: dict, body: bytes = b"") -> bytes:
     """One frame: lengths, JSON header, body."""
-    encoded = json.dumps(header).encode()
+    encoded = orjson.dumps(header)
     return FRAME.pack(len(encoded), len(body)) + encoded + body
 
 
@@ -93,7 +102,7 @@ def read_frame(channel: socket.socket, max_body: int) -> tuple[dict, bytes]:
     header_size, body_size = FRAME.unpack(_read_exactly(channel, FRAME.size))
     if header_size > MAX_HEADER_BYTES or body_size > max_body:
         raise ValueError(f"frame of {header_size}+{body_size} bytes is over the limit")
-    header = json.loads(_read_exactly(channel, header_size))
+    header = orjson.loads(_read_exactly(channel, header_size))
     return header, _read_exactly(channel, body_size)
 
 
@@ -125,15 +134,44 @@ class LeaseControl:
         self.stop_requested = True
 
 
-def child_main(request: dict, job_fd: int, output_fd: int, libc=None) -> None:
+#: the lease control of this process: set up by ``prepare_server``, so that
+#: every child starts with an untouched copy whose handler is already installed
+LEASE = LeaseControl()
+
+
+def prepare_server(libc) -> None:
+    """Set up, once, what every child inherits as it is.
+
+    The server is non-dumpable (the flag survives fork), so other jobs under
+    the same uid cannot read a job's memory via /proc/<pid>/mem; its
+    environment is exactly the jobs' (HOME aside); stdout and stderr are the
+    text streams a job writes to (a child points fds 1 and 2 at its output
+    socket); SIGUSR1 stops a job at its next safe point, and stays blocked
+    here until a child unblocks it.
+    """
+    if libc is not None:
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    os.environ.clear()
+    os.environ.update(server_environment())
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        stream = io.TextIOWrapper(
+            io.FileIO(fd, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
+        )
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    signal.signal(signal.SIGUSR1, LEASE.request_stop)
+
+
+def child_main(request: dict, job_fd: int, output_fd: int) -> None:
     """Isolate this freshly forked process, run one job, reply, and ``_exit``. Never returns."""
     code = SETUP_FAILED
     try:
-        control = _isolate(request, job_fd, output_fd, libc)
+        _isolate(request, job_fd, output_fd)
         channel = socket.socket(fileno=JOB_FD)
         limits = request["limits"]
         header, body = read_frame(channel, max_body=2 * limits["blob_bytes"] + MAX_HEADER_BYTES)
-        reply, reply_body = run_job(header, body, control, limits["blob_bytes"])
+        reply, reply_body = run_job(header, body, LEASE, limits["blob_bytes"])
         code = 1 if reply["status"] == "errored" else 0
         channel.sendall(encode_frame(reply, reply_body))
     except BaseException:  # noqa: BLE001 - the child must reach _exit whatever happens
@@ -148,11 +186,7 @@ def child_main(request: dict, job_fd: int, output_fd: int, libc=None) -> None:
         os._exit(code)  # never run the server's cleanup in the child
 
 
-def _isolate(request: dict, job_fd: int, output_fd: int, libc) -> LeaseControl:
-    # the server's signal set-up is not the job's
-    signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
+def _isolate(request: dict, job_fd: int, output_fd: int) -> None:
     # its own session and process group, so a kill reaches whatever it spawns
     os.setsid()
     _own_descriptors(job_fd, output_fd)
@@ -162,19 +196,12 @@ def _isolate(request: dict, job_fd: int, output_fd: int, libc) -> LeaseControl:
     _limit(resource.RLIMIT_CPU, limits["cpu_seconds"], limits["cpu_seconds"] + 1)
     _limit(resource.RLIMIT_AS, limits["memory_bytes"], limits["memory_bytes"])
     _limit(resource.RLIMIT_FSIZE, limits["file_bytes"], limits["file_bytes"])
-    if libc is not None:
-        # other jobs under the same uid cannot read this one's memory via /proc/<pid>/mem
-        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     scratch = request["scratch"]
     os.chdir(scratch)
-    os.environ.clear()
-    os.environ.update({"PATH": CHILD_PATH, "HOME": scratch, "LANG": CHILD_LANG})
+    os.environ["HOME"] = scratch  # the rest of the environment is the server's: PATH and LANG
     tempfile.tempdir = scratch
-    control = LeaseControl()
-    signal.signal(signal.SIGUSR1, control.request_stop)
     # the server blocks SIGUSR1 so a stop sent before this point waits instead of killing us
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
-    return control
 
 
 def _limit(which: int, soft: int, hard: int) -> None:
@@ -186,9 +213,10 @@ def _limit(which: int, soft: int, hard: int) -> None:
 
 
 def _own_descriptors(job_fd: int, output_fd: int) -> None:
-    # stdout and stderr go to the output socket, stdin is empty, the job
-    # socket becomes fd 3, and every other fd of the server is closed: the
-    # control socket above all, which could otherwise signal other jobs
+    # stdout and stderr go to the output socket (sys.stdout and sys.stderr
+    # already write to fds 1 and 2), stdin is empty, the job socket becomes
+    # fd 3, and every other fd of the server is closed: the control socket
+    # above all, which could otherwise signal other jobs
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -196,12 +224,6 @@ def _own_descriptors(job_fd: int, output_fd: int) -> None:
     if job_fd != JOB_FD:
         os.dup2(job_fd, JOB_FD)
     os.closerange(JOB_FD + 1, max(os.sysconf("SC_OPEN_MAX"), 65536))
-    for name, fd in (("stdout", 1), ("stderr", 2)):
-        stream = io.TextIOWrapper(
-            io.FileIO(fd, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
-        )
-        setattr(sys, name, stream)
-        setattr(sys, f"__{name}__", stream)
 
 
 def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -> tuple[dict, bytes]:
@@ -262,32 +284,24 @@ def _job_traceback(error: BaseException) -> str:
 def serve(control: socket.socket) -> None:
     """Fork a child per request until the control socket closes, then kill them all."""
     children: dict[int, tuple[int, str]] = {}  # pid -> the fd of its status socket, its scratch dir
-    libc = _load_libc()
-    wake_read, wake_write = os.pipe()
-    os.set_blocking(wake_read, False)
-    os.set_blocking(wake_write, False)
-    signal.set_wakeup_fd(wake_write)
-    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select through the wakeup fd
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    prepare_server(_load_libc())
     gc.freeze()  # the imported modules stay shared with the children instead of being copied
-    control.send(json.dumps({"op": "ready"}).encode())
+    control.send(orjson.dumps({"op": "ready"}))
     with selectors.DefaultSelector() as selector:
         selector.register(control, selectors.EVENT_READ)
-        selector.register(wake_read, selectors.EVENT_READ)
         while True:
             for key, _ in selector.select():
-                if key.fd == wake_read:
-                    _drain(wake_read)
-                    _reap(children)
+                if key.fileobj is not control:
+                    _reap(key.data, key.fd, children, selector)
                     continue
                 message, fds, _, _ = socket.recv_fds(control, MAX_HEADER_BYTES, 3)
                 if not message:
                     _kill_all(children)
                     return
-                _handle(json.loads(message), fds, children, libc)
+                _handle(orjson.loads(message), fds, children, selector)
 
 
-def _handle(message: dict, fds: list[int], children: dict[int, tuple[int, str]], libc) -> None:
+def _handle(message: dict, fds: list[int], children: dict[int, tuple[int, str]], selector) -> None:
     if message["op"] == "signal":
         _signal(message["pid"], message["signum"], children)
         return
@@ -302,13 +316,15 @@ def _handle(message: dict, fds: list[int], children: dict[int, tuple[int, str]],
         pid = None
         _report(status_fd, {"error": f"fork failed: {e}"})
     if pid == 0:
-        child_main(message, job_fd, output_fd, libc)
+        child_main(message, job_fd, output_fd)
     os.close(job_fd)
     os.close(output_fd)
     if pid is None:
         os.close(status_fd)
         return
     children[pid] = (status_fd, message["scratch"])
+    # readable once the child has exited: the server needs no SIGCHLD handler
+    selector.register(os.pidfd_open(pid), selectors.EVENT_READ, pid)
     _report(status_fd, {"pid": pid})
 
 
@@ -328,21 +344,17 @@ def _signal(pid: int, signum: int, children: dict) -> None:
             pass
 
 
-def _reap(children: dict[int, tuple[int, str]]) -> None:
-    while children:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        status_fd, _ = children.pop(pid)
-        try:
-            os.killpg(pid, signal.SIGKILL)  # leftovers the job spawned into its group
-        except OSError:
-            pass
-        _report(status_fd, {"exit_code": os.waitstatus_to_exitcode(status)})
-        os.close(status_fd)
+def _reap(pid: int, pidfd: int, children: dict[int, tuple[int, str]], selector) -> None:
+    selector.unregister(pidfd)
+    os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    status_fd, _ = children.pop(pid)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # leftovers the job spawned into its group
+    except OSError:
+        pass
+    _report(status_fd, {"exit_code": os.waitstatus_to_exitcode(status)})
+    os.close(status_fd)
 
 
 def _kill_all(children: dict[int, tuple[int, str]]) -> None:
@@ -360,17 +372,9 @@ def _kill_all(children: dict[int, tuple[int, str]]) -> None:
 
 def _report(status_fd: int, message: dict) -> None:
     try:
-        os.write(status_fd, json.dumps(message).encode() + b"\n")
+        os.write(status_fd, orjson.dumps(message) + b"\n")
     except OSError:
         pass  # that lease's worker side is gone; nothing to tell
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _load_libc():
@@ -382,13 +386,14 @@ def _load_libc():
 
 def run_once(request: dict, job_fd: int, output_fd: int) -> None:
     """Run a single job in this process, as a fresh interpreter would (the benchmark's baseline)."""
-    child_main(request, job_fd, output_fd, _load_libc())
+    prepare_server(_load_libc())
+    child_main(request, job_fd, output_fd)
 
 
 def main(argv: list[str]) -> None:
     """``forkserver.py CONTROL_FD`` serves; ``forkserver.py --once REQUEST JOB_FD OUTPUT_FD`` runs one job."""
     if argv[1:2] == ["--once"]:
-        run_once(json.loads(argv[2]), int(argv[3]), int(argv[4]))
+        run_once(orjson.loads(argv[2]), int(argv[3]), int(argv[4]))
     serve(socket.socket(fileno=int(argv[1])))
 
 

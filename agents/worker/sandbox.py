@@ -20,7 +20,6 @@ anything a job produced.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -33,6 +32,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+import orjson
 import structlog
 
 from agents.worker import forkserver
@@ -217,7 +217,7 @@ async def _exchange(reader, writer, work: Work, limits: Limits):
         header_size, body_size = forkserver.FRAME.unpack(sizes)
         if header_size > forkserver.MAX_HEADER_BYTES or body_size > limits.blob_bytes:
             return f"the job sent a reply of {header_size}+{body_size} bytes, over the limit"
-        reply = json.loads(await reader.readexactly(header_size))
+        reply = orjson.loads(await reader.readexactly(header_size))
         if not isinstance(reply, dict):
             return "the job sent a malformed reply header"
         return reply, await reader.readexactly(body_size)
@@ -236,7 +236,7 @@ async def _read_status(status: asyncio.StreamReader, key: str, timeout: float) -
     """The next value the server reports on a job's status socket."""
     try:
         line = await asyncio.wait_for(status.readline(), timeout)
-        message = json.loads(line) if line else {"error": "the fork server stopped"}
+        message = orjson.loads(line) if line else {"error": "the fork server stopped"}
     except (TimeoutError, ValueError) as e:
         message = {"error": f"no {key} from the fork server: {e or type(e).__name__}"}
     if key not in message:
@@ -394,7 +394,7 @@ class _ForkServer:
             theirs.close()
         ours.settimeout(START_TIMEOUT)
         try:
-            ready = json.loads(ours.recv(forkserver.MAX_HEADER_BYTES) or b"null")
+            ready = orjson.loads(ours.recv(forkserver.MAX_HEADER_BYTES) or b"null")
         except (OSError, ValueError):
             ready = None
         if ready != {"op": "ready"}:
@@ -432,6 +432,6 @@ class _ForkServer:
     def _send(self, message: dict, fds: list[int] = ()) -> None:
         try:
             with self._send_lock:
-                socket.send_fds(self.control, [json.dumps(message).encode()], list(fds))
+                socket.send_fds(self.control, [orjson.dumps(message)], list(fds))
         except OSError as e:
             raise SandboxError(f"the fork server is not answering: {e}") from e

@@ -350,6 +350,23 @@ def test_the_job_environment_holds_no_secrets(monkeypatch):
     assert "s3cret" not in str(result) and "also-secret" not in str(result) and "MARKET_" not in str(result)
 
 
+def test_a_job_process_is_not_dumpable_and_leads_its_own_session(sandbox):
+    # Given a job that asks how its process is set up
+    work = work_of("""
+        import ctypes, os
+        def run(state):
+            PR_GET_DUMPABLE = 3
+            return {"dumpable": ctypes.CDLL(None).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0),
+                    "session_leader": os.getsid(0) == os.getpid()}
+    """, kind="function")
+
+    # When it runs
+    result = result_as_json(run(sandbox, work).result)
+
+    # Then other jobs of the same uid cannot read its memory, and a kill of its group reaches all it spawns
+    assert result == {"dumpable": 0, "session_leader": True}
+
+
 def test_the_job_runs_in_a_scratch_dir_that_is_gone_afterwards(sandbox):
     # Given a job that writes a file (and a read-only directory) where it runs
     work = work_of("""
