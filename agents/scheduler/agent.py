@@ -136,8 +136,6 @@ class SchedulerAgent:
         return True
 
     def _apply(self, heard: Heard, now: float) -> None:
-        if heard is None:
-            return
         p, state = heard.payload, self.state
         if heard.type == "worker.offered":
             state.worker_offered(p["worker_id"], p["slots"], p["lease_seconds"], now)
@@ -152,14 +150,12 @@ class SchedulerAgent:
             return  # already reflected in the snapshot, or older than what we applied
         elif heard.type == "job.ready":
             state.job_ready(_ready_job(p))
-        elif heard.type in ("job.withdrawn", "job.held"):
+        elif heard.type in ("job.withdrawn", "job.held", "lease.granted"):
             state.job_gone(p["job_id"])
-        elif heard.type == "lease.granted":
-            state.lease_granted(p["job_id"], p["worker_id"])
         elif heard.type == "lease.refused":
             state.lease_refused(p["job_id"], p["worker_id"], p["job_still_ready"])
 
-    def _decode(self, message) -> Heard | None:
+    def _decode(self, message) -> Heard:
         from_ledger = message.user_id == LEDGER_ACTOR
         try:
             raw = orjson.loads(message.body)

@@ -25,12 +25,6 @@ class ReadyList:
     def __contains__(self, job_id: str) -> bool:
         return job_id in self.jobs
 
-    def __bool__(self) -> bool:
-        return bool(self.jobs)
-
-    def values(self):
-        return self.jobs.values()
-
     def put(self, job: ReadyJob) -> None:
         self.pop(job.job_id)
         self.jobs[job.job_id] = job
@@ -116,9 +110,6 @@ class SchedulerState:
             # bounded memory: forget jobs that are neither ready nor proposed
             self.job_seq = {j: s for j, s in self.job_seq.items() if j in self.ready or j in self.proposed}
 
-    def lease_granted(self, job_id: str, worker_id: str) -> None:
-        self.job_gone(job_id)
-
     def lease_refused(self, job_id: str, worker_id: str, job_still_ready: bool) -> None:
         proposal = self.proposed.pop(job_id, None)
         if proposal and job_still_ready:
@@ -178,12 +169,12 @@ class SchedulerState:
         bring a better match: every idle worker we know has offered, and
         every offer is measured (an unmeasured one may be measured soon)."""
         self._expire(now)
-        if not self.ready or not self.offers or not self._matchable():
+        offers = self._offer_list() if self.ready else []
+        if not offers or not self._match(offers):
             self.pool_opened_at = None
             return False
         if self.pool_opened_at is None:
             self.pool_opened_at = now
-        offers = [o for worker_offers in self.offers.values() for o in worker_offers]
         if len(offers) >= self.settings.threshold:
             return True
         if self.idle <= set(self.offers) and all(o.speed for o in offers):
@@ -193,13 +184,9 @@ class SchedulerState:
     def _offer_list(self) -> list[Offer]:
         return [o for worker_offers in self.offers.values() for o in worker_offers]
 
-    def _candidates(self, offers: list[Offer]) -> list[ReadyJob]:
+    def _match(self, offers: list[Offer]) -> list[Pairing]:
         # only the best len(offers) paid jobs can be matched: match() sees no others
-        return self.ready.best(len(offers))
-
-    def _matchable(self) -> bool:
-        offers = self._offer_list()
-        return bool(match(self._candidates(offers), offers))
+        return match(self.ready.best(len(offers)), offers)
 
     def next_wakeup(self, now: float) -> float | None:
         """Seconds until the pool's window ends, if one is open."""
@@ -209,8 +196,7 @@ class SchedulerState:
 
     def close_pool(self, now: float) -> list[Pairing]:
         """Match the pool; the matched jobs and offers become proposals."""
-        offers = self._offer_list()
-        pairings = match(self._candidates(offers), offers)
+        pairings = self._match(self._offer_list())
         for pairing in pairings:
             job, worker_id = pairing.job, pairing.offer.worker_id
             self.ready.pop(job.job_id)
