@@ -36,7 +36,7 @@ log = structlog.get_logger("worker")
 #: offers after a minute, and a slot whose report the ledger refused (a stale
 #: lease) is offered again here rather than by the ledger's verdict
 OFFER_HEARTBEAT = 5.0
-#: most output (stdout + stderr) kept per lease
+#: most output (stdout + stderr) kept per lease, head and tail (the sandbox bounds it)
 OUTPUT_LIMIT = 60 * 1024
 #: seconds a stopping worker keeps listening after its retirement is recorded,
 #: for lease deliveries already on their way
@@ -81,7 +81,7 @@ class WorkerAgent:
         _not_dumpable()
         connection = await connect(self.settings, f"worker {self.config.worker_id} ({self.config.account})")
         limits = Limits(cpu_seconds=self.config.lease_seconds + 5, memory_bytes=self.config.memory_bytes,
-                        blob_bytes=self.settings.max_blob_bytes)
+                        output_bytes=OUTPUT_LIMIT, blob_bytes=self.settings.max_blob_bytes)
         self.sandboxes = [Sandbox(limits=limits) for _ in range(self.config.slots)]
         for sandbox in self.sandboxes:
             sandbox.start()
@@ -197,14 +197,13 @@ class WorkerAgent:
             lease_log.warning("worker.report_unconfirmed")
 
     def _report_message(self, lease: LeaseMessage, outcome: Outcome) -> Outgoing:
-        output = (outcome.output or "")[-OUTPUT_LIMIT:]
-        common = {"lease_id": lease.lease_id, "job_id": lease.job_id, "output": output}
+        common = {"lease_id": lease.lease_id, "job_id": lease.job_id, "output": outcome.output}
         if outcome.status == "checkpoint":
             event_type, payload = "checkpoint.submitted", {**common, "state": Blob.of(outcome.state)}
         elif outcome.status == "finished":
             event_type, payload = "job.finished", {**common, "result": Blob.of(outcome.result)}
         else:
-            event_type, payload = "job.errored", {**common, "error": (outcome.error or "unknown error")[-60_000:],
+            event_type, payload = "job.errored", {**common, "error": outcome.error or "unknown error",
                                                   "exit_code": outcome.exit_code}
         event_id, body = self.codec.encode(event_type, payload)
         return Outgoing(body, event_type, user_id=self.config.account, message_id=event_id)
