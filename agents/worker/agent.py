@@ -24,6 +24,7 @@ from agents.worker.sandbox import Limits, Outcome, Sandbox, Work
 from broker_setup.amqp import Outgoing, Publisher, connect
 from broker_setup.declare import declare_lease_queue
 from broker_setup.rpc import Requester
+from cli.requests import Refused, check_reply
 from contracts.blobs import Blob
 from contracts.envelope import Codec, parse_time
 from contracts.errors import ContractError
@@ -133,11 +134,10 @@ class WorkerAgent:
         async with Requester(connection) as requester:
             reply = await requester.request(event_id, body, "worker.registered", user_id=self.config.account,
                                             timeout=self.settings.reply_timeout)
-        for verdict in reply.get("verdicts", []):
-            if verdict["type"] == "request.rejected":
-                raise WorkerError(f"registration refused: {verdict['payload']['reason']}")
-        if reply["status"] == "invalid":
-            raise WorkerError(f"registration refused: {reply['reason']}")
+        try:
+            check_reply(reply)
+        except Refused as e:
+            raise WorkerError(f"registration {e}") from e
 
     def _offer_message(self) -> Outgoing | None:
         if self.free_slots <= 0 or self.stop_requested.is_set():
