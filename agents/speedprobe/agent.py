@@ -36,9 +36,6 @@ from contracts.routing import SPEEDPROBE_ACTOR
 
 log = structlog.get_logger("speedprobe")
 
-#: the unit of speed: thousands of the probe's multiply-adds per second of
-#: executed time (as the ledger measures it, dispatch included)
-SPEED_UNIT = "kops"
 PROBE_SOURCE = inspect.getsource(probe_job).encode()
 #: a nominal price: probes are never billed
 PROBE_PRICE = 1
@@ -59,10 +56,6 @@ class ProbeState:
         if last is not None and now - last < self.interval:
             return False
         return measured_at_age is None or measured_at_age >= self.interval
-
-    @property
-    def work(self) -> int:
-        return self.size ** 3
 
 
 def probe_payload(worker_id: str, size: int, seed: int) -> dict:
