@@ -100,8 +100,11 @@ class SpeedProbe:
         async with Requester(connection) as requester:
             while not stop.is_set() and not closed.is_set():
                 await self._probe_stale(requester, publisher)
-                await asyncio.wait([asyncio.ensure_future(stop.wait()), asyncio.ensure_future(closed.wait())],
-                                   timeout=min(SWEEP_EVERY, self.state.interval), return_when=asyncio.FIRST_COMPLETED)
+                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(closed.wait())]
+                await asyncio.wait(waiters, timeout=min(SWEEP_EVERY, self.state.interval),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()  # else every sweep leaves two waits pending for the agent's life
 
     async def _on_registered(self, message, publisher: Publisher) -> None:
         async with message.process(requeue=False):
