@@ -9,6 +9,16 @@ def job(job_id, price, submitted_at=T, **kw):
     return ReadyJob(job_id, price, 0, submitted_at, **kw)
 
 
+def leased(job_id, lease_seconds=60) -> SchedulerState:
+    """A measured worker "w" that offered one slot and got ``job_id`` proposed on it."""
+    state = SchedulerState()
+    state.speeds["w"] = 100
+    state.worker_offered("w", 1, lease_seconds, now=0.0)
+    state.job_ready(job(job_id, 5))
+    state.close_pool(0.0)
+    return state
+
+
 def test_the_original_example_gives_the_best_price_to_the_fastest_worker():
     # Given jobs at 7, 5.2 and 3.5 credits per hour and three workers of different speeds
     jobs = [job("bubble", 5_200_000), job("factors", 7_000_000), job("pi", 3_500_000)]
@@ -77,11 +87,7 @@ def test_a_pool_closes_at_the_offer_threshold():
 
 
 def test_a_refused_proposal_puts_a_still_ready_job_back():
-    state = SchedulerState()
-    state.speeds["w"] = 100
-    state.worker_offered("w", 1, 60, now=0.0)
-    state.job_ready(job("j", 5))
-    state.close_pool(0.0)
+    state = leased("j")
     state.lease_refused("j", "w", job_still_ready=True)
     assert "j" in state.ready
     state.close_pool(0.0)
@@ -151,11 +157,7 @@ def test_matching_on_the_best_candidates_equals_matching_on_all():
 
 def test_a_checked_in_lease_renews_its_workers_offer():
     # Given a worker that offered one slot and got a lease
-    state = SchedulerState()
-    state.speeds["w"] = 100
-    state.worker_offered("w", 1, 45, now=0.0)
-    state.job_ready(job("a", 5))
-    state.close_pool(0.0)
+    state = leased("a", lease_seconds=45)
     assert "w" not in state.offers
     # When the ledger commits that lease's checkpoint (or result)
     state.slot_freed("w", now=1.0)
