@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 
 import structlog
 
+from agents.worker.forkserver import set_not_dumpable
 from agents.worker.sandbox import Limits, Outcome, Sandbox, Work
 from broker_setup.amqp import Outgoing, Publisher, connect
 from broker_setup.declare import declare_lease_queue
@@ -216,12 +217,7 @@ def outcome_renews_offer(report: Outgoing | None) -> bool:
 def _not_dumpable() -> None:
     """Jobs run as the same user: without this, a job could read the worker's
     broker credentials from /proc/<worker pid>/environ or its memory."""
-    try:
-        import ctypes
-
-        PR_SET_DUMPABLE = 4
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    except (OSError, AttributeError):
+    if not set_not_dumpable():
         log.warning("worker.dumpable", reason="prctl is unavailable: jobs may read this process's environment")
 
 

@@ -139,7 +139,16 @@ class LeaseControl:
 LEASE = LeaseControl()
 
 
-def prepare_server(libc) -> None:
+def set_not_dumpable() -> bool:
+    """Make this process (and whatever it forks) non-dumpable; False where prctl is unavailable."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def prepare_server() -> None:
     """Set up, once, what every child inherits as it is.
 
     The server is non-dumpable (the flag survives fork), so other jobs under
@@ -149,8 +158,7 @@ def prepare_server(libc) -> None:
     socket); SIGUSR1 stops a job at its next safe point, and stays blocked
     here until a child unblocks it.
     """
-    if libc is not None:
-        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    set_not_dumpable()
     os.environ.clear()
     os.environ.update(server_environment())
     for name, fd in (("stdout", 1), ("stderr", 2)):
@@ -284,7 +292,7 @@ def _job_traceback(error: BaseException) -> str:
 def serve(control: socket.socket) -> None:
     """Fork a child per request until the control socket closes, then kill them all."""
     children: dict[int, tuple[int, str]] = {}  # pid -> the fd of its status socket, its scratch dir
-    prepare_server(_load_libc())
+    prepare_server()
     gc.freeze()  # the imported modules stay shared with the children instead of being copied
     control.send(orjson.dumps({"op": "ready"}))
     with selectors.DefaultSelector() as selector:
@@ -377,16 +385,9 @@ def _report(status_fd: int, message: dict) -> None:
         pass  # that lease's worker side is gone; nothing to tell
 
 
-def _load_libc():
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
 def run_once(request: dict, job_fd: int, output_fd: int) -> None:
     """Run a single job in this process, as a fresh interpreter would (the benchmark's baseline)."""
-    prepare_server(_load_libc())
+    prepare_server()
     child_main(request, job_fd, output_fd)
 
 
