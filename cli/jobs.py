@@ -15,8 +15,6 @@ from common.errors import MarketError
 from contracts.package import (PackageError, build_package, new_job_id, parse_target, result_as_json,
                                submission_payload)
 
-TERMINAL = {"completed", "failed", "cancelled", "quarantined"}
-
 
 class UsageError(MarketError):
     exit_code = 2
@@ -79,6 +77,8 @@ def cmd_submit(settings, args) -> int:
 
 def wait_for_job(settings, account: str, job_id: str, quiet: bool = False) -> dict:
     """Poll the job until it ends, drawing a progress line on a terminal."""
+    from ledger.fold import TERMINAL_JOB_STATES  # only here: marketctl's other commands need not load the fold
+
     last = None
     while True:
         job = asyncio.run(ask(settings, account, "job", {"job_id": job_id}))
@@ -89,7 +89,7 @@ def wait_for_job(settings, account: str, job_id: str, quiet: bool = False) -> di
         elif not quiet and line != last:
             print(line.strip(), file=sys.stderr, flush=True)
         last = line
-        if job["status"] in TERMINAL:
+        if job["status"] in TERMINAL_JOB_STATES:
             if not quiet and sys.stderr.isatty():
                 print(file=sys.stderr)
             return job

@@ -12,11 +12,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from cli.jobs import TERMINAL
 from cli.money import AmountError, format_credits, parse_credits
 from cli.requests import Refused
 from contracts.envelope import parse_time, utc_now_iso
 from contracts.package import PackageError, ResultNotJSON, new_job_id, result_as_json, submission_payload
+from ledger.fold import TERMINAL_JOB_STATES
 from web.feed import atom_feed, feed_signature, feed_url, job_changes
 from web.market import NotAnswered
 from web.packaging import build_in_child
@@ -51,7 +51,7 @@ def _lease_fraction(job: dict, now: str) -> float | None:
 
 def _progress(job: dict, now: str) -> dict:
     """What the list shows and refreshes: status, checkpoints, executed time, price, bar."""
-    terminal = job["status"] in TERMINAL
+    terminal = job["status"] in TERMINAL_JOB_STATES
     fraction = 1.0 if job["status"] == "completed" else _lease_fraction(job, now)
     return {"job_id": job["job_id"], "status": job["status"], "checkpoint": job["checkpoint"],
             "executed": f"{job['executed_ms'] / 1000:.3f}", "price": format_credits(job["price"]),
