@@ -212,6 +212,3 @@ web_signups = Table(
     Column("expires_at", String(32), nullable=False),
 )
 Index("ix_web_signups_account", web_signups.c.account)
-
-#: projection tables, in the order replay compares them
-PROJECTIONS = (accounts, workers, jobs, leases, speed_samples, months, month_balances)
