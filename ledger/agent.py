@@ -256,7 +256,7 @@ class LedgerAgent:
         for row in plan.outbox:
             row["id"], self._next_outbox_id = self._next_outbox_id, self._next_outbox_id + 1
             if row["exchange"] == LEASES_EXCHANGE:
-                row["body"] = self._lease_body(row, plan.blobs)
+                row["body"] = self._lease_body(row)
 
     def _rolled_back(self, plan: Plan | None) -> None:
         # the in-memory state may already hold the folded plan: throw it away
@@ -268,7 +268,7 @@ class LedgerAgent:
                 # the ids will be given again to other rows
                 self._lease_deadlines.pop(row.get("id"), None)
 
-    def _lease_body(self, row: dict, new_blobs: dict) -> bytes:
+    def _lease_body(self, row: dict) -> bytes:
         """The lease message with the bytes the worker needs, built once, at grant."""
         granted = orjson.loads(row["body"])
         self._lease_deadlines[row["id"]] = granted["deadline"]
@@ -300,17 +300,15 @@ class LedgerAgent:
         if not all(results):
             # not acked: the broker redelivers them and we try again
             raise BrokerError("could not dead-letter refused messages")
-        replies = [Outgoing(reply_body(m.delivery.message_id or "", "invalid", reason=e.reason), m.reply_to,
-                            user_id=LEDGER_ACTOR, message_id=m.delivery.message_id or "", exchange="",
-                            mandatory=False)
-                   for m, e in invalid if m.reply_to]
-        if replies:
-            await publisher.publish_many(replies)
 
     async def _reply_to_unrecorded(self, publisher: Publisher, plan: Plan) -> None:
-        replies = [Outgoing(reply_body(m.delivery.message_id or "", "duplicate"), m.reply_to, user_id=LEDGER_ACTOR,
-                            message_id=m.delivery.message_id or "", exchange="", mandatory=False)
-                   for m in plan.duplicates if m.reply_to]
+        """Requesters that set ``reply_to`` hear of what was not recorded:
+        the invalid (dead-lettered) and the duplicates."""
+        unrecorded = [(m, "invalid", e.reason) for m, e in plan.invalid]
+        unrecorded += [(m, "duplicate", None) for m in plan.duplicates]
+        replies = [Outgoing(reply_body(m.delivery.message_id or "", status, reason=reason), m.reply_to,
+                            user_id=LEDGER_ACTOR, message_id=m.delivery.message_id or "", exchange="", mandatory=False)
+                   for m, status, reason in unrecorded if m.reply_to]
         if replies:
             await publisher.publish_many(replies)
 
