@@ -52,6 +52,16 @@ class Market:
                                       "--name", worker_id, "--lease-seconds", str(lease_seconds),
                                       "--safety-margin", str(safety_margin)])
 
+    def wait_registered(self, *worker_ids: str) -> None:
+        wait_for(lambda: set(worker_ids) <= set(self.workers()), 30, f"workers {worker_ids} to register")
+
+    def start_measured_worker(self, worker_id: str, speed: int = 1000, **options) -> None:
+        """A worker (``options`` as for :meth:`start_worker`) that has registered
+        and has ``speed`` recorded, as if the speed probe had measured it."""
+        self.start_worker(worker_id, **options)
+        self.wait_registered(worker_id)
+        self.measure({worker_id: speed})
+
     def signal(self, name: str, signum: int, group: bool = True) -> None:
         process = self.processes[name]
         if group:

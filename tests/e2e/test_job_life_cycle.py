@@ -14,16 +14,12 @@ from tests.ledger.harness import wait_for
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
-def registered(market, *worker_ids):
-    return wait_for(lambda: set(worker_ids) <= set(market.workers()), 30, f"workers {worker_ids} to register")
-
-
 def test_first_leases_go_highest_price_to_fastest_worker(market):
     # Given three workers that registered and offered, not yet measured
     fast, middle, slow = unique("fast"), unique("middle"), unique("slow")
     for worker_id in (slow, fast, middle):
         market.start_worker(worker_id)
-    registered(market, fast, middle, slow)
+    market.wait_registered(fast, middle, slow)
     time.sleep(0.5)  # their offers reach the scheduler
     # and the original system's three jobs, waiting (no measured worker may take paid work)
     args = {"steps": 20, "delay": 0.05}
@@ -43,18 +39,14 @@ def test_first_leases_go_highest_price_to_fastest_worker(market):
 def test_a_job_checkpointed_on_one_worker_finishes_on_another(market):
     # Given worker A with short leases, measured
     a, b = unique("A"), unique("B")
-    market.start_worker(a, lease_seconds=5, safety_margin=1)
-    registered(market, a)
-    market.measure({a: 1000})
+    market.start_measured_worker(a, lease_seconds=5, safety_margin=1)
     # When a long job runs there and checkpoints
     job_id = market.submit("alice", "count", "2", {"steps": 150, "delay": 0.05})
     wait_for(lambda: market.job(job_id).checkpoint >= 1, 30, "a first checkpoint on A")
     # and A leaves (SIGTERM: it checkpoints at its next safe point and exits), B arrives
     market.signal(a, signal.SIGTERM, group=False)
     market.processes[a].wait(30)
-    market.start_worker(b, lease_seconds=30)
-    registered(market, b)
-    market.measure({b: 1000})
+    market.start_measured_worker(b, lease_seconds=30)
     # Then the job finishes on B with the right result
     market.wait_job(job_id, timeout=60)
     leases = market.leases(job_id)
@@ -65,9 +57,7 @@ def test_a_job_checkpointed_on_one_worker_finishes_on_another(market):
 
 def test_kill_9_of_a_worker_mid_lease_expires_and_resumes_from_the_checkpoint(market):
     a, b = unique("A"), unique("B")
-    market.start_worker(a, lease_seconds=5, safety_margin=1)
-    registered(market, a)
-    market.measure({a: 1000})
+    market.start_measured_worker(a, lease_seconds=5, safety_margin=1)
     job_id = market.submit("alice", "count", "2", {"steps": 160, "delay": 0.05})
     # Given A committed a checkpoint and holds the job's next lease
     wait_for(lambda: market.job(job_id).checkpoint >= 1 and market.job(job_id).status == "leased", 30,
@@ -76,9 +66,7 @@ def test_kill_9_of_a_worker_mid_lease_expires_and_resumes_from_the_checkpoint(ma
     held = market.job(job_id).lease_id
     # When A is killed with SIGKILL
     market.signal(a, signal.SIGKILL)
-    market.start_worker(b, lease_seconds=30)
-    registered(market, b)
-    market.measure({b: 1000})
+    market.start_measured_worker(b, lease_seconds=30)
     # Then the lease expires, the job resumes from its last checkpoint on B and finishes right
     market.wait_job(job_id, timeout=60)
     leases = {l.lease_id: l for l in market.leases(job_id)}
@@ -95,17 +83,13 @@ def test_kill_9_of_a_worker_mid_lease_expires_and_resumes_from_the_checkpoint(ma
 
 def test_a_stopped_worker_resumed_after_its_deadline_is_fenced_off(market):
     a, b = unique("A"), unique("B")
-    market.start_worker(a, lease_seconds=6, safety_margin=1)
-    registered(market, a)
-    market.measure({a: 1000})
+    market.start_measured_worker(a, lease_seconds=6, safety_margin=1)
     job_id = market.submit("alice", "count", "2", {"steps": 80, "delay": 0.05})
     wait_for(lambda: market.job(job_id).status == "leased", 30, "A to hold the lease")
     stale = market.job(job_id).lease_id
     # When A is frozen (SIGSTOP) past its deadline and B finishes the job
     market.signal(a, signal.SIGSTOP)
-    market.start_worker(b, lease_seconds=30)
-    registered(market, b)
-    market.measure({b: 1000})
+    market.start_measured_worker(b, lease_seconds=30)
     market.wait_job(job_id, timeout=60)
     winner = market.job(job_id).result_sha256
     # and A is thawed
@@ -120,9 +104,7 @@ def test_a_stopped_worker_resumed_after_its_deadline_is_fenced_off(market):
 
 def test_a_job_that_raises_is_retried_then_failed_with_its_traceback(market):
     a = unique("A")
-    market.start_worker(a)
-    registered(market, a)
-    market.measure({a: 1000})
+    market.start_measured_worker(a)
     job_id = market.submit("alice", "count", "2", {"steps": 3, "fail": "on purpose"}, max_attempts=2)
     job = market.wait_job(job_id, statuses=("failed",), timeout=60)
     assert job.attempts == 2
@@ -134,9 +116,7 @@ def test_a_standby_scheduler_takes_over_when_the_active_one_dies(market):
     # Given a second scheduler waiting as standby
     market.start_agent("standby", "agents.scheduler.agent")
     a = unique("A")
-    market.start_worker(a)
-    registered(market, a)
-    market.measure({a: 1000})
+    market.start_measured_worker(a)
     first = market.submit("alice", "count", "1", {"steps": 2})
     market.wait_job(first, timeout=30)
     # When the active scheduler dies
@@ -182,9 +162,7 @@ def test_a_malformed_message_to_the_scheduler_is_dead_lettered_and_scheduling_go
     asyncio.run(publish(market.settings, [garbage]))
     # When a worker and a job arrive
     a = unique("A")
-    market.start_worker(a)
-    registered(market, a)
-    market.measure({a: 1000})
+    market.start_measured_worker(a)
     job_id = market.submit("alice", "count", "1", {"steps": 2})
     # Then the job runs, and the garbage is in the dead-letter queue
     market.wait_job(job_id, timeout=60)

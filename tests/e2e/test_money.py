@@ -72,7 +72,7 @@ def test_payments_across_a_month_boundary_and_statements_that_agree_with_live_ba
     bob_worker, dave_worker = unique("bob-w"), unique("dave-w")
     market.start_worker(bob_worker, account="bob", lease_seconds=5, safety_margin=1)
     market.start_worker(dave_worker, account="dave", lease_seconds=5, safety_margin=1)
-    wait_for(lambda: {bob_worker, dave_worker} <= set(market.workers()), 30, "the workers to register")
+    market.wait_registered(bob_worker, dave_worker)
     market.measure({bob_worker: 2000, dave_worker: 1000})
     # and jobs that start about 30 s before the month ends (ledger time) and run about 40 s
     wait = (BOUNDARY - timedelta(seconds=30) - ledger_now(market)).total_seconds()
