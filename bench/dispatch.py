@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
 from bench import cpu  # noqa: E402
-from bench.ledger_ingest import bench_broker, bench_settings  # noqa: E402
-from broker_setup.amqp import Outgoing, Publisher, connect  # noqa: E402
+from bench.ledger_ingest import bench_broker, bench_settings, publish  # noqa: E402
+from broker_setup.amqp import Outgoing  # noqa: E402
 from contracts.blobs import Blob  # noqa: E402
 from contracts.envelope import Codec, parse_time  # noqa: E402
 from contracts.package import dumps_state  # noqa: E402
@@ -43,6 +43,7 @@ from ledger import tables  # noqa: E402
 from ledger.migrate import make_engine, upgrade  # noqa: E402
 
 ACCOUNT = "bench"
+CODEC = Codec()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -98,15 +99,17 @@ def serial_latency(engine) -> tuple[float, float]:
 
 
 def wait_completed(engine, prefix: str, count: int, timeout: float = 600, poll: float = 0.2) -> None:
+    completed = (select(func.count()).select_from(tables.jobs).where(tables.jobs.c.status == "completed")
+                 .where(tables.jobs.c.job_id.like(prefix + "%")))
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         with engine.connect() as conn:
-            done = conn.execute(select(tables.jobs.c.job_id).where(tables.jobs.c.status == "completed")
-                                .where(tables.jobs.c.job_id.like(prefix + "%"))).all()
-        if len(done) >= count:
+            done = conn.execute(completed).scalar_one()
+        if done >= count:
             return
+        if time.monotonic() >= deadline:
+            raise SystemExit(f"only {done} of {count} {prefix} jobs completed in {timeout:.0f} s")
         time.sleep(poll)
-    raise SystemExit(f"only {len(done)} of {count} {prefix} jobs completed in {timeout:.0f} s")
 
 
 def run_market(settings, count: int, workers: int, window: float, cycles: int, slots: int) -> tuple[dict, dict]:
@@ -120,26 +123,26 @@ def run_market(settings, count: int, workers: int, window: float, cycles: int, s
                      for module in ("ledger.agent", "agents.scheduler.agent")]
         try:
             time.sleep(1.5)
-            asyncio.run(open_account(settings))
+            open_account(settings)
             for i in range(workers):
                 processes.append(subprocess.Popen(
                     [sys.executable, "-m", "cli.main", "--as", ACCOUNT, "worker", "run", "--name", f"bench-{i}",
                      "--lease-seconds", "5", "--safety-margin", "4.999", "--slots", str(slots)], env=env, cwd=ROOT))
             time.sleep(3)
-            _measure_all(settings, [f"bench-{i}" for i in range(workers)])
+            measure_workers(settings, [f"bench-{i}" for i in range(workers)])
             broker_word = str(Path(settings.home).resolve())  # on the node's command line
             before = cpu.snapshot(os.getpid(), broker_word)
-            asyncio.run(submit_jobs_only(settings, count, "tiny", "tiny"))
+            submit_jobs(settings, count, "tiny", "tiny")
             wait_completed(engine, "tiny", count)
             spent = cpu.by_role(before, cpu.snapshot(os.getpid(), broker_word))
             # the lease-cycle jobs go in waves that fit the free slots: the figure
             # is the market's overhead, not time spent queueing behind other jobs
             wave = workers * slots
             for start in range(0, cycles, wave):
-                asyncio.run(submit_jobs_only(settings, min(wave, cycles - start), "two_leases", f"cycle{start:05d}"))
+                submit_jobs(settings, min(wave, cycles - start), "two_leases", f"cycle{start:05d}")
                 wait_completed(engine, f"cycle{start:05d}", min(wave, cycles - start))
             for i in range(SERIAL_JOBS):
-                asyncio.run(submit_jobs_only(settings, 1, "tiny", f"serial{i:03d}"))
+                submit_jobs(settings, 1, "tiny", f"serial{i:03d}")
                 wait_completed(engine, f"serial{i:03d}", 1, poll=0.002)
             tiny, cycle = market_figures(engine, "tiny"), market_figures(engine, "cycle")
             tiny["serial_p50"], tiny["serial_p99"] = serial_latency(engine)
@@ -153,48 +156,39 @@ def run_market(settings, count: int, workers: int, window: float, cycles: int, s
             engine.dispose()
 
 
-async def open_account(settings) -> None:
-    connection = await connect(settings, "bench: account")
-    async with connection:
-        async with Publisher(connection) as publisher:
-            codec = Codec()
-            event_id, body = codec.encode("account.opened", {"account": ACCOUNT, "email": "bench@example.com"})
-            await publisher.publish(body, "account.opened", user_id="operator", message_id=event_id)
-            # enough credit that no job is held for insufficient funds
-            event_id, body = codec.encode("account.deposited", {"account": ACCOUNT, "amount": 10**12})
-            await publisher.publish(body, "account.deposited", user_id="operator", message_id=event_id)
+def publish_events(settings, user_id: str, events: list[tuple[str, dict]]) -> None:
+    """Publish ``(type, payload)`` events as ``user_id``, in order, with confirms."""
+    items = []
+    for event_type, payload in events:
+        event_id, body = CODEC.encode(event_type, payload)
+        items.append(Outgoing(body, event_type, user_id=user_id, message_id=event_id))
+    asyncio.run(publish(settings, items))
 
 
-async def submit_jobs_only(settings, count: int, entry: str = "tiny", prefix: str = "tiny") -> None:
-    codec = Codec()
-    source = (ROOT / "bench" / "tiny_job.py").read_bytes()
-    connection = await connect(settings, "bench: submitter")
-    async with connection:
-        async with Publisher(connection) as publisher:
-            items = []
-            for i in range(count):
-                payload = {"job_id": f"{prefix}-{i:05d}", "name": entry, "price": 1_000_000 + i, "entry": entry,
-                           "kind": "generator" if entry == "two_leases" else "function",
-                           "module": Blob.of(source), "state": Blob.of(dumps_state({"n": i}))}
-                event_id, body = codec.encode("job.submitted", payload)
-                items.append(Outgoing(body, "job.submitted", user_id=ACCOUNT, message_id=event_id))
-            assert all(await publisher.publish_many(items))
+def open_account(settings) -> None:
+    publish_events(settings, "operator", [
+        ("account.opened", {"account": ACCOUNT, "email": "bench@example.com"}),
+        # enough credit that no job is held for insufficient funds
+        ("account.deposited", {"account": ACCOUNT, "amount": 10**12}),
+    ])
 
 
-def _measure_all(settings, worker_ids) -> None:
+def submit_jobs(settings, count: int, entry: str, prefix: str) -> None:
+    module = Blob.of((ROOT / "bench" / "tiny_job.py").read_bytes())
+    kind = "generator" if entry == "two_leases" else "function"
+    publish_events(settings, ACCOUNT, [
+        ("job.submitted", {"job_id": f"{prefix}-{i:05d}", "name": entry, "price": 1_000_000 + i, "entry": entry,
+                           "kind": kind, "module": module, "state": Blob.of(dumps_state({"n": i}))})
+        for i in range(count)
+    ])
+
+
+def measure_workers(settings, worker_ids) -> None:
     """Record a speed for each bench worker, as the speed probe would."""
-    codec = Codec()
-
-    async def publish():
-        connection = await connect(settings, "bench: probe")
-        async with connection:
-            async with Publisher(connection) as publisher:
-                for worker_id in worker_ids:
-                    event_id, body = codec.encode("speed.measured", {"worker_id": worker_id, "probe_job_id": "bench",
-                                                                     "speed": 1000, "correct": True})
-                    await publisher.publish(body, "speed.measured", user_id="speedprobe", message_id=event_id)
-
-    asyncio.run(publish())
+    publish_events(settings, "speedprobe", [
+        ("speed.measured", {"worker_id": worker_id, "probe_job_id": "bench", "speed": 1000, "correct": True})
+        for worker_id in worker_ids
+    ])
     time.sleep(1)
 
 

@@ -57,16 +57,21 @@ def make_events(count: int) -> list[tuple[str, bytes, str]]:
     return events
 
 
-async def publish_all(settings, events, routing_key=None) -> float:
+async def publish(settings, items: list[Outgoing]) -> float:
+    """Publish ``items`` in order with confirms, on a connection of their own;
+    the seconds the publishing took (connecting not counted)."""
     connection = await connect(settings, "bench: publisher")
     async with connection:
         async with Publisher(connection) as publisher:
-            items = [Outgoing(body, routing_key or key, user_id="operator", message_id=event_id)
-                     for event_id, body, key in events]
             started = time.perf_counter()
             results = await publisher.publish_many(items)
             assert all(results), "some publishes were not confirmed"
             return time.perf_counter() - started
+
+
+async def publish_all(settings, events, routing_key=None) -> float:
+    return await publish(settings, [Outgoing(body, routing_key or key, user_id="operator", message_id=event_id)
+                                    for event_id, body, key in events])
 
 
 # ---- the ceiling: a raw consumer process ---------------------------------------------
