@@ -193,10 +193,10 @@ class Generator:
                 continue
             lease_id, fate = granted[0].payload["lease_id"], self.random.random()
             if fate < 0.03:       # never heard of again: the sweeper expires it
-                self.at(now + LEASE_SECONDS + 3, "sweep", worker_id)
+                self.at(now + LEASE_SECONDS + 3, "sweep")
             elif fate < 0.035:    # reports after its deadline: rejected, then expired
                 self.at(now + LEASE_SECONDS + 1, "report", lease_id, "checkpoint", worker_id)
-                self.at(now + LEASE_SECONDS + 3, "sweep", None)
+                self.at(now + LEASE_SECONDS + 3, "sweep")
             else:
                 self.at(now + self.random.uniform(120, LEASE_SECONDS - 5), "report", lease_id,
                         "errored" if fate < 0.045 else "checkpoint", worker_id)
@@ -223,7 +223,7 @@ class Generator:
         self.idle.append(worker_id)
         self._schedule(now)
 
-    def _sweep(self, now: float, worker_id: str | None) -> None:
+    def _sweep(self, now: float) -> None:
         plan = plan_expiries(self.state, ledger_time(now), timedelta(seconds=2))
         self.pending.events += plan.events
         for record in plan.recorded:
@@ -323,11 +323,10 @@ def measure_statements(engine, month: str, snapshots: bool = True) -> dict:
     snapshots, replaying every money event from the start of the log."""
     started = time.perf_counter()
     with engine.connect() as conn:
-        known = months(conn)
+        this = next(m for m in months(conn) if m.month == month)
         if snapshots:
             opening, before, during = statement_inputs(conn, month)
         else:
-            this = next(m for m in known if m.month == month)
             opening, before, during = [], money_events(conn, 1, this.first_seq - 1), \
                 money_events(conn, this.first_seq, this.last_seq)
     read = time.perf_counter() - started
@@ -335,7 +334,6 @@ def measure_statements(engine, month: str, snapshots: bool = True) -> dict:
     built = time.perf_counter() - started
     text = render(answer, "table")
     elapsed = time.perf_counter() - started
-    this = next(m for m in known if m.month == month)
     assert answer["sum_of_closing_balances"] == 0
     return {"month": month, "events_in_month": this.last_seq - this.first_seq + 1, "money_events": len(during),
             "replayed": len(before) + len(during), "accounts": len(answer["statements"]), "seconds": elapsed,
