@@ -130,7 +130,7 @@ def _turn_month(state: MarketState, event: Recorded) -> None:
     not reopen a closed month: its events count in the open one."""
     if state.open_month is None and state.months:
         state.open_month = max(state.months)
-        state.next_month_at = _month_after(state.open_month)
+        state.next_month_at = month_after(state.open_month)
     month = event.recorded_at[:7]
     if state.open_month is not None and month <= state.open_month:
         return
@@ -146,10 +146,10 @@ def _turn_month(state: MarketState, event: Recorded) -> None:
             state.dirty.add(("month_balances", key))
     state.months[month] = Month(month, event.seq, None, event.seq)
     state.dirty.add(("months", month))
-    state.open_month, state.next_month_at = month, _month_after(month)
+    state.open_month, state.next_month_at = month, month_after(month)
 
 
-def _month_after(month: str) -> str:
+def month_after(month: str) -> str:
     """The first instant of the month after ``month`` ("YYYY-MM"), as ledger time text."""
     year, number = int(month[:4]), int(month[5:7])
     year, number = (year + 1, 1) if number == 12 else (year, number + 1)

@@ -19,12 +19,11 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Iterable
 
 from common.errors import MarketError
 from ledger import money
-from ledger.fold import Recorded, fold
+from ledger.fold import Recorded, fold, month_after
 from ledger.state import Account, MarketState, Month
 
 #: the events that change balances, credit limits or the set of accounts:
@@ -58,10 +57,7 @@ def parse_month(text: str) -> str:
 
 def month_bounds(month: str) -> tuple[str, str]:
     """First instant of the month and of the next, as ledger time text (UTC)."""
-    year, number = int(month[:4]), int(month[5:])
-    start = datetime(year, number, 1, tzinfo=timezone.utc)
-    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=timezone.utc)
-    return start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), end.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{month}-01T00:00:00.000000Z", month_after(month)
 
 
 def check_not_future(month: str, now: str) -> None:
