@@ -9,13 +9,14 @@ statement never reads the rest of the log.
 from __future__ import annotations
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ledger import tables
 from ledger.fold import Recorded
 from ledger.replay import FOLD_COLUMNS
-from ledger.state import Account, Month
+from ledger.state import Account, Month, MonthBalance
 from ledger.statements import MONEY_TYPES, build_statements, plan_statement
+
 
 def months(conn) -> list[Month]:
     """Every month of the log, oldest first."""
@@ -26,7 +27,7 @@ def month_end(conn, month: str) -> list[Account]:
     """Every account as ``month`` closed."""
     rows = conn.execute(select(tables.month_balances).where(tables.month_balances.c.month == month)
                         .order_by(tables.month_balances.c.account))
-    return [Account(r.account, r.email, r.balance, r.credit_limit, r.opened_at, 0) for r in rows]
+    return [MonthBalance(**row._asdict()).as_account() for row in rows]
 
 
 def money_events(conn, first_seq: int, last_seq: int | None) -> list[Recorded]:
@@ -63,10 +64,7 @@ def statements(conn, month: str, only=None) -> dict:
 
 def latest_time(conn) -> str | None:
     """The ledger time of the last event recorded."""
-    last = conn.execute(select(func.max(tables.events.c.seq))).scalar()
-    if last is None:
-        return None
-    return conn.execute(select(tables.events.c.recorded_at).where(tables.events.c.seq == last)).scalar()
+    return conn.execute(select(tables.events.c.recorded_at).order_by(tables.events.c.seq.desc()).limit(1)).scalar()
 
 
 def verify_snapshots(conn, live_balances: dict[str, int]) -> tuple[int, list[str]]:
