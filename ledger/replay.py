@@ -11,16 +11,12 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import orjson
-from sqlalchemy import Row, select
+from sqlalchemy import select
 
 from ledger import tables
 from ledger.chain import row_hash
 from ledger.fold import Recorded, fold
 from ledger.state import GENESIS_HASH, ROW_TYPES, MarketState
-
-
-#: the events table's columns, in table order
-EVENT_COLUMNS = tuple(c.name for c in tables.events.columns)
 
 
 def recorded_from_row(row) -> Recorded:
@@ -29,20 +25,13 @@ def recorded_from_row(row) -> Recorded:
 
 
 def replay(rows: Iterable) -> MarketState:
-    """Fold every event of the log, in order, into a fresh state. ``rows``
+    """Fold every event of ``rows``, in order, into a fresh state. ``rows``
     are events rows (``store.iter_events``), or any objects with their columns
-    as attributes."""
+    as attributes; ``replay_log`` is the fast way through a whole database."""
     state = MarketState(deriving=False)
-    loads, last_hash = orjson.loads, None
     for row in rows:
-        # a database row unpacks by position, which is much faster than by name
-        values = row if isinstance(row, Row) else [getattr(row, c) for c in EVENT_COLUMNS]
-        seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id, causation_id, payload, \
-            _, last_hash = values
-        fold(state, Recorded(seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id,
-                             causation_id, loads(payload)))
-    if last_hash is not None:
-        state.last_hash = last_hash
+        fold(state, recorded_from_row(row))
+        state.last_hash = row.hash
     return state
 
 

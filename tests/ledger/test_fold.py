@@ -7,6 +7,7 @@ from ledger.fold import Recorded, fold
 from ledger.ingest import Incoming, decode_all, plan_batch
 from ledger.replay import replay, verify_chain
 from ledger.state import MarketState
+from tests.ledger.money_market import Row
 
 CODEC = Codec()
 NOW = "2026-11-22T10:00:00.000000Z"
@@ -150,10 +151,6 @@ def test_replaying_the_log_reproduces_the_state_and_the_chain_verifies():
         request("job.cancelled", {"job_id": "j1"}, "alice"),
     ]:
         rows += ingest(live, incoming).events
-
-    class Row:
-        def __init__(self, d):
-            self.__dict__.update(d)
 
     # When the log is replayed from nothing
     replayed = replay(Row(r) for r in rows)

@@ -3,7 +3,7 @@ from datetime import timedelta
 
 from contracts.blobs import Blob
 from ledger.replay import replay
-from tests.ledger.money_market import MoneyMarket
+from tests.ledger.money_market import MoneyMarket, Row
 
 T0 = "2026-11-22T10:00:00.000000Z"
 
@@ -236,10 +236,6 @@ def test_replay_of_a_whole_life_cycle_reproduces_every_projection():
     market.sweep(at_seconds=60)
     third = propose(market, worker="wB", checkpoint=1, at_seconds=61)[0].payload["lease_id"]
     market.send("bob", "job.finished", {"lease_id": third, "job_id": "j1", "result": Blob.of(b"r")}, at_seconds=70)
-
-    class Row:
-        def __init__(self, d):
-            self.__dict__.update(d)
 
     replayed = replay(Row(r) for r in market.rows)
     for table in ("accounts", "workers", "jobs", "leases", "speed_samples"):
