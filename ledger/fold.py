@@ -15,7 +15,7 @@ job derives ``payment.posted``; balances change only by postings that sum
 to zero (payments, deposits). An owner below minus its credit limit has its
 ready jobs held until money brings it back. Every event falls in the UTC
 month of its ``recorded_at``; when the first event of a new month is folded,
-the month that ends is closed with a snapshot of every account.
+the month that ends is closed with a snapshot of every account (ledger.months).
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from typing import Callable, NamedTuple
 
 from contracts.routing import OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
 from ledger import money
-from ledger.state import (Account, Job, Lease, MarketState, Month, MonthBalance, SpeedSample, Worker,
-                          snapshot_id)
+from ledger.months import turn_month
+from ledger.state import Account, Job, Lease, MarketState, SpeedSample, Worker
 
 
 class Recorded(NamedTuple):
@@ -103,7 +103,7 @@ def fold(state: MarketState, event: Recorded) -> list[Derived]:
     derives nothing: the log already holds every verdict. So it skips the
     requests that only decide, and the costliest derivations (payments)."""
     if event.recorded_at >= state.next_month_at:
-        _turn_month(state, event)
+        turn_month(state, event.seq, event.recorded_at)
     handler = HANDLERS.get(event.type)
     if handler is None or not (state.deriving or event.type not in DECIDES_ONLY):
         derived = []
@@ -120,40 +120,6 @@ def refuse(event: Recorded, reason: str) -> list[Derived]:
 TERMINAL_JOB_STATES = frozenset({"completed", "failed", "cancelled", "quarantined"})
 #: why a job waits while its owner cannot pay
 HELD_REASON = "held: insufficient funds"
-
-
-# ---- months -------------------------------------------------------------------
-
-def _turn_month(state: MarketState, event: Recorded) -> None:
-    """Open the event's month (UTC), closing the open one with a snapshot of
-    every account. A clock that stepped back across a month boundary does
-    not reopen a closed month: its events count in the open one."""
-    if state.open_month is None and state.months:
-        state.open_month = max(state.months)
-        state.next_month_at = month_after(state.open_month)
-    month = event.recorded_at[:7]
-    if state.open_month is not None and month <= state.open_month:
-        return
-    if state.open_month is not None:
-        closing = state.months[state.open_month]
-        closing.last_seq = event.seq - 1
-        state.touch("months", closing.month, event.seq)
-        for account in state.accounts.values():
-            key = snapshot_id(closing.month, account.name)
-            state.month_balances[key] = MonthBalance(key, closing.month, account.name, account.email,
-                                                     account.balance, account.credit_limit, account.opened_at,
-                                                     event.seq)
-            state.dirty.add(("month_balances", key))
-    state.months[month] = Month(month, event.seq, None, event.seq)
-    state.dirty.add(("months", month))
-    state.open_month, state.next_month_at = month, month_after(month)
-
-
-def month_after(month: str) -> str:
-    """The first instant of the month after ``month`` ("YYYY-MM"), as ledger time text."""
-    year, number = int(month[:4]), int(month[5:7])
-    year, number = (year + 1, 1) if number == 12 else (year, number + 1)
-    return f"{year:04d}-{number:02d}-01T00:00:00.000000Z"
 
 
 # ---- accounts -----------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Month-end snapshots: reading them, and checking them against a replay.
 
 The fold writes the snapshots (``months`` and ``month_balances``, projections
-like any other, see ``ledger.fold._turn_month``); this module reads what a
+like any other, see ``ledger.months.turn_month``); this module reads what a
 statement of one month needs: the snapshot of the month before it and the
 money events of the month itself, found by the month's sequence range, so a
 statement never reads the rest of the log.

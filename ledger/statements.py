@@ -1,7 +1,7 @@
 """Monthly statements, built by replaying the ledger's money events. Pure.
 
 A statement starts from the accounts as the previous month closed (a
-month-end snapshot, see ``ledger.fold._turn_month``) and folds the month's
+month-end snapshot, see ``ledger.months``) and folds the month's
 money events with the same ``fold`` the live ledger uses, so its closing
 balance is the ledger's balance to the micro-credit. Every posting to the
 account in the month is a line; the closing balance is the opening balance
@@ -23,7 +23,8 @@ from typing import Iterable
 
 from common.errors import MarketError
 from ledger import money
-from ledger.fold import Recorded, fold, month_after
+from ledger.fold import Recorded, fold
+from ledger.months import month_bounds
 from ledger.state import Account, MarketState, Month
 
 #: the events that change balances, credit limits or the set of accounts:
@@ -53,11 +54,6 @@ def parse_month(text: str) -> str:
     if not match or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1970:
         raise StatementError(f"month {text!r} is not a month: write YYYY-MM, e.g. 2026-11")
     return match[0]
-
-
-def month_bounds(month: str) -> tuple[str, str]:
-    """First instant of the month and of the next, as ledger time text (UTC)."""
-    return f"{month}-01T00:00:00.000000Z", month_after(month)
 
 
 def check_not_future(month: str, now: str) -> None:
