@@ -5,12 +5,9 @@ import asyncio
 import base64
 import json
 import sys
-import time
 
-from broker_setup.amqp import connect
-from broker_setup.rpc import Requester
 from cli.money import format_credits, parse_credits
-from cli.requests import send_and_check
+from cli.requests import requester_as, send_and_check
 from common.errors import MarketError
 from contracts.package import (PackageError, build_package, new_job_id, parse_target, result_as_json,
                                submission_payload)
@@ -42,12 +39,8 @@ def build_submission(settings, target: str, name: str, price_text: str, args_tex
 
 
 async def ask(settings, account: str, query: str, args: dict | None = None):
-    connection = await connect(settings, f"marketctl ({account})")
-    try:
-        async with Requester(connection) as requester:
-            return await requester.ask(query, args, user_id=account, timeout=settings.reply_timeout)
-    finally:
-        await connection.close()
+    async with requester_as(settings, account) as requester:
+        return await requester.ask(query, args, user_id=account, timeout=settings.reply_timeout)
 
 
 def cmd_submit(settings, args) -> int:
@@ -77,23 +70,29 @@ def cmd_submit(settings, args) -> int:
 
 def wait_for_job(settings, account: str, job_id: str, quiet: bool = False) -> dict:
     """Poll the job until it ends, drawing a progress line on a terminal."""
+    return asyncio.run(_poll_job(settings, account, job_id, quiet))
+
+
+async def _poll_job(settings, account: str, job_id: str, quiet: bool) -> dict:
     from ledger.fold import TERMINAL_JOB_STATES  # only here: marketctl's other commands need not load the fold
 
     last = None
-    while True:
-        job = asyncio.run(ask(settings, account, "job", {"job_id": job_id}))
-        line = (f"\r{job_id}  {job['status']:<12} checkpoints {job['checkpoint']:>4}  "
-                f"executed {job['executed_ms'] / 1000:8.3f} s  worker {job['worker_id'] or '-':<16}")
-        if not quiet and line != last and sys.stderr.isatty():
-            print(line, end="", file=sys.stderr, flush=True)
-        elif not quiet and line != last:
-            print(line.strip(), file=sys.stderr, flush=True)
-        last = line
-        if job["status"] in TERMINAL_JOB_STATES:
-            if not quiet and sys.stderr.isatty():
-                print(file=sys.stderr)
-            return job
-        time.sleep(0.3)
+    # one connection for the whole wait, not one per poll
+    async with requester_as(settings, account) as requester:
+        while True:
+            job = await requester.ask("job", {"job_id": job_id}, user_id=account, timeout=settings.reply_timeout)
+            line = (f"\r{job_id}  {job['status']:<12} checkpoints {job['checkpoint']:>4}  "
+                    f"executed {job['executed_ms'] / 1000:8.3f} s  worker {job['worker_id'] or '-':<16}")
+            if not quiet and line != last and sys.stderr.isatty():
+                print(line, end="", file=sys.stderr, flush=True)
+            elif not quiet and line != last:
+                print(line.strip(), file=sys.stderr, flush=True)
+            last = line
+            if job["status"] in TERMINAL_JOB_STATES:
+                if not quiet and sys.stderr.isatty():
+                    print(file=sys.stderr)
+                return job
+            await asyncio.sleep(0.3)
 
 
 def _result_value(settings, account: str, job_id: str):

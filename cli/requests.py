@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from broker_setup.amqp import connect
 from broker_setup.rpc import Requester
@@ -19,16 +20,23 @@ class Refused(MarketError):
 REFUSALS = {"request.rejected", "job.rejected", "lease.refused", "checkpoint.rejected"}
 
 
-async def send(settings, account: str, event_type: str, payload: dict) -> dict:
-    codec = Codec.from_settings(settings)
-    event_id, body = codec.encode(event_type, payload)
+@contextlib.asynccontextmanager
+async def requester_as(settings, account: str):
+    """A Requester on a connection of its own, named for ``account``; closed on leaving."""
     connection = await connect(settings, f"marketctl ({account})")
     try:
         async with Requester(connection) as requester:
-            return await requester.request(event_id, body, routing_key(event_type), user_id=account,
-                                           timeout=settings.reply_timeout)
+            yield requester
     finally:
         await connection.close()
+
+
+async def send(settings, account: str, event_type: str, payload: dict) -> dict:
+    codec = Codec.from_settings(settings)
+    event_id, body = codec.encode(event_type, payload)
+    async with requester_as(settings, account) as requester:
+        return await requester.request(event_id, body, routing_key(event_type), user_id=account,
+                                       timeout=settings.reply_timeout)
 
 
 def send_and_check(settings, account: str, event_type: str, payload: dict) -> dict:
