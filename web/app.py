@@ -83,6 +83,7 @@ async def _http_error(request, error: HTTPException):
 
 def create_app(settings, *, engine=None, login_limiter: LoginLimiter | None = None) -> Starlette:
     engine = engine or make_engine(settings.db_url)
+    secret = web_secret(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -94,7 +95,7 @@ def create_app(settings, *, engine=None, login_limiter: LoginLimiter | None = No
         routes=[*auth.routes(), *jobs_pages.routes(), *account_pages.routes(),
                 Mount("/static", StaticFiles(directory=HERE / "static"), name="static")],
         middleware=[Middleware(BodyLimit),
-                    Middleware(SessionMiddleware, secret_key=web_secret(settings), session_cookie="market_session",
+                    Middleware(SessionMiddleware, secret_key=secret, session_cookie="market_session",
                                max_age=SESSION_SECONDS, same_site="lax", https_only=settings.web_https)],
         exception_handlers={LoginRequired: _login_first, HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
@@ -105,5 +106,5 @@ def create_app(settings, *, engine=None, login_limiter: LoginLimiter | None = No
     app.state.market = Market(settings, engine)
     app.state.limiter_by_account = login_limiter or LoginLimiter(attempts=5, window=300)
     app.state.limiter_by_address = LoginLimiter(attempts=30, window=300)
-    app.state.feed_key = web_secret(settings).encode("utf-8")
+    app.state.feed_key = secret.encode("utf-8")
     return app
