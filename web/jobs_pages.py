@@ -21,7 +21,7 @@ from web.feed import atom_feed, feed_signature, feed_url, job_changes
 from web.market import NotAnswered
 from web.packaging import build_in_child
 from web.prebuilt import BY_SLUG, CATALOGUE
-from web.render import checked_form, flash, render, require_member
+from web.render import checked_form, credits, flash, render, require_member, seconds, when
 
 #: a job's result shown on its page up to this many characters
 RESULT_PREVIEW = 20_000
@@ -54,8 +54,8 @@ def _progress(job: dict, now: str) -> dict:
     terminal = job["status"] in TERMINAL_JOB_STATES
     fraction = 1.0 if job["status"] == "completed" else _lease_fraction(job, now)
     return {"job_id": job["job_id"], "status": job["status"], "checkpoint": job["checkpoint"],
-            "executed": f"{job['executed_ms'] / 1000:.3f}", "price": format_credits(job["price"]),
-            "worker_id": job["worker_id"] or "-", "finished_at": (job["finished_at"] or "-")[:19].replace("T", " "),
+            "executed": seconds(job["executed_ms"]), "price": credits(job["price"]),
+            "worker_id": job["worker_id"] or "-", "finished_at": when(job["finished_at"]),
             "terminal": terminal, "bar": None if fraction is None else round(fraction * 100)}
 
 

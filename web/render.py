@@ -12,10 +12,22 @@ from starlette.templating import Jinja2Templates
 from cli.money import format_credits
 from web.feed import feed_url
 
+
+def credits(micro: int | None) -> str:
+    return "-" if micro is None else format_credits(micro)
+
+
+def seconds(ms: int | None) -> str:
+    return "-" if ms is None else f"{ms / 1000:.3f}"
+
+
+def when(text: str | None) -> str:
+    """Ledger time to the second, as people read it (``2026-11-22 10:00:00``)."""
+    return "-" if not text else text[:19].replace("T", " ")
+
+
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
-TEMPLATES.env.filters["credits"] = lambda micro: "-" if micro is None else format_credits(micro)
-TEMPLATES.env.filters["seconds"] = lambda ms: "-" if ms is None else f"{ms / 1000:.3f}"
-TEMPLATES.env.filters["when"] = lambda text: "-" if not text else text[:19].replace("T", " ")
+TEMPLATES.env.filters.update(credits=credits, seconds=seconds, when=when)
 
 
 class LoginRequired(HTTPException):
