@@ -8,14 +8,19 @@ that owner. "Not yours" and "no such thing" get the same answer.
 from __future__ import annotations
 
 import base64
+import secrets
 from typing import Callable
 
 import orjson
 from sqlalchemy import func, select
 
 from common.errors import MarketError
-from contracts.routing import SCHEDULER_ACTOR
+from contracts.envelope import utc_now_iso
+from contracts.routing import OPERATOR_ACTOR, SCHEDULER_ACTOR
 from ledger import tables
+from ledger.report import KEY_BYTES, build_report, worker_state
+from ledger.snapshots import latest_time, statements
+from ledger.statements import StatementError, check_not_future, parse_month
 
 
 class QueryError(MarketError):
@@ -56,6 +61,18 @@ JOB_COLUMNS = ("job_id", "name", "price", "status", "checkpoint", "executed_ms",
 
 def _job_row(row) -> dict:
     return {c: getattr(row, c) for c in JOB_COLUMNS}
+
+
+def _log_seq(conn) -> int:
+    """The sequence of the last event recorded (0: none yet)."""
+    return conn.execute(select(func.coalesce(func.max(tables.events.c.seq), 0))).scalar_one()
+
+
+def _one_snapshot(conn) -> None:
+    """Every read of the query on ``conn`` sees one snapshot of the database
+    (on SQLite the transaction's BEGIN already gives one)."""
+    if conn.dialect.name == "postgresql" and not conn.in_transaction():
+        conn.execution_options(isolation_level="REPEATABLE READ")
 
 
 def _owned_job(conn, actor: str, job_id) -> object:
@@ -141,13 +158,13 @@ def result(conn, actor: str, job_id: str) -> dict:
 @query("workers")
 def workers(conn, actor: str) -> list[dict]:
     """Every worker with its measured speed; the owner is named only to the owner."""
-    busy = dict(conn.execute(select(tables.leases.c.worker_id, func.count())
-                             .where(tables.leases.c.outcome == "open").group_by(tables.leases.c.worker_id)).all())
+    busy = set(conn.execute(select(tables.leases.c.worker_id).where(tables.leases.c.outcome == "open")
+                            .distinct()).scalars())
     rows = conn.execute(select(tables.workers).order_by(tables.workers.c.worker_id)).all()
     return [{"worker_id": r.worker_id, "name": r.name if r.owner == actor else None,
              "owner": r.owner if r.owner == actor else None, "speed": r.speed,
              "speed_measured_at": r.speed_measured_at, "slots": r.slots, "lease_seconds": r.lease_seconds,
-             "state": r.state if r.state == "retired" else ("busy" if busy.get(r.worker_id) else "idle")}
+             "state": worker_state(r.state, r.worker_id in busy)}
             for r in rows]
 
 
@@ -156,7 +173,7 @@ def snapshot(conn, actor: str) -> dict:
     """For a scheduler taking over: the ready list and the workers' speeds, at a sequence."""
     if actor != SCHEDULER_ACTOR:
         raise QueryError("only the scheduler may read the ready list")
-    seq = conn.execute(select(func.coalesce(func.max(tables.events.c.seq), 0))).scalar_one()
+    seq = _log_seq(conn)
     ready = conn.execute(select(tables.jobs).where(tables.jobs.c.status == "ready")).all()
     worker_rows = conn.execute(select(tables.workers)).all()
     return {
@@ -173,15 +190,8 @@ def report(conn, actor: str) -> str:
     """The market report made for the asker: XML that validates against
     ``ledger/market_report.xsd``. Other accounts' workers, jobs and leases
     appear under pseudonyms drawn with a key used for this report only."""
-    import secrets
-
-    from contracts.envelope import utc_now_iso
-    from ledger.report import KEY_BYTES, build_report
-
-    if conn.dialect.name == "postgresql" and not conn.in_transaction():
-        # one snapshot for the sequence and every row (SQLite's BEGIN already gives one)
-        conn.execution_options(isolation_level="REPEATABLE READ")
-    seq = conn.execute(select(func.coalesce(func.max(tables.events.c.seq), 0))).scalar_one()
+    _one_snapshot(conn)
+    seq = _log_seq(conn)
     wc, jc, lc = tables.workers.c, tables.jobs.c, tables.leases.c
     # only the columns the report may show: results, errors and e-mails are never read
     workers = conn.execute(select(wc.worker_id, wc.owner, wc.slots, wc.state, wc.speed, wc.speed_measured_at)).all()
@@ -201,14 +211,7 @@ def report(conn, actor: str) -> str:
 def statement(conn, actor: str, month: str, account: str | None = None, all_accounts: bool = False) -> dict:
     """The monthly statements (``ledger.statements``) of the asker's own
     account, or of ``account`` or of every account (``all_accounts``) for the operator."""
-    from contracts.envelope import utc_now_iso
-    from contracts.routing import OPERATOR_ACTOR
-    from ledger.snapshots import latest_time, statements
-    from ledger.statements import StatementError, check_not_future, parse_month
-
-    if conn.dialect.name == "postgresql" and not conn.in_transaction():
-        # one snapshot for the months, the snapshots and the events
-        conn.execution_options(isolation_level="REPEATABLE READ")
+    _one_snapshot(conn)
     try:
         month = parse_month(month)
         # the ledger's clock may run ahead of this machine's (tests shift it): the later of the two

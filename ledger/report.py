@@ -97,7 +97,7 @@ def build_report(*, account: str, generated_at: str, ledger_seq: int, workers: I
             attributes["speed"] = str(w["speed"])
         if w["speed_measured_at"] is not None:
             attributes["speed-measured-at"] = w["speed_measured_at"]
-        attributes["state"] = _worker_state(w["state"], w["worker_id"] in busy)
+        attributes["state"] = worker_state(w["state"], w["worker_id"] in busy)
         attributes["slots"] = str(w["slots"])
         worker_elements.append(attributes)
     _append_sorted(root, "workers", "worker", worker_elements, key=lambda a: a["id"])
@@ -143,7 +143,8 @@ def _append_sorted(root: ET.Element, group: str, item: str, items: list[dict], k
         ET.SubElement(parent, item, attributes)
 
 
-def _worker_state(state: str, has_open_lease: bool) -> str:
+def worker_state(state: str, has_open_lease: bool) -> str:
+    """What a worker is doing, as reports and the ``workers`` query show it: retired, busy or idle."""
     if state == "retired":
         return "retired"
     return "busy" if has_open_lease else "idle"
