@@ -31,6 +31,11 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# the benchmarks' extra packages (the Celery peer), installed once
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test,bench]'
+	@touch $@
+
 demo: system-packages venv
 	$(VENV)/bin/python scripts/demo.py
 
@@ -38,8 +43,7 @@ test: EXTRA_PACKAGES = $(TEST_PACKAGES)
 test: system-packages venv
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-bench: system-packages venv
-	$(PY) -m pip install -q -e '.[test,bench]'
+bench: system-packages $(VENV)/.bench-installed
 	$(PY) bench/ledger_ingest.py
 	$(PY) bench/dispatch.py
 
