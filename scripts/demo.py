@@ -1,10 +1,11 @@
 """The market demo: what `make demo` runs.
 
-Brings the market up, opens accounts, registers a worker, submits a job,
-and shows that every request became an event in the ledger, folded into the
-projections, with the hash chain and a full replay verified. The market is
-left running for you to look at: `.venv/bin/marketctl status`, the
-management UI, and `make down` to stop it.
+Brings the market up with two local workers, opens an account, lets the
+speed probe measure the workers, submits jobs at different prices, shows
+refused requests, tours the web portal as a newcomer, and verifies the hash
+chain and a full replay. The market is left running for you to look at:
+`.venv/bin/marketctl status`, the management UI, the portal, and `make down`
+to stop it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 MARKETCTL = [str(ROOT / ".venv" / "bin" / "marketctl")]
+
+from common.settings import Settings  # noqa: E402
 
 
 def step(title: str) -> None:
@@ -47,11 +51,10 @@ def wait_for_measured_workers(count: int, timeout: float = 60) -> None:
     raise SystemExit("the workers were not measured in time: see .market/log/speedprobe.log")
 
 
-PORTAL = "http://127.0.0.1:8470"
 MEMBER, MEMBER_PASSWORD = "dana", "dana-demo-password"
 
 
-def portal_tour() -> None:
+def portal_tour(settings: Settings) -> None:
     """What a browser does, over HTTP: sign up, confirm, log in, run a prebuilt job, read its result."""
     import re
     import time
@@ -61,12 +64,13 @@ def portal_tour() -> None:
     def csrf(page) -> str:
         return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
 
-    http = httpx.Client(base_url=PORTAL, follow_redirects=True, timeout=60)
+    http = httpx.Client(base_url=settings.web_url, follow_redirects=True, timeout=60)
     page = http.get("/signup")
     page = http.post("/signup", data={"csrf": csrf(page), "account": MEMBER, "email": f"{MEMBER}@example.com",
                                       "password": MEMBER_PASSWORD, "password_again": MEMBER_PASSWORD})
     if page.status_code == 200:
-        mail = sorted((ROOT / ".market" / "mail").glob(f"*-{MEMBER}@example.com.eml"))[-1]
+        # marketctl runs in ROOT: a relative MARKET_HOME is relative to it
+        mail = sorted((ROOT / settings.mail_dir).glob(f"*-{MEMBER}@example.com.eml"))[-1]
         link = re.search(r"http://\S+/confirm/\S+", mail.read_text()).group(0)
         print(f"sign-up: a confirmation mail was written to {mail.relative_to(ROOT)}\n  link: {link}")
         page = http.get(link)
@@ -90,6 +94,7 @@ def portal_tour() -> None:
 
 
 def main() -> int:
+    settings = Settings.from_env()
     step("1. bring the market up: broker (management UI), topology, migrations, ledger, scheduler, "
          "speed probe, and two local workers")
     marketctl("up", "--workers", "2")
@@ -117,7 +122,7 @@ def main() -> int:
         result = subprocess.run(MARKETCTL + args, cwd=ROOT, text=True, capture_output=True)
         print(f"$ marketctl {' '.join(args)}\n{result.stderr.strip()} (exit {result.returncode})")
     step("7. the web portal: a newcomer signs up, confirms by the e-mail link, logs in, runs a prebuilt job")
-    portal_tour()
+    portal_tour(settings)
     step("8. the market's state: agents, queue depths, ledger sequence, outbox backlog")
     marketctl("status")
     step("9. the ledger checks itself: the hash chain, and a full replay against the live projections")
@@ -126,8 +131,9 @@ def main() -> int:
     print("\nThe market is still running. Look around:\n"
           "  .venv/bin/marketctl --as alice jobs     # alice's jobs\n"
           "  .venv/bin/marketctl status              # agents, queues, ledger\n"
-          "  http://127.0.0.1:15672/                 # RabbitMQ management UI (market / market)\n"
-          f"  {PORTAL}/                  # the portal (log in as {MEMBER} / {MEMBER_PASSWORD})\n"
+          f"  {settings.management_url:<38}  # RabbitMQ management UI ({settings.service_user} / "
+          f"{settings.service_password})\n"
+          f"  {settings.web_url + '/':<38}  # the portal (log in as {MEMBER} / {MEMBER_PASSWORD})\n"
           "  make down                               # stop everything `up` started")
     return 0
 
