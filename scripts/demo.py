@@ -72,7 +72,7 @@ def portal_tour(settings: Settings) -> None:
         # marketctl runs in ROOT: a relative MARKET_HOME is relative to it
         mail = sorted((ROOT / settings.mail_dir).glob(f"*-{MEMBER}@example.com.eml"))[-1]
         link = re.search(r"http://\S+/confirm/\S+", mail.read_text()).group(0)
-        print(f"sign-up: a confirmation mail was written to {mail.relative_to(ROOT)}\n  link: {link}")
+        print(f"sign-up: a confirmation mail was written to {settings.mail_dir / mail.name}\n  link: {link}")
         page = http.get(link)
         http.post(link, data={"csrf": csrf(page)})
     else:
