@@ -17,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from broker_setup.topology import lease_queue
 from ledger import tables
 from tests.conftest import _purge
 from tests.e2e.conftest import start_market
@@ -127,7 +128,7 @@ def start_portal(market, home: Path, **env) -> tuple[object, str]:
 
 
 @pytest.fixture(scope="module")
-def portal(broker_settings, tmp_path_factory):
+def portal(broker_settings, management, tmp_path_factory):
     home = tmp_path_factory.mktemp("portal")
     asyncio.run(_purge(broker_settings))
     market = start_market(broker_settings, home)
@@ -138,4 +139,7 @@ def portal(broker_settings, tmp_path_factory):
     _, url = start_portal(market, home)
     yield Portal(market, url, home / "mail")
     market.stop_all()
+    # the workers' lease queues are not part of the topology: leave the broker as the topology has it
+    for worker_id in ("w-fast", "w-slow"):
+        management.delete(f"/queues/%2F/{management.quote(lease_queue(worker_id))}")
     print("logs in", home)
