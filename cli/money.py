@@ -2,8 +2,8 @@
 from decimal import Decimal, InvalidOperation
 
 from common.errors import MarketError
-
-MICRO = 1_000_000
+# the ledger's own: one definition of a credit's digits (re-exported for marketctl and the portal)
+from ledger.money import MICRO, format_credits  # noqa: F401
 
 
 class AmountError(MarketError):
@@ -25,9 +25,3 @@ def parse_credits(text: str, *, allow_zero: bool = False, what: str = "amount") 
     if micro != micro.to_integral_value():
         raise AmountError(f"{what} {text} has more than 6 decimal places")
     return int(micro)
-
-
-def format_credits(micro: int) -> str:
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), MICRO)
-    return f"{sign}{whole}.{frac:06d}"
