@@ -15,6 +15,7 @@ import orjson
 from pamqp.commands import Basic
 
 from broker_setup.errors import BrokerError, PublishError
+from common.errors import MarketError
 from broker_setup.topology import EVENTS_EXCHANGE, LEDGER_QUERIES
 
 REPLY_TO = "amq.rabbitmq.reply-to"
@@ -96,3 +97,24 @@ class Requester:
 
 class QueryRefused(BrokerError):
     """The ledger answered, and its answer is no (the reason is the message)."""
+
+
+class Refused(MarketError):
+    """The ledger recorded the request and refused it; the reason is its verdict."""
+
+    exit_code = 1
+
+
+#: the verdicts that say no to a request
+REFUSALS = {"request.rejected", "job.rejected", "lease.refused", "checkpoint.rejected"}
+
+
+def check_reply(reply: dict) -> dict:
+    """The ledger's reply (from :meth:`Requester.request`) when it recorded the
+    request and said yes; else Refused with its reason."""
+    if reply["status"] == "invalid":
+        raise Refused(f"refused: {reply['reason']}")
+    for verdict in reply["verdicts"]:
+        if verdict["type"] in REFUSALS:
+            raise Refused(f"refused: {verdict['payload']['reason']}")
+    return reply

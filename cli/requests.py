@@ -5,19 +5,9 @@ import asyncio
 import contextlib
 
 from broker_setup.amqp import connect
-from broker_setup.rpc import Requester
+from broker_setup.rpc import Refused, Requester, check_reply  # noqa: F401 - Refused: marketctl's commands catch it
 from contracts.envelope import Codec
 from contracts.routing import routing_key
-from common.errors import MarketError
-
-
-class Refused(MarketError):
-    """The ledger recorded the request and refused it; the reason is its verdict."""
-
-    exit_code = 1
-
-
-REFUSALS = {"request.rejected", "job.rejected", "lease.refused", "checkpoint.rejected"}
 
 
 @contextlib.asynccontextmanager
@@ -42,13 +32,3 @@ async def send(settings, account: str, event_type: str, payload: dict) -> dict:
 def send_and_check(settings, account: str, event_type: str, payload: dict) -> dict:
     """Send and wait; raise Refused with the ledger's reason if it said no."""
     return check_reply(asyncio.run(send(settings, account, event_type, payload)))
-
-
-def check_reply(reply: dict) -> dict:
-    """The ledger's reply when it recorded the request and said yes; else Refused with its reason."""
-    if reply["status"] == "invalid":
-        raise Refused(f"refused: {reply['reason']}")
-    for verdict in reply["verdicts"]:
-        if verdict["type"] in REFUSALS:
-            raise Refused(f"refused: {verdict['payload']['reason']}")
-    return reply

@@ -1,18 +1,17 @@
 """Sign up (confirmed by e-mail), log in, log out, change the password."""
 from __future__ import annotations
 
-from cli.money import AmountError, parse_credits
-from cli.requests import Refused
-from common.errors import MarketError
-from contracts.routing import OPERATOR_ACTOR
+import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
+from broker_setup.rpc import Refused
+from cli.money import AmountError, parse_credits
+from common.errors import MarketError
+from contracts.routing import OPERATOR_ACTOR
 from web.members import MemberError
 from web.render import checked_form, flash, member_of, render, require_member
-
-import structlog
 
 log = structlog.get_logger("portal.auth")
 

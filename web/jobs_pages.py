@@ -12,8 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from broker_setup.rpc import Refused
 from cli.money import AmountError, format_credits, parse_credits
-from cli.requests import Refused
 from contracts.envelope import parse_time, utc_now_iso
 from contracts.package import PackageError, ResultNotJSON, new_job_id, result_as_json, submission_payload
 from ledger.fold import TERMINAL_JOB_STATES

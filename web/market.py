@@ -13,8 +13,7 @@ import asyncio
 from starlette.concurrency import run_in_threadpool
 
 from broker_setup.amqp import connect
-from broker_setup.rpc import Requester
-from cli.requests import check_reply
+from broker_setup.rpc import Requester, check_reply
 from common.errors import MarketError
 from contracts.envelope import Codec
 from contracts.routing import routing_key

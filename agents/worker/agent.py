@@ -24,8 +24,7 @@ from agents.worker.forkserver import set_not_dumpable
 from agents.worker.sandbox import Limits, Outcome, Sandbox, Work
 from broker_setup.amqp import Outgoing, Publisher, connect
 from broker_setup.declare import declare_lease_queue
-from broker_setup.rpc import Requester
-from cli.requests import Refused, check_reply
+from broker_setup.rpc import Refused, Requester, check_reply
 from contracts.blobs import Blob
 from contracts.envelope import Codec, parse_time
 from contracts.errors import ContractError
