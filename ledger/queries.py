@@ -96,18 +96,43 @@ def jobs(conn, actor: str, status: str | None = None) -> list[dict]:
     return [dict(_job_row(r), lease_granted_at=r.lease_granted_at, lease_deadline=r.lease_deadline) for r in rows]
 
 
-@query("job")
-def job(conn, actor: str, job_id: str) -> dict:
-    """One of the asker's jobs, with its lease history and last error."""
-    row = _owned_job(conn, actor, job_id)
-    leases = conn.execute(select(tables.leases).where(tables.leases.c.job_id == row.job_id)
-                          .order_by(tables.leases.c.granted_at)).all()
+def _job_detail(row, leases) -> dict:
     detail = _job_row(row)
     detail.update(error=row.error, result_sha256=row.result_sha256, leases=[
         {"lease_id": l.lease_id, "worker_id": l.worker_id, "checkpoint": l.checkpoint, "checked_out": l.granted_at,
          "checked_in": l.ended_at, "deadline": l.deadline, "outcome": l.outcome, "executed_ms": l.executed_ms}
         for l in leases])
     return detail
+
+
+@query("job")
+def job(conn, actor: str, job_id: str) -> dict:
+    """One of the asker's jobs, with its lease history and last error."""
+    row = _owned_job(conn, actor, job_id)
+    leases = conn.execute(select(tables.leases).where(tables.leases.c.job_id == row.job_id)
+                          .order_by(tables.leases.c.granted_at)).all()
+    return _job_detail(row, leases)
+
+
+@query("job_histories")
+def job_histories(conn, actor: str, last: int = 20) -> list[dict]:
+    """The asker's ``last`` newest jobs, each as the ``job`` query gives it, in two reads."""
+    rows = conn.execute(select(tables.jobs).where(tables.jobs.c.owner == actor)
+                        .order_by(tables.jobs.c.submitted_at.desc(), tables.jobs.c.job_id)
+                        .limit(max(1, min(int(last), 100)))).all()
+    leases: dict[str, list] = {r.job_id: [] for r in rows}
+    for lease in conn.execute(select(tables.leases).where(tables.leases.c.job_id.in_(list(leases)))
+                              .order_by(tables.leases.c.granted_at)):
+        leases[lease.job_id].append(lease)
+    return [_job_detail(r, leases[r.job_id]) for r in rows]
+
+
+@query("balance")
+def balance(conn, actor: str) -> dict | None:
+    """The asker's balance and credit limit (None until the account is open)."""
+    row = conn.execute(select(tables.accounts.c.balance, tables.accounts.c.credit_limit)
+                       .where(tables.accounts.c.name == actor)).first()
+    return None if row is None else {"balance": row.balance, "credit_limit": row.credit_limit}
 
 
 #: the worker's reports, which carry a lease's output
@@ -156,11 +181,14 @@ def result(conn, actor: str, job_id: str) -> dict:
 
 
 @query("workers")
-def workers(conn, actor: str) -> list[dict]:
-    """Every worker with its measured speed; the owner is named only to the owner."""
+def workers(conn, actor: str, mine: bool = False) -> list[dict]:
+    """Every worker (``mine``: the asker's only) with its measured speed; the owner is named only to the owner."""
     busy = set(conn.execute(select(tables.leases.c.worker_id).where(tables.leases.c.outcome == "open")
                             .distinct()).scalars())
-    rows = conn.execute(select(tables.workers).order_by(tables.workers.c.worker_id)).all()
+    stmt = select(tables.workers).order_by(tables.workers.c.worker_id)
+    if mine:
+        stmt = stmt.where(tables.workers.c.owner == actor)
+    rows = conn.execute(stmt).all()
     return [{"worker_id": r.worker_id, "name": r.name if r.owner == actor else None,
              "owner": r.owner if r.owner == actor else None, "speed": r.speed,
              "speed_measured_at": r.speed_measured_at, "slots": r.slots, "lease_seconds": r.lease_seconds,

@@ -32,7 +32,7 @@ DEVELOPMENT_PASSWORD = Settings.service_password
 
 async def workers_page(request):
     account = await require_member(request)
-    workers = [w for w in await request.app.state.market.ask(account, "workers") if w["owner"] == account]
+    workers = await request.app.state.market.ask(account, "workers", mine=True)
     return render(request, "workers.html", {"workers": workers, "values": {"lease_seconds": "60", "slots": "1"}})
 
 

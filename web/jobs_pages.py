@@ -7,7 +7,6 @@ import hmac
 import json
 import re
 
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -63,8 +62,8 @@ async def dashboard(request):
     account = await require_member(request)
     market = request.app.state.market
     jobs = await market.ask(account, "jobs")
-    workers = [w for w in await market.ask(account, "workers") if w["owner"] == account]
-    balance = await run_in_threadpool(_balance, market.engine, account)
+    workers = await market.ask(account, "workers", mine=True)
+    balance = await market.ask(account, "balance")
     counts: dict[str, int] = {}
     for job in jobs:
         counts[job["status"]] = counts.get(job["status"], 0) + 1
@@ -72,17 +71,6 @@ async def dashboard(request):
     return render(request, "dashboard.html", {
         "balance": balance, "counts": counts, "jobs": [_progress(j, now) | {"name": j["name"]} for j in jobs[:5]],
         "workers": workers, "job_total": len(jobs)})
-
-
-def _balance(engine, account: str) -> dict | None:
-    from sqlalchemy import select
-
-    from ledger import tables
-
-    with engine.connect() as conn:
-        row = conn.execute(select(tables.accounts.c.balance, tables.accounts.c.credit_limit)
-                           .where(tables.accounts.c.name == account)).first()
-    return None if row is None else {"balance": row.balance, "credit_limit": row.credit_limit}
 
 
 # ---- submitting -------------------------------------------------------------------
@@ -271,8 +259,7 @@ async def feed(request):
     if not hmac.compare_digest(signature, feed_signature(request.app.state.feed_key, account)):
         raise HTTPException(404, "no such feed")
     market = request.app.state.market
-    jobs = (await market.ask(account, "jobs"))[:20]
-    details = [await market.ask(account, "job", job_id=j["job_id"]) for j in jobs]
+    details = await market.ask(account, "job_histories", last=20)
     xml = atom_feed(account, feed_url(request, account), request.app.state.settings.web_url, job_changes(details))
     return Response(xml, media_type="application/atom+xml")
 
