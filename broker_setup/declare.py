@@ -39,18 +39,19 @@ async def declare_topology(channel: aio_pika.abc.AbstractChannel, topo: Topology
              bindings=len(topo.bindings))
 
 
-async def declare_lease_queue(channel: aio_pika.abc.AbstractChannel, settings, worker_id: str) -> str:
-    """Declare worker ``worker_id``'s lease queue and its binding; returns the queue name.
+async def declare_lease_queue(channel: aio_pika.abc.AbstractChannel, settings,
+                              worker_id: str) -> aio_pika.abc.AbstractQueue:
+    """Declare worker ``worker_id``'s lease queue and its binding; returns the queue, ready to consume.
 
     ``settings`` is accepted so lease-queue arguments can become tunable
     without changing callers. The ``market.leases`` exchange must exist
     (``declare_topology`` first).
     """
-    queue, binding = lease_queue_spec(worker_id)
-    await _declare_queue(channel, queue)
+    spec, binding = lease_queue_spec(worker_id)
+    queue = await _declare_queue(channel, spec)
     await _bind(channel, binding)
-    log.info("lease_queue.declared", worker_id=worker_id, queue=queue.name)
-    return queue.name
+    log.info("lease_queue.declared", worker_id=worker_id, queue=spec.name)
+    return queue
 
 
 async def _declare_exchange(channel, exchange: ExchangeSpec) -> None:
@@ -68,9 +69,9 @@ async def _declare_exchange(channel, exchange: ExchangeSpec) -> None:
         ) from e
 
 
-async def _declare_queue(channel, queue: QueueSpec) -> None:
+async def _declare_queue(channel, queue: QueueSpec) -> aio_pika.abc.AbstractQueue:
     try:
-        await channel.declare_queue(
+        return await channel.declare_queue(
             queue.name,
             durable=queue.durable,
             arguments=queue.arguments or None,

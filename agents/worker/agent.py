@@ -92,10 +92,9 @@ class WorkerAgent:
                 await self._register(connection)
                 channel = await connection.channel()
                 await channel.set_qos(prefetch_count=self.config.slots)
-                queue_name = await declare_lease_queue(channel, self.settings, self.config.worker_id)
-                queue = await channel.declare_queue(queue_name, passive=True)
+                queue = await declare_lease_queue(channel, self.settings, self.config.worker_id)
                 await queue.consume(lambda message: self._on_lease(message, publisher), no_ack=False)
-                self.log.info("worker.ready", queue=queue_name, slots=self.config.slots)
+                self.log.info("worker.ready", queue=queue.name, slots=self.config.slots)
                 await self._offer(publisher)
                 while not self.stop_requested.is_set():
                     try:

@@ -137,7 +137,7 @@ def test_lease_queue_receives_its_worker_leases_and_expired_ones_go_to_lease_dea
     async def scenario():
         async with await connect(clean_queues, "test: leases") as connection:
             channel = await connection.channel()
-            name = await declare_lease_queue(channel, clean_queues, worker_id)
+            name = (await declare_lease_queue(channel, clean_queues, worker_id)).name
             await declare_lease_queue(channel, clean_queues, worker_id)
             async with Publisher(connection) as publisher:
                 # When one lease is fresh and one expires almost at once
