@@ -134,7 +134,7 @@ def portal(broker_settings, management, tmp_path_factory):
     market = start_market(broker_settings, home)
     for worker_id in ("w-fast", "w-slow"):
         market.start_worker(worker_id, account="bob", lease_seconds=5, safety_margin=2.5)
-    wait_for(lambda: {"w-fast", "w-slow"} <= set(market.workers()), 30, "the workers to register")
+    market.wait_registered("w-fast", "w-slow")
     market.measure({"w-fast": 900, "w-slow": 300})
     _, url = start_portal(market, home)
     yield Portal(market, url, home / "mail")
