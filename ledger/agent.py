@@ -24,6 +24,7 @@ import orjson
 import structlog
 
 from common.agent_main import run_agent
+from common.waits import first_of, sleep_or_stop
 
 from broker_setup.amqp import Outgoing, Publisher, connect
 from broker_setup.errors import BrokerError
@@ -128,7 +129,7 @@ class LedgerAgent:
                 connection = await connect(self.settings, "ledger")
             except BrokerError as e:
                 log.warning("ledger.broker_unreachable", reason=str(e), retry_in=delay)
-                await _sleep_or_stop(stop, delay)
+                await sleep_or_stop(stop, delay)
                 delay = min(delay * 2, RECONNECT_MAX)
                 continue
             delay = RECONNECT_MIN
@@ -136,7 +137,7 @@ class LedgerAgent:
                 await self._session(connection, stop)
             except Exception as e:  # noqa: BLE001 - the single writer reconnects, it does not die
                 log.warning("ledger.connection_lost", reason=repr(e))
-                await _sleep_or_stop(stop, RECONNECT_MIN)
+                await sleep_or_stop(stop, RECONNECT_MIN)
             finally:
                 if not connection.is_closed:
                     await asyncio.gather(connection.close(), return_exceptions=True)
@@ -168,7 +169,7 @@ class LedgerAgent:
             while not stop.is_set() and not closed.is_set():
                 if not buffer:
                     arrived.clear()
-                    await _first_of(arrived.wait(), stop.wait(), closed.wait())
+                    await first_of(arrived.wait(), stop.wait(), closed.wait())
                     continue
                 batch = buffer[: self.settings.ingest_batch]
                 del buffer[: len(batch)]
@@ -348,7 +349,7 @@ class LedgerAgent:
                 rows = await self._on_db(self._read_backlog)
             if not rows:
                 wake.clear()
-                await _first_of(wake.wait(), asyncio.sleep(RELAY_IDLE), closed.wait())
+                await first_of(wake.wait(), asyncio.sleep(RELAY_IDLE), closed.wait())
                 if not wake.is_set() and self._forget:
                     # quiet for a while: no batch is coming to delete them along
                     await self._on_db(self._forget_now)
@@ -413,19 +414,6 @@ class LedgerAgent:
                 log.info("ledger.lease_expired", lease_id=record.payload["lease_id"], job_id=record.payload["job_id"],
                          worker_id=record.payload["worker_id"])
         return len(plan.events)
-
-
-async def _first_of(*awaitables) -> None:
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    await _first_of(asyncio.sleep(seconds), stop.wait())
 
 
 async def serve(settings, stop: asyncio.Event) -> None:

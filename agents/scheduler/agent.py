@@ -17,6 +17,7 @@ import orjson
 import structlog
 
 from common.agent_main import run_agent
+from common.waits import first_of, sleep_or_stop
 
 from agents.scheduler.matching import ReadyJob
 from agents.scheduler.pool import PoolSettings, ReadyList, SchedulerState
@@ -56,13 +57,13 @@ class SchedulerAgent:
                 connection = await connect(self.settings, "scheduler")
             except Exception as e:  # noqa: BLE001 - keep trying until the broker is back
                 log.warning("scheduler.broker_unreachable", reason=str(e))
-                await _sleep_or(stop, RECONNECT_DELAY)
+                await sleep_or_stop(stop, RECONNECT_DELAY)
                 continue
             try:
                 await self._session(connection, stop)
             except Exception as e:  # noqa: BLE001 - reconnect, never die
                 log.warning("scheduler.connection_lost", reason=repr(e))
-                await _sleep_or(stop, RECONNECT_DELAY)
+                await sleep_or_stop(stop, RECONNECT_DELAY)
             finally:
                 await asyncio.gather(connection.close(), return_exceptions=True)
 
@@ -191,19 +192,8 @@ def _ready_job(p: dict) -> ReadyJob:
 
 
 async def _get(inbox: asyncio.Queue, stop: asyncio.Event, closed: asyncio.Event, timeout: float):
-    getter = asyncio.ensure_future(inbox.get())
-    waiters = [getter, asyncio.ensure_future(stop.wait()), asyncio.ensure_future(closed.wait())]
-    done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    return getter.result() if getter in done else None
-
-
-async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except asyncio.TimeoutError:
-        pass
+    getter, *_ = await first_of(inbox.get(), stop.wait(), closed.wait(), timeout=timeout)
+    return getter.result() if getter.done() and not getter.cancelled() else None
 
 
 async def serve(settings, stop: asyncio.Event) -> None:

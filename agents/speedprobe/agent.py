@@ -24,6 +24,7 @@ import orjson
 import structlog
 
 from common.agent_main import run_agent
+from common.waits import first_of, sleep_or_stop
 
 from agents.speedprobe import probe_job
 from broker_setup.amqp import Publisher, connect
@@ -79,14 +80,14 @@ class SpeedProbe:
                 connection = await connect(self.settings, "speedprobe")
             except Exception as e:  # noqa: BLE001 - wait for the broker
                 log.warning("speedprobe.broker_unreachable", reason=str(e))
-                await asyncio.sleep(1)
+                await sleep_or_stop(stop, 1)
                 continue
             try:
                 async with connection:
                     await self._session(connection, stop)
             except Exception as e:  # noqa: BLE001 - reconnect, never die
                 log.warning("speedprobe.connection_lost", reason=repr(e))
-                await asyncio.sleep(1)
+                await sleep_or_stop(stop, 1)
 
     async def _session(self, connection, stop: asyncio.Event) -> None:
         publisher = await Publisher(connection).open()
@@ -100,11 +101,7 @@ class SpeedProbe:
         async with Requester(connection) as requester:
             while not stop.is_set() and not closed.is_set():
                 await self._probe_stale(requester, publisher)
-                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(closed.wait())]
-                await asyncio.wait(waiters, timeout=min(SWEEP_EVERY, self.state.interval),
-                                   return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waiters:
-                    waiter.cancel()  # else every sweep leaves two waits pending for the agent's life
+                await first_of(stop.wait(), closed.wait(), timeout=min(SWEEP_EVERY, self.state.interval))
 
     async def _on_registered(self, message, publisher: Publisher) -> None:
         async with message.process(requeue=False):
