@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
+import functools
 from importlib import resources
 from xml.etree import ElementTree as ET
 
@@ -40,8 +41,9 @@ _PSEUDONYM_PREFIX = {"worker": "anon-w-", "job": "anon-j-", "lease": "anon-l-"}
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+@functools.cache
 def schema_text() -> str:
-    """The published XSD the reports conform to."""
+    """The published XSD the reports conform to (read once: the portal serves it on every request)."""
     return resources.files("ledger").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
 
 
