@@ -18,7 +18,7 @@ from cli.requests import send
 from contracts.package import result_as_json
 from ledger import tables
 from ledger.migrate import make_engine, upgrade
-from tests.ledger.harness import wait_for
+from tests.ledger.harness import depths, wait_for
 
 JOBS = Path(__file__).parent / "jobs"
 
@@ -172,15 +172,9 @@ def market(clean_queues, tmp_path):
 
 
 def _consumers(settings) -> bool:
-    from broker_setup.amqp import connect, queue_depths
     from broker_setup.topology import LEDGER_INBOX, SCHEDULER_READY
 
-    async def depths():
-        connection = await connect(settings, "tests: consumers")
-        async with connection:
-            return await queue_depths(await connection.channel(), [LEDGER_INBOX, SCHEDULER_READY])
-
-    found = asyncio.run(depths())
+    found = depths(settings, [LEDGER_INBOX, SCHEDULER_READY])
     return all(found[q] and found[q][1] >= 1 for q in found)
 
 

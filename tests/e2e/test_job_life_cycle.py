@@ -166,6 +166,6 @@ def test_a_malformed_message_to_the_scheduler_is_dead_lettered_and_scheduling_go
     job_id = market.submit("alice", "count", "1", {"steps": 2})
     # Then the job runs, and the garbage is in the dead-letter queue
     market.wait_job(job_id, timeout=60)
-    from tests.ledger.test_agent import _drain
-    dead = asyncio.run(_drain(market.settings, dead_letter_queue(SCHEDULER_READY), 1))
+    from tests.ledger.harness import drain
+    dead = asyncio.run(drain(market.settings, dead_letter_queue(SCHEDULER_READY), 1))
     assert [m.message_id for m in dead] == ["garbage-1"]

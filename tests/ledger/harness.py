@@ -2,6 +2,7 @@
 the integration and fault tests."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import uuid
 import orjson
 from sqlalchemy import func, select
 
-from broker_setup.amqp import Outgoing, Publisher, connect
+from broker_setup.amqp import Outgoing, Publisher, connect, queue_depths
 from contracts.envelope import Codec
 from ledger import tables
 from ledger.migrate import make_engine
@@ -122,3 +123,29 @@ def malformed_bodies(count: int) -> list[bytes]:
 
 def engine_for(db_url):
     return make_engine(db_url)
+
+
+def depths(settings, names: list[str]) -> dict:
+    """``{queue: (messages, consumers) or None}`` of the named queues, now."""
+    async def read():
+        async with await connect(settings, "tests: depths") as connection:
+            return await queue_depths(await connection.channel(), names)
+    return asyncio.run(read())
+
+
+async def drain(settings, queue_name: str, expected: int, timeout: float = 20) -> list:
+    """Take up to ``expected`` messages from a queue (acking them)."""
+    connection = await connect(settings, "tests: drain")
+    taken = []
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(taken) < expected and asyncio.get_running_loop().time() < deadline:
+            message = await queue.get(fail=False)
+            if message is None:
+                await asyncio.sleep(0.1)
+                continue
+            await message.ack()
+            taken.append(message)
+    return taken

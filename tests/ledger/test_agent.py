@@ -8,7 +8,7 @@ import threading
 import orjson
 import pytest
 
-from broker_setup.amqp import Outgoing, connect, queue_depths
+from broker_setup.amqp import Outgoing, connect
 from broker_setup.topology import EVENTS_EXCHANGE, LEDGER_INBOX, dead_letter_queue
 from ledger.agent import CODE_HEADER, REASON_HEADER
 from ledger.replay import replay_and_verify, verify_chain
@@ -19,6 +19,8 @@ from tests.ledger.harness import (
     account_opened,
     count_events,
     deposit,
+    depths,
+    drain,
     engine_for,
     event_ids_in_ledger,
     malformed_bodies,
@@ -42,32 +44,7 @@ def ledger(clean_queues, migrated_db_url, tmp_path):
 
 
 def _consumers(settings) -> int:
-    depths = asyncio.run(_depths(settings, [LEDGER_INBOX]))
-    return depths[LEDGER_INBOX][1]
-
-
-async def _depths(settings, names):
-    connection = await connect(settings, "tests: depths")
-    async with connection:
-        return await queue_depths(await connection.channel(), names)
-
-
-async def _drain(settings, queue_name: str, expected: int, timeout: float = 20) -> list:
-    """Take up to ``expected`` messages from a queue (acking them)."""
-    connection = await connect(settings, "tests: drain")
-    taken = []
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(queue_name, passive=True)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(taken) < expected and asyncio.get_running_loop().time() < deadline:
-            message = await queue.get(fail=False)
-            if message is None:
-                await asyncio.sleep(0.1)
-                continue
-            await message.ack()
-            taken.append(message)
-    return taken
+    return depths(settings, [LEDGER_INBOX])[LEDGER_INBOX][1]
 
 
 def _verify_all(engine) -> None:
@@ -149,13 +126,13 @@ def test_malformed_messages_are_dead_lettered_with_their_reason_and_the_rest_rec
     assert len(confirmed) == 5100
     # Then 5,000 are in the ledger and 100 in the dead-letter queue, each with a reason
     wait_for(lambda: count_events(engine) == 5000, 60, "5,000 events in the ledger")
-    dead = asyncio.run(_drain(settings, dead_letter_queue(LEDGER_INBOX), 100))
+    dead = asyncio.run(drain(settings, dead_letter_queue(LEDGER_INBOX), 100))
     assert len(dead) == 100
     assert {m.message_id for m in dead} == {f"bad-{i}" for i in range(100)}
     assert all(m.headers[REASON_HEADER] and m.headers[CODE_HEADER] for m in dead)
     codes = {m.headers[CODE_HEADER] for m in dead}
     assert {"invalid-json", "unknown-type", "unknown-version", "invalid-payload", "forged", "invalid-envelope"} <= codes
-    assert asyncio.run(_depths(settings, [LEDGER_INBOX]))[LEDGER_INBOX][0] == 0
+    assert depths(settings, [LEDGER_INBOX])[LEDGER_INBOX][0] == 0
     with engine.connect() as conn:
         from sqlalchemy import select
         from ledger import tables
@@ -172,7 +149,7 @@ def test_a_forged_verdict_sent_straight_to_the_inbox_is_dead_lettered(ledger):
     asyncio.run(publish(settings, [Outgoing(orjson.dumps(fake), LEDGER_INBOX, user_id="eve",
                                             message_id="forged-1", exchange="")]))
     # Then it is dead-lettered as forged and nothing is recorded
-    dead = asyncio.run(_drain(settings, dead_letter_queue(LEDGER_INBOX), 1))
+    dead = asyncio.run(drain(settings, dead_letter_queue(LEDGER_INBOX), 1))
     assert dead[0].headers[CODE_HEADER] == "forged"
     assert count_events(engine) == 0
 
