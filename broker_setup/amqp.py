@@ -1,13 +1,15 @@
 """The thin AMQP layer: every aio-pika connection and publish call lives here.
 
 Agents get a connection from ``connect``, publish through a ``Publisher``
-(publisher confirms, mandatory routing, persistent messages) and read queue
-depths with ``queue_depths``. Consuming stays with the agents, inside
-``async with message.process()``.
+(publisher confirms, mandatory routing, persistent messages), acknowledge
+batches with ``ack`` and read queue depths with ``queue_depths``. Consuming
+stays with the agents.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +21,7 @@ import aiormq.connection
 import structlog
 from aiormq.abc import AbstractChannel, ChannelFrame
 from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from broker_setup.errors import BrokerError, PublishError
 from broker_setup.topology import EVENTS_EXCHANGE
@@ -187,7 +190,7 @@ class Publisher:
         await self._send(await self._underlay(), item)
 
     async def publish_many(self, items: Iterable[Outgoing]) -> list[bool]:
-        """Publish many messages concurrently, in order, and wait for every confirm.
+        """Publish many messages in order and wait for every confirm.
 
         Returns one flag per item: True if the broker confirmed it. Failures
         are logged with their message id; the caller decides what to retry
@@ -196,21 +199,15 @@ class Publisher:
         """
         items = list(items)
         channel = await self._underlay()
-        window = asyncio.Semaphore(MAX_IN_FLIGHT)
-
-        async def send(item: Outgoing) -> bool:
-            async with window:
-                try:
-                    await self._send(channel, item)
-                    return True
-                except PublishError as e:
+        confirmed: list[bool] = []
+        for start in range(0, len(items), MAX_IN_FLIGHT):
+            chunk = items[start:start + MAX_IN_FLIGHT]
+            for item, error in zip(chunk, await _publish_batch(channel, chunk)):
+                if error is not None:
                     log.warning("publish.failed", message_id=item.message_id,
-                                routing_key=item.routing_key, reason=str(e))
-                    return False
-
-        # tasks start in order and the channel's write lock is FIFO, so the
-        # broker sees the messages in the order given
-        return list(await asyncio.gather(*(send(item) for item in items)))
+                                routing_key=item.routing_key, reason=str(error))
+                confirmed.append(error is None)
+        return confirmed
 
     async def _underlay(self) -> AbstractChannel:
         if self._channel is None:
@@ -222,38 +219,103 @@ class Publisher:
         return await self._channel.get_underlay_channel()
 
     async def _send(self, channel: AbstractChannel, item: Outgoing) -> None:
-        properties = Basic.Properties(
-            content_type=item.content_type,
-            headers=_checked_headers(item.headers),
-            delivery_mode=PERSISTENT,
-            correlation_id=item.correlation_id,
-            reply_to=item.reply_to,
-            expiration=_milliseconds(item.expiration),
-            message_id=item.message_id,
-            user_id=item.user_id,
-        )
-        try:
-            # wait=False: hold the channel's write lock only while queueing the
-            # frames, not until the socket drains, so many publishes overlap
-            await channel.basic_publish(
-                item.body,
-                exchange=item.exchange,
-                routing_key=item.routing_key,
-                properties=properties,
-                mandatory=item.mandatory,
-                wait=False,
-            )
-        except aiormq.exceptions.PublishError as e:
-            raise PublishError(
-                f"no queue is bound to {item.routing_key!r} on {item.exchange!r}: "
-                f"message {item.message_id} was returned"
-            ) from e
-        except aiormq.exceptions.DeliveryError as e:
-            raise PublishError(f"the broker nacked message {item.message_id}") from e
-        except aiormq.exceptions.AMQPError as e:
-            raise PublishError(
-                f"the broker refused message {item.message_id} as {item.user_id!r}: {_reason(e)}"
-            ) from e
+        _properties(item)  # a bad header is refused before the channel is touched
+        [error] = await _publish_batch(channel, [item])
+        if error is not None:
+            raise error
+
+
+def _properties(item: Outgoing) -> Basic.Properties:
+    return Basic.Properties(
+        content_type=item.content_type,
+        headers=_checked_headers(item.headers),
+        delivery_mode=PERSISTENT,
+        correlation_id=item.correlation_id,
+        reply_to=item.reply_to,
+        expiration=_milliseconds(item.expiration),
+        # returned messages are matched to their publish by message id
+        message_id=item.message_id or uuid.uuid4().hex,
+        user_id=item.user_id,
+    )
+
+
+async def _publish_batch(channel: AbstractChannel, items: list[Outgoing]) -> list[PublishError | None]:
+    """Publish ``items`` as one write and wait for their confirms; one error (or None) per item.
+
+    aiormq's ``basic_publish`` takes the channel lock, builds and queues the
+    frames and awaits the confirm for each message on its own, so a batch
+    needed a task per message and the loop went round several times per
+    message. Here the whole batch is one turn of the lock and one queued
+    frame run, and each confirm is a plain future registered the way
+    ``basic_publish`` registers it (so returns and nacks resolve it as
+    usual). This leans on aiormq internals: recheck on every aiormq upgrade.
+    """
+    errors: list[PublishError | None] = [None] * len(items)
+    frames: list = []
+    pending: list[tuple[int, asyncio.Future]] = []
+    try:
+        async with channel.lock:
+            for index, item in enumerate(items):
+                try:
+                    properties = _properties(item)
+                except PublishError as e:
+                    errors[index] = e
+                    continue
+                channel.delivery_tag += 1
+                tag = channel.delivery_tag
+                confirmation = channel.create_future()
+                channel.confirmations[tag] = confirmation
+                channel.message_id_delivery_tag[properties.message_id] = tag
+                confirmation.add_done_callback(functools.partial(_forget_message_id, channel,
+                                                                 properties.message_id, tag))
+                frames.append(Basic.Publish(exchange=item.exchange, routing_key=item.routing_key,
+                                            mandatory=item.mandatory))
+                frames.append(ContentHeader(properties=properties, body_size=len(item.body)))
+                frames.extend(channel._split_body(item.body))
+                pending.append((index, confirmation))
+            if frames:
+                await channel.write_queue.put(ChannelFrame.marshall(frames=frames, channel_number=channel.number))
+    except aiormq.exceptions.AMQPError as e:
+        # the channel closed before the frames were queued: nothing was sent
+        for index, confirmation in pending:
+            confirmation.cancel()
+            errors[index] = _publish_error(items[index], e)
+        return errors
+    outcomes = await asyncio.gather(*(confirmation for _, confirmation in pending), return_exceptions=True)
+    for (index, _), outcome in zip(pending, outcomes):
+        if isinstance(outcome, BaseException):
+            errors[index] = _publish_error(items[index], outcome)
+    return errors
+
+
+def _forget_message_id(channel: AbstractChannel, message_id: str, tag: int, _: asyncio.Future) -> None:
+    if channel.message_id_delivery_tag.get(message_id) == tag:
+        channel.message_id_delivery_tag.pop(message_id)
+
+
+def _publish_error(item: Outgoing, error: BaseException) -> PublishError:
+    if isinstance(error, aiormq.exceptions.PublishError):
+        failure = PublishError(f"no queue is bound to {item.routing_key!r} on {item.exchange!r}: "
+                               f"message {item.message_id} was returned")
+    elif isinstance(error, aiormq.exceptions.DeliveryError):
+        failure = PublishError(f"the broker nacked message {item.message_id}")
+    elif isinstance(error, asyncio.CancelledError):
+        failure = PublishError(f"message {item.message_id} was not confirmed: its channel closed")
+    else:
+        failure = PublishError(f"the broker refused message {item.message_id} as {item.user_id!r}: {_reason(error)}")
+    failure.__cause__ = error
+    return failure
+
+
+async def ack(message, *, multiple: bool = False) -> None:
+    """Acknowledge a delivery (and, with ``multiple``, every earlier one on its channel).
+
+    ``IncomingMessage.ack`` waits until the ack frame has drained to the
+    socket, so every ack is written on its own and costs the loop several
+    turns; an ack needs no answer from the broker, so it is queued here and
+    goes out with whatever else the connection writer is sending.
+    """
+    await message.channel.basic_ack(delivery_tag=message.delivery_tag, multiple=multiple, wait=False)
 
 
 async def queue_depths(

@@ -1,7 +1,6 @@
 """marketctl worker run: sell this machine's cycles."""
 from __future__ import annotations
 
-import asyncio
 import re
 
 from agents.worker.agent import WorkerConfig, serve
@@ -24,7 +23,8 @@ def cmd_worker_run(settings, args) -> int:
                           slots=args.slots, lease_seconds=args.lease_seconds, safety_margin=args.safety_margin,
                           memory_bytes=args.memory_mb * 1024 * 1024)
     from common.logs import configure_logging
+    from common.loop import run
 
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings, config))
+    run(serve(settings, config))
     return 0

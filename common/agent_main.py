@@ -6,6 +6,7 @@ import signal
 from typing import Awaitable, Callable
 
 from common.logs import configure_logging
+from common.loop import run
 from common.settings import Settings
 
 Serve = Callable[[Settings, asyncio.Event], Awaitable[None]]
@@ -24,4 +25,4 @@ def run_agent(serve: Serve) -> None:
             loop.add_signal_handler(signum, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(main())
+    run(main())

@@ -26,7 +26,7 @@ import structlog
 from common.agent_main import run_agent
 from common.waits import first_of, sleep_or_stop
 
-from broker_setup.amqp import Outgoing, Publisher, connect
+from broker_setup.amqp import Outgoing, Publisher, ack, connect
 from broker_setup.errors import BrokerError
 from broker_setup.topology import DEAD_EXCHANGE, LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_QUERIES
 from contracts.envelope import Codec, parse_time, utc_now_iso
@@ -190,7 +190,7 @@ class LedgerAgent:
         await self._dead_letter(publisher, plan.invalid)
         await self._reply_to_unrecorded(publisher, plan)
         # one ack for the whole batch, after commit and after the dead-letters are confirmed
-        await messages[-1].ack(multiple=True)
+        await ack(messages[-1], multiple=True)
         self.appended += len(plan.events)
         log.debug("ledger.batch", messages=len(batch), appended=len(plan.events),
                   invalid=len(plan.invalid), duplicates=len(plan.duplicates), last_seq=self.state.last_seq)

@@ -22,7 +22,7 @@ import structlog
 
 from agents.worker.forkserver import set_not_dumpable
 from agents.worker.sandbox import Limits, Outcome, Sandbox, Work
-from broker_setup.amqp import Outgoing, Publisher, connect
+from broker_setup.amqp import Outgoing, Publisher, ack, connect
 from broker_setup.declare import declare_lease_queue
 from broker_setup.rpc import Refused, Requester, check_reply
 from contracts.blobs import Blob
@@ -153,7 +153,7 @@ class WorkerAgent:
 
     async def _on_lease(self, message, publisher: Publisher) -> None:
         # ack at once: the lease is recorded in the ledger; if we die, it expires there
-        await message.ack()
+        await ack(message)
         try:
             lease = decode_lease_message(message.body)
         except ContractError as e:

@@ -1,0 +1,88 @@
+"""What the scheduler agent makes of a delivery, before any pool logic (pure: no broker)."""
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+
+from agents.scheduler.agent import SchedulerAgent
+from common.settings import Settings
+from contracts.envelope import Codec
+from contracts.errors import ContractError
+
+READY = {"job_id": "job-1", "price": 7_000_000, "checkpoint": 0, "state_sha256": "0" * 64,
+         "submitted_at": "2026-12-01T10:00:00Z", "probe": False, "target_worker_id": None}
+
+
+@dataclass
+class Delivery:
+    """The attributes of an aio-pika message the scheduler reads."""
+
+    body: bytes
+    user_id: str
+    headers: dict = field(default_factory=dict)
+    message_id: str = "m-1"
+
+
+def verdict(event_type: str, payload, seq: int = 10) -> Delivery:
+    event_id, body = Codec().encode("job.cancelled", {"job_id": "x"})  # any valid envelope, retyped below
+    raw = orjson.loads(body)
+    raw.update(type=event_type, payload=payload)
+    return Delivery(orjson.dumps(raw), "ledger", {"seq": seq})
+
+
+def hear(agent: SchedulerAgent, delivery: Delivery) -> None:
+    agent._apply(agent._decode(delivery), now=1.0)
+
+
+def test_a_ledger_verdict_is_applied_without_a_schema_check():
+    # Given
+    agent = SchedulerAgent(Settings())
+
+    # When
+    hear(agent, verdict("job.ready", READY))
+
+    # Then
+    assert "job-1" in agent.state.ready
+
+
+@pytest.mark.parametrize("event_type, payload, reason", [
+    ("job.ready", {k: v for k, v in READY.items() if k != "price"}, "job.ready: malformed payload (KeyError"),
+    ("job.ready", [1, 2], "payload must be a JSON object"),
+    ("job.readyish", READY, "unknown verdict type 'job.readyish'"),
+    ("lease.refused", {"job_id": "job-1"}, "lease.refused: malformed payload"),
+])
+def test_a_malformed_ledger_verdict_is_refused_and_changes_nothing(event_type, payload, reason):
+    # Given a scheduler with one ready job
+    agent = SchedulerAgent(Settings())
+    hear(agent, verdict("job.ready", {**READY, "job_id": "job-0"}, seq=5))
+
+    # When / Then
+    with pytest.raises(ContractError, match=reason.replace("(", r"\(")):
+        hear(agent, verdict(event_type, payload))
+    assert list(agent.state.ready.jobs) == ["job-0"]
+
+
+def test_a_verdict_with_a_non_integer_seq_header_is_refused():
+    agent = SchedulerAgent(Settings())
+    with pytest.raises(ContractError, match="seq header must be an integer"):
+        hear(agent, verdict("job.ready", READY, seq="10"))
+
+
+def test_a_workers_offer_is_still_checked_against_the_contract():
+    # Given an offer of zero slots, published by a worker's account
+    _, body = Codec().encode("worker.offered", {"worker_id": "w-1", "lease_seconds": 60, "slots": 1})
+    raw = orjson.loads(body)
+    raw["payload"]["slots"] = 0
+    agent = SchedulerAgent(Settings())
+
+    # When / Then
+    with pytest.raises(ContractError, match="slots"):
+        hear(agent, Delivery(orjson.dumps(raw), "alice"))
+    assert agent.state.offers == {}
+
+
+def test_a_verdict_type_from_anyone_but_the_ledger_is_refused():
+    delivery = verdict("job.ready", READY)
+    delivery.user_id = "mallory"
+    with pytest.raises(ContractError, match="only the ledger may record it"):
+        hear(SchedulerAgent(Settings()), delivery)
