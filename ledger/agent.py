@@ -26,7 +26,7 @@ import structlog
 from common.agent_main import run_agent
 from common.waits import first_of, sleep_or_stop
 
-from broker_setup.amqp import Outgoing, Publisher, ack, connect
+from broker_setup.amqp import Delivery, Outgoing, Publisher, ack, connect, consume
 from broker_setup.errors import BrokerError
 from broker_setup.topology import DEAD_EXCHANGE, LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_QUERIES
 from contracts.envelope import Codec, parse_time, utc_now_iso
@@ -151,15 +151,15 @@ class LedgerAgent:
         await channel.set_qos(prefetch_count=self.settings.prefetch)
         channel.close_callbacks.add(lambda *_: closed.set())
         publisher = await Publisher(connection).open()
-        queue = await channel.declare_queue(LEDGER_INBOX, passive=True)
-        buffer: list = []
+        await channel.declare_queue(LEDGER_INBOX, passive=True)  # a missing queue is a clear error here
+        buffer: list[Delivery] = []
         arrived, relay_wake = asyncio.Event(), asyncio.Event()
 
-        async def on_message(message):
+        async def on_message(message: Delivery):
             buffer.append(message)
             arrived.set()
 
-        await queue.consume(on_message, no_ack=False)
+        await consume(channel, LEDGER_INBOX, on_message)
         queries = await channel.declare_queue(LEDGER_QUERIES, passive=True)
         await queries.consume(lambda message: self._answer(message, publisher), no_ack=False)
         relay = asyncio.create_task(self._relay(publisher, relay_wake, closed))

@@ -21,7 +21,7 @@ from common.waits import first_of, sleep_or_stop
 
 from agents.scheduler.matching import ReadyJob
 from agents.scheduler.pool import PoolSettings, ReadyList, SchedulerState
-from broker_setup.amqp import Outgoing, Publisher, ack, connect
+from broker_setup.amqp import Outgoing, Publisher, ack, connect, consume
 from broker_setup.rpc import Requester
 from broker_setup.topology import SCHEDULER_OFFERS, SCHEDULER_READY
 from contracts.envelope import Codec
@@ -77,8 +77,8 @@ class SchedulerAgent:
         async with Requester(connection) as requester:
             await self._resync(requester)
             for name in (SCHEDULER_READY, SCHEDULER_OFFERS):
-                queue = await channel.declare_queue(name, passive=True)
-                await queue.consume(inbox.put, no_ack=False)
+                await channel.declare_queue(name, passive=True)  # a missing queue is a clear error here
+                await consume(channel, name, inbox.put)
             log.info("scheduler.consuming", queues=[SCHEDULER_READY, SCHEDULER_OFFERS])
             last_heard = time.monotonic()
             while not stop.is_set() and not closed.is_set():

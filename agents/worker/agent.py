@@ -22,7 +22,7 @@ import structlog
 
 from agents.worker.forkserver import set_not_dumpable
 from agents.worker.sandbox import Limits, Outcome, Sandbox, Work
-from broker_setup.amqp import Outgoing, Publisher, ack, connect
+from broker_setup.amqp import Outgoing, Publisher, ack, connect, consume
 from broker_setup.declare import declare_lease_queue
 from broker_setup.rpc import Refused, Requester, check_reply
 from contracts.blobs import Blob
@@ -93,7 +93,7 @@ class WorkerAgent:
                 channel = await connection.channel()
                 await channel.set_qos(prefetch_count=self.config.slots)
                 queue = await declare_lease_queue(channel, self.settings, self.config.worker_id)
-                await queue.consume(lambda message: self._on_lease(message, publisher), no_ack=False)
+                await consume(channel, queue.name, lambda message: self._on_lease(message, publisher))
                 self.log.info("worker.ready", queue=queue.name, slots=self.config.slots)
                 await self._offer(publisher)
                 while not self.stop_requested.is_set():

@@ -6,7 +6,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
-from broker_setup.amqp import Outgoing, Publisher, connect, queue_depths
+from broker_setup.amqp import Outgoing, Publisher, ack, connect, consume, queue_depths
 from broker_setup.errors import BrokerError, PublishError
 from broker_setup.topology import LEDGER_INBOX, SCHEDULER_READY
 from common.settings import Settings
@@ -195,3 +195,38 @@ def test_queue_depths_counts_messages_and_consumers_and_tolerates_missing_queues
 
     # Then
     assert reported == {LEDGER_INBOX: (3, 0), "no.such.queue": None, SCHEDULER_READY: (0, 1)}
+
+
+@pytest.mark.broker
+def test_consume_hands_over_each_delivery_and_one_multiple_ack_settles_them_all(clean_queues):
+    # Given three requests, one of them with a reply address
+    items = [request(clean_queues, user_id="alice", correlation_id=f"c-{i}") for i in range(3)]
+    items[1] = request(clean_queues, user_id="alice", reply_to="amq.rabbitmq.reply-to.nobody",
+                       headers={"seq": 7})
+    asyncio.run(publish(clean_queues, *items))
+
+    async def scenario():
+        async with await connect(clean_queues, "test: consume") as connection:
+            channel = await connection.channel()
+            seen: list = []
+            arrived = asyncio.Event()
+
+            async def take(delivery):
+                seen.append(delivery)
+                if len(seen) == 3:
+                    arrived.set()
+
+            # When
+            await consume(channel, LEDGER_INBOX, take)
+            await asyncio.wait_for(arrived.wait(), 10)
+            await ack(seen[-1], multiple=True)
+            await asyncio.sleep(0.2)  # the ack goes out with the connection's next write
+            return [(d.body, d.user_id, d.message_id, d.correlation_id, d.reply_to, d.routing_key,
+                     d.content_type, d.redelivered, (d.headers or {}).get("seq")) for d in seen]
+
+    seen = asyncio.run(scenario())
+
+    # Then every property arrived as sent, and the queue is empty after the one ack
+    assert seen == [(i.body, "alice", i.message_id, i.correlation_id, i.reply_to, "job.submitted",
+                     "application/json", False, (i.headers or {}).get("seq")) for i in items]
+    assert asyncio.run(depths(clean_queues, LEDGER_INBOX)) == {LEDGER_INBOX: (0, 0)}
