@@ -24,7 +24,7 @@ import orjson
 import structlog
 
 from common.agent_main import run_agent
-from common.waits import first_of, sleep_or_stop
+from common.waits import Wakeup, sleep_or_stop
 
 from broker_setup.amqp import Delivery, Outgoing, Publisher, ack, connect, consume
 from broker_setup.errors import BrokerError
@@ -145,15 +145,21 @@ class LedgerAgent:
         log.info("ledger.stopped", last_seq=self.state.last_seq)
 
     async def _session(self, connection, stop: asyncio.Event) -> None:
-        closed = asyncio.Event()
-        connection.close_callbacks.add(lambda *_: closed.set())
+        closed, arrived, relay_wake = asyncio.Event(), Wakeup(), Wakeup()
+
+        def on_close(*_) -> None:
+            closed.set()
+            arrived.set()
+            relay_wake.set()
+
+        connection.close_callbacks.add(on_close)
+        arrived.follow(stop)
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self.settings.prefetch)
-        channel.close_callbacks.add(lambda *_: closed.set())
+        channel.close_callbacks.add(on_close)
         publisher = await Publisher(connection).open()
         await channel.declare_queue(LEDGER_INBOX, passive=True)  # a missing queue is a clear error here
         buffer: list[Delivery] = []
-        arrived, relay_wake = asyncio.Event(), asyncio.Event()
 
         async def on_message(message: Delivery):
             buffer.append(message)
@@ -168,14 +174,14 @@ class LedgerAgent:
         try:
             while not stop.is_set() and not closed.is_set():
                 if not buffer:
-                    arrived.clear()
-                    await first_of(arrived.wait(), stop.wait(), closed.wait())
+                    await arrived.wait()
                     continue
                 batch = buffer[: self.settings.ingest_batch]
                 del buffer[: len(batch)]
                 await self._ingest(batch, publisher)
                 relay_wake.set()
         finally:
+            arrived.close()
             relay.cancel()
             sweeper.cancel()
             await asyncio.gather(relay, sweeper, return_exceptions=True)
@@ -335,7 +341,7 @@ class LedgerAgent:
 
     # ---- the relay ----------------------------------------------------------
 
-    async def _relay(self, publisher: Publisher, wake: asyncio.Event, closed: asyncio.Event) -> None:
+    async def _relay(self, publisher: Publisher, wake: Wakeup, closed: asyncio.Event) -> None:
         """Publish the outbox in order with confirms; forget what was confirmed.
 
         Catching up (at start, after a failure) it reads the outbox table;
@@ -348,9 +354,7 @@ class LedgerAgent:
             else:
                 rows = await self._on_db(self._read_backlog)
             if not rows:
-                wake.clear()
-                await first_of(wake.wait(), asyncio.sleep(RELAY_IDLE), closed.wait())
-                if not wake.is_set() and self._forget:
+                if not await wake.wait(RELAY_IDLE) and self._forget:
                     # quiet for a while: no batch is coming to delete them along
                     await self._on_db(self._forget_now)
                 continue
@@ -396,7 +400,7 @@ class LedgerAgent:
 
     # ---- the deadline sweeper -------------------------------------------------
 
-    async def _sweep(self, relay_wake: asyncio.Event, closed: asyncio.Event) -> None:
+    async def _sweep(self, relay_wake: Wakeup, closed: asyncio.Event) -> None:
         """Expire leases past their deadline plus grace, every SWEEP_INTERVAL."""
         while not closed.is_set():
             await asyncio.sleep(SWEEP_INTERVAL)

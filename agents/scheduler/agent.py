@@ -17,11 +17,11 @@ import orjson
 import structlog
 
 from common.agent_main import run_agent
-from common.waits import first_of, sleep_or_stop
+from common.waits import Wakeup, sleep_or_stop
 
 from agents.scheduler.matching import ReadyJob
 from agents.scheduler.pool import PoolSettings, ReadyList, SchedulerState
-from broker_setup.amqp import Outgoing, Publisher, ack, connect, consume
+from broker_setup.amqp import Delivery, Outgoing, Publisher, ack, connect, consume
 from broker_setup.rpc import Requester
 from broker_setup.topology import SCHEDULER_OFFERS, SCHEDULER_READY
 from contracts.envelope import Codec
@@ -68,39 +68,47 @@ class SchedulerAgent:
                 await asyncio.gather(connection.close(), return_exceptions=True)
 
     async def _session(self, connection, stop: asyncio.Event) -> None:
-        closed = asyncio.Event()
-        connection.close_callbacks.add(lambda *_: closed.set())
-        inbox: asyncio.Queue = asyncio.Queue()
+        closed, wake = asyncio.Event(), Wakeup()
+        connection.close_callbacks.add(lambda *_: (closed.set(), wake.set()))
+        wake.follow(stop)
+        delivered: list[Delivery] = []
+
+        async def take(delivery: Delivery) -> None:
+            delivered.append(delivery)
+            wake.set()
+
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=PREFETCH)
         publisher = await Publisher(connection).open()
-        async with Requester(connection) as requester:
-            await self._resync(requester)
-            for name in (SCHEDULER_READY, SCHEDULER_OFFERS):
-                await channel.declare_queue(name, passive=True)  # a missing queue is a clear error here
-                await consume(channel, name, inbox.put)
-            log.info("scheduler.consuming", queues=[SCHEDULER_READY, SCHEDULER_OFFERS])
-            last_heard = time.monotonic()
-            while not stop.is_set() and not closed.is_set():
-                timeout = self.state.next_wakeup(time.monotonic())
-                message = await _get(inbox, stop, closed, timeout if timeout is not None else 1.0)
-                now = time.monotonic()
-                if message is not None:
-                    if now - last_heard > RESYNC_AFTER_SILENCE:
-                        await self._resync(requester)
-                    last_heard = now
-                    # apply everything already delivered before deciding, then
-                    # ack it all at once (the pool state is rebuilt from the
-                    # ledger on takeover, so nothing needs holding unacked)
-                    heard = [message]
-                    while not inbox.empty():
-                        heard.append(inbox.get_nowait())
-                    accepted = [each for each in heard if await self._hear(each, now)]
-                    if accepted:
-                        # never the tag of a rejected one: a second settlement closes the channel
-                        await ack(max(accepted, key=lambda m: m.delivery_tag), multiple=True)
-                if self.state.pool_closes(now):
-                    await self._propose(publisher, now)
+        try:
+            async with Requester(connection) as requester:
+                await self._resync(requester)
+                for name in (SCHEDULER_READY, SCHEDULER_OFFERS):
+                    await channel.declare_queue(name, passive=True)  # a missing queue is a clear error here
+                    await consume(channel, name, take)
+                log.info("scheduler.consuming", queues=[SCHEDULER_READY, SCHEDULER_OFFERS])
+                last_heard = time.monotonic()
+                while not stop.is_set() and not closed.is_set():
+                    if not delivered:
+                        timeout = self.state.next_wakeup(time.monotonic())
+                        await wake.wait(timeout if timeout is not None else 1.0)
+                    now = time.monotonic()
+                    if delivered:
+                        if now - last_heard > RESYNC_AFTER_SILENCE:
+                            await self._resync(requester)
+                        last_heard = now
+                        # apply everything already delivered before deciding, then
+                        # ack it all at once (the pool state is rebuilt from the
+                        # ledger on takeover, so nothing needs holding unacked)
+                        heard, delivered[:] = list(delivered), []
+                        accepted = [each for each in heard if await self._hear(each, now)]
+                        if accepted:
+                            # never the tag of a rejected one: a second settlement closes the channel
+                            await ack(max(accepted, key=lambda m: m.delivery_tag), multiple=True)
+                    if self.state.pool_closes(now):
+                        await self._propose(publisher, now)
+        finally:
+            wake.close()
         if closed.is_set() and not stop.is_set():
             raise ConnectionError("the broker closed the connection")
 
@@ -216,11 +224,6 @@ def _verdict(raw: dict, seq) -> Heard:
 
 def _ready_job(p: dict) -> ReadyJob:
     return ReadyJob(p["job_id"], p["price"], p["checkpoint"], p["submitted_at"], p["probe"], p["target_worker_id"])
-
-
-async def _get(inbox: asyncio.Queue, stop: asyncio.Event, closed: asyncio.Event, timeout: float):
-    getter, *_ = await first_of(inbox.get(), stop.wait(), closed.wait(), timeout=timeout)
-    return getter.result() if getter.done() and not getter.cancelled() else None
 
 
 async def serve(settings, stop: asyncio.Event) -> None:
