@@ -1,7 +1,8 @@
 """The worker agent: sells this machine's cycles.
 
 Loop: register -> declare its lease queue -> offer its free slots -> take a
-lease (ack at once: a delivery is never held for a lease's length) -> run
+lease (acked with its report or within a second: a delivery is never held
+for a lease's length) -> run
 it in the sandbox until the budget is nearly spent -> report the checkpoint,
 the result or the error -> offer again.
 
@@ -44,6 +45,9 @@ OUTPUT_LIMIT = 60 * 1024
 HANDBACK_GRACE = 0.3
 #: seconds a stopping worker waits for the ledger to record its retirement
 RETIRE_TIMEOUT = 5.0
+#: seconds a lease delivery may stay unacked (see LeaseAck): far below the
+#: broker's consumer timeout, long enough for a short lease to report first
+ACK_WITHIN = 1.0
 
 
 class WorkerError(MarketError):
@@ -152,24 +156,27 @@ class WorkerAgent:
             await publisher.publish_many([offer])
 
     async def _on_lease(self, message, publisher: Publisher) -> None:
-        # ack at once: the lease is recorded in the ledger; if we die, it expires there
-        await ack(message)
+        # the lease is recorded in the ledger: if we die, it expires there, so
+        # the delivery is acked within ACK_WITHIN, never held for the lease
+        settle = LeaseAck(message, self.log)
         try:
             lease = decode_lease_message(message.body)
         except ContractError as e:
+            await settle.now()
             self.log.warning("worker.bad_lease", reason=e.reason)
             return
         if lease.worker_id != self.config.worker_id or self.free_slots <= 0 or self.stop_requested.is_set():
             # give it back at once, unchanged, rather than let it expire
+            await settle.now()
             self.log.info("worker.lease_handed_back", lease_id=lease.lease_id, free_slots=self.free_slots)
             await publisher.publish_many([self._report_message(lease, Outcome("checkpoint", lease.state, None, None,
                                                                                0, "", 0, 0.0))])
             return
         sandbox = self.sandboxes[len(self.running) % len(self.sandboxes)]
-        task = asyncio.ensure_future(self._run_lease(lease, sandbox, publisher))
+        task = asyncio.ensure_future(self._run_lease(lease, sandbox, publisher, settle))
         self.running[lease.lease_id] = task
 
-    async def _run_lease(self, lease: LeaseMessage, sandbox: Sandbox, publisher: Publisher) -> None:
+    async def _run_lease(self, lease: LeaseMessage, sandbox: Sandbox, publisher: Publisher, settle: "LeaseAck") -> None:
         lease_log = self.log.bind(lease_id=lease.lease_id, job_id=lease.job_id)
         try:
             remaining = (parse_time(lease.deadline) - datetime.now(timezone.utc)).total_seconds()
@@ -192,6 +199,7 @@ class WorkerAgent:
         # error the report and the next offer go together, one round of confirms.
         renews = outcome_renews_offer(report)
         messages = [m for m in (report, None if renews else self._offer_message()) if m is not None]
+        await settle.now()  # a short lease's ack goes out in the same write as its report
         if messages and not all(await publisher.publish_many(messages)):
             lease_log.warning("worker.report_unconfirmed")
 
@@ -206,6 +214,37 @@ class WorkerAgent:
                                                   "exit_code": outcome.exit_code}
         event_id, body = self.codec.encode(event_type, payload)
         return Outgoing(body, event_type, user_id=self.config.account, message_id=event_id)
+
+
+class LeaseAck:
+    """Acks one lease delivery once: with its report when the lease is short,
+    after ``ACK_WITHIN`` seconds otherwise.
+
+    An ack on its own is one more socket write for the worker and one more
+    packet for the broker per lease; queued just before the report it goes
+    out in the report's write. Holding it a moment costs nothing: the worker
+    takes at most ``slots`` leases (its prefetch) and runs them all.
+    """
+
+    def __init__(self, message, log):
+        self._message, self._log = message, log
+        self._acked = False
+        self._timer = asyncio.get_running_loop().call_later(ACK_WITHIN, self._on_timer)
+
+    def _on_timer(self) -> None:
+        if not self._acked:
+            asyncio.ensure_future(self.now())
+
+    async def now(self) -> None:
+        """Ack the delivery, unless that is done already."""
+        if self._acked:
+            return
+        self._acked = True
+        self._timer.cancel()
+        try:
+            await ack(self._message)
+        except Exception as e:  # noqa: BLE001 - a closed channel redelivers the lease; the ledger fences it
+            self._log.warning("worker.lease_ack_failed", reason=repr(e))
 
 
 def outcome_renews_offer(report: Outgoing | None) -> bool:
