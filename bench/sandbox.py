@@ -1,6 +1,7 @@
 """Sandbox benchmark: cost of a tiny lease, and pickle vs dill on plain data.
 
     .venv/bin/python bench/sandbox.py [--leases 200] [--fresh-leases 40] [--state-mb 1]
+    .venv/bin/python bench/sandbox.py --cpu-only [--cpu-leases 500] [--cpu-rounds 3]
 
 1. Per-lease overhead: a trivial job (returns at once) run through
    ``Sandbox.run`` (fork server: a warm process forks a fresh child per
@@ -8,7 +9,12 @@
    (``forkserver.py --once``: the same child code, the same limits, the same
    frames, but paying interpreter start-up and the dill/orjson imports every
    time). Prints ms per lease for both and the ratio.
-2. State codec: encode + decode of a ~1 MB plain-data state with pickle
+2. CPU per tiny lease, split by process: the fork server itself, its
+   forked children (reaped, so counted in its cutime/cstime) and the worker
+   side (this process: Sandbox.run's asyncio code). Wall time moves with
+   whatever else runs on a small shared machine; CPU time does not, so this
+   is the figure to compare before/after a change (median of several rounds).
+3. State codec: encode + decode of a ~1 MB plain-data state with pickle
    (protocol 5) and with dill, best of several rounds; prints ms for both
    and the ratio.
 """
@@ -19,7 +25,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import pickle
+import resource
 import shutil
 import socket
 import statistics
@@ -62,6 +70,45 @@ async def time_fork_server(limits: Limits, leases: int) -> list[float]:
             times.append(time.perf_counter() - started)
             assert outcome.status == "finished", outcome
     return times
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(own CPU seconds, CPU seconds of its reaped children) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        text = stat.read()
+    # the command name may hold spaces: count fields after its closing paren
+    utime, stime, cutime, cstime = (int(field) for field in text[text.rindex(")") + 2:].split()[11:15])
+    return (utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def cpu_split(limits: Limits, leases: int, rounds: int) -> dict[str, float]:
+    """Median ms of CPU per tiny lease over ``rounds``: fork server, its children, worker side."""
+    samples = {"server": [], "child": [], "worker": []}
+    with Sandbox(limits) as sandbox:
+        stop = asyncio.Event()
+        for index in range(20):  # warm-up: first leases fault in code paths
+            await sandbox.run(trivial_work(index), stop, time.monotonic() + 30)
+        server_pid = sandbox._server.process.pid
+        for _ in range(rounds):
+            server_before, children_before = process_cpu(server_pid)
+            worker_before = own_cpu()
+            for index in range(leases):
+                outcome = await sandbox.run(trivial_work(index), stop, time.monotonic() + 30)
+                assert outcome.status == "finished", outcome
+            worker_after = own_cpu()
+            server_after, children_after = process_cpu(server_pid)
+            samples["server"].append((server_after - server_before) / leases * 1000)
+            samples["child"].append((children_after - children_before) / leases * 1000)
+            samples["worker"].append((worker_after - worker_before) / leases * 1000)
+    return {part: statistics.median(values) for part, values in samples.items()}
 
 
 def run_fresh_interpreter(limits: Limits, work: Work) -> dict:
@@ -118,14 +165,27 @@ def time_codec(module, state, rounds: int) -> tuple[float, int]:
     return min(times), len(data)
 
 
+def print_cpu_split(limits: Limits, options) -> None:
+    split = asyncio.run(cpu_split(limits, options.cpu_leases, options.cpu_rounds))
+    print(f"CPU per tiny lease: server {split['server']:.3f} ms + child {split['child']:.3f} ms"
+          f" + worker side {split['worker']:.3f} ms = {sum(split.values()):.3f} ms"
+          f" (median of {options.cpu_rounds} x {options.cpu_leases} leases)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leases", type=int, default=200, help="tiny leases through the fork server")
     parser.add_argument("--fresh-leases", type=int, default=40, help="tiny leases in fresh interpreters")
+    parser.add_argument("--cpu-leases", type=int, default=500, help="tiny leases per CPU-split round")
+    parser.add_argument("--cpu-rounds", type=int, default=3, help="rounds of the CPU split (median)")
+    parser.add_argument("--cpu-only", action="store_true", help="print only the CPU split (quick A/B runs)")
     parser.add_argument("--state-mb", type=float, default=1.0, help="size of the plain-data state")
     options = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     limits = Limits(cpu_seconds=10)
+    if options.cpu_only:
+        print_cpu_split(limits, options)
+        return
 
     forked = asyncio.run(time_fork_server(limits, options.leases))
     fresh = time_fresh_interpreter(limits, options.fresh_leases)
@@ -134,6 +194,7 @@ def main() -> None:
           f" p90 {sorted(forked)[int(len(forked) * 0.9)] * 1000:.2f} ms)")
     print(f"tiny lease, fresh interpreter : {fresh_ms:7.2f} ms median ({options.fresh_leases} leases)")
     print(f"fresh interpreter / fork server: {fresh_ms / fork_ms:.1f}x")
+    print_cpu_split(limits, options)
 
     state = plain_state(options.state_mb)
     pickle_seconds, pickle_size = time_codec(pickle, state, 15)
