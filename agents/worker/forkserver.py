@@ -23,13 +23,13 @@ a child ended from a pidfd, so it has no SIGCHLD handler a child must undo.
 
 Control messages are JSON over a SOCK_SEQPACKET socket, one per packet. The
 server says ``{"op": "ready"}`` once; then the worker sends
-``{"op": "fork", "scratch", "limits"}`` with three fds (the child's job and
-output sockets, and the server's end of a status socket) and
-``{"op": "signal", "pid", "signum"}``. Each job's status socket gets JSON
-lines: ``{"pid": n}`` after the fork (or ``{"error": "..."}``), then
-``{"exit_code": n}`` once the child is reaped (negative: killed by that
-signal), and is closed. So every lease reads only its own sockets, and a
-dead server shows as EOF on all of them.
+``{"op": "fork", "token", "scratch", "limits"}`` with two fds (the child's
+job socket and the write end of its output pipe) and
+``{"op": "signal", "pid", "signum"}``. The server answers each fork on the
+same socket with ``{"op": "forked", "token", "pid"}`` (or ``"error"``
+instead of ``"pid"``), and later ``{"op": "exited", "pid", "exit_code"}``
+once the child is reaped (negative: killed by that signal). One reader on
+the worker side serves every lease, and a dead server is one EOF.
 
 Job socket frames (both ways): ``!II`` header and body lengths, a JSON
 header, the body bytes. The worker parses the child's reply without
@@ -291,7 +291,7 @@ def _job_traceback(error: BaseException) -> str:
 
 def serve(control: socket.socket) -> None:
     """Fork a child per request until the control socket closes, then kill them all."""
-    children: dict[int, tuple[int, str]] = {}  # pid -> the fd of its status socket, its scratch dir
+    children: dict[int, str] = {}  # pid -> its scratch dir
     prepare_server()
     gc.freeze()  # the imported modules stay shared with the children instead of being copied
     control.send(orjson.dumps({"op": "ready"}))
@@ -300,40 +300,39 @@ def serve(control: socket.socket) -> None:
         while True:
             for key, _ in selector.select():
                 if key.fileobj is not control:
-                    _reap(key.data, key.fd, children, selector)
+                    _reap(control, key.data, key.fd, children, selector)
                     continue
-                message, fds, _, _ = socket.recv_fds(control, MAX_HEADER_BYTES, 3)
+                message, fds, _, _ = socket.recv_fds(control, MAX_HEADER_BYTES, 2)
                 if not message:
                     _kill_all(children)
                     return
-                _handle(orjson.loads(message), fds, children, selector)
+                _handle(control, orjson.loads(message), fds, children, selector)
 
 
-def _handle(message: dict, fds: list[int], children: dict[int, tuple[int, str]], selector) -> None:
+def _handle(control: socket.socket, message: dict, fds: list[int], children: dict[int, str], selector) -> None:
     if message["op"] == "signal":
         _signal(message["pid"], message["signum"], children)
         return
-    if len(fds) != 3:
+    if len(fds) != 2:
         for fd in fds:
             os.close(fd)
         return  # not a request the worker side sends: nobody to answer
-    job_fd, output_fd, status_fd = fds
+    job_fd, output_fd = fds
     try:
         pid = os.fork()
     except OSError as e:
         pid = None
-        _report(status_fd, {"error": f"fork failed: {e}"})
+        _report(control, {"op": "forked", "token": message["token"], "error": f"fork failed: {e}"})
     if pid == 0:
         child_main(message, job_fd, output_fd)
     os.close(job_fd)
     os.close(output_fd)
     if pid is None:
-        os.close(status_fd)
         return
-    children[pid] = (status_fd, message["scratch"])
+    children[pid] = message["scratch"]
     # readable once the child has exited: the server needs no SIGCHLD handler
     selector.register(os.pidfd_open(pid), selectors.EVENT_READ, pid)
-    _report(status_fd, {"pid": pid})
+    _report(control, {"op": "forked", "token": message["token"], "pid": pid})
 
 
 def _signal(pid: int, signum: int, children: dict) -> None:
@@ -352,37 +351,35 @@ def _signal(pid: int, signum: int, children: dict) -> None:
             pass
 
 
-def _reap(pid: int, pidfd: int, children: dict[int, tuple[int, str]], selector) -> None:
+def _reap(control: socket.socket, pid: int, pidfd: int, children: dict[int, str], selector) -> None:
     selector.unregister(pidfd)
     os.close(pidfd)
     _, status = os.waitpid(pid, 0)
-    status_fd, _ = children.pop(pid)
+    del children[pid]
     try:
         os.killpg(pid, signal.SIGKILL)  # leftovers the job spawned into its group
     except OSError:
         pass
-    _report(status_fd, {"exit_code": os.waitstatus_to_exitcode(status)})
-    os.close(status_fd)
+    _report(control, {"op": "exited", "pid": pid, "exit_code": os.waitstatus_to_exitcode(status)})
 
 
-def _kill_all(children: dict[int, tuple[int, str]]) -> None:
+def _kill_all(children: dict[int, str]) -> None:
     # the worker is gone (closed or killed): nobody else will clean up after its jobs
     for pid in children:
         _signal(pid, signal.SIGKILL, children)
-    for pid, (status_fd, scratch) in children.items():
+    for pid, scratch in children.items():
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
-        os.close(status_fd)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _report(status_fd: int, message: dict) -> None:
+def _report(control: socket.socket, message: dict) -> None:
     try:
-        os.write(status_fd, orjson.dumps(message) + b"\n")
+        control.send(orjson.dumps(message))
     except OSError:
-        pass  # that lease's worker side is gone; nothing to tell
+        pass  # the worker is gone: EOF on the control socket ends the server next
 
 
 def run_once(request: dict, job_fd: int, output_fd: int) -> None:

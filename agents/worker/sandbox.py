@@ -5,21 +5,25 @@ Design: a :class:`Sandbox` starts one fork server (``forkserver.py``) with
 never holds the worker's secrets. Per lease the server forks a fresh child
 from its warm interpreter (pickle, dill, orjson already imported): each job
 gets a process of its own, with resource limits, its own session, a scratch
-directory and a secret-free environment, for ~6 ms per tiny lease instead
+directory and a secret-free environment, for ~4 ms per tiny lease instead
 of ~65-95 ms for a fresh interpreter that imports dill and orjson again
 (bench/sandbox.py).
 
 The worker side talks to the server over a SOCK_SEQPACKET socket: per lease
-it passes three sockets (the child's work in / reply out, its stdout+stderr,
-and a status socket on which the server reports the child's pid and exit
-code), and asks the server to signal a child (the server knows whether that
-pid is still its unreaped child, so a recycled pid is never hit). The
-child's reply is a JSON header plus raw bytes: the worker never unpickles
-anything a job produced.
+it passes two descriptors (the child's job socket, for the work in and the
+reply out, and the write end of its stdout+stderr pipe), and asks the server
+to signal a child (the server knows whether that pid is still its unreaped
+child, so a recycled pid is never hit). The server reports each child's pid
+and exit code on that same socket, read by one event-loop reader for every
+lease; a lease's own descriptors are read by plain loop callbacks, with no
+streams or tasks of its own, because on a tiny lease that overhead was the
+worker's whole cost. The child's reply is a JSON header plus raw bytes: the
+worker never unpickles anything a job produced.
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
@@ -104,15 +108,18 @@ class Outcome:
 class Sandbox:
     """Runs leases in fresh child processes forked by one secret-free fork server.
 
-    ``start()`` once, ``await run(...)`` per lease (concurrent runs are fine),
-    ``close()`` at the end; or use it as a context manager. A fork server
-    that died is restarted by the next ``run``.
+    ``start()`` once, ``await run(...)`` per lease (concurrent runs are fine,
+    from one event loop at a time), ``close()`` at the end; or use it as a
+    context manager. A fork server that died is restarted by the next ``run``.
     """
 
     def __init__(self, limits: Limits, python: str = sys.executable):
         self.limits = limits
         self.python = python
+        self._limits = asdict(limits)  # as the fork server reads them, converted once
         self._server: _ForkServer | None = None
+        self._scratch: _ScratchDirs | None = None
+        self._stops = _StopWatch()
         self._log = structlog.get_logger("agents.worker.sandbox")
 
     def start(self) -> None:
@@ -121,6 +128,8 @@ class Sandbox:
             self._log.warning("sandbox.fork_server_died", exit_code=self._server.process.returncode)
             self._server.close()
             self._server = None
+        if self._scratch is None:
+            self._scratch = _ScratchDirs()
         if self._server is None:
             self._server = _ForkServer.start(self.python)
             self._log.info("sandbox.started", fork_server_pid=self._server.process.pid)
@@ -130,6 +139,9 @@ class Sandbox:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._scratch is not None:
+            self._scratch.close()
+            self._scratch = None
 
     def __enter__(self) -> "Sandbox":
         self.start()
@@ -148,123 +160,264 @@ class Sandbox:
         log = self._log.bind(lease_id=work.lease_id, job_id=work.job_id)
         self.start()
         started = time.monotonic()
-        scratch = tempfile.mkdtemp(prefix="market-job-")
+        scratch = self._scratch.make()
         try:
             outcome = await self._run_in(self._server, work, stop, hard_deadline, scratch, started)
         except SandboxError as e:
             log.error("sandbox.failed", error=str(e))
             outcome = errored(str(e), None, "", 0, time.monotonic() - started)
         finally:
-            _remove_tree(scratch)
+            self._scratch.remove(scratch)
         log.debug("sandbox.ran", status=outcome.status, exit_code=outcome.exit_code,
-                 safe_points=outcome.safe_points, seconds=round(outcome.seconds, 4))
+                  safe_points=outcome.safe_points, seconds=round(outcome.seconds, 4))
         return outcome
 
     async def _run_in(self, server, work, stop, hard_deadline, scratch, started) -> Outcome:
-        # ours / theirs: the child gets the job and output ends, the server the status end
-        pairs = [socket.socketpair() for _ in range(3)]
+        lease = _Lease(asyncio.get_running_loop(), server, work, self.limits, hard_deadline)
         try:
-            request = {"scratch": scratch, "limits": asdict(self.limits)}
-            server.fork(request, [theirs.fileno() for _, theirs in pairs])
-        except BaseException:
-            for ours, _ in pairs:
-                ours.close()
+            server.fork(lease, {"scratch": scratch, "limits": self._limits})
+            self._stops.watch(stop, lease)
+            await lease.ended
+        except asyncio.CancelledError:
+            lease.kill()  # the worker gave up on this lease: so does the job
             raise
         finally:
-            for _, theirs in pairs:
-                theirs.close()
-        (job, writer), (output_reader, output_writer), (status, status_writer) = [
-            await asyncio.open_unix_connection(sock=ours) for ours, _ in pairs
-        ]
-        try:
-            pid = await _read_status(status, "pid", FORK_TIMEOUT)
-            output = BoundedOutput(self.limits.output_bytes)
-            exchange = asyncio.create_task(_exchange(job, writer, work, self.limits))
-            draining = asyncio.create_task(output.drain(output_reader))
-            forwarding = asyncio.create_task(_forward_stop(stop, server, pid))
-            try:
-                exit_code, killed = await _wait_exit(server, status, pid, hard_deadline)
-            except asyncio.CancelledError:
-                server.signal(pid, signal.SIGKILL)  # the worker gave up on this lease: so does the job
-                raise
-            finally:
-                forwarding.cancel()
-                reply = await _settle(exchange)
-                await _settle(draining)
-        finally:
-            for stream in (writer, output_writer, status_writer):
-                stream.close()
-        return outcome_of(reply, exit_code, killed, output.text(), time.monotonic() - started)
+            self._stops.forget(stop, lease)
+            lease.close()
+        return outcome_of(lease.reply(), lease.exit_code, lease.killed, lease.output.text(),
+                          time.monotonic() - started)
 
 
 # -- what the worker side does per lease -------------------------------------
 
 
-async def _exchange(reader, writer, work: Work, limits: Limits):
-    """Send the work frame, then read the reply frame: ``(header, body)``, or an error text."""
+def _work_frame(work: Work) -> bytes:
     header = {
         "entry": work.entry, "kind": work.kind, "module_sha256": work.module_sha256,
         "module_bytes": len(work.module_source), "budget_seconds": work.budget_seconds,
     }
-    try:
-        writer.write(forkserver.encode_frame(header, work.module_source + work.state))
-        await writer.drain()
-        writer.write_eof()
-    except (ConnectionError, OSError):
-        pass  # the child died before reading its work: its exit code tells why
-    try:
-        sizes = await reader.readexactly(forkserver.FRAME.size)
-        header_size, body_size = forkserver.FRAME.unpack(sizes)
-        if header_size > forkserver.MAX_HEADER_BYTES or body_size > limits.blob_bytes:
-            return f"the job sent a reply of {header_size}+{body_size} bytes, over the limit"
-        reply = orjson.loads(await reader.readexactly(header_size))
-        if not isinstance(reply, dict):
+    return forkserver.encode_frame(header, work.module_source + work.state)
+
+
+class _Lease:
+    """The worker's end of one child: its sockets, read by event-loop callbacks, and how it ended.
+
+    No streams and no tasks: a tiny lease is mostly this overhead. The fork
+    server's reader calls :meth:`forked` and :meth:`exited`; ``ended`` is done
+    once the child exited and its reply and output are in (or the grace period
+    for them passed), and fails with :class:`SandboxError` when the sandbox does.
+    """
+
+    def __init__(self, loop, server: "_ForkServer", work: Work, limits: Limits, hard_deadline: float):
+        self.loop, self.server, self.limits, self.hard_deadline = loop, server, limits, hard_deadline
+        # ours / theirs: the child gets the job socket's other end and the output pipe's write end
+        self.job, self.child_job = socket.socketpair()
+        self.output_fd, self.child_output = os.pipe()
+        self.job.setblocking(False)
+        os.set_blocking(self.output_fd, False)
+        self.output = BoundedOutput(limits.output_bytes)
+        self.reply_bytes = bytearray()
+        self.reply_error: str | None = None
+        self.unsent = memoryview(_work_frame(work))
+        self.token: int | None = None  # the fork request's, chosen by the server side
+        self.pid: int | None = None
+        self.exit_code: int | None = None
+        self.killed = False
+        self.ended = loop.create_future()
+        self.open_streams = 2  # the reply and the output, until each is complete or at EOF
+        self.stop_pending = False
+        loop.add_reader(self.job.fileno(), self._read_reply)
+        loop.add_reader(self.output_fd, self._read_output)
+        self._timer = loop.call_later(FORK_TIMEOUT, self.fail, "no pid from the fork server: timeout")
+
+    def child_fds(self) -> list[int]:
+        return [self.child_job.fileno(), self.child_output]
+
+    def handed_over(self) -> None:
+        """The server holds the child's ends now (or never will): ours go."""
+        self.child_job.close()
+        os.close(self.child_output)
+        self.child_output = -1
+
+    def forked(self, pid: int) -> None:
+        """The server forked the child (and set its limits): send it the work."""
+        self._timer.cancel()
+        self.pid = pid
+        self._timer = self.loop.call_later(max(0.0, self.hard_deadline - time.monotonic()), self._kill_at_deadline)
+        if self.stop_pending:
+            self.request_stop()
+        self._send_work()
+
+    def exited(self, exit_code: int) -> None:
+        """The server reaped the child."""
+        self._timer.cancel()
+        self.exit_code = exit_code
+        if self.open_streams:
+            # a process the job spawned and detached may hold the sockets open forever
+            self._timer = self.loop.call_later(DRAIN_GRACE, self._end)
+        else:
+            self._end()
+
+    def request_stop(self) -> None:
+        """Ask the child to checkpoint at its next safe point (once it exists)."""
+        if self.pid is None:
+            self.stop_pending = True
+        elif self.exit_code is None:
+            self.server.signal(self.pid, signal.SIGUSR1)
+
+    def kill(self) -> None:
+        if self.pid is not None and self.exit_code is None:
+            self.server.signal(self.pid, signal.SIGKILL)
+
+    def fail(self, error: str) -> None:
+        """The sandbox (not the job) failed this lease."""
+        if not self.ended.done():
+            self.ended.set_exception(SandboxError(error))
+
+    def reply(self):
+        """``(header, body)``, an error text, or None when no complete reply came."""
+        if self.reply_error is not None:
+            return self.reply_error
+        sizes = self._reply_sizes()
+        if sizes is None or len(self.reply_bytes) < sum(sizes):
+            return None
+        start = forkserver.FRAME.size + sizes[1]
+        try:
+            header = orjson.loads(self.reply_bytes[forkserver.FRAME.size:start])
+        except ValueError as e:
+            return f"the job sent a malformed reply: {e}"
+        if not isinstance(header, dict):
             return "the job sent a malformed reply header"
-        return reply, await reader.readexactly(body_size)
-    except asyncio.IncompleteReadError:
-        return None  # no (complete) reply: the exit code tells why
-    except (ValueError, ConnectionError) as e:
-        return f"the job sent a malformed reply: {e}"
+        return header, bytes(self.reply_bytes[start:sum(sizes)])
+
+    def close(self) -> None:
+        self._timer.cancel()
+        self.server.forget(self)
+        if self.child_output != -1:
+            self.handed_over()
+        self.loop.remove_reader(self.job.fileno())
+        if self.unsent:
+            self.loop.remove_writer(self.job.fileno())
+        self.loop.remove_reader(self.output_fd)
+        self.job.close()
+        os.close(self.output_fd)
+
+    def _kill_at_deadline(self) -> None:
+        self.killed = True
+        self.server.signal(self.pid, signal.SIGKILL)
+        self._timer = self.loop.call_later(KILL_GRACE, self.fail, f"job process {self.pid} did not die after SIGKILL")
+
+    def _send_work(self) -> None:
+        try:
+            sent = self.job.send(self.unsent)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = len(self.unsent)  # the child died before reading its work: its exit code tells why
+        first = len(self.unsent) == len(self.unsent.obj)
+        self.unsent = self.unsent[sent:]
+        if not self.unsent:
+            if not first:
+                self.loop.remove_writer(self.job.fileno())
+            self._shutdown_work()
+        elif first:
+            self.loop.add_writer(self.job.fileno(), self._send_work)
+
+    def _shutdown_work(self) -> None:
+        try:
+            self.job.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _read_reply(self) -> None:
+        try:
+            chunk = self.job.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        self.reply_bytes += chunk
+        sizes = self._reply_sizes()
+        if sizes is not None and (sizes[1] > forkserver.MAX_HEADER_BYTES or sizes[2] > self.limits.blob_bytes):
+            self.reply_error = f"the job sent a reply of {sizes[1]}+{sizes[2]} bytes, over the limit"
+        if not chunk or self.reply_error or (sizes is not None and len(self.reply_bytes) >= sum(sizes)):
+            self.loop.remove_reader(self.job.fileno())
+            self._stream_done()
+
+    def _reply_sizes(self) -> tuple[int, int, int] | None:
+        # (prefix, header, body) sizes of the reply frame, once its prefix is in
+        if len(self.reply_bytes) < forkserver.FRAME.size:
+            return None
+        return (forkserver.FRAME.size, *forkserver.FRAME.unpack_from(self.reply_bytes))
+
+    def _read_output(self) -> None:
+        try:
+            chunk = os.read(self.output_fd, 65536)
+        except BlockingIOError:
+            return
+        if chunk:
+            self.output.add(chunk)
+            return
+        self.loop.remove_reader(self.output_fd)
+        self._stream_done()
+
+    def _stream_done(self) -> None:
+        self.open_streams -= 1
+        if not self.open_streams and self.exit_code is not None:
+            self._timer.cancel()
+            self._end()
+
+    def _end(self) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
 
 
-async def _forward_stop(stop: asyncio.Event, server: "_ForkServer", pid: int) -> None:
-    await stop.wait()
-    server.signal(pid, signal.SIGUSR1)
+class _StopWatch:
+    """Forwards each stop event to the leases running under it: one waiting task per event, not per lease."""
+
+    def __init__(self):
+        self._leases: dict[asyncio.Event, set[_Lease]] = {}
+
+    def watch(self, stop: asyncio.Event, lease: _Lease) -> None:
+        if stop.is_set():
+            lease.request_stop()
+            return
+        if stop not in self._leases:
+            self._leases[stop] = set()
+            waiter = asyncio.ensure_future(self._forward(stop))
+            # an event loop that closes cancels the waiter: a later loop starts its own
+            waiter.add_done_callback(lambda _: self._leases.pop(stop, None))
+        self._leases[stop].add(lease)
+
+    def forget(self, stop: asyncio.Event, lease: _Lease) -> None:
+        self._leases.get(stop, set()).discard(lease)
+
+    async def _forward(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        for lease in self._leases.pop(stop, ()):
+            lease.request_stop()
 
 
-async def _read_status(status: asyncio.StreamReader, key: str, timeout: float) -> int:
-    """The next value the server reports on a job's status socket."""
-    try:
-        line = await asyncio.wait_for(status.readline(), timeout)
-        message = orjson.loads(line) if line else {"error": "the fork server stopped"}
-    except (TimeoutError, ValueError) as e:
-        message = {"error": f"no {key} from the fork server: {e or type(e).__name__}"}
-    if key not in message:
-        raise SandboxError(str(message.get("error", message)))
-    return message[key]
+class _ScratchDirs:
+    """Scratch directories for leases, in one private directory made once (cheaper than mkdtemp per lease)."""
 
+    def __init__(self):
+        self.base = tempfile.mkdtemp(prefix="market-sandbox-")
+        self._numbers = itertools.count()
 
-async def _wait_exit(server: "_ForkServer", status, pid: int, hard_deadline: float) -> tuple[int, bool]:
-    """The child's exit code, killing it at the hard deadline; and whether we killed it."""
-    exited = asyncio.ensure_future(_read_status(status, "exit_code", None))
-    done, _ = await asyncio.wait({exited}, timeout=max(0.0, hard_deadline - time.monotonic()))
-    if done:
-        return exited.result(), False
-    server.signal(pid, signal.SIGKILL)
-    done, _ = await asyncio.wait({exited}, timeout=KILL_GRACE)
-    if not done:
-        exited.cancel()
-        raise SandboxError(f"job process {pid} did not die after SIGKILL")
-    return exited.result(), True
+    def make(self) -> str:
+        path = os.path.join(self.base, f"market-job-{next(self._numbers)}")
+        os.mkdir(path, 0o700)
+        return path
 
+    def remove(self, path: str) -> None:
+        try:
+            os.rmdir(path)  # most jobs leave nothing behind: one syscall
+        except OSError:
+            _remove_tree(path)
 
-async def _settle(task: asyncio.Task):
-    """The task's result if it ends within the grace period, else None (it is cancelled)."""
-    done, _ = await asyncio.wait({task}, timeout=DRAIN_GRACE)
-    if not done:
-        task.cancel()
-        return None
-    return None if task.cancelled() or task.exception() else task.result()
+    def close(self) -> None:
+        _remove_tree(self.base)
 
 
 def outcome_of(reply, exit_code: int | None, killed: bool, output: str, seconds: float) -> Outcome:
@@ -364,17 +517,28 @@ def _remove_tree(path: str) -> None:
 
 
 class _ForkServer:
-    """The worker's end of the fork server's control socket (requests go one way)."""
+    """The worker's end of the fork server's control socket.
+
+    Requests go one way (fork, signal); the server's reports (a child's pid
+    after the fork, its exit code once reaped) come back on the same socket,
+    read by one event-loop reader for all the leases of this server. EOF
+    there means the server died: every lease still waiting fails.
+    """
 
     def __init__(self, process: subprocess.Popen, control: socket.socket):
         self.process = process
         self.control = control
         self._send_lock = threading.Lock()  # one packet per message, whoever sends
+        self._tokens = itertools.count()
+        self._forking: dict[int, _Lease] = {}  # fork request token -> lease, until the pid comes
+        self._running: dict[int, _Lease] = {}  # pid -> lease, until the exit code comes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
 
     @property
     def alive(self) -> bool:
         """False once the server process has exited."""
-        return self.process.poll() is None
+        return not self._stopped and self.process.poll() is None
 
     @classmethod
     def start(cls, python: str) -> "_ForkServer":
@@ -402,12 +566,19 @@ class _ForkServer:
             process.kill()
             process.wait()
             raise SandboxError(f"the fork server did not start (exit code {process.returncode})")
+        # blocking for sends (rarely more than an instant); the reader polls with MSG_DONTWAIT
         ours.settimeout(None)
         return cls(process, ours)
 
-    def fork(self, request: dict, fds: list[int]) -> None:
-        """Ask for a child; its pid arrives on the status socket among ``fds``."""
-        self._send({"op": "fork", **request}, fds)
+    def fork(self, lease: _Lease, request: dict) -> None:
+        """Ask for a child for ``lease``; the server's reports reach the lease's ``forked``/``exited``."""
+        self._attach(lease.loop)
+        lease.token = next(self._tokens)
+        self._forking[lease.token] = lease
+        try:
+            self._send({"op": "fork", "token": lease.token, **request}, lease.child_fds())
+        finally:
+            lease.handed_over()
 
     def signal(self, pid: int, signum: int) -> None:
         """Ask the server to signal its child ``pid`` (SIGKILL: its whole group)."""
@@ -416,8 +587,15 @@ class _ForkServer:
         except SandboxError:
             pass  # the server is gone, and with it its children
 
+    def forget(self, lease: _Lease) -> None:
+        """The lease is over: reports about it are no longer wanted."""
+        if lease.pid is not None:
+            self._running.pop(lease.pid, None)
+        self._forking.pop(lease.token, None)
+
     def close(self) -> None:
         """EOF on the control socket makes the server kill its children and exit."""
+        self._detach()
         try:
             self.control.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -428,6 +606,57 @@ class _ForkServer:
             self.process.kill()
             self.process.wait()
         self.control.close()
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        # one reader for all leases; a new event loop (asyncio.run per call) gets it anew
+        if self._loop is loop:
+            return
+        self._detach()
+        loop.add_reader(self.control.fileno(), self._read_reports)
+        self._loop = loop
+
+    def _detach(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self.control.fileno())
+        self._loop = None
+
+    def _read_reports(self) -> None:
+        while True:
+            try:
+                packet = self.control.recv(forkserver.MAX_HEADER_BYTES, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                packet = b""
+            if not packet:
+                self._server_stopped()
+                return
+            self._report(orjson.loads(packet))
+
+    def _report(self, message: dict) -> None:
+        if message["op"] == "forked":
+            lease = self._forking.pop(message["token"], None)
+            if "error" in message:
+                if lease is not None:
+                    lease.fail(message["error"])
+            elif lease is None:
+                self.signal(message["pid"], signal.SIGKILL)  # its lease gave up waiting
+            else:
+                self._running[message["pid"]] = lease
+                lease.forked(message["pid"])
+        elif message["op"] == "exited":
+            lease = self._running.pop(message["pid"], None)
+            if lease is not None:
+                lease.exited(message["exit_code"])
+
+    def _server_stopped(self) -> None:
+        self._stopped = True
+        self._detach()
+        leases = [*self._forking.values(), *self._running.values()]
+        self._forking.clear()
+        self._running.clear()
+        for lease in leases:
+            lease.fail("the fork server stopped")
 
     def _send(self, message: dict, fds: list[int] = ()) -> None:
         try:

@@ -249,6 +249,27 @@ def test_a_dead_fork_server_is_replaced_by_the_next_run():
         assert outcome.status == "finished", outcome.error
 
 
+def test_a_fork_server_that_dies_mid_lease_gives_errored_not_a_hang():
+    # Given a lease running a job that sleeps for a minute
+    work = work_of("import time\ndef run(state):\n    time.sleep(60)\n    return 1\n", kind="function")
+    with Sandbox(Limits(cpu_seconds=5)) as sandbox:
+        async def lease_whose_server_dies() -> Outcome:
+            running = asyncio.ensure_future(sandbox.run(work, asyncio.Event(), time.monotonic() + 60))
+            await asyncio.sleep(0.3)
+            sandbox._server.process.kill()
+            return await running
+
+        # When its fork server is killed
+        started = time.monotonic()
+        outcome = asyncio.run(lease_whose_server_dies())
+
+        # Then the lease ends at once, errored, saying why
+        assert time.monotonic() - started < 5
+        assert (outcome.status, outcome.error) == ("errored", "the fork server stopped")
+        # And the next lease gets a new server
+        assert run(sandbox, work_of(COUNTER, state={"count": 0, "until": 2})).status == "finished"
+
+
 def test_a_job_that_forges_its_reply_cannot_hurt_the_caller(sandbox):
     # Given a job that writes a bogus frame on the job socket and exits before the real reply
     work = work_of("""
@@ -322,6 +343,40 @@ def test_leases_run_concurrently_in_one_sandbox(sandbox):
     # Then each gets its own result, in about the time of one
     assert [result_as_json(outcome.result) for outcome in outcomes] == [0, 1, 2]
     assert time.monotonic() - started < 2.5
+
+
+def test_many_concurrent_leases_each_get_their_own_reply_and_stop(sandbox):
+    # Given twelve generators, each yielding its own number forever
+    works = [work_of(f"import time\ndef run(state):\n    while True:\n        time.sleep(0.01)\n        yield {n}\n",
+                     state=None, budget=60) for n in range(12)]
+
+    async def all_leases_stopped_after(seconds: float):
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(seconds, stop.set)
+        return await asyncio.gather(*(sandbox.run(work, stop, time.monotonic() + 30) for work in works))
+
+    # When they run at once and one stop event is set 0.5 s in
+    outcomes = asyncio.run(all_leases_stopped_after(0.5))
+
+    # Then every lease checkpoints with the state of its own job (the server's reports reached the right lease)
+    assert [outcome.status for outcome in outcomes] == ["checkpoint"] * 12
+    assert [loads_state(outcome.state) for outcome in outcomes] == list(range(12))
+    assert len({outcome.exit_code for outcome in outcomes}) == 1
+
+
+def test_leases_leave_no_descriptor_open_on_the_worker_side(sandbox):
+    # Given a sandbox that already ran a lease (its server's socket is open)
+    work = work_of("def run(state):\n    print('out')\n    return 1\n", kind="function")
+    run(sandbox, work)
+    before = len(os.listdir("/proc/self/fd"))
+
+    # When twenty more leases run, a crashing one among them
+    for _ in range(20):
+        run(sandbox, work)
+    run(sandbox, work_of("import os\ndef run(state):\n    os._exit(3)\n", kind="function"))
+
+    # Then the worker holds no more descriptors than before
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 # -- isolation ---------------------------------------------------------------
