@@ -125,7 +125,7 @@ def run_fresh_interpreter(limits: Limits, work: Work) -> dict:
         header = {"entry": work.entry, "kind": work.kind, "module_sha256": work.module_sha256,
                   "module_bytes": len(work.module_source), "budget_seconds": work.budget_seconds}
         ours.sendall(forkserver.encode_frame(header, work.module_source + work.state))
-        reply, _ = forkserver.read_frame(ours, limits.blob_bytes)
+        reply, _ = forkserver.read_frame(ours.fileno(), limits.blob_bytes)
         process.wait()
         return reply
     finally:

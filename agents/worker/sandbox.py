@@ -116,7 +116,6 @@ class Sandbox:
     def __init__(self, limits: Limits, python: str = sys.executable):
         self.limits = limits
         self.python = python
-        self._limits = asdict(limits)  # as the fork server reads them, converted once
         self._server: _ForkServer | None = None
         self._scratch: _ScratchDirs | None = None
         self._stops = _StopWatch()
@@ -131,7 +130,7 @@ class Sandbox:
         if self._scratch is None:
             self._scratch = _ScratchDirs()
         if self._server is None:
-            self._server = _ForkServer.start(self.python)
+            self._server = _ForkServer.start(self.python, self.limits)
             self._log.info("sandbox.started", fork_server_pid=self._server.process.pid)
 
     def close(self) -> None:
@@ -175,7 +174,7 @@ class Sandbox:
     async def _run_in(self, server, work, stop, hard_deadline, scratch, started) -> Outcome:
         lease = _Lease(asyncio.get_running_loop(), server, work, self.limits, hard_deadline)
         try:
-            server.fork(lease, {"scratch": scratch, "limits": self._limits})
+            server.fork(lease, scratch)
             self._stops.watch(stop, lease)
             await lease.ended
         except asyncio.CancelledError:
@@ -541,10 +540,14 @@ class _ForkServer:
         return not self._stopped and self.process.poll() is None
 
     @classmethod
-    def start(cls, python: str) -> "_ForkServer":
-        """Spawn the server with a secret-free environment and wait for its "ready"."""
+    def start(cls, python: str, limits: Limits) -> "_ForkServer":
+        """Spawn the server with a secret-free environment and wait for its "ready".
+
+        The limits are the server's for good (fixed per sandbox): it applies
+        what it can to itself, for every child to inherit.
+        """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        command = [python, "-I", forkserver.__file__, str(theirs.fileno())]
+        command = [python, "-I", forkserver.__file__, str(theirs.fileno()), orjson.dumps(asdict(limits)).decode()]
         try:
             process = subprocess.Popen(
                 command, env=forkserver.server_environment(), cwd="/", pass_fds=[theirs.fileno()],
@@ -570,13 +573,13 @@ class _ForkServer:
         ours.settimeout(None)
         return cls(process, ours)
 
-    def fork(self, lease: _Lease, request: dict) -> None:
+    def fork(self, lease: _Lease, scratch: str) -> None:
         """Ask for a child for ``lease``; the server's reports reach the lease's ``forked``/``exited``."""
         self._attach(lease.loop)
         lease.token = next(self._tokens)
         self._forking[lease.token] = lease
         try:
-            self._send({"op": "fork", "token": lease.token, **request}, lease.child_fds())
+            self._send({"op": "fork", "token": lease.token, "scratch": scratch}, lease.child_fds())
         finally:
             lease.handed_over()
 
