@@ -1,9 +1,10 @@
 """The fork server: one clean Python process that forks a fresh child per job.
 
 Started once per :class:`agents.worker.sandbox.Sandbox` with an environment
-holding only PATH and LANG, it pre-imports pickle, dill, orjson and the
-package format, then waits on its control socket. Per job it receives two
-file descriptors (the job's socket and its output socket) and forks. The
+holding only PATH and LANG and the sandbox's limits, it pre-imports pickle,
+orjson and the package format (dill only when a job needs it), then waits
+on its control socket. Per job it receives two file descriptors (the job's
+socket and its output pipe) and forks. The
 child drops everything of the server (fds, signal handlers, session), applies
 the resource limits, moves into the scratch directory with a secret-free
 environment, reads the work from its socket, runs it and writes the reply.
@@ -15,11 +16,14 @@ after the fork), so no job's bytes linger in memory a later child inherits.
 
 What is the same for every child is done once, in the server, and inherited
 (:func:`prepare_server`): the non-dumpable flag, the secret-free environment,
-the stdout/stderr objects, the SIGUSR1 handler (blocked in the server). A
-child then does only what is its own: session, descriptors, limits, scratch
-directory. Each step a child takes costs page faults on memory it shares with
-the server, and that was most of a tiny lease's CPU. The server learns that
-a child ended from a pidfd, so it has no SIGCHLD handler a child must undo.
+the stdout/stderr objects, the SIGUSR1 handler, the core/memory/file-size
+limits, and a warm-up run of the child's code path (:func:`warm_up`); just
+before each fork the server enters the lease's scratch directory
+(:func:`enter_scratch`), and just after it sets the child's CPU limit by pid.
+A child then does only what is its own: its session and descriptors. Each
+step a child takes costs page faults on memory it shares with the server,
+and that was most of a tiny lease's CPU. The server learns that a child
+ended from a pidfd, so it has no SIGCHLD handler a child must undo.
 
 Control messages are JSON over a SOCK_SEQPACKET socket, one per packet. The
 server says ``{"op": "ready"}`` once; then the worker sends
@@ -37,6 +41,7 @@ unpickling anything.
 """
 from __future__ import annotations
 
+from _signal import pthread_sigmask as c_pthread_sigmask  # see _isolate
 import ctypes
 import gc
 import hashlib
@@ -88,8 +93,9 @@ SETUP_FAILED = 70
 #: the job socket's fd number in the child
 JOB_FD = 3
 PR_SET_DUMPABLE = 4
-#: what a child unblocks once it is set up: the stop signal
-STOP_SIGNALS = frozenset({signal.SIGUSR1})
+#: blocked in the server, unblocked by each child once it is set up (plain ints: no enum touched in a child)
+STOP_SIGNALS = (int(signal.SIGUSR1),)
+SIG_UNBLOCK = int(signal.SIG_UNBLOCK)
 
 
 def server_environment() -> dict[str, str]:
@@ -169,8 +175,10 @@ def prepare_server(limits: dict) -> None:
     environment is exactly the jobs' (HOME aside); stdout and stderr are the
     text streams a job writes to (a child points fds 1 and 2 at its output
     pipe); SIGUSR1 stops a job at its next safe point, and stays blocked
-    here until a child unblocks it (a pending signal is not inherited, so a
-    SIGUSR1 sent to the server reaches no job). The limits on core dumps,
+    here until a child unblocks it: a stop that reaches a child before
+    Python's after-fork reset of its signal flags then waits instead of
+    being lost, and one sent to the server stays pending there (pending
+    signals are not inherited), reaching no job. The limits on core dumps,
     memory and file size hold for the server too (it needs little of any),
     so children inherit them; the CPU limit cannot: the server's own CPU
     time accumulates, so :func:`limit_cpu` sets it on each child.
@@ -184,7 +192,7 @@ def prepare_server(limits: dict) -> None:
         )
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     signal.signal(signal.SIGUSR1, LEASE.request_stop)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     for which, key in ((resource.RLIMIT_AS, "memory_bytes"), (resource.RLIMIT_FSIZE, "file_bytes")):
@@ -253,8 +261,9 @@ def _isolate(job_fd: int, output_fd: int, open_max: int) -> None:
     if job_fd != JOB_FD:
         os.dup2(job_fd, JOB_FD)
     os.closerange(JOB_FD + 1, open_max)
-    # the server blocks SIGUSR1 so a stop sent before this point waits instead of being lost
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    # the C function, not signal.pthread_sigmask: that one turns the old mask
+    # into a set of enums, and those ~30 page faults were a tenth of a child's
+    c_pthread_sigmask(SIG_UNBLOCK, STOP_SIGNALS)
 
 
 #: the server's own job, run once at start (it is no job's data)

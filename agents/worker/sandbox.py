@@ -3,7 +3,7 @@
 Design: a :class:`Sandbox` starts one fork server (``forkserver.py``) with
 ``subprocess`` and an environment holding only PATH and LANG, so the server
 never holds the worker's secrets. Per lease the server forks a fresh child
-from its warm interpreter (pickle, dill, orjson already imported): each job
+from its warm interpreter (pickle, orjson already imported): each job
 gets a process of its own, with resource limits, its own session, a scratch
 directory and a secret-free environment, for ~4 ms per tiny lease instead
 of ~65-95 ms for a fresh interpreter that imports dill and orjson again

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
 import textwrap
 import time
 from pathlib import Path
@@ -325,6 +326,19 @@ def test_a_stop_before_the_job_starts_checkpoints_at_its_first_safe_point(sandbo
 
     # Then the stop is not lost (nor does it kill the child): it stops at the first safe point
     assert (outcome.status, outcome.safe_points) == ("checkpoint", 1)
+
+
+def test_a_stop_signal_sent_to_the_fork_server_itself_stops_no_job(sandbox):
+    # Given a fork server that received SIGUSR1 (a job of the same uid may send it)
+    run(sandbox, work_of(COUNTER, state={"count": 0, "until": 1}))
+    os.kill(sandbox._server.process.pid, signal.SIGUSR1)
+    time.sleep(0.1)
+
+    # When the next generator runs with time to spare
+    outcome = run(sandbox, work_of(COUNTER, state={"count": 0, "until": 3}))
+
+    # Then it runs to the end: the server survived, and its children start without a stop
+    assert (outcome.status, outcome.safe_points) == ("finished", 3)
 
 
 def test_leases_run_concurrently_in_one_sandbox(sandbox):
