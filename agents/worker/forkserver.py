@@ -216,7 +216,9 @@ def enter_scratch(scratch: str) -> None:
     """Make ``scratch`` the cwd, HOME and temporary directory that the next child inherits.
 
     Done in the server just before the fork: in the child the same steps
-    would copy (page fault) the memory they touch, on every lease.
+    would copy (page fault) the memory they touch, on every lease. glibc's
+    setenv keeps every distinct value it was ever given, so the worker side
+    reuses scratch paths (one per concurrent lease) to keep that bounded.
     """
     os.chdir(scratch)
     os.environ["HOME"] = scratch  # the rest of the environment is the server's: PATH and LANG

@@ -23,6 +23,7 @@ worker never unpickles anything a job produced.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import os
 import shutil
@@ -398,25 +399,48 @@ class _StopWatch:
 
 
 class _ScratchDirs:
-    """Scratch directories for leases, in one private directory made once (cheaper than mkdtemp per lease)."""
+    """Scratch directories for leases, in one private directory made once (cheaper than mkdtemp per lease).
+
+    Each lease gets a fresh, empty directory, removed after it; its path is
+    reused by a later lease (the lowest number free), so that the fork
+    server, which sets HOME to it, sees as many distinct values as there
+    are concurrent leases: glibc keeps every value setenv was ever given.
+    """
 
     def __init__(self):
         self.base = tempfile.mkdtemp(prefix="market-sandbox-")
-        self._numbers = itertools.count()
+        self._free: list[int] = []  # a heap of numbers whose directory was removed
+        self._count = 0
+        self._numbers: dict[str, int] = {}  # path in use -> its number
 
     def make(self) -> str:
-        path = os.path.join(self.base, f"market-job-{next(self._numbers)}")
-        os.mkdir(path, 0o700)
+        number = heapq.heappop(self._free) if self._free else self._next()
+        path = os.path.join(self.base, f"market-job-{number}")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            # something outlived its lease in there: leave that number, take a random name
+            return tempfile.mkdtemp(prefix="market-job-", dir=self.base)
+        self._numbers[path] = number
         return path
 
     def remove(self, path: str) -> None:
         try:
             os.rmdir(path)  # most jobs leave nothing behind: one syscall
+            removed = True
         except OSError:
             _remove_tree(path)
+            removed = not os.path.lexists(path)
+        number = self._numbers.pop(path, None)
+        if number is not None and removed:
+            heapq.heappush(self._free, number)
 
     def close(self) -> None:
         _remove_tree(self.base)
+
+    def _next(self) -> int:
+        self._count += 1
+        return self._count - 1
 
 
 def outcome_of(reply, exit_code: int | None, killed: bool, output: str, seconds: float) -> Outcome:

@@ -457,6 +457,27 @@ def test_the_job_runs_in_a_scratch_dir_that_is_gone_afterwards(sandbox):
     assert not Path(scratch).exists()
 
 
+def test_each_lease_finds_its_scratch_dir_empty_though_the_path_is_reused(sandbox):
+    # Given a job that lists its scratch dir, then leaves a file in it
+    work = work_of("""
+        import os
+        def run(state):
+            found = os.listdir(".")
+            with open("left-behind.txt", "w") as f:
+                f.write("x")
+            return {"cwd": os.getcwd(), "home": os.environ["HOME"], "found": found}
+    """, kind="function")
+
+    # When it runs three times, one lease after the other
+    results = [result_as_json(run(sandbox, work).result) for _ in range(3)]
+
+    # Then each found an empty directory, and one path served them all
+    # (the fork server sets HOME to it: glibc keeps every distinct value)
+    assert [result["found"] for result in results] == [[], [], []]
+    assert len({result["cwd"] for result in results}) == 1
+    assert all(result["home"] == result["cwd"] for result in results)
+
+
 def test_jobs_do_not_share_a_process(sandbox):
     # Given a job that leaves a mark in its module state and its process
     work = work_of("""
