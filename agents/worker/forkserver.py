@@ -19,8 +19,8 @@ What is the same for every child is done once, in the server, and inherited
 the stdout/stderr objects, the SIGUSR1 handler, the core/memory/file-size
 limits, and a warm-up run of the child's code path (:func:`warm_up`); just
 before each fork the server enters the lease's scratch directory
-(:func:`enter_scratch`), and just after it sets the child's CPU limit by pid.
-A child then does only what is its own: its session and descriptors. Each
+(:func:`enter_scratch`). A child then does only what is its own: its CPU
+limit, its session and descriptors. Each
 step a child takes costs page faults on memory it shares with the server,
 and that was most of a tiny lease's CPU. The server learns that a child
 ended from a pidfd, so it has no SIGCHLD handler a child must undo.
@@ -181,7 +181,7 @@ def prepare_server(limits: dict) -> None:
     signals are not inherited), reaching no job. The limits on core dumps,
     memory and file size hold for the server too (it needs little of any),
     so children inherit them; the CPU limit cannot: the server's own CPU
-    time accumulates, so :func:`limit_cpu` sets it on each child.
+    time accumulates, so each child sets :func:`cpu_limit` on itself first.
     """
     set_not_dumpable()
     os.environ.clear()
@@ -225,16 +225,16 @@ def enter_scratch(scratch: str) -> None:
     tempfile.tempdir = scratch
 
 
-def child_main(job_fd: int, output_fd: int, limits: dict, open_max: int) -> None:
+def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], open_max: int) -> None:
     """Isolate this freshly forked process, run one job, reply, and ``_exit``. Never returns.
 
     Everything the same for every child was done in the server (``prepare_server``,
-    ``enter_scratch``, the CPU limit set on it by pid): as little Python as
+    ``enter_scratch``): as little Python as
     possible runs here before and after the job, since each page it touches is copied.
     """
     code = SETUP_FAILED
     try:
-        _isolate(job_fd, output_fd, open_max)
+        _isolate(job_fd, output_fd, cpu, open_max)
         header, body = read_frame(JOB_FD, max_body=2 * limits["blob_bytes"] + MAX_HEADER_BYTES)
         reply, reply_body = run_job(header, body, LEASE, limits["blob_bytes"])
         code = 1 if reply["status"] == "errored" else 0
@@ -251,7 +251,9 @@ def child_main(job_fd: int, output_fd: int, limits: dict, open_max: int) -> None
         os._exit(code)  # never run the server's cleanup in the child
 
 
-def _isolate(job_fd: int, output_fd: int, open_max: int) -> None:
+def _isolate(job_fd: int, output_fd: int, cpu: tuple[int, int], open_max: int) -> None:
+    # first: the work may be waiting on the job socket already
+    resource.setrlimit(resource.RLIMIT_CPU, cpu)
     # its own session and process group, so a kill reaches whatever it spawns
     os.setsid()
     # stdout and stderr go to the output pipe (sys.stdout and sys.stderr
@@ -415,17 +417,12 @@ def _handle(control: socket.socket, message: dict, fds: list[int], children: dic
         pid = None
         _report(control, {"op": "forked", "token": message["token"], "error": f"cannot fork: {e}"})
     if pid == 0:
-        child_main(job_fd, output_fd, limits, open_max)
+        child_main(job_fd, output_fd, limits, cpu, open_max)
     os.close(job_fd)
     os.close(output_fd)
     if pid is None:
         return None
     children[pid] = message["scratch"]
-    try:
-        # before the report: the worker sends the work only then, so no job runs unlimited
-        resource.prlimit(pid, resource.RLIMIT_CPU, cpu)
-    except ProcessLookupError:
-        pass  # it died already (it cannot have run a job: it had no work yet)
     _report(control, {"op": "forked", "token": message["token"], "pid": pid})
     return pid
 
@@ -481,9 +478,8 @@ def run_once(request: dict, job_fd: int, output_fd: int) -> None:
     """Run a single job in this process, as a fresh interpreter would (the benchmark's baseline)."""
     limits = request["limits"]
     prepare_server(limits)
-    resource.setrlimit(resource.RLIMIT_CPU, cpu_limit(limits))
     enter_scratch(request["scratch"])
-    child_main(job_fd, output_fd, limits, max(os.sysconf("SC_OPEN_MAX"), 65536))
+    child_main(job_fd, output_fd, limits, cpu_limit(limits), max(os.sysconf("SC_OPEN_MAX"), 65536))
 
 
 def main(argv: list[str]) -> None:

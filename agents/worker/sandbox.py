@@ -234,19 +234,19 @@ class _Lease:
         return [self.child_job.fileno(), self.child_output]
 
     def handed_over(self) -> None:
-        """The server holds the child's ends now (or never will): ours go."""
+        """The server holds the child's ends now (or never will): ours go, and the work is sent."""
+        self._send_work()
         self.child_job.close()
         os.close(self.child_output)
         self.child_output = -1
 
     def forked(self, pid: int) -> None:
-        """The server forked the child (and set its limits): send it the work."""
+        """The server forked the child: it can be signalled, and killed at the hard deadline."""
         self._timer.cancel()
         self.pid = pid
         self._timer = self.loop.call_later(max(0.0, self.hard_deadline - time.monotonic()), self._kill_at_deadline)
         if self.stop_pending:
             self.request_stop()
-        self._send_work()
 
     def exited(self, exit_code: int) -> None:
         """The server reaped the child."""
