@@ -234,8 +234,7 @@ class _Lease:
         return [self.child_job.fileno(), self.child_output]
 
     def handed_over(self) -> None:
-        """The server holds the child's ends now (or never will): ours go, and the work is sent."""
-        self._send_work()
+        """The server holds the child's ends now (or never will): ours go."""
         self.child_job.close()
         os.close(self.child_output)
         self.child_output = -1
@@ -307,7 +306,8 @@ class _Lease:
         self.server.signal(self.pid, signal.SIGKILL)
         self._timer = self.loop.call_later(KILL_GRACE, self.fail, f"job process {self.pid} did not die after SIGKILL")
 
-    def _send_work(self) -> None:
+    def send_work(self) -> None:
+        """Send (the rest of) the work frame, then EOF; a writer callback takes what the socket cannot hold."""
         try:
             sent = self.job.send(self.unsent)
         except BlockingIOError:
@@ -321,7 +321,7 @@ class _Lease:
                 self.loop.remove_writer(self.job.fileno())
             self._shutdown_work()
         elif first:
-            self.loop.add_writer(self.job.fileno(), self._send_work)
+            self.loop.add_writer(self.job.fileno(), self.send_work)
 
     def _shutdown_work(self) -> None:
         try:
@@ -340,6 +340,7 @@ class _Lease:
         sizes = self._reply_sizes()
         if sizes is not None and (sizes[1] > forkserver.MAX_HEADER_BYTES or sizes[2] > self.limits.blob_bytes):
             self.reply_error = f"the job sent a reply of {sizes[1]}+{sizes[2]} bytes, over the limit"
+            self.job.shutdown(socket.SHUT_RD)  # its further writes fail (EPIPE) instead of blocking
         if not chunk or self.reply_error or (sizes is not None and len(self.reply_bytes) >= sum(sizes)):
             self.loop.remove_reader(self.job.fileno())
             self._stream_done()
@@ -382,20 +383,27 @@ class _StopWatch:
         if stop.is_set():
             lease.request_stop()
             return
-        if stop not in self._leases:
-            self._leases[stop] = set()
-            waiter = asyncio.ensure_future(self._forward(stop))
+        leases = self._leases.get(stop)
+        if leases is None:
+            leases = self._leases[stop] = set()
+            waiter = asyncio.ensure_future(self._forward(stop, leases))
             # an event loop that closes cancels the waiter: a later loop starts its own
-            waiter.add_done_callback(lambda _: self._leases.pop(stop, None))
-        self._leases[stop].add(lease)
+            waiter.add_done_callback(lambda _: self._drop(stop, leases))
+        leases.add(lease)
 
     def forget(self, stop: asyncio.Event, lease: _Lease) -> None:
         self._leases.get(stop, set()).discard(lease)
 
-    async def _forward(self, stop: asyncio.Event) -> None:
+    async def _forward(self, stop: asyncio.Event, leases: set[_Lease]) -> None:
         await stop.wait()
-        for lease in self._leases.pop(stop, ()):
+        self._drop(stop, leases)
+        for lease in leases:
             lease.request_stop()
+
+    def _drop(self, stop: asyncio.Event, leases: set[_Lease]) -> None:
+        # only this waiter's entry: a cleared and set-again event may have a newer one
+        if self._leases.get(stop) is leases:
+            del self._leases[stop]
 
 
 class _ScratchDirs:
@@ -604,6 +612,8 @@ class _ForkServer:
         self._forking[lease.token] = lease
         try:
             self._send({"op": "fork", "token": lease.token, "scratch": scratch}, lease.child_fds())
+            # the socket holds the work until the child reads it: no need to wait for the pid
+            lease.send_work()
         finally:
             lease.handed_over()
 

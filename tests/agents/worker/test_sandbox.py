@@ -285,6 +285,25 @@ def test_a_job_that_forges_its_reply_cannot_hurt_the_caller(sandbox):
     assert (outcome.status, outcome.error) == ("errored", "the job sent a malformed reply header")
 
 
+def test_a_reply_over_the_limit_is_refused_and_the_job_cannot_block_on_it(sandbox):
+    # Given a job that announces a reply far over the blob limit and keeps writing it
+    work = work_of("""
+        import os, struct
+        def run(state):
+            os.write(3, struct.pack("!II", 2, 10**9) + b"{}")
+            while True:
+                os.write(3, b"x" * 65536)
+    """, kind="function")
+
+    # When it runs with a minute before its hard deadline
+    started = time.monotonic()
+    outcome = run(sandbox, work, seconds=60)
+
+    # Then the lease ends at once, errored, without reading the rest
+    assert time.monotonic() - started < 10
+    assert (outcome.status, outcome.error) == ("errored", "the job sent a reply of 2+1000000000 bytes, over the limit")
+
+
 # -- stopping ----------------------------------------------------------------
 
 
@@ -339,6 +358,27 @@ def test_a_stop_signal_sent_to_the_fork_server_itself_stops_no_job(sandbox):
 
     # Then it runs to the end: the server survived, and its children start without a stop
     assert (outcome.status, outcome.safe_points) == ("finished", 3)
+
+
+def test_a_stop_event_cleared_and_set_again_stops_the_next_lease_too(sandbox):
+    # Given one stop event, used for two leases of a long generator one after the other
+    work = work_of(LONG_GENERATOR, state=0, budget=60)
+
+    async def two_leases():
+        stop = asyncio.Event()
+        outcomes = []
+        for _ in range(2):
+            asyncio.get_running_loop().call_later(0.3, stop.set)
+            outcomes.append(await sandbox.run(work, stop, time.monotonic() + 30))
+            stop.clear()
+        return outcomes
+
+    # When each is stopped by setting the event, which is cleared in between
+    outcomes = asyncio.run(two_leases())
+
+    # Then both checkpoint early
+    assert [outcome.status for outcome in outcomes] == ["checkpoint", "checkpoint"]
+    assert all(outcome.seconds < 5 for outcome in outcomes)
 
 
 def test_leases_run_concurrently_in_one_sandbox(sandbox):
