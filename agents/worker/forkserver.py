@@ -29,11 +29,13 @@ Control messages are JSON over a SOCK_SEQPACKET socket, one per packet. The
 server says ``{"op": "ready"}`` once; then the worker sends
 ``{"op": "fork", "token", "scratch"}`` with two fds (the child's
 job socket and the write end of its output pipe) and
-``{"op": "signal", "pid", "signum"}``. The server answers each fork on the
-same socket with ``{"op": "forked", "token", "pid"}`` (or ``"error"``
-instead of ``"pid"``), and later ``{"op": "exited", "pid", "exit_code"}``
-once the child is reaped (negative: killed by that signal). One reader on
-the worker side serves every lease, and a dead server is one EOF.
+``{"op": "signal", "token", "signum"}`` (a child is named by the token of
+its fork request). The server answers each fork on the same socket, once:
+``{"op": "exited", "token", "exit_code"}`` when the child is reaped
+(negative: killed by that signal), or ``{"op": "failed", "token", "error"}``.
+No pid is reported: the worker needs none, and one report fewer per lease
+is one wake-up fewer on each side. One reader on the worker side serves
+every lease, and a dead server is one EOF.
 
 Job socket frames (both ways): ``!II`` header and body lengths, a JSON
 header, the body bytes. The worker parses the child's reply without
@@ -358,7 +360,8 @@ def _job_traceback(error: BaseException) -> str:
 
 def serve(control: socket.socket, limits: dict) -> None:
     """Fork a child per request until the control socket closes, then kill them all."""
-    children: dict[int, str] = {}  # pid -> its scratch dir
+    children: dict[int, tuple[int, str]] = {}  # pid -> its fork request's token, its scratch dir
+    tokens: dict[int, int] = {}  # token -> pid, of the children not yet reaped
     prepare_server(limits)
     # computed once: every lease needs them, the same
     cpu = cpu_limit(limits)
@@ -376,14 +379,14 @@ def serve(control: socket.socket, limits: dict) -> None:
     while True:
         for fd, _ in poller.poll():
             if fd in pidfds:
-                _reap(control, pidfds.pop(fd), fd, children, poller)
+                _reap(control, pidfds.pop(fd), fd, children, tokens, poller)
                 continue
             message, ancillary, _, _ = control.recvmsg(MAX_HEADER_BYTES, fd_space)
             fds = _received_fds(ancillary)
             if not message:
                 _kill_all(children)
                 return
-            pid = _handle(control, orjson.loads(message), fds, children, limits, cpu, open_max)
+            pid = _handle(control, orjson.loads(message), fds, children, tokens, limits, cpu, open_max)
             if pid is not None:
                 # readable once the child has exited: the server needs no SIGCHLD handler
                 pidfd = os.pidfd_open(pid)
@@ -399,11 +402,13 @@ def _received_fds(ancillary) -> list[int]:
     return fds
 
 
-def _handle(control: socket.socket, message: dict, fds: list[int], children: dict[int, str],
-            limits: dict, cpu: tuple[int, int], open_max: int) -> int | None:
+def _handle(control: socket.socket, message: dict, fds: list[int], children: dict[int, tuple[int, str]],
+            tokens: dict[int, int], limits: dict, cpu: tuple[int, int], open_max: int) -> int | None:
     """Act on one request; the pid of the child forked for it, if any."""
     if message["op"] == "signal":
-        _signal(message["pid"], message["signum"], children)
+        pid = tokens.get(message["token"])
+        if pid is not None:  # else reaped already (or never forked): nothing to signal
+            _signal(pid, message["signum"])
         return None
     if len(fds) != 2:
         for fd in fds:
@@ -415,22 +420,20 @@ def _handle(control: socket.socket, message: dict, fds: list[int], children: dic
         pid = os.fork()
     except OSError as e:
         pid = None
-        _report(control, {"op": "forked", "token": message["token"], "error": f"cannot fork: {e}"})
+        _report(control, {"op": "failed", "token": message["token"], "error": f"cannot fork: {e}"})
     if pid == 0:
         child_main(job_fd, output_fd, limits, cpu, open_max)
     os.close(job_fd)
     os.close(output_fd)
     if pid is None:
         return None
-    children[pid] = message["scratch"]
-    _report(control, {"op": "forked", "token": message["token"], "pid": pid})
+    children[pid] = (message["token"], message["scratch"])
+    tokens[message["token"]] = pid
     return pid
 
 
-def _signal(pid: int, signum: int, children: dict) -> None:
-    # only a child not yet reaped: its pid cannot have been reused by anyone else
-    if pid not in children:
-        return
+def _signal(pid: int, signum: int) -> None:
+    # only ever a child not yet reaped: its pid cannot have been reused by anyone else
     try:
         if signum == signal.SIGKILL:
             os.killpg(pid, signum)  # the job and whatever it spawned
@@ -443,23 +446,25 @@ def _signal(pid: int, signum: int, children: dict) -> None:
             pass
 
 
-def _reap(control: socket.socket, pid: int, pidfd: int, children: dict[int, str], poller) -> None:
+def _reap(control: socket.socket, pid: int, pidfd: int, children: dict[int, tuple[int, str]],
+          tokens: dict[int, int], poller) -> None:
     poller.unregister(pidfd)
     os.close(pidfd)
     _, status = os.waitpid(pid, 0)
-    del children[pid]
+    token, _ = children.pop(pid)
+    del tokens[token]
     try:
         os.killpg(pid, signal.SIGKILL)  # leftovers the job spawned into its group
     except OSError:
         pass
-    _report(control, {"op": "exited", "pid": pid, "exit_code": os.waitstatus_to_exitcode(status)})
+    _report(control, {"op": "exited", "token": token, "exit_code": os.waitstatus_to_exitcode(status)})
 
 
-def _kill_all(children: dict[int, str]) -> None:
+def _kill_all(children: dict[int, tuple[int, str]]) -> None:
     # the worker is gone (closed or killed): nobody else will clean up after its jobs
     for pid in children:
-        _signal(pid, signal.SIGKILL, children)
-    for pid, scratch in children.items():
+        _signal(pid, signal.SIGKILL)
+    for pid, (_, scratch) in children.items():
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:

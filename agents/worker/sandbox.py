@@ -12,10 +12,10 @@ of ~65-95 ms for a fresh interpreter that imports dill and orjson again
 The worker side talks to the server over a SOCK_SEQPACKET socket: per lease
 it passes two descriptors (the child's job socket, for the work in and the
 reply out, and the write end of its stdout+stderr pipe), and asks the server
-to signal a child (the server knows whether that pid is still its unreaped
-child, so a recycled pid is never hit). The server reports each child's pid
-and exit code on that same socket, read by one event-loop reader for every
-lease; a lease's own descriptors are read by plain loop callbacks, with no
+to signal a child by the token of its fork request (the server signals only
+a child it has not reaped, so a recycled pid is never hit; the worker never
+needs a pid). The server reports each child's exit code on that same
+socket, read by one event-loop reader for every lease; a lease's own descriptors are read by plain loop callbacks, with no
 streams or tasks of its own, because on a tiny lease that overhead was the
 worker's whole cost. The child's reply is a JSON header plus raw bytes: the
 worker never unpickles anything a job produced.
@@ -45,8 +45,6 @@ from common.errors import MarketError
 
 #: seconds the fork server may take to import everything and say it is ready
 START_TIMEOUT = 30.0
-#: seconds to wait for the server to fork a child
-FORK_TIMEOUT = 10.0
 #: seconds to wait, after a child exited, for the rest of its reply and output
 #: (a process it spawned and detached may hold the sockets open forever)
 DRAIN_GRACE = 1.0
@@ -157,19 +155,20 @@ class Sandbox:
         after ``stop`` is set; past ``hard_deadline`` (a ``time.monotonic()``
         value) the child is killed.
         """
-        log = self._log.bind(lease_id=work.lease_id, job_id=work.job_id)
         self.start()
         started = time.monotonic()
         scratch = self._scratch.make()
         try:
             outcome = await self._run_in(self._server, work, stop, hard_deadline, scratch, started)
         except SandboxError as e:
-            log.error("sandbox.failed", error=str(e))
+            self._log.error("sandbox.failed", lease_id=work.lease_id, job_id=work.job_id, error=str(e))
             outcome = errored(str(e), None, "", 0, time.monotonic() - started)
         finally:
             self._scratch.remove(scratch)
-        log.debug("sandbox.ran", status=outcome.status, exit_code=outcome.exit_code,
-                  safe_points=outcome.safe_points, seconds=round(outcome.seconds, 4))
+        # the ids passed, not bound: a bound logger per lease cost more than this log line
+        self._log.debug("sandbox.ran", lease_id=work.lease_id, job_id=work.job_id, status=outcome.status,
+                        exit_code=outcome.exit_code, safe_points=outcome.safe_points,
+                        seconds=round(outcome.seconds, 4))
         return outcome
 
     async def _run_in(self, server, work, stop, hard_deadline, scratch, started) -> Outcome:
@@ -203,7 +202,7 @@ class _Lease:
     """The worker's end of one child: its sockets, read by event-loop callbacks, and how it ended.
 
     No streams and no tasks: a tiny lease is mostly this overhead. The fork
-    server's reader calls :meth:`forked` and :meth:`exited`; ``ended`` is done
+    server's reader calls :meth:`exited` (or :meth:`fail`); ``ended`` is done
     once the child exited and its reply and output are in (or the grace period
     for them passed), and fails with :class:`SandboxError` when the sandbox does.
     """
@@ -219,16 +218,14 @@ class _Lease:
         self.reply_bytes = bytearray()
         self.reply_error: str | None = None
         self.unsent = memoryview(_work_frame(work))
-        self.token: int | None = None  # the fork request's, chosen by the server side
-        self.pid: int | None = None
+        self.token: int | None = None  # names the child to the fork server: the worker never needs its pid
         self.exit_code: int | None = None
         self.killed = False
         self.ended = loop.create_future()
         self.open_streams = 2  # the reply and the output, until each is complete or at EOF
-        self.stop_pending = False
         loop.add_reader(self.job.fileno(), self._read_reply)
         loop.add_reader(self.output_fd, self._read_output)
-        self._timer = loop.call_later(FORK_TIMEOUT, self.fail, "no pid from the fork server: timeout")
+        self._timer = loop.call_later(max(0.0, hard_deadline - time.monotonic()), self._kill_at_deadline)
 
     def child_fds(self) -> list[int]:
         return [self.child_job.fileno(), self.child_output]
@@ -238,14 +235,6 @@ class _Lease:
         self.child_job.close()
         os.close(self.child_output)
         self.child_output = -1
-
-    def forked(self, pid: int) -> None:
-        """The server forked the child: it can be signalled, and killed at the hard deadline."""
-        self._timer.cancel()
-        self.pid = pid
-        self._timer = self.loop.call_later(max(0.0, self.hard_deadline - time.monotonic()), self._kill_at_deadline)
-        if self.stop_pending:
-            self.request_stop()
 
     def exited(self, exit_code: int) -> None:
         """The server reaped the child."""
@@ -258,15 +247,17 @@ class _Lease:
             self._end()
 
     def request_stop(self) -> None:
-        """Ask the child to checkpoint at its next safe point (once it exists)."""
-        if self.pid is None:
-            self.stop_pending = True
-        elif self.exit_code is None:
-            self.server.signal(self.pid, signal.SIGUSR1)
+        """Ask the child to checkpoint at its next safe point.
+
+        Sent right away even if the server has not forked it yet: it reads
+        its control socket in order, so the fork comes first.
+        """
+        if self.exit_code is None:
+            self.server.signal(self.token, signal.SIGUSR1)
 
     def kill(self) -> None:
-        if self.pid is not None and self.exit_code is None:
-            self.server.signal(self.pid, signal.SIGKILL)
+        if self.token is not None and self.exit_code is None:
+            self.server.signal(self.token, signal.SIGKILL)
 
     def fail(self, error: str) -> None:
         """The sandbox (not the job) failed this lease."""
@@ -303,8 +294,8 @@ class _Lease:
 
     def _kill_at_deadline(self) -> None:
         self.killed = True
-        self.server.signal(self.pid, signal.SIGKILL)
-        self._timer = self.loop.call_later(KILL_GRACE, self.fail, f"job process {self.pid} did not die after SIGKILL")
+        self.server.signal(self.token, signal.SIGKILL)
+        self._timer = self.loop.call_later(KILL_GRACE, self.fail, "the job process did not die after SIGKILL")
 
     def send_work(self) -> None:
         """Send (the rest of) the work frame, then EOF; a writer callback takes what the socket cannot hold."""
@@ -550,10 +541,11 @@ def _remove_tree(path: str) -> None:
 class _ForkServer:
     """The worker's end of the fork server's control socket.
 
-    Requests go one way (fork, signal); the server's reports (a child's pid
-    after the fork, its exit code once reaped) come back on the same socket,
-    read by one event-loop reader for all the leases of this server. EOF
-    there means the server died: every lease still waiting fails.
+    Requests go one way (fork, signal), each naming its child by the token
+    of its fork request; the server's reports (a child's exit code once
+    reaped, or why it could not fork) come back on the same socket, read by
+    one event-loop reader for all the leases of this server. EOF there means
+    the server died: every lease still waiting fails.
     """
 
     def __init__(self, process: subprocess.Popen, control: socket.socket):
@@ -561,8 +553,7 @@ class _ForkServer:
         self.control = control
         self._send_lock = threading.Lock()  # one packet per message, whoever sends
         self._tokens = itertools.count()
-        self._forking: dict[int, _Lease] = {}  # fork request token -> lease, until the pid comes
-        self._running: dict[int, _Lease] = {}  # pid -> lease, until the exit code comes
+        self._leases: dict[int, _Lease] = {}  # fork request token -> lease, until its child is reaped
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
 
@@ -606,29 +597,27 @@ class _ForkServer:
         return cls(process, ours)
 
     def fork(self, lease: _Lease, scratch: str) -> None:
-        """Ask for a child for ``lease``; the server's reports reach the lease's ``forked``/``exited``."""
+        """Ask for a child for ``lease``; the server's report on it reaches ``lease.exited`` (or ``fail``)."""
         self._attach(lease.loop)
         lease.token = next(self._tokens)
-        self._forking[lease.token] = lease
+        self._leases[lease.token] = lease
         try:
             self._send({"op": "fork", "token": lease.token, "scratch": scratch}, lease.child_fds())
-            # the socket holds the work until the child reads it: no need to wait for the pid
+            # the socket holds the work until the child reads it: nothing to wait for
             lease.send_work()
         finally:
             lease.handed_over()
 
-    def signal(self, pid: int, signum: int) -> None:
-        """Ask the server to signal its child ``pid`` (SIGKILL: its whole group)."""
+    def signal(self, token: int, signum: int) -> None:
+        """Ask the server to signal the child of fork request ``token`` (SIGKILL: its whole group)."""
         try:
-            self._send({"op": "signal", "pid": pid, "signum": int(signum)})
+            self._send({"op": "signal", "token": token, "signum": int(signum)})
         except SandboxError:
             pass  # the server is gone, and with it its children
 
     def forget(self, lease: _Lease) -> None:
         """The lease is over: reports about it are no longer wanted."""
-        if lease.pid is not None:
-            self._running.pop(lease.pid, None)
-        self._forking.pop(lease.token, None)
+        self._leases.pop(lease.token, None)
 
     def close(self) -> None:
         """EOF on the control socket makes the server kill its children and exit."""
@@ -671,27 +660,19 @@ class _ForkServer:
             self._report(orjson.loads(packet))
 
     def _report(self, message: dict) -> None:
-        if message["op"] == "forked":
-            lease = self._forking.pop(message["token"], None)
-            if "error" in message:
-                if lease is not None:
-                    lease.fail(message["error"])
-            elif lease is None:
-                self.signal(message["pid"], signal.SIGKILL)  # its lease gave up waiting
-            else:
-                self._running[message["pid"]] = lease
-                lease.forked(message["pid"])
-        elif message["op"] == "exited":
-            lease = self._running.pop(message["pid"], None)
-            if lease is not None:
-                lease.exited(message["exit_code"])
+        lease = self._leases.pop(message["token"], None)
+        if lease is None:
+            return  # a lease that gave up (it asked for a kill as it went)
+        if message["op"] == "exited":
+            lease.exited(message["exit_code"])
+        else:
+            lease.fail(message["error"])
 
     def _server_stopped(self) -> None:
         self._stopped = True
         self._detach()
-        leases = [*self._forking.values(), *self._running.values()]
-        self._forking.clear()
-        self._running.clear()
+        leases = list(self._leases.values())
+        self._leases.clear()
         for lease in leases:
             lease.fail("the fork server stopped")
 
