@@ -4,14 +4,14 @@ Started once per :class:`agents.worker.sandbox.Sandbox` with an environment
 holding only PATH and LANG and the sandbox's limits, it pre-imports pickle,
 orjson and the package format (dill only when a job needs it), then waits
 on its control socket. Per job it receives two file descriptors (the job's
-socket and its output pipe) and forks. The
-child drops everything of the server (fds, signal handlers, session), applies
-the resource limits, moves into the scratch directory with a secret-free
-environment, reads the work from its socket, runs it and writes the reply.
+socket and its output pipe) and forks. The child sets its CPU limit, leads
+its own session, keeps only fds 0-3, reads the work from its socket, runs
+it and writes the reply.
 
 Why fork from here: a fresh interpreter costs ~60 ms of start-up and imports
-per lease; a fork of this warm process costs ~1 ms and still gives each job
-a process of its own. The server never reads job data (the child reads it
+per lease; a fork of this warm process costs ~2.5 ms of CPU in all (server,
+child and worker side: bench/sandbox.py) and still gives each job a process
+of its own. The server never reads job data (the child reads it
 after the fork), so no job's bytes linger in memory a later child inherits.
 
 What is the same for every child is done once, in the server, and inherited
@@ -20,9 +20,9 @@ the stdout/stderr objects, the SIGUSR1 handler, the core/memory/file-size
 limits, and a warm-up run of the child's code path (:func:`warm_up`); just
 before each fork the server enters the lease's scratch directory
 (:func:`enter_scratch`). A child then does only what is its own: its CPU
-limit, its session and descriptors. Each
-step a child takes costs page faults on memory it shares with the server,
-and that was most of a tiny lease's CPU. The server learns that a child
+limit, its session and descriptors. Each step a child takes costs page
+faults on memory it shares with the server, and that was most of a tiny
+lease's CPU. The server learns that a child
 ended from a pidfd, so it has no SIGCHLD handler a child must undo.
 
 Control messages are JSON over a SOCK_SEQPACKET socket, one per packet. The

@@ -5,9 +5,9 @@ Design: a :class:`Sandbox` starts one fork server (``forkserver.py``) with
 never holds the worker's secrets. Per lease the server forks a fresh child
 from its warm interpreter (pickle, orjson already imported): each job
 gets a process of its own, with resource limits, its own session, a scratch
-directory and a secret-free environment, for ~4 ms per tiny lease instead
-of ~65-95 ms for a fresh interpreter that imports dill and orjson again
-(bench/sandbox.py).
+directory and a secret-free environment, for ~2.5 ms of CPU per tiny lease
+(server + child + worker side) instead of ~65-95 ms for a fresh interpreter
+that imports everything again (bench/sandbox.py).
 
 The worker side talks to the server over a SOCK_SEQPACKET socket: per lease
 it passes two descriptors (the child's job socket, for the work in and the
