@@ -1,6 +1,7 @@
 """Sandbox benchmark: cost of a tiny lease, and pickle vs dill on plain data.
 
     .venv/bin/python bench/sandbox.py [--leases 200] [--fresh-leases 40] [--state-mb 1]
+    .venv/bin/python bench/sandbox.py --cpu-only [--cpu-leases 500] [--cpu-rounds 3]
 
 1. Per-lease overhead: a trivial job (returns at once) run through
    ``Sandbox.run`` (fork server: a warm process forks a fresh child per
@@ -8,7 +9,12 @@
    (``forkserver.py --once``: the same child code, the same limits, the same
    frames, but paying interpreter start-up and the dill/orjson imports every
    time). Prints ms per lease for both and the ratio.
-2. State codec: encode + decode of a ~1 MB plain-data state with pickle
+2. CPU per tiny lease, split by process: the fork server itself, its
+   forked children (reaped, so counted in its cutime/cstime) and the worker
+   side (this process: Sandbox.run's asyncio code). Wall time moves with
+   whatever else runs on a small shared machine; CPU time does not, so this
+   is the figure to compare before/after a change (median of several rounds).
+3. State codec: encode + decode of a ~1 MB plain-data state with pickle
    (protocol 5) and with dill, best of several rounds; prints ms for both
    and the ratio.
 """
@@ -19,7 +25,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import pickle
+import resource
 import shutil
 import socket
 import statistics
@@ -41,6 +49,10 @@ from agents.worker.sandbox import Limits, Sandbox, Work  # noqa: E402
 from contracts.package import dumps_state  # noqa: E402
 
 TRIVIAL_JOB = b"def run(state):\n    return state + 1\n"
+#: ms of CPU per tiny lease before the sandbox-speed work (commit ec662da, this
+#: benchmark, 2-core VM): server, child, worker side; and the bar, in all
+CPU_BEFORE_MS = {"server": 0.82, "child": 2.02, "worker": 1.10}
+CPU_TARGET_MS = 2.0
 
 
 def trivial_work(index: int) -> Work:
@@ -64,6 +76,51 @@ async def time_fork_server(limits: Limits, leases: int) -> list[float]:
     return times
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> tuple[float, float, int]:
+    """(own CPU seconds, CPU seconds of its reaped children, their minor page faults) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        text = stat.read()
+    # the command name may hold spaces: count fields after its closing paren
+    fields = text[text.rindex(")") + 2:].split()
+    utime, stime, cutime, cstime = (int(field) for field in fields[11:15])
+    return (utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS, int(fields[8])
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def cpu_split(limits: Limits, leases: int, rounds: int) -> dict[str, float]:
+    """Median ms of CPU per tiny lease over ``rounds``: fork server, its children, worker side.
+
+    Also ``child_faults``: minor page faults per child, the copy-on-write
+    that most of a child's CPU goes to; it moves far less with the machine's load.
+    """
+    samples = {"server": [], "child": [], "worker": [], "child_faults": []}
+    with Sandbox(limits) as sandbox:
+        stop = asyncio.Event()
+        for index in range(20):  # warm-up: first leases fault in code paths
+            await sandbox.run(trivial_work(index), stop, time.monotonic() + 30)
+        server_pid = sandbox._server.process.pid
+        for _ in range(rounds):
+            server_before, children_before, faults_before = process_cpu(server_pid)
+            worker_before = own_cpu()
+            for index in range(leases):
+                outcome = await sandbox.run(trivial_work(index), stop, time.monotonic() + 30)
+                assert outcome.status == "finished", outcome
+            worker_after = own_cpu()
+            server_after, children_after, faults_after = process_cpu(server_pid)
+            samples["server"].append((server_after - server_before) / leases * 1000)
+            samples["child"].append((children_after - children_before) / leases * 1000)
+            samples["worker"].append((worker_after - worker_before) / leases * 1000)
+            samples["child_faults"].append((faults_after - faults_before) / leases)
+    return {part: statistics.median(values) for part, values in samples.items()}
+
+
 def run_fresh_interpreter(limits: Limits, work: Work) -> dict:
     """One lease in a freshly spawned interpreter; the reply header."""
     scratch = tempfile.mkdtemp(prefix="market-bench-")
@@ -78,7 +135,7 @@ def run_fresh_interpreter(limits: Limits, work: Work) -> dict:
         header = {"entry": work.entry, "kind": work.kind, "module_sha256": work.module_sha256,
                   "module_bytes": len(work.module_source), "budget_seconds": work.budget_seconds}
         ours.sendall(forkserver.encode_frame(header, work.module_source + work.state))
-        reply, _ = forkserver.read_frame(ours, limits.blob_bytes)
+        reply, _ = forkserver.read_frame(ours.fileno(), limits.blob_bytes)
         process.wait()
         return reply
     finally:
@@ -118,14 +175,32 @@ def time_codec(module, state, rounds: int) -> tuple[float, int]:
     return min(times), len(data)
 
 
+def print_cpu_split(limits: Limits, options) -> None:
+    split = asyncio.run(cpu_split(limits, options.cpu_leases, options.cpu_rounds))
+    print(f"CPU per tiny lease: server {split['server']:.3f} ms + child {split['child']:.3f} ms"
+          f" + worker side {split['worker']:.3f} ms = {split['server'] + split['child'] + split['worker']:.3f} ms"
+          f" (median of {options.cpu_rounds} x {options.cpu_leases} leases; {split['child_faults']:.0f} page faults"
+          f" per child)")
+    before = CPU_BEFORE_MS
+    print(f"  before (ec662da): server {before['server']:.2f} + child {before['child']:.2f} + worker side"
+          f" {before['worker']:.2f} = {sum(before.values()):.2f} ms; target <= {CPU_TARGET_MS:.1f} ms"
+          f" (CPU moves with the machine's load: compare runs made back to back)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leases", type=int, default=200, help="tiny leases through the fork server")
     parser.add_argument("--fresh-leases", type=int, default=40, help="tiny leases in fresh interpreters")
+    parser.add_argument("--cpu-leases", type=int, default=500, help="tiny leases per CPU-split round")
+    parser.add_argument("--cpu-rounds", type=int, default=3, help="rounds of the CPU split (median)")
+    parser.add_argument("--cpu-only", action="store_true", help="print only the CPU split (quick A/B runs)")
     parser.add_argument("--state-mb", type=float, default=1.0, help="size of the plain-data state")
     options = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     limits = Limits(cpu_seconds=10)
+    if options.cpu_only:
+        print_cpu_split(limits, options)
+        return
 
     forked = asyncio.run(time_fork_server(limits, options.leases))
     fresh = time_fresh_interpreter(limits, options.fresh_leases)
@@ -134,6 +209,7 @@ def main() -> None:
           f" p90 {sorted(forked)[int(len(forked) * 0.9)] * 1000:.2f} ms)")
     print(f"tiny lease, fresh interpreter : {fresh_ms:7.2f} ms median ({options.fresh_leases} leases)")
     print(f"fresh interpreter / fork server: {fresh_ms / fork_ms:.1f}x")
+    print_cpu_split(limits, options)
 
     state = plain_state(options.state_mb)
     pickle_seconds, pickle_size = time_codec(pickle, state, 15)

@@ -1,35 +1,41 @@
 """The fork server: one clean Python process that forks a fresh child per job.
 
 Started once per :class:`agents.worker.sandbox.Sandbox` with an environment
-holding only PATH and LANG, it pre-imports pickle, dill, orjson and the
-package format, then waits on its control socket. Per job it receives two
-file descriptors (the job's socket and its output socket) and forks. The
-child drops everything of the server (fds, signal handlers, session), applies
-the resource limits, moves into the scratch directory with a secret-free
-environment, reads the work from its socket, runs it and writes the reply.
+holding only PATH and LANG and the sandbox's limits, it pre-imports pickle,
+orjson and the package format (dill only when a job needs it), then waits
+on its control socket. Per job it receives two file descriptors (the job's
+socket and its output pipe) and forks. The child sets its CPU limit, leads
+its own session, keeps only fds 0-3, reads the work from its socket, runs
+it and writes the reply.
 
 Why fork from here: a fresh interpreter costs ~60 ms of start-up and imports
-per lease; a fork of this warm process costs ~1 ms and still gives each job
-a process of its own. The server never reads job data (the child reads it
+per lease; a fork of this warm process costs ~2.5 ms of CPU in all (server,
+child and worker side: bench/sandbox.py) and still gives each job a process
+of its own. The server never reads job data (the child reads it
 after the fork), so no job's bytes linger in memory a later child inherits.
 
 What is the same for every child is done once, in the server, and inherited
 (:func:`prepare_server`): the non-dumpable flag, the secret-free environment,
-the stdout/stderr objects, the SIGUSR1 handler (blocked in the server). A
-child then does only what is its own: session, descriptors, limits, scratch
-directory. Each step a child takes costs page faults on memory it shares with
-the server, and that was most of a tiny lease's CPU. The server learns that
-a child ended from a pidfd, so it has no SIGCHLD handler a child must undo.
+the stdout/stderr objects, the SIGUSR1 handler, the core/memory/file-size
+limits, and a warm-up run of the child's code path (:func:`warm_up`); just
+before each fork the server enters the lease's scratch directory
+(:func:`enter_scratch`). A child then does only what is its own: its CPU
+limit, its session and descriptors. Each step a child takes costs page
+faults on memory it shares with the server, and that was most of a tiny
+lease's CPU. The server learns that a child
+ended from a pidfd, so it has no SIGCHLD handler a child must undo.
 
 Control messages are JSON over a SOCK_SEQPACKET socket, one per packet. The
 server says ``{"op": "ready"}`` once; then the worker sends
-``{"op": "fork", "scratch", "limits"}`` with three fds (the child's job and
-output sockets, and the server's end of a status socket) and
-``{"op": "signal", "pid", "signum"}``. Each job's status socket gets JSON
-lines: ``{"pid": n}`` after the fork (or ``{"error": "..."}``), then
-``{"exit_code": n}`` once the child is reaped (negative: killed by that
-signal), and is closed. So every lease reads only its own sockets, and a
-dead server shows as EOF on all of them.
+``{"op": "fork", "token", "scratch"}`` with two fds (the child's
+job socket and the write end of its output pipe) and
+``{"op": "signal", "token", "signum"}`` (a child is named by the token of
+its fork request). The server answers each fork on the same socket, once:
+``{"op": "exited", "token", "exit_code"}`` when the child is reaped
+(negative: killed by that signal), or ``{"op": "failed", "token", "error"}``.
+No pid is reported: the worker needs none, and one report fewer per lease
+is one wake-up fewer on each side. One reader on the worker side serves
+every lease, and a dead server is one EOF.
 
 Job socket frames (both ways): ``!II`` header and body lengths, a JSON
 header, the body bytes. The worker parses the child's reply without
@@ -37,13 +43,16 @@ unpickling anything.
 """
 from __future__ import annotations
 
+from _signal import pthread_sigmask as c_pthread_sigmask  # see _isolate
 import ctypes
 import gc
+import hashlib
 import inspect
 import io
+import linecache
 import os
 import resource
-import selectors
+import select
 import shutil
 import signal
 import socket
@@ -72,6 +81,8 @@ import random  # noqa: E402,F401
 
 import orjson  # noqa: E402
 
+#: bytes of one descriptor in SCM_RIGHTS ancillary data
+FD_SIZE = struct.calcsize("i")
 #: frame prefix on the job socket: header length, body length
 FRAME = struct.Struct("!II")
 #: largest JSON header of a frame, and largest control message
@@ -84,6 +95,9 @@ SETUP_FAILED = 70
 #: the job socket's fd number in the child
 JOB_FD = 3
 PR_SET_DUMPABLE = 4
+#: blocked in the server, unblocked by each child once it is set up (plain ints: no enum touched in a child)
+STOP_SIGNALS = (int(signal.SIGUSR1),)
+SIG_UNBLOCK = int(signal.SIG_UNBLOCK)
 
 
 def server_environment() -> dict[str, str]:
@@ -97,20 +111,27 @@ def encode_frame(header: dict, body: bytes = b"") -> bytes:
     return FRAME.pack(len(encoded), len(body)) + encoded + body
 
 
-def read_frame(channel: socket.socket, max_body: int) -> tuple[dict, bytes]:
-    """Read one frame from a blocking socket (the child's side)."""
-    header_size, body_size = FRAME.unpack(_read_exactly(channel, FRAME.size))
+def read_frame(fd: int, max_body: int) -> tuple[dict, bytes]:
+    """Read one frame from a blocking descriptor (the child's side)."""
+    # one read usually gets a small frame whole
+    data = os.read(fd, 65536)
+    if len(data) < FRAME.size:
+        data += _read_exactly(fd, FRAME.size - len(data))
+    header_size, body_size = FRAME.unpack_from(data)
     if header_size > MAX_HEADER_BYTES or body_size > max_body:
         raise ValueError(f"frame of {header_size}+{body_size} bytes is over the limit")
-    header = orjson.loads(_read_exactly(channel, header_size))
-    return header, _read_exactly(channel, body_size)
+    size = FRAME.size + header_size + body_size
+    if len(data) < size:
+        data += _read_exactly(fd, size - len(data))
+    view = memoryview(data)
+    return orjson.loads(view[FRAME.size:FRAME.size + header_size]), data[FRAME.size + header_size:size]
 
 
-def _read_exactly(channel: socket.socket, size: int) -> bytes:
+def _read_exactly(fd: int, size: int) -> bytes:
     buffer = bytearray(size)
     view, got = memoryview(buffer), 0
     while got < size:
-        count = channel.recv_into(view[got:])
+        count = os.readv(fd, [view[got:]])
         if not count:
             raise EOFError(f"the worker closed the job socket after {got} of {size} bytes")
         got += count
@@ -148,15 +169,21 @@ def set_not_dumpable() -> bool:
     return True
 
 
-def prepare_server() -> None:
+def prepare_server(limits: dict) -> None:
     """Set up, once, what every child inherits as it is.
 
     The server is non-dumpable (the flag survives fork), so other jobs under
     the same uid cannot read a job's memory via /proc/<pid>/mem; its
     environment is exactly the jobs' (HOME aside); stdout and stderr are the
     text streams a job writes to (a child points fds 1 and 2 at its output
-    socket); SIGUSR1 stops a job at its next safe point, and stays blocked
-    here until a child unblocks it.
+    pipe); SIGUSR1 stops a job at its next safe point, and stays blocked
+    here until a child unblocks it: a stop that reaches a child before
+    Python's after-fork reset of its signal flags then waits instead of
+    being lost, and one sent to the server stays pending there (pending
+    signals are not inherited), reaching no job. The limits on core dumps,
+    memory and file size hold for the server too (it needs little of any),
+    so children inherit them; the CPU limit cannot: the server's own CPU
+    time accumulates, so each child sets :func:`cpu_limit` on itself first.
     """
     set_not_dumpable()
     os.environ.clear()
@@ -167,21 +194,53 @@ def prepare_server() -> None:
         )
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     signal.signal(signal.SIGUSR1, LEASE.request_stop)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for which, key in ((resource.RLIMIT_AS, "memory_bytes"), (resource.RLIMIT_FSIZE, "file_bytes")):
+        resource.setrlimit(which, _within_hard_limit(which, limits[key], limits[key]))
 
 
-def child_main(request: dict, job_fd: int, output_fd: int) -> None:
-    """Isolate this freshly forked process, run one job, reply, and ``_exit``. Never returns."""
+def _within_hard_limit(which: int, soft: int, hard: int) -> tuple[int, int]:
+    # never above the limits the worker itself runs under: raising those is refused
+    _, current_hard = resource.getrlimit(which)
+    if current_hard != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current_hard), min(hard, current_hard)
+    return soft, hard
+
+
+def cpu_limit(limits: dict) -> tuple[int, int]:
+    """RLIMIT_CPU of a child: soft -> SIGXCPU ("CPU time limit exceeded"), hard, 1 s later -> SIGKILL."""
+    return _within_hard_limit(resource.RLIMIT_CPU, limits["cpu_seconds"], limits["cpu_seconds"] + 1)
+
+
+def enter_scratch(scratch: str) -> None:
+    """Make ``scratch`` the cwd, HOME and temporary directory that the next child inherits.
+
+    Done in the server just before the fork: in the child the same steps
+    would copy (page fault) the memory they touch, on every lease. glibc's
+    setenv keeps every distinct value it was ever given, so the worker side
+    reuses scratch paths (one per concurrent lease) to keep that bounded.
+    """
+    os.chdir(scratch)
+    os.environ["HOME"] = scratch  # the rest of the environment is the server's: PATH and LANG
+    tempfile.tempdir = scratch
+
+
+def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], open_max: int) -> None:
+    """Isolate this freshly forked process, run one job, reply, and ``_exit``. Never returns.
+
+    Everything the same for every child was done in the server (``prepare_server``,
+    ``enter_scratch``): as little Python as
+    possible runs here before and after the job, since each page it touches is copied.
+    """
     code = SETUP_FAILED
     try:
-        _isolate(request, job_fd, output_fd)
-        channel = socket.socket(fileno=JOB_FD)
-        limits = request["limits"]
-        header, body = read_frame(channel, max_body=2 * limits["blob_bytes"] + MAX_HEADER_BYTES)
+        _isolate(job_fd, output_fd, cpu, open_max)
+        header, body = read_frame(JOB_FD, max_body=2 * limits["blob_bytes"] + MAX_HEADER_BYTES)
         reply, reply_body = run_job(header, body, LEASE, limits["blob_bytes"])
         code = 1 if reply["status"] == "errored" else 0
-        channel.sendall(encode_frame(reply, reply_body))
+        _write_all(JOB_FD, encode_frame(reply, reply_body))
     except BaseException:  # noqa: BLE001 - the child must reach _exit whatever happens
         code = SETUP_FAILED
         traceback.print_exc()
@@ -194,44 +253,54 @@ def child_main(request: dict, job_fd: int, output_fd: int) -> None:
         os._exit(code)  # never run the server's cleanup in the child
 
 
-def _isolate(request: dict, job_fd: int, output_fd: int) -> None:
+def _isolate(job_fd: int, output_fd: int, cpu: tuple[int, int], open_max: int) -> None:
+    # first: the work may be waiting on the job socket already
+    resource.setrlimit(resource.RLIMIT_CPU, cpu)
     # its own session and process group, so a kill reaches whatever it spawns
     os.setsid()
-    _own_descriptors(job_fd, output_fd)
-    limits = request["limits"]
-    _limit(resource.RLIMIT_CORE, 0, 0)
-    # soft limit -> SIGXCPU (reported as "CPU time limit exceeded"); hard, 1 s later -> SIGKILL
-    _limit(resource.RLIMIT_CPU, limits["cpu_seconds"], limits["cpu_seconds"] + 1)
-    _limit(resource.RLIMIT_AS, limits["memory_bytes"], limits["memory_bytes"])
-    _limit(resource.RLIMIT_FSIZE, limits["file_bytes"], limits["file_bytes"])
-    scratch = request["scratch"]
-    os.chdir(scratch)
-    os.environ["HOME"] = scratch  # the rest of the environment is the server's: PATH and LANG
-    tempfile.tempdir = scratch
-    # the server blocks SIGUSR1 so a stop sent before this point waits instead of killing us
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
-
-
-def _limit(which: int, soft: int, hard: int) -> None:
-    # never above the limits the worker itself runs under: raising those is refused
-    _, current_hard = resource.getrlimit(which)
-    if current_hard != resource.RLIM_INFINITY:
-        soft, hard = min(soft, current_hard), min(hard, current_hard)
-    resource.setrlimit(which, (soft, hard))
-
-
-def _own_descriptors(job_fd: int, output_fd: int) -> None:
-    # stdout and stderr go to the output socket (sys.stdout and sys.stderr
-    # already write to fds 1 and 2), stdin is empty, the job socket becomes
-    # fd 3, and every other fd of the server is closed: the control socket
-    # above all, which could otherwise signal other jobs
+    # stdout and stderr go to the output pipe (sys.stdout and sys.stderr
+    # already write to fds 1 and 2), stdin is the server's /dev/null, the job
+    # socket becomes fd 3, and every other fd of the server is closed: the
+    # control socket above all, which could otherwise signal other jobs
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
     if job_fd != JOB_FD:
         os.dup2(job_fd, JOB_FD)
-    os.closerange(JOB_FD + 1, max(os.sysconf("SC_OPEN_MAX"), 65536))
+    os.closerange(JOB_FD + 1, open_max)
+    # the C function, not signal.pthread_sigmask: that one turns the old mask
+    # into a set of enums, and those ~30 page faults were a tenth of a child's
+    c_pthread_sigmask(SIG_UNBLOCK, STOP_SIGNALS)
+
+
+#: the server's own job, run once at start (it is no job's data)
+WARM_UP_SOURCE = b"def run(state):\n    yield state\n    return [state]\n"
+
+
+def warm_up(blob_bytes: int) -> None:
+    """Run a job of the server's own through the child's code path, once.
+
+    What initializes itself on first use (OpenSSL's sha256, the regex and
+    compiler caches, pickle, orjson) then exists in the server, shared,
+    instead of being built again, page by page, in every child.
+    """
+    sha256 = hashlib.sha256(WARM_UP_SOURCE).hexdigest()
+    header = {"entry": "run", "kind": "generator", "module_sha256": sha256,
+              "module_bytes": len(WARM_UP_SOURCE), "budget_seconds": 60.0}
+    frame = encode_frame(header, WARM_UP_SOURCE + package.dumps_state(1))
+    header_size = FRAME.unpack_from(frame)[0]
+    reply, body = run_job(orjson.loads(frame[FRAME.size:FRAME.size + header_size]),
+                          frame[FRAME.size + header_size:], LeaseControl(), blob_bytes)
+    encode_frame(reply, body)
+    # children must not find it: a job's module namespace starts empty of ours
+    name = package.module_name(sha256)
+    sys.modules.pop(name, None)
+    linecache.cache.pop(f"{name}.py", None)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -> tuple[dict, bytes]:
@@ -289,57 +358,82 @@ def _job_traceback(error: BaseException) -> str:
 # -- the server --------------------------------------------------------------
 
 
-def serve(control: socket.socket) -> None:
+def serve(control: socket.socket, limits: dict) -> None:
     """Fork a child per request until the control socket closes, then kill them all."""
-    children: dict[int, tuple[int, str]] = {}  # pid -> the fd of its status socket, its scratch dir
-    prepare_server()
+    children: dict[int, tuple[int, str]] = {}  # pid -> its fork request's token, its scratch dir
+    tokens: dict[int, int] = {}  # token -> pid, of the children not yet reaped
+    prepare_server(limits)
+    # computed once: every lease needs them, the same
+    cpu = cpu_limit(limits)
+    open_max = max(os.sysconf("SC_OPEN_MAX"), 65536)
+    warm_up(limits["blob_bytes"])
+    gc.collect()  # nothing the warm-up left behind gets frozen, or copied into children
     gc.freeze()  # the imported modules stay shared with the children instead of being copied
     control.send(orjson.dumps({"op": "ready"}))
-    with selectors.DefaultSelector() as selector:
-        selector.register(control, selectors.EVENT_READ)
-        while True:
-            for key, _ in selector.select():
-                if key.fileobj is not control:
-                    _reap(key.data, key.fd, children, selector)
-                    continue
-                message, fds, _, _ = socket.recv_fds(control, MAX_HEADER_BYTES, 3)
-                if not message:
-                    _kill_all(children)
-                    return
-                _handle(orjson.loads(message), fds, children, selector)
+    # epoll and recvmsg themselves, not selectors and recv_fds: less Python per lease
+    # in the server, and so fewer of its pages to copy again after each fork
+    poller = select.epoll()
+    poller.register(control.fileno(), select.EPOLLIN)
+    pidfds: dict[int, int] = {}  # pidfd -> pid
+    fd_space = socket.CMSG_SPACE(2 * FD_SIZE)
+    while True:
+        for fd, _ in poller.poll():
+            if fd in pidfds:
+                _reap(control, pidfds.pop(fd), fd, children, tokens, poller)
+                continue
+            message, ancillary, _, _ = control.recvmsg(MAX_HEADER_BYTES, fd_space)
+            fds = _received_fds(ancillary)
+            if not message:
+                _kill_all(children)
+                return
+            pid = _handle(control, orjson.loads(message), fds, children, tokens, limits, cpu, open_max)
+            if pid is not None:
+                # readable once the child has exited: the server needs no SIGCHLD handler
+                pidfd = os.pidfd_open(pid)
+                pidfds[pidfd] = pid
+                poller.register(pidfd, select.EPOLLIN)
 
 
-def _handle(message: dict, fds: list[int], children: dict[int, tuple[int, str]], selector) -> None:
+def _received_fds(ancillary) -> list[int]:
+    fds = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += struct.unpack(f"{len(data) // FD_SIZE}i", data[: len(data) - len(data) % FD_SIZE])
+    return fds
+
+
+def _handle(control: socket.socket, message: dict, fds: list[int], children: dict[int, tuple[int, str]],
+            tokens: dict[int, int], limits: dict, cpu: tuple[int, int], open_max: int) -> int | None:
+    """Act on one request; the pid of the child forked for it, if any."""
     if message["op"] == "signal":
-        _signal(message["pid"], message["signum"], children)
-        return
-    if len(fds) != 3:
+        pid = tokens.get(message["token"])
+        if pid is not None:  # else reaped already (or never forked): nothing to signal
+            _signal(pid, message["signum"])
+        return None
+    if len(fds) != 2:
         for fd in fds:
             os.close(fd)
-        return  # not a request the worker side sends: nobody to answer
-    job_fd, output_fd, status_fd = fds
+        return None  # not a request the worker side sends: nobody to answer
+    job_fd, output_fd = fds
     try:
+        enter_scratch(message["scratch"])
         pid = os.fork()
     except OSError as e:
         pid = None
-        _report(status_fd, {"error": f"fork failed: {e}"})
+        _report(control, {"op": "failed", "token": message["token"], "error": f"cannot fork: {e}"})
     if pid == 0:
-        child_main(message, job_fd, output_fd)
+        child_main(job_fd, output_fd, limits, cpu, open_max)
     os.close(job_fd)
     os.close(output_fd)
     if pid is None:
-        os.close(status_fd)
-        return
-    children[pid] = (status_fd, message["scratch"])
-    # readable once the child has exited: the server needs no SIGCHLD handler
-    selector.register(os.pidfd_open(pid), selectors.EVENT_READ, pid)
-    _report(status_fd, {"pid": pid})
+        return None
+    children[pid] = (message["token"], message["scratch"])
+    tokens[message["token"]] = pid
+    return pid
 
 
-def _signal(pid: int, signum: int, children: dict) -> None:
-    # only a child not yet reaped: its pid cannot have been reused by anyone else
-    if pid not in children:
-        return
+def _signal(pid: int, signum: int) -> None:
+    # only ever a child not yet reaped: its pid cannot have been reused by anyone else
     try:
         if signum == signal.SIGKILL:
             os.killpg(pid, signum)  # the job and whatever it spawned
@@ -352,50 +446,52 @@ def _signal(pid: int, signum: int, children: dict) -> None:
             pass
 
 
-def _reap(pid: int, pidfd: int, children: dict[int, tuple[int, str]], selector) -> None:
-    selector.unregister(pidfd)
+def _reap(control: socket.socket, pid: int, pidfd: int, children: dict[int, tuple[int, str]],
+          tokens: dict[int, int], poller) -> None:
+    poller.unregister(pidfd)
     os.close(pidfd)
     _, status = os.waitpid(pid, 0)
-    status_fd, _ = children.pop(pid)
+    token, _ = children.pop(pid)
+    del tokens[token]
     try:
         os.killpg(pid, signal.SIGKILL)  # leftovers the job spawned into its group
     except OSError:
         pass
-    _report(status_fd, {"exit_code": os.waitstatus_to_exitcode(status)})
-    os.close(status_fd)
+    _report(control, {"op": "exited", "token": token, "exit_code": os.waitstatus_to_exitcode(status)})
 
 
 def _kill_all(children: dict[int, tuple[int, str]]) -> None:
     # the worker is gone (closed or killed): nobody else will clean up after its jobs
     for pid in children:
-        _signal(pid, signal.SIGKILL, children)
-    for pid, (status_fd, scratch) in children.items():
+        _signal(pid, signal.SIGKILL)
+    for pid, (_, scratch) in children.items():
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
-        os.close(status_fd)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _report(status_fd: int, message: dict) -> None:
+def _report(control: socket.socket, message: dict) -> None:
     try:
-        os.write(status_fd, orjson.dumps(message) + b"\n")
+        control.send(orjson.dumps(message))
     except OSError:
-        pass  # that lease's worker side is gone; nothing to tell
+        pass  # the worker is gone: EOF on the control socket ends the server next
 
 
 def run_once(request: dict, job_fd: int, output_fd: int) -> None:
     """Run a single job in this process, as a fresh interpreter would (the benchmark's baseline)."""
-    prepare_server()
-    child_main(request, job_fd, output_fd)
+    limits = request["limits"]
+    prepare_server(limits)
+    enter_scratch(request["scratch"])
+    child_main(job_fd, output_fd, limits, cpu_limit(limits), max(os.sysconf("SC_OPEN_MAX"), 65536))
 
 
 def main(argv: list[str]) -> None:
-    """``forkserver.py CONTROL_FD`` serves; ``forkserver.py --once REQUEST JOB_FD OUTPUT_FD`` runs one job."""
+    """``forkserver.py CONTROL_FD LIMITS`` serves; ``forkserver.py --once REQUEST JOB_FD OUTPUT_FD`` runs one job."""
     if argv[1:2] == ["--once"]:
         run_once(orjson.loads(argv[2]), int(argv[3]), int(argv[4]))
-    serve(socket.socket(fileno=int(argv[1])))
+    serve(socket.socket(fileno=int(argv[1])), orjson.loads(argv[2]))
 
 
 if __name__ == "__main__":

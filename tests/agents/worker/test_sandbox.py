@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
 import textwrap
 import time
 from pathlib import Path
@@ -249,6 +250,27 @@ def test_a_dead_fork_server_is_replaced_by_the_next_run():
         assert outcome.status == "finished", outcome.error
 
 
+def test_a_fork_server_that_dies_mid_lease_gives_errored_not_a_hang():
+    # Given a lease running a job that sleeps for a minute
+    work = work_of("import time\ndef run(state):\n    time.sleep(60)\n    return 1\n", kind="function")
+    with Sandbox(Limits(cpu_seconds=5)) as sandbox:
+        async def lease_whose_server_dies() -> Outcome:
+            running = asyncio.ensure_future(sandbox.run(work, asyncio.Event(), time.monotonic() + 60))
+            await asyncio.sleep(0.3)
+            sandbox._server.process.kill()
+            return await running
+
+        # When its fork server is killed
+        started = time.monotonic()
+        outcome = asyncio.run(lease_whose_server_dies())
+
+        # Then the lease ends at once, errored, saying why
+        assert time.monotonic() - started < 5
+        assert (outcome.status, outcome.error) == ("errored", "the fork server stopped")
+        # And the next lease gets a new server
+        assert run(sandbox, work_of(COUNTER, state={"count": 0, "until": 2})).status == "finished"
+
+
 def test_a_job_that_forges_its_reply_cannot_hurt_the_caller(sandbox):
     # Given a job that writes a bogus frame on the job socket and exits before the real reply
     work = work_of("""
@@ -261,6 +283,25 @@ def test_a_job_that_forges_its_reply_cannot_hurt_the_caller(sandbox):
     # When it runs, Then the caller gets an errored outcome, not an exception
     outcome = run(sandbox, work)
     assert (outcome.status, outcome.error) == ("errored", "the job sent a malformed reply header")
+
+
+def test_a_reply_over_the_limit_is_refused_and_the_job_cannot_block_on_it(sandbox):
+    # Given a job that announces a reply far over the blob limit and keeps writing it
+    work = work_of("""
+        import os, struct
+        def run(state):
+            os.write(3, struct.pack("!II", 2, 10**9) + b"{}")
+            while True:
+                os.write(3, b"x" * 65536)
+    """, kind="function")
+
+    # When it runs with a minute before its hard deadline
+    started = time.monotonic()
+    outcome = run(sandbox, work, seconds=60)
+
+    # Then the lease ends at once, errored, without reading the rest
+    assert time.monotonic() - started < 10
+    assert (outcome.status, outcome.error) == ("errored", "the job sent a reply of 2+1000000000 bytes, over the limit")
 
 
 # -- stopping ----------------------------------------------------------------
@@ -306,6 +347,40 @@ def test_a_stop_before_the_job_starts_checkpoints_at_its_first_safe_point(sandbo
     assert (outcome.status, outcome.safe_points) == ("checkpoint", 1)
 
 
+def test_a_stop_signal_sent_to_the_fork_server_itself_stops_no_job(sandbox):
+    # Given a fork server that received SIGUSR1 (a job of the same uid may send it)
+    run(sandbox, work_of(COUNTER, state={"count": 0, "until": 1}))
+    os.kill(sandbox._server.process.pid, signal.SIGUSR1)
+    time.sleep(0.1)
+
+    # When the next generator runs with time to spare
+    outcome = run(sandbox, work_of(COUNTER, state={"count": 0, "until": 3}))
+
+    # Then it runs to the end: the server survived, and its children start without a stop
+    assert (outcome.status, outcome.safe_points) == ("finished", 3)
+
+
+def test_a_stop_event_cleared_and_set_again_stops_the_next_lease_too(sandbox):
+    # Given one stop event, used for two leases of a long generator one after the other
+    work = work_of(LONG_GENERATOR, state=0, budget=60)
+
+    async def two_leases():
+        stop = asyncio.Event()
+        outcomes = []
+        for _ in range(2):
+            asyncio.get_running_loop().call_later(0.3, stop.set)
+            outcomes.append(await sandbox.run(work, stop, time.monotonic() + 30))
+            stop.clear()
+        return outcomes
+
+    # When each is stopped by setting the event, which is cleared in between
+    outcomes = asyncio.run(two_leases())
+
+    # Then both checkpoint early
+    assert [outcome.status for outcome in outcomes] == ["checkpoint", "checkpoint"]
+    assert all(outcome.seconds < 5 for outcome in outcomes)
+
+
 def test_leases_run_concurrently_in_one_sandbox(sandbox):
     # Given three jobs that each sleep 1 s
     works = [work_of(f"import time\ndef run(state):\n    time.sleep(1)\n    return {n}\n", kind="function")
@@ -322,6 +397,40 @@ def test_leases_run_concurrently_in_one_sandbox(sandbox):
     # Then each gets its own result, in about the time of one
     assert [result_as_json(outcome.result) for outcome in outcomes] == [0, 1, 2]
     assert time.monotonic() - started < 2.5
+
+
+def test_many_concurrent_leases_each_get_their_own_reply_and_stop(sandbox):
+    # Given twelve generators, each yielding its own number forever
+    works = [work_of(f"import time\ndef run(state):\n    while True:\n        time.sleep(0.01)\n        yield {n}\n",
+                     state=None, budget=60) for n in range(12)]
+
+    async def all_leases_stopped_after(seconds: float):
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(seconds, stop.set)
+        return await asyncio.gather(*(sandbox.run(work, stop, time.monotonic() + 30) for work in works))
+
+    # When they run at once and one stop event is set 0.5 s in
+    outcomes = asyncio.run(all_leases_stopped_after(0.5))
+
+    # Then every lease checkpoints with the state of its own job (the server's reports reached the right lease)
+    assert [outcome.status for outcome in outcomes] == ["checkpoint"] * 12
+    assert [loads_state(outcome.state) for outcome in outcomes] == list(range(12))
+    assert len({outcome.exit_code for outcome in outcomes}) == 1
+
+
+def test_leases_leave_no_descriptor_open_on_the_worker_side(sandbox):
+    # Given a sandbox that already ran a lease (its server's socket is open)
+    work = work_of("def run(state):\n    print('out')\n    return 1\n", kind="function")
+    run(sandbox, work)
+    before = len(os.listdir("/proc/self/fd"))
+
+    # When twenty more leases run, a crashing one among them
+    for _ in range(20):
+        run(sandbox, work)
+    run(sandbox, work_of("import os\ndef run(state):\n    os._exit(3)\n", kind="function"))
+
+    # Then the worker holds no more descriptors than before
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 # -- isolation ---------------------------------------------------------------
@@ -386,6 +495,27 @@ def test_the_job_runs_in_a_scratch_dir_that_is_gone_afterwards(sandbox):
     scratch = result_as_json(outcome.result)
     assert Path(scratch).name.startswith("market-job-") and scratch != os.getcwd()
     assert not Path(scratch).exists()
+
+
+def test_each_lease_finds_its_scratch_dir_empty_though_the_path_is_reused(sandbox):
+    # Given a job that lists its scratch dir, then leaves a file in it
+    work = work_of("""
+        import os
+        def run(state):
+            found = os.listdir(".")
+            with open("left-behind.txt", "w") as f:
+                f.write("x")
+            return {"cwd": os.getcwd(), "home": os.environ["HOME"], "found": found}
+    """, kind="function")
+
+    # When it runs three times, one lease after the other
+    results = [result_as_json(run(sandbox, work).result) for _ in range(3)]
+
+    # Then each found an empty directory, and one path served them all
+    # (the fork server sets HOME to it: glibc keeps every distinct value)
+    assert [result["found"] for result in results] == [[], [], []]
+    assert len({result["cwd"] for result in results}) == 1
+    assert all(result["home"] == result["cwd"] for result in results)
 
 
 def test_jobs_do_not_share_a_process(sandbox):
