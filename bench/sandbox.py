@@ -45,7 +45,7 @@ import dill  # noqa: E402
 import structlog  # noqa: E402
 
 from agents.worker import forkserver  # noqa: E402
-from agents.worker.sandbox import Limits, Sandbox, Work  # noqa: E402
+from agents.worker.sandbox import Limits, Sandbox, Work, work_frame  # noqa: E402
 from contracts.package import dumps_state  # noqa: E402
 
 TRIVIAL_JOB = b"def run(state):\n    return state + 1\n"
@@ -132,9 +132,7 @@ def run_fresh_interpreter(limits: Limits, work: Work) -> dict:
             env=forkserver.server_environment(), pass_fds=[theirs.fileno()], stdout=subprocess.DEVNULL,
         )
         theirs.close()
-        header = {"entry": work.entry, "kind": work.kind, "module_sha256": work.module_sha256,
-                  "module_bytes": len(work.module_source), "budget_seconds": work.budget_seconds}
-        ours.sendall(forkserver.encode_frame(header, work.module_source + work.state))
+        ours.sendall(work_frame(work))
         reply, _ = forkserver.read_frame(ours.fileno(), limits.blob_bytes)
         process.wait()
         return reply

@@ -235,8 +235,19 @@ def load_module(source: bytes, sha256: str, filename: str | None = None) -> type
     if hashlib.sha256(source).hexdigest() != sha256:
         raise InvalidBlob(f"the module source does not hash to {sha256[:12]}...")
     name = module_name(sha256)
-    filename = filename or f"{name}.py"
-    code = _compile(source, filename, Path(filename).name)
+    display = Path(filename).name if filename else f"{name}.py"
+    return exec_module(source, name, filename or display, display)
+
+
+def exec_module(source: bytes, name: str, filename: str, display: str | None = None) -> types.ModuleType:
+    """:func:`load_module` for a source whose sha256 the caller has already
+    checked, under ``name`` (its :func:`module_name`).
+
+    A sandbox child runs this on every lease: the worker verified the bytes
+    when it decoded the lease, and every check or helper the child runs
+    again costs it page faults on memory shared with its fork server.
+    """
+    code = _compile(source, filename, display or filename)
     # tracebacks of a module that exists only in memory still show its lines
     # (an entry with mtime None is never evicted by linecache.checkcache)
     lines = source.decode("utf-8", "replace").splitlines(keepends=True)

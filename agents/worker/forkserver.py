@@ -283,8 +283,8 @@ def warm_up(blob_bytes: int) -> None:
     compiler caches, pickle, orjson) then exists in the server, shared,
     instead of being built again, page by page, in every child.
     """
-    sha256 = hashlib.sha256(WARM_UP_SOURCE).hexdigest()
-    header = {"entry": "run", "kind": "generator", "module_sha256": sha256,
+    name = package.module_name(hashlib.sha256(WARM_UP_SOURCE).hexdigest())
+    header = {"entry": "run", "kind": "generator", "module_name": name,
               "module_bytes": len(WARM_UP_SOURCE), "budget_seconds": 60.0}
     frame = encode_frame(header, WARM_UP_SOURCE + package.dumps_state(1))
     header_size = FRAME.unpack_from(frame)[0]
@@ -292,7 +292,6 @@ def warm_up(blob_bytes: int) -> None:
                           frame[FRAME.size + header_size:], LeaseControl(), blob_bytes)
     encode_frame(reply, body)
     # children must not find it: a job's module namespace starts empty of ours
-    name = package.module_name(sha256)
     sys.modules.pop(name, None)
     linecache.cache.pop(f"{name}.py", None)
 
@@ -313,7 +312,8 @@ def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -
     started = time.monotonic()
     try:
         module_bytes = header["module_bytes"]
-        module = package.load_module(body[:module_bytes], header["module_sha256"])
+        name = header["module_name"]
+        module = package.exec_module(body[:module_bytes], name, name + ".py")
         entry = getattr(module, header["entry"])
         returned = entry(package.loads_state(body[module_bytes:]))
         if inspect.isgenerator(returned):

@@ -41,6 +41,7 @@ import orjson
 import structlog
 
 from agents.worker import forkserver
+from contracts import package
 from common.errors import MarketError
 
 #: seconds the fork server may take to import everything and say it is ready
@@ -83,6 +84,8 @@ class Work:
     lease_id: str
     job_id: str
     module_source: bytes
+    #: the sha256 of ``module_source``, already checked (the worker checks it
+    #: when it decodes the lease): the child does not hash the source again
     module_sha256: str
     entry: str
     kind: str
@@ -190,9 +193,10 @@ class Sandbox:
 # -- what the worker side does per lease -------------------------------------
 
 
-def _work_frame(work: Work) -> bytes:
+def work_frame(work: Work) -> bytes:
+    """The frame that tells a child what to run: the header, then the module source and the state."""
     header = {
-        "entry": work.entry, "kind": work.kind, "module_sha256": work.module_sha256,
+        "entry": work.entry, "kind": work.kind, "module_name": package.module_name(work.module_sha256),
         "module_bytes": len(work.module_source), "budget_seconds": work.budget_seconds,
     }
     return forkserver.encode_frame(header, work.module_source + work.state)
@@ -217,7 +221,7 @@ class _Lease:
         self.output = BoundedOutput(limits.output_bytes)
         self.reply_bytes = bytearray()
         self.reply_error: str | None = None
-        self.unsent = memoryview(_work_frame(work))
+        self.unsent = memoryview(work_frame(work))
         self.token: int | None = None  # names the child to the fork server: the worker never needs its pid
         self.exit_code: int | None = None
         self.killed = False
