@@ -62,9 +62,10 @@ def market_figures(engine, prefix: str) -> dict:
         payload = orjson.loads(row.payload)
         if payload["job_id"].startswith(prefix):
             by_job[payload["job_id"]].append((row.type, parse_time(row.recorded_at)))
-    to_lease, cycle, first, last = [], [], None, None
+    to_lease, cycle, first, last, last_accepted = [], [], None, None, None
     for history in by_job.values():
         submitted = next(t for kind, t in history if kind == "job.accepted")
+        last_accepted = submitted if last_accepted is None or submitted > last_accepted else last_accepted
         leases = [t for kind, t in history if kind == "lease.granted"]
         checkins = [t for kind, t in history if kind == "checkpoint.committed"]
         done = [t for kind, t in history if kind == "job.completed"]
@@ -79,6 +80,7 @@ def market_figures(engine, prefix: str) -> dict:
     completed = sum(1 for h in by_job.values() if any(k == "job.completed" for k, _ in h))
     elapsed = (last - first).total_seconds()
     figures = {"completed": completed, "elapsed": elapsed, "jobs_per_s": completed / elapsed,
+               "accepting": (last_accepted - first).total_seconds(),
                "submit_to_lease_p50": percentile(to_lease, 0.5), "submit_to_lease_p99": percentile(to_lease, 0.99)}
     if cycle:
         figures.update(cycle_p50=percentile(cycle, 0.5), cycle_p99=percentile(cycle, 0.99), cycles=len(cycle))
@@ -237,6 +239,8 @@ def main() -> int:
         market, cycle = run_market(settings, args.jobs, args.workers, args.window, args.cycles, args.slots)
         print(f"  market: {market['completed']} jobs in {market['elapsed']:.1f} s = {market['jobs_per_s']:.0f} jobs/s"
               f" (one lease each, every step ledgered)")
+        print(f"    the ledger accepted all {market['completed']} submissions in {market['accepting']:.2f} s"
+              " (proposals and reports queue behind them in ledger.inbox meanwhile)")
         print(f"    submit -> lease         p50 {market['submit_to_lease_p50'] * 1000:7.1f} ms"
               f"   p99 {market['submit_to_lease_p99'] * 1000:7.1f} ms   (queueing: all submitted at once)")
         per_job = market["cpu_ms_per_job"]
