@@ -240,7 +240,7 @@ def main() -> int:
         print(f"  market: {market['completed']} jobs in {market['elapsed']:.1f} s = {market['jobs_per_s']:.0f} jobs/s"
               f" (one lease each, every step ledgered)")
         print(f"    the ledger accepted all {market['completed']} submissions in {market['accepting']:.2f} s"
-              " (proposals and reports queue behind them in ledger.inbox meanwhile)")
+              " (proposals and reports go to ledger.leases, served first)")
         print(f"    submit -> lease         p50 {market['submit_to_lease_p50'] * 1000:7.1f} ms"
               f"   p99 {market['submit_to_lease_p99'] * 1000:7.1f} ms   (queueing: all submitted at once)")
         per_job = market["cpu_ms_per_job"]

@@ -316,10 +316,12 @@ class Delivery:
     as the rest of a delivery's handling.
     """
 
-    __slots__ = ("_message",)
+    __slots__ = ("_message", "queue")
 
-    def __init__(self, message: aiormq.abc.DeliveredMessage):
+    def __init__(self, message: aiormq.abc.DeliveredMessage, queue: str):
         self._message = message
+        #: the queue it was consumed from
+        self.queue = queue
 
     @property
     def body(self) -> bytes:
@@ -377,7 +379,7 @@ async def consume(channel: aio_pika.abc.AbstractChannel, queue_name: str,
     underlay = await channel.get_underlay_channel()
 
     async def deliver(message: aiormq.abc.DeliveredMessage) -> None:
-        await callback(Delivery(message))
+        await callback(Delivery(message, queue_name))
 
     consumed = await underlay.basic_consume(queue_name, deliver, no_ack=False)
     return consumed.consumer_tag

@@ -18,8 +18,19 @@ LEASES_EXCHANGE = "market.leases"
 #: direct exchange where rejected, poison and expired messages go
 DEAD_EXCHANGE = "market.dead"
 
-#: the ledger's single-writer input
+#: the ledger's single-writer input: every request but the lease traffic
 LEDGER_INBOX = "ledger.inbox"
+#: the ledger's input for the lease traffic, served before ``ledger.inbox``:
+#: a burst of submissions then never holds up running work, nor pushes a
+#: worker's report past its lease's deadline (the ledger's clock decides)
+LEDGER_LEASES = "ledger.leases"
+#: the requests that go to ``ledger.leases``
+LEASE_TRAFFIC_TYPES: tuple[str, ...] = (
+    "lease.proposed",
+    "checkpoint.submitted",
+    "job.finished",
+    "job.errored",
+)
 #: what the scheduler folds its ready list from
 SCHEDULER_READY = "scheduler.ready"
 #: what the scheduler folds its pool of worker offers from
@@ -122,7 +133,8 @@ class Topology:
 def topology(settings) -> Topology:
     """The static topology: exchanges, consumer queues, their dead-letter queues, bindings."""
     consumers = (
-        (_consumer_queue(LEDGER_INBOX, settings), REQUEST_TYPES),
+        (_consumer_queue(LEDGER_INBOX, settings), tuple(t for t in REQUEST_TYPES if t not in LEASE_TRAFFIC_TYPES)),
+        (_consumer_queue(LEDGER_LEASES, settings), LEASE_TRAFFIC_TYPES),
         # single active consumer: a standby scheduler waits attached and takes
         # over the moment the active one goes away, with no double matching.
         # Classic, not quorum: these carry signals that a scheduler taking over

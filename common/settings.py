@@ -63,9 +63,9 @@ class Settings:
     log_level: str = "info"
     #: MARKET_INGEST_BATCH: most events the ledger appends in one transaction
     ingest_batch: int = 1000
-    #: MARKET_PREFETCH: unacked deliveries the ledger may hold (>= ingest batch)
+    #: MARKET_PREFETCH: unacked deliveries the ledger may hold per queue (>= ingest batch)
     prefetch: int = 2000
-    #: MARKET_DELIVERY_LIMIT: deliveries of one message to ledger.inbox before
+    #: MARKET_DELIVERY_LIMIT: deliveries of one message to ledger.inbox or ledger.leases before
     #: the broker dead-letters it (a poison message that crashes the agent)
     delivery_limit: int = 5
     #: MARKET_MAX_BLOB_BYTES: largest single blob (module source, state, result)

@@ -1,6 +1,7 @@
 """The ledger agent: the market's single writer.
 
-Loop: receive a batch from ``ledger.inbox`` -> decode against the contract ->
+Loop: receive a batch from ``ledger.leases`` (the lease traffic, served
+first) and ``ledger.inbox`` (every other request) -> decode against the contract ->
 fold -> append events, blobs, projections and outbox rows in one transaction
 -> dead-letter what the contract refused (with its reason in a header) ->
 ack the whole batch with one ``multiple`` ack. A relay publishes the outbox
@@ -28,7 +29,7 @@ from common.waits import Wakeup, sleep_or_stop
 
 from broker_setup.amqp import Delivery, Outgoing, Publisher, ack, connect, consume
 from broker_setup.errors import BrokerError
-from broker_setup.topology import DEAD_EXCHANGE, LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_QUERIES
+from broker_setup.topology import DEAD_EXCHANGE, LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_LEASES, LEDGER_QUERIES
 from contracts.envelope import Codec, parse_time, utc_now_iso
 from contracts.lease import encode_lease_message
 from contracts.errors import ContractError
@@ -154,31 +155,27 @@ class LedgerAgent:
 
         connection.close_callbacks.add(on_close)
         arrived.follow(stop)
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=self.settings.prefetch)
-        channel.close_callbacks.add(on_close)
         publisher = await Publisher(connection).open()
-        await channel.declare_queue(LEDGER_INBOX, passive=True)  # a missing queue is a clear error here
-        buffer: list[Delivery] = []
-
-        async def on_message(message: Delivery):
-            buffer.append(message)
-            arrived.set()
-
-        await consume(channel, LEDGER_INBOX, on_message)
-        queries = await channel.declare_queue(LEDGER_QUERIES, passive=True)
+        leases: list[Delivery] = []
+        inbox: list[Delivery] = []
+        # a channel per queue: a multiple ack then settles exactly the prefix
+        # of that queue's deliveries a batch took, nothing of another consumer's
+        for name, waiting in ((LEDGER_LEASES, leases), (LEDGER_INBOX, inbox)):
+            channel = await self._channel(connection, on_close)
+            await channel.declare_queue(name, passive=True)  # a missing queue is a clear error here
+            await consume(channel, name, _taker(waiting, arrived))
+        queries_channel = await self._channel(connection, on_close)
+        queries = await queries_channel.declare_queue(LEDGER_QUERIES, passive=True)
         await queries.consume(lambda message: self._answer(message, publisher), no_ack=False)
         relay = asyncio.create_task(self._relay(publisher, relay_wake, closed))
         sweeper = asyncio.create_task(self._sweep(relay_wake, closed))
-        log.info("ledger.consuming", queue=LEDGER_INBOX)
+        log.info("ledger.consuming", queues=[LEDGER_LEASES, LEDGER_INBOX])
         try:
             while not stop.is_set() and not closed.is_set():
-                if not buffer:
+                if not leases and not inbox:
                     await arrived.wait()
                     continue
-                batch = buffer[: self.settings.ingest_batch]
-                del buffer[: len(batch)]
-                await self._ingest(batch, publisher)
+                await self._ingest(take_batch(leases, inbox, self.settings.ingest_batch), publisher)
                 relay_wake.set()
         finally:
             arrived.close()
@@ -188,6 +185,12 @@ class LedgerAgent:
         if closed.is_set() and not stop.is_set():
             raise ConnectionError("the broker closed the connection")
 
+    async def _channel(self, connection, on_close):
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        channel.close_callbacks.add(on_close)
+        return channel
+
     # ---- one batch ----------------------------------------------------------
 
     async def _ingest(self, messages: list, publisher: Publisher) -> None:
@@ -195,8 +198,10 @@ class LedgerAgent:
         plan = await self._on_db(self._append, batch)
         await self._dead_letter(publisher, plan.invalid)
         await self._reply_to_unrecorded(publisher, plan)
-        # one ack for the whole batch, after commit and after the dead-letters are confirmed
-        await ack(messages[-1], multiple=True)
+        # one ack per queue for the whole batch, after commit and after the dead-letters are confirmed
+        last = {message.queue: message for message in messages}
+        for message in last.values():
+            await ack(message, multiple=True)
         self.appended += len(plan.events)
         log.debug("ledger.batch", messages=len(batch), appended=len(plan.events),
                   invalid=len(plan.invalid), duplicates=len(plan.duplicates), last_seq=self.state.last_seq)
@@ -300,7 +305,7 @@ class LedgerAgent:
             headers = {REASON_HEADER: error.reason[:1000], CODE_HEADER: error.code,
                        "x-original-routing-key": message.routing_key or "",
                        "x-original-user-id": incoming.user_id or ""}
-            items.append(Outgoing(incoming.body, LEDGER_INBOX, user_id=self.settings.service_user,
+            items.append(Outgoing(incoming.body, message.queue, user_id=self.settings.service_user,
                                   message_id=message.message_id or "", headers=headers, exchange=DEAD_EXCHANGE,
                                   content_type=message.content_type or "application/octet-stream"))
         results = await publisher.publish_many(items)
@@ -418,6 +423,24 @@ class LedgerAgent:
                 log.info("ledger.lease_expired", lease_id=record.payload["lease_id"], job_id=record.payload["job_id"],
                          worker_id=record.payload["worker_id"])
         return len(plan.events)
+
+
+def take_batch(first: list, then: list, limit: int) -> list:
+    """Up to ``limit`` waiting deliveries, all of ``first`` before any of
+    ``then``, each list in its own order; what is taken leaves the lists."""
+    taken = first[:limit]
+    del first[:len(taken)]
+    more = then[:limit - len(taken)]
+    del then[:len(more)]
+    return taken + more
+
+
+def _taker(waiting: list, arrived: Wakeup):
+    async def take(delivery: Delivery) -> None:
+        waiting.append(delivery)
+        arrived.set()
+
+    return take
 
 
 async def serve(settings, stop: asyncio.Event) -> None:

@@ -5,8 +5,10 @@ from broker_setup.topology import (
     DEAD_EXCHANGE,
     EVENTS_EXCHANGE,
     LEASE_DEAD,
+    LEASE_TRAFFIC_TYPES,
     LEASES_EXCHANGE,
     LEDGER_INBOX,
+    LEDGER_LEASES,
     LEDGER_QUERIES,
     SCHEDULER_OFFERS,
     SCHEDULER_READY,
@@ -20,7 +22,7 @@ from broker_setup.topology import (
 from common.settings import Settings
 
 #: every queue some agent reads; a new queue must be added here on purpose
-CONSUMER_QUEUES = (LEDGER_INBOX, SCHEDULER_READY, SCHEDULER_OFFERS, SPEEDPROBE_INBOX, LEDGER_QUERIES)
+CONSUMER_QUEUES = (LEDGER_INBOX, LEDGER_LEASES, SCHEDULER_READY, SCHEDULER_OFFERS, SPEEDPROBE_INBOX, LEDGER_QUERIES)
 
 
 def make_topology(**overrides):
@@ -66,29 +68,33 @@ def test_dead_letter_queues_exist_only_for_consumer_queues_and_leases():
     assert len(set(topo.queue_names)) == len(topo.queue_names)
 
 
-def test_ledger_inbox_is_a_quorum_queue_with_the_configured_delivery_limit():
+def test_the_ledgers_queues_are_quorum_queues_with_the_configured_delivery_limit():
     # Given a delivery limit other than the default, to see it come from settings
     topo = make_topology(delivery_limit=9)
 
-    # When
-    inbox = topo.queue(LEDGER_INBOX)
+    for name in (LEDGER_INBOX, LEDGER_LEASES):
+        # When
+        queue = topo.queue(name)
 
-    # Then
-    assert inbox.durable
-    assert inbox.arguments["x-queue-type"] == "quorum"
-    assert inbox.arguments["x-delivery-limit"] == 9
+        # Then
+        assert queue.durable
+        assert queue.arguments["x-queue-type"] == "quorum"
+        assert queue.arguments["x-delivery-limit"] == 9
+        assert queue.arguments["x-dead-letter-routing-key"] == name
 
 
-def test_ledger_inbox_is_bound_to_every_request_type_and_nothing_else():
+def test_every_request_type_goes_to_exactly_one_of_the_ledgers_queues():
     # Given
     topo = make_topology()
 
     # When
-    bindings = topo.bindings_of(LEDGER_INBOX)
+    inbox, leases = topo.bindings_of(LEDGER_INBOX), topo.bindings_of(LEDGER_LEASES)
 
-    # Then
-    assert {b.exchange for b in bindings} == {EVENTS_EXCHANGE}
-    assert sorted(b.routing_key for b in bindings) == sorted(REQUEST_TYPES)
+    # Then the lease traffic has its own queue and the inbox takes every other request
+    assert {b.exchange for b in inbox + leases} == {EVENTS_EXCHANGE}
+    assert sorted(b.routing_key for b in leases) == sorted(LEASE_TRAFFIC_TYPES)
+    assert sorted(b.routing_key for b in inbox + leases) == sorted(REQUEST_TYPES)
+    assert {"job.submitted", "account.deposited", "worker.registered"} <= {b.routing_key for b in inbox}
 
 
 def test_scheduler_queues_have_a_single_active_consumer():

@@ -12,11 +12,12 @@ import pytest
 from sqlalchemy import select
 
 from broker_setup.amqp import Outgoing
+from broker_setup.topology import LEASE_TRAFFIC_TYPES
 from cli.main import main
 from ledger import tables
 from ledger.migrate import make_engine
 from ledger.report import build_report, schema_text
-from tests.ledger.harness import AgentProcess, publish, wait_for
+from tests.ledger.harness import AgentProcess, deposit, publish, wait_for
 from tests.ledger.test_report import (
     NOT_FOR_ALICE,
     anonymous_ids,
@@ -152,13 +153,38 @@ def marketctl(settings, db_url: str, *args: str) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
+def causal_runs(messages: list) -> list[list]:
+    """The messages cut wherever they switch between the ledger's two queues."""
+    runs: list[list] = []
+    for message in messages:
+        lease_traffic = message[3] in LEASE_TRAFFIC_TYPES
+        if not runs or (runs[-1][-1][3] in LEASE_TRAFFIC_TYPES) != lease_traffic:
+            runs.append([])
+        runs[-1].append(message)
+    return runs
+
+
+def recorded(engine, event_ids: list[str]) -> bool:
+    with engine.connect() as conn:
+        found = conn.execute(select(tables.events.c.event_id).where(tables.events.c.event_id.in_(event_ids)))
+        return len(found.all()) == len(event_ids)
+
+
 @pytest.fixture
 def live_market(clean_queues, migrated_db_url, tmp_path):
     """A ledger agent that has folded the test market of tests/ledger/test_report.py."""
     engine = make_engine(migrated_db_url)
     with AgentProcess(clean_queues, migrated_db_url, tmp_path / "ledger.log"):
-        asyncio.run(publish(clean_queues, [Outgoing(body, event_type, user_id=actor, message_id=event_id)
-                                           for event_id, body, actor, event_type in market_messages()]))
+        # the ledger serves its two queues in its own order, and real producers
+        # send lease traffic only after the verdicts it answers: so does this
+        # script; its leases then take real time, which the owners can pay for
+        funds = [(*deposit(account, 10**9), "operator", "account.deposited") for account in ("alice", "bob")]
+        script = market_messages()
+        opened = sum(1 for *_, event_type in script if event_type == "account.opened")
+        for run in causal_runs(script[:opened] + funds + script[opened:]):
+            asyncio.run(publish(clean_queues, [Outgoing(body, event_type, user_id=actor, message_id=event_id)
+                                               for event_id, body, actor, event_type in run]))
+            wait_for(lambda: recorded(engine, [event_id for event_id, *_ in run]), 30, "the ledger to record them")
 
         def folded():
             with engine.connect() as conn:

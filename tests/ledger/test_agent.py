@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from broker_setup.amqp import Outgoing, connect
-from broker_setup.topology import EVENTS_EXCHANGE, LEDGER_INBOX, dead_letter_queue
+from broker_setup.topology import EVENTS_EXCHANGE, LEDGER_INBOX, LEDGER_LEASES, dead_letter_queue
 from ledger.agent import CODE_HEADER, REASON_HEADER
 from ledger.replay import replay_and_verify, verify_chain
 from ledger.store import LedgerStore
@@ -44,7 +44,16 @@ def ledger(clean_queues, migrated_db_url, tmp_path):
 
 
 def _consumers(settings) -> int:
-    return depths(settings, [LEDGER_INBOX])[LEDGER_INBOX][1]
+    """Consumers of the ledger's queues, if every one has the same number (else -1)."""
+    found = {depths(settings, [name])[name][1] for name in (LEDGER_INBOX, LEDGER_LEASES)}
+    return found.pop() if len(found) == 1 else -1
+
+
+def finished(lease_id: str = "5d2b7f4e-1111-4a3b-9c3e-000000000001") -> tuple[str, bytes]:
+    """A worker's result for a lease the ledger never granted (it is refused, but recorded)."""
+    from contracts.blobs import Blob
+    return CODEC.encode("job.finished", {"lease_id": lease_id, "job_id": "j-none", "output": "",
+                                         "result": Blob.of(b"J42")})
 
 
 def _verify_all(engine) -> None:
@@ -152,6 +161,45 @@ def test_a_forged_verdict_sent_straight_to_the_inbox_is_dead_lettered(ledger):
     dead = asyncio.run(drain(settings, dead_letter_queue(LEDGER_INBOX), 1))
     assert dead[0].headers[CODE_HEADER] == "forged"
     assert count_events(engine) == 0
+
+
+def test_a_malformed_report_is_dead_lettered_from_the_lease_queue_with_its_reason(ledger):
+    settings, engine, _ = ledger
+    # Given a worker's result whose payload lacks the result
+    event_id, body = finished()
+    raw = orjson.loads(body)
+    del raw["payload"]["result"]
+    # When it is published
+    asyncio.run(publish(settings, [Outgoing(orjson.dumps(raw), "job.finished", user_id="bob", message_id="bad-1")]))
+    # Then it is kept in ledger.leases.dead with why, and nothing is recorded
+    dead = asyncio.run(drain(settings, dead_letter_queue(LEDGER_LEASES), 1))
+    assert dead[0].message_id == "bad-1" and dead[0].headers[CODE_HEADER] == "invalid-payload"
+    assert "result" in dead[0].headers[REASON_HEADER]
+    assert count_events(engine) == 0
+
+
+def test_the_lease_traffic_is_served_before_a_backlog_of_other_requests(clean_queues, migrated_db_url, tmp_path):
+    # Given 3,000 requests waiting in ledger.inbox, then one worker's report, before the ledger starts
+    settings, engine = clean_queues, engine_for(migrated_db_url)
+    backlog = [outgoing(*account_opened("erin"), "account.opened")]
+    backlog += [outgoing(*deposit("erin", 1 + i), "account.deposited") for i in range(2999)]
+    asyncio.run(publish(settings, backlog))
+    report_id, report = finished()
+    asyncio.run(publish(settings, [outgoing(report_id, report, "job.finished", user_id="bob")]))
+    agent = AgentProcess(settings, migrated_db_url, tmp_path / "ledger.log").start()
+    try:
+        # When the ledger works through them
+        wait_for(lambda: count_events(engine) >= 3002, 60, "every request recorded")
+    finally:
+        agent.stop()
+    # Then the report was recorded before most of the backlog, which arrived first
+    from sqlalchemy import select
+    from ledger import tables
+    with engine.connect() as conn:
+        seq_of = dict(conn.execute(select(tables.events.c.event_id, tables.events.c.seq)).all())
+    assert seq_of[report_id] < seq_of[backlog[1000].message_id]
+    _verify_all(engine)
+    engine.dispose()
 
 
 @pytest.mark.slow
