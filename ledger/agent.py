@@ -4,7 +4,7 @@ Loop: receive a batch from ``ledger.leases`` (the lease traffic, served
 first) and ``ledger.inbox`` (every other request) -> decode against the contract ->
 fold -> append events, blobs, projections and outbox rows in one transaction
 -> dead-letter what the contract refused (with its reason in a header) ->
-ack the whole batch with one ``multiple`` ack. A relay publishes the outbox
+ack the whole batch with one ``multiple`` ack per queue. A relay publishes the outbox
 with confirms. A crash anywhere loses nothing: unacked deliveries come back
 and their event ids make them no-ops; unpublished outbox rows are published
 on restart.
