@@ -219,7 +219,6 @@ class Publisher:
         return await self._channel.get_underlay_channel()
 
     async def _send(self, channel: AbstractChannel, item: Outgoing) -> None:
-        _properties(item)  # a bad header is refused before the channel is touched
         [error] = await _publish_batch(channel, [item])
         if error is not None:
             raise error
@@ -251,16 +250,19 @@ async def _publish_batch(channel: AbstractChannel, items: list[Outgoing]) -> lis
     usual). This leans on aiormq internals: recheck on every aiormq upgrade.
     """
     errors: list[PublishError | None] = [None] * len(items)
+    publishable: list[tuple[int, Outgoing, Basic.Properties]] = []
+    for index, item in enumerate(items):
+        try:
+            publishable.append((index, item, _properties(item)))
+        except PublishError as e:  # a bad header: refused before the channel is touched
+            errors[index] = e
+    if not publishable:
+        return errors
     frames: list = []
     pending: list[tuple[int, asyncio.Future]] = []
     try:
         async with channel.lock:
-            for index, item in enumerate(items):
-                try:
-                    properties = _properties(item)
-                except PublishError as e:
-                    errors[index] = e
-                    continue
+            for index, item, properties in publishable:
                 channel.delivery_tag += 1
                 tag = channel.delivery_tag
                 confirmation = channel.create_future()
@@ -273,8 +275,7 @@ async def _publish_batch(channel: AbstractChannel, items: list[Outgoing]) -> lis
                 frames.append(ContentHeader(properties=properties, body_size=len(item.body)))
                 frames.extend(channel._split_body(item.body))
                 pending.append((index, confirmation))
-            if frames:
-                await channel.write_queue.put(ChannelFrame.marshall(frames=frames, channel_number=channel.number))
+            await channel.write_queue.put(ChannelFrame.marshall(frames=frames, channel_number=channel.number))
     except aiormq.exceptions.AMQPError as e:
         # the channel closed before the frames were queued: nothing was sent
         for index, confirmation in pending:
