@@ -58,6 +58,14 @@ class Wakeup:
         self._event.clear()
         return True
 
+    def appender(self, into: list):
+        """A consumer callback that appends each delivery to ``into`` and wakes the loop."""
+        async def take(delivery) -> None:
+            into.append(delivery)
+            self._event.set()
+
+        return take
+
     def close(self) -> None:
         for watcher in self._watchers:
             watcher.cancel()

@@ -163,7 +163,7 @@ class LedgerAgent:
         for name, waiting in ((LEDGER_LEASES, leases), (LEDGER_INBOX, inbox)):
             channel = await self._channel(connection, on_close)
             await channel.declare_queue(name, passive=True)  # a missing queue is a clear error here
-            await consume(channel, name, _taker(waiting, arrived))
+            await consume(channel, name, arrived.appender(waiting))
         queries_channel = await self._channel(connection, on_close)
         queries = await queries_channel.declare_queue(LEDGER_QUERIES, passive=True)
         await queries.consume(lambda message: self._answer(message, publisher), no_ack=False)
@@ -433,14 +433,6 @@ def take_batch(first: list, then: list, limit: int) -> list:
     more = then[:limit - len(taken)]
     del then[:len(more)]
     return taken + more
-
-
-def _taker(waiting: list, arrived: Wakeup):
-    async def take(delivery: Delivery) -> None:
-        waiting.append(delivery)
-        arrived.set()
-
-    return take
 
 
 async def serve(settings, stop: asyncio.Event) -> None:

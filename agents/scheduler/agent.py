@@ -72,11 +72,6 @@ class SchedulerAgent:
         connection.close_callbacks.add(lambda *_: (closed.set(), wake.set()))
         wake.follow(stop)
         delivered: list[Delivery] = []
-
-        async def take(delivery: Delivery) -> None:
-            delivered.append(delivery)
-            wake.set()
-
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=PREFETCH)
         publisher = await Publisher(connection).open()
@@ -85,7 +80,7 @@ class SchedulerAgent:
                 await self._resync(requester)
                 for name in (SCHEDULER_READY, SCHEDULER_OFFERS):
                     await channel.declare_queue(name, passive=True)  # a missing queue is a clear error here
-                    await consume(channel, name, take)
+                    await consume(channel, name, wake.appender(delivered))
                 log.info("scheduler.consuming", queues=[SCHEDULER_READY, SCHEDULER_OFFERS])
                 last_heard = time.monotonic()
                 while not stop.is_set() and not closed.is_set():
@@ -97,14 +92,9 @@ class SchedulerAgent:
                         if now - last_heard > RESYNC_AFTER_SILENCE:
                             await self._resync(requester)
                         last_heard = now
-                        # apply everything already delivered before deciding, then
-                        # ack it all at once (the pool state is rebuilt from the
-                        # ledger on takeover, so nothing needs holding unacked)
-                        heard, delivered[:] = list(delivered), []
-                        accepted = [each for each in heard if await self._hear(each, now)]
-                        if accepted:
-                            # never the tag of a rejected one: a second settlement closes the channel
-                            await ack(max(accepted, key=lambda m: m.delivery_tag), multiple=True)
+                        heard = delivered[:]
+                        delivered.clear()
+                        await self._hear_all(heard, now)
                     if self.state.pool_closes(now):
                         await self._propose(publisher, now)
         finally:
@@ -130,6 +120,15 @@ class SchedulerAgent:
             if worker["speed"] is not None:
                 state.speed_recorded(worker["worker_id"], worker["speed"])
         log.info("scheduler.resynced", seq=state.snapshot_seq, ready=len(state.ready))
+
+    async def _hear_all(self, heard: list[Delivery], now: float) -> None:
+        """Apply everything already delivered before deciding, then ack it all
+        at once (the pool state is rebuilt from the ledger on takeover, so
+        nothing needs holding unacked)."""
+        accepted = [each for each in heard if await self._hear(each, now)]
+        if accepted:
+            # never the tag of a rejected one: a second settlement closes the channel
+            await ack(max(accepted, key=lambda m: m.delivery_tag), multiple=True)
 
     async def _hear(self, message, now: float) -> bool:
         """Apply one delivery to the pool state. A malformed one is rejected
