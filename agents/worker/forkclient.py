@@ -301,8 +301,6 @@ class ScratchDirs:
         return self._count - 1
 
 
-
-
 class BoundedOutput:
     """Keeps the head and the tail of a stream, at most ``limit`` characters in all."""
 
@@ -322,11 +320,6 @@ class BoundedOutput:
         self.tail += chunk
         if len(self.tail) > self.limit:
             del self.tail[: len(self.tail) - self.limit]
-
-    async def drain(self, reader: asyncio.StreamReader) -> None:
-        """Read until EOF, so a chatty job never blocks on a full pipe."""
-        while chunk := await reader.read(65536):
-            self.add(chunk)
 
     def text(self) -> str:
         """The output as text; when cut, a marker says how many bytes were dropped."""

@@ -214,6 +214,11 @@ def cpu_limit(limits: dict) -> tuple[int, int]:
     return _within_hard_limit(resource.RLIMIT_CPU, limits["cpu_seconds"], limits["cpu_seconds"] + 1)
 
 
+def _open_max() -> int:
+    """One past the highest descriptor a child closes of what it inherited."""
+    return max(os.sysconf("SC_OPEN_MAX"), 65536)
+
+
 def enter_scratch(scratch: str) -> None:
     """Make ``scratch`` the cwd, HOME and temporary directory that the next child inherits.
 
@@ -286,10 +291,8 @@ def warm_up(blob_bytes: int) -> None:
     name = package.module_name(hashlib.sha256(WARM_UP_SOURCE).hexdigest())
     header = {"entry": "run", "kind": "generator", "module_name": name,
               "module_bytes": len(WARM_UP_SOURCE), "budget_seconds": 60.0}
-    frame = encode_frame(header, WARM_UP_SOURCE + package.dumps_state(1))
-    header_size = FRAME.unpack_from(frame)[0]
-    reply, body = run_job(orjson.loads(frame[FRAME.size:FRAME.size + header_size]),
-                          frame[FRAME.size + header_size:], LeaseControl(), blob_bytes)
+    reply, body = run_job(orjson.loads(orjson.dumps(header)), WARM_UP_SOURCE + package.dumps_state(1),
+                          LeaseControl(), blob_bytes)
     encode_frame(reply, body)
     # children must not find it: a job's module namespace starts empty of ours
     sys.modules.pop(name, None)
@@ -365,7 +368,7 @@ def serve(control: socket.socket, limits: dict) -> None:
     prepare_server(limits)
     # computed once: every lease needs them, the same
     cpu = cpu_limit(limits)
-    open_max = max(os.sysconf("SC_OPEN_MAX"), 65536)
+    open_max = _open_max()
     warm_up(limits["blob_bytes"])
     gc.collect()  # nothing the warm-up left behind gets frozen, or copied into children
     gc.freeze()  # the imported modules stay shared with the children instead of being copied
@@ -484,7 +487,7 @@ def run_once(request: dict, job_fd: int, output_fd: int) -> None:
     limits = request["limits"]
     prepare_server(limits)
     enter_scratch(request["scratch"])
-    child_main(job_fd, output_fd, limits, cpu_limit(limits), max(os.sysconf("SC_OPEN_MAX"), 65536))
+    child_main(job_fd, output_fd, limits, cpu_limit(limits), _open_max())
 
 
 def main(argv: list[str]) -> None:
