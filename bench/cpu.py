@@ -25,17 +25,23 @@ ROLES = (
 )
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds of the process and its reaped children)."""
+def process_times(pid: int) -> tuple[int, float, float, int] | None:
+    """(parent pid, its own CPU seconds, CPU seconds of its reaped children,
+    their minor page faults) of a process; None once it is gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # the command name (field 2) may hold spaces: split after its closing paren
     fields = text[text.rindex(")") + 2:].split()
-    ppid = int(fields[1])
     utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
-    return ppid, (utime + stime + cutime + cstime) / TICKS
+    return int(fields[1]), (utime + stime) / TICKS, (cutime + cstime) / TICKS, int(fields[8])
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of the process and its reaped children)."""
+    times = process_times(pid)
+    return None if times is None else (times[0], times[1] + times[2])
 
 
 def _cmdline(pid: int) -> str:

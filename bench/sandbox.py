@@ -25,7 +25,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import pickle
 import resource
 import shutil
@@ -45,6 +44,7 @@ import dill  # noqa: E402
 import structlog  # noqa: E402
 
 from agents.worker import forkserver  # noqa: E402
+from bench import cpu  # noqa: E402
 from agents.worker.sandbox import Limits, Sandbox, Work, work_frame  # noqa: E402
 from contracts.package import dumps_state  # noqa: E402
 
@@ -76,17 +76,10 @@ async def time_fork_server(limits: Limits, leases: int) -> list[float]:
     return times
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
 def process_cpu(pid: int) -> tuple[float, float, int]:
-    """(own CPU seconds, CPU seconds of its reaped children, their minor page faults) of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as stat:
-        text = stat.read()
-    # the command name may hold spaces: count fields after its closing paren
-    fields = text[text.rindex(")") + 2:].split()
-    utime, stime, cutime, cstime = (int(field) for field in fields[11:15])
-    return (utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS, int(fields[8])
+    """(own CPU seconds, CPU seconds of its reaped children, their minor page faults) of a process."""
+    _, own, children, faults = cpu.process_times(pid)
+    return own, children, faults
 
 
 def own_cpu() -> float:
