@@ -51,3 +51,14 @@ def test_first_of_cancels_the_rest():
         return done.done() and not done.cancelled(), pending.cancelled()
 
     assert run(scenario()) == (True, True)
+
+
+def test_an_appender_collects_deliveries_and_wakes_the_loop():
+    async def scenario():
+        wake, delivered = Wakeup(), []
+        take = wake.appender(delivered)
+        await take("first")
+        await take("second")
+        return await wake.wait(0.01), delivered
+
+    assert run(scenario()) == (True, ["first", "second"])
