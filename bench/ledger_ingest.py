@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -153,6 +154,10 @@ def bench_broker(settings):
     """The bench's own broker node (started and stopped here unless
     MARKET_AMQP_URL names one), with the topology declared."""
     node = LocalNode(settings) if settings.uses_local_broker else None
+    if node and not node.is_running():
+        # a fresh node per run: what earlier runs left in its queues' logs
+        # and message stores must not weigh on this run's figures
+        shutil.rmtree(node.base / "mnesia", ignore_errors=True)
     started_node = node.start() if node else False
     try:
         asyncio.run(declare(settings))
