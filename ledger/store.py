@@ -70,6 +70,9 @@ class LedgerStore:
         self._position_upsert = _BulkStatement(engine, self._upsert_position())
         self._event_insert = _BulkStatement(engine, tables.events.insert())
         self._outbox_insert = _BulkStatement(engine, tables.outbox.insert())
+        # sqlite3 takes qmark, psycopg format ("%s") positional parameters
+        self._placeholder = {"qmark": "?", "format": "%s", "pyformat": "%s"}[engine.dialect.paramstyle]
+        self._known_sql_by_count: dict[int, str] = {}
         self._blob_insert = _BulkStatement(
             engine, _insert(engine, tables.blobs).on_conflict_do_nothing(index_elements=["sha256"]))
 
@@ -134,11 +137,21 @@ class LedgerStore:
         return contextlib.nullcontext(conn) if conn.in_transaction() else self.transaction()
 
     def known_event_ids(self, event_ids: list[str]) -> set[str]:
+        """Which of ``event_ids`` the log already holds."""
         if not event_ids:
             return set()
         with self._joined() as conn:
-            found = conn.execute(select(tables.events.c.event_id).where(tables.events.c.event_id.in_(event_ids)))
-            return {row.event_id for row in found}
+            # driver SQL: building and compiling the IN clause through
+            # SQLAlchemy was a sixth of the database thread's time
+            return {row[0] for row in conn.exec_driver_sql(self._known_sql(len(event_ids)), tuple(event_ids))}
+
+    def _known_sql(self, count: int) -> str:
+        sql = self._known_sql_by_count.get(count)
+        if sql is None:
+            marks = ", ".join([self._placeholder] * count)
+            sql = f"SELECT event_id FROM {tables.events.name} WHERE event_id IN ({marks})"
+            self._known_sql_by_count[count] = sql
+        return sql
 
     # ---- appending ----------------------------------------------------------
 
