@@ -518,6 +518,46 @@ def test_each_lease_finds_its_scratch_dir_empty_though_the_path_is_reused(sandbo
     assert all(result["home"] == result["cwd"] for result in results)
 
 
+def test_a_scratch_dir_a_job_locked_or_swapped_for_a_link_is_made_anew_for_the_next_lease(sandbox, tmp_path):
+    # Given a job that makes its scratch dir unreadable, and one that puts a
+    # link to a directory of someone else's files where its scratch dir was
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not the sandbox's")
+    locks = work_of("""
+        import os
+        def run(state):
+            os.chmod(".", 0)
+            return os.getcwd()
+    """, kind="function")
+    swaps = work_of(f"""
+        import os
+        def run(state):
+            here = os.getcwd()
+            os.rename(here, here + "-moved")
+            os.symlink({str(outside)!r}, here)
+            return here
+    """, kind="function")
+    lists = work_of("""
+        import os
+        def run(state):
+            return {"cwd": os.getcwd(), "found": os.listdir("."), "mode": oct(os.stat(".").st_mode & 0o777),
+                    "link": os.path.islink(os.getcwd())}
+    """, kind="function")
+
+    # When each runs, and a job that looks at its scratch dir runs after each
+    after = []
+    for work in (locks, swaps):
+        spoiled = result_as_json(run(sandbox, work).result)
+        after.append((spoiled, result_as_json(run(sandbox, lists).result)))
+
+    # Then the next lease had the same path, as a real, empty, private
+    # directory, and the linked directory lost nothing
+    for spoiled, seen in after:
+        assert seen == {"cwd": spoiled, "found": [], "mode": "0o700", "link": False}
+    assert [p.name for p in outside.iterdir()] == ["keep.txt"]
+
+
 def test_jobs_do_not_share_a_process(sandbox):
     # Given a job that leaves a mark in its module state and its process
     work = work_of("""
