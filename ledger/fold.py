@@ -62,7 +62,21 @@ DERIVED_NAMESPACE = uuid.UUID("6f1d3c38-3b0e-4a55-9d0f-6a8f2b8e2a11")
 
 
 def derived_event_id(cause_event_id: str, index: int) -> str:
-    return str(uuid.uuid5(DERIVED_NAMESPACE, f"{cause_event_id}/{index}"))
+    """The id of the ``index``-th event derived from ``cause_event_id``, the
+    same every time: uuid5 of cause and position. Where the cause is a
+    time-ordered UUID (a producer's version 7, or a verdict's own version 8),
+    its first 48 bits (the time) replace the hash's, and the id says version
+    8 (RFC 9562's custom layout): verdicts then sit next to their request in
+    the ledger's index on ``event_id``."""
+    derived = uuid.uuid5(DERIVED_NAMESPACE, f"{cause_event_id}/{index}")
+    try:
+        cause = uuid.UUID(cause_event_id)
+    except ValueError:
+        return str(derived)  # a lease id, say: no time in it
+    if cause.version not in (7, 8):
+        return str(derived)
+    value = cause.int >> 80 << 80 | derived.int & ((1 << 80) - 1)
+    return str(uuid.UUID(int=value & ~(0xF << 76) | 0x8 << 76))
 
 
 Handler = Callable[[MarketState, Recorded], list[Derived]]

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from contracts.blobs import Blob
-from contracts.envelope import Codec
+from contracts.envelope import Codec, new_event_id
 from contracts.errors import (
     BlobMismatch,
     BlobTooLarge,
@@ -168,3 +168,30 @@ def test_an_old_version_is_upcast_on_read():
     # Then it is read as v2
     assert event.version == 2
     assert event.payload["contact"] == "alice@example.com"
+
+
+def test_event_ids_are_version_7_uuids_in_time_order():
+    # Given ids made a few milliseconds apart, and many made at once
+    import time
+    spaced = []
+    for _ in range(3):
+        spaced.append(new_event_id())
+        time.sleep(0.002)
+    burst = [new_event_id() for _ in range(10_000)]
+
+    # Then each is a version 7 UUID of the RFC's variant, whose first 48 bits are the time in ms
+    for event_id in spaced + burst:
+        parsed = uuid.UUID(event_id)
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122) and str(parsed) == event_id
+    assert abs((uuid.UUID(spaced[0]).int >> 80) - time.time() * 1000) < 60_000
+    # ids of different milliseconds sort in time order, and none repeats
+    assert spaced == sorted(spaced)
+    assert len(set(burst)) == len(burst)
+
+
+def test_encode_gives_a_fresh_time_ordered_id_unless_told_one():
+    _, first = CODEC.encode("account.opened", {"account": "alice", "email": "a@example.com"})
+    told, second = CODEC.encode("account.opened", {"account": "alice", "email": "a@example.com"},
+                                event_id="6f1d3c38-3b0e-4a55-9d0f-6a8f2b8e2a11")
+    assert uuid.UUID(orjson.loads(first)["event_id"]).version == 7
+    assert told == orjson.loads(second)["event_id"] == "6f1d3c38-3b0e-4a55-9d0f-6a8f2b8e2a11"

@@ -3,7 +3,7 @@ import uuid
 
 from contracts.envelope import Codec
 from contracts.blobs import Blob
-from ledger.fold import Recorded, fold
+from ledger.fold import Recorded, derived_event_id, fold
 from ledger.ingest import Incoming, decode_all, plan_batch
 from ledger.replay import replay, verify_chain
 from ledger.state import MarketState
@@ -177,3 +177,24 @@ def test_fold_of_an_unhandled_type_changes_nothing_but_the_position():
     fold(state, Recorded(2, str(uuid.uuid4()), "job.rejected", 1, NOW, NOW, "ledger", None, None, {}))
     # Then only the position moves
     assert state.last_seq == 2 and not state.dirty
+
+
+def test_derived_ids_are_the_same_every_time_and_sit_next_to_a_time_ordered_cause():
+    # Given a producer's time-ordered id, a random one, and a lease id
+    from contracts.envelope import new_event_id
+    timed, random_id, lease_id = new_event_id(), str(uuid.uuid4()), "lease-7"
+
+    # When verdicts are derived from each, twice
+    derived = {cause: [derived_event_id(cause, index) for index in range(3)] for cause in (timed, random_id, lease_id)}
+
+    # Then deriving again gives the same ids, all distinct UUIDs
+    for cause, ids in derived.items():
+        assert ids == [derived_event_id(cause, index) for index in range(3)]
+        assert len(set(ids)) == 3 and all(str(uuid.UUID(i)) == i for i in ids)
+    # a time-ordered cause lends its 48 bits of time (version 8), also to a verdict's verdicts
+    assert all(i[:13] == timed[:13] and uuid.UUID(i).version == 8 for i in derived[timed])
+    second_hand = derived_event_id(derived[timed][0], 0)
+    assert second_hand[:13] == timed[:13] and second_hand not in derived[timed]
+    # the others stay plain uuid5s of cause and position
+    assert all(uuid.UUID(i).version == 5 for i in derived[random_id] + derived[lease_id])
+    assert derived[lease_id][0] == str(uuid.uuid5(uuid.UUID("6f1d3c38-3b0e-4a55-9d0f-6a8f2b8e2a11"), "lease-7/0"))
