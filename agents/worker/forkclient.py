@@ -398,6 +398,9 @@ class ForkServer:
         self._leases: dict[int, ChildLease] = {}  # fork request token -> lease, until its child is reaped
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
+        # reports are read into this, every time: no buffer allocated per packet
+        self._packet = bytearray(forkserver.CONTROL_BYTES)
+        self._packet_view = memoryview(self._packet)
 
     @property
     def alive(self) -> bool:
@@ -426,7 +429,7 @@ class ForkServer:
             theirs.close()
         ours.settimeout(START_TIMEOUT)
         try:
-            ready = orjson.loads(ours.recv(forkserver.MAX_HEADER_BYTES) or b"null")
+            ready = orjson.loads(ours.recv(forkserver.CONTROL_BYTES) or b"null")
         except (OSError, ValueError):
             ready = None
         if ready != {"op": "ready"}:
@@ -491,15 +494,15 @@ class ForkServer:
     def _read_reports(self) -> None:
         while True:
             try:
-                packet = self.control.recv(forkserver.MAX_HEADER_BYTES, socket.MSG_DONTWAIT)
+                size = self.control.recv_into(self._packet, 0, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             except OSError:
-                packet = b""
-            if not packet:
+                size = 0
+            if not size:
                 self._server_stopped()
                 return
-            self._report(orjson.loads(packet))
+            self._report(orjson.loads(self._packet_view[:size]))
 
     def _report(self, message: dict) -> None:
         lease = self._leases.pop(message["token"], None)

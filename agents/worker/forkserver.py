@@ -85,8 +85,12 @@ import orjson  # noqa: E402
 FD_SIZE = struct.calcsize("i")
 #: frame prefix on the job socket: header length, body length
 FRAME = struct.Struct("!II")
-#: largest JSON header of a frame, and largest control message
+#: largest JSON header of a frame
 MAX_HEADER_BYTES = 1024 * 1024
+#: largest control message (a fork request names a scratch path; a report
+#: an exit code or a short error). Reads of control packets are this size:
+#: a 1 MiB read buffer cost an mmap, an munmap and two page faults per packet
+CONTROL_BYTES = 64 * 1024
 #: the whole environment of the fork server and of every job (plus HOME)
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 CHILD_LANG = "C.UTF-8"
@@ -228,8 +232,11 @@ def enter_scratch(scratch: str) -> None:
     reuses scratch paths (one per concurrent lease) to keep that bounded.
     """
     os.chdir(scratch)
-    os.environ["HOME"] = scratch  # the rest of the environment is the server's: PATH and LANG
-    tempfile.tempdir = scratch
+    # the same path as last time, mostly (each sandbox reuses its own): then
+    # not written again, as each page the server writes after a fork faults
+    if tempfile.tempdir != scratch:
+        os.environ["HOME"] = scratch  # the rest of the environment is the server's: PATH and LANG
+        tempfile.tempdir = scratch
 
 
 def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], open_max: int) -> None:
@@ -379,17 +386,23 @@ def serve(control: socket.socket, limits: dict) -> None:
     poller.register(control.fileno(), select.EPOLLIN)
     pidfds: dict[int, int] = {}  # pidfd -> pid
     fd_space = socket.CMSG_SPACE(2 * FD_SIZE)
+    packet = bytearray(CONTROL_BYTES)  # read into, every time: no buffer allocated per request
+    view = memoryview(packet)
     while True:
         for fd, _ in poller.poll():
             if fd in pidfds:
                 _reap(control, pidfds.pop(fd), fd, children, tokens, poller)
                 continue
-            message, ancillary, _, _ = control.recvmsg(MAX_HEADER_BYTES, fd_space)
+            size, ancillary, flags, _ = control.recvmsg_into([packet], fd_space)
             fds = _received_fds(ancillary)
-            if not message:
+            if not size:
                 _kill_all(children)
                 return
-            pid = _handle(control, orjson.loads(message), fds, children, tokens, limits, cpu, open_max)
+            if flags & socket.MSG_TRUNC:
+                for fd in fds:  # larger than any request the worker side sends: dropped
+                    os.close(fd)
+                continue
+            pid = _handle(control, orjson.loads(view[:size]), fds, children, tokens, limits, cpu, open_max)
             if pid is not None:
                 # readable once the child has exited: the server needs no SIGCHLD handler
                 pidfd = os.pidfd_open(pid)
