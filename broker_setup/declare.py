@@ -35,6 +35,10 @@ async def declare_topology(channel: aio_pika.abc.AbstractChannel, topo: Topology
         await _declare_queue(channel, queue)
     for binding in topo.bindings:
         await _bind(channel, binding)
+    underlay = await channel.get_underlay_channel()
+    for binding in topo.retired:
+        # removing a binding that is not there is no error
+        await underlay.queue_unbind(binding.queue, binding.exchange, routing_key=binding.routing_key)
     log.info("topology.declared", exchanges=len(topo.exchanges), queues=len(topo.queues),
              bindings=len(topo.bindings))
 

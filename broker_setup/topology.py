@@ -43,12 +43,16 @@ LEDGER_QUERIES = "ledger.queries"
 #: milliseconds an unanswered query waits before the broker drops it: the asker has given up by then
 QUERY_TTL_MS = 30_000
 
-#: events that change which jobs are ready to run
+#: events that change which jobs are ready to run. Not ``lease.granted``:
+#: the scheduler took the job off its ready list when it proposed it, and
+#: hears of it again when its lease ends (ready again, done, failed,
+#: quarantined) or if the proposal is refused; one delivery fewer per lease
 SCHEDULER_READY_TYPES: tuple[str, ...] = (
     "job.ready",
     "job.withdrawn",
     "job.held",
-    "lease.granted",
+    "job.failed",
+    "job.quarantined",
     "lease.refused",
 )
 #: events that change which workers are available and how fast they are; a
@@ -114,6 +118,9 @@ class Topology:
     exchanges: tuple[ExchangeSpec, ...]
     queues: tuple[QueueSpec, ...]
     bindings: tuple[BindingSpec, ...]
+    #: bindings an earlier version declared and this one does not: removed
+    #: where they exist, so a node that ran the older version routes as this one does
+    retired: tuple[BindingSpec, ...] = ()
 
     @property
     def queue_names(self) -> tuple[str, ...]:
@@ -165,6 +172,7 @@ def topology(settings) -> Topology:
         ),
         queues=tuple(queues),
         bindings=tuple(bindings),
+        retired=(BindingSpec(SCHEDULER_READY, EVENTS_EXCHANGE, routing_key("lease.granted")),),
     )
 
 

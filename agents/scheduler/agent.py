@@ -162,11 +162,13 @@ class SchedulerAgent:
         elif heard.type in ("checkpoint.committed", "job.completed"):
             # from scheduler.offers: the lease's worker has a free slot again
             state.slot_freed(p["worker_id"], now)
+            if heard.type == "job.completed" and (heard.seq is None or state.newer(p["job_id"], heard.seq)):
+                state.job_gone(p["job_id"])  # its last lease was proposed here
         elif heard.seq is not None and not state.newer(p.get("job_id"), heard.seq):
             return  # already reflected in the snapshot, or older than what we applied
         elif heard.type == "job.ready":
             state.job_ready(_ready_job(p))
-        elif heard.type in ("job.withdrawn", "job.held", "lease.granted"):
+        elif heard.type in ("job.withdrawn", "job.held", "job.failed", "job.quarantined"):
             state.job_gone(p["job_id"])
         elif heard.type == "lease.refused":
             state.lease_refused(p["job_id"], p["worker_id"], p["job_still_ready"])

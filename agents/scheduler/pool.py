@@ -58,7 +58,10 @@ class PoolSettings:
     window: float = 0.2
     #: offers that close a pool at once
     threshold: int = 32
-    #: seconds a proposal may wait for the ledger's verdict before its job is offered again
+    #: seconds beyond its lease that a proposal waits to hear of its job again
+    #: (ready, refused, done or gone) before the job is offered again. A grant
+    #: is not sent to the scheduler: a granted job is next heard of when its
+    #: lease ends, so only a proposal the ledger never answered times out
     proposal_timeout: float = 30.0
     #: seconds an offer stays valid without being renewed (workers re-offer while idle)
     offer_ttl: float = 60.0
@@ -68,7 +71,7 @@ class PoolSettings:
 class SchedulerState:
     settings: PoolSettings = field(default_factory=PoolSettings)
     ready: ReadyList = field(default_factory=ReadyList)
-    #: job_id -> (job, worker_id, proposed at)
+    #: job_id -> (job, worker_id, when to give up on it: proposed at + its lease + proposal_timeout)
     proposed: dict[str, tuple[ReadyJob, str, float]] = field(default_factory=dict)
     #: worker_id -> offers (one per free slot) and when they came
     offers: dict[str, tuple[Offer, ...]] = field(default_factory=dict)
@@ -103,7 +106,7 @@ class SchedulerState:
         self.ready.put(job)
 
     def job_gone(self, job_id: str) -> None:
-        """Withdrawn, held, or leased: not ready any more."""
+        """Withdrawn, held, failed, quarantined or completed: not ready any more."""
         self.ready.pop(job_id)
         self.proposed.pop(job_id, None)
         if len(self.job_seq) > 100_000:
@@ -200,7 +203,8 @@ class SchedulerState:
         for pairing in pairings:
             job, worker_id = pairing.job, pairing.offer.worker_id
             self.ready.pop(job.job_id)
-            self.proposed[job.job_id] = (job, worker_id, now)
+            give_up_at = now + pairing.offer.lease_seconds + self.settings.proposal_timeout
+            self.proposed[job.job_id] = (job, worker_id, give_up_at)
             remaining = list(self.offers.get(worker_id, ()))
             remaining.remove(pairing.offer)
             if remaining:
@@ -219,7 +223,7 @@ class SchedulerState:
                 self.offered_at.pop(worker_id)
                 self.offers.pop(worker_id, None)
                 self.idle.discard(worker_id)
-        for job_id, (job, _, at) in list(self.proposed.items()):
-            if now - at > self.settings.proposal_timeout:
+        for job_id, (job, _, give_up_at) in list(self.proposed.items()):
+            if now > give_up_at:
                 self.proposed.pop(job_id)
                 self.ready.put(job)

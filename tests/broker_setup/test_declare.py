@@ -72,6 +72,24 @@ def test_declaring_twice_changes_nothing(broker_settings, management):
     assert snapshot(management) == before
 
 
+def test_declaring_removes_a_binding_an_earlier_version_declared(broker_settings, management):
+    # Given a node that ran an earlier version: it routed lease.granted to scheduler.ready
+    retired = topology(broker_settings).retired
+    assert retired
+    old = Topology(exchanges=(), queues=(), bindings=retired)
+    asyncio.run(declare(broker_settings, old))
+    assert all((b.exchange, b.queue, "queue", b.routing_key, "{}") in snapshot(management)["bindings"]
+               for b in retired)
+
+    # When this version declares its topology
+    asyncio.run(declare(broker_settings, topology(broker_settings)))
+
+    # Then the retired binding is gone, and declaring again is still no error
+    assert not any((b.exchange, b.queue, "queue", b.routing_key, "{}") in snapshot(management)["bindings"]
+                   for b in retired)
+    asyncio.run(declare(broker_settings, topology(broker_settings)))
+
+
 def test_a_queue_with_other_arguments_is_a_clear_topology_error(broker_settings, management):
     # Given an operator changed the delivery limit of an existing node
     changed = topology(broker_settings.replace(delivery_limit=broker_settings.delivery_limit + 1))

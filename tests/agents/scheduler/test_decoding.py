@@ -86,3 +86,26 @@ def test_a_verdict_type_from_anyone_but_the_ledger_is_refused():
     delivery.user_id = "mallory"
     with pytest.raises(ContractError, match="only the ledger may record it"):
         hear(SchedulerAgent(Settings()), delivery)
+
+
+@pytest.mark.parametrize("ending, payload", [
+    ("job.completed", {"job_id": "job-1", "worker_id": "w", "lease_id": "lease-1"}),
+    ("job.failed", {"job_id": "job-1", "error": "boom"}),
+    ("job.quarantined", {"job_id": "job-1", "reason": "expired 3 times"}),
+])
+def test_a_proposed_job_is_forgotten_when_its_lease_ends_it(ending, payload):
+    # Given a job the scheduler proposed to worker w (the ledger's grant is not sent to it)
+    agent = SchedulerAgent(Settings())
+    agent.state.speeds["w"] = 100
+    agent.state.worker_offered("w", 1, 60, now=1.0)
+    hear(agent, verdict("job.ready", READY, seq=10))
+    agent.state.close_pool(1.0)
+    assert "job-1" in agent.state.proposed
+
+    # When the ledger says the job is done, failed or quarantined
+    hear(agent, verdict(ending, payload, seq=20))
+
+    # Then it is neither proposed nor ready any more, and a late copy of its old ready verdict changes nothing
+    assert "job-1" not in agent.state.proposed and "job-1" not in agent.state.ready
+    hear(agent, verdict("job.ready", READY, seq=10))
+    assert "job-1" not in agent.state.ready

@@ -94,6 +94,20 @@ def test_a_refused_proposal_puts_a_still_ready_job_back():
     state.lease_refused("j", "w", job_still_ready=False)
 
 
+def test_an_unanswered_proposal_is_offered_again_only_after_its_lease_and_the_timeout():
+    # Given a job proposed at 0 on a 60 s lease (the proposal timeout is 30 s)
+    state = leased("j", lease_seconds=60)
+    assert state.settings.proposal_timeout == 30
+
+    # When nothing is heard of it: a granted job is next heard of when its lease ends
+    state.pool_closes(89.0)
+
+    # Then it is still taken while its lease and the timeout run, and ready again after
+    assert "j" in state.proposed and "j" not in state.ready
+    state.pool_closes(91.0)
+    assert "j" not in state.proposed and "j" in state.ready
+
+
 def test_a_reprice_applies_from_the_next_pool():
     state = SchedulerState()
     state.speeds.update(fast=300)
