@@ -5,7 +5,7 @@ Design: a :class:`Sandbox` starts one fork server (``forkserver.py``) with
 never holds the worker's secrets. Per lease the server forks a fresh child
 from its warm interpreter (pickle, orjson already imported): each job
 gets a process of its own, with resource limits, its own session, a scratch
-directory and a secret-free environment, for ~2.5 ms of CPU per tiny lease
+directory and a secret-free environment, for ~2.0 ms of CPU per tiny lease
 (server + child + worker side) instead of ~65-95 ms for a fresh interpreter
 that imports everything again (bench/sandbox.py).
 
