@@ -9,7 +9,7 @@ its own session, keeps only fds 0-3, reads the work from its socket, runs
 it and writes the reply.
 
 Why fork from here: a fresh interpreter costs ~60 ms of start-up and imports
-per lease; a fork of this warm process costs ~2.5 ms of CPU in all (server,
+per lease; a fork of this warm process costs ~2.0 ms of CPU in all (server,
 child and worker side: bench/sandbox.py) and still gives each job a process
 of its own. The server never reads job data (the child reads it
 after the fork), so no job's bytes linger in memory a later child inherits.
