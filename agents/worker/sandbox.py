@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import structlog
 
 from agents.worker.forkclient import (  # noqa: F401 - BoundedOutput, SandboxError and work_frame: public here too
-    BoundedOutput, SandboxError, ForkServer, ChildLease, ScratchDirs, StopWatch, work_frame,
+    BoundedOutput, SandboxError, ForkServer, ChildLease, StopWatch, work_frame,
 )
+from agents.worker.scratch import ScratchDirs
 
 #: longest error text kept (the tail of a traceback is what matters); events cap text at 64 KiB
 MAX_ERROR_CHARS = 32 * 1024
