@@ -250,6 +250,30 @@ def test_a_dead_fork_server_is_replaced_by_the_next_run():
         assert outcome.status == "finished", outcome.error
 
 
+def test_the_fork_server_drops_control_packets_it_cannot_take_and_serves_the_next_lease():
+    # Given a running fork server
+    import socket
+    from agents.worker import forkserver
+    with Sandbox(Limits(cpu_seconds=5)) as sandbox:
+        assert run(sandbox, work_of(COUNTER, state={"count": 0, "until": 1})).status == "finished"
+        control, server_pid = sandbox._server.control, sandbox._server.process.pid
+
+        # When it gets a packet larger than any control message (with two fds
+        # attached), and a fork request with one fd instead of two
+        spare = [os.pipe() for _ in range(2)]
+        oversized = b'{"op": "fork", "token": 99999, "scratch": "' + b"x" * forkserver.CONTROL_BYTES + b'"}'
+        socket.send_fds(control, [oversized], [spare[0][0], spare[0][1]])
+        socket.send_fds(control, [b'{"op": "fork", "token": 99998, "scratch": "/"}'], [spare[1][0]])
+        for read_end, write_end in spare:
+            os.close(read_end)
+            os.close(write_end)
+
+        # Then the same server, still running, serves the next lease as usual
+        outcome = run(sandbox, work_of(COUNTER, state={"count": 0, "until": 2}))
+        assert outcome.status == "finished", outcome.error
+        assert sandbox._server.alive and sandbox._server.process.pid == server_pid
+
+
 def test_a_fork_server_that_dies_mid_lease_gives_errored_not_a_hang():
     # Given a lease running a job that sleeps for a minute
     work = work_of("import time\ndef run(state):\n    time.sleep(60)\n    return 1\n", kind="function")
