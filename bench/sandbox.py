@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import dill  # noqa: E402
 import structlog  # noqa: E402
 
-from agents.worker import forkserver  # noqa: E402
+from agents.worker import forkchild, forkserver  # noqa: E402
 from bench import cpu  # noqa: E402
 from agents.worker.sandbox import Limits, Sandbox, Work, work_frame  # noqa: E402
 from contracts.package import dumps_state  # noqa: E402
@@ -126,7 +126,7 @@ def run_fresh_interpreter(limits: Limits, work: Work) -> dict:
         )
         theirs.close()
         ours.sendall(work_frame(work))
-        reply, _ = forkserver.read_frame(ours.fileno(), limits.blob_bytes)
+        reply, _ = forkchild.read_frame(ours.fileno(), limits.blob_bytes)
         process.wait()
         return reply
     finally:

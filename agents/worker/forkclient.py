@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from agents.worker import forkserver
+from agents.worker import forkchild, forkserver
 from common.errors import MarketError
 from contracts import package
 
@@ -51,7 +51,7 @@ def work_frame(work: Work) -> bytes:
         "entry": work.entry, "kind": work.kind, "module_name": package.module_name(work.module_sha256),
         "module_bytes": len(work.module_source), "budget_seconds": work.budget_seconds,
     }
-    return forkserver.encode_frame(header, work.module_source + work.state)
+    return forkchild.encode_frame(header, work.module_source + work.state)
 
 
 class ChildLease:
@@ -127,9 +127,9 @@ class ChildLease:
         sizes = self._reply_sizes()
         if sizes is None or len(self.reply_bytes) < sum(sizes):
             return None
-        start = forkserver.FRAME.size + sizes[1]
+        start = forkchild.FRAME.size + sizes[1]
         try:
-            header = orjson.loads(self.reply_bytes[forkserver.FRAME.size:start])
+            header = orjson.loads(self.reply_bytes[forkchild.FRAME.size:start])
         except ValueError as e:
             return f"the job sent a malformed reply: {e}"
         if not isinstance(header, dict):
@@ -185,7 +185,7 @@ class ChildLease:
             chunk = b""
         self.reply_bytes += chunk
         sizes = self._reply_sizes()
-        if sizes is not None and (sizes[1] > forkserver.MAX_HEADER_BYTES or sizes[2] > self.limits.blob_bytes):
+        if sizes is not None and (sizes[1] > forkchild.MAX_HEADER_BYTES or sizes[2] > self.limits.blob_bytes):
             self.reply_error = f"the job sent a reply of {sizes[1]}+{sizes[2]} bytes, over the limit"
             self.job.shutdown(socket.SHUT_RD)  # its further writes fail (EPIPE) instead of blocking
         if not chunk or self.reply_error or (sizes is not None and len(self.reply_bytes) >= sum(sizes)):
@@ -194,9 +194,9 @@ class ChildLease:
 
     def _reply_sizes(self) -> tuple[int, int, int] | None:
         # (prefix, header, body) sizes of the reply frame, once its prefix is in
-        if len(self.reply_bytes) < forkserver.FRAME.size:
+        if len(self.reply_bytes) < forkchild.FRAME.size:
             return None
-        return (forkserver.FRAME.size, *forkserver.FRAME.unpack_from(self.reply_bytes))
+        return (forkchild.FRAME.size, *forkchild.FRAME.unpack_from(self.reply_bytes))
 
     def _read_output(self) -> None:
         try:

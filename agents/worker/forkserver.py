@@ -6,7 +6,7 @@ orjson and the package format (dill only when a job needs it), then waits
 on its control socket. Per job it receives two file descriptors (the job's
 socket and its output pipe) and forks. The child sets its CPU limit, leads
 its own session, keeps only fds 0-3, reads the work from its socket, runs
-it and writes the reply.
+it and writes the reply (:mod:`agents.worker.forkchild`).
 
 Why fork from here: a fresh interpreter costs ~60 ms of start-up and imports
 per lease; a fork of this warm process costs ~2.0 ms of CPU in all (server,
@@ -17,7 +17,7 @@ after the fork), so no job's bytes linger in memory a later child inherits.
 What is the same for every child is done once, in the server, and inherited
 (:func:`prepare_server`): the non-dumpable flag, the secret-free environment,
 the stdout/stderr objects, the SIGUSR1 handler, the core/memory/file-size
-limits, and a warm-up run of the child's code path (:func:`warm_up`); just
+limits, and a warm-up run of the child's code path (``forkchild.warm_up``); just
 before each fork the server enters the lease's scratch directory
 (:func:`enter_scratch`). A child then does only what is its own: its CPU
 limit, its session and descriptors. Each step a child takes costs page
@@ -37,19 +37,13 @@ No pid is reported: the worker needs none, and one report fewer per lease
 is one wake-up fewer on each side. One reader on the worker side serves
 every lease, and a dead server is one EOF.
 
-Job socket frames (both ways): ``!II`` header and body lengths, a JSON
-header, the body bytes. The worker parses the child's reply without
-unpickling anything.
+The job socket's frames are :mod:`agents.worker.forkchild`'s.
 """
 from __future__ import annotations
 
-from _signal import pthread_sigmask as c_pthread_sigmask  # see _isolate
 import ctypes
 import gc
-import hashlib
-import inspect
 import io
-import linecache
 import os
 import resource
 import select
@@ -59,15 +53,13 @@ import socket
 import struct
 import sys
 import tempfile
-import time
-import traceback
 from pathlib import Path
 
 try:
-    from contracts import package
+    from agents.worker.forkchild import LEASE, STOP_SIGNALS, child_main, warm_up
 except ImportError:  # run from a source tree that is not installed (-I ignores PYTHONPATH)
     sys.path.append(str(Path(__file__).resolve().parents[2]))
-    from contracts import package
+    from agents.worker.forkchild import LEASE, STOP_SIGNALS, child_main, warm_up
 
 # what jobs commonly import, loaded once here so that every child has it for free
 import bisect  # noqa: E402,F401
@@ -83,10 +75,6 @@ import orjson  # noqa: E402
 
 #: bytes of one descriptor in SCM_RIGHTS ancillary data
 FD_SIZE = struct.calcsize("i")
-#: frame prefix on the job socket: header length, body length
-FRAME = struct.Struct("!II")
-#: largest JSON header of a frame
-MAX_HEADER_BYTES = 1024 * 1024
 #: largest control message (a fork request names a scratch path; a report
 #: an exit code or a short error). Reads of control packets are this size:
 #: a 1 MiB read buffer cost an mmap, an munmap and two page faults per packet
@@ -94,74 +82,10 @@ CONTROL_BYTES = 64 * 1024
 #: the whole environment of the fork server and of every job (plus HOME)
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 CHILD_LANG = "C.UTF-8"
-#: exit code of a child whose own set-up failed (EX_SOFTWARE)
-SETUP_FAILED = 70
-#: the job socket's fd number in the child
-JOB_FD = 3
 PR_SET_DUMPABLE = 4
-#: blocked in the server, unblocked by each child once it is set up (plain ints: no enum touched in a child)
-STOP_SIGNALS = (int(signal.SIGUSR1),)
-SIG_UNBLOCK = int(signal.SIG_UNBLOCK)
-
-
 def server_environment() -> dict[str, str]:
     """The environment the fork server runs with: nothing from the worker."""
     return {"PATH": CHILD_PATH, "LANG": CHILD_LANG}
-
-
-def encode_frame(header: dict, body: bytes = b"") -> bytes:
-    """One frame: lengths, JSON header, body."""
-    encoded = orjson.dumps(header)
-    return FRAME.pack(len(encoded), len(body)) + encoded + body
-
-
-def read_frame(fd: int, max_body: int) -> tuple[dict, bytes]:
-    """Read one frame from a blocking descriptor (the child's side)."""
-    # one read usually gets a small frame whole
-    data = os.read(fd, 65536)
-    if len(data) < FRAME.size:
-        data += _read_exactly(fd, FRAME.size - len(data))
-    header_size, body_size = FRAME.unpack_from(data)
-    if header_size > MAX_HEADER_BYTES or body_size > max_body:
-        raise ValueError(f"frame of {header_size}+{body_size} bytes is over the limit")
-    size = FRAME.size + header_size + body_size
-    if len(data) < size:
-        data += _read_exactly(fd, size - len(data))
-    view = memoryview(data)
-    return orjson.loads(view[FRAME.size:FRAME.size + header_size]), data[FRAME.size + header_size:size]
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    buffer = bytearray(size)
-    view, got = memoryview(buffer), 0
-    while got < size:
-        count = os.readv(fd, [view[got:]])
-        if not count:
-            raise EOFError(f"the worker closed the job socket after {got} of {size} bytes")
-        got += count
-    return bytes(buffer)
-
-
-# -- the child ---------------------------------------------------------------
-
-
-class LeaseControl:
-    """What the child knows of its lease: safe points passed, and whether a stop came.
-
-    SIGUSR1 sets ``stop_requested``: the worker wants the job back at its next safe point.
-    """
-
-    def __init__(self):
-        self.stop_requested = False
-        self.safe_points = 0
-
-    def request_stop(self, signum, frame) -> None:
-        self.stop_requested = True
-
-
-#: the lease control of this process: set up by ``prepare_server``, so that
-#: every child starts with an untouched copy whose handler is already installed
-LEASE = LeaseControl()
 
 
 def set_not_dumpable() -> bool:
@@ -237,132 +161,6 @@ def enter_scratch(scratch: str) -> None:
     if tempfile.tempdir != scratch:
         os.environ["HOME"] = scratch  # the rest of the environment is the server's: PATH and LANG
         tempfile.tempdir = scratch
-
-
-def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], open_max: int) -> None:
-    """Isolate this freshly forked process, run one job, reply, and ``_exit``. Never returns.
-
-    Everything the same for every child was done in the server (``prepare_server``,
-    ``enter_scratch``): as little Python as
-    possible runs here before and after the job, since each page it touches is copied.
-    """
-    code = SETUP_FAILED
-    try:
-        _isolate(job_fd, output_fd, cpu, open_max)
-        header, body = read_frame(JOB_FD, max_body=2 * limits["blob_bytes"] + MAX_HEADER_BYTES)
-        reply, reply_body = run_job(header, body, LEASE, limits["blob_bytes"])
-        code = 1 if reply["status"] == "errored" else 0
-        _write_all(JOB_FD, encode_frame(reply, reply_body))
-    except BaseException:  # noqa: BLE001 - the child must reach _exit whatever happens
-        code = SETUP_FAILED
-        traceback.print_exc()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001 - a closed or broken stream must not stop the exit
-                pass
-        os._exit(code)  # never run the server's cleanup in the child
-
-
-def _isolate(job_fd: int, output_fd: int, cpu: tuple[int, int], open_max: int) -> None:
-    # first: the work may be waiting on the job socket already
-    resource.setrlimit(resource.RLIMIT_CPU, cpu)
-    # its own session and process group, so a kill reaches whatever it spawns
-    os.setsid()
-    # stdout and stderr go to the output pipe (sys.stdout and sys.stderr
-    # already write to fds 1 and 2), stdin is the server's /dev/null, the job
-    # socket becomes fd 3, and every other fd of the server is closed: the
-    # control socket above all, which could otherwise signal other jobs
-    os.dup2(output_fd, 1)
-    os.dup2(output_fd, 2)
-    if job_fd != JOB_FD:
-        os.dup2(job_fd, JOB_FD)
-    os.closerange(JOB_FD + 1, open_max)
-    # the C function, not signal.pthread_sigmask: that one turns the old mask
-    # into a set of enums, and those ~30 page faults were a tenth of a child's
-    c_pthread_sigmask(SIG_UNBLOCK, STOP_SIGNALS)
-
-
-#: the server's own job, run once at start (it is no job's data)
-WARM_UP_SOURCE = b"def run(state):\n    yield state\n    return [state]\n"
-
-
-def warm_up(blob_bytes: int) -> None:
-    """Run a job of the server's own through the child's code path, once.
-
-    What initializes itself on first use (OpenSSL's sha256, the regex and
-    compiler caches, pickle, orjson) then exists in the server, shared,
-    instead of being built again, page by page, in every child.
-    """
-    name = package.module_name(hashlib.sha256(WARM_UP_SOURCE).hexdigest())
-    header = {"entry": "run", "kind": "generator", "module_name": name,
-              "module_bytes": len(WARM_UP_SOURCE), "budget_seconds": 60.0}
-    reply, body = run_job(orjson.loads(orjson.dumps(header)), WARM_UP_SOURCE + package.dumps_state(1),
-                          LeaseControl(), blob_bytes)
-    encode_frame(reply, body)
-    # children must not find it: a job's module namespace starts empty of ours
-    sys.modules.pop(name, None)
-    linecache.cache.pop(f"{name}.py", None)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -> tuple[dict, bytes]:
-    """Run the job described by a work frame; return the reply header and body.
-
-    A generator is driven to its next safe point after the budget is spent
-    (or a stop arrived): that yielded state is the checkpoint. Any exception
-    becomes ``errored`` with the job's traceback.
-    """
-    started = time.monotonic()
-    try:
-        module_bytes = header["module_bytes"]
-        name = header["module_name"]
-        module = package.exec_module(body[:module_bytes], name, name + ".py")
-        entry = getattr(module, header["entry"])
-        returned = entry(package.loads_state(body[module_bytes:]))
-        if inspect.isgenerator(returned):
-            status, value = _drive(returned, started, header["budget_seconds"], control)
-        else:
-            status, value = "finished", returned
-        if status == "checkpoint":
-            blob = package.dumps_state(value, what=f"the state at safe point {control.safe_points}")
-        else:
-            blob = package.dumps_result(value)
-        if len(blob) > blob_bytes:
-            what = "state" if status == "checkpoint" else "result"
-            raise package.PackageTooLarge(f"the {what} is {len(blob)} bytes; the limit is {blob_bytes}")
-    except package.PackageError as error:
-        # the package format's own refusals (bad source, state too large, ...) are one clear line
-        return {"status": "errored", "error": error.reason, "safe_points": control.safe_points}, b""
-    except BaseException as error:  # noqa: BLE001 - SystemExit and all: the job's failure, reported
-        return {"status": "errored", "error": _job_traceback(error), "safe_points": control.safe_points}, b""
-    return {"status": status, "error": None, "safe_points": control.safe_points}, blob
-
-
-def _drive(generator, started: float, budget_seconds: float, control: LeaseControl):
-    while True:
-        try:
-            state = next(generator)
-        except StopIteration as done:
-            return "finished", done.value
-        control.safe_points += 1
-        # serialized before next() runs again: jobs often mutate what they yielded
-        if control.stop_requested or time.monotonic() - started >= budget_seconds:
-            return "checkpoint", state
-
-
-def _job_traceback(error: BaseException) -> str:
-    # drop this file's frames: the user wants to see their own code
-    tb = error.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(error), error, tb or error.__traceback__))
 
 
 # -- the server --------------------------------------------------------------

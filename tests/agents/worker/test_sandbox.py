@@ -171,7 +171,7 @@ def test_an_exception_gives_errored_with_the_jobs_traceback(sandbox):
     assert outcome.error.startswith("Traceback")
     assert "ZeroDivisionError: division by zero" in outcome.error
     assert "in helper" in outcome.error and "return state / 0" in outcome.error
-    assert "forkserver.py" not in outcome.error
+    assert "forkserver.py" not in outcome.error and "forkchild.py" not in outcome.error
 
 
 def test_output_is_captured_per_lease(sandbox):
