@@ -308,6 +308,11 @@ def _publish_error(item: Outgoing, error: BaseException) -> PublishError:
     return failure
 
 
+def _header_property(name: str) -> property:
+    """A read-only attribute of :class:`Delivery`: the AMQP property ``name``."""
+    return property(lambda delivery: getattr(delivery._message.header.properties, name))
+
+
 class Delivery:
     """One message as the broker delivered it to a ``consume`` callback.
 
@@ -344,29 +349,13 @@ class Delivery:
     def redelivered(self) -> bool:
         return bool(self._message.delivery.redelivered)
 
-    @property
-    def user_id(self) -> str | None:
-        return self._message.header.properties.user_id
-
-    @property
-    def message_id(self) -> str | None:
-        return self._message.header.properties.message_id
-
-    @property
-    def correlation_id(self) -> str | None:
-        return self._message.header.properties.correlation_id
-
-    @property
-    def reply_to(self) -> str | None:
-        return self._message.header.properties.reply_to
-
-    @property
-    def headers(self) -> dict | None:
-        return self._message.header.properties.headers
-
-    @property
-    def content_type(self) -> str | None:
-        return self._message.header.properties.content_type
+    # the message's AMQP properties, as the broker sent them (None where unset)
+    user_id = _header_property("user_id")
+    message_id = _header_property("message_id")
+    correlation_id = _header_property("correlation_id")
+    reply_to = _header_property("reply_to")
+    headers = _header_property("headers")
+    content_type = _header_property("content_type")
 
     async def reject(self, *, requeue: bool = False) -> None:
         """Give the message back (``requeue``) or dead-letter it."""
