@@ -13,11 +13,14 @@ import os
 import socket
 import subprocess
 import time
+import urllib.error
 from pathlib import Path
 
 import structlog
 
+from broker_setup import permissions
 from broker_setup.errors import NodeError
+from broker_setup.management import ManagementApi, ManagementError
 
 #: where Debian's rabbitmq-server package puts the scripts we run as any user
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -29,9 +32,11 @@ CTL_TIMEOUT = 90
 #: offsets from the AMQP port, like RabbitMQ's own defaults for port 5672
 DIST_PORT_OFFSET = 20000
 CTL_DIST_PORT_OFFSET = 30000
-#: tags of the service user: administrator for the management API,
-#: impersonator so it may publish with ``user_id`` set to the acting account
-SERVICE_USER_TAGS = ("administrator", "impersonator")
+#: tags of the operator's service user: administrator for the management API,
+#: impersonator so the operator's tools may publish as any account
+SERVICE_USER_TAGS = permissions.OPERATOR.tags
+#: seconds to wait for the management API once the node is up
+API_TIMEOUT = 30
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +81,7 @@ class LocalNode:
                 f"{START_TIMEOUT}s: {_last_line(result)}; see the logs in {self.log_dir}"
             )
         self._ensure_service_user()
+        self.ensure_service_users()
         self.log.info("node.started", seconds=round(time.monotonic() - started_at, 1))
         return True
 
@@ -160,6 +166,8 @@ class LocalNode:
         s = self.settings
         for folder in (self.base, self.base / "conf.d", self.base / "mnesia", self.log_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        # the Erlang cookie and the config (the operator's secret) live here: ours alone
+        os.chmod(self.base, 0o700)
         (self.base / "rabbitmq-env.conf").write_text("")
         (self.base / "enabled_plugins").write_text("[rabbitmq_management].\n")
         # default_user only applies when the node boots with an empty database;
@@ -171,12 +179,13 @@ class LocalNode:
                     f"management.tcp.port = {s.management_port}",
                     "management.tcp.ip = 127.0.0.1",
                     f"default_user = {s.service_user}",
-                    f"default_pass = {s.service_password}",
+                    f"default_pass = {s.service_secret}",
                     *(f"default_user_tags.{tag} = true" for tag in SERVICE_USER_TAGS),
                     "default_permissions.configure = .*",
                     "default_permissions.read = .*",
                     "default_permissions.write = .*",
-                    "loopback_users = none",
+                    # the operator's user and the services connect only from this host
+                    f"loopback_users.{s.service_user} = true",
                     "log.console = false",
                     "log.file.level = info",
                     "",
@@ -185,19 +194,54 @@ class LocalNode:
         )
 
     def _ensure_service_user(self) -> None:
-        user = self.settings.service_user
-        users = self._list_users()
-        if user not in users:
-            self._check(self.ctl("add_user", user, self.settings.service_password), "add_user")
-            users[user] = []
-        if not set(SERVICE_USER_TAGS) <= set(users[user]):
-            self.log.info("node.setting_user_tags", user=user, had=users[user])
-            tags = sorted(set(users[user]) | set(SERVICE_USER_TAGS))
-            self._check(self.ctl("set_user_tags", user, *tags), "set_user_tags")
-            users[user] = tags
-        # set_permissions is idempotent; cheaper to set than to list and compare
-        self._check(self.ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*"),
-                    "set_permissions")
+        """The operator's user has this home's secret, its tags and every permission.
+
+        Usually true from the node's first boot (rabbitmq.conf's default_user);
+        a node made by an older version, with another password, is brought in
+        line with rabbitmqctl (slow: an Erlang VM per call, so only then)."""
+        if self._api_answers():
+            self.api().put(f"/permissions/%2F/{ManagementApi.quote(self.settings.service_user)}",
+                           {"configure": ".*", "write": ".*", "read": ".*"})
+            return
+        user, secret = self.settings.service_user, self.settings.service_secret
+        self.log.info("node.resetting_service_user", user=user)
+        if user not in self._list_users():
+            self._check(self.ctl("add_user", user, secret), "add_user")
+        else:
+            self._check(self.ctl("change_password", user, secret), "change_password")
+        self._check(self.ctl("set_user_tags", user, *SERVICE_USER_TAGS), "set_user_tags")
+        self._check(self.ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*"), "set_permissions")
+
+    def ensure_service_users(self) -> None:
+        """Every market service has a broker user of its own, with its own random
+        secret (MARKET_HOME/secrets) and only the rights broker_setup.permissions
+        gives it; no ``guest``."""
+        api = self.api()
+        for user, rights in permissions.SERVICES.items():
+            api.put(f"/users/{api.quote(user)}", {"password": self.settings.secret_of(user),
+                                                  "tags": ",".join(rights.tags)})
+            permissions.apply(api, user, rights)
+        api.delete_if_present("/users/guest")
+
+    def api(self) -> ManagementApi:
+        return ManagementApi(self.settings.management_url, self.settings.service_user, self.settings.service_secret)
+
+    def _api_answers(self) -> bool:
+        """True when the management API takes the operator's secret; False when it refuses it."""
+        deadline = time.monotonic() + API_TIMEOUT
+        while True:
+            try:
+                self.api().get("/whoami")
+                return True
+            except urllib.error.HTTPError as e:
+                if e.code == 401:
+                    return False
+                error: Exception = e
+            except ManagementError as e:
+                error = e
+            if time.monotonic() > deadline:
+                raise NodeError(f"the management API of {self.settings.node_name} does not answer: {error}")
+            time.sleep(0.2)
 
     def _list_users(self) -> dict[str, list[str]]:
         result = self._check(self.ctl("list_users", "--formatter", "json", "--quiet"), "list_users")

@@ -16,7 +16,8 @@ from pamqp.commands import Basic
 
 from broker_setup.errors import BrokerError, PublishError
 from common.errors import MarketError
-from broker_setup.topology import EVENTS_EXCHANGE, LEDGER_QUERIES
+from contracts.routing import LEDGER_ACTOR
+from broker_setup.topology import EVENTS_EXCHANGE, LEDGER_QUERIES, QUERIES_EXCHANGE
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 PERSISTENT = 2
@@ -42,6 +43,10 @@ class Requester:
             await self._outer.close()
 
     async def _on_reply(self, message) -> None:
+        if message.header.properties.user_id != LEDGER_ACTOR:
+            # only the ledger answers; the broker vouches for user_id, so
+            # whoever else reached our reply-to is ignored
+            return
         try:
             reply = orjson.loads(message.body)
         except orjson.JSONDecodeError:
@@ -67,8 +72,8 @@ class Requester:
         question_id = str(uuid.uuid4())
         properties = Basic.Properties(content_type="application/json", message_id=question_id,
                                       correlation_id=question_id, user_id=user_id, reply_to=REPLY_TO)
-        reply = await self._publish_and_wait(question_id, orjson.dumps({"query": query, "args": args or {}}), "",
-                                             LEDGER_QUERIES, properties, timeout, f"no {LEDGER_QUERIES} queue")
+        reply = await self._publish_and_wait(question_id, orjson.dumps({"query": query, "args": args or {}}),
+                                             QUERIES_EXCHANGE, LEDGER_QUERIES, properties, timeout, f"no {LEDGER_QUERIES} queue")
         if not reply.get("ok"):
             raise QueryRefused(reply.get("error") or "the ledger refused the query")
         return reply["data"]

@@ -17,6 +17,9 @@ EVENTS_EXCHANGE = "market.events"
 LEASES_EXCHANGE = "market.leases"
 #: direct exchange where rejected, poison and expired messages go
 DEAD_EXCHANGE = "market.dead"
+#: direct exchange for questions to the ledger: members may publish here, and
+#: not to the default exchange, which would let them write into any queue
+QUERIES_EXCHANGE = "market.queries"
 
 #: the ledger's single-writer input: every request but the lease traffic
 LEDGER_INBOX = "ledger.inbox"
@@ -40,6 +43,8 @@ SPEEDPROBE_INBOX = "speedprobe.inbox"
 #: read-only questions to the ledger (jobs, results, workers, the scheduler's
 #: snapshot), answered on the asker's direct reply-to
 LEDGER_QUERIES = "ledger.queries"
+#: what the gatekeeper makes the broker's users agree with (identity.changed)
+GATEKEEPER_INBOX = "gatekeeper.inbox"
 #: milliseconds an unanswered query waits before the broker drops it: the asker has given up by then
 QUERY_TTL_MS = 30_000
 
@@ -64,6 +69,8 @@ SCHEDULER_OFFERS_TYPES: tuple[str, ...] = (
     "speed.recorded",
     "checkpoint.committed",
     "job.completed",
+    # a revoked key's worker (or a disabled account's) offers no more
+    "identity.changed",
 )
 #: workers to probe (the ledger checks the probes' answers itself)
 SPEEDPROBE_TYPES: tuple[str, ...] = ("worker.registered",)
@@ -150,7 +157,10 @@ def topology(settings) -> Topology:
         (_signal_queue(SCHEDULER_READY), SCHEDULER_READY_TYPES),
         (_signal_queue(SCHEDULER_OFFERS), SCHEDULER_OFFERS_TYPES),
         (_signal_queue(SPEEDPROBE_INBOX), SPEEDPROBE_TYPES),
-        # reached through the default exchange; classic, as answers are not kept
+        # a quorum queue: an identity change must reach the broker's users even
+        # if the gatekeeper was down when the ledger recorded it
+        (_consumer_queue(GATEKEEPER_INBOX, settings), ("identity.changed",)),
+        # reached through market.queries; classic, as answers are not kept
         (QueueSpec(LEDGER_QUERIES, arguments={"x-message-ttl": QUERY_TTL_MS, "x-dead-letter-exchange": DEAD_EXCHANGE,
                                               "x-dead-letter-routing-key": LEDGER_QUERIES}), ()),
     )
@@ -164,11 +174,13 @@ def topology(settings) -> Topology:
         bindings.append(BindingSpec(dead_letter_queue(queue.name), DEAD_EXCHANGE, queue.name))
     queues.append(QueueSpec(LEASE_DEAD))
     bindings.append(BindingSpec(LEASE_DEAD, DEAD_EXCHANGE, LEASE_DEAD))
+    bindings.append(BindingSpec(LEDGER_QUERIES, QUERIES_EXCHANGE, LEDGER_QUERIES))
     return Topology(
         exchanges=(
             ExchangeSpec(EVENTS_EXCHANGE, "topic"),
             ExchangeSpec(LEASES_EXCHANGE, "direct"),
             ExchangeSpec(DEAD_EXCHANGE, "direct"),
+            ExchangeSpec(QUERIES_EXCHANGE, "direct"),
         ),
         queues=tuple(queues),
         bindings=tuple(bindings),

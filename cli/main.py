@@ -49,7 +49,10 @@ def cmd_settings(settings, args) -> int:
     import dataclasses
 
     values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
-    values.update(amqp_url=settings.amqp_url.replace(settings.service_password, "***"), db_url=settings.db_url)
+    from cli.stack import _safe_url
+
+    values.update(amqp_url=_safe_url(settings.amqp_url), db_url=_safe_url(settings.db_url),
+                  service_password="***" if settings.service_password else None)
     _print_json(values)
     return 0
 
@@ -115,7 +118,14 @@ def cmd_accounts_open(settings, args) -> int:
 
     payload = {"account": args.name, "email": args.email,
                "credit_limit": parse_credits(args.credit_limit, allow_zero=True, what="credit limit")}
+    credentials = None
+    if args.credentials_out:
+        from cli.keys import member_key
+
+        payload["key_hash"], credentials = member_key(settings, args.name, args.credentials_out)
     reply = send_and_check(settings, args.account, "account.opened", payload)
+    if credentials is not None:
+        credentials.save(args.credentials_out)
     _print_json({"account": args.name, "seq": reply["seq"]}) if args.json else print(
         f"account {args.name} opened (ledger sequence {reply['seq']})")
     return 0
@@ -169,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run and use the community compute market.",
         epilog="Settings come from MARKET_* environment variables: `marketctl settings` shows them.")
     parser.add_argument("--as", dest="account", metavar="ACCOUNT",
-                        help="act as this account (default: MARKET_ACCOUNT, else 'operator')")
+                        help="act as this account (default: the credentials' account, else MARKET_ACCOUNT, "
+                             "else 'operator'); only the operator's own tools may act for another account")
+    parser.add_argument("--credentials", metavar="FILE",
+                        help="a member's or a worker's credentials file (default: MARKET_CREDENTIALS, else "
+                             "~/.config/market/credentials if it exists, else the operator's service user)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name, handler, help_text, parent=commands):
@@ -206,17 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name", help="account name (letters, digits, _.@-)")
     sub.add_argument("--email", required=True, help="contact e-mail")
     sub.add_argument("--credit-limit", default="0", help="credits it may go below zero (default 0)")
+    sub.add_argument("--credentials-out", metavar="FILE",
+                     help="also make the member's own broker key and write its credentials file here (0600)")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub = command("deposit", cmd_accounts_deposit, "credit an account (decimal credits, up to 6 places)", accounts)
     sub.add_argument("name")
     sub.add_argument("amount", help="credits, e.g. 25 or 0.5")
     sub = command("list", cmd_accounts_list, "accounts with balance and credit state", accounts)
     sub.add_argument("--json", action="store_true", help="print JSON")
-    _job_commands(commands, command)
+    _job_commands(commands, command, accounts)
     return parser
 
 
-def _job_commands(commands, command) -> None:
+def _job_commands(commands, command, accounts) -> None:
     from cli import jobs, worker
     from cli import report as report_commands
 
@@ -240,15 +256,18 @@ def _job_commands(commands, command) -> None:
     sub.add_argument("--json", action="store_true", help="print JSON")
     group = commands.add_parser("worker", help="run a worker on this machine").add_subparsers(
         dest="worker_command", metavar="SUBCOMMAND", required=True)
-    sub = command("run", worker.cmd_worker_run, "register this machine as a worker and run leased jobs "
-                  "(Ctrl-C: checkpoint running jobs and exit; twice: exit at once)", group)
-    sub.add_argument("--name", required=True, help="a name for this worker")
+    sub = command("run", worker.cmd_worker_run, "run this machine as a worker on its own key: --credentials FILE "
+                  "(from `worker register`), or --name to register it now (Ctrl-C: checkpoint running jobs and "
+                  "exit; twice: exit at once)", group)
+    sub.add_argument("--name", help="a name for this worker (registers it now, as the acting account)")
     sub.add_argument("--id", help="worker id (default: made from the name)")
     sub.add_argument("--lease-seconds", type=int, default=60, help="lease length it asks for (default 60)")
     sub.add_argument("--slots", type=int, default=1, help="jobs it runs at once (default 1)")
     sub.add_argument("--safety-margin", type=float, default=3.0,
                      help="seconds before the deadline by which a job is stopped and checkpointed (default 3)")
     sub.add_argument("--memory-mb", type=int, default=1024, help="memory limit of a job, MiB (default 1024)")
+    from cli import keys
+    keys.register(group, accounts, command)
     report_commands.register(commands, command)
     from cli import money_commands
     money_commands.register(commands, command)
@@ -259,6 +278,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        from cli.credentials import find
+
+        credentials = find(settings, args.credentials)
+        if credentials is not None:
+            # a member's or a worker's own key: it acts as itself, and the broker checks it
+            settings = settings.replace(amqp_url_override=credentials.amqp_url)
+            args.account = args.account or credentials.user
+        args.credentials_found = credentials
         args.account = args.account or settings.account
         configure_logging("warning" if settings.log_level == "info" else settings.log_level)
         return args.handler(settings, args)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker_setup import permissions
 from broker_setup.amqp import connect, queue_depths
 from broker_setup.declare import declare_topology
 from broker_setup.node import LocalNode
@@ -21,8 +22,10 @@ from broker_setup.topology import topology
 from common.errors import MarketError
 
 #: agents ``up`` starts, by name -> python module run with ``-m``
-AGENTS = {"ledger": "ledger.agent", "scheduler": "agents.scheduler.agent", "speedprobe": "agents.speedprobe.agent",
-          "portal": "web.agent"}
+AGENTS = {"ledger": "ledger.agent", "gatekeeper": "agents.gatekeeper.agent", "scheduler": "agents.scheduler.agent",
+          "speedprobe": "agents.speedprobe.agent", "portal": "web.agent"}
+#: what a process that holds no secret of the market's must not inherit
+SERVICE_SECRETS_ENV = ("MARKET_AMQP_URL", "MARKET_SERVICE_PASSWORD", "MARKET_DB_URL", "MARKET_WEB_SECRET")
 #: local workers ``up --workers N`` starts are named worker-1 ... worker-N
 WORKER_PREFIX = "worker-"
 #: seconds an agent gets to stop after SIGTERM before SIGKILL
@@ -78,8 +81,12 @@ def agent_statuses(settings) -> list[AgentStatus]:
     return result
 
 
-def start_agent(settings, name: str, extra_env: dict | None = None, argv: list[str] | None = None) -> int:
-    """Start an agent as a detached process logging to MARKET_HOME/log/NAME.log."""
+def start_agent(settings, name: str, extra_env: dict | None = None, argv: list[str] | None = None,
+                secret_free: bool = False) -> int:
+    """Start an agent as a detached process logging to MARKET_HOME/log/NAME.log.
+
+    A service agent of the local node connects as its own broker user;
+    ``secret_free`` (a worker on its own key) passes on none of the market's secrets."""
     pid_file = _pid_file(settings, name)
     pid = read_pid(pid_file)
     if alive(pid):
@@ -87,6 +94,11 @@ def start_agent(settings, name: str, extra_env: dict | None = None, argv: list[s
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, **_settings_env(settings), **(extra_env or {}))
+    if name in permissions.SERVICES and settings.uses_local_broker:
+        env["MARKET_AMQP_URL"] = settings.service_url(name)
+    if secret_free:
+        for variable in SERVICE_SECRETS_ENV:
+            env.pop(variable, None)
     with open(settings.log_dir / f"{name}.log", "ab") as log_file:
         argv = argv or [sys.executable, "-m", AGENTS[name]]
         process = subprocess.Popen(argv, stdout=log_file, stderr=log_file,
@@ -99,7 +111,8 @@ def _settings_env(settings) -> dict:
     """The settings an agent needs, passed on so it sees what ``up`` saw."""
     env = {"MARKET_HOME": str(Path(settings.home).resolve()), "MARKET_DB_URL": settings.db_url,
            "MARKET_AMQP_URL": settings.amqp_url, "MARKET_LOG_LEVEL": settings.log_level,
-           "MARKET_WEB_PORT": str(settings.web_port), "MARKET_WEB_HOST": settings.web_host}
+           "MARKET_WEB_PORT": str(settings.web_port), "MARKET_WEB_HOST": settings.web_host,
+           "MARKET_AMQP_PORT": str(settings.amqp_port), "MARKET_MANAGEMENT_PORT": str(settings.management_port)}
     return env
 
 
@@ -130,7 +143,8 @@ def up(settings, say=print, workers: int = 0) -> None:
             say(f"broker: started {settings.node_name} on amqp port {settings.amqp_port}")
         else:
             say(f"broker: {settings.node_name} already running on amqp port {settings.amqp_port}")
-        say(f"management UI: {settings.management_url}  (login {settings.service_user} / {settings.service_password})")
+        say(f"management UI: {settings.management_url}  (the operator: login {settings.service_user}, password in "
+            f"{settings.home}/secrets/amqp-{settings.service_user})")
     else:
         say("broker: using MARKET_AMQP_URL")
     asyncio.run(_declare(settings))
@@ -147,9 +161,21 @@ def up(settings, say=print, workers: int = 0) -> None:
         _ensure_account(settings, settings.account)
     for index in range(1, workers + 1):
         name = f"{WORKER_PREFIX}{index}"
-        argv = [sys.executable, "-m", "cli.main", "--as", settings.account, "worker", "run", "--name", name]
-        pid = start_agent(settings, name, argv=argv)
-        say(f"{name}: running as {settings.account} (pid {pid}, log {settings.log_dir / (name + '.log')})")
+        credentials = _local_worker_key(settings, name)
+        argv = [sys.executable, "-m", "cli.main", "--credentials", str(credentials), "worker", "run"]
+        pid = start_agent(settings, name, argv=argv, secret_free=True)
+        say(f"{name}: running on its own key, owned by {settings.account} (pid {pid}, "
+            f"log {settings.log_dir / (name + '.log')})")
+
+
+def _local_worker_key(settings, name: str) -> Path:
+    """The credentials file of local worker ``name``: registered with a key the first time."""
+    from cli.keys import register_worker
+
+    path = (settings.home / "workers" / f"{name}.json").resolve()
+    if not path.exists():
+        register_worker(settings, settings.account, name, name, 1, 60, path)
+    return path
 
 
 def _ensure_account(settings, account: str) -> None:

@@ -52,11 +52,18 @@ class Settings:
     management_port: int = 15672
     #: MARKET_NODE_NAME: Erlang node name of the project-local node
     node_name: str = "market@localhost"
-    #: MARKET_SERVICE_USER / MARKET_SERVICE_PASSWORD: the broker user agents and
-    #: marketctl connect as; it carries the ``impersonator`` tag so it may set
-    #: ``user_id`` to the acting account
+    #: MARKET_SERVICE_USER / MARKET_SERVICE_PASSWORD: the operator's broker user,
+    #: which the operator's own tools on the market's host connect as (it carries
+    #: the ``impersonator`` and ``administrator`` tags); unset password: a random
+    #: one kept in MARKET_HOME/secrets/amqp-USER (mode 0600), made on first use
     service_user: str = "market"
-    service_password: str = "market"
+    service_password: str | None = None
+    #: MARKET_CREDENTIALS: a member's or a worker's credentials file (see
+    #: cli/credentials.py); unset: ~/.config/market/credentials if it exists
+    credentials_file: str | None = None
+    #: MARKET_PUBLIC_AMQP_URL: the broker as members and workers reach it, put in the
+    #: credentials files the market hands out; unset: amqp://127.0.0.1:AMQP_PORT/
+    public_amqp_url: str | None = None
     #: MARKET_ACCOUNT: the account marketctl acts as (``--as`` overrides it)
     account: str = "operator"
     #: MARKET_LOG_LEVEL: debug, info, warning, error
@@ -126,6 +133,8 @@ class Settings:
             node_name=env.get("MARKET_NODE_NAME") or d.node_name,
             service_user=env.get("MARKET_SERVICE_USER") or d.service_user,
             service_password=env.get("MARKET_SERVICE_PASSWORD") or d.service_password,
+            credentials_file=env.get("MARKET_CREDENTIALS") or None,
+            public_amqp_url=env.get("MARKET_PUBLIC_AMQP_URL") or None,
             account=env.get("MARKET_ACCOUNT") or d.account,
             log_level=(env.get("MARKET_LOG_LEVEL") or d.log_level).lower(),
             ingest_batch=_env_int(env, "MARKET_INGEST_BATCH", d.ingest_batch),
@@ -180,8 +189,24 @@ class Settings:
     def amqp_url(self) -> str:
         if self.amqp_url_override:
             return self.amqp_url_override
-        user, password = quote(self.service_user, safe=""), quote(self.service_password, safe="")
-        return f"amqp://{user}:{password}@127.0.0.1:{self.amqp_port}/"
+        return self.service_url(self.service_user)
+
+    @property
+    def service_secret(self) -> str:
+        """The operator's broker password: MARKET_SERVICE_PASSWORD, or this home's own."""
+        return self.service_password or self.secret_of(self.service_user)
+
+    def secret_of(self, user: str) -> str:
+        """The broker password of service user ``user`` on the local node (made on first use)."""
+        from common.secrets import read_or_create
+
+        if user == self.service_user and self.service_password:
+            return self.service_password
+        return read_or_create(self.home, f"amqp-{user}")
+
+    def service_url(self, user: str) -> str:
+        """The local node's URL as service user ``user``, with its secret."""
+        return f"amqp://{quote(user, safe='')}:{quote(self.secret_of(user), safe='')}@127.0.0.1:{self.amqp_port}/"
 
     @property
     def db_url(self) -> str:

@@ -17,6 +17,7 @@ from typing import Callable
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from contracts.blobs import BlobField
+from contracts.identity import KEY_HASH_PATTERN
 from contracts.routing import REQUEST_TYPES, VERDICT_TYPES
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
@@ -62,6 +63,11 @@ def Sha(**kw):
     return fields.String(validate=validate.Regexp(r"^[0-9a-f]{64}$"), **kw)
 
 
+def KeyHash(**kw):
+    """A key's hash (contracts.identity.key_hash), never the key itself."""
+    return fields.String(validate=validate.Regexp(KEY_HASH_PATTERN, error="not a key hash"), **kw)
+
+
 def Timestamp(**kw):
     return fields.String(validate=validate.Regexp(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$"), **kw)
 
@@ -76,6 +82,23 @@ class AccountOpened(Payload):
     account = Name(required=True)
     email = fields.Email(required=True)
     credit_limit = Micro(load_default=0)
+    #: the hash of the member's own broker key, when the opener made one (optional: an
+    #: account without a key acts only through the portal)
+    key_hash = KeyHash(allow_none=True)
+
+
+class AccountKeySet(Payload):
+    """A member's broker key, new or replaced (the old one stops working)."""
+
+    account = Name(required=True)
+    key_hash = KeyHash(required=True)
+
+
+class AccountDisabled(Payload):
+    """The operator disables an account: its key and its workers' keys stop working."""
+
+    account = Name(required=True)
+    reason = Text(max_length=500, load_default="")
 
 
 class AccountDeposited(Payload):
@@ -94,6 +117,9 @@ class WorkerRegistered(Payload):
     name = Text(max_length=100, required=True)
     slots = StrictInt(validate=validate.Range(min=1, max=256), load_default=1)
     lease_seconds = Seconds(load_default=60)
+    #: the hash of the worker's own broker key, sent by its owner when it registers
+    #: (or re-keys) the worker; absent when the worker re-registers itself on start
+    key_hash = KeyHash(allow_none=True)
 
 
 class WorkerOffered(Payload):
@@ -103,6 +129,12 @@ class WorkerOffered(Payload):
 
 
 class WorkerRetired(Payload):
+    worker_id = Id(required=True)
+
+
+class WorkerRevoked(Payload):
+    """The owner (or the operator) revokes a worker's key for good."""
+
     worker_id = Id(required=True)
 
 
@@ -290,6 +322,18 @@ class SpeedRecorded(Payload):
     measured_at = Timestamp(required=True)
 
 
+class IdentityChanged(Payload):
+    """A broker identity as it is now: the gatekeeper makes the broker agree."""
+
+    #: the broker user: an account name, or worker:<worker_id>
+    name = fields.String(required=True, validate=validate.Length(min=1, max=80))
+    kind = fields.String(required=True, validate=validate.OneOf(["member", "worker"]))
+    account = Name(required=True)
+    worker_id = Id(load_default=None, allow_none=True)
+    key_hash = KeyHash(load_default=None, allow_none=True)
+    enabled = fields.Boolean(required=True)
+
+
 class Posting(Schema):
     account = Name(required=True)
     #: micro-credits: negative is a debit, positive a credit
@@ -349,9 +393,12 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "account.opened": AccountOpened,
     "account.deposited": AccountDeposited,
     "account.credit_limit_set": AccountCreditLimitSet,
+    "account.key_set": AccountKeySet,
+    "account.disabled": AccountDisabled,
     "worker.registered": WorkerRegistered,
     "worker.offered": WorkerOffered,
     "worker.retired": WorkerRetired,
+    "worker.revoked": WorkerRevoked,
     "job.submitted": JobSubmitted,
     "job.repriced": JobRepriced,
     "job.cancelled": JobCancelled,
@@ -376,6 +423,7 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "checkpoint.rejected": CheckpointRejected,
     "speed.recorded": SpeedRecorded,
     "payment.posted": PaymentPosted,
+    "identity.changed": IdentityChanged,
 }
 
 #: every event type of the market, by name

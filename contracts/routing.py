@@ -10,9 +10,12 @@ REQUEST_TYPES: tuple[str, ...] = (
     "account.opened",
     "account.deposited",
     "account.credit_limit_set",
+    "account.key_set",
+    "account.disabled",
     "worker.registered",
     "worker.offered",
     "worker.retired",
+    "worker.revoked",
     "job.submitted",
     "job.repriced",
     "job.cancelled",
@@ -41,6 +44,7 @@ VERDICT_TYPES: tuple[str, ...] = (
     "checkpoint.rejected",
     "speed.recorded",
     "payment.posted",
+    "identity.changed",
 )
 
 ALL_TYPES: tuple[str, ...] = REQUEST_TYPES + VERDICT_TYPES
@@ -54,6 +58,30 @@ SPEEDPROBE_ACTOR = "speedprobe"
 #: the market's operator: the only actor who may deposit money, grant credit,
 #: and read every account's statement
 OPERATOR_ACTOR = "operator"
+#: the service that makes the broker's users agree with the ledger's identities
+GATEKEEPER_ACTOR = "gatekeeper"
+#: the portal, which acts for logged-in members
+PORTAL_ACTOR = "portal"
+
+#: the requests a member's own key may publish (the broker's topic permissions say so too)
+MEMBER_REQUEST_TYPES: tuple[str, ...] = (
+    "account.key_set",
+    "worker.registered",
+    "worker.retired",
+    "worker.revoked",
+    "job.submitted",
+    "job.repriced",
+    "job.cancelled",
+)
+#: the requests a worker's key may publish: only what a worker does
+WORKER_REQUEST_TYPES: tuple[str, ...] = (
+    "worker.registered",
+    "worker.offered",
+    "worker.retired",
+    "checkpoint.submitted",
+    "job.finished",
+    "job.errored",
+)
 
 
 def routing_key(event_type: str) -> str:

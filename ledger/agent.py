@@ -305,7 +305,7 @@ class LedgerAgent:
             headers = {REASON_HEADER: error.reason[:1000], CODE_HEADER: error.code,
                        "x-original-routing-key": message.routing_key or "",
                        "x-original-user-id": incoming.user_id or ""}
-            items.append(Outgoing(incoming.body, message.queue, user_id=self.settings.service_user,
+            items.append(Outgoing(incoming.body, message.queue, user_id=LEDGER_ACTOR,
                                   message_id=message.message_id or "", headers=headers, exchange=DEAD_EXCHANGE,
                                   content_type=message.content_type or "application/octet-stream"))
         results = await publisher.publish_many(items)

@@ -26,6 +26,8 @@ from datetime import timedelta
 from typing import Callable, NamedTuple
 
 from contracts.envelope import format_time, parse_time
+from contracts.events import EVENTS
+from contracts.identity import worker_of, worker_principal
 from contracts.routing import OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
 from ledger import money
 from ledger.months import turn_month
@@ -111,10 +113,16 @@ def fold(state: MarketState, event: Recorded) -> list[Derived]:
     handler = HANDLERS.get(event.type)
     if handler is None or not (state.deriving or event.type not in DECIDES_ONLY):
         derived = []
+    elif event.type in REQUEST_TYPES and fold_identity.actor_disabled(state, event.actor):
+        derived = refuse(event, f"account {fold_identity.acting_account(state, event.actor)} is disabled")
     else:
         derived = handler(state, event)
     state.last_seq = event.seq
     return derived
+
+
+#: the types producers send, which an actor of a disabled account may no longer send
+REQUEST_TYPES = frozenset(name for name, event_type in EVENTS.items() if event_type.request)
 
 
 def refuse(event: Recorded, reason: str) -> list[Derived]:
@@ -142,7 +150,7 @@ def _account_opened(state: MarketState, event: Recorded) -> list[Derived]:
         opened_at=event.recorded_at, folded_seq=event.seq,
     )
     state.touch("accounts", p["account"], event.seq)
-    return []
+    return [fold_identity.member_key(p["account"], p["key_hash"])] if p.get("key_hash") else []
 
 
 def _fundable(state: MarketState, event: Recorded) -> Account | str:
@@ -255,13 +263,17 @@ def _job_held(state: MarketState, event: Recorded) -> list[Derived]:
 @handles("worker.registered")
 def _worker_registered(state: MarketState, event: Recorded) -> list[Derived]:
     p = event.payload
+    worker = state.workers.get(p["worker_id"])
+    if worker_of(event.actor) is not None:
+        return _worker_restarted(state, event, worker)
     if event.actor not in state.accounts:
         return refuse(event, f"unknown account {event.actor}: open it before registering a worker")
-    worker = state.workers.get(p["worker_id"])
     if worker is not None and worker.owner != event.actor:
         return refuse(event, f"worker id {p['worker_id']} belongs to another account")
+    if worker is not None and worker.state == "revoked":
+        return refuse(event, f"worker {p['worker_id']} was revoked: register a new worker")
     if worker is None:
-        state.workers[p["worker_id"]] = Worker(
+        worker = state.workers[p["worker_id"]] = Worker(
             worker_id=p["worker_id"], owner=event.actor, name=p["name"], slots=p["slots"],
             lease_seconds=p["lease_seconds"], state="idle", speed=None, speed_measured_at=None,
             registered_at=event.recorded_at, folded_seq=event.seq,
@@ -270,6 +282,21 @@ def _worker_registered(state: MarketState, event: Recorded) -> list[Derived]:
         # re-registering (a restarted agent) refreshes what the worker says of itself
         worker.name, worker.slots, worker.lease_seconds, worker.state = p["name"], p["slots"], p["lease_seconds"], "idle"
     state.touch("workers", p["worker_id"], event.seq)
+    return [fold_identity.worker_key(worker, p["key_hash"])] if p.get("key_hash") else []
+
+
+def _worker_restarted(state: MarketState, event: Recorded, worker: Worker | None) -> list[Derived]:
+    """A worker's own key registers it again when its agent starts: it may
+    refresh what it says of itself, never make a worker or change a key."""
+    p = event.payload
+    if worker is None or worker_principal(worker.worker_id) != event.actor:
+        return refuse(event, f"the key {event.actor} belongs to no worker {p['worker_id']}")
+    if p.get("key_hash"):
+        return refuse(event, "only the worker's owner may change its key")
+    if worker.state == "revoked":
+        return refuse(event, f"worker {worker.worker_id} was revoked")
+    worker.name, worker.slots, worker.lease_seconds, worker.state = p["name"], p["slots"], p["lease_seconds"], "idle"
+    state.touch("workers", worker.worker_id, event.seq)
     return []
 
 
@@ -277,8 +304,10 @@ def _owned_worker(state: MarketState, event: Recorded) -> Worker | str:
     worker = state.workers.get(event.payload["worker_id"])
     if worker is None:
         return f"unknown worker {event.payload['worker_id']}"
-    if worker.owner != event.actor:
+    if not fold_identity.speaks_for_worker(worker, event.actor):
         return f"worker {worker.worker_id} belongs to another account"
+    if worker.state == "revoked":
+        return f"worker {worker.worker_id} is revoked"
     return worker
 
 
@@ -439,8 +468,10 @@ def _lease_proposed(state: MarketState, event: Recorded) -> list[Derived]:
     if job is None or job.status != "ready" or job.checkpoint != p["checkpoint"]:
         return _refuse_lease(p, f"job {p['job_id']} is not ready at checkpoint {p['checkpoint']}", False)
     worker = state.workers.get(p["worker_id"])
-    if worker is None or worker.state == "retired":
-        return _refuse_lease(p, f"worker {p['worker_id']} is unknown or retired", True)
+    if worker is None or worker.state in ("retired", "revoked"):
+        return _refuse_lease(p, f"worker {p['worker_id']} is unknown, retired or revoked", True)
+    if fold_identity.actor_disabled(state, worker.owner):
+        return _refuse_lease(p, f"worker {p['worker_id']} belongs to a disabled account", True)
     if job.target_worker_id and job.target_worker_id != worker.worker_id:
         return _refuse_lease(p, f"job {job.job_id} runs only on worker {job.target_worker_id}", True)
     if state.open_leases(worker.worker_id) >= worker.slots:
@@ -484,8 +515,8 @@ def _fenced(state: MarketState, event: Recorded) -> tuple[Lease, Job] | str:
     if lease is None or lease.job_id != p["job_id"]:
         return f"unknown lease {p['lease_id']} for job {p['job_id']}"
     worker = state.workers.get(lease.worker_id)
-    if worker is None or worker.owner != event.actor:
-        return f"lease {lease.lease_id} is not held by a worker of {event.actor}"
+    if worker is None or not fold_identity.speaks_for_worker(worker, event.actor):
+        return f"lease {lease.lease_id} is not held by {event.actor}"
     job = state.jobs[lease.job_id]
     if lease.outcome != "open" or job.lease_id != lease.lease_id:
         return f"lease {lease.lease_id} is no longer current (it ended: {lease.outcome})"
@@ -660,3 +691,7 @@ def _speed_recorded(state: MarketState, event: Recorded) -> list[Derived]:
     state.speed_samples[sample_id] = SpeedSample(sample_id, worker.worker_id, p["speed"], p["measured_at"], event.seq)
     state.touch("speed_samples", sample_id, event.seq)
     return []
+
+
+# the rules of other subjects register their handlers on import
+from ledger import fold_identity  # noqa: E402

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from common.errors import MarketError
 from contracts.envelope import utc_now_iso
-from contracts.routing import OPERATOR_ACTOR, SCHEDULER_ACTOR
+from contracts.routing import GATEKEEPER_ACTOR, OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
 from ledger import tables
 from ledger.report import KEY_BYTES, build_report, worker_state
 from ledger.snapshots import latest_time, statements
@@ -180,20 +180,46 @@ def result(conn, actor: str, job_id: str) -> dict:
     return {"job_id": row.job_id, "sha256": row.result_sha256, "data": base64.b64encode(data).decode("ascii")}
 
 
+#: who may see every worker by its id (they probe, match and run the market)
+SEES_WORKER_IDS = frozenset({OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR})
+
+
 @query("workers")
 def workers(conn, actor: str, mine: bool = False) -> list[dict]:
-    """Every worker (``mine``: the asker's only) with its measured speed; the owner is named only to the owner."""
+    """Every worker (``mine``: the asker's only) with its measured speed.
+
+    A member sees their own workers by id, name and owner; another member's
+    only as a speed, a state and the minute it was measured (no id, and no
+    exact time, which would join a row to the report's pseudonyms)."""
     busy = set(conn.execute(select(tables.leases.c.worker_id).where(tables.leases.c.outcome == "open")
                             .distinct()).scalars())
     stmt = select(tables.workers).order_by(tables.workers.c.worker_id)
     if mine:
         stmt = stmt.where(tables.workers.c.owner == actor)
     rows = conn.execute(stmt).all()
-    return [{"worker_id": r.worker_id, "name": r.name if r.owner == actor else None,
-             "owner": r.owner if r.owner == actor else None, "speed": r.speed,
-             "speed_measured_at": r.speed_measured_at, "slots": r.slots, "lease_seconds": r.lease_seconds,
-             "state": worker_state(r.state, r.worker_id in busy)}
-            for r in rows]
+    everything = actor in SEES_WORKER_IDS
+    shown = [_worker_row(r, r.worker_id in busy, everything or r.owner == actor) for r in rows]
+    # others' workers by speed, never in id order (that order would hint at the ids)
+    return sorted(shown, key=lambda w: (w["worker_id"] is None, w["worker_id"] or "", -(w["speed"] or 0),
+                                        w["speed_measured_at"] or ""))
+
+
+def _worker_row(r, busy: bool, known: bool) -> dict:
+    return {"worker_id": r.worker_id if known else None, "name": r.name if known else None,
+            "owner": r.owner if known else None, "speed": r.speed,
+            "speed_measured_at": r.speed_measured_at if known or r.speed_measured_at is None
+            else r.speed_measured_at[:16] + "Z",
+            "slots": r.slots, "lease_seconds": r.lease_seconds, "state": worker_state(r.state, busy)}
+
+
+@query("identities")
+def identities(conn, actor: str) -> list[dict]:
+    """For the gatekeeper: every broker identity (keys as hashes) and whether it is enabled."""
+    if actor != GATEKEEPER_ACTOR:
+        raise QueryError("only the gatekeeper may read the identities")
+    rows = conn.execute(select(tables.identities).order_by(tables.identities.c.name)).all()
+    return [{"name": r.name, "kind": r.kind, "account": r.account, "worker_id": r.worker_id,
+             "key_hash": r.key_hash, "enabled": bool(r.enabled)} for r in rows]
 
 
 @query("snapshot")

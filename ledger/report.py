@@ -146,8 +146,9 @@ def _append_sorted(root: ET.Element, group: str, item: str, items: list[dict], k
 
 
 def worker_state(state: str, has_open_lease: bool) -> str:
-    """What a worker is doing, as reports and the ``workers`` query show it: retired, busy or idle."""
-    if state == "retired":
+    """What a worker is doing, as reports and the ``workers`` query show it: retired, busy or idle
+    (a revoked worker is retired for good: the report's schema keeps its three states)."""
+    if state in ("retired", "revoked"):
         return "retired"
     return "busy" if has_open_lease else "idle"
 

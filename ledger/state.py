@@ -22,6 +22,26 @@ class Account:
     credit_limit: int
     opened_at: str
     folded_seq: int
+    #: disabled by the operator: its requests are refused, its keys no longer connect
+    disabled: bool = False
+
+
+@dataclass(slots=True)
+class Identity:
+    """A broker user the market vouches for: a member's key or a worker's key.
+
+    Only the key's hash is kept (contracts.identity.key_hash); the gatekeeper
+    gives the broker exactly this, and removes the user when it is disabled."""
+
+    #: the broker user name: the account's name, or worker:<worker_id>
+    name: str
+    #: member or worker
+    kind: str
+    account: str
+    worker_id: str | None
+    key_hash: str | None
+    enabled: bool
+    folded_seq: int
 
 
 @dataclass(slots=True)
@@ -155,6 +175,7 @@ ROW_TYPES = {
     "speed_samples": (SpeedSample, "sample_id"),
     "months": (Month, "month"),
     "month_balances": (MonthBalance, "snapshot_id"),
+    "identities": (Identity, "name"),
 }
 
 
@@ -167,6 +188,7 @@ class MarketState:
     speed_samples: dict[str, SpeedSample] = field(default_factory=dict)
     months: dict[str, Month] = field(default_factory=dict)
     month_balances: dict[str, MonthBalance] = field(default_factory=dict)
+    identities: dict[str, Identity] = field(default_factory=dict)
     rules: Rules = field(default_factory=Rules)
     #: the last appended event, which the next one chains to
     last_seq: int = 0

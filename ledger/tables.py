@@ -81,7 +81,22 @@ accounts = Table(
     Column("credit_limit", BigInteger, nullable=False),
     Column("opened_at", String(32), nullable=False),
     Column("folded_seq", BigInteger, nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default="0"),
 )
+
+#: broker identities: members' and workers' keys, as hashes only
+identities = Table(
+    "identities",
+    metadata,
+    Column("name", String(80), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("account", String(64), nullable=False),
+    Column("worker_id", String(64)),
+    Column("key_hash", String(64)),
+    Column("enabled", Boolean, nullable=False),
+    Column("folded_seq", BigInteger, nullable=False),
+)
+Index("ix_identities_account", identities.c.account)
 
 workers = Table(
     "workers",

@@ -131,8 +131,8 @@ def main() -> int:
     print("\nThe market is still running. Look around:\n"
           "  .venv/bin/marketctl --as alice jobs     # alice's jobs\n"
           "  .venv/bin/marketctl status              # agents, queues, ledger\n"
-          f"  {settings.management_url:<38}  # RabbitMQ management UI ({settings.service_user} / "
-          f"{settings.service_password})\n"
+          f"  {settings.management_url:<38}  # RabbitMQ management UI (the operator: {settings.service_user}, "
+          f"password in {settings.home}/secrets/amqp-{settings.service_user})\n"
           f"  {settings.web_url + '/':<38}  # the portal (log in as {MEMBER} / {MEMBER_PASSWORD})\n"
           "  make down                               # stop everything `up` started")
     return 0

@@ -15,16 +15,13 @@ is then expected on ``MARKET_TEST_MANAGEMENT_PORT``, and the credentials of
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
-import urllib.request
-from urllib.parse import quote
 
 import pytest
 
 from broker_setup.amqp import connect, purge_queues
 from broker_setup.declare import declare_topology
+from broker_setup.management import ManagementApi
 from broker_setup.node import LocalNode
 from broker_setup.topology import topology
 from common.settings import Settings
@@ -75,43 +72,7 @@ def clean_queues(broker_settings):
 @pytest.fixture(scope="session")
 def management(broker_settings):
     """A tiny client of the broker's management HTTP API, as the service user."""
-    return ManagementApi(broker_settings)
-
-
-class ManagementApi:
-    """``get``/``put``/``post``/``delete`` on ``/api/...``; JSON in, JSON out."""
-
-    def __init__(self, settings: Settings):
-        self.base_url = settings.management_url.rstrip("/") + "/api"
-        credentials = f"{settings.service_user}:{settings.service_password}".encode()
-        self.authorization = "Basic " + base64.b64encode(credentials).decode()
-
-    def get(self, path: str):
-        return self.request("GET", path)
-
-    def put(self, path: str, body) -> None:
-        self.request("PUT", path, body)
-
-    def post(self, path: str, body) -> None:
-        self.request("POST", path, body)
-
-    def delete(self, path: str) -> None:
-        self.request("DELETE", path)
-
-    def request(self, method: str, path: str, body=None):
-        """Raises urllib.error.HTTPError on any status >= 400."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        request.add_header("Authorization", self.authorization)
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-        return json.loads(raw) if raw else None
-
-    @staticmethod
-    def quote(name: str) -> str:
-        """A vhost, queue or user name as one path segment (``/`` becomes ``%2F``)."""
-        return quote(name, safe="")
+    return ManagementApi.for_settings(broker_settings)
 
 
 async def _declare(settings: Settings) -> None:

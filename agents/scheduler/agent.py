@@ -26,6 +26,7 @@ from broker_setup.rpc import Requester
 from broker_setup.topology import SCHEDULER_OFFERS, SCHEDULER_READY
 from contracts.envelope import Codec
 from contracts.errors import ContractError
+from contracts.identity import worker_of
 from contracts.routing import LEDGER_ACTOR, SCHEDULER_ACTOR, VERDICT_TYPES
 
 log = structlog.get_logger("scheduler")
@@ -159,6 +160,9 @@ class SchedulerAgent:
             state.speed_recorded(p["worker_id"], p["speed"])
         elif heard.type == "worker.retired":
             state.worker_retired(p["worker_id"])
+        elif heard.type == "identity.changed":
+            if p["kind"] == "worker" and not p["enabled"]:
+                state.worker_retired(p["worker_id"])  # revoked, or its account disabled
         elif heard.type in ("checkpoint.committed", "job.completed"):
             # from scheduler.offers: the lease's worker has a free slot again
             state.slot_freed(p["worker_id"], now)
@@ -184,6 +188,10 @@ class SchedulerAgent:
         if from_ledger:
             return _verdict(raw, (message.headers or {}).get("seq"))
         envelope = self.codec.decode_envelope(raw, actor=message.user_id or "", requests_only=True)
+        # a worker speaks for itself only with its own key (the broker vouches for user_id)
+        if worker_of(envelope.actor) != envelope.payload.get("worker_id"):
+            raise ContractError(f"{envelope.type} for worker {envelope.payload.get('worker_id')!r} "
+                                f"was not sent with that worker's key (user_id {envelope.actor!r})")
         return Heard(envelope.type, envelope.payload, None)
 
     async def _propose(self, publisher: Publisher, now: float) -> None:

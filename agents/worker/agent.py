@@ -19,16 +19,20 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import aiormq
 import structlog
 
 from agents.worker.forkserver import set_not_dumpable
 from agents.worker.sandbox import Limits, Outcome, Sandbox, Work
 from broker_setup.amqp import Outgoing, Publisher, ack, connect, consume
 from broker_setup.declare import declare_lease_queue
+from broker_setup.topology import lease_queue
 from broker_setup.rpc import Refused, Requester, check_reply
 from contracts.blobs import Blob
 from contracts.envelope import Codec, parse_time
 from contracts.errors import ContractError
+from contracts.identity import worker_of
+from contracts.routing import LEDGER_ACTOR
 from contracts.lease import LeaseMessage, decode_lease_message
 from common.errors import MarketError
 
@@ -58,12 +62,20 @@ class WorkerError(MarketError):
 class WorkerConfig:
     worker_id: str
     name: str
+    #: the account that owns the worker (and is paid)
     account: str
     slots: int = 1
     lease_seconds: int = 60
     #: seconds before the deadline by which the job must be stopped and its checkpoint sent
     safety_margin: float = 3.0
     memory_bytes: int = 1024 * 1024 * 1024
+    #: the broker user it speaks as: its own key (worker:<worker_id>); the
+    #: owner's account only when run by the operator's tools, which impersonate
+    principal: str | None = None
+
+    @property
+    def user_id(self) -> str:
+        return self.principal or self.account
 
 
 class WorkerAgent:
@@ -96,7 +108,7 @@ class WorkerAgent:
                 await self._register(connection)
                 channel = await connection.channel()
                 await channel.set_qos(prefetch_count=self.config.slots)
-                queue = await declare_lease_queue(channel, self.settings, self.config.worker_id)
+                queue = await self._lease_queue(channel)
                 await consume(channel, queue.name, lambda message: self._on_lease(message, publisher))
                 self.log.info("worker.ready", queue=queue.name, slots=self.config.slots)
                 await self._offer(publisher)
@@ -121,11 +133,22 @@ class WorkerAgent:
                 sandbox.close()
         self.log.info("worker.stopped", completed=self.completed)
 
+    async def _lease_queue(self, channel):
+        if worker_of(self.config.user_id) is None:
+            # the operator's tools may declare; a worker's key may not (the
+            # gatekeeper declared its queue before the key could connect)
+            return await declare_lease_queue(channel, self.settings, self.config.worker_id)
+        try:
+            return await channel.declare_queue(lease_queue(self.config.worker_id), passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity as e:
+            raise WorkerError(f"the broker has no lease queue for worker {self.config.worker_id}: "
+                              "is the gatekeeper running (`marketctl status`)?") from e
+
     async def _retire(self, connection) -> None:
         event_id, body = self.codec.encode("worker.retired", {"worker_id": self.config.worker_id})
         try:
             async with Requester(connection) as requester:
-                await requester.request(event_id, body, "worker.retired", user_id=self.config.account,
+                await requester.request(event_id, body, "worker.retired", user_id=self.config.user_id,
                                         timeout=RETIRE_TIMEOUT)
         except MarketError as e:
             self.log.warning("worker.retire_failed", reason=str(e))
@@ -135,7 +158,7 @@ class WorkerAgent:
                    "lease_seconds": self.config.lease_seconds}
         event_id, body = self.codec.encode("worker.registered", payload)
         async with Requester(connection) as requester:
-            reply = await requester.request(event_id, body, "worker.registered", user_id=self.config.account,
+            reply = await requester.request(event_id, body, "worker.registered", user_id=self.config.user_id,
                                             timeout=self.settings.reply_timeout)
         try:
             check_reply(reply)
@@ -148,7 +171,7 @@ class WorkerAgent:
         payload = {"worker_id": self.config.worker_id, "lease_seconds": self.config.lease_seconds,
                    "slots": self.free_slots}
         event_id, body = self.codec.encode("worker.offered", payload)
-        return Outgoing(body, "worker.offered", user_id=self.config.account, message_id=event_id)
+        return Outgoing(body, "worker.offered", user_id=self.config.user_id, message_id=event_id)
 
     async def _offer(self, publisher: Publisher) -> None:
         offer = self._offer_message()
@@ -159,6 +182,12 @@ class WorkerAgent:
         # the lease is recorded in the ledger: if we die, it expires there, so
         # the delivery is acked within ACK_WITHIN, never held for the lease
         settle = LeaseAck(message, self.log)
+        if message.user_id != LEDGER_ACTOR:
+            # only the ledger grants leases (the broker vouches for user_id):
+            # anything else in our queue is someone's forgery, never run
+            await settle.now()
+            self.log.warning("worker.lease_not_from_ledger", user_id=message.user_id)
+            return
         try:
             lease = decode_lease_message(message.body)
         except ContractError as e:
@@ -213,7 +242,7 @@ class WorkerAgent:
             event_type, payload = "job.errored", {**common, "error": outcome.error or "unknown error",
                                                   "exit_code": outcome.exit_code}
         event_id, body = self.codec.encode(event_type, payload)
-        return Outgoing(body, event_type, user_id=self.config.account, message_id=event_id)
+        return Outgoing(body, event_type, user_id=self.config.user_id, message_id=event_id)
 
 
 class LeaseAck:

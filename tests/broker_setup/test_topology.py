@@ -10,6 +10,8 @@ from broker_setup.topology import (
     LEDGER_INBOX,
     LEDGER_LEASES,
     LEDGER_QUERIES,
+    GATEKEEPER_INBOX,
+    QUERIES_EXCHANGE,
     SCHEDULER_OFFERS,
     SCHEDULER_READY,
     SPEEDPROBE_INBOX,
@@ -22,7 +24,8 @@ from broker_setup.topology import (
 from common.settings import Settings
 
 #: every queue some agent reads; a new queue must be added here on purpose
-CONSUMER_QUEUES = (LEDGER_INBOX, LEDGER_LEASES, SCHEDULER_READY, SCHEDULER_OFFERS, SPEEDPROBE_INBOX, LEDGER_QUERIES)
+CONSUMER_QUEUES = (LEDGER_INBOX, LEDGER_LEASES, SCHEDULER_READY, SCHEDULER_OFFERS, SPEEDPROBE_INBOX, LEDGER_QUERIES,
+                   GATEKEEPER_INBOX)
 
 
 def make_topology(**overrides):
@@ -142,6 +145,7 @@ def test_exchange_types():
         (EVENTS_EXCHANGE, "topic", True),
         (LEASES_EXCHANGE, "direct", True),
         (DEAD_EXCHANGE, "direct", True),
+        (QUERIES_EXCHANGE, "direct", True),
     }
 
 

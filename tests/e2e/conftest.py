@@ -32,7 +32,8 @@ class Market:
         self.processes: dict[str, subprocess.Popen] = {}
         self.env = dict(os.environ, MARKET_AMQP_URL=settings.amqp_url, MARKET_DB_URL=db_url,
                         MARKET_HOME=str(settings.home), MARKET_LOG_LEVEL="info", MARKET_LEASE_GRACE="1",
-                        MARKET_POOL_WINDOW="0.2", MARKET_REPLY_TIMEOUT="20")
+                        MARKET_POOL_WINDOW="0.2", MARKET_REPLY_TIMEOUT="20",
+                        MARKET_AMQP_PORT=str(settings.amqp_port), MARKET_MANAGEMENT_PORT=str(settings.management_port))
 
     # ---- processes ------------------------------------------------------------
 
@@ -43,17 +44,37 @@ class Market:
         self.processes[name] = process
         return process
 
-    def start_agent(self, name: str, module: str, **env) -> subprocess.Popen:
-        return self.start(name, [sys.executable, "-m", module], **env)
+    def start_agent(self, name: str, module: str, user: str | None = None, **env) -> subprocess.Popen:
+        """A market service, connected as its own broker user (``user``, else ``name``: broker_setup.permissions)."""
+        return self.start(name, [sys.executable, "-m", module],
+                          MARKET_AMQP_URL=self.settings.service_url(user or name), **env)
+
+    def worker_key(self, worker_id: str, account: str = "bob", lease_seconds: int = 60) -> Path:
+        """The credentials file of worker ``worker_id`` of ``account``, registered with a key the first time."""
+        from cli.keys import register_worker
+
+        path = self.logs / f"{worker_id}.credentials"
+        if not path.exists():
+            register_worker(self.settings, account, worker_id, worker_id, 1, lease_seconds, path)
+        return path
 
     def start_worker(self, worker_id: str, account: str = "bob", lease_seconds: int = 60,
                      safety_margin: float = 1.0) -> subprocess.Popen:
-        return self.start(worker_id, [sys.executable, "-m", "cli.main", "--as", account, "worker", "run",
-                                      "--name", worker_id, "--lease-seconds", str(lease_seconds),
-                                      "--safety-margin", str(safety_margin)])
+        """A worker on its own key alone: no service password, no ledger database in its environment."""
+        credentials = self.worker_key(worker_id, account, lease_seconds)
+        return self.start(worker_id, [sys.executable, "-m", "cli.main", "--credentials", str(credentials), "worker",
+                                      "run", "--lease-seconds", str(lease_seconds),
+                                      "--safety-margin", str(safety_margin)],
+                          MARKET_AMQP_URL="", MARKET_DB_URL="", MARKET_HOME=str(self.logs / f"{worker_id}-home"))
 
     def wait_registered(self, *worker_ids: str) -> None:
-        wait_for(lambda: set(worker_ids) <= set(self.workers()), 30, f"workers {worker_ids} to register")
+        """Until each worker's agent has registered itself, on its own key (its owner registered it first)."""
+        def started() -> bool:
+            with self.engine.connect() as conn:
+                actors = set(conn.execute(select(tables.events.c.actor)
+                                          .where(tables.events.c.type == "worker.registered")).scalars())
+            return {f"worker:{w}" for w in worker_ids} <= actors
+        wait_for(started, 30, f"workers {worker_ids} to start on their keys")
 
     def start_measured_worker(self, worker_id: str, speed: int = 1000, **options) -> None:
         """A worker (``options`` as for :meth:`start_worker`) that has registered
@@ -154,7 +175,8 @@ def start_market(settings, tmp_path: Path, **ledger_env) -> Market:
     running = Market(settings, db_url, tmp_path)
     running.start_agent("ledger", "ledger.agent", **ledger_env)
     running.start_agent("scheduler", "agents.scheduler.agent")
-    wait_for(lambda: _consumers(settings), 30, "the ledger and scheduler to consume")
+    running.start_agent("gatekeeper", "agents.gatekeeper.agent")
+    wait_for(lambda: _consumers(settings), 30, "the ledger, scheduler and gatekeeper to consume")
     running.open_account("alice")
     running.open_account("bob")
     # an owner who cannot pay has her jobs held: alice can
@@ -172,9 +194,9 @@ def market(clean_queues, tmp_path):
 
 
 def _consumers(settings) -> bool:
-    from broker_setup.topology import LEDGER_INBOX, SCHEDULER_READY
+    from broker_setup.topology import GATEKEEPER_INBOX, LEDGER_INBOX, SCHEDULER_READY
 
-    found = depths(settings, [LEDGER_INBOX, SCHEDULER_READY])
+    found = depths(settings, [LEDGER_INBOX, SCHEDULER_READY, GATEKEEPER_INBOX])
     return all(found[q] and found[q][1] >= 1 for q in found)
 
 

@@ -114,7 +114,7 @@ def test_a_job_that_raises_is_retried_then_failed_with_its_traceback(market):
 
 def test_a_standby_scheduler_takes_over_when_the_active_one_dies(market):
     # Given a second scheduler waiting as standby
-    market.start_agent("standby", "agents.scheduler.agent")
+    market.start_agent("standby", "agents.scheduler.agent", user="scheduler")
     a = unique("A")
     market.start_measured_worker(a)
     first = market.submit("alice", "count", "1", {"steps": 2})

@@ -109,3 +109,17 @@ def test_a_proposed_job_is_forgotten_when_its_lease_ends_it(ending, payload):
     assert "job-1" not in agent.state.proposed and "job-1" not in agent.state.ready
     hear(agent, verdict("job.ready", READY, seq=10))
     assert "job-1" not in agent.state.ready
+
+
+def test_an_offer_counts_only_when_the_workers_own_key_sent_it():
+    # Given an offer for worker w-1, sent by its owner's account and by another worker's key
+    _, body = Codec().encode("worker.offered", {"worker_id": "w-1", "lease_seconds": 60, "slots": 1})
+    agent = SchedulerAgent(Settings())
+    for sender in ("alice", "worker:w-2", "operator"):
+        # When the scheduler hears it / Then it is refused, and the pool has no offer
+        with pytest.raises(ContractError, match="that worker's key"):
+            hear(agent, Delivery(body, sender))
+    assert agent.state.offers == {}
+    # while the worker's own key is heard
+    hear(agent, Delivery(body, "worker:w-1"))
+    assert "w-1" in agent.state.offers

@@ -1,0 +1,1 @@
+"""The gatekeeper: the broker's users agree with the ledger's identities."""

@@ -1,0 +1,89 @@
+"""Credentials files: a member's key or a worker's key, and where the broker is.
+
+A credentials file is JSON, mode 0600: ``{"amqp_url": ..., "account": ...,
+"worker_id": ...}`` (``worker_id`` only for a worker's key). It is written
+once, where the key is made (``marketctl worker register``, ``marketctl
+accounts open --credentials-out``, or the portal's download), and it is all
+a member's ``marketctl`` or a worker on another machine needs.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from common.errors import MarketError
+
+#: where marketctl looks when neither --credentials nor MARKET_CREDENTIALS is given
+DEFAULT_PATH = Path("~/.config/market/credentials")
+
+
+class CredentialsError(MarketError):
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Credentials:
+    amqp_url: str
+    account: str
+    worker_id: str | None = None
+    #: the worker's name, as its owner registered it
+    name: str | None = None
+
+    @property
+    def user(self) -> str:
+        from urllib.parse import unquote
+
+        return unquote(urlsplit(self.amqp_url).username or "")
+
+    def save(self, path: Path) -> Path:
+        """Write the file (mode 0600; its folder 0700 when we make it). Never overwrites."""
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError as e:
+            raise CredentialsError(f"{path} already exists: remove it or give another path") from e
+        with os.fdopen(fd, "w") as file:
+            json.dump({k: v for k, v in asdict(self).items() if v is not None}, file, indent=2)
+            file.write("\n")
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Credentials":
+        path = Path(path).expanduser()
+        try:
+            data = json.loads(path.read_text())
+            return cls(amqp_url=str(data["amqp_url"]), account=str(data["account"]),
+                       worker_id=data.get("worker_id"), name=data.get("name"))
+        except FileNotFoundError as e:
+            raise CredentialsError(f"no credentials file at {path}") from e
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CredentialsError(f"{path} is not a market credentials file ({e.__class__.__name__}: {e})") from e
+
+
+def url_with_key(base_url: str, user: str, secret: str) -> str:
+    """``base_url`` (the broker as members reach it) with ``user:secret@`` in it."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{quote(user, safe='')}:{quote(secret, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def public_amqp_url(settings) -> str:
+    """The broker as a member or a worker reaches it (no user in it)."""
+    if settings.public_amqp_url:
+        return settings.public_amqp_url
+    return f"amqp://127.0.0.1:{settings.amqp_port}/"
+
+
+def find(settings, explicit: str | None) -> Credentials | None:
+    """The credentials marketctl runs with: --credentials, else MARKET_CREDENTIALS,
+    else the default file if it exists, else None (the operator's own tools)."""
+    path = explicit or settings.credentials_file
+    if path:
+        return Credentials.load(path)
+    default = DEFAULT_PATH.expanduser()
+    return Credentials.load(default) if default.exists() else None
