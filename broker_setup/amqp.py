@@ -23,7 +23,7 @@ from aiormq.abc import AbstractChannel, ChannelFrame
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-from broker_setup.errors import BrokerError, PublishError
+from broker_setup.errors import AccessRefused, BrokerError, PublishError
 from broker_setup.topology import EVENTS_EXCHANGE
 
 #: seconds to wait for the broker to accept a new connection
@@ -97,16 +97,26 @@ async def connect(settings, name: str) -> aio_pika.abc.AbstractConnection:
     Raises BrokerError (one line, no password) when the broker is unreachable
     or refuses the credentials.
     """
+    tls = {}
+    if settings.amqp_url.startswith("amqps:"):
+        from broker_setup.tls import client_context
+
+        if not settings.amqp_ca_pem:
+            raise BrokerError("an amqps:// broker needs its CA certificate (the credentials file's ca_pem, "
+                              "or MARKET_AMQP_CA)")
+        tls = {"ssl_context": client_context(settings.amqp_ca_pem)}
     try:
         return await aio_pika.connect(
             settings.amqp_url,
             client_properties={"connection_name": name},
             timeout=CONNECT_TIMEOUT,
+            **tls,
         )
     except aiormq.exceptions.ProbableAuthenticationError as e:
-        raise BrokerError(
+        raise AccessRefused(
             f"the broker at {_where(settings.amqp_url)} refused user "
-            f"{_user(settings.amqp_url)!r}: check MARKET_SERVICE_USER/MARKET_SERVICE_PASSWORD"
+            f"{_user(settings.amqp_url)!r}: check the credentials (a revoked worker's or a disabled "
+            "account's key no longer connects; the operator's tools: MARKET_SERVICE_USER/MARKET_SERVICE_PASSWORD)"
         ) from e
     except (OSError, asyncio.TimeoutError, aiormq.exceptions.AMQPError) as e:
         hint = "start it with `marketctl up`" if settings.uses_local_broker else "check MARKET_AMQP_URL"

@@ -16,5 +16,9 @@ class TopologyError(BrokerError):
     """The broker's exchanges, queues or bindings disagree with the topology."""
 
 
+class AccessRefused(BrokerError):
+    """The broker refused the credentials (unknown user, wrong key, revoked or disabled)."""
+
+
 class PublishError(BrokerError):
     """A message was not confirmed: unroutable, nacked, or refused by the broker."""

@@ -21,6 +21,7 @@ import structlog
 from broker_setup import permissions
 from broker_setup.errors import NodeError
 from broker_setup.management import ManagementApi, ManagementError
+from broker_setup.tls import Tls
 
 #: where Debian's rabbitmq-server package puts the scripts we run as any user
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -51,6 +52,11 @@ class LocalNode:
         self.log = log.bind(node=settings.node_name, amqp_port=settings.amqp_port)
 
     @property
+    def tls(self) -> Tls:
+        """The node's CA and certificate (MARKET_HOME/rabbitmq/tls)."""
+        return Tls(self.base / "tls")
+
+    @property
     def pid_file(self) -> Path:
         return self.base / "rabbitmq.pid"
 
@@ -68,6 +74,8 @@ class LocalNode:
         if self.is_running():
             return False
         self._require_free_ports()
+        if self.settings.amqps_port:
+            self.tls.ensure(self.settings.tls_hosts)
         self._write_config()
         started_at = time.monotonic()
         self.log.info("node.starting", base=str(self.base))
@@ -186,12 +194,26 @@ class LocalNode:
                     "default_permissions.write = .*",
                     # the operator's user and the services connect only from this host
                     f"loopback_users.{s.service_user} = true",
+                    *self._tls_config(),
                     "log.console = false",
                     "log.file.level = info",
                     "",
                 ]
             )
         )
+
+    def _tls_config(self) -> list[str]:
+        # members and workers off this host: TLS on every address; plain AMQP stays on loopback
+        if not self.settings.amqps_port:
+            return []
+        return [f"listeners.ssl.default = {self.settings.amqps_port}",
+                f"ssl_options.cacertfile = {self.tls.ca_cert}",
+                f"ssl_options.certfile = {self.tls.cert}",
+                f"ssl_options.keyfile = {self.tls.key}",
+                "ssl_options.verify = verify_none",
+                "ssl_options.fail_if_no_peer_cert = false",
+                "ssl_options.versions.1 = tlsv1.3",
+                "ssl_options.versions.2 = tlsv1.2"]
 
     def _ensure_service_user(self) -> None:
         """The operator's user has this home's secret, its tags and every permission.
@@ -274,7 +296,7 @@ class LocalNode:
     def _require_free_ports(self) -> None:
         # a leftover node from another folder would make the start fail late and obscurely
         s = self.settings
-        for port, what in ((s.amqp_port, "MARKET_AMQP_PORT"),
+        for port, what in ((s.amqps_port, "MARKET_AMQPS_PORT"), (s.amqp_port, "MARKET_AMQP_PORT"),
                            (s.management_port, "MARKET_MANAGEMENT_PORT"),
                            (s.amqp_port + DIST_PORT_OFFSET, "MARKET_AMQP_PORT")):
             with socket.socket() as probe:

@@ -31,12 +31,17 @@ class Credentials:
     worker_id: str | None = None
     #: the worker's name, as its owner registered it
     name: str | None = None
+    #: the market's CA certificate (PEM), which an amqps:// broker is checked against
+    ca_pem: str | None = None
 
     @property
     def user(self) -> str:
         from urllib.parse import unquote
 
         return unquote(urlsplit(self.amqp_url).username or "")
+
+    def as_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, indent=2) + "\n"
 
     def save(self, path: Path) -> Path:
         """Write the file (mode 0600; its folder 0700 when we make it). Never overwrites."""
@@ -47,8 +52,7 @@ class Credentials:
         except FileExistsError as e:
             raise CredentialsError(f"{path} already exists: remove it or give another path") from e
         with os.fdopen(fd, "w") as file:
-            json.dump({k: v for k, v in asdict(self).items() if v is not None}, file, indent=2)
-            file.write("\n")
+            file.write(self.as_json())
         return path
 
     @classmethod
@@ -57,7 +61,7 @@ class Credentials:
         try:
             data = json.loads(path.read_text())
             return cls(amqp_url=str(data["amqp_url"]), account=str(data["account"]),
-                       worker_id=data.get("worker_id"), name=data.get("name"))
+                       worker_id=data.get("worker_id"), name=data.get("name"), ca_pem=data.get("ca_pem"))
         except FileNotFoundError as e:
             raise CredentialsError(f"no credentials file at {path}") from e
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -73,10 +77,31 @@ def url_with_key(base_url: str, user: str, secret: str) -> str:
 
 
 def public_amqp_url(settings) -> str:
-    """The broker as a member or a worker reaches it (no user in it)."""
+    """The broker as a member or a worker reaches it (no user in it): MARKET_PUBLIC_AMQP_URL,
+    else the local node's TLS listener, else its loopback AMQP port."""
     if settings.public_amqp_url:
         return settings.public_amqp_url
+    if settings.uses_local_broker and settings.amqps_port:
+        return f"amqps://localhost:{settings.amqps_port}/"
     return f"amqp://127.0.0.1:{settings.amqp_port}/"
+
+
+def public_ca_pem(settings) -> str | None:
+    """The CA certificate handed out with credentials: the local node's, or MARKET_AMQP_CA."""
+    if settings.amqp_ca_pem:
+        return settings.amqp_ca_pem
+    if settings.uses_local_broker and settings.amqps_port:
+        from broker_setup.node import LocalNode
+
+        path = LocalNode(settings).tls.ca_cert
+        return path.read_text() if path.exists() else None
+    return None
+
+
+def settings_for(settings, credentials: "Credentials"):
+    """``settings`` connecting with ``credentials`` (its URL, and its CA for amqps)."""
+    return settings.replace(amqp_url_override=credentials.amqp_url,
+                            amqp_ca_pem=credentials.ca_pem or settings.amqp_ca_pem)
 
 
 def find(settings, explicit: str | None) -> Credentials | None:

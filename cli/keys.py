@@ -11,7 +11,7 @@ import re
 import secrets
 from pathlib import Path
 
-from cli.credentials import Credentials, CredentialsError, public_amqp_url, url_with_key
+from cli.credentials import Credentials, CredentialsError, public_amqp_url, public_ca_pem, url_with_key
 from cli.jobs import UsageError
 from contracts.identity import key_hash, new_secret, worker_principal
 
@@ -40,7 +40,7 @@ def register_worker(settings, account: str, name: str, worker_id: str | None, sl
                    {"worker_id": worker_id, "name": name, "slots": slots, "lease_seconds": lease_seconds,
                     "key_hash": key_hash(secret)})
     credentials = Credentials(url_with_key(public_amqp_url(settings), worker_principal(worker_id), secret),
-                              account, worker_id, name)
+                              account, worker_id, name, public_ca_pem(settings))
     return credentials, credentials.save(path) if out is not False else path
 
 
@@ -75,10 +75,11 @@ def cmd_accounts_disable(settings, args) -> int:
     return 0
 
 
-def member_key(settings, account: str, out: Path) -> tuple[str, Credentials]:
+def member_key(settings, account: str) -> tuple[str, Credentials]:
     """A new member key for ``account``: (its hash for the request, the credentials to save)."""
     secret = new_secret()
-    return key_hash(secret), Credentials(url_with_key(public_amqp_url(settings), account, secret), account)
+    return key_hash(secret), Credentials(url_with_key(public_amqp_url(settings), account, secret), account,
+                                         ca_pem=public_ca_pem(settings))
 
 
 def cmd_accounts_key(settings, args) -> int:
@@ -87,7 +88,7 @@ def cmd_accounts_key(settings, args) -> int:
     path = Path(args.output).expanduser()
     if path.exists():
         raise CredentialsError(f"{path} already exists: remove it or give another --output")
-    hashed, credentials = member_key(settings, args.name, path)
+    hashed, credentials = member_key(settings, args.name)
     send_and_check(settings, args.account, "account.key_set", {"account": args.name, "key_hash": hashed})
     credentials.save(path)
     print(f"a new key for {args.name} is in {path} (the old one no longer connects); "

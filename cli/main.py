@@ -122,7 +122,7 @@ def cmd_accounts_open(settings, args) -> int:
     if args.credentials_out:
         from cli.keys import member_key
 
-        payload["key_hash"], credentials = member_key(settings, args.name, args.credentials_out)
+        payload["key_hash"], credentials = member_key(settings, args.name)
     reply = send_and_check(settings, args.account, "account.opened", payload)
     if credentials is not None:
         credentials.save(args.credentials_out)
@@ -266,8 +266,9 @@ def _job_commands(commands, command, accounts) -> None:
     sub.add_argument("--safety-margin", type=float, default=3.0,
                      help="seconds before the deadline by which a job is stopped and checkpointed (default 3)")
     sub.add_argument("--memory-mb", type=int, default=1024, help="memory limit of a job, MiB (default 1024)")
-    from cli import keys
+    from cli import keys, login
     keys.register(group, accounts, command)
+    login.register(commands, command)
     report_commands.register(commands, command)
     from cli import money_commands
     money_commands.register(commands, command)
@@ -278,12 +279,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-        from cli.credentials import find
+        from cli.credentials import find, settings_for
 
         credentials = find(settings, args.credentials)
         if credentials is not None:
             # a member's or a worker's own key: it acts as itself, and the broker checks it
-            settings = settings.replace(amqp_url_override=credentials.amqp_url)
+            settings = settings_for(settings, credentials)
             args.account = args.account or credentials.user
         args.credentials_found = credentials
         args.account = args.account or settings.account

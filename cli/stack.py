@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker_setup import permissions
+from cli.credentials import public_amqp_url, public_ca_pem
 from broker_setup.amqp import connect, queue_depths
 from broker_setup.declare import declare_topology
 from broker_setup.node import LocalNode
@@ -112,7 +113,9 @@ def _settings_env(settings) -> dict:
     env = {"MARKET_HOME": str(Path(settings.home).resolve()), "MARKET_DB_URL": settings.db_url,
            "MARKET_AMQP_URL": settings.amqp_url, "MARKET_LOG_LEVEL": settings.log_level,
            "MARKET_WEB_PORT": str(settings.web_port), "MARKET_WEB_HOST": settings.web_host,
-           "MARKET_AMQP_PORT": str(settings.amqp_port), "MARKET_MANAGEMENT_PORT": str(settings.management_port)}
+           "MARKET_AMQP_PORT": str(settings.amqp_port), "MARKET_MANAGEMENT_PORT": str(settings.management_port),
+           # what the portal puts in the credentials it hands out
+           "MARKET_PUBLIC_AMQP_URL": public_amqp_url(settings), "MARKET_AMQP_CA": public_ca_pem(settings) or ""}
     return env
 
 

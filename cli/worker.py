@@ -7,7 +7,8 @@ import time
 
 from agents.worker.agent import WorkerConfig, serve
 from broker_setup.amqp import connect
-from broker_setup.errors import BrokerError
+from broker_setup.errors import AccessRefused, BrokerError
+from cli.credentials import settings_for
 from cli.jobs import UsageError
 
 #: seconds a freshly made worker key may take to reach the broker (the gatekeeper makes its user)
@@ -36,7 +37,7 @@ def cmd_worker_run(settings, args) -> int:
         # register (or re-key) the worker now, as the acting account, and run it on that key alone
         credentials, _ = register_worker(settings, args.account, args.name, args.id or worker_id_from(args.name),
                                          args.slots, args.lease_seconds, out=False)
-        settings = settings.replace(amqp_url_override=credentials.amqp_url)
+        settings = settings_for(settings, credentials)
     wait_until_key_works(settings)
     config = WorkerConfig(worker_id=credentials.worker_id, name=args.name or credentials.name or credentials.worker_id,
                           account=credentials.account, principal=credentials.user, slots=args.slots,
@@ -62,7 +63,8 @@ def wait_until_key_works(settings, timeout: float = KEY_ACTIVE_TIMEOUT) -> None:
         try:
             asyncio.run(attempt())
             return
-        except BrokerError as e:
+        except AccessRefused as e:
+            # only a key the broker does not know yet is worth waiting for
             if time.monotonic() > deadline:
                 raise BrokerError(f"the broker did not take the worker's new key within {timeout:g} s "
                                   f"({e}): is the gatekeeper running (`marketctl status`)?") from e

@@ -50,6 +50,15 @@ class Settings:
     amqp_port: int = 5672
     #: MARKET_MANAGEMENT_PORT: management UI port of the project-local node
     management_port: int = 15672
+    #: MARKET_AMQPS_PORT: the local node's TLS listener (all addresses), for
+    #: members and workers off this host; 0 turns it off
+    amqps_port: int = 5671
+    #: MARKET_TLS_HOSTS: comma-separated names and addresses members reach the
+    #: broker at, put in the node's certificate besides localhost and 127.0.0.1
+    tls_hosts: tuple[str, ...] = ()
+    #: MARKET_AMQP_CA: the CA certificate (PEM text) that a TLS broker is checked against;
+    #: a credentials file carries its own
+    amqp_ca_pem: str | None = None
     #: MARKET_NODE_NAME: Erlang node name of the project-local node
     node_name: str = "market@localhost"
     #: MARKET_SERVICE_USER / MARKET_SERVICE_PASSWORD: the operator's broker user,
@@ -115,8 +124,8 @@ class Settings:
     smtp_url: str | None = None
     #: MARKET_MAIL_FROM: the sender of the portal's mail
     mail_from: str = "market@localhost"
-    #: MARKET_WELCOME_CREDITS: credits the operator deposits for a member who
-    #: confirmed a new portal account (0: none)
+    #: MARKET_WELCOME_CREDITS: credits the ledger gives a member who opened their
+    #: own account (a confirmed portal sign-up; 0: none), up to 6 decimals
     welcome_credits: str = "10"
 
     @classmethod
@@ -130,6 +139,9 @@ class Settings:
             db_url_override=env.get("MARKET_DB_URL") or None,
             amqp_port=_env_int(env, "MARKET_AMQP_PORT", d.amqp_port),
             management_port=_env_int(env, "MARKET_MANAGEMENT_PORT", d.management_port),
+            amqps_port=_env_int(env, "MARKET_AMQPS_PORT", d.amqps_port),
+            tls_hosts=tuple(h.strip() for h in (env.get("MARKET_TLS_HOSTS") or "").split(",") if h.strip()),
+            amqp_ca_pem=env.get("MARKET_AMQP_CA") or None,
             node_name=env.get("MARKET_NODE_NAME") or d.node_name,
             service_user=env.get("MARKET_SERVICE_USER") or d.service_user,
             service_password=env.get("MARKET_SERVICE_PASSWORD") or d.service_password,
@@ -164,9 +176,23 @@ class Settings:
         settings = cls(**values)
         if settings.prefetch < settings.ingest_batch:
             raise SettingsError("MARKET_PREFETCH must be at least MARKET_INGEST_BATCH")
+        settings.welcome_micro_credits  # refuses a malformed amount now, not at the first sign-up
         if not 0 <= settings.commission_bps <= 10_000:
             raise SettingsError("MARKET_COMMISSION_BPS must be between 0 and 10000 (basis points: 500 = 5 %)")
         return settings
+
+    @property
+    def welcome_micro_credits(self) -> int:
+        """MARKET_WELCOME_CREDITS in micro-credits, exactly."""
+        from decimal import Decimal, InvalidOperation
+
+        try:
+            micro = Decimal(self.welcome_credits) * 1_000_000
+        except InvalidOperation as e:
+            raise SettingsError(f"MARKET_WELCOME_CREDITS={self.welcome_credits!r} is not a number of credits") from e
+        if micro != micro.to_integral_value() or micro < 0:
+            raise SettingsError("MARKET_WELCOME_CREDITS must be zero or positive, with at most 6 decimals")
+        return int(micro)
 
     def ledger_clock(self):
         """The ledger's clock, shifted by MARKET_CLOCK_OFFSET_SECONDS (see common.clock)."""

@@ -322,6 +322,13 @@ class SpeedRecorded(Payload):
     measured_at = Timestamp(required=True)
 
 
+class AccountWelcomed(Payload):
+    """The welcome credits of a member who opened their own account (a confirmed portal sign-up)."""
+
+    account = Name(required=True)
+    amount = Micro(minimum=1, required=True)
+
+
 class IdentityChanged(Payload):
     """A broker identity as it is now: the gatekeeper makes the broker agree."""
 
@@ -424,6 +431,7 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "speed.recorded": SpeedRecorded,
     "payment.posted": PaymentPosted,
     "identity.changed": IdentityChanged,
+    "account.welcomed": AccountWelcomed,
 }
 
 #: every event type of the market, by name

@@ -45,6 +45,7 @@ VERDICT_TYPES: tuple[str, ...] = (
     "speed.recorded",
     "payment.posted",
     "identity.changed",
+    "account.welcomed",
 )
 
 ALL_TYPES: tuple[str, ...] = REQUEST_TYPES + VERDICT_TYPES

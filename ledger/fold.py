@@ -150,7 +150,17 @@ def _account_opened(state: MarketState, event: Recorded) -> list[Derived]:
         opened_at=event.recorded_at, folded_seq=event.seq,
     )
     state.touch("accounts", p["account"], event.seq)
-    return [fold_identity.member_key(p["account"], p["key_hash"])] if p.get("key_hash") else []
+    derived = [fold_identity.member_key(p["account"], p["key_hash"])] if p.get("key_hash") else []
+    if event.actor == p["account"] and state.rules.welcome_credits:
+        # only the portal may open an account as the member itself (a confirmed
+        # sign-up): the market's welcome, given by the ledger, not by a deposit
+        derived.append(Derived("account.welcomed", {"account": p["account"], "amount": state.rules.welcome_credits}))
+    return derived
+
+
+@handles("account.welcomed")
+def _account_welcomed(state: MarketState, event: Recorded) -> list[Derived]:
+    return post(state, money.deposit_postings(event.payload["account"], event.payload["amount"]), event)
 
 
 def _fundable(state: MarketState, event: Recorded) -> Account | str:

@@ -160,10 +160,14 @@ class Rules:
     quarantine_after: int = 3
     #: the market's commission on every payment, in basis points (500 = 5 %)
     commission_bps: int = DEFAULT_COMMISSION_BPS
+    #: micro-credits the market gives a member who opened their own account
+    #: (a confirmed portal sign-up), 0 for none
+    welcome_credits: int = 0
 
     @classmethod
     def from_settings(cls, settings) -> "Rules":
-        return cls(quarantine_after=settings.quarantine_after, commission_bps=settings.commission_bps)
+        return cls(quarantine_after=settings.quarantine_after, commission_bps=settings.commission_bps,
+                   welcome_credits=settings.welcome_micro_credits)
 
 
 #: projection table name -> (row class, primary key attribute)

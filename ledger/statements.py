@@ -29,7 +29,7 @@ from ledger.state import Account, MarketState, Month
 
 #: the events that change balances, credit limits or the set of accounts:
 #: all a statement needs to replay
-MONEY_TYPES = ("account.opened", "account.deposited", "account.credit_limit_set", "payment.posted")
+MONEY_TYPES = ("account.opened", "account.deposited", "account.credit_limit_set", "payment.posted", "account.welcomed")
 FORMATS = ("table", "csv", "json", "html")
 UNIT = "micro-credits (1 credit = 1,000,000)"
 BOUNDARIES = "month boundaries are UTC"
@@ -133,7 +133,10 @@ def _lines(event: Recorded, derived) -> list[tuple[str, dict]]:
             "job_id": p["job_id"], "lease_id": p["lease_id"], "worker_id": p["worker_id"],
             "executed_ms": p["executed_ms"], "price": p["price"], "commission": commission, "reference": None,
         }) for x in p["postings"]]
-    if event.type == "account.deposited" and not any(d.type == "request.rejected" for d in derived):
+    if event.type == "account.welcomed":
+        p = {**p, "reference": "welcome credits"}
+    if event.type == "account.welcomed" or (
+            event.type == "account.deposited" and not any(d.type == "request.rejected" for d in derived)):
         return [(x["account"], {
             "seq": event.seq, "time": event.recorded_at, "kind": KIND[x["role"]], "amount": x["amount"],
             "job_id": None, "lease_id": None, "worker_id": None, "executed_ms": None, "price": None,

@@ -227,3 +227,14 @@ web_signups = Table(
     Column("expires_at", String(32), nullable=False),
 )
 Index("ix_web_signups_account", web_signups.c.account)
+
+#: logged-in portal sessions, by the sha256 of the id in the cookie: log-out
+#: deletes the row, so a copied cookie is dead on the server
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("session_sha256", String(64), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+Index("ix_web_sessions_account", web_sessions.c.account)

@@ -93,6 +93,30 @@ def portal_tour(settings: Settings) -> None:
     print(f"  result: {http.get(f'/jobs/{job_id}/result').json()}")
 
 
+def member_worker_on_its_own_key(settings: Settings) -> None:
+    """alice gets a key of her own, registers her machine as a worker with a key of its own, runs it."""
+    from cli.stack import start_agent, stop_agent
+
+    demo = ROOT / settings.home / "demo"
+    demo.mkdir(parents=True, exist_ok=True)
+    alice, laptop = demo / "alice.credentials", demo / "alice-laptop.json"
+    for path in (alice, laptop):
+        path.unlink(missing_ok=True)  # an earlier demo's: new keys replace them
+    step("2b. alice's own key; her laptop registered as a worker with a key of its own, running on it alone")
+    marketctl("accounts", "key", "alice", "-o", str(alice))
+    marketctl("--credentials", str(alice), "worker", "register", "--name", "alice-laptop", "--id", "alice-laptop",
+              "-o", str(laptop))
+    stop_agent(settings, "worker-alice-laptop")  # an earlier demo's, on the key just replaced
+    argv = [sys.executable, "-m", "cli.main", "--credentials", str(laptop), "worker", "run"]
+    pid = start_agent(settings, "worker-alice-laptop", argv=argv, secret_free=True)
+    print(f"$ marketctl --credentials {laptop.relative_to(ROOT)} worker run   # (in the background, pid {pid})")
+    step("2c. what alice's keys cannot do: the broker refuses it, the ledger records nothing")
+    for credentials in (alice, laptop):
+        args = ["--credentials", str(credentials), "--as", "operator", "accounts", "deposit", "alice", "1000000"]
+        result = subprocess.run(MARKETCTL + args, cwd=ROOT, text=True, capture_output=True)
+        print(f"$ marketctl {' '.join(args)}\n{result.stderr.strip()} (exit {result.returncode})")
+
+
 def main() -> int:
     settings = Settings.from_env()
     step("1. bring the market up: broker (management UI), topology, migrations, ledger, scheduler, "
@@ -102,8 +126,9 @@ def main() -> int:
     marketctl("accounts", "open", "alice", "--email", "alice@example.com", ok_if="already exists")
     marketctl("accounts", "deposit", "alice", "25.5")
     marketctl("accounts", "list")
+    member_worker_on_its_own_key(settings)
     step("3. the speed probe measures each new worker with a benchmark job before it gets paid work")
-    wait_for_measured_workers(2)
+    wait_for_measured_workers(3)
     marketctl("workers")
     step("4. alice submits jobs at different prices; the highest price goes to the fastest worker")
     marketctl("--as", "alice", "submit", "examples/jobs/find_factors.py:factors", "--name", "Find Factors",

@@ -31,6 +31,9 @@ from common.settings import Settings
 TEST_ENVIRONMENT = {
     "MARKET_AMQP_PORT": "5782",
     "MARKET_MANAGEMENT_PORT": "15782",
+    "MARKET_AMQPS_PORT": "5789",
+    # the address the network-namespace test's worker reaches the broker at (tests/security)
+    "MARKET_TLS_HOSTS": "10.231.7.1",
     "MARKET_NODE_NAME": "markettest@localhost",
 }
 

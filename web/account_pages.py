@@ -1,31 +1,29 @@
 """The member's workers, monthly statements, the market report and the price advisor."""
 from __future__ import annotations
 
-import re
+import json
 import shlex
 import sys
 from pathlib import Path
-from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from agents.scheduler.advisor import NotPossible, ReportError, advise, read_market
 from cli.money import format_credits
 from cli.report import SPEED_UNIT, format_advice
-from cli.worker import worker_id_from
+from cli.credentials import Credentials, public_amqp_url, public_ca_pem, url_with_key
+from cli.keys import new_worker_id
 from common.errors import MarketError
-from common.settings import Settings
+
 from contracts.envelope import utc_now_iso
-from contracts.events import ID_PATTERN
+from contracts.identity import key_hash, new_secret, worker_principal
 from ledger.report import schema_text
 from ledger.statements import render as render_statement
 from web.market import NotAnswered
-from web.render import checked_form, render, require_member
+from web.render import checked_form, flash, render, require_member
 
-REPO = Path(__file__).resolve().parent.parent
-DEVELOPMENT_PASSWORD = Settings.service_password
 
 
 # ---- workers ------------------------------------------------------------------------
@@ -36,48 +34,61 @@ async def workers_page(request):
     return render(request, "workers.html", {"workers": workers, "values": {"lease_seconds": "60", "slots": "1"}})
 
 
-def worker_command(settings, account: str, name: str, worker_id: str, lease_seconds: int, slots: int) -> str:
-    """The command that starts this worker on this machine, as the member."""
+def worker_command(credentials: Credentials, slots: int, lease_seconds: int) -> str:
+    """The command that starts this worker on the member's machine: it writes the
+    worker's credentials file (its own key, nothing of the account's or the market's)
+    and runs the worker on it."""
     marketctl = Path(sys.executable).with_name("marketctl")
-    parts = [f"MARKET_HOME={shlex.quote(str(Path(settings.home).resolve()))}",
-             f"MARKET_AMQP_URL={shlex.quote(_shown_amqp_url(settings))}"]
-    parts += [shlex.quote(str(marketctl)), "--as", shlex.quote(account), "worker", "run", "--name", shlex.quote(name),
-              "--id", shlex.quote(worker_id), "--lease-seconds", str(lease_seconds), "--slots", str(slots)]
-    return f"cd {shlex.quote(str(REPO))} && " + " ".join(parts)
-
-
-def _shown_amqp_url(settings) -> str:
-    # the development password (`marketctl up` prints it too) is shown; a real one never is
-    if settings.service_password == DEVELOPMENT_PASSWORD:
-        return settings.amqp_url
-    return settings.amqp_url.replace(quote(settings.service_password, safe=""), "PASSWORD")
+    path = f"~/.config/market/workers/{credentials.worker_id}.json"
+    body = json.dumps({"amqp_url": credentials.amqp_url, "account": credentials.account,
+                       "worker_id": credentials.worker_id, "name": credentials.name, "ca_pem": credentials.ca_pem})
+    return (f"umask 077 && mkdir -p ~/.config/market/workers && printf '%s\\n' {shlex.quote(body)} > {path} && "
+            f"{shlex.quote(str(marketctl))} worker run --credentials {path} "
+            f"--slots {slots} --lease-seconds {lease_seconds}")
 
 
 async def register_worker(request):
     account = await require_member(request)
     form = await checked_form(request)
     values = {k: str(form.get(k, "")).strip() for k in ("name", "lease_seconds", "slots")}
-    market = request.app.state.market
-    everyone = await market.ask(account, "workers")
-    mine = [w for w in everyone if w["owner"] == account]
+    market, settings = request.app.state.market, request.app.state.settings
+    mine = await market.ask(account, "workers", mine=True)
     try:
         if not 1 <= len(values["name"]) <= 100:
             raise ValueError("give the machine a name of 1 to 100 characters")
-        worker_id = worker_id_from(f"{account}-{values['name']}")
-        if not re.match(ID_PATTERN, worker_id):
-            raise ValueError(f"cannot make a worker id from {values['name']!r}")
-        if any(w["worker_id"] == worker_id and w["owner"] != account for w in everyone):
-            raise ValueError(f"the worker id {worker_id} is taken: choose another name")
         if not values["lease_seconds"].isdigit() or not 5 <= int(values["lease_seconds"]) <= 86400:
             raise ValueError("the lease is a whole number of seconds from 5 to 86400")
         if not values["slots"].isdigit() or not 1 <= int(values["slots"]) <= 256:
             raise ValueError("slots is a whole number from 1 to 256")
+        # the id says nothing of the account; its random part keeps ids apart
+        worker_id = new_worker_id(values["name"])
+        secret = new_secret()
+        await market.request(account, "worker.registered", {
+            "worker_id": worker_id, "name": values["name"], "slots": int(values["slots"]),
+            "lease_seconds": int(values["lease_seconds"]), "key_hash": key_hash(secret)})
     except (ValueError, MarketError) as e:
         return render(request, "workers.html", {"workers": mine, "values": values, "error": str(e)}, 400)
-    command = worker_command(request.app.state.settings, account, values["name"], worker_id,
-                             int(values["lease_seconds"]), int(values["slots"]))
+    # the key is shown this once: the market keeps only its hash
+    credentials = Credentials(url_with_key(public_amqp_url(settings), worker_principal(worker_id), secret),
+                              account, worker_id, values["name"], public_ca_pem(settings))
+    command = worker_command(credentials, int(values["slots"]), int(values["lease_seconds"]))
+    mine = await market.ask(account, "workers", mine=True)
     return render(request, "workers.html", {"workers": mine, "values": values, "command": command,
-                                            "worker_id": worker_id})
+                                            "worker_id": worker_id},
+                  headers={"Cache-Control": "no-store"})
+
+
+async def revoke_worker(request):
+    account = await require_member(request)
+    await checked_form(request)
+    worker_id = request.path_params["worker_id"]
+    try:
+        await request.app.state.market.request(account, "worker.revoked", {"worker_id": worker_id})
+    except MarketError as e:
+        flash(request, str(e), "error")
+    else:
+        flash(request, f"worker {worker_id} revoked: its key no longer connects")
+    return RedirectResponse("/workers", 303)
 
 
 # ---- statements ---------------------------------------------------------------------
@@ -149,6 +160,7 @@ def routes() -> list[Route]:
     return [
         Route("/workers", workers_page, methods=["GET"]),
         Route("/workers", register_worker, methods=["POST"]),
+        Route("/workers/{worker_id}/revoke", revoke_worker, methods=["POST"]),
         Route("/statements", statements_page),
         Route("/statements.csv", statement_csv),
         Route("/report", report_page),

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import structlog
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import RedirectResponse
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from broker_setup.rpc import Refused
-from cli.money import AmountError, parse_credits
-from common.errors import MarketError
-from contracts.routing import OPERATOR_ACTOR
+from cli.keys import member_key
 from web.members import MemberError
 from web.render import checked_form, flash, member_of, render, require_member
 
@@ -67,19 +65,8 @@ async def confirm(request):
         await run_in_threadpool(state.members.void_signup, token)
         return render(request, "error.html", {"status": 409, "message": f"the account cannot be opened: {e}"}, 409)
     await run_in_threadpool(state.members.finish_signup, token, signup)
-    await _welcome(state, signup.account)
     flash(request, f"account {signup.account} is open: log in")
     return RedirectResponse("/login", 303)
-
-
-async def _welcome(state, account: str) -> None:
-    try:
-        amount = parse_credits(state.settings.welcome_credits, allow_zero=True, what="MARKET_WELCOME_CREDITS")
-        if amount:
-            await state.market.request(OPERATOR_ACTOR, "account.deposited", {"account": account, "amount": amount})
-    except (AmountError, MarketError) as e:
-        # the account is open either way; the operator can deposit by hand
-        log.warning("no welcome deposit", account=account, reason=str(e))
 
 
 async def login(request):
@@ -104,12 +91,16 @@ async def login(request):
     changed = await run_in_threadpool(state.members.password_changed_at, account)
     # a fresh session (and CSRF token) at log-in: nothing set before it carries over
     request.session.clear()
-    request.session.update(account=account, password_changed_at=changed)
+    session_id = await run_in_threadpool(state.members.open_session, account)
+    request.session.update(account=account, password_changed_at=changed, session_id=session_id)
     return RedirectResponse(target, 303)
 
 
 async def logout(request):
     await checked_form(request)
+    if request.session.get("session_id"):
+        # the server forgets the session: a copy of this cookie is dead from now on
+        await run_in_threadpool(request.app.state.members.close_session, request.session["session_id"])
     request.session.clear()
     flash(request, "logged out")
     return RedirectResponse("/", 303)
@@ -130,8 +121,27 @@ async def password(request):
         return render(request, "password.html", {"error": str(e)}, 400)
     # this session stays valid; every other one ends (see member_of)
     request.session["password_changed_at"] = await run_in_threadpool(members.password_changed_at, account)
+    await run_in_threadpool(members.close_other_sessions, account, request.session["session_id"])
     flash(request, "password changed; other sessions are logged out")
     return RedirectResponse("/dashboard", 303)
+
+
+async def key(request):
+    """A new broker key of the member's own, downloaded once as a credentials file (marketctl's)."""
+    account = await require_member(request)
+    settings = request.app.state.settings
+    if request.method == "GET":
+        return render(request, "key.html", {"portal_url": settings.web_url})
+    form = await checked_form(request)
+    state = request.app.state
+    # the session alone does not make a key: a stolen cookie must not mint a lasting credential
+    if not await run_in_threadpool(state.members.authenticate, account, str(form.get("password", ""))):
+        return render(request, "key.html", {"portal_url": settings.web_url, "error": "wrong password"}, 401)
+    hashed, credentials = member_key(settings, account)
+    await state.market.request(account, "account.key_set", {"account": account, "key_hash": hashed})
+    log.info("portal.key_made", account=account)
+    return Response(credentials.as_json(), media_type="application/json", headers={
+        "Content-Disposition": 'attachment; filename="credentials"', "Cache-Control": "no-store"})
 
 
 def routes() -> list[Route]:
@@ -142,4 +152,5 @@ def routes() -> list[Route]:
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/password", password, methods=["GET", "POST"]),
+        Route("/key", key, methods=["GET", "POST"]),
     ]

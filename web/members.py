@@ -26,7 +26,7 @@ from ledger import tables
 from ledger.money import SYSTEM_ACCOUNTS
 
 #: names a member may not take: the market's own actors and accounts
-RESERVED_NAMES = frozenset({LEDGER_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR, OPERATOR_ACTOR, "portal", "admin",
+RESERVED_NAMES = frozenset({LEDGER_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR, OPERATOR_ACTOR, "portal", "gatekeeper", "admin",
                             *SYSTEM_ACCOUNTS})
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
@@ -109,6 +109,34 @@ class Members:
         if row.expires_at < format_time(_now()):
             raise MemberError("this confirmation link has expired: sign up again")
         return Signup(row.account, row.email, row.password_hash)
+
+    # ---- sessions: a row per log-in, so log-out ends it on the server ----------
+
+    def open_session(self, account: str) -> str:
+        """A new session of ``account``; returns its id (only its sha256 is kept)."""
+        session_id = secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(insert(tables.web_sessions).values(
+                session_sha256=token_digest(session_id), account=account, created_at=format_time(_now())))
+        return session_id
+
+    def session_account(self, session_id: str) -> str | None:
+        """The account of a live session, or None (logged out, or never opened)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(tables.web_sessions.c.account)
+                                .where(tables.web_sessions.c.session_sha256 == token_digest(session_id))).scalar()
+
+    def close_session(self, session_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(tables.web_sessions)
+                         .where(tables.web_sessions.c.session_sha256 == token_digest(session_id)))
+
+    def close_other_sessions(self, account: str, keep: str) -> None:
+        """Every session of ``account`` but ``keep`` ends (a password change)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(tables.web_sessions).where(
+                tables.web_sessions.c.account == account,
+                tables.web_sessions.c.session_sha256 != token_digest(keep)))
 
     def finish_signup(self, token: str, signup: Signup) -> None:
         """The ledger opened the account: the member may log in; other sign-ups for the name are void."""

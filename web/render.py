@@ -55,10 +55,15 @@ async def checked_form(request, **limits):
 
 async def member_of(request) -> str | None:
     """The logged-in account, or None. A password change ends every older session."""
-    account = request.session.get("account")
-    if not account:
+    account, session_id = request.session.get("account"), request.session.get("session_id")
+    if not account or not session_id:
         return None
-    changed = await run_in_threadpool(request.app.state.members.password_changed_at, account)
+    members = request.app.state.members
+    # a session ends on the server: log-out deletes it, a password change every other one
+    if await run_in_threadpool(members.session_account, session_id) != account:
+        request.session.clear()
+        return None
+    changed = await run_in_threadpool(members.password_changed_at, account)
     if changed is None or changed != request.session.get("password_changed_at"):
         request.session.clear()
         return None

@@ -136,3 +136,18 @@ def test_a_replay_rebuilds_the_identities_exactly():
     assert rebuilt.identities == live.identities
     assert rebuilt.accounts == live.accounts
     assert rebuilt.workers == live.workers
+
+
+def test_the_ledger_welcomes_a_member_who_opened_their_own_account_and_nobody_else():
+    from ledger.state import Rules
+
+    # Given welcome credits of 10
+    state = MarketState(rules=Rules(welcome_credits=10_000_000))
+    # When carol opens her own account (the portal, for a confirmed sign-up) and the operator opens dave's
+    own = ingest(state, request("account.opened", {"account": "carol", "email": "c@example.com"}, "carol"))
+    other = ingest(state, request("account.opened", {"account": "dave", "email": "d@example.com"}, "operator"))
+    # Then only carol is welcomed, and the money still sums to zero
+    assert types(own) == ["account.opened", "account.welcomed"]
+    assert types(other) == ["account.opened"]
+    assert state.accounts["carol"].balance == 10_000_000 and state.accounts["dave"].balance == 0
+    assert sum(a.balance for a in state.accounts.values()) == 0

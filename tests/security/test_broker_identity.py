@@ -20,11 +20,12 @@ import pytest
 from sqlalchemy import func, select
 
 from broker_setup.management import ManagementApi
+from broker_setup.tls import client_context
 from broker_setup.topology import (
     DEAD_EXCHANGE, EVENTS_EXCHANGE, GATEKEEPER_INBOX, LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_LEASES, LEDGER_QUERIES,
     SCHEDULER_OFFERS, lease_queue,
 )
-from cli.credentials import Credentials
+from cli.credentials import Credentials, settings_for
 from cli.keys import member_key, register_worker
 from cli.worker import wait_until_key_works
 from ledger import tables
@@ -44,7 +45,7 @@ class Keys:
 
     def __init__(self, market, tmp_path: Path):
         settings = market.settings
-        hashed, member = member_key(settings, "alice", tmp_path / "alice.json")
+        hashed, member = member_key(settings, "alice")
         reply = market.send("operator", "account.key_set", {"account": "alice", "key_hash": hashed})
         assert [v["type"] for v in reply["verdicts"]] == ["identity.changed"], reply
         self.member_file = member.save(tmp_path / "alice.json")
@@ -53,7 +54,7 @@ class Keys:
         self.worker, self.worker_file = register_worker(settings, "alice", "box", self.worker_id, 1, 5,
                                                         tmp_path / "worker.json")
         for credentials in (self.member, self.worker):
-            wait_until_key_works(settings.replace(amqp_url_override=credentials.amqp_url))
+            wait_until_key_works(settings_for(settings, credentials))
 
 
 @pytest.fixture
@@ -62,7 +63,11 @@ def keys(market, tmp_path):
 
 
 def pika_connection(credentials: Credentials) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(credentials.amqp_url))
+    parameters = pika.URLParameters(credentials.amqp_url)
+    if credentials.amqp_url.startswith("amqps:"):
+        # the broker is checked against the market's CA, as the market's own client does
+        parameters.ssl_options = pika.SSLOptions(client_context(credentials.ca_pem), parameters.host)
+    return pika.BlockingConnection(parameters)
 
 
 def refused(connection: pika.BlockingConnection, act) -> int:

@@ -111,9 +111,10 @@ class Member:
 
 def start_portal(market, home: Path, **env) -> tuple[object, str]:
     port = free_port()
+    # the portal on its own broker user: it may act for members, never for the operator
     process = market.start("portal", [sys.executable, "-m", "web.agent"],
-                           MARKET_WEB_PORT=str(port), MARKET_HOME=str(home), MARKET_WELCOME_CREDITS="100",
-                           MARKET_LOG_LEVEL="info", **env)
+                           MARKET_WEB_PORT=str(port), MARKET_HOME=str(home), MARKET_LOG_LEVEL="info",
+                           MARKET_AMQP_URL=market.settings.service_url("portal"), **env)
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -131,7 +132,7 @@ def start_portal(market, home: Path, **env) -> tuple[object, str]:
 def portal(broker_settings, management, tmp_path_factory):
     home = tmp_path_factory.mktemp("portal")
     asyncio.run(_purge(broker_settings))
-    market = start_market(broker_settings, home)
+    market = start_market(broker_settings, home, MARKET_WELCOME_CREDITS="100")
     for worker_id in ("w-fast", "w-slow"):
         market.start_worker(worker_id, account="bob", lease_seconds=5, safety_margin=2.5)
     market.wait_registered("w-fast", "w-slow")

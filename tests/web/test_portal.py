@@ -3,6 +3,11 @@ and one member never seeing or changing another's things."""
 from __future__ import annotations
 
 import html
+import json
+import os
+import shlex
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -109,6 +114,19 @@ def test_forms_without_the_csrf_token_are_refused_and_record_nothing(portal, ali
     # Then both are refused and nothing reaches the ledger
     assert page.status_code == 403 and forged.status_code == 403
     assert portal.event_count(alice.account) == before
+
+
+def test_a_copied_session_cookie_is_dead_after_log_out(portal):
+    # Given a logged-in member, and a copy of her session cookie taken by someone
+    member = portal.member("erin")
+    thief = portal.client()
+    thief.cookies.update(member.http.cookies)
+    assert thief.get("/dashboard").url.path == "/dashboard"
+    # When she logs out
+    member.http.post("/logout", data={"csrf": member.csrf("/dashboard")})
+    # Then the copied cookie no longer opens her pages: the server ended the session
+    assert thief.get("/dashboard").url.path == "/login"
+    assert thief.get("/jobs.json").status_code in (401, 403) or thief.get("/jobs.json").url.path == "/login"
 
 
 def test_log_in_is_rate_limited(portal):
@@ -286,11 +304,32 @@ def test_the_advisor_advises_or_says_why_not(portal, alice):
     assert "no worker" in alice.http.get("/advisor", params={"speed": "1000000"}).text.lower()
 
 
-def test_registering_a_worker_shows_the_command_that_starts_it(portal, alice):
-    page = alice.post("/workers", {"name": "laptop", "lease_seconds": "60", "slots": "2"}, form_page="/workers")
-    assert page.status_code == 200
-    command = page.text.split('id="command">', 1)[1].split("<", 1)[0]
-    assert f"--as {alice.account} worker run --name laptop --id {alice.account}-laptop" in command
+def test_registering_a_worker_shows_a_command_that_holds_only_that_workers_key(portal, alice, tmp_path):
+    # When alice registers a machine on the portal
+    page = alice.post("/workers", {"name": "laptop", "lease_seconds": "5", "slots": "1"}, form_page="/workers")
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    command = html.unescape(page.text.split('id="command">', 1)[1].split("<", 1)[0])
+    worker_id = page.text.split("the worker <b>", 1)[1].split("<", 1)[0]
+    # Then the command holds the worker's own key: no account of hers, no service's password
+    credentials = json.loads(shlex.split(command.split("printf ", 1)[1])[1])
+    assert credentials["worker_id"] == worker_id and alice.account not in worker_id
+    assert credentials["amqp_url"].startswith(f"amqp://worker%3A{worker_id}:")
+    for secret in (portal.market.settings.service_secret, portal.market.settings.secret_of("portal")):
+        assert secret not in command
+    assert "--as" not in command and "MARKET_" not in command
+    # and that key, run as the command runs it (nothing but the file), makes a working worker
+    path = tmp_path / "laptop.json"
+    path.write_text(json.dumps(credentials))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")}
+    portal.market.processes[worker_id] = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "--credentials", str(path), "worker", "run", "--lease-seconds", "5"],
+        env=env, stdout=open(tmp_path / "worker.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    portal.market.wait_registered(worker_id)
+    assert worker_id in alice.http.get("/workers").text
+    # and she can revoke it from the page
+    revoked = alice.post(f"/workers/{worker_id}/revoke", form_page="/workers")
+    assert revoked.status_code == 200 and "revoked" in revoked.text
+    portal.market.processes[worker_id].wait(15)
     bad = alice.post("/workers", {"name": "laptop", "lease_seconds": "2", "slots": "1"}, form_page="/workers")
     assert bad.status_code == 400
 
@@ -326,3 +365,37 @@ def test_a_jobs_page_shows_what_each_lease_printed(portal, alice):
     assert alice.wait_terminal(job_id)["status"] == "completed"
     # Then its page shows the lease's output, under that lease
     assert "hello from the job x" in alice.http.get(f"/jobs/{job_id}").text
+
+
+# ---- a member's own key for marketctl ------------------------------------------------------
+
+def test_marketctl_login_gets_a_key_that_works_alone_and_replaces_the_old_one(portal, tmp_path):
+    member = portal.member("kim")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")}
+
+    def marketctl(*args, stdin=""):
+        return subprocess.run([sys.executable, "-m", "cli.main", *args], input=stdin, env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    # a wrong password gets no key
+    wrong = marketctl("login", member.account, "--portal", portal.url, "-o", str(tmp_path / "x"), stdin="nope\n")
+    assert wrong.returncode != 0 and "refused the log-in" in wrong.stderr and not (tmp_path / "x").exists()
+    # When kim logs in from a terminal with her password
+    first = tmp_path / "first"
+    done = marketctl("login", member.account, "--portal", portal.url, "-o", str(first), stdin=PASSWORD + "\n")
+    assert done.returncode == 0, done.stderr
+    assert oct(first.stat().st_mode & 0o777) == "0o600"
+    # Then that file alone is enough for marketctl, as kim
+    jobs = marketctl("--credentials", str(first), "jobs", "--json")
+    assert jobs.returncode == 0 and json.loads(jobs.stdout) == [], jobs.stderr
+    # and a second key (here: the portal's download) replaces the first, which stops working
+    page = member.post("/key", {"password": PASSWORD}, form_page="/key")
+    assert page.headers["content-type"].startswith("application/json") and "no-store" in page.headers["cache-control"]
+    second = tmp_path / "second"
+    second.write_text(page.text)
+    assert json.loads(page.text)["account"] == member.account
+    from tests.ledger.harness import wait_for
+    wait_for(lambda: marketctl("--credentials", str(first), "jobs").returncode != 0, 15, "the old key to stop")
+    assert marketctl("--credentials", str(second), "jobs").returncode == 0
+    # and a session alone (no password) makes no key
+    assert member.post("/key", {"password": "wrong"}, form_page="/key").status_code == 401
