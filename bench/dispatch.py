@@ -119,17 +119,24 @@ def run_market(settings, count: int, workers: int, window: float, cycles: int, s
         db_url = f"sqlite:///{Path(tmp) / 'ledger.db'}"
         upgrade(db_url)
         engine = make_engine(db_url)
-        env = dict(os.environ, MARKET_AMQP_URL=settings.amqp_url, MARKET_DB_URL=db_url, MARKET_LOG_LEVEL="warning",
-                   MARKET_POOL_WINDOW=str(window), MARKET_HOME=tmp)
-        processes = [subprocess.Popen([sys.executable, "-m", module], env=env, cwd=ROOT)
-                     for module in ("ledger.agent", "agents.scheduler.agent")]
+        env = dict(os.environ, MARKET_DB_URL=db_url, MARKET_LOG_LEVEL="warning",
+                   MARKET_POOL_WINDOW=str(window), MARKET_HOME=tmp, MARKET_AMQP_PORT=str(settings.amqp_port),
+                   MARKET_MANAGEMENT_PORT=str(settings.management_port))
+        # each service as its own broker user, as `marketctl up` runs them
+        processes = [subprocess.Popen([sys.executable, "-m", module], cwd=ROOT,
+                                      env=dict(env, MARKET_AMQP_URL=settings.service_url(user)))
+                     for module, user in (("ledger.agent", "ledger"), ("agents.scheduler.agent", "scheduler"),
+                                          ("agents.gatekeeper.agent", "gatekeeper"))]
         try:
             time.sleep(1.5)
             open_account(settings)
+            keys = worker_keys(settings, Path(tmp), workers, slots)
             for i in range(workers):
+                # each worker on its own key alone, over loopback AMQP
                 processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "cli.main", "--as", ACCOUNT, "worker", "run", "--name", f"bench-{i}",
-                     "--lease-seconds", "5", "--safety-margin", "4.999", "--slots", str(slots)], env=env, cwd=ROOT))
+                    [sys.executable, "-m", "cli.main", "--credentials", str(keys[i]), "worker", "run",
+                     "--lease-seconds", "5", "--safety-margin", "4.999", "--slots", str(slots)],
+                    env={k: v for k, v in env.items() if k != "MARKET_DB_URL"}, cwd=ROOT))
             time.sleep(3)
             measure_workers(settings, [f"bench-{i}" for i in range(workers)])
             broker_word = str(Path(settings.home).resolve())  # on the node's command line
@@ -149,6 +156,7 @@ def run_market(settings, count: int, workers: int, window: float, cycles: int, s
             tiny, cycle = market_figures(engine, "tiny"), market_figures(engine, "cycle")
             tiny["serial_p50"], tiny["serial_p99"] = serial_latency(engine)
             tiny["cpu_ms_per_job"] = {role: seconds * 1000 / count for role, seconds in sorted(spent.items())}
+            tiny["connections"] = connection_figures(settings, keys[0], Path(tmp))
             return tiny, cycle
         finally:
             # workers first: a stopping worker tells the ledger it retires
@@ -183,6 +191,56 @@ def submit_jobs(settings, count: int, entry: str, prefix: str) -> None:
                            "kind": kind, "module": module, "state": Blob.of(dumps_state({"n": i}))})
         for i in range(count)
     ])
+
+
+def worker_keys(settings, folder: Path, workers: int, slots: int) -> list[Path]:
+    """Register the bench workers with keys of their own (the gatekeeper makes their broker users)."""
+    from cli.keys import register_worker
+    from cli.stack import loopback_amqp_url
+
+    local = settings.replace(public_amqp_url=loopback_amqp_url(settings))
+    return [register_worker(local, ACCOUNT, f"bench-{i}", f"bench-{i}", slots, 5, folder / f"bench-{i}.json")[1]
+            for i in range(workers)]
+
+
+#: connections opened and closed per figure, and new keys registered for the activation figure
+CONNECTS, ACTIVATIONS = 50, 10
+
+
+def connection_figures(settings, key_file: Path, folder: Path) -> dict:
+    """p50/p99 of opening a connection as a worker's key (loopback AMQP, and TLS), against the
+    operator's user (the ceiling: the same internal user check); and how long a newly registered
+    key takes to work (the ledger records it, the gatekeeper makes its broker user)."""
+    from cli.credentials import Credentials, public_ca_pem, settings_for
+    from cli.keys import register_worker
+    from cli.worker import wait_until_key_works
+
+    key = Credentials.load(key_file)
+    over_tls = settings_for(settings, Credentials(
+        key.amqp_url.replace("amqp://", "amqps://").replace(f":{settings.amqp_port}/", f":{settings.amqps_port}/"),
+        key.account, key.worker_id, ca_pem=public_ca_pem(settings)))
+    figures = {name: asyncio.run(_connect_times(each)) for name, each in (
+        ("operator", settings), ("worker_key", settings_for(settings, key)), ("worker_key_tls", over_tls))}
+    activations = []
+    for i in range(ACTIVATIONS):
+        started = time.perf_counter()
+        fresh, _ = register_worker(settings, ACCOUNT, f"fresh-{i}", f"fresh-{i}", 1, 5, folder / f"fresh-{i}.json")
+        wait_until_key_works(settings_for(settings, fresh))
+        activations.append(time.perf_counter() - started)
+    figures["activation"] = activations
+    return {name: (percentile(times, 0.5), percentile(times, 0.99)) for name, times in figures.items()}
+
+
+async def _connect_times(settings) -> list[float]:
+    from broker_setup.amqp import connect
+
+    times = []
+    for _ in range(CONNECTS):
+        started = time.perf_counter()
+        connection = await connect(settings, "bench: connect")
+        times.append(time.perf_counter() - started)
+        await connection.close()
+    return times
 
 
 def measure_workers(settings, worker_ids) -> None:
@@ -248,6 +306,13 @@ def main() -> int:
               + ", ".join(f"{role} {ms:.1f}" for role, ms in per_job.items()))
         print(f"    one job at a time, accepted -> completed  p50 {market['serial_p50'] * 1000:7.1f} ms"
               f"   p99 {market['serial_p99'] * 1000:7.1f} ms")
+        c = {name: (p50 * 1000, p99 * 1000) for name, (p50, p99) in market["connections"].items()}
+        print(f"    connection set-up p50/p99: a worker's key {c['worker_key'][0]:.1f}/{c['worker_key'][1]:.1f} ms,"
+              f" over TLS {c['worker_key_tls'][0]:.1f}/{c['worker_key_tls'][1]:.1f} ms; the operator's user (ceiling,"
+              f" same internal check) {c['operator'][0]:.1f}/{c['operator'][1]:.1f} ms"
+              f" (ratio {c['operator'][0] / c['worker_key'][0]:.2f}); no auth service: the broker checks its own users")
+        print(f"    a new key works {c['activation'][0]:.0f}/{c['activation'][1]:.0f} ms (p50/p99) after its"
+              " registration is sent (the ledger records it, the gatekeeper makes its broker user)")
         print(f"  lease cycle, {cycle['completed']} jobs of two leases each:")
         print(f"    check-in -> next lease  p50 {cycle['cycle_p50'] * 1000:7.1f} ms"
               f"   p99 {cycle['cycle_p99'] * 1000:7.1f} ms   (pool window {args.window * 1000:.0f} ms)")

@@ -25,6 +25,7 @@ from pamqp.header import ContentHeader
 
 from broker_setup.errors import AccessRefused, BrokerError, PublishError
 from broker_setup.topology import EVENTS_EXCHANGE
+from common.waits import sleep_or_stop
 
 #: seconds to wait for the broker to accept a new connection
 CONNECT_TIMEOUT = 10
@@ -123,6 +124,27 @@ async def connect(settings, name: str) -> aio_pika.abc.AbstractConnection:
         raise BrokerError(
             f"cannot reach the broker at {_where(settings.amqp_url)} ({_reason(e)}): {hint}"
         ) from e
+
+
+async def run_sessions(settings, name: str, session, stop: asyncio.Event, *, delay: float = 1.0) -> None:
+    """Until ``stop``: connect as ``name``, run ``await session(connection)``, and when
+    the broker is unreachable or the session fails, log it, wait ``delay`` and start over.
+    An agent's loop never dies of its broker."""
+    agent_log = structlog.get_logger(name)
+    while not stop.is_set():
+        try:
+            connection = await connect(settings, name)
+        except Exception as e:  # noqa: BLE001 - keep trying until the broker is back
+            agent_log.warning(f"{name}.broker_unreachable", reason=str(e))
+            await sleep_or_stop(stop, delay)
+            continue
+        try:
+            await session(connection)
+        except Exception as e:  # noqa: BLE001 - reconnect, never die
+            agent_log.warning(f"{name}.connection_lost", reason=repr(e))
+            await sleep_or_stop(stop, delay)
+        finally:
+            await asyncio.gather(connection.close(), return_exceptions=True)
 
 
 @dataclass(frozen=True)

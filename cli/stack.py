@@ -177,8 +177,15 @@ def _local_worker_key(settings, name: str) -> Path:
 
     path = (settings.home / "workers" / f"{name}.json").resolve()
     if not path.exists():
-        register_worker(settings, settings.account, name, name, 1, 60, path)
+        # on the market's own host: plain AMQP on loopback (TLS is for workers elsewhere)
+        local = settings.replace(public_amqp_url=loopback_amqp_url(settings))
+        register_worker(local, settings.account, name, name, 1, 60, path)
     return path
+
+
+def loopback_amqp_url(settings) -> str:
+    """The local node's plain AMQP listener, as a process on this host reaches it."""
+    return f"amqp://127.0.0.1:{settings.amqp_port}/"
 
 
 def _ensure_account(settings, account: str) -> None:

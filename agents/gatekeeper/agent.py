@@ -15,6 +15,7 @@ users, so it runs on the market's own host.
 from __future__ import annotations
 
 import asyncio
+import urllib.error
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -22,13 +23,12 @@ import structlog
 
 from agents.gatekeeper.plan import Key, reconcile
 from broker_setup import permissions
-from broker_setup.amqp import connect
+from broker_setup.amqp import run_sessions
 from broker_setup.declare import declare_lease_queue
 from broker_setup.management import ManagementApi
 from broker_setup.rpc import Requester
 from broker_setup.topology import GATEKEEPER_INBOX
 from common.agent_main import run_agent
-from common.waits import sleep_or_stop
 from contracts.identity import HASHING_ALGORITHM
 from contracts.routing import GATEKEEPER_ACTOR, LEDGER_ACTOR
 
@@ -43,20 +43,9 @@ class Gatekeeper:
         self.api = api
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                connection = await connect(self.settings, "gatekeeper")
-            except Exception as e:  # noqa: BLE001 - keep trying until the broker is back
-                log.warning("gatekeeper.broker_unreachable", reason=str(e))
-                await sleep_or_stop(stop, RECONNECT_DELAY)
-                continue
-            try:
-                await self._session(connection, stop)
-            except Exception as e:  # noqa: BLE001 - start over: the next session reconciles everything
-                log.warning("gatekeeper.session_ended", reason=repr(e))
-                await sleep_or_stop(stop, RECONNECT_DELAY)
-            finally:
-                await asyncio.gather(connection.close(), return_exceptions=True)
+        # a session that fails starts over, and the next one reconciles everything
+        await run_sessions(self.settings, "gatekeeper", lambda connection: self._session(connection, stop), stop,
+                           delay=RECONNECT_DELAY)
 
     async def _session(self, connection, stop: asyncio.Event) -> None:
         channel = await connection.channel()
@@ -120,21 +109,30 @@ class Gatekeeper:
             # a new key: connections made with the old one must not live on
             self._close_connections(key.name)
         rights = key.permissions
-        self.api.put(f"/users/{quoted}", {"password_hash": key.key_hash, "hashing_algorithm": HASHING_ALGORITHM,
-                                          "tags": ",".join(rights.tags)})
+        tags = ",".join(rights.tags)
+        if not self._exists(key.name):
+            # a new user gets its rights before its key: created without a password (no
+            # log-in possible), so no connection ever sees the user without its permissions
+            self.api.put(f"/users/{quoted}", {"password_hash": "", "tags": tags})
         permissions.apply(self.api, key.name, rights)
+        self.api.put(f"/users/{quoted}", {"password_hash": key.key_hash, "hashing_algorithm": HASHING_ALGORITHM,
+                                          "tags": tags})
         log.info("gatekeeper.key_active", user=key.name, kind=key.kind, account=key.account)
 
-    def _has_other_hash(self, key: Key) -> bool:
-        import urllib.error
-
+    def _user(self, name: str) -> dict | None:
         try:
-            user = self.api.get(f"/users/{self.api.quote(key.name)}")
+            return self.api.get(f"/users/{self.api.quote(name)}")
         except urllib.error.HTTPError as e:
             if e.code == 404:
-                return False
+                return None
             raise
-        return user.get("password_hash") != key.key_hash
+
+    def _exists(self, name: str) -> bool:
+        return self._user(name) is not None
+
+    def _has_other_hash(self, key: Key) -> bool:
+        user = self._user(key.name)
+        return user is not None and user.get("password_hash") != key.key_hash
 
     def _close_connections(self, user: str) -> None:
         for connection in self.api.get("/connections") or []:

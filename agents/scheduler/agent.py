@@ -17,11 +17,11 @@ import orjson
 import structlog
 
 from common.agent_main import run_agent
-from common.waits import Wakeup, sleep_or_stop
+from common.waits import Wakeup
 
 from agents.scheduler.matching import ReadyJob
 from agents.scheduler.pool import PoolSettings, ReadyList, SchedulerState
-from broker_setup.amqp import Delivery, Outgoing, Publisher, ack, connect, consume
+from broker_setup.amqp import Delivery, Outgoing, Publisher, ack, consume, run_sessions
 from broker_setup.rpc import Requester
 from broker_setup.topology import SCHEDULER_OFFERS, SCHEDULER_READY
 from contracts.envelope import Codec
@@ -53,20 +53,8 @@ class SchedulerAgent:
         self.proposals = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                connection = await connect(self.settings, "scheduler")
-            except Exception as e:  # noqa: BLE001 - keep trying until the broker is back
-                log.warning("scheduler.broker_unreachable", reason=str(e))
-                await sleep_or_stop(stop, RECONNECT_DELAY)
-                continue
-            try:
-                await self._session(connection, stop)
-            except Exception as e:  # noqa: BLE001 - reconnect, never die
-                log.warning("scheduler.connection_lost", reason=repr(e))
-                await sleep_or_stop(stop, RECONNECT_DELAY)
-            finally:
-                await asyncio.gather(connection.close(), return_exceptions=True)
+        await run_sessions(self.settings, "scheduler", lambda connection: self._session(connection, stop), stop,
+                           delay=RECONNECT_DELAY)
 
     async def _session(self, connection, stop: asyncio.Event) -> None:
         closed, wake = asyncio.Event(), Wakeup()

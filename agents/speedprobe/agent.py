@@ -24,10 +24,10 @@ import orjson
 import structlog
 
 from common.agent_main import run_agent
-from common.waits import first_of, sleep_or_stop
+from common.waits import first_of
 
 from agents.speedprobe import probe_job
-from broker_setup.amqp import Publisher, connect
+from broker_setup.amqp import Publisher, run_sessions
 from broker_setup.rpc import Requester
 from broker_setup.topology import SPEEDPROBE_INBOX
 from contracts.blobs import Blob
@@ -75,19 +75,7 @@ class SpeedProbe:
         self.state = ProbeState(interval=interval, size=size)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                connection = await connect(self.settings, "speedprobe")
-            except Exception as e:  # noqa: BLE001 - wait for the broker
-                log.warning("speedprobe.broker_unreachable", reason=str(e))
-                await sleep_or_stop(stop, 1)
-                continue
-            try:
-                async with connection:
-                    await self._session(connection, stop)
-            except Exception as e:  # noqa: BLE001 - reconnect, never die
-                log.warning("speedprobe.connection_lost", reason=repr(e))
-                await sleep_or_stop(stop, 1)
+        await run_sessions(self.settings, "speedprobe", lambda connection: self._session(connection, stop), stop)
 
     async def _session(self, connection, stop: asyncio.Event) -> None:
         publisher = await Publisher(connection).open()

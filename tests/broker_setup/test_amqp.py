@@ -230,3 +230,29 @@ def test_consume_hands_over_each_delivery_and_one_multiple_ack_settles_them_all(
     assert seen == [(i.body, "alice", i.message_id, i.correlation_id, i.reply_to, "job.submitted",
                      "application/json", False, (i.headers or {}).get("seq")) for i in items]
     assert asyncio.run(depths(clean_queues, LEDGER_INBOX)) == {LEDGER_INBOX: (0, 0)}
+
+
+def test_a_reply_counts_only_from_the_ledger():
+    # Given a requester waiting for the answer to question q-1
+    from types import SimpleNamespace
+
+    from broker_setup.rpc import Requester
+
+    async def scenario():
+        requester = Requester(connection=None)
+        waiting = requester._waiting["q-1"] = asyncio.get_running_loop().create_future()
+
+        def reply(user_id):
+            properties = SimpleNamespace(user_id=user_id, correlation_id="q-1")
+            body = ('{"ok": true, "data": "%s"}' % user_id).encode()
+            return SimpleNamespace(body=body, header=SimpleNamespace(properties=properties))
+
+        # When someone else answers it, then the ledger
+        await requester._on_reply(reply("mallory"))
+        forged_taken = waiting.done()
+        await requester._on_reply(reply("ledger"))
+        return forged_taken, waiting.result()
+
+    forged_taken, answer = asyncio.run(scenario())
+    # Then only the ledger's answer is taken
+    assert not forged_taken and answer["data"] == "ledger"

@@ -32,3 +32,29 @@ def test_balance_and_my_workers_are_the_askers_own(engine):
     assert [w["worker_id"] for w in mine] == ["alice-box"] and mine[0]["owner"] == "alice"
     everyone = ask(engine, "alice", "workers")
     assert [w for w in everyone if w["owner"] == "alice"] == mine and len(everyone) == 2
+
+
+def test_another_members_workers_join_to_nothing_a_member_can_read(engine):
+    # Given alice's and bob's measured workers
+    fold_into(engine, market_messages())
+    # When alice lists every worker, and reads her report
+    everyone = ask(engine, "alice", "workers")
+    report = ask(engine, "alice", "report")
+    # Then bob's worker shows neither its id, nor its name, nor its owner
+    others = [w for w in everyone if w["owner"] != "alice"]
+    assert others and all(w["worker_id"] is None and w["name"] is None and w["owner"] is None for w in others)
+    assert "bob-laptop" not in str(everyone) and "bob-laptop" not in report
+    # and its measurement time only to the minute: the report's exact times cannot pick its row
+    assert all(w["speed_measured_at"] is None or len(w["speed_measured_at"]) == len("2026-12-03T10:00Z")
+               for w in others)
+    # while the services that run the market see every worker by id
+    for service in ("speedprobe", "scheduler", "operator"):
+        assert {w["worker_id"] for w in ask(engine, service, "workers")} == {"alice-box", "bob-laptop"}
+
+
+def test_only_the_gatekeeper_reads_the_identities(engine):
+    fold_into(engine, market_messages())
+    assert answer(engine, "gatekeeper", "identities", {})["ok"]
+    for actor in ("alice", "operator", "ledger", "worker:alice-box"):
+        refused = answer(engine, actor, "identities", {})
+        assert not refused["ok"] and "only the gatekeeper" in refused["error"]

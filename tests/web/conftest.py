@@ -142,5 +142,5 @@ def portal(broker_settings, management, tmp_path_factory):
     market.stop_all()
     # the workers' lease queues are not part of the topology: leave the broker as the topology has it
     for worker_id in ("w-fast", "w-slow"):
-        management.delete(f"/queues/%2F/{management.quote(lease_queue(worker_id))}")
+        management.delete_if_present(f"/queues/%2F/{management.quote(lease_queue(worker_id))}")
     print("logs in", home)
