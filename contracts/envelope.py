@@ -54,6 +54,8 @@ def new_event_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+#: the UUID versions a producer's event id may have; the ledger's verdicts use 5 and 8
+PRODUCER_ID_VERSIONS = frozenset({4, 7})
 ENVELOPE_KEYS = frozenset({"event_id", "type", "version", "occurred_at", "correlation_id", "causation_id", "payload"})
 
 
@@ -174,9 +176,15 @@ class Codec:
         if requests_only and not definition.request:
             raise ForgedEvent(f"{event_type} is a ledger verdict; only the ledger may record it")
         try:
-            event_id = str(uuid.UUID(raw["event_id"]))
+            parsed_id = uuid.UUID(raw["event_id"])
         except (ValueError, TypeError, AttributeError) as e:
             raise InvalidEnvelope("event_id must be a UUID string") from e
+        event_id = str(parsed_id)
+        if requests_only and parsed_id.version not in PRODUCER_ID_VERSIONS:
+            # the ledger's own ids (ledger.fold.derived_event_id) are versions 5 and 8: a request
+            # taking the id of a verdict still to come (a lease's expiry) would block that verdict
+            raise ForgedEvent("a request's event_id must be a random (version 4) or time-ordered (version 7) "
+                              "UUID; the other versions are kept for the ledger's own events")
         version = raw["version"]
         if not isinstance(version, int) or isinstance(version, bool):
             raise InvalidEnvelope("version must be an integer")

@@ -195,3 +195,18 @@ def test_encode_gives_a_fresh_time_ordered_id_unless_told_one():
                                 event_id="6f1d3c38-3b0e-4a55-9d0f-6a8f2b8e2a11")
     assert uuid.UUID(orjson.loads(first)["event_id"]).version == 7
     assert told == orjson.loads(second)["event_id"] == "6f1d3c38-3b0e-4a55-9d0f-6a8f2b8e2a11"
+
+
+def test_a_request_may_not_take_an_id_from_the_ledgers_own_space():
+    # Given the id the ledger will give a lease's expiry (uuid5 of the lease id), and a version 8 one
+    from ledger.fold import derived_event_id
+
+    for forged in (derived_event_id("lease-0123456789abcdef0123", 0), derived_event_id(new_event_id(), 0)):
+        assert uuid.UUID(forged).version in (5, 8)
+        # When a member sends a request under it / Then it is refused before anything is recorded
+        with pytest.raises(ForgedEvent) as caught:
+            CODEC.decode(raw(body(event_id=forged)), "mallory")
+        assert "version 4" in caught.value.reason
+    # while producers' own ids (random or time-ordered) are taken
+    for fine in (str(uuid.uuid4()), new_event_id()):
+        assert CODEC.decode(raw(body(event_id=fine)), "alice").event_id == fine

@@ -117,6 +117,16 @@ class Market:
     def send(self, account: str, event_type: str, payload: dict) -> dict:
         return asyncio.run(send(self.settings, account, event_type, payload))
 
+    def send_raw(self, account: str, routing_key: str, event_id: str, body: bytes) -> dict:
+        """Publish an already encoded request (a forged one, say) and wait for the ledger's reply."""
+        from cli.requests import requester_as
+
+        async def go():
+            async with requester_as(self.settings, account) as requester:
+                return await requester.request(event_id, body, routing_key, user_id=account,
+                                               timeout=self.settings.reply_timeout)
+        return asyncio.run(go())
+
     def open_account(self, name: str) -> None:
         reply = self.send("operator", "account.opened", {"account": name, "email": f"{name}@example.com"})
         assert reply["status"] == "recorded" and not reply["verdicts"], reply
