@@ -139,6 +139,9 @@ HELD_REASON = "held: insufficient funds"
 @handles("account.opened")
 def _account_opened(state: MarketState, event: Recorded) -> list[Derived]:
     p = event.payload
+    if event.actor not in (OPERATOR_ACTOR, p["account"]):
+        # the account itself: the portal, which alone may speak for it before it has a key
+        return refuse(event, "only the operator, or the portal for a confirmed sign-up, may open an account")
     if p["account"] in state.accounts:
         return refuse(event, f"account {p['account']} already exists")
     if p["account"] in money.SYSTEM_ACCOUNTS:

@@ -45,8 +45,8 @@ def test_opening_an_account_twice_is_refused_and_changes_nothing():
     # Given alice exists
     state = market_with_alice()
     before = state.accounts["alice"].email
-    # When someone opens "alice" again
-    plan = ingest(state, request("account.opened", {"account": "alice", "email": "evil@example.com"}, "mallory"))
+    # When the operator opens "alice" again
+    plan = ingest(state, request("account.opened", {"account": "alice", "email": "evil@example.com"}, "operator"))
     # Then a request.rejected says why, and alice is unchanged
     assert [e["type"] for e in plan.events] == ["account.opened", "request.rejected"]
     assert "already exists" in plan.recorded[1].payload["reason"]

@@ -151,3 +151,11 @@ def test_the_ledger_welcomes_a_member_who_opened_their_own_account_and_nobody_el
     assert types(other) == ["account.opened"]
     assert state.accounts["carol"].balance == 10_000_000 and state.accounts["dave"].balance == 0
     assert sum(a.balance for a in state.accounts.values()) == 0
+
+
+def test_only_the_operator_or_the_account_itself_opens_an_account():
+    state = MarketState()
+    by_mallory = ingest(state, request("account.opened", {"account": "victim", "email": "v@example.com"}, "mallory"))
+    assert types(by_mallory) == ["account.opened", "request.rejected"] and "victim" not in state.accounts
+    assert types(ingest(state, request("account.opened", {"account": "carol", "email": "c@example.com"},
+                                       "carol"))) == ["account.opened"]
