@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 
 import structlog
 
-from agents.worker.forkserver import set_not_dumpable
-from agents.worker.sandbox import Limits, Outcome, Sandbox, Work
+from sandbox.forkserver import set_not_dumpable
+from sandbox import Limits, Outcome, Sandbox, Work
 from broker_setup.amqp import Outgoing, Publisher, ack, connect, consume
 from broker_setup.declare import declare_lease_queue
 from broker_setup.rpc import Refused, Requester, check_reply

@@ -1,8 +1,8 @@
 """The worker's end of the fork server: its control channel, each child's
 lease I/O and the stop signal's forwarding (scratch directories:
-:mod:`agents.worker.scratch`).
+:mod:`sandbox.scratch`).
 
-:class:`agents.worker.sandbox.Sandbox` is the interface; this is the
+:class:`sandbox.Sandbox` is the interface; this is the
 machinery under it, kept apart so each module stays one idea.
 """
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from agents.worker import forkchild, forkserver
+from sandbox import confine, forkchild, forkserver
 from common.errors import MarketError
 from contracts import package
 
 if TYPE_CHECKING:
-    from agents.worker.sandbox import Limits, Work
+    from sandbox.runner import Limits, Work
 
 #: seconds the fork server may take to import everything and say it is ready
 START_TIMEOUT = 30.0
@@ -306,30 +306,61 @@ class ForkServer:
         self._packet = bytearray(forkserver.CONTROL_BYTES)
         self._packet_view = memoryview(self._packet)
 
+    def server_pid(self) -> int:
+        """The host pid of the fork server's Python process (below bwrap's two processes when confined)."""
+        pid = self.process.pid
+        for _ in range(3):
+            try:
+                with open(f"/proc/{pid}/comm") as comm:
+                    if not comm.read().startswith("bwrap"):
+                        return pid
+                with open(f"/proc/{pid}/task/{pid}/children") as children:
+                    pid = int(children.read().split()[0])
+            except (OSError, IndexError, ValueError) as e:
+                raise SandboxError(f"cannot find the fork server's process: {e}") from e
+        raise SandboxError("cannot find the fork server's process")
+
     @property
     def alive(self) -> bool:
         """False once the server process has exited."""
         return not self._stopped and self.process.poll() is None
 
     @classmethod
-    def start(cls, python: str, limits: Limits) -> "ForkServer":
+    def start(cls, python: str, limits: Limits, confinement: confine.Confinement = confine.CONFINED,
+              scratch_base: str | None = None) -> "ForkServer":
         """Spawn the server with a secret-free environment and wait for its "ready".
 
         The limits are the server's for good (fixed per sandbox): it applies
-        what it can to itself, for every child to inherit.
+        what it can to itself, for every child to inherit. A confined server
+        runs inside bwrap (:mod:`sandbox.confine`), as nobody when the worker
+        is root, with ``scratch_base`` as the only place it may write.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        command = [python, "-I", forkserver.__file__, str(theirs.fileno()), orjson.dumps(asdict(limits)).decode()]
+        options = dict(asdict(limits), confined=confinement.enabled)
+        command = [python, "-I", forkserver.__file__, str(theirs.fileno()), orjson.dumps(options).decode()]
+        fds, identity = [theirs.fileno()], {}
         try:
+            if confinement.enabled:
+                directories = confine.open_directories()
+                fds += directories.values()
+                scratch_fd = os.open(scratch_base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                fds.append(scratch_fd)
+                command = confine.bwrap_command(confinement, scratch_fd, directories) + command
+                if os.geteuid() == 0:
+                    uid, gid = confine.job_identity()
+                    identity = {"user": uid, "group": gid, "extra_groups": []}
             process = subprocess.Popen(
-                command, env=forkserver.server_environment(), cwd="/", pass_fds=[theirs.fileno()],
+                command, env=forkserver.server_environment(), cwd="/", pass_fds=fds,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C on the worker's terminal is the worker's to handle
+                **identity,
             )
         except OSError as e:
             ours.close()
             raise SandboxError(f"cannot start the fork server: {e}") from e
         finally:
+            for fd in fds[1:]:
+                os.close(fd)
             theirs.close()
         ours.settimeout(START_TIMEOUT)
         try:
