@@ -242,13 +242,20 @@ def _job_commands(commands, command) -> None:
         dest="worker_command", metavar="SUBCOMMAND", required=True)
     sub = command("run", worker.cmd_worker_run, "register this machine as a worker and run leased jobs "
                   "(Ctrl-C: checkpoint running jobs and exit; twice: exit at once)", group)
-    sub.add_argument("--name", required=True, help="a name for this worker")
+    sub.add_argument("--name", help="a name for this worker (required but with --check-sandbox)")
     sub.add_argument("--id", help="worker id (default: made from the name)")
     sub.add_argument("--lease-seconds", type=int, default=60, help="lease length it asks for (default 60)")
     sub.add_argument("--slots", type=int, default=1, help="jobs it runs at once (default 1)")
     sub.add_argument("--safety-margin", type=float, default=3.0,
                      help="seconds before the deadline by which a job is stopped and checkpointed (default 3)")
     sub.add_argument("--memory-mb", type=int, default=1024, help="memory limit of a job, MiB (default 1024)")
+    sub.add_argument("--allow-network", action="store_true",
+                     help="let jobs use this machine's network (default: loopback of their own only)")
+    sub.add_argument("--unsafe-no-sandbox", action="store_true",
+                     help="run jobs unconfined, as your user, where this machine cannot confine them (a warning "
+                          "every lease)")
+    sub.add_argument("--check-sandbox", action="store_true",
+                     help="run the hostile battery against this machine's sandbox, print what was contained, exit")
     report_commands.register(commands, command)
     from cli import money_commands
     money_commands.register(commands, command)

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 import structlog
 
 from sandbox.forkserver import set_not_dumpable
-from sandbox import Limits, Outcome, Sandbox, Work
+from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
 from broker_setup.amqp import Outgoing, Publisher, ack, connect, consume
 from broker_setup.declare import declare_lease_queue
 from broker_setup.rpc import Refused, Requester, check_reply
@@ -64,6 +64,14 @@ class WorkerConfig:
     #: seconds before the deadline by which the job must be stopped and its checkpoint sent
     safety_margin: float = 3.0
     memory_bytes: int = 1024 * 1024 * 1024
+    #: how jobs are confined (``--allow-network``, ``--unsafe-no-sandbox``)
+    confinement: Confinement = CONFINED
+
+
+def job_limits(config: WorkerConfig, max_blob_bytes: int) -> Limits:
+    """What each lease of this worker may use."""
+    return Limits(cpu_seconds=config.lease_seconds + 5, memory_bytes=config.memory_bytes,
+                  output_bytes=OUTPUT_LIMIT, blob_bytes=max_blob_bytes)
 
 
 class WorkerAgent:
@@ -85,9 +93,9 @@ class WorkerAgent:
     async def run(self) -> None:
         _not_dumpable()
         connection = await connect(self.settings, f"worker {self.config.worker_id} ({self.config.account})")
-        limits = Limits(cpu_seconds=self.config.lease_seconds + 5, memory_bytes=self.config.memory_bytes,
-                        output_bytes=OUTPUT_LIMIT, blob_bytes=self.settings.max_blob_bytes)
-        self.sandboxes = [Sandbox(limits=limits) for _ in range(self.config.slots)]
+        limits = job_limits(self.config, self.settings.max_blob_bytes)
+        self.sandboxes = [Sandbox(limits=limits, confinement=self.config.confinement)
+                          for _ in range(self.config.slots)]
         for sandbox in self.sandboxes:
             sandbox.start()
         try:
