@@ -9,8 +9,7 @@ import sys
 from cli.money import format_credits, parse_credits
 from cli.requests import requester_as, send_and_check
 from common.errors import MarketError
-from contracts.package import (PackageError, build_package, new_job_id, parse_target, result_as_json,
-                               submission_payload)
+from contracts.package import PackageError, new_job_id, parse_target, result_as_json, submission_payload
 
 
 class UsageError(MarketError):
@@ -34,7 +33,9 @@ def build_submission(settings, target: str, name: str, price_text: str, args_tex
         raise UsageError("--max-attempts must be between 1 and 100")
     args = parse_args_json(args_text)
     path, entry = parse_target(target)
-    package = build_package(path, entry, args, max_bytes=settings.max_blob_bytes)
+    # the module's top-level code runs: in the sandbox, as a worker would run it
+    from sandbox.build import build_file_confined
+    package = build_file_confined(path, entry, args, max_bytes=settings.max_blob_bytes)
     return submission_payload(package, job_id=new_job_id(), name=name, price=price, max_attempts=max_attempts)
 
 

@@ -126,7 +126,10 @@ def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], 
     try:
         _isolate(job_fd, output_fd, cpu, open_max, scratch)
         header, body = read_frame(JOB_FD, max_body=2 * limits["blob_bytes"] + MAX_HEADER_BYTES)
-        reply, reply_body = run_job(header, body, LEASE, limits["blob_bytes"])
+        if header.get("op") == "build":
+            reply, reply_body = run_build(header, body)
+        else:
+            reply, reply_body = run_job(header, body, LEASE, limits["blob_bytes"])
         code = 1 if reply["status"] == "errored" else 0
         _write_all(JOB_FD, encode_frame(reply, reply_body))
     except BaseException:  # noqa: BLE001 - the child must reach _exit whatever happens
@@ -227,6 +230,24 @@ def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -
     except BaseException as error:  # noqa: BLE001 - SystemExit and all: the job's failure, reported
         return {"status": "errored", "error": _job_traceback(error), "safe_points": control.safe_points}, b""
     return {"status": status, "error": None, "safe_points": control.safe_points}, blob
+
+
+def run_build(header: dict, body: bytes) -> tuple[dict, bytes]:
+    """Load an uploaded module and build its package, as ``marketctl submit`` does; the reply and the state.
+
+    The module's top-level code and ``initial_state`` run here, in the
+    sandbox: nothing of the portal's or the member's machine is in reach.
+    """
+    try:
+        path = os.path.join(os.getcwd(), os.path.basename(header["filename"]) or "job.py")
+        with open(path, "wb") as out:
+            out.write(body)
+        built = package.build_package(path, header["entry"], header["args"], max_bytes=header["max_bytes"])
+    except package.PackageError as error:
+        return {"status": "errored", "error": str(error), "safe_points": 0}, b""
+    except BaseException as error:  # noqa: BLE001 - whatever the module did, one line for the member
+        return {"status": "errored", "error": _job_traceback(error).strip().splitlines()[-1], "safe_points": 0}, b""
+    return {"status": "built", "module_sha256": built.module_sha256, "kind": built.kind, "safe_points": 0}, built.state
 
 
 def _drive(generator, started: float, budget_seconds: float, control: LeaseControl):

@@ -45,6 +45,12 @@ class SandboxError(MarketError):
 # -- what the worker side does per lease -------------------------------------
 
 
+def build_frame(source: bytes, entry: str, args, filename: str, max_bytes: int) -> bytes:
+    """The frame that asks a child to load a module and build its package (:func:`sandbox.forkchild.run_build`)."""
+    header = {"op": "build", "entry": entry, "args": args, "filename": filename, "max_bytes": max_bytes}
+    return forkchild.encode_frame(header, source)
+
+
 def work_frame(work: Work) -> bytes:
     """The frame that tells a child what to run: the header, then the module source and the state."""
     header = {
@@ -63,7 +69,7 @@ class ChildLease:
     for them passed), and fails with :class:`SandboxError` when the sandbox does.
     """
 
-    def __init__(self, loop, server: "ForkServer", work: Work, limits: Limits, hard_deadline: float):
+    def __init__(self, loop, server: "ForkServer", frame: bytes, limits: Limits, hard_deadline: float):
         self.loop, self.server, self.limits, self.hard_deadline = loop, server, limits, hard_deadline
         # ours / theirs: the child gets the job socket's other end and the output pipe's write end
         self.job, self.child_job = socket.socketpair()
@@ -73,7 +79,7 @@ class ChildLease:
         self.output = BoundedOutput(limits.output_bytes)
         self.reply_bytes = bytearray()
         self.reply_error: str | None = None
-        self.unsent = memoryview(work_frame(work))
+        self.unsent = memoryview(frame)
         self.token: int | None = None  # names the child to the fork server: the worker never needs its pid
         self.exit_code: int | None = None
         self.killed = False

@@ -171,7 +171,24 @@ class Sandbox:
         return outcome
 
     async def _run_in(self, server, work, stop, hard_deadline, scratch, started) -> Outcome:
-        lease = ChildLease(asyncio.get_running_loop(), server, work, self.limits, hard_deadline)
+        lease = await self._lease(server, work_frame(work), stop, hard_deadline, scratch)
+        return outcome_of(lease.reply(), lease.exit_code, lease.killed, lease.output.text(),
+                          time.monotonic() - started)
+
+    async def run_frame(self, frame: bytes, hard_deadline: float) -> ChildLease:
+        """Run one child on ``frame`` (see :mod:`sandbox.forkchild`); the ended lease, for its reply.
+
+        Raises :class:`SandboxError` when the sandbox (not the child) fails.
+        """
+        self.start()
+        scratch = self._scratch.make()
+        try:
+            return await self._lease(self._server, frame, asyncio.Event(), hard_deadline, scratch)
+        finally:
+            self._scratch.remove(scratch)
+
+    async def _lease(self, server, frame: bytes, stop, hard_deadline, scratch) -> ChildLease:
+        lease = ChildLease(asyncio.get_running_loop(), server, frame, self.limits, hard_deadline)
         try:
             server.fork(lease, scratch)
             self._stops.watch(stop, lease)
@@ -182,8 +199,7 @@ class Sandbox:
         finally:
             self._stops.forget(stop, lease)
             lease.close()
-        return outcome_of(lease.reply(), lease.exit_code, lease.killed, lease.output.text(),
-                          time.monotonic() - started)
+        return lease
 
 
 def outcome_of(reply, exit_code: int | None, killed: bool, output: str, seconds: float) -> Outcome:
