@@ -128,9 +128,11 @@ def spin(state):
 
 
 def huge_state(state):
-    """Yield a checkpoint of ``state["mib"]`` MiB."""
-    yield {"payload": b"z" * (state["mib"] * 2**20)}
-    return {"breached": "the huge state was taken"}
+    """Yield a state of ``state["mib"]`` MiB at every safe point until the lease takes one as a checkpoint."""
+    huge = {"payload": b"z" * (state["mib"] * 2**20)}
+    while True:
+        yield huge
+        time.sleep(0.05)
 
 
 def leave_daemon(state):
