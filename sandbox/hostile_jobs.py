@@ -54,9 +54,13 @@ def connect(state):
 
 
 def signal_processes(state):
-    """Signal (0: the permission check alone) and ptrace-attach each pid of ``state["pids"]``."""
+    """Signal (0: the permission check alone) and ptrace each pid of ``state["pids"]``.
+
+    PTRACE_SEIZE attaches without stopping the process (PTRACE_ATTACH would
+    leave it stopped), so a breach found by ``--check-sandbox`` harms nothing.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
-    ptrace_attach, ptrace_detach = 16, 17
+    ptrace_seize, ptrace_detach = 0x4206, 17
     done, refused = [], []
     for pid in state["pids"]:
         try:
@@ -64,7 +68,7 @@ def signal_processes(state):
             done.append(f"signalled {pid}")
         except OSError as e:
             refused.append(f"kill {pid}: {e.strerror}")
-        if libc.ptrace(ptrace_attach, pid, None, None) == 0:
+        if libc.ptrace(ptrace_seize, pid, None, None) == 0:
             done.append(f"ptrace-attached {pid}")
             libc.ptrace(ptrace_detach, pid, None, None)
         else:
