@@ -60,8 +60,15 @@ async def build_in(sandbox: Sandbox, source: bytes, entry: str, args, *, filenam
 async def build_confined(source: bytes, entry: str, args, *, filename: str = "job.py", max_bytes: int,
                          confinement: Confinement = CONFINED) -> BuiltPackage:
     """Build in a sandbox of its own, started for this module and stopped after (~0.1 s)."""
-    with Sandbox(build_limits(max_bytes), confinement=confinement) as sandbox:
+    sandbox = Sandbox(build_limits(max_bytes), confinement=confinement)
+    try:
+        sandbox.start()
+    except SandboxError as e:
+        raise BuildFailed(f"cannot load the module safely here: {e}") from e
+    try:
         return await build_in(sandbox, source, entry, args, filename=filename, max_bytes=max_bytes)
+    finally:
+        sandbox.close()
 
 
 def build_file_confined(path, entry: str, args, *, max_bytes: int,

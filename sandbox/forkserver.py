@@ -1,6 +1,7 @@
 """The fork server: one clean Python process that forks a fresh child per job.
 
-Started once per :class:`sandbox.Sandbox` with an environment
+Started once per :class:`sandbox.Sandbox` (inside bwrap when confined:
+:mod:`sandbox.confine`) with an environment
 holding only PATH and LANG and the sandbox's limits, it pre-imports pickle,
 orjson and the package format (dill only when a job needs it), then waits
 on its control socket. Per job it receives two file descriptors (the job's
@@ -19,8 +20,10 @@ What is the same for every child is done once, in the server, and inherited
 the stdout/stderr objects, the SIGUSR1 handler, the core/memory/file-size
 limits, and a warm-up run of the child's code path (``forkchild.warm_up``); just
 before each fork the server enters the lease's scratch directory
-(:func:`enter_scratch`). A child then does only what is its own: its CPU
-limit, its session and descriptors. Each step a child takes costs page
+(:func:`enter_scratch`), or, confined, a fresh pid namespace for the child
+(:class:`sandbox.kernel.PidNamespaces`). A child then does only what is its own: its CPU
+limit, its session and descriptors, and when confined its mount and IPC
+namespaces, its scratch directory as /tmp, and the loss of every capability. Each step a child takes costs page
 faults on memory it shares with the server, and that was most of a tiny
 lease's CPU. The server learns that a child
 ended from a pidfd, so it has no SIGCHLD handler a child must undo.

@@ -2,7 +2,9 @@
 
 Design: a :class:`Sandbox` starts one fork server (``forkserver.py``) with
 ``subprocess`` and an environment holding only PATH and LANG, so the server
-never holds the worker's secrets. Per lease the server forks a fresh child
+never holds the worker's secrets, inside bwrap unless the worker's owner
+said ``--unsafe-no-sandbox`` (:mod:`sandbox.confine`: nobody, namespaces of
+its own, a read-only view without the worker's files). Per lease the server forks a fresh child
 from its warm interpreter (pickle, orjson already imported): each job
 gets a process of its own, with resource limits, its own session, a scratch
 directory and a secret-free environment, for ~2.0 ms of CPU per tiny lease
