@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from sandbox import confine, forkchild, forkserver
+from sandbox.cgroup import PidsCgroup
 from common.errors import MarketError
 from contracts import package
 
@@ -300,9 +301,10 @@ class ForkServer:
     the server died: every lease still waiting fails.
     """
 
-    def __init__(self, process: subprocess.Popen, control: socket.socket):
+    def __init__(self, process: subprocess.Popen, control: socket.socket, cgroup: PidsCgroup | None = None):
         self.process = process
         self.control = control
+        self.cgroup = cgroup
         self._send_lock = threading.Lock()  # one packet per message, whoever sends
         self._tokens = itertools.count()
         self._leases: dict[int, ChildLease] = {}  # fork request token -> lease, until its child is reaped
@@ -314,14 +316,18 @@ class ForkServer:
 
     def server_pid(self) -> int:
         """The host pid of the fork server's Python process (below bwrap's two processes when confined)."""
-        pid = self.process.pid
+        return self.sandbox_pids()[-1]
+
+    def sandbox_pids(self) -> list[int]:
+        """The host pids from the process started (bwrap when confined) down to the fork server."""
+        pids = [self.process.pid]
         for _ in range(3):
             try:
-                with open(f"/proc/{pid}/comm") as comm:
+                with open(f"/proc/{pids[-1]}/comm") as comm:
                     if not comm.read().startswith("bwrap"):
-                        return pid
-                with open(f"/proc/{pid}/task/{pid}/children") as children:
-                    pid = int(children.read().split()[0])
+                        return pids
+                with open(f"/proc/{pids[-1]}/task/{pids[-1]}/children") as children:
+                    pids.append(int(children.read().split()[0]))
             except (OSError, IndexError, ValueError) as e:
                 raise SandboxError(f"cannot find the fork server's process: {e}") from e
         raise SandboxError("cannot find the fork server's process")
@@ -380,7 +386,13 @@ class ForkServer:
             raise SandboxError(f"the fork server did not start (exit code {process.returncode})")
         # blocking for sends (rarely more than an instant); the reader polls with MSG_DONTWAIT
         ours.settimeout(None)
-        return cls(process, ours)
+        server = cls(process, ours)
+        if confinement.enabled:
+            server.cgroup = PidsCgroup.create(limits.processes)
+            if server.cgroup is not None:
+                # no job exists yet: every one is born inside
+                server.cgroup.add(server.sandbox_pids())
+        return server
 
     def fork(self, lease: ChildLease, scratch: str) -> None:
         """Ask for a child for ``lease``; the server's report on it reaches ``lease.exited`` (or ``fail``)."""
@@ -418,6 +430,8 @@ class ForkServer:
             self.process.kill()
             self.process.wait()
         self.control.close()
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         # one reader for all leases; a new event loop (asyncio.run per call) gets it anew

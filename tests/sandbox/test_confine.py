@@ -104,3 +104,34 @@ def test_an_unsafe_sandbox_warns_on_every_lease(capsys):
         for _ in range(2):
             assert run(sandbox, work_of("def run(state):\n    return 1\n", kind="function")).status == "finished"
     assert capsys.readouterr().out.count("sandbox.unsafe") == 2
+
+
+def test_a_root_worker_s_sandbox_has_a_pids_cgroup_that_a_fork_bomb_fills_and_the_lease_end_empties():
+    # Given a sandbox of 20 processes on this machine (root, with cgroup v1's pids controller)
+    bomb = work_of("""
+        import os, time
+        def run(state):
+            started = 0
+            try:
+                for _ in range(100):
+                    if os.fork() == 0:
+                        time.sleep(30)
+                        os._exit(0)
+                    started += 1
+            except OSError as e:
+                return [started, e.strerror]
+            return [started, None]
+    """, kind="function")
+    with Sandbox(Limits(cpu_seconds=5, processes=20)) as sandbox:
+        cgroup = sandbox._server.cgroup
+        assert cgroup is not None and (cgroup.path / "pids.max").read_text().strip() == "20"
+        idle = cgroup.current()
+
+        # When a job forks as many processes as it can
+        started, error = result_as_json(run(sandbox, bomb).result)
+
+        # Then the cgroup stopped it within the limit, and the lease's end took every process with it
+        assert error == "Resource temporarily unavailable" and started < 20
+        assert cgroup.current() == idle
+    # And the cgroup goes with the sandbox
+    assert not cgroup.path.exists()
