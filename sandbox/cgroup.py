@@ -16,6 +16,7 @@ from pathlib import Path
 PIDS_ROOT = Path("/sys/fs/cgroup/pids")
 
 _numbers = itertools.count()
+PREFIX = "market-sandbox-"
 
 
 class PidsCgroup:
@@ -29,7 +30,8 @@ class PidsCgroup:
         """A new cgroup limited to ``max_pids`` processes; None where there is no pids controller to use."""
         if os.geteuid() != 0 or not (root / "cgroup.procs").exists():
             return None
-        path = root / f"market-sandbox-{os.getpid()}-{next(_numbers)}"
+        _remove_stale(root)
+        path = root / f"{PREFIX}{os.getpid()}-{next(_numbers)}"
         try:
             path.mkdir()
             (path / "pids.max").write_text(str(max_pids))
@@ -52,3 +54,11 @@ class PidsCgroup:
             self.path.rmdir()
         except OSError:
             pass
+
+
+def _remove_stale(root: Path) -> None:
+    """Remove the empty cgroups of workers that are gone (a worker killed with SIGKILL cannot)."""
+    for path in root.glob(f"{PREFIX}*"):
+        owner = path.name.removeprefix(PREFIX).split("-")[0]
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            PidsCgroup(path).remove()
