@@ -228,6 +228,8 @@ def _job_commands(commands, command) -> None:
     sub.add_argument("--max-attempts", type=int, default=3, help="runs that may error before it fails (default 3)")
     sub.add_argument("--wait", action="store_true", help="show progress until the job ends, then print the result")
     sub.add_argument("--json", action="store_true", help='print {"job_id": ..., "status": ...}')
+    sub.add_argument("--unsafe-no-sandbox", action="store_true",
+                     help="load the module to check it as your own user, where this machine cannot confine it")
     sub = command("jobs", jobs.cmd_jobs, "your jobs: price, status, checkpoints, executed time, worker")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub = command("result", jobs.cmd_result, "the result of one of your completed jobs")
