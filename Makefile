@@ -9,7 +9,7 @@ PYTHON ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo pytho
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the market runs on; installed only if missing
-DEBIAN_PACKAGES := rabbitmq-server postgresql libxml2-utils python3-venv
+DEBIAN_PACKAGES := rabbitmq-server postgresql libxml2-utils python3-venv bubblewrap
 # what only the tests need: the browser the portal's end-to-end test drives
 TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

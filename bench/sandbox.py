@@ -43,9 +43,9 @@ sys.path.insert(0, str(ROOT))
 import dill  # noqa: E402
 import structlog  # noqa: E402
 
-from agents.worker import forkchild, forkserver  # noqa: E402
+from sandbox import forkchild, forkserver  # noqa: E402
 from bench import cpu  # noqa: E402
-from agents.worker.sandbox import Limits, Sandbox, Work, work_frame  # noqa: E402
+from sandbox.runner import Limits, Sandbox, Work, work_frame  # noqa: E402
 from contracts.package import dumps_state  # noqa: E402
 
 TRIVIAL_JOB = b"def run(state):\n    return state + 1\n"
@@ -98,7 +98,7 @@ async def cpu_split(limits: Limits, leases: int, rounds: int) -> dict[str, float
         stop = asyncio.Event()
         for index in range(20):  # warm-up: first leases fault in code paths
             await sandbox.run(trivial_work(index), stop, time.monotonic() + 30)
-        server_pid = sandbox._server.process.pid
+        server_pid = sandbox._server.server_pid()
         for _ in range(rounds):
             server_before, children_before, faults_before = process_cpu(server_pid)
             worker_before = own_cpu()

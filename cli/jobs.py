@@ -9,8 +9,7 @@ import sys
 from cli.money import format_credits, parse_credits
 from cli.requests import requester_as, send_and_check
 from common.errors import MarketError
-from contracts.package import (PackageError, build_package, new_job_id, parse_target, result_as_json,
-                               submission_payload)
+from contracts.package import PackageError, new_job_id, parse_target, result_as_json, submission_payload
 
 
 class UsageError(MarketError):
@@ -27,14 +26,18 @@ def parse_args_json(text: str | None):
 
 
 def build_submission(settings, target: str, name: str, price_text: str, args_text: str | None,
-                     max_attempts: int) -> dict:
+                     max_attempts: int, unsafe_no_sandbox: bool = False) -> dict:
     """Everything `submit` checks before it publishes anything (exit code 2 on any of it)."""
     price = parse_credits(price_text, what="price")
     if not 1 <= max_attempts <= 100:
         raise UsageError("--max-attempts must be between 1 and 100")
     args = parse_args_json(args_text)
     path, entry = parse_target(target)
-    package = build_package(path, entry, args, max_bytes=settings.max_blob_bytes)
+    # the module's top-level code runs: in the sandbox, as a worker would run it
+    from sandbox import CONFINED, UNSAFE
+    from sandbox.build import build_file_confined
+    package = build_file_confined(path, entry, args, max_bytes=settings.max_blob_bytes,
+                                  confinement=UNSAFE if unsafe_no_sandbox else CONFINED)
     return submission_payload(package, job_id=new_job_id(), name=name, price=price, max_attempts=max_attempts)
 
 
@@ -45,7 +48,8 @@ async def ask(settings, account: str, query: str, args: dict | None = None):
 
 def cmd_submit(settings, args) -> int:
     try:
-        payload = build_submission(settings, args.target, args.name, args.price, args.args, args.max_attempts)
+        payload = build_submission(settings, args.target, args.name, args.price, args.args, args.max_attempts,
+                                   unsafe_no_sandbox=args.unsafe_no_sandbox)
     except PackageError as e:
         raise UsageError(str(e)) from e
     reply = send_and_check(settings, args.account, "job.submitted", payload)

@@ -244,6 +244,8 @@ def _job_commands(commands, command, accounts) -> None:
     sub.add_argument("--max-attempts", type=int, default=3, help="runs that may error before it fails (default 3)")
     sub.add_argument("--wait", action="store_true", help="show progress until the job ends, then print the result")
     sub.add_argument("--json", action="store_true", help='print {"job_id": ..., "status": ...}')
+    sub.add_argument("--unsafe-no-sandbox", action="store_true",
+                     help="load the module to check it as your own user, where this machine cannot confine it")
     sub = command("jobs", jobs.cmd_jobs, "your jobs: price, status, checkpoints, executed time, worker")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub = command("result", jobs.cmd_result, "the result of one of your completed jobs")
@@ -266,6 +268,13 @@ def _job_commands(commands, command, accounts) -> None:
     sub.add_argument("--safety-margin", type=float, default=3.0,
                      help="seconds before the deadline by which a job is stopped and checkpointed (default 3)")
     sub.add_argument("--memory-mb", type=int, default=1024, help="memory limit of a job, MiB (default 1024)")
+    sub.add_argument("--allow-network", action="store_true",
+                     help="let jobs use this machine's network (default: loopback of their own only)")
+    sub.add_argument("--unsafe-no-sandbox", action="store_true",
+                     help="run jobs unconfined, as your user, where this machine cannot confine them (a warning "
+                          "every lease)")
+    sub.add_argument("--check-sandbox", action="store_true",
+                     help="run the hostile battery against this machine's sandbox, print what was contained, exit")
     from cli import keys, login
     keys.register(group, accounts, command)
     login.register(commands, command)

@@ -3,16 +3,25 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 
-from agents.worker.agent import WorkerConfig, serve
+from agents.worker.agent import WorkerConfig, job_limits, serve
 from broker_setup.amqp import connect
 from broker_setup.errors import AccessRefused, BrokerError
 from cli.credentials import settings_for
 from cli.jobs import UsageError
+from common.errors import MarketError
+from sandbox import Confinement, unavailable_reason
 
 #: seconds a freshly made worker key may take to reach the broker (the gatekeeper makes its user)
 KEY_ACTIVE_TIMEOUT = 20.0
+
+
+class SandboxRefused(MarketError):
+    """This machine cannot confine jobs and the owner did not say --unsafe-no-sandbox."""
+
+    exit_code = 3
 
 
 def worker_id_from(name: str) -> str:
@@ -29,6 +38,21 @@ def cmd_worker_run(settings, args) -> int:
         raise UsageError("--slots must be at least 1 and --lease-seconds at least 5")
     if args.safety_margin >= args.lease_seconds:
         raise UsageError("--safety-margin must be shorter than the lease")
+    confinement = Confinement(enabled=not args.unsafe_no_sandbox, allow_network=args.allow_network)
+    limits = dict(slots=args.slots, lease_seconds=args.lease_seconds, safety_margin=args.safety_margin,
+                  memory_bytes=args.memory_mb * 1024 * 1024, confinement=confinement)
+    if args.check_sandbox:
+        # nothing registered, nothing connected: the battery runs against this machine alone
+        return check_sandbox(settings, WorkerConfig(worker_id="sandbox-check", name="sandbox-check",
+                                                    account=args.account, **limits))
+    if confinement.enabled:
+        reason = unavailable_reason()
+        if reason is not None:
+            raise SandboxRefused(f"refusing to run strangers' jobs unconfined: {reason} "
+                                 "(or --unsafe-no-sandbox to run them as your own user)")
+    else:
+        print("marketctl: WARNING: --unsafe-no-sandbox: every job runs as your user, with your files and network",
+              file=sys.stderr)
     credentials = getattr(args, "credentials_found", None)
     if credentials is None or credentials.worker_id is None:
         if not args.name:
@@ -40,9 +64,7 @@ def cmd_worker_run(settings, args) -> int:
         settings = settings_for(settings, credentials)
     wait_until_key_works(settings)
     config = WorkerConfig(worker_id=credentials.worker_id, name=args.name or credentials.name or credentials.worker_id,
-                          account=credentials.account, principal=credentials.user, slots=args.slots,
-                          lease_seconds=args.lease_seconds, safety_margin=args.safety_margin,
-                          memory_bytes=args.memory_mb * 1024 * 1024)
+                          account=credentials.account, principal=credentials.user, **limits)
     from common.logs import configure_logging
     from common.loop import run
 
@@ -69,3 +91,14 @@ def wait_until_key_works(settings, timeout: float = KEY_ACTIVE_TIMEOUT) -> None:
                 raise BrokerError(f"the broker did not take the worker's new key within {timeout:g} s "
                                   f"({e}): is the gatekeeper running (`marketctl status`)?") from e
             time.sleep(0.2)
+
+
+def check_sandbox(settings, config: WorkerConfig) -> int:
+    """Run the hostile battery against this machine's sandbox and print the table: 0 if all was contained."""
+    from sandbox.battery import check
+
+    if config.confinement.enabled and (reason := unavailable_reason()) is not None:
+        raise SandboxRefused(f"this machine cannot confine jobs: {reason}")
+    ports = [settings.amqp_port, settings.management_port, settings.web_port]
+    held = check(job_limits(config, settings.max_blob_bytes), config.confinement, settings.home, ports)
+    return 0 if held else 1

@@ -50,19 +50,55 @@ def web_secret(settings) -> str:
 
 
 class BodyLimit:
-    """Refuse a request whose declared body is too large before reading it (413)."""
+    """Refuse a request body over the limit (413): a declared one before reading it, and any body
+    (chunked, or longer than it declared) as soon as what was read passes the limit."""
 
     def __init__(self, app, limit: int = MAX_BODY_BYTES):
         self.app, self.limit = app, limit
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.limit):
-                response = PlainTextResponse(f"the request is larger than {self.limit // 2**20} MB", 413)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        read = 0
+
+        async def bounded_receive():
+            nonlocal read
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > self.limit:
+                    raise BodyTooLarge(413, self._reason())
+            return message
+
+        started = False
+
+        async def watched_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, bounded_receive, watched_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    def _reason(self) -> str:
+        return f"the request is larger than {self.limit // 2**20} MB"
+
+    async def _refuse(self, scope, receive, send) -> None:
+        response = PlainTextResponse(self._reason(), 413, headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while reading a body that passed the limit: the page says 413 and nothing more is read."""
 
 
 async def _login_first(request, error: LoginRequired):

@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 import aiormq
 import structlog
 
-from agents.worker.forkserver import set_not_dumpable
-from agents.worker.sandbox import Limits, Outcome, Sandbox, Work
+from sandbox.forkserver import set_not_dumpable
+from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
 from broker_setup.amqp import Outgoing, Publisher, ack, connect, consume
 from broker_setup.declare import declare_lease_queue
 from broker_setup.topology import lease_queue
@@ -72,10 +72,18 @@ class WorkerConfig:
     #: the broker user it speaks as: its own key (worker:<worker_id>); the
     #: owner's account only when run by the operator's tools, which impersonate
     principal: str | None = None
+    #: how jobs are confined (``--allow-network``, ``--unsafe-no-sandbox``)
+    confinement: Confinement = CONFINED
 
     @property
     def user_id(self) -> str:
         return self.principal or self.account
+
+
+def job_limits(config: WorkerConfig, max_blob_bytes: int) -> Limits:
+    """What each lease of this worker may use."""
+    return Limits(cpu_seconds=config.lease_seconds + 5, memory_bytes=config.memory_bytes,
+                  output_bytes=OUTPUT_LIMIT, blob_bytes=max_blob_bytes)
 
 
 class WorkerAgent:
@@ -97,9 +105,9 @@ class WorkerAgent:
     async def run(self) -> None:
         _not_dumpable()
         connection = await connect(self.settings, f"worker {self.config.worker_id} ({self.config.account})")
-        limits = Limits(cpu_seconds=self.config.lease_seconds + 5, memory_bytes=self.config.memory_bytes,
-                        output_bytes=OUTPUT_LIMIT, blob_bytes=self.settings.max_blob_bytes)
-        self.sandboxes = [Sandbox(limits=limits) for _ in range(self.config.slots)]
+        limits = job_limits(self.config, self.settings.max_blob_bytes)
+        self.sandboxes = [Sandbox(limits=limits, confinement=self.config.confinement)
+                          for _ in range(self.config.slots)]
         for sandbox in self.sandboxes:
             sandbox.start()
         try:

@@ -21,8 +21,11 @@ class ScratchDirs:
     something in it; a mkdir and an rmdir per lease cost eight times that.
     """
 
-    def __init__(self):
+    def __init__(self, owner: tuple[int, int] | None = None):
         self.base = tempfile.mkdtemp(prefix="market-sandbox-")
+        # a root worker's jobs run as nobody: the base and each directory are theirs
+        self._owner = owner if owner is not None and owner != (os.geteuid(), os.getegid()) else None
+        self._chown(self.base)
         self._free: list[int] = []  # a heap of numbers no lease uses now
         self._count = 0
         self._numbers: dict[str, int] = {}  # path in use -> its number
@@ -37,10 +40,17 @@ class ScratchDirs:
                 os.mkdir(path, 0o700)
             except FileExistsError:
                 # something outlived its lease in there: leave that number, take a random name
-                return tempfile.mkdtemp(prefix="market-job-", dir=self.base)
+                path = tempfile.mkdtemp(prefix="market-job-", dir=self.base)
+                self._chown(path)
+                return path
         os.chmod(path, 0o700)  # whatever mode the last job left it with
+        self._chown(path)
         self._numbers[path] = number
         return path
+
+    def _chown(self, path: str) -> None:
+        if self._owner is not None:
+            os.chown(path, *self._owner, follow_symlinks=False)
 
     def remove(self, path: str) -> None:
         """The lease is over: what its job left goes now, the empty directory stays for the next lease."""

@@ -1,8 +1,8 @@
 """The worker's end of the fork server: its control channel, each child's
 lease I/O and the stop signal's forwarding (scratch directories:
-:mod:`agents.worker.scratch`).
+:mod:`sandbox.scratch`).
 
-:class:`agents.worker.sandbox.Sandbox` is the interface; this is the
+:class:`sandbox.Sandbox` is the interface; this is the
 machinery under it, kept apart so each module stays one idea.
 """
 from __future__ import annotations
@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from agents.worker import forkchild, forkserver
+from sandbox import confine, forkchild, forkserver
+from sandbox.cgroup import PidsCgroup
 from common.errors import MarketError
 from contracts import package
 
 if TYPE_CHECKING:
-    from agents.worker.sandbox import Limits, Work
+    from sandbox.runner import Limits, Work
 
 #: seconds the fork server may take to import everything and say it is ready
 START_TIMEOUT = 30.0
@@ -43,6 +44,12 @@ class SandboxError(MarketError):
 
 
 # -- what the worker side does per lease -------------------------------------
+
+
+def build_frame(source: bytes, entry: str, args, filename: str, max_bytes: int) -> bytes:
+    """The frame that asks a child to load a module and build its package (:func:`sandbox.forkchild.run_build`)."""
+    header = {"op": "build", "entry": entry, "args": args, "filename": filename, "max_bytes": max_bytes}
+    return forkchild.encode_frame(header, source)
 
 
 def work_frame(work: Work) -> bytes:
@@ -63,7 +70,7 @@ class ChildLease:
     for them passed), and fails with :class:`SandboxError` when the sandbox does.
     """
 
-    def __init__(self, loop, server: "ForkServer", work: Work, limits: Limits, hard_deadline: float):
+    def __init__(self, loop, server: "ForkServer", frame: bytes, limits: Limits, hard_deadline: float):
         self.loop, self.server, self.limits, self.hard_deadline = loop, server, limits, hard_deadline
         # ours / theirs: the child gets the job socket's other end and the output pipe's write end
         self.job, self.child_job = socket.socketpair()
@@ -73,7 +80,7 @@ class ChildLease:
         self.output = BoundedOutput(limits.output_bytes)
         self.reply_bytes = bytearray()
         self.reply_error: str | None = None
-        self.unsent = memoryview(work_frame(work))
+        self.unsent = memoryview(frame)
         self.token: int | None = None  # names the child to the fork server: the worker never needs its pid
         self.exit_code: int | None = None
         self.killed = False
@@ -294,9 +301,10 @@ class ForkServer:
     the server died: every lease still waiting fails.
     """
 
-    def __init__(self, process: subprocess.Popen, control: socket.socket):
+    def __init__(self, process: subprocess.Popen, control: socket.socket, cgroup: PidsCgroup | None = None):
         self.process = process
         self.control = control
+        self.cgroup = cgroup
         self._send_lock = threading.Lock()  # one packet per message, whoever sends
         self._tokens = itertools.count()
         self._leases: dict[int, ChildLease] = {}  # fork request token -> lease, until its child is reaped
@@ -306,30 +314,65 @@ class ForkServer:
         self._packet = bytearray(forkserver.CONTROL_BYTES)
         self._packet_view = memoryview(self._packet)
 
+    def server_pid(self) -> int:
+        """The host pid of the fork server's Python process (below bwrap's two processes when confined)."""
+        return self.sandbox_pids()[-1]
+
+    def sandbox_pids(self) -> list[int]:
+        """The host pids from the process started (bwrap when confined) down to the fork server."""
+        pids = [self.process.pid]
+        for _ in range(3):
+            try:
+                with open(f"/proc/{pids[-1]}/comm") as comm:
+                    if not comm.read().startswith("bwrap"):
+                        return pids
+                with open(f"/proc/{pids[-1]}/task/{pids[-1]}/children") as children:
+                    pids.append(int(children.read().split()[0]))
+            except (OSError, IndexError, ValueError) as e:
+                raise SandboxError(f"cannot find the fork server's process: {e}") from e
+        raise SandboxError("cannot find the fork server's process")
+
     @property
     def alive(self) -> bool:
         """False once the server process has exited."""
         return not self._stopped and self.process.poll() is None
 
     @classmethod
-    def start(cls, python: str, limits: Limits) -> "ForkServer":
+    def start(cls, python: str, limits: Limits, confinement: confine.Confinement = confine.CONFINED,
+              scratch_base: str | None = None) -> "ForkServer":
         """Spawn the server with a secret-free environment and wait for its "ready".
 
         The limits are the server's for good (fixed per sandbox): it applies
-        what it can to itself, for every child to inherit.
+        what it can to itself, for every child to inherit. A confined server
+        runs inside bwrap (:mod:`sandbox.confine`), as nobody when the worker
+        is root, with ``scratch_base`` as the only place it may write.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        command = [python, "-I", forkserver.__file__, str(theirs.fileno()), orjson.dumps(asdict(limits)).decode()]
+        options = dict(asdict(limits), confined=confinement.enabled)
+        command = [python, "-I", forkserver.__file__, str(theirs.fileno()), orjson.dumps(options).decode()]
+        fds, identity = [theirs.fileno()], {}
         try:
+            if confinement.enabled:
+                directories = confine.open_directories()
+                fds += directories.values()
+                scratch_fd = os.open(scratch_base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                fds.append(scratch_fd)
+                command = confine.bwrap_command(confinement, scratch_fd, directories) + command
+                if os.geteuid() == 0:
+                    uid, gid = confine.job_identity()
+                    identity = {"user": uid, "group": gid, "extra_groups": []}
             process = subprocess.Popen(
-                command, env=forkserver.server_environment(), cwd="/", pass_fds=[theirs.fileno()],
+                command, env=forkserver.server_environment(), cwd="/", pass_fds=fds,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C on the worker's terminal is the worker's to handle
+                **identity,
             )
         except OSError as e:
             ours.close()
             raise SandboxError(f"cannot start the fork server: {e}") from e
         finally:
+            for fd in fds[1:]:
+                os.close(fd)
             theirs.close()
         ours.settimeout(START_TIMEOUT)
         try:
@@ -343,7 +386,13 @@ class ForkServer:
             raise SandboxError(f"the fork server did not start (exit code {process.returncode})")
         # blocking for sends (rarely more than an instant); the reader polls with MSG_DONTWAIT
         ours.settimeout(None)
-        return cls(process, ours)
+        server = cls(process, ours)
+        if confinement.enabled:
+            server.cgroup = PidsCgroup.create(limits.processes)
+            if server.cgroup is not None:
+                # no job exists yet: every one is born inside
+                server.cgroup.add(server.sandbox_pids())
+        return server
 
     def fork(self, lease: ChildLease, scratch: str) -> None:
         """Ask for a child for ``lease``; the server's report on it reaches ``lease.exited`` (or ``fail``)."""
@@ -381,6 +430,8 @@ class ForkServer:
             self.process.kill()
             self.process.wait()
         self.control.close()
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         # one reader for all leases; a new event loop (asyncio.run per call) gets it anew

@@ -28,6 +28,8 @@ import traceback
 import orjson
 
 from contracts import package
+from sandbox import kernel
+from sandbox.confine import SCRATCH_IN_JOB, SCRATCH_MOUNT
 
 #: frame prefix on the job socket: header length, body length
 FRAME = struct.Struct("!II")
@@ -43,6 +45,18 @@ JOB_FD = 3
 #: blocked in the server, unblocked by each child once it is set up (plain ints: no enum touched in a child)
 STOP_SIGNALS = (int(signal.SIGUSR1),)
 SIG_UNBLOCK = int(signal.SIG_UNBLOCK)
+#: a confined child's own namespaces: mounts (its scratch as /tmp, no other) and System V IPC
+LEASE_NAMESPACES = kernel.CLONE_NEWNS | kernel.CLONE_NEWIPC
+_SCRATCH_MOUNT = SCRATCH_MOUNT.encode()
+_SCRATCH_IN_JOB = SCRATCH_IN_JOB.encode()
+
+
+class CpuTimeExceeded(BaseException):
+    """Raised in a confined job (pid 1 of its namespace) when its CPU limit's warning, SIGXCPU, arrives."""
+
+
+def cpu_time_exceeded(signum, frame):
+    raise CpuTimeExceeded("CPU time limit exceeded")
 
 
 
@@ -99,18 +113,23 @@ LEASE = LeaseControl()
 
 
 
-def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], open_max: int) -> None:
+def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], open_max: int,
+               scratch: bytes | None) -> None:
     """Isolate this freshly forked process, run one job, reply, and ``_exit``. Never returns.
 
     Everything the same for every child was done in the server (``prepare_server``,
     ``enter_scratch``): as little Python as
     possible runs here before and after the job, since each page it touches is copied.
+    ``scratch`` is the lease's scratch directory in a confined server (None otherwise).
     """
     code = SETUP_FAILED
     try:
-        _isolate(job_fd, output_fd, cpu, open_max)
+        _isolate(job_fd, output_fd, cpu, open_max, scratch)
         header, body = read_frame(JOB_FD, max_body=2 * limits["blob_bytes"] + MAX_HEADER_BYTES)
-        reply, reply_body = run_job(header, body, LEASE, limits["blob_bytes"])
+        if header.get("op") == "build":
+            reply, reply_body = run_build(header, body)
+        else:
+            reply, reply_body = run_job(header, body, LEASE, limits["blob_bytes"])
         code = 1 if reply["status"] == "errored" else 0
         _write_all(JOB_FD, encode_frame(reply, reply_body))
     except BaseException:  # noqa: BLE001 - the child must reach _exit whatever happens
@@ -125,11 +144,19 @@ def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], 
         os._exit(code)  # never run the server's cleanup in the child
 
 
-def _isolate(job_fd: int, output_fd: int, cpu: tuple[int, int], open_max: int) -> None:
+def _isolate(job_fd: int, output_fd: int, cpu: tuple[int, int], open_max: int, scratch: bytes | None) -> None:
     # first: the work may be waiting on the job socket already
     resource.setrlimit(resource.RLIMIT_CPU, cpu)
     # its own session and process group, so a kill reaches whatever it spawns
     os.setsid()
+    if scratch is not None:
+        # its own mounts: its scratch directory as /tmp, the other leases' out of sight
+        kernel.unshare(LEASE_NAMESPACES)
+        kernel.bind(scratch, _SCRATCH_IN_JOB)
+        kernel.detach(_SCRATCH_MOUNT)
+        os.chdir(_SCRATCH_IN_JOB)
+        # the server's CAP_SYS_ADMIN (in its user namespace) was for the steps above: the job has none
+        kernel.drop_capabilities()
     # stdout and stderr go to the output pipe (sys.stdout and sys.stderr
     # already write to fds 1 and 2), stdin is the server's /dev/null, the job
     # socket becomes fd 3, and every other fd of the server is closed: the
@@ -203,6 +230,24 @@ def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -
     except BaseException as error:  # noqa: BLE001 - SystemExit and all: the job's failure, reported
         return {"status": "errored", "error": _job_traceback(error), "safe_points": control.safe_points}, b""
     return {"status": status, "error": None, "safe_points": control.safe_points}, blob
+
+
+def run_build(header: dict, body: bytes) -> tuple[dict, bytes]:
+    """Load an uploaded module and build its package, as ``marketctl submit`` does; the reply and the state.
+
+    The module's top-level code and ``initial_state`` run here, in the
+    sandbox: nothing of the portal's or the member's machine is in reach.
+    """
+    try:
+        path = os.path.join(os.getcwd(), os.path.basename(header["filename"]) or "job.py")
+        with open(path, "wb") as out:
+            out.write(body)
+        built = package.build_package(path, header["entry"], header["args"], max_bytes=header["max_bytes"])
+    except package.PackageError as error:
+        return {"status": "errored", "error": str(error), "safe_points": 0}, b""
+    except BaseException as error:  # noqa: BLE001 - whatever the module did, one line for the member
+        return {"status": "errored", "error": _job_traceback(error).strip().splitlines()[-1], "safe_points": 0}, b""
+    return {"status": "built", "module_sha256": built.module_sha256, "kind": built.kind, "safe_points": 0}, built.state
 
 
 def _drive(generator, started: float, budget_seconds: float, control: LeaseControl):

@@ -1,4 +1,6 @@
-"""The sandbox: leases of real jobs in forked child processes (no broker, no database)."""
+"""The sandbox: leases of real jobs in forked child processes (no broker, no database).
+
+Every sandbox here is confined (bwrap, namespaces) unless its name says unsafe."""
 from __future__ import annotations
 
 import asyncio
@@ -11,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.worker.sandbox import (
+from sandbox.confine import UNSAFE
+from sandbox.runner import (
     DEADLINE_ERROR, BoundedOutput, Limits, Outcome, Sandbox, Work, death_reason, outcome_of,
 )
 from contracts.package import build_package, dumps_state, loads_state, result_as_json
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 JOBS = ROOT / "examples" / "jobs"
 
 #: every example, its entry and arguments small enough for a test, yet with several safe points
@@ -56,6 +59,12 @@ def run_to_the_end(sandbox: Sandbox, work: Work, max_leases: int = 200) -> tuple
 @pytest.fixture(scope="module")
 def sandbox():
     with Sandbox(Limits(cpu_seconds=20, memory_bytes=512 * 2**20)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="module")
+def unsafe_sandbox():
+    with Sandbox(Limits(cpu_seconds=20, memory_bytes=512 * 2**20), confinement=UNSAFE) as sandbox:
         yield sandbox
 
 
@@ -210,7 +219,8 @@ def test_output_is_bounded(sandbox):
     ("import os\n    os._exit(3)", 3, "the job exited with code 3 before reaching a safe point"),
     ("import ctypes\n    ctypes.string_at(0)", -11, "killed by signal 11 (SIGSEGV)"),
     ("hog = [bytearray(2**20) for _ in range(1024)]", 1, "MemoryError"),
-    ("while True:\n        pass", -24, "CPU time limit exceeded"),
+    # pid 1 of its namespace: SIGXCPU is a handler raising CpuTimeExceeded, so an errored reply, exit code 1
+    ("while True:\n        pass", 1, "CPU time limit exceeded"),
 ], ids=["os._exit", "segfault", "memory hog", "cpu hog"])
 def test_a_crashing_job_gives_errored_and_the_sandbox_runs_the_next_job(tight_sandbox, body, exit_code, error):
     # Given a job that kills its own process in some way
@@ -253,7 +263,7 @@ def test_a_dead_fork_server_is_replaced_by_the_next_run():
 def test_the_fork_server_drops_control_packets_it_cannot_take_and_serves_the_next_lease():
     # Given a running fork server
     import socket
-    from agents.worker import forkserver
+    from sandbox import forkserver
     with Sandbox(Limits(cpu_seconds=5)) as sandbox:
         assert run(sandbox, work_of(COUNTER, state={"count": 0, "until": 1})).status == "finished"
         control, server_pid = sandbox._server.control, sandbox._server.process.pid
@@ -468,9 +478,7 @@ def test_the_job_environment_holds_no_secrets(monkeypatch):
     work = work_of("""
         import os
         def run(state):
-            with open("/proc/self/environ", "rb") as f:
-                initial = f.read().decode()
-            return {"environ": dict(os.environ), "initial": initial, "cwd": os.getcwd()}
+            return {"environ": dict(os.environ), "cwd": os.getcwd()}
     """, kind="function")
 
     # When a job runs in a sandbox started by that worker
@@ -515,6 +523,25 @@ def test_the_job_runs_in_a_scratch_dir_that_is_gone_afterwards(sandbox):
     # When it runs
     outcome = run(sandbox, work)
 
+    # Then it ran in its scratch directory, seen as /tmp, and what it left there is gone
+    assert result_as_json(outcome.result) == "/tmp"
+    left = [path for path in Path(sandbox._scratch.base).rglob("*") if not path.name.startswith("market-job-")]
+    assert left == []
+
+
+def test_an_unsafe_job_runs_in_a_scratch_dir_that_is_gone_afterwards(unsafe_sandbox):
+    # Given a job that writes a file where it runs, in a sandbox without confinement
+    work = work_of("""
+        import os
+        def run(state):
+            with open("data.txt", "w") as f:
+                f.write("x")
+            return os.getcwd()
+    """, kind="function")
+
+    # When it runs
+    outcome = run(unsafe_sandbox, work)
+
     # Then it ran in a fresh scratch directory that no longer exists
     scratch = result_as_json(outcome.result)
     assert Path(scratch).name.startswith("market-job-") and scratch != os.getcwd()
@@ -542,7 +569,39 @@ def test_each_lease_finds_its_scratch_dir_empty_though_the_path_is_reused(sandbo
     assert all(result["home"] == result["cwd"] for result in results)
 
 
-def test_a_scratch_dir_a_job_locked_or_swapped_for_a_link_is_made_anew_for_the_next_lease(sandbox, tmp_path):
+def test_a_confined_job_cannot_swap_its_scratch_dir_and_one_it_locked_is_reset(sandbox):
+    # Given a job that makes its scratch dir unreadable, and one that tries to move it away
+    locks = work_of("""
+        import os
+        def run(state):
+            os.chmod(".", 0)
+            return os.getcwd()
+    """, kind="function")
+    swaps = work_of("""
+        import os
+        def run(state):
+            os.rename(os.getcwd(), os.getcwd() + "-moved")
+    """, kind="function")
+    lists = work_of("""
+        import os
+        def run(state):
+            return {"cwd": os.getcwd(), "found": os.listdir("."), "mode": oct(os.stat(".").st_mode & 0o777)}
+    """, kind="function")
+
+    # When each runs, and a job that looks at its scratch dir runs after each
+    locked = run(sandbox, locks)
+    after_lock = result_as_json(run(sandbox, lists).result)
+    swapped = run(sandbox, swaps)
+    after_swap = result_as_json(run(sandbox, lists).result)
+
+    # Then the lock held only for its own lease, and the move was refused (the root is read-only)
+    assert locked.status == "finished"
+    assert swapped.status == "errored" and "Read-only file system" in swapped.error
+    assert after_lock == after_swap == {"cwd": "/tmp", "found": [], "mode": "0o700"}
+
+
+def test_a_scratch_dir_a_job_locked_or_swapped_for_a_link_is_made_anew_for_the_next_lease(unsafe_sandbox, tmp_path):
+    sandbox = unsafe_sandbox
     # Given a job that makes its scratch dir unreadable, and one that puts a
     # link to a directory of someone else's files where its scratch dir was
     outside = tmp_path / "outside"
@@ -595,8 +654,8 @@ def test_jobs_do_not_share_a_process(sandbox):
     # When it runs twice
     first, second = (result_as_json(run(sandbox, work).result) for _ in range(2))
 
-    # Then the second ran in another process and saw nothing of the first
-    assert first["pid"] != second["pid"]
+    # Then each was pid 1 of its own pid namespace, and the second saw nothing of the first
+    assert first["pid"] == second["pid"] == 1
     assert first["seen"] is None and second["seen"] is None
 
 

@@ -1,12 +1,13 @@
 """The fork server: one clean Python process that forks a fresh child per job.
 
-Started once per :class:`agents.worker.sandbox.Sandbox` with an environment
+Started once per :class:`sandbox.Sandbox` (inside bwrap when confined:
+:mod:`sandbox.confine`) with an environment
 holding only PATH and LANG and the sandbox's limits, it pre-imports pickle,
 orjson and the package format (dill only when a job needs it), then waits
 on its control socket. Per job it receives two file descriptors (the job's
 socket and its output pipe) and forks. The child sets its CPU limit, leads
 its own session, keeps only fds 0-3, reads the work from its socket, runs
-it and writes the reply (:mod:`agents.worker.forkchild`).
+it and writes the reply (:mod:`sandbox.forkchild`).
 
 Why fork from here: a fresh interpreter costs ~60 ms of start-up and imports
 per lease; a fork of this warm process costs ~2.0 ms of CPU in all (server,
@@ -19,8 +20,10 @@ What is the same for every child is done once, in the server, and inherited
 the stdout/stderr objects, the SIGUSR1 handler, the core/memory/file-size
 limits, and a warm-up run of the child's code path (``forkchild.warm_up``); just
 before each fork the server enters the lease's scratch directory
-(:func:`enter_scratch`). A child then does only what is its own: its CPU
-limit, its session and descriptors. Each step a child takes costs page
+(:func:`enter_scratch`), or, confined, a fresh pid namespace for the child
+(:class:`sandbox.kernel.PidNamespaces`). A child then does only what is its own: its CPU
+limit, its session and descriptors, and when confined its mount and IPC
+namespaces, its scratch directory as /tmp, and the loss of every capability. Each step a child takes costs page
 faults on memory it shares with the server, and that was most of a tiny
 lease's CPU. The server learns that a child
 ended from a pidfd, so it has no SIGCHLD handler a child must undo.
@@ -37,7 +40,7 @@ No pid is reported: the worker needs none, and one report fewer per lease
 is one wake-up fewer on each side. One reader on the worker side serves
 every lease, and a dead server is one EOF.
 
-The job socket's frames are :mod:`agents.worker.forkchild`'s.
+The job socket's frames are :mod:`sandbox.forkchild`'s.
 """
 from __future__ import annotations
 
@@ -56,10 +59,12 @@ import tempfile
 from pathlib import Path
 
 try:
-    from agents.worker.forkchild import LEASE, STOP_SIGNALS, child_main, warm_up
+    from sandbox.forkchild import LEASE, STOP_SIGNALS, child_main, cpu_time_exceeded, warm_up
 except ImportError:  # run from a source tree that is not installed (-I ignores PYTHONPATH)
-    sys.path.append(str(Path(__file__).resolve().parents[2]))
-    from agents.worker.forkchild import LEASE, STOP_SIGNALS, child_main, warm_up
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+    from sandbox.forkchild import LEASE, STOP_SIGNALS, child_main, cpu_time_exceeded, warm_up
+from sandbox import kernel  # noqa: E402
+from sandbox.confine import SCRATCH_IN_JOB, SCRATCH_MOUNT  # noqa: E402
 
 # what jobs commonly import, loaded once here so that every child has it for free
 import bisect  # noqa: E402,F401
@@ -127,6 +132,27 @@ def prepare_server(limits: dict) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     for which, key in ((resource.RLIMIT_AS, "memory_bytes"), (resource.RLIMIT_FSIZE, "file_bytes")):
         resource.setrlimit(which, _within_hard_limit(which, limits[key], limits[key]))
+    if limits["confined"]:
+        prepare_confined(limits)
+
+
+def prepare_confined(limits: dict) -> None:
+    """What a confined server (inside bwrap, :mod:`sandbox.confine`) adds for every child.
+
+    Mounts become private, so a child's own mounts reach nobody else; a
+    job's HOME, cwd and temporary directory are ``/tmp``, its own scratch
+    directory in its own mount namespace. A job is pid 1 of its
+    namespace, and the kernel ignores a signal whose action is the default
+    when pid 1 sends it to itself: SIGXCPU, the CPU limit's warning, gets a
+    handler that stops the job with "CPU time limit exceeded". The process
+    limit counts the server and its jobs, in this user namespace only.
+    """
+    kernel.make_mounts_private()
+    os.environ["HOME"] = SCRATCH_IN_JOB
+    tempfile.tempdir = SCRATCH_IN_JOB
+    signal.signal(signal.SIGXCPU, cpu_time_exceeded)
+    resource.setrlimit(resource.RLIMIT_NPROC, _within_hard_limit(
+        resource.RLIMIT_NPROC, limits["processes"], limits["processes"]))
 
 
 def _within_hard_limit(which: int, soft: int, hard: int) -> tuple[int, int]:
@@ -174,6 +200,7 @@ def serve(control: socket.socket, limits: dict) -> None:
     # computed once: every lease needs them, the same
     cpu = cpu_limit(limits)
     open_max = _open_max()
+    pid_namespaces = kernel.PidNamespaces() if limits["confined"] else None
     warm_up(limits["blob_bytes"])
     gc.collect()  # nothing the warm-up left behind gets frozen, or copied into children
     gc.freeze()  # the imported modules stay shared with the children instead of being copied
@@ -200,7 +227,8 @@ def serve(control: socket.socket, limits: dict) -> None:
                 for fd in fds:  # larger than any request the worker side sends: dropped
                     os.close(fd)
                 continue
-            pid = _handle(control, orjson.loads(view[:size]), fds, children, tokens, limits, cpu, open_max)
+            pid = _handle(control, orjson.loads(view[:size]), fds, children, tokens, limits, cpu, open_max,
+                          pid_namespaces)
             if pid is not None:
                 # readable once the child has exited: the server needs no SIGCHLD handler
                 pidfd = os.pidfd_open(pid)
@@ -217,7 +245,8 @@ def _received_fds(ancillary) -> list[int]:
 
 
 def _handle(control: socket.socket, message: dict, fds: list[int], children: dict[int, tuple[int, str]],
-            tokens: dict[int, int], limits: dict, cpu: tuple[int, int], open_max: int) -> int | None:
+            tokens: dict[int, int], limits: dict, cpu: tuple[int, int], open_max: int,
+            pid_namespaces: kernel.PidNamespaces | None) -> int | None:
     """Act on one request; the pid of the child forked for it, if any."""
     if message["op"] == "signal":
         pid = tokens.get(message["token"])
@@ -229,19 +258,26 @@ def _handle(control: socket.socket, message: dict, fds: list[int], children: dic
             os.close(fd)
         return None  # not a request the worker side sends: nobody to answer
     job_fd, output_fd = fds
+    scratch, own_scratch = message["scratch"], None
     try:
-        enter_scratch(message["scratch"])
+        if pid_namespaces is None:
+            enter_scratch(scratch)
+        else:
+            # the worker names a directory of the scratch base: here it is under SCRATCH_MOUNT
+            scratch = os.path.join(SCRATCH_MOUNT, os.path.basename(scratch))
+            own_scratch = scratch.encode()
+            pid_namespaces.next_child()
         pid = os.fork()
     except OSError as e:
         pid = None
         _report(control, {"op": "failed", "token": message["token"], "error": f"cannot fork: {e}"})
     if pid == 0:
-        child_main(job_fd, output_fd, limits, cpu, open_max)
+        child_main(job_fd, output_fd, limits, cpu, open_max, own_scratch)
     os.close(job_fd)
     os.close(output_fd)
     if pid is None:
         return None
-    children[pid] = (message["token"], message["scratch"])
+    children[pid] = (message["token"], scratch)
     tokens[message["token"]] = pid
     return pid
 
@@ -295,10 +331,10 @@ def _report(control: socket.socket, message: dict) -> None:
 
 def run_once(request: dict, job_fd: int, output_fd: int) -> None:
     """Run a single job in this process, as a fresh interpreter would (the benchmark's baseline)."""
-    limits = request["limits"]
+    limits = dict(request["limits"], confined=False)
     prepare_server(limits)
     enter_scratch(request["scratch"])
-    child_main(job_fd, output_fd, limits, cpu_limit(limits), _open_max())
+    child_main(job_fd, output_fd, limits, cpu_limit(limits), _open_max(), None)
 
 
 def main(argv: list[str]) -> None:

@@ -2,7 +2,9 @@
 
 Design: a :class:`Sandbox` starts one fork server (``forkserver.py``) with
 ``subprocess`` and an environment holding only PATH and LANG, so the server
-never holds the worker's secrets. Per lease the server forks a fresh child
+never holds the worker's secrets, inside bwrap unless the worker's owner
+said ``--unsafe-no-sandbox`` (:mod:`sandbox.confine`: nobody, namespaces of
+its own, a read-only view without the worker's files). Per lease the server forks a fresh child
 from its warm interpreter (pickle, orjson already imported): each job
 gets a process of its own, with resource limits, its own session, a scratch
 directory and a secret-free environment, for ~2.0 ms of CPU per tiny lease
@@ -30,10 +32,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from agents.worker.forkclient import (  # noqa: F401 - BoundedOutput, SandboxError and work_frame: public here too
+from sandbox.confine import CONFINED, Confinement, job_identity, unavailable_reason
+from sandbox.forkclient import (  # noqa: F401 - BoundedOutput, SandboxError and work_frame: public here too
     BoundedOutput, SandboxError, ForkServer, ChildLease, StopWatch, work_frame,
 )
-from agents.worker.scratch import ScratchDirs
+from sandbox.scratch import ScratchDirs
 
 #: longest error text kept (the tail of a traceback is what matters); events cap text at 64 KiB
 MAX_ERROR_CHARS = 32 * 1024
@@ -53,6 +56,13 @@ class Limits:
     file_bytes: int = 256 * 1024**2
     #: largest state or result the job may hand back (the ledger's blob limit)
     blob_bytes: int = 4 * 1024**2
+    #: processes of a confined sandbox at once, the fork server and every job's included (RLIMIT_NPROC
+    #: in its own user namespace): a fork bomb gets EAGAIN
+    processes: int = 64
+
+
+class SandboxUnavailable(SandboxError):
+    """This machine cannot confine jobs (the reason names the setting to change)."""
 
 
 @dataclass(frozen=True)
@@ -93,13 +103,14 @@ class Sandbox:
     context manager. A fork server that died is restarted by the next ``run``.
     """
 
-    def __init__(self, limits: Limits, python: str = sys.executable):
+    def __init__(self, limits: Limits, python: str = sys.executable, confinement: Confinement = CONFINED):
         self.limits = limits
         self.python = python
+        self.confinement = confinement
         self._server: ForkServer | None = None
         self._scratch: ScratchDirs | None = None
         self._stops = StopWatch()
-        self._log = structlog.get_logger("agents.worker.sandbox")
+        self._log = structlog.get_logger("sandbox")
 
     def start(self) -> None:
         """Start the fork server and wait until it is ready. Raises :class:`SandboxError`."""
@@ -107,11 +118,17 @@ class Sandbox:
             self._log.warning("sandbox.fork_server_died", exit_code=self._server.process.returncode)
             self._server.close()
             self._server = None
+        if self._server is not None:
+            return
+        if self.confinement.enabled:
+            reason = unavailable_reason()
+            if reason is not None:
+                raise SandboxUnavailable(f"cannot confine jobs on this machine: {reason}")
         if self._scratch is None:
-            self._scratch = ScratchDirs()
-        if self._server is None:
-            self._server = ForkServer.start(self.python, self.limits)
-            self._log.info("sandbox.started", fork_server_pid=self._server.process.pid)
+            self._scratch = ScratchDirs(owner=job_identity() if self.confinement.enabled else None)
+        self._server = ForkServer.start(self.python, self.limits, self.confinement, self._scratch.base)
+        self._log.info("sandbox.started", fork_server_pid=self._server.process.pid,
+                       confined=self.confinement.enabled, network=self.confinement.allow_network)
 
     def close(self) -> None:
         """Stop the fork server; any job still running is killed."""
@@ -137,6 +154,9 @@ class Sandbox:
         value) the child is killed.
         """
         self.start()
+        if not self.confinement.enabled:
+            self._log.warning("sandbox.unsafe", lease_id=work.lease_id, job_id=work.job_id,
+                              reason="--unsafe-no-sandbox: this job runs as the worker's user and can read its files")
         started = time.monotonic()
         scratch = self._scratch.make()
         try:
@@ -153,7 +173,24 @@ class Sandbox:
         return outcome
 
     async def _run_in(self, server, work, stop, hard_deadline, scratch, started) -> Outcome:
-        lease = ChildLease(asyncio.get_running_loop(), server, work, self.limits, hard_deadline)
+        lease = await self._lease(server, work_frame(work), stop, hard_deadline, scratch)
+        return outcome_of(lease.reply(), lease.exit_code, lease.killed, lease.output.text(),
+                          time.monotonic() - started)
+
+    async def run_frame(self, frame: bytes, hard_deadline: float) -> ChildLease:
+        """Run one child on ``frame`` (see :mod:`sandbox.forkchild`); the ended lease, for its reply.
+
+        Raises :class:`SandboxError` when the sandbox (not the child) fails.
+        """
+        self.start()
+        scratch = self._scratch.make()
+        try:
+            return await self._lease(self._server, frame, asyncio.Event(), hard_deadline, scratch)
+        finally:
+            self._scratch.remove(scratch)
+
+    async def _lease(self, server, frame: bytes, stop, hard_deadline, scratch) -> ChildLease:
+        lease = ChildLease(asyncio.get_running_loop(), server, frame, self.limits, hard_deadline)
         try:
             server.fork(lease, scratch)
             self._stops.watch(stop, lease)
@@ -164,8 +201,7 @@ class Sandbox:
         finally:
             self._stops.forget(stop, lease)
             lease.close()
-        return outcome_of(lease.reply(), lease.exit_code, lease.killed, lease.output.text(),
-                          time.monotonic() - started)
+        return lease
 
 
 def outcome_of(reply, exit_code: int | None, killed: bool, output: str, seconds: float) -> Outcome:
