@@ -130,7 +130,8 @@ def run_market(settings, count: int, workers: int, window: float, cycles: int, s
                 processes.append(subprocess.Popen(
                     [sys.executable, "-m", "cli.main", "--as", ACCOUNT, "worker", "run", "--name", f"bench-{i}",
                      "--lease-seconds", "5", "--safety-margin", "4.999", "--slots", str(slots)], env=env, cwd=ROOT))
-            time.sleep(3)
+            # a speed published before a worker's registration is lost, and that worker then idles
+            wait_registered(engine, [f"bench-{i}" for i in range(workers)])
             measure_workers(settings, [f"bench-{i}" for i in range(workers)])
             broker_word = str(Path(settings.home).resolve())  # on the node's command line
             before = cpu.snapshot(os.getpid(), broker_word)
@@ -183,6 +184,20 @@ def submit_jobs(settings, count: int, entry: str, prefix: str) -> None:
                            "kind": kind, "module": module, "state": Blob.of(dumps_state({"n": i}))})
         for i in range(count)
     ])
+
+
+def wait_registered(engine, worker_ids: list[str], timeout: float = 60) -> None:
+    """Until every bench worker is in the ledger (a worker starts its slots' sandboxes first)."""
+    registered = (select(func.count()).select_from(tables.workers)
+                  .where(tables.workers.c.worker_id.in_(worker_ids)))
+    deadline = time.monotonic() + timeout
+    while True:
+        with engine.connect() as conn:
+            if conn.execute(registered).scalar_one() >= len(worker_ids):
+                return
+        if time.monotonic() >= deadline:
+            raise SystemExit(f"the workers {worker_ids} did not all register in {timeout:.0f} s")
+        time.sleep(0.1)
 
 
 def measure_workers(settings, worker_ids) -> None:
