@@ -137,7 +137,8 @@ def run_market(settings, count: int, workers: int, window: float, cycles: int, s
                     [sys.executable, "-m", "cli.main", "--credentials", str(keys[i]), "worker", "run",
                      "--lease-seconds", "5", "--safety-margin", "4.999", "--slots", str(slots)],
                     env={k: v for k, v in env.items() if k != "MARKET_DB_URL"}, cwd=ROOT))
-            time.sleep(3)
+            # a speed published before a worker's registration is lost, and that worker then idles
+            wait_registered(engine, [f"bench-{i}" for i in range(workers)])
             measure_workers(settings, [f"bench-{i}" for i in range(workers)])
             broker_word = str(Path(settings.home).resolve())  # on the node's command line
             before = cpu.snapshot(os.getpid(), broker_word)
@@ -241,6 +242,22 @@ async def _connect_times(settings) -> list[float]:
         times.append(time.perf_counter() - started)
         await connection.close()
     return times
+
+
+def wait_registered(engine, worker_ids: list[str], timeout: float = 60) -> None:
+    """Until every bench worker's agent has registered itself on its own key (its owner registered
+    it first; a worker starts its slots' sandboxes before it connects)."""
+    actors = [f"worker:{worker_id}" for worker_id in worker_ids]
+    registered = (select(func.count(tables.events.c.actor.distinct())).select_from(tables.events)
+                  .where(tables.events.c.type == "worker.registered", tables.events.c.actor.in_(actors)))
+    deadline = time.monotonic() + timeout
+    while True:
+        with engine.connect() as conn:
+            if conn.execute(registered).scalar_one() >= len(worker_ids):
+                return
+        if time.monotonic() >= deadline:
+            raise SystemExit(f"the workers {worker_ids} did not all register in {timeout:.0f} s")
+        time.sleep(0.1)
 
 
 def measure_workers(settings, worker_ids) -> None:

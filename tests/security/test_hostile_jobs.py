@@ -48,24 +48,35 @@ def test_a_job_cannot_read_the_markets_secrets_ssh_keys_or_shadow(guarded):
         assert f"{path}: No such file or directory" in error
 
 
+class Holder:
+    """A job of alice's that keeps a secret in its scratch directory for a few seconds, submitted with marketctl."""
+
+    def __init__(self, guarded):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "--as", "alice", "submit", f"{HOSTILE}:hold_secret", "--name",
+             "holder", "--price", "1", "--args", json.dumps({"secret": "s3cret-of-another-job", "seconds": 4}),
+             "--max-attempts", "1", "--wait"], env=guarded.market.env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        self.secret = wait_for(lambda: glob.glob("/tmp/market-sandbox-*/*/secret.txt"), 30, "the holder's secret")
+        self.pids = guarded.job_processes()
+
+    def ran_untouched(self) -> None:
+        out, err = self.process.communicate(timeout=60)
+        assert self.process.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1]) == {"held": True}
+
+
 def test_a_job_cannot_read_another_running_jobs_scratch_directory(guarded):
     # Given a job that keeps a secret in its scratch directory while it runs
-    holder = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "--as", "alice", "submit", f"{HOSTILE}:hold_secret", "--name", "holder",
-         "--price", "1", "--args", json.dumps({"secret": "s3cret-of-another-job", "seconds": 3}),
-         "--max-attempts", "1", "--wait"], env=guarded.market.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    secret = wait_for(lambda: glob.glob("/tmp/market-sandbox-*/*/secret.txt"), 30, "the holder's secret file")
+    holder = Holder(guarded)
 
     # When another job reads it, by its path on the host and by the sandbox's view of scratch directories
-    done = guarded.submit("read_files", {"paths": secret + ["/run/market-scratch", "/tmp/secret.txt"]})
+    done = guarded.submit("read_files", {"paths": holder.secret + ["/run/market-scratch", "/tmp/secret.txt"]})
 
     # Then it read nothing, and the holder ran to its end untouched
-    failed_because(done, "Contained: could not read", f"{secret[0]}: No such file or directory",
+    failed_because(done, "Contained: could not read", f"{holder.secret[0]}: No such file or directory",
                    "/run/market-scratch: empty")
-    out, err = holder.communicate(timeout=60)
-    assert holder.returncode == 0, err
-    assert json.loads(out.strip().splitlines()[-1]) == {"held": True}
+    holder.ran_untouched()
 
 
 def test_a_job_cannot_connect_to_the_broker_the_portal_or_outside(guarded):
@@ -84,16 +95,19 @@ def test_a_job_cannot_connect_to_the_broker_the_portal_or_outside(guarded):
 
 
 def test_a_job_cannot_signal_or_ptrace_the_worker_its_fork_servers_or_another_job(guarded):
-    # Given every process of the worker: itself, bwrap, the fork servers (and whatever job runs)
+    # Given every process of the worker: itself, bwrap, the fork servers, and another job running
+    holder = Holder(guarded)
     pids = sorted(guarded.tree())
-    assert guarded.worker.pid in pids and guarded.fork_servers() <= set(pids)
+    assert guarded.worker.pid in pids and guarded.fork_servers() <= set(pids) and holder.pids <= set(pids)
+    assert holder.pids
 
     # When a job signals and ptrace-attaches each of them
     done = guarded.submit("signal_processes", {"pids": pids})
 
-    # Then none exists for it: it is alone in a pid namespace of its own
+    # Then none exists for it: it is alone in a pid namespace of its own; and the other job ran on untouched
     failed_because(done, *(f"kill {pid}: No such process" for pid in pids),
                    *(f"ptrace {pid}: No such process" for pid in pids))
+    holder.ran_untouched()
 
 
 def test_a_fork_bomb_is_stopped_by_the_process_limit_and_leaves_nothing(guarded):
