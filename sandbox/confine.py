@@ -36,7 +36,6 @@ from pathlib import Path
 NOBODY = 65534
 #: where the fork server sees the sandbox's scratch directories; a child sees its own at SCRATCH_IN_JOB
 SCRATCH_MOUNT = "/run/market-scratch"
-SCRATCH_IN_JOB = "/tmp"
 #: the files of /etc a job may read (nothing secret: no shadow, no ssh, no ssl keys)
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "hosts", "passwd", "group",
              "host.conf", "gai.conf", "mime.types")
@@ -109,6 +108,16 @@ def _python_roots() -> list[str]:
 def _package_dirs() -> list[str]:
     here = Path(__file__).resolve().parent
     return [str(here.parent / name) for name in JOB_PACKAGES if (here.parent / name).is_dir()]
+
+
+def _under_tmp(path: str) -> bool:
+    return path == "/tmp" or path.startswith("/tmp/")
+
+
+#: where a job finds its own scratch directory (its HOME, cwd and temporary directory): /tmp, unless
+#: the Python or the packages a job's child needs live under /tmp (a checkout there), which a mount
+#: over /tmp would hide from the job; then /scratch, and /tmp stays read-only
+SCRATCH_IN_JOB = "/scratch" if any(_under_tmp(path) for path in _python_roots() + _package_dirs()) else "/tmp"
 
 
 def bwrap_command(confinement: Confinement, scratch_fd: int, directory_fds: dict[str, int]) -> list[str]:

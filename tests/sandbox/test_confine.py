@@ -8,7 +8,7 @@ import pytest
 
 from contracts.package import result_as_json
 from sandbox.battery import run_battery, table
-from sandbox.confine import Confinement, unavailable_reason
+from sandbox.confine import SCRATCH_IN_JOB, Confinement, unavailable_reason
 from sandbox.runner import Limits, Sandbox
 from tests.sandbox.test_sandbox import run, work_of
 
@@ -62,8 +62,11 @@ def test_a_confined_job_is_nobody_with_no_capabilities_in_namespaces_of_its_own(
     assert (result["uid"], result["gid"], result["pid"]) == (65534, 65534, 1)
     assert result["caps"] == [0] * 6 and result["no_new_privs"] == 1
     assert result["hostname"] == "market-job" and result["interfaces"] == ["lo"] and not result["proc"]
-    assert result["root"] == ["bin", "dev", "etc", "lib", "lib64", "run", "sbin", "tmp", "usr", "work"]
-    assert result["cwd"] == result["home"] == "/tmp"
+    # the root holds /usr and friends, and the top folder of this checkout (the job packages, read-only)
+    checkout_top = Path(__file__).resolve().parts[1]
+    assert result["root"] == sorted({"bin", "dev", "etc", "lib", "lib64", "run", "sbin", "tmp", "usr", checkout_top,
+                                     SCRATCH_IN_JOB.strip("/")})
+    assert result["cwd"] == result["home"] == SCRATCH_IN_JOB
 
 
 def test_the_market_home_and_the_repository_are_out_of_sight():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.confine import UNSAFE
+from sandbox.confine import SCRATCH_IN_JOB, UNSAFE
 from sandbox.runner import (
     DEADLINE_ERROR, BoundedOutput, Limits, Outcome, Sandbox, Work, death_reason, outcome_of,
 )
@@ -524,7 +524,7 @@ def test_the_job_runs_in_a_scratch_dir_that_is_gone_afterwards(sandbox):
     outcome = run(sandbox, work)
 
     # Then it ran in its scratch directory, seen as /tmp, and what it left there is gone
-    assert result_as_json(outcome.result) == "/tmp"
+    assert result_as_json(outcome.result) == SCRATCH_IN_JOB
     left = [path for path in Path(sandbox._scratch.base).rglob("*") if not path.name.startswith("market-job-")]
     assert left == []
 
@@ -597,7 +597,7 @@ def test_a_confined_job_cannot_swap_its_scratch_dir_and_one_it_locked_is_reset(s
     # Then the lock held only for its own lease, and the move was refused (the root is read-only)
     assert locked.status == "finished"
     assert swapped.status == "errored" and "Read-only file system" in swapped.error
-    assert after_lock == after_swap == {"cwd": "/tmp", "found": [], "mode": "0o700"}
+    assert after_lock == after_swap == {"cwd": SCRATCH_IN_JOB, "found": [], "mode": "0o700"}
 
 
 def test_a_scratch_dir_a_job_locked_or_swapped_for_a_link_is_made_anew_for_the_next_lease(unsafe_sandbox, tmp_path):
