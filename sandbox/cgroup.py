@@ -8,8 +8,10 @@ every job is born inside it.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import os
+import time
 from pathlib import Path
 
 #: the pids controller's hierarchy on a cgroup v1 machine
@@ -36,7 +38,7 @@ class PidsCgroup:
             path.mkdir()
             (path / "pids.max").write_text(str(max_pids))
         except OSError:
-            cls(path).remove()
+            cls(path).remove(patience=0)
             return None
         return cls(path)
 
@@ -48,12 +50,24 @@ class PidsCgroup:
     def current(self) -> int:
         return int((self.path / "pids.current").read_text())
 
-    def remove(self) -> None:
-        """Remove the cgroup once its processes are gone (a cgroup with processes cannot be removed)."""
-        try:
-            self.path.rmdir()
-        except OSError:
-            pass
+    def remove(self, patience: float = 2.0) -> None:
+        """Remove the cgroup once its processes are gone.
+
+        A cgroup with processes cannot be removed, and the kernel lets go of
+        exited ones a moment after their parent reaped them: EBUSY is retried
+        for ``patience`` seconds (a later sandbox removes what is left).
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    return
+            time.sleep(0.01)
 
 
 def _remove_stale(root: Path) -> None:
@@ -61,4 +75,4 @@ def _remove_stale(root: Path) -> None:
     for path in root.glob(f"{PREFIX}*"):
         owner = path.name.removeprefix(PREFIX).split("-")[0]
         if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
-            PidsCgroup(path).remove()
+            PidsCgroup(path).remove(patience=0)

@@ -165,11 +165,11 @@ def daemon_gone(state):
 
 
 def hold_secret(state):
-    """Write a secret in the scratch directory, then keep the lease for ``state["seconds"]``."""
+    """Write a secret in the scratch directory, then keep its leases for ``state["seconds"]`` in all."""
     with open("secret.txt", "w") as f:
         f.write(state["secret"])
-    deadline = time.monotonic() + state["seconds"]
-    while time.monotonic() < deadline:
+    state = {**state, "until": state.get("until") or time.time() + state["seconds"]}
+    while time.time() < state["until"]:
         time.sleep(0.05)
         yield state
     return {"held": True}

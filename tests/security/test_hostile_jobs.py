@@ -7,6 +7,7 @@ import glob
 import json
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -48,24 +49,28 @@ def test_a_job_cannot_read_the_markets_secrets_ssh_keys_or_shadow(guarded):
         assert f"{path}: No such file or directory" in error
 
 
-#: where a holder's secret lands on the host: its scratch directory
-SECRETS = "/tmp/market-sandbox-*/*/secret.txt"
+def _files_holding(secret: str) -> list[str]:
+    found = []
+    for path in glob.glob("/tmp/market-sandbox-*/*/secret.txt"):
+        try:
+            if open(path).read() == secret:
+                found.append(path)
+        except OSError:
+            pass
+    return found
 
 
 class Holder:
     """A job of alice's that keeps a secret in its scratch directory for a few seconds, submitted with marketctl."""
 
     def __init__(self, guarded):
-        # scratch directories of workers killed earlier may still hold a secret.txt: only a new one counts
-        stale = set(glob.glob(SECRETS))
-        # it holds for 3 s, within one lease's budget (5 s less the 1 s margin): a job that checkpoints
-        # before its end starts its wait again on the next lease
+        secret = f"s3cret-{uuid.uuid4().hex}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "--as", "alice", "submit", f"{HOSTILE}:hold_secret", "--name",
-             "holder", "--price", "1", "--args", json.dumps({"secret": "s3cret-of-another-job", "seconds": 3}),
+             "holder", "--price", "1", "--args", json.dumps({"secret": secret, "seconds": 4}),
              "--max-attempts", "1", "--wait"], env=guarded.market.env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
-        self.secret = wait_for(lambda: [p for p in glob.glob(SECRETS) if p not in stale], 30, "the holder's secret")
+        self.secret = wait_for(lambda: _files_holding(secret), 30, "the holder's secret")
         self.pids = guarded.job_processes()
 
     def ran_untouched(self) -> None:
