@@ -298,7 +298,7 @@ def build_package(path, entry: str, args=None, max_bytes: int = MAX_PACKAGE_BYTE
     """
     path = Path(path)
     display = path.name
-    source = _read_source(path)
+    source = read_source(path)
     sha256 = hashlib.sha256(source).hexdigest()
     module = _execute(source, sha256, path)
     function = _find_entry(module, entry, display)
@@ -323,7 +323,8 @@ def submission_payload(package: BuiltPackage, *, job_id: str, name: str, price: 
             "max_attempts": max_attempts}
 
 
-def _read_source(path: Path) -> bytes:
+def read_source(path: Path) -> bytes:
+    """The bytes of a module file; SourceNotFound with one clear line otherwise."""
     try:
         return path.read_bytes()
     except FileNotFoundError as e:

@@ -26,8 +26,8 @@ from datetime import timedelta
 from typing import Callable, NamedTuple
 
 from contracts.envelope import format_time, parse_time
-from contracts.events import EVENTS
 from contracts.identity import worker_of, worker_principal
+from contracts import routing
 from contracts.routing import OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
 from ledger import money
 from ledger.months import turn_month
@@ -122,7 +122,7 @@ def fold(state: MarketState, event: Recorded) -> list[Derived]:
 
 
 #: the types producers send, which an actor of a disabled account may no longer send
-REQUEST_TYPES = frozenset(name for name, event_type in EVENTS.items() if event_type.request)
+REQUEST_TYPES = frozenset(routing.REQUEST_TYPES)
 
 
 def refuse(event: Recorded, reason: str) -> list[Derived]:

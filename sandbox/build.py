@@ -12,7 +12,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from contracts.package import BuiltPackage, PackageError, SourceNotFound
+from contracts.package import BuiltPackage, PackageError, read_source
 from sandbox.confine import CONFINED, Confinement
 from sandbox.forkclient import SandboxError, build_frame
 from sandbox.runner import Limits, Sandbox, death_reason
@@ -75,13 +75,6 @@ def build_file_confined(path, entry: str, args, *, max_bytes: int,
                         confinement: Confinement = CONFINED) -> BuiltPackage:
     """:func:`contracts.package.build_package` of a file, but with the module run in the sandbox."""
     path = Path(path)
-    try:
-        source = path.read_bytes()
-    except FileNotFoundError as e:
-        raise SourceNotFound(f"{path}: no such file") from e
-    except IsADirectoryError as e:
-        raise SourceNotFound(f"{path}: is a directory, not a Python file") from e
-    except OSError as e:
-        raise SourceNotFound(f"{path}: {e.strerror or e}") from e
+    source = read_source(path)
     return asyncio.run(build_confined(source, entry, args, filename=path.name, max_bytes=max_bytes,
                                       confinement=confinement))

@@ -105,12 +105,13 @@ class Gatekeeper:
 
     def _put_user(self, key: Key, rotate: bool) -> None:
         quoted = self.api.quote(key.name)
-        if rotate and self._has_other_hash(key):
+        existing = self._user(key.name)
+        if rotate and existing is not None and existing.get("password_hash") != key.key_hash:
             # a new key: connections made with the old one must not live on
             self._close_connections(key.name)
         rights = key.permissions
         tags = ",".join(rights.tags)
-        if not self._exists(key.name):
+        if existing is None:
             # a new user gets its rights before its key: created without a password (no
             # log-in possible), so no connection ever sees the user without its permissions
             self.api.put(f"/users/{quoted}", {"password_hash": "", "tags": tags})
@@ -126,13 +127,6 @@ class Gatekeeper:
             if e.code == 404:
                 return None
             raise
-
-    def _exists(self, name: str) -> bool:
-        return self._user(name) is not None
-
-    def _has_other_hash(self, key: Key) -> bool:
-        user = self._user(key.name)
-        return user is not None and user.get("password_hash") != key.key_hash
 
     def _close_connections(self, user: str) -> None:
         for connection in self.api.get("/connections") or []:
