@@ -26,7 +26,7 @@ def parse_args_json(text: str | None):
 
 
 def build_submission(settings, target: str, name: str, price_text: str, args_text: str | None,
-                     max_attempts: int, unsafe_no_sandbox: bool = False) -> dict:
+                     max_attempts: int, unsafe_no_sandbox: bool = False, network: bool = False) -> dict:
     """Everything `submit` checks before it publishes anything (exit code 2 on any of it)."""
     price = parse_credits(price_text, what="price")
     if not 1 <= max_attempts <= 100:
@@ -38,7 +38,8 @@ def build_submission(settings, target: str, name: str, price_text: str, args_tex
     from sandbox.build import build_file_confined
     package = build_file_confined(path, entry, args, max_bytes=settings.max_blob_bytes,
                                   confinement=UNSAFE if unsafe_no_sandbox else CONFINED)
-    return submission_payload(package, job_id=new_job_id(), name=name, price=price, max_attempts=max_attempts)
+    return submission_payload(package, job_id=new_job_id(), name=name, price=price, max_attempts=max_attempts,
+                              network=network)
 
 
 async def ask(settings, account: str, query: str, args: dict | None = None):
@@ -49,7 +50,7 @@ async def ask(settings, account: str, query: str, args: dict | None = None):
 def cmd_submit(settings, args) -> int:
     try:
         payload = build_submission(settings, args.target, args.name, args.price, args.args, args.max_attempts,
-                                   unsafe_no_sandbox=args.unsafe_no_sandbox)
+                                   unsafe_no_sandbox=args.unsafe_no_sandbox, network=args.network)
     except PackageError as e:
         raise UsageError(str(e)) from e
     reply = send_and_check(settings, args.account, "job.submitted", payload)
@@ -118,12 +119,15 @@ def cmd_jobs(settings, args) -> int:
     if args.json:
         print(json.dumps(jobs, indent=2))
         return 0
-    print(f"{'job':<18} {'name':<20} {'price/h':>12} {'status':<12} {'ckpts':>5} {'executed':>10} "
+    print(f"{'job':<18} {'name':<20} {'price/h':>12} {'status':<12} {'net':<3} {'ckpts':>5} {'executed':>10} "
           f"{'finished':<20} worker")
     for job in jobs:
         print(f"{job['job_id']:<18} {job['name'][:20]:<20} {format_credits(job['price']):>12} {job['status']:<12} "
+              f"{'yes' if job['network'] else '-':<3} "
               f"{job['checkpoint']:>5} {job['executed_ms'] / 1000:>9.3f}s {(job['finished_at'] or '-')[:19]:<20} "
               f"{job['worker_id'] or '-'}")
+        if job.get("detail"):
+            print(f"{'':<18} {job['detail']}")
     if not jobs:
         print(f"(no jobs of {args.account})")
     return 0

@@ -242,6 +242,10 @@ def _job_commands(commands, command, accounts) -> None:
     sub.add_argument("--price", required=True, help="credits per hour of execution, e.g. 5.2 (up to 6 decimals)")
     sub.add_argument("--args", help="JSON: the initial state (or the argument of the module's initial_state)")
     sub.add_argument("--max-attempts", type=int, default=3, help="runs that may error before it fails (default 3)")
+    sub.add_argument("--network", action="store_true",
+                     help="ask for the network (the machine's of the worker that runs it): the job runs only on workers "
+                          "whose owners allow network (marketctl worker run --allow-network), and waits until one "
+                          "is there; without it a job has only a loopback of its own, on every worker")
     sub.add_argument("--wait", action="store_true", help="show progress until the job ends, then print the result")
     sub.add_argument("--json", action="store_true", help='print {"job_id": ..., "status": ...}')
     sub.add_argument("--unsafe-no-sandbox", action="store_true",
@@ -269,7 +273,8 @@ def _job_commands(commands, command, accounts) -> None:
                      help="seconds before the deadline by which a job is stopped and checkpointed (default 3)")
     sub.add_argument("--memory-mb", type=int, default=1024, help="memory limit of a job, MiB (default 1024)")
     sub.add_argument("--allow-network", action="store_true",
-                     help="let jobs use this machine's network (default: loopback of their own only)")
+                     help="let jobs that ask for it (submit --network) use this machine's network; every other "
+                          "job keeps a loopback of its own only (default: every job, loopback only)")
     sub.add_argument("--unsafe-no-sandbox", action="store_true",
                      help="run jobs unconfined, as your user, where this machine cannot confine them (a warning "
                           "every lease)")

@@ -120,12 +120,17 @@ class WorkerRegistered(Payload):
     #: the hash of the worker's own broker key, sent by its owner when it registers
     #: (or re-keys) the worker; absent when the worker re-registers itself on start
     key_hash = KeyHash(allow_none=True)
+    #: v2: its owner lets jobs that ask for it use the host's network (``--allow-network``); the
+    #: worker says so each time it starts, and the ledger grants it network jobs only then
+    allow_network = fields.Boolean(load_default=False)
 
 
 class WorkerOffered(Payload):
     worker_id = Id(required=True)
     lease_seconds = Seconds(required=True)
     slots = StrictInt(validate=validate.Range(min=1, max=256), load_default=1)
+    #: v2: the same permission, for the scheduler, which pairs offers (the ledger checks its own record)
+    allow_network = fields.Boolean(load_default=False)
 
 
 class WorkerRetired(Payload):
@@ -153,6 +158,8 @@ class JobSubmitted(Payload):
     #: for a probe: the sha256 its result must have, and its work in benchmark operations
     probe_expected_sha256 = Sha(load_default=None, allow_none=True)
     probe_work = StrictInt(validate=validate.Range(min=1), load_default=None, allow_none=True)
+    #: v2: the owner asks for the host's network; only a worker whose owner allows it runs the job
+    network = fields.Boolean(load_default=False)
 
 
 class JobRepriced(Payload):
@@ -223,6 +230,8 @@ class JobAccepted(Payload):
     target_worker_id = Id(allow_none=True, required=True)
     probe_expected_sha256 = Sha(allow_none=True, required=True)
     probe_work = StrictInt(allow_none=True, required=True)
+    #: v2: the job asked for the network
+    network = fields.Boolean(load_default=False)
 
 
 class JobRejected(Payload):
@@ -239,6 +248,8 @@ class JobReady(Payload):
     submitted_at = Timestamp(required=True)
     probe = fields.Boolean(required=True)
     target_worker_id = Id(allow_none=True, required=True)
+    #: v2: the job runs only on a worker that allows network
+    network = fields.Boolean(load_default=False)
 
 
 class JobHeld(Payload):
@@ -284,6 +295,8 @@ class LeaseGranted(Payload):
     module_sha256 = Sha(required=True)
     state_sha256 = Sha(required=True)
     probe = fields.Boolean(required=True)
+    #: v2: this lease's job may use the worker's network (it asked, and the worker allows it)
+    network = fields.Boolean(load_default=False)
 
 
 class LeaseRefused(Payload):
@@ -373,6 +386,21 @@ class PaymentPosted(Payload):
 Upcaster = Callable[[dict], dict]
 
 
+def upcast_network_v1_v2(field_name: str) -> Upcaster:
+    """v1 -> v2 of the types that learned of the network: a v1 event never asked for it, nor allowed it."""
+
+    def upcast_v1_v2(payload: dict) -> dict:
+        return {**payload, field_name: False}
+
+    return upcast_v1_v2
+
+
+#: type -> the field its v2 added (issue 13: a job's network is its owner's request and its worker's permission)
+NETWORK_V2 = {"worker.registered": "allow_network", "worker.offered": "allow_network",
+              "job.submitted": "network", "job.accepted": "network", "job.ready": "network",
+              "lease.granted": "network"}
+
+
 @dataclass(frozen=True)
 class EventType:
     """One event type: its current schema and version, and how older
@@ -437,6 +465,9 @@ _SCHEMAS: dict[str, type[Schema]] = {
 #: every event type of the market, by name
 EVENTS: dict[str, EventType] = {
     name: EventType(name, schema, request=name in REQUEST_TYPES)
+    if name not in NETWORK_V2 else
+    EventType(name, schema, version=2, request=name in REQUEST_TYPES,
+              upcasters={1: upcast_network_v1_v2(NETWORK_V2[name])})
     for name, schema in _SCHEMAS.items()
 }
 

@@ -29,6 +29,8 @@ class LeaseMessage:
     module_source: bytes
     state_sha256: str
     state: bytes
+    #: the job may use the worker's network (it asked, and this worker allows it); loopback only otherwise
+    network: bool = False
 
 
 def encode_lease_message(event_id: str, granted: dict, module_source: bytes, state: bytes) -> bytes:
@@ -50,7 +52,7 @@ def decode_lease_message(body: bytes) -> LeaseMessage:
             worker_id=lease["worker_id"], checkpoint=lease["checkpoint"], lease_seconds=lease["lease_seconds"],
             deadline=lease["deadline"], entry=lease["entry"], kind=lease["kind"], probe=lease["probe"],
             module_sha256=lease["module_sha256"], module_source=module, state_sha256=lease["state_sha256"],
-            state=state)
+            state=state, network=lease.get("network", False) is True)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise InvalidPayload(f"malformed lease message: {e!r}") from e
     for name, data, sha in (("module", module, message.module_sha256), ("state", state, message.state_sha256)):

@@ -314,13 +314,16 @@ def new_job_id() -> str:
     return f"job-{uuid.uuid4().hex[:12]}"
 
 
-def submission_payload(package: BuiltPackage, *, job_id: str, name: str, price: int, max_attempts: int) -> dict:
-    """The ``job.submitted`` payload for a built package (the same from marketctl and the portal)."""
+def submission_payload(package: BuiltPackage, *, job_id: str, name: str, price: int, max_attempts: int,
+                       network: bool = False) -> dict:
+    """The ``job.submitted`` payload for a built package (the same from marketctl and the portal).
+
+    ``network``: the owner asks for the host's network; only workers whose owners allow it run the job."""
     from contracts.blobs import Blob
 
     return {"job_id": job_id, "name": name, "price": price, "entry": package.entry, "kind": package.kind,
             "module": Blob(package.module_sha256, package.module_source), "state": Blob.of(package.state),
-            "max_attempts": max_attempts}
+            "max_attempts": max_attempts, "network": network}
 
 
 def read_source(path: Path) -> bytes:

@@ -289,11 +289,12 @@ def _worker_registered(state: MarketState, event: Recorded) -> list[Derived]:
         worker = state.workers[p["worker_id"]] = Worker(
             worker_id=p["worker_id"], owner=event.actor, name=p["name"], slots=p["slots"],
             lease_seconds=p["lease_seconds"], state="idle", speed=None, speed_measured_at=None,
-            registered_at=event.recorded_at, folded_seq=event.seq,
+            registered_at=event.recorded_at, folded_seq=event.seq, allow_network=_allows_network(p),
         )
     else:
         # re-registering (a restarted agent) refreshes what the worker says of itself
         worker.name, worker.slots, worker.lease_seconds, worker.state = p["name"], p["slots"], p["lease_seconds"], "idle"
+        worker.allow_network = _allows_network(p)
     state.touch("workers", p["worker_id"], event.seq)
     return [fold_identity.worker_key(worker, p["key_hash"])] if p.get("key_hash") else []
 
@@ -309,8 +310,14 @@ def _worker_restarted(state: MarketState, event: Recorded, worker: Worker | None
     if worker.state == "revoked":
         return refuse(event, f"worker {worker.worker_id} was revoked")
     worker.name, worker.slots, worker.lease_seconds, worker.state = p["name"], p["slots"], p["lease_seconds"], "idle"
+    worker.allow_network = _allows_network(p)
     state.touch("workers", worker.worker_id, event.seq)
     return []
+
+
+def _allows_network(payload: dict) -> bool:
+    # a v1 registration recorded before issue 13 has no such field: it allowed nothing
+    return payload.get("allow_network", False) is True
 
 
 def _owned_worker(state: MarketState, event: Recorded) -> Worker | str:
@@ -379,18 +386,25 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
         "entry": p["entry"], "kind": p["kind"], "module_sha256": p["module"]["sha256"],
         "state_sha256": p["state"]["sha256"], "max_attempts": p["max_attempts"], "probe": p["probe"],
         "target_worker_id": p["target_worker_id"], "probe_expected_sha256": p["probe_expected_sha256"],
-        "probe_work": p["probe_work"],
+        "probe_work": p["probe_work"], "network": _asks_network(p),
     }
     ready = {"job_id": p["job_id"], "price": p["price"], "checkpoint": 0, "state_sha256": p["state"]["sha256"],
-             "submitted_at": event.recorded_at, "probe": p["probe"], "target_worker_id": p["target_worker_id"]}
+             "submitted_at": event.recorded_at, "probe": p["probe"], "target_worker_id": p["target_worker_id"],
+             "network": _asks_network(p)}
     return [Derived("job.accepted", accepted), Derived("job.ready", ready)]
+
+
+def _asks_network(payload: dict) -> bool:
+    # v1 events (recorded before issue 13, replayed as stored) never asked for the network
+    return payload.get("network", False) is True
 
 
 def ready_again(job: Job) -> Derived:
     """The job goes back to the ready list at its last committed checkpoint."""
     return Derived("job.ready", {"job_id": job.job_id, "price": job.price, "checkpoint": job.checkpoint,
                                  "state_sha256": job.state_sha256, "submitted_at": job.submitted_at,
-                                 "probe": job.probe, "target_worker_id": job.target_worker_id})
+                                 "probe": job.probe, "target_worker_id": job.target_worker_id,
+                                 "network": job.network})
 
 
 @handles("job.accepted")
@@ -403,7 +417,7 @@ def _job_accepted(state: MarketState, event: Recorded) -> list[Derived]:
         probe=p["probe"], lease_id=None, worker_id=None, result_sha256=None, error=None,
         submitted_at=event.recorded_at, finished_at=None, folded_seq=event.seq,
         target_worker_id=p["target_worker_id"], probe_expected_sha256=p["probe_expected_sha256"],
-        probe_work=p["probe_work"],
+        probe_work=p["probe_work"], network=_asks_network(p),
     )
     state.job_added(state.jobs[p["job_id"]])
     state.touch("jobs", p["job_id"], event.seq)
@@ -487,6 +501,9 @@ def _lease_proposed(state: MarketState, event: Recorded) -> list[Derived]:
         return _refuse_lease(p, f"worker {p['worker_id']} belongs to a disabled account", True)
     if job.target_worker_id and job.target_worker_id != worker.worker_id:
         return _refuse_lease(p, f"job {job.job_id} runs only on worker {job.target_worker_id}", True)
+    if job.network and not worker.allow_network:
+        return _refuse_lease(p, f"job {job.job_id} asked for the network and worker {worker.worker_id}'s owner "
+                                "does not allow it", True)
     if state.open_leases(worker.worker_id) >= worker.slots:
         return _refuse_lease(p, f"worker {worker.worker_id} has no free slot", True)
     lease_seconds = min(p["lease_seconds"], worker.lease_seconds)
@@ -495,7 +512,7 @@ def _lease_proposed(state: MarketState, event: Recorded) -> list[Derived]:
         "lease_id": lease_id_for(event.event_id), "job_id": job.job_id, "worker_id": worker.worker_id,
         "checkpoint": job.checkpoint, "lease_seconds": lease_seconds, "deadline": deadline, "price": job.price,
         "entry": job.entry, "kind": job.kind, "module_sha256": job.module_sha256,
-        "state_sha256": job.state_sha256, "probe": job.probe,
+        "state_sha256": job.state_sha256, "probe": job.probe, "network": job.network,
     })]
 
 

@@ -59,8 +59,28 @@ JOB_COLUMNS = ("job_id", "name", "price", "status", "checkpoint", "executed_ms",
                "submitted_at", "finished_at", "worker_id", "lease_id")
 
 
-def _job_row(row) -> dict:
-    return {c: getattr(row, c) for c in JOB_COLUMNS}
+#: the status detail of a network job that no worker can run now
+NO_NETWORK_WORKER = "waiting for a worker that allows network"
+#: worker states that take no more leases
+GONE_WORKER_STATES = ("retired", "revoked")
+
+
+def _job_row(row, network_workers: bool = True) -> dict:
+    """A job as its owner sees it; ``network_workers``: whether any worker that allows network is registered."""
+    shown = {c: getattr(row, c) for c in JOB_COLUMNS}
+    shown["network"] = bool(row.network)
+    # a network job nobody can run would otherwise sit "ready" in silence
+    shown["detail"] = NO_NETWORK_WORKER if row.network and row.status == "ready" and not network_workers else None
+    return shown
+
+
+def _network_workers(conn, rows) -> bool:
+    """Whether a registered worker (not retired or revoked) allows network; asked only when a ready network job needs it."""
+    if not any(r.network and r.status == "ready" for r in rows):
+        return True
+    w = tables.workers.c
+    return conn.execute(select(w.worker_id).where(w.allow_network.is_(True), w.state.not_in(GONE_WORKER_STATES))
+                        .limit(1)).first() is not None
 
 
 def _log_seq(conn) -> int:
@@ -93,11 +113,13 @@ def jobs(conn, actor: str, status: str | None = None) -> list[dict]:
     if status:
         stmt = stmt.where(tables.jobs.c.status == status)
     rows = conn.execute(stmt.order_by(tables.jobs.c.submitted_at.desc(), tables.jobs.c.job_id)).all()
-    return [dict(_job_row(r), lease_granted_at=r.lease_granted_at, lease_deadline=r.lease_deadline) for r in rows]
+    network_workers = _network_workers(conn, rows)
+    return [dict(_job_row(r, network_workers), lease_granted_at=r.lease_granted_at, lease_deadline=r.lease_deadline)
+            for r in rows]
 
 
-def _job_detail(row, leases) -> dict:
-    detail = _job_row(row)
+def _job_detail(row, leases, network_workers: bool = True) -> dict:
+    detail = _job_row(row, network_workers)
     detail.update(error=row.error, result_sha256=row.result_sha256, leases=[
         {"lease_id": l.lease_id, "worker_id": l.worker_id, "checkpoint": l.checkpoint, "checked_out": l.granted_at,
          "checked_in": l.ended_at, "deadline": l.deadline, "outcome": l.outcome, "executed_ms": l.executed_ms}
@@ -111,7 +133,7 @@ def job(conn, actor: str, job_id: str) -> dict:
     row = _owned_job(conn, actor, job_id)
     leases = conn.execute(select(tables.leases).where(tables.leases.c.job_id == row.job_id)
                           .order_by(tables.leases.c.granted_at)).all()
-    return _job_detail(row, leases)
+    return _job_detail(row, leases, _network_workers(conn, [row]))
 
 
 @query("job_histories")
@@ -124,7 +146,8 @@ def job_histories(conn, actor: str, last: int = 20) -> list[dict]:
     for lease in conn.execute(select(tables.leases).where(tables.leases.c.job_id.in_(list(leases)))
                               .order_by(tables.leases.c.granted_at)):
         leases[lease.job_id].append(lease)
-    return [_job_detail(r, leases[r.job_id]) for r in rows]
+    network_workers = _network_workers(conn, rows)
+    return [_job_detail(r, leases[r.job_id], network_workers) for r in rows]
 
 
 @query("balance")
@@ -233,9 +256,11 @@ def snapshot(conn, actor: str) -> dict:
     return {
         "seq": seq,
         "ready": [{"job_id": r.job_id, "price": r.price, "checkpoint": r.checkpoint, "state_sha256": r.state_sha256,
-                   "submitted_at": r.submitted_at, "probe": bool(r.probe), "target_worker_id": r.target_worker_id}
+                   "submitted_at": r.submitted_at, "probe": bool(r.probe), "target_worker_id": r.target_worker_id,
+                   "network": bool(r.network)}
                   for r in ready],
-        "workers": [{"worker_id": r.worker_id, "speed": r.speed, "state": r.state} for r in worker_rows],
+        "workers": [{"worker_id": r.worker_id, "speed": r.speed, "state": r.state,
+                     "allow_network": bool(r.allow_network)} for r in worker_rows],
     }
 
 

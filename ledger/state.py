@@ -56,6 +56,8 @@ class Worker:
     speed_measured_at: str | None
     registered_at: str
     folded_seq: int
+    #: its owner lets jobs that ask for it use the network (``--allow-network``, said at each start)
+    allow_network: bool = False
 
 
 @dataclass(slots=True)
@@ -85,6 +87,8 @@ class Job:
     target_worker_id: str | None = None
     probe_expected_sha256: str | None = None
     probe_work: int | None = None
+    #: its owner asked for the network: it runs only on a worker that allows it
+    network: bool = False
 
 
 @dataclass(slots=True)

@@ -111,6 +111,7 @@ workers = Table(
     Column("speed_measured_at", String(32)),
     Column("registered_at", String(32), nullable=False),
     Column("folded_seq", BigInteger, nullable=False),
+    Column("allow_network", Boolean, nullable=False, server_default="0"),
 )
 
 jobs = Table(
@@ -141,6 +142,7 @@ jobs = Table(
     Column("target_worker_id", String(64)),
     Column("probe_expected_sha256", String(64)),
     Column("probe_work", BigInteger),
+    Column("network", Boolean, nullable=False, server_default="0"),
 )
 Index("ix_jobs_owner", jobs.c.owner)
 Index("ix_jobs_status", jobs.c.status)

@@ -10,7 +10,9 @@ One ``bwrap`` per fork server, never per lease (a bwrap start costs ~10 ms):
   readable). The server keeps CAP_SYS_ADMIN inside its namespace only, to
   give each child its own namespaces; the child drops every capability;
 - namespaces: pid, mount, IPC, UTS, cgroup, and network (loopback only)
-  unless the worker's owner allows the network;
+  unless the worker's owner allows the network; then only the children whose
+  job asked for it share the host's, and every other child joins a
+  loopback-only namespace the server made once;
 - filesystem: an empty read-only root with /usr (and the /bin, /lib links),
   a few files of /etc, /dev/null and friends, the Python installation, and
   the market's importable packages that a job needs (``sandbox``,
@@ -54,7 +56,8 @@ class Confinement:
 
     #: False only with ``--unsafe-no-sandbox``: jobs then run as the worker's user, as they once did
     enabled: bool = True
-    #: the job shares the host's network (``--allow-network``); loopback only otherwise
+    #: jobs that ask for it share the host's network (``--allow-network``); the others, and
+    #: every job on a worker without it, have a loopback only
     allow_network: bool = False
 
 
@@ -130,7 +133,11 @@ def bwrap_command(confinement: Confinement, scratch_fd: int, directory_fds: dict
     command = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                "--uid", str(NOBODY), "--gid", str(NOBODY), "--cap-add", "CAP_SYS_ADMIN",
                "--die-with-parent", "--new-session", "--hostname", "market-job"]
-    if not confinement.allow_network:
+    if confinement.allow_network:
+        # to give each child whose job did not ask for the network a loopback of its own (sandbox.kernel
+        # .loopback_network): in the server's user namespace, never over the host's network
+        command += ["--cap-add", "CAP_NET_ADMIN"]
+    else:
         command.append("--unshare-net")
     command += ["--ro-bind", "/usr", "/usr"]
     for name in USR_LINKS:

@@ -114,17 +114,18 @@ LEASE = LeaseControl()
 
 
 def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], open_max: int,
-               scratch: bytes | None) -> None:
+               scratch: bytes | None, network: int | None = None) -> None:
     """Isolate this freshly forked process, run one job, reply, and ``_exit``. Never returns.
 
     Everything the same for every child was done in the server (``prepare_server``,
     ``enter_scratch``): as little Python as
     possible runs here before and after the job, since each page it touches is copied.
-    ``scratch`` is the lease's scratch directory in a confined server (None otherwise).
+    ``scratch`` is the lease's scratch directory in a confined server (None otherwise);
+    ``network`` a loopback-only network namespace to join (None: stay on the server's).
     """
     code = SETUP_FAILED
     try:
-        _isolate(job_fd, output_fd, cpu, open_max, scratch)
+        _isolate(job_fd, output_fd, cpu, open_max, scratch, network)
         header, body = read_frame(JOB_FD, max_body=2 * limits["blob_bytes"] + MAX_HEADER_BYTES)
         if header.get("op") == "build":
             reply, reply_body = run_build(header, body)
@@ -144,7 +145,8 @@ def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], 
         os._exit(code)  # never run the server's cleanup in the child
 
 
-def _isolate(job_fd: int, output_fd: int, cpu: tuple[int, int], open_max: int, scratch: bytes | None) -> None:
+def _isolate(job_fd: int, output_fd: int, cpu: tuple[int, int], open_max: int, scratch: bytes | None,
+             network: int | None) -> None:
     # first: the work may be waiting on the job socket already
     resource.setrlimit(resource.RLIMIT_CPU, cpu)
     # its own session and process group, so a kill reaches whatever it spawns
@@ -155,6 +157,9 @@ def _isolate(job_fd: int, output_fd: int, cpu: tuple[int, int], open_max: int, s
         kernel.bind(scratch, _SCRATCH_IN_JOB)
         kernel.detach(_SCRATCH_MOUNT)
         os.chdir(_SCRATCH_IN_JOB)
+        if network is not None:
+            # the job did not ask for the network its server shares: loopback only
+            kernel.join_network(network)
         # the server's CAP_SYS_ADMIN (in its user namespace) was for the steps above: the job has none
         kernel.drop_capabilities()
     # stdout and stderr go to the output pipe (sys.stdout and sys.stderr

@@ -348,7 +348,7 @@ class ForkServer:
         is root, with ``scratch_base`` as the only place it may write.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        options = dict(asdict(limits), confined=confinement.enabled)
+        options = dict(asdict(limits), confined=confinement.enabled, network=confinement.allow_network)
         command = [python, "-I", forkserver.__file__, str(theirs.fileno()), orjson.dumps(options).decode()]
         fds, identity = [theirs.fileno()], {}
         try:
@@ -394,13 +394,19 @@ class ForkServer:
                 server.cgroup.add(server.sandbox_pids())
         return server
 
-    def fork(self, lease: ChildLease, scratch: str) -> None:
-        """Ask for a child for ``lease``; the server's report on it reaches ``lease.exited`` (or ``fail``)."""
+    def fork(self, lease: ChildLease, scratch: str, network: bool = False) -> None:
+        """Ask for a child for ``lease``; the server's report on it reaches ``lease.exited`` (or ``fail``).
+
+        ``network``: the job may share the server's network (else a confined
+        server on the host's network gives it a loopback of its own)."""
         self._attach(lease.loop)
         lease.token = next(self._tokens)
         self._leases[lease.token] = lease
         try:
-            self._send({"op": "fork", "token": lease.token, "scratch": scratch}, lease.child_fds())
+            request = {"op": "fork", "token": lease.token, "scratch": scratch}
+            if network:
+                request["network"] = True
+            self._send(request, lease.child_fds())
             # the socket holds the work until the child reads it: nothing to wait for
             lease.send_work()
         finally:

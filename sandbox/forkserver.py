@@ -201,6 +201,8 @@ def serve(control: socket.socket, limits: dict) -> None:
     cpu = cpu_limit(limits)
     open_max = _open_max()
     pid_namespaces = kernel.PidNamespaces() if limits["confined"] else None
+    # a server on the host's network gives the children whose job did not ask for it a loopback of their own
+    loopback = kernel.loopback_network() if limits["confined"] and limits.get("network") else None
     warm_up(limits["blob_bytes"])
     gc.collect()  # nothing the warm-up left behind gets frozen, or copied into children
     gc.freeze()  # the imported modules stay shared with the children instead of being copied
@@ -228,7 +230,7 @@ def serve(control: socket.socket, limits: dict) -> None:
                     os.close(fd)
                 continue
             pid = _handle(control, orjson.loads(view[:size]), fds, children, tokens, limits, cpu, open_max,
-                          pid_namespaces)
+                          pid_namespaces, loopback)
             if pid is not None:
                 # readable once the child has exited: the server needs no SIGCHLD handler
                 pidfd = os.pidfd_open(pid)
@@ -246,8 +248,13 @@ def _received_fds(ancillary) -> list[int]:
 
 def _handle(control: socket.socket, message: dict, fds: list[int], children: dict[int, tuple[int, str]],
             tokens: dict[int, int], limits: dict, cpu: tuple[int, int], open_max: int,
-            pid_namespaces: kernel.PidNamespaces | None) -> int | None:
-    """Act on one request; the pid of the child forked for it, if any."""
+            pid_namespaces: kernel.PidNamespaces | None, loopback: int | None = None) -> int | None:
+    """Act on one request; the pid of the child forked for it, if any.
+
+    A fork request's ``network`` (true only when the job asked for it and the
+    worker's owner allows it) keeps its child on this server's network;
+    without it, a child of a server on the host's network joins ``loopback``.
+    """
     if message["op"] == "signal":
         pid = tokens.get(message["token"])
         if pid is not None:  # else reaped already (or never forked): nothing to signal
@@ -259,6 +266,7 @@ def _handle(control: socket.socket, message: dict, fds: list[int], children: dic
         return None  # not a request the worker side sends: nobody to answer
     job_fd, output_fd = fds
     scratch, own_scratch = message["scratch"], None
+    own_network = None if message.get("network") is True else loopback
     try:
         if pid_namespaces is None:
             enter_scratch(scratch)
@@ -272,7 +280,7 @@ def _handle(control: socket.socket, message: dict, fds: list[int], children: dic
         pid = None
         _report(control, {"op": "failed", "token": message["token"], "error": f"cannot fork: {e}"})
     if pid == 0:
-        child_main(job_fd, output_fd, limits, cpu, open_max, own_scratch)
+        child_main(job_fd, output_fd, limits, cpu, open_max, own_scratch, own_network)
     os.close(job_fd)
     os.close(output_fd)
     if pid is None:

@@ -6,12 +6,23 @@ calls what is already in memory (each page a child touches is a copy).
 """
 from __future__ import annotations
 
+import _thread
 import ctypes
+import fcntl
 import os
+import socket
+import struct
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+#: ioctls: a socket's network namespace as a descriptor (linux/sockios.h), an interface's flags
+SIOCGSKNS = 0x894C
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+_IFREQ_FLAGS = struct.Struct("16sH14x")
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
@@ -81,3 +92,47 @@ class PidNamespaces:
     def next_child(self) -> None:
         setns(self._self, CLONE_NEWPID)
         unshare(CLONE_NEWPID)
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        _, flags = _IFREQ_FLAGS.unpack(fcntl.ioctl(probe.fileno(), SIOCGIFFLAGS, _IFREQ_FLAGS.pack(b"lo", 0)))
+        fcntl.ioctl(probe.fileno(), SIOCSIFFLAGS, _IFREQ_FLAGS.pack(b"lo", flags | IFF_UP))
+
+
+def loopback_network() -> int:
+    """A new network namespace with only its loopback, up; returns a descriptor of it.
+
+    For a fork server that shares the host's network (the worker's owner
+    allows it): a child whose job did not ask for the network joins this one
+    (:func:`join_network`), as a server without network has for all its
+    children. Made once, in a thread of its own, because a network namespace
+    is per thread: the server itself stays on the host's network, and
+    ``SIOCGSKNS`` names the new one without /proc. Needs CAP_SYS_ADMIN and
+    CAP_NET_ADMIN in the server's user namespace (bwrap gives them; they
+    reach nothing of the host's network, which belongs to the host's).
+    """
+    done, found = _thread.allocate_lock(), []
+    done.acquire()
+
+    def make() -> None:
+        try:
+            unshare(CLONE_NEWNET)
+            _loopback_up()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as inside:
+                found.append(fcntl.ioctl(inside.fileno(), SIOCGSKNS))
+        except OSError as e:
+            found.append(e)
+        finally:
+            done.release()
+
+    _thread.start_new_thread(make, ())
+    done.acquire()
+    if isinstance(found[0], OSError):
+        raise found[0]
+    return found[0]
+
+
+def join_network(namespace_fd: int) -> None:
+    """Move this process into the network namespace ``namespace_fd`` (one setns: ~0.1 ms per fork, measured)."""
+    setns(namespace_fd, CLONE_NEWNET)

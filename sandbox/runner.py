@@ -79,6 +79,8 @@ class Work:
     kind: str
     state: bytes
     budget_seconds: float
+    #: the job asked for the network and the worker's owner allows it; loopback only otherwise
+    network: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,8 @@ class Sandbox:
         return outcome
 
     async def _run_in(self, server, work, stop, hard_deadline, scratch, started) -> Outcome:
-        lease = await self._lease(server, work_frame(work), stop, hard_deadline, scratch)
+        network = work.network and self.confinement.allow_network
+        lease = await self._lease(server, work_frame(work), stop, hard_deadline, scratch, network)
         return outcome_of(lease.reply(), lease.exit_code, lease.killed, lease.output.text(),
                           time.monotonic() - started)
 
@@ -189,10 +192,10 @@ class Sandbox:
         finally:
             self._scratch.remove(scratch)
 
-    async def _lease(self, server, frame: bytes, stop, hard_deadline, scratch) -> ChildLease:
+    async def _lease(self, server, frame: bytes, stop, hard_deadline, scratch, network: bool = False) -> ChildLease:
         lease = ChildLease(asyncio.get_running_loop(), server, frame, self.limits, hard_deadline)
         try:
-            server.fork(lease, scratch)
+            server.fork(lease, scratch, network)
             self._stops.watch(stop, lease)
             await lease.ended
         except asyncio.CancelledError:

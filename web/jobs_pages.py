@@ -55,7 +55,8 @@ def _progress(job: dict, now: str) -> dict:
     return {"job_id": job["job_id"], "status": job["status"], "checkpoint": job["checkpoint"],
             "executed": seconds(job["executed_ms"]), "price": credits(job["price"]),
             "worker_id": job["worker_id"] or "-", "finished_at": when(job["finished_at"]),
-            "terminal": terminal, "bar": None if fraction is None else round(fraction * 100)}
+            "terminal": terminal, "bar": None if fraction is None else round(fraction * 100),
+            "network": job["network"], "detail": job.get("detail") or ""}
 
 
 async def dashboard(request):
@@ -114,7 +115,7 @@ async def submit(request):
     account = await require_member(request)
     settings = request.app.state.settings
     form = await checked_form(request, max_files=1, max_fields=20)
-    values = {k: str(form.get(k, "")) for k in ("name", "entry", "price", "args", "max_attempts")}
+    values = {k: str(form.get(k, "")) for k in ("name", "entry", "price", "args", "max_attempts", "network")}
     try:
         name, price, attempts = _parse_common(form)
         entry = values["entry"].strip()
@@ -125,7 +126,8 @@ async def submit(request):
         except json.JSONDecodeError as e:
             raise BadInput(f"the arguments are not valid JSON: {e.msg} at column {e.colno}") from e
         filename, source = await _upload(form, settings.max_blob_bytes)
-        job_id = await _submit(request, account, source, filename, entry, args, name, price, attempts)
+        job_id = await _submit(request, account, source, filename, entry, args, name, price, attempts,
+                               network=values["network"] == "on")
     except BadInput as e:
         return render(request, "submit.html", {"catalogue": CATALOGUE, "values": values, "error": e.detail},
                       e.status_code)
@@ -133,14 +135,15 @@ async def submit(request):
     return RedirectResponse(f"/jobs/{job_id}", 303)
 
 
-async def _submit(request, account, source, filename, entry, args, name, price, attempts) -> str:
+async def _submit(request, account, source, filename, entry, args, name, price, attempts, network=False) -> str:
     state = request.app.state
     try:
         package = await build_in_child(source, entry, args, filename=filename, max_bytes=state.settings.max_blob_bytes)
     except PackageError as e:
         raise BadInput(str(e)) from e
     job_id = new_job_id()
-    payload = submission_payload(package, job_id=job_id, name=name, price=price, max_attempts=attempts)
+    payload = submission_payload(package, job_id=job_id, name=name, price=price, max_attempts=attempts,
+                                 network=network)
     try:
         await state.market.request(account, "job.submitted", payload)
     except Refused as e:

@@ -143,7 +143,7 @@ class SchedulerAgent:
     def _apply_payload(self, heard: Heard, now: float) -> None:
         p, state = heard.payload, self.state
         if heard.type == "worker.offered":
-            state.worker_offered(p["worker_id"], p["slots"], p["lease_seconds"], now)
+            state.worker_offered(p["worker_id"], p["slots"], p["lease_seconds"], now, p["allow_network"])
         elif heard.type == "speed.recorded":
             state.speed_recorded(p["worker_id"], p["speed"])
         elif heard.type == "worker.retired":
@@ -220,7 +220,9 @@ def _verdict(raw: dict, seq) -> Heard:
 
 
 def _ready_job(p: dict) -> ReadyJob:
-    return ReadyJob(p["job_id"], p["price"], p["checkpoint"], p["submitted_at"], p["probe"], p["target_worker_id"])
+    # v1 job.ready verdicts (relayed before issue 13) carry no network: they never asked for it
+    return ReadyJob(p["job_id"], p["price"], p["checkpoint"], p["submitted_at"], p["probe"], p["target_worker_id"],
+                    p.get("network", False) is True)
 
 
 async def serve(settings, stop: asyncio.Event) -> None:

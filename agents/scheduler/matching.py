@@ -17,6 +17,8 @@ class ReadyJob:
     submitted_at: str
     probe: bool = False
     target_worker_id: str | None = None
+    #: its owner asked for the network: only an offer that allows it will do
+    network: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,8 @@ class Offer:
     lease_seconds: int
     #: monotonic arrival order: an earlier offer wins a tie on speed
     order: int = 0
+    #: the worker's owner allows network jobs (``--allow-network``)
+    allow_network: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,8 @@ def match(jobs: list[ReadyJob], offers: list[Offer]) -> list[Pairing]:
       (speed 0) gets no paid work: it is probed first.
     - Paid jobs by price (ties: the older first) meet measured offers by
       speed (ties: the earlier offer first): highest price with fastest.
+    - A job that asked for the network takes the fastest offer left that
+      allows it, or none; other jobs take any offer.
     """
     remaining = list(offers)
     pairings: list[Pairing] = []
@@ -66,5 +72,14 @@ def match(jobs: list[ReadyJob], offers: list[Offer]) -> list[Pairing]:
                 break
     paid = sorted((j for j in jobs if not j.probe), key=job_rank)
     measured = sorted((o for o in remaining if o.speed), key=offer_rank)
-    pairings += [Pairing(job, offer) for job, offer in zip(paid, measured)]
+    if not any(job.network for job in paid):
+        pairings += [Pairing(job, offer) for job, offer in zip(paid, measured)]
+        return pairings
+    for job in paid:
+        if not measured:
+            break
+        offer = next((o for o in measured if o.allow_network or not job.network), None)
+        if offer is not None:
+            pairings.append(Pairing(job, offer))
+            measured.remove(offer)
     return pairings

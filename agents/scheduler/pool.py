@@ -11,12 +11,15 @@ from agents.scheduler.matching import Offer, Pairing, ReadyJob, job_rank, match
 class ReadyList:
     """Ready jobs by id, with the paid ones also on a heap by rank, so a pool
     takes the best ``k`` in O(k log n) instead of sorting the whole list.
-    Heap entries of jobs that left or changed are dropped lazily."""
+    Heap entries of jobs that left or changed are dropped lazily. Jobs that
+    asked for the network have a heap of their own: with no offer that
+    allows network they must not crowd the others out of a pool."""
 
     def __init__(self):
         self.jobs: dict[str, ReadyJob] = {}
         self.probes: dict[str, ReadyJob] = {}
         self._heap: list[tuple[tuple, int, ReadyJob]] = []
+        self._network_heap: list[tuple[tuple, int, ReadyJob]] = []
         self._pushed = 0
 
     def __len__(self) -> int:
@@ -32,24 +35,29 @@ class ReadyList:
             self.probes[job.job_id] = job
         else:
             self._pushed += 1
-            heapq.heappush(self._heap, (job_rank(job), self._pushed, job))
+            heapq.heappush(self._network_heap if job.network else self._heap, (job_rank(job), self._pushed, job))
 
     def pop(self, job_id: str) -> ReadyJob | None:
         self.probes.pop(job_id, None)
         return self.jobs.pop(job_id, None)
 
-    def best(self, count: int) -> list[ReadyJob]:
-        """The ``count`` best paid jobs, best first, followed by every probe job."""
+    def best(self, count: int, network_count: int = 0) -> list[ReadyJob]:
+        """The ``count`` best paid jobs that did not ask for the network and the
+        ``network_count`` best that did (each best first), then every probe job."""
+        return (self._top(self._heap, count) + self._top(self._network_heap, network_count)
+                + list(self.probes.values()))
+
+    def _top(self, heap: list, count: int) -> list[ReadyJob]:
         kept, best = [], []
-        while self._heap and len(best) < count:
-            entry = heapq.heappop(self._heap)
+        while heap and len(best) < count:
+            entry = heapq.heappop(heap)
             job = entry[2]
             if self.jobs.get(job.job_id) is job:
                 best.append(job)
                 kept.append(entry)
         for entry in kept:
-            heapq.heappush(self._heap, entry)
-        return best + list(self.probes.values())
+            heapq.heappush(heap, entry)
+        return best
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,8 @@ class SchedulerState:
     speeds: dict[str, int | None] = field(default_factory=dict)
     #: the lease length each worker last asked for (the negotiation)
     lease_seconds: dict[str, int] = field(default_factory=dict)
+    #: the workers whose last offer said their owner allows network jobs
+    allow_network: set[str] = field(default_factory=set)
     #: workers we know of that are neither retired nor busy with every slot
     idle: set[str] = field(default_factory=set)
     retired: set[str] = field(default_factory=set)
@@ -126,16 +136,19 @@ class SchedulerState:
             self.idle.add(worker_id)
             self.offered_at.setdefault(worker_id, now)
 
-    def worker_offered(self, worker_id: str, slots: int, lease_seconds: int, now: float) -> None:
+    def worker_offered(self, worker_id: str, slots: int, lease_seconds: int, now: float,
+                       allow_network: bool = False) -> None:
         # an offer after a retirement means the worker came back (it registers
         # before it offers); if it did not, the ledger refuses the lease
         self.retired.discard(worker_id)
         speed = self.speeds.get(worker_id)
         self.lease_seconds[worker_id] = lease_seconds
+        # the ledger grants network jobs by the worker's registration, not this: a false claim is refused there
+        (self.allow_network.add if allow_network else self.allow_network.discard)(worker_id)
         offers = []
         for _ in range(slots):
             self._order += 1
-            offers.append(Offer(worker_id, speed, lease_seconds, self._order))
+            offers.append(Offer(worker_id, speed, lease_seconds, self._order, allow_network))
         self.offers[worker_id] = tuple(offers)
         self.offered_at[worker_id] = now
         self.idle.add(worker_id)
@@ -146,7 +159,8 @@ class SchedulerState:
         if lease_seconds is None or worker_id in self.retired:
             return  # we never heard it offer: wait until it does
         self._order += 1
-        offer = Offer(worker_id, self.speeds.get(worker_id), lease_seconds, self._order)
+        offer = Offer(worker_id, self.speeds.get(worker_id), lease_seconds, self._order,
+                      worker_id in self.allow_network)
         self.offers[worker_id] = self.offers.get(worker_id, ()) + (offer,)
         self.offered_at[worker_id] = now
         self.idle.add(worker_id)
@@ -154,7 +168,7 @@ class SchedulerState:
     def speed_recorded(self, worker_id: str, speed: int) -> None:
         self.speeds[worker_id] = speed
         if worker_id in self.offers:
-            self.offers[worker_id] = tuple(Offer(o.worker_id, speed, o.lease_seconds, o.order)
+            self.offers[worker_id] = tuple(Offer(o.worker_id, speed, o.lease_seconds, o.order, o.allow_network)
                                            for o in self.offers[worker_id])
 
     def worker_retired(self, worker_id: str) -> None:
@@ -188,8 +202,9 @@ class SchedulerState:
         return [o for worker_offers in self.offers.values() for o in worker_offers]
 
     def _match(self, offers: list[Offer]) -> list[Pairing]:
-        # only the best len(offers) paid jobs can be matched: match() sees no others
-        return match(self.ready.best(len(offers)), offers)
+        # only the best len(offers) paid jobs can be matched (of the network jobs, the best
+        # as many as the offers that allow network): match() sees no others
+        return match(self.ready.best(len(offers), sum(o.allow_network for o in offers)), offers)
 
     def next_wakeup(self, now: float) -> float | None:
         """Seconds until the pool's window ends, if one is open."""

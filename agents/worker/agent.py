@@ -162,8 +162,10 @@ class WorkerAgent:
             self.log.warning("worker.retire_failed", reason=str(e))
 
     async def _register(self, connection) -> None:
+        # whether its owner allows network jobs is said at every start: the ledger grants them by this
         payload = {"worker_id": self.config.worker_id, "name": self.config.name, "slots": self.config.slots,
-                   "lease_seconds": self.config.lease_seconds}
+                   "lease_seconds": self.config.lease_seconds,
+                   "allow_network": self.config.confinement.allow_network}
         event_id, body = self.codec.encode("worker.registered", payload)
         async with Requester(connection) as requester:
             reply = await requester.request(event_id, body, "worker.registered", user_id=self.config.user_id,
@@ -177,7 +179,7 @@ class WorkerAgent:
         if self.free_slots <= 0 or self.stop_requested.is_set():
             return None
         payload = {"worker_id": self.config.worker_id, "lease_seconds": self.config.lease_seconds,
-                   "slots": self.free_slots}
+                   "slots": self.free_slots, "allow_network": self.config.confinement.allow_network}
         event_id, body = self.codec.encode("worker.offered", payload)
         return Outgoing(body, "worker.offered", user_id=self.config.user_id, message_id=event_id)
 
@@ -220,7 +222,10 @@ class WorkerAgent:
             budget = max(0.0, min(lease.lease_seconds, remaining) - self.config.safety_margin)
             work = Work(lease_id=lease.lease_id, job_id=lease.job_id, module_source=lease.module_source,
                         module_sha256=lease.module_sha256, entry=lease.entry, kind=lease.kind, state=lease.state,
-                        budget_seconds=budget)
+                        budget_seconds=budget, network=lease.network)
+            if lease.network and not self.config.confinement.allow_network:
+                # the ledger never grants this (its fold refuses it): the job gets a loopback only
+                lease_log.warning("worker.network_not_allowed")
             lease_log.debug("worker.lease_started", budget_seconds=round(budget, 3), checkpoint=lease.checkpoint)
             outcome = await sandbox.run(work, self.stop_jobs, time.monotonic() + max(remaining, 0.5))
             report = self._report_message(lease, outcome)

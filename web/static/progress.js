@@ -1,5 +1,6 @@
 // Refreshes the jobs table every two seconds from /jobs.json: status,
-// checkpoints, executed time, price, worker and the lease bar.
+// its detail (a network job waiting for a worker that allows it), checkpoints,
+// executed time, price, worker and the lease bar.
 (function () {
   var table = document.getElementById("jobs");
   if (!table) return;
@@ -12,7 +13,7 @@
       jobs.forEach(function (job) {
         var row = table.querySelector('tr[data-job="' + job.job_id + '"]');
         if (!row) return;
-        ["status", "checkpoint", "executed", "price", "worker_id"].forEach(function (field) {
+        ["status", "detail", "checkpoint", "executed", "price", "worker_id"].forEach(function (field) {
           var cell = row.querySelector('[data-field="' + field + '"]');
           if (cell) cell.textContent = job[field];
         });
