@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -91,15 +92,17 @@ def test_the_whole_battery_is_contained_and_the_sandbox_runs_a_normal_job_after_
     assert all(row.contained and row.next_job_ok for row in rows), table(rows)
 
 
-def test_allow_network_shares_the_hosts_network():
+def test_allow_network_shares_the_hosts_network_with_a_job_that_asked_for_it_only():
     work = work_of("""
         import socket
         def run(state):
             return sorted(name for _, name in socket.if_nameindex())
     """, kind="function")
     with Sandbox(Limits(cpu_seconds=5), confinement=Confinement(allow_network=True)) as sandbox:
-        interfaces = result_as_json(run(sandbox, work).result)
-    assert interfaces == sorted(name for _, name in __import__("socket").if_nameindex())
+        asked = result_as_json(run(sandbox, dataclasses.replace(work, network=True)).result)
+        not_asked = result_as_json(run(sandbox, work).result)
+    assert asked == sorted(name for _, name in __import__("socket").if_nameindex())
+    assert not_asked == ["lo"]  # tests/sandbox/test_network.py: and not the host's loopback
 
 
 def test_an_unsafe_sandbox_warns_on_every_lease(capsys):
