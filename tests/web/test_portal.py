@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from ledger import tables
+from tests.ledger.harness import wait_for
 from tests.web.conftest import PASSWORD, Member, csrf_of
 
 GENERATOR_JOB = b'''
@@ -400,3 +401,25 @@ def test_marketctl_login_gets_a_key_that_works_alone_and_replaces_the_old_one(po
     assert marketctl("--credentials", str(second), "jobs").returncode == 0
     # and a session alone (no password) makes no key
     assert member.post("/key", {"password": "wrong"}, form_page="/key").status_code == 401
+
+
+def test_a_job_that_asks_for_the_network_waits_for_a_worker_that_allows_it_and_says_so(portal, alice):
+    # Given the portal's workers, whose owner does not allow network
+    # When alice ticks "It needs the network" on the upload form
+    page = alice.http.post("/submit", data={"csrf": alice.csrf("/submit"), "entry": "count", "name": "online",
+                                            "price": "4", "args": '{"steps": 3}', "max_attempts": "2",
+                                            "network": "on"},
+                           files={"module": ("job.py", GENERATOR_JOB, "text/x-python")})
+    assert page.status_code == 200 and page.url.path.startswith("/jobs/job-")
+    job_id = page.url.path.rsplit("/", 1)[1]
+    # Then the ledger recorded the request, and the job page and the live list say why it waits
+    assert portal.market.job(job_id).network is True
+    page = alice.http.get(f"/jobs/{job_id}")
+    assert "asked for: runs only on workers whose owners allow network" in page.text
+    assert "waiting for a worker that allows network" in page.text
+    listed = {job["job_id"]: job for job in alice.http.get("/jobs.json").json()}
+    assert listed[job_id]["network"] is True and listed[job_id]["detail"] == "waiting for a worker that allows network"
+    assert listed[job_id]["status"] == "ready" and portal.market.leases(job_id) == []
+    # (cancelled, so that it waits no longer)
+    alice.post(f"/jobs/{job_id}/cancel")
+    wait_for(lambda: portal.market.job(job_id).status == "cancelled", 30, "the network job to be cancelled")
