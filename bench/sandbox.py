@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/sandbox.py [--leases 200] [--fresh-leases 40] [--state-mb 1]
     .venv/bin/python bench/sandbox.py --cpu-only [--cpu-leases 500] [--cpu-rounds 3]
+                                      [--allow-network [--job-network]]
 
 1. Per-lease overhead: a trivial job (returns at once) run through
    ``Sandbox.run`` (fork server: a warm process forks a fresh child per
@@ -14,6 +15,10 @@
    side (this process: Sandbox.run's asyncio code). Wall time moves with
    whatever else runs on a small shared machine; CPU time does not, so this
    is the figure to compare before/after a change (median of several rounds).
+   ``--allow-network``: a sandbox whose worker's owner allows network, where
+   each child of a job that did not ask joins the server's loopback-only
+   namespace (one setns); ``--job-network``: every job asked, and shares the
+   host's (no setns: what every job on such a worker cost before issue 13).
 3. State codec: encode + decode of a ~1 MB plain-data state with pickle
    (protocol 5) and with dill, best of several rounds; prints ms for both
    and the ratio.
@@ -45,6 +50,7 @@ import structlog  # noqa: E402
 
 from sandbox import forkchild, forkserver  # noqa: E402
 from bench import cpu  # noqa: E402
+from sandbox.confine import CONFINED, Confinement  # noqa: E402
 from sandbox.runner import Limits, Sandbox, Work, work_frame  # noqa: E402
 from contracts.package import dumps_state  # noqa: E402
 
@@ -55,11 +61,11 @@ CPU_BEFORE_MS = {"server": 0.82, "child": 2.02, "worker": 1.10}
 CPU_TARGET_MS = 2.0
 
 
-def trivial_work(index: int) -> Work:
+def trivial_work(index: int, network: bool = False) -> Work:
     return Work(
         lease_id=f"bench-{index}", job_id="bench", module_source=TRIVIAL_JOB,
         module_sha256=hashlib.sha256(TRIVIAL_JOB).hexdigest(), entry="run", kind="function",
-        state=dumps_state(index), budget_seconds=10.0,
+        state=dumps_state(index), budget_seconds=10.0, network=network,
     )
 
 
@@ -87,23 +93,24 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def cpu_split(limits: Limits, leases: int, rounds: int) -> dict[str, float]:
+async def cpu_split(limits: Limits, leases: int, rounds: int, confinement: Confinement = CONFINED,
+                    network: bool = False) -> dict[str, float]:
     """Median ms of CPU per tiny lease over ``rounds``: fork server, its children, worker side.
 
     Also ``child_faults``: minor page faults per child, the copy-on-write
     that most of a child's CPU goes to; it moves far less with the machine's load.
     """
     samples = {"server": [], "child": [], "worker": [], "child_faults": []}
-    with Sandbox(limits) as sandbox:
+    with Sandbox(limits, confinement=confinement) as sandbox:
         stop = asyncio.Event()
         for index in range(20):  # warm-up: first leases fault in code paths
-            await sandbox.run(trivial_work(index), stop, time.monotonic() + 30)
+            await sandbox.run(trivial_work(index, network), stop, time.monotonic() + 30)
         server_pid = sandbox._server.server_pid()
         for _ in range(rounds):
             server_before, children_before, faults_before = process_cpu(server_pid)
             worker_before = own_cpu()
             for index in range(leases):
-                outcome = await sandbox.run(trivial_work(index), stop, time.monotonic() + 30)
+                outcome = await sandbox.run(trivial_work(index, network), stop, time.monotonic() + 30)
                 assert outcome.status == "finished", outcome
             worker_after = own_cpu()
             server_after, children_after, faults_after = process_cpu(server_pid)
@@ -167,7 +174,10 @@ def time_codec(module, state, rounds: int) -> tuple[float, int]:
 
 
 def print_cpu_split(limits: Limits, options) -> None:
-    split = asyncio.run(cpu_split(limits, options.cpu_leases, options.cpu_rounds))
+    split = asyncio.run(cpu_split(limits, options.cpu_leases, options.cpu_rounds,
+                                  Confinement(allow_network=options.allow_network), options.job_network))
+    if options.allow_network:
+        print(f"a worker that allows network, every job {'asking' if options.job_network else 'not asking'} for it")
     print(f"CPU per tiny lease: server {split['server']:.3f} ms + child {split['child']:.3f} ms"
           f" + worker side {split['worker']:.3f} ms = {split['server'] + split['child'] + split['worker']:.3f} ms"
           f" (median of {options.cpu_rounds} x {options.cpu_leases} leases; {split['child_faults']:.0f} page faults"
@@ -186,6 +196,10 @@ def main() -> None:
     parser.add_argument("--cpu-rounds", type=int, default=3, help="rounds of the CPU split (median)")
     parser.add_argument("--cpu-only", action="store_true", help="print only the CPU split (quick A/B runs)")
     parser.add_argument("--state-mb", type=float, default=1.0, help="size of the plain-data state")
+    parser.add_argument("--allow-network", action="store_true",
+                        help="with --cpu-only: the worker's owner allows network (jobs that did not ask: one setns)")
+    parser.add_argument("--job-network", action="store_true",
+                        help="with --allow-network: every job asked for the network (no setns)")
     options = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     limits = Limits(cpu_seconds=10)
