@@ -5,7 +5,9 @@ of its own. The job tries to reach a listener this test runs on the host's
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import socket
+import struct
 
 import pytest
 
@@ -85,3 +87,36 @@ def test_on_a_worker_that_does_not_allow_network_a_job_that_asked_gets_a_loopbac
     with Sandbox(Limits(cpu_seconds=10)) as sandbox:
         assert attempt(sandbox, port, network=True) == {"outcome": "ECONNREFUSED", "interfaces": ["lo"]}
     assert not reached_by_a_job(listener)
+
+
+#: the job: its capabilities, and an attempt to take the loopback it sees down (SIOCSIFFLAGS)
+TAKE_LOOPBACK_DOWN = """
+    import ctypes, errno, fcntl, socket, struct
+    def run(state):
+        libc = ctypes.CDLL(None, use_errno=True)
+        header, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
+        libc.capget(header, data)
+        request = struct.pack("16sH14x", b"lo", 0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                fcntl.ioctl(probe.fileno(), 0x8914, request)  # SIOCSIFFLAGS: every flag off, IFF_UP too
+                outcome = "done"
+            except OSError as e:
+                outcome = errno.errorcode.get(e.errno, str(e))
+        return {"caps": list(data), "outcome": outcome}
+"""
+
+
+def test_no_job_on_a_worker_that_allows_network_can_change_a_network():
+    # the fork server holds CAP_NET_ADMIN in its user namespace (to bring the loopback namespace up):
+    # no job keeps it, neither on the host's network nor on that loopback
+    with Sandbox(Limits(cpu_seconds=10), confinement=Confinement(allow_network=True)) as sandbox:
+        for network in (True, False):
+            work = dataclasses.replace(work_of(TAKE_LOOPBACK_DOWN, kind="function"), network=network)
+            outcome = run(sandbox, work)
+            assert outcome.status == "finished", outcome.error
+            assert result_as_json(outcome.result) == {"caps": [0] * 6, "outcome": "EPERM"}
+    # and the host's loopback is still up
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        flags = struct.unpack("16sH14x", fcntl.ioctl(probe.fileno(), 0x8913, struct.pack("16sH14x", b"lo", 0)))[1]
+    assert flags & 1
