@@ -243,9 +243,9 @@ def _job_commands(commands, command, accounts) -> None:
     sub.add_argument("--args", help="JSON: the initial state (or the argument of the module's initial_state)")
     sub.add_argument("--max-attempts", type=int, default=3, help="runs that may error before it fails (default 3)")
     sub.add_argument("--network", action="store_true",
-                     help="ask for the network (the machine's of the worker that runs it): the job runs only on workers "
-                          "whose owners allow network (marketctl worker run --allow-network), and waits until one "
-                          "is there; without it a job has only a loopback of its own, on every worker")
+                     help="ask for the network of the machine that runs the job: it runs only on workers whose "
+                          "owners allow network (marketctl worker run --allow-network), and waits until one is "
+                          "there; without it a job has only a loopback of its own, on every worker")
     sub.add_argument("--wait", action="store_true", help="show progress until the job ends, then print the result")
     sub.add_argument("--json", action="store_true", help='print {"job_id": ..., "status": ...}')
     sub.add_argument("--unsafe-no-sandbox", action="store_true",

@@ -75,7 +75,9 @@ def _job_row(row, network_workers: bool = True) -> dict:
 
 
 def _network_workers(conn, rows) -> bool:
-    """Whether a registered worker (not retired or revoked) allows network; asked only when a ready network job needs it."""
+    """Whether a registered worker (not retired or revoked) allows network.
+
+    Asked of the database only when one of ``rows`` is a ready network job."""
     if not any(r.network and r.status == "ready" for r in rows):
         return True
     w = tables.workers.c

@@ -107,6 +107,10 @@ def test_a_network_job_runs_only_where_the_owner_allows_network_and_other_jobs_k
     assert jobs[wanted]["network"] is True and jobs[wanted]["status"] == "ready"
     assert jobs[wanted]["detail"] == NO_NETWORK_WORKER
     assert jobs[plain]["network"] is False and jobs[plain]["detail"] is None
+    table = subprocess.run([sys.executable, "-m", "cli.main", "--as", "alice", "jobs"], env=market.env,
+                           capture_output=True, text=True, timeout=60).stdout.splitlines()
+    row = next(i for i, line in enumerate(table) if line.startswith(wanted))
+    assert " ready        yes " in table[row] and table[row + 1].strip() == NO_NETWORK_WORKER
 
     # When a hostile scheduler proposes the pair anyway
     propose_as_a_hostile_scheduler(market, wanted, "w-plain")
