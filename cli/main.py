@@ -147,7 +147,7 @@ def _credit_state(row) -> str:
     if row.name in SYSTEM_ACCOUNTS:
         # `external` holds minus every deposit, `market` the commissions: not buyers
         return "system"
-    return "ok" if row.balance >= -row.credit_limit else "over limit"
+    return "ok" if row.balance + row.credit_limit - row.held >= 0 else "over limit"
 
 
 def cmd_accounts_list(settings, args) -> int:
@@ -160,14 +160,16 @@ def cmd_accounts_list(settings, args) -> int:
     with store.engine.connect() as conn:
         rows = conn.execute(select(tables.accounts).order_by(tables.accounts.c.name)).all()
     accounts = [{"name": r.name, "email": r.email, "balance": format_credits(r.balance),
-                 "credit_limit": format_credits(r.credit_limit),
+                 "credit_limit": format_credits(r.credit_limit), "held": format_credits(r.held),
+                 "available": format_credits(r.balance + r.credit_limit - r.held),
                  "credit_state": _credit_state(r)} for r in rows]
     if args.json:
         _print_json(accounts)
         return 0
-    print(f"{'name':<20} {'email':<30} {'balance':>16} {'credit limit':>14}  state")
+    print(f"{'name':<20} {'email':<30} {'balance':>16} {'credit limit':>14} {'held':>14} {'available':>16}  state")
     for a in accounts:
-        print(f"{a['name']:<20} {a['email']:<30} {a['balance']:>16} {a['credit_limit']:>14}  {a['credit_state']}")
+        print(f"{a['name']:<20} {a['email']:<30} {a['balance']:>16} {a['credit_limit']:>14} {a['held']:>14} "
+              f"{a['available']:>16}  {a['credit_state']}")
     return 0
 
 

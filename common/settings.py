@@ -127,6 +127,9 @@ class Settings:
     #: MARKET_WELCOME_CREDITS: credits the ledger gives a member who opened their
     #: own account (a confirmed portal sign-up; 0: none), up to 6 decimals
     welcome_credits: str = "10"
+    #: MARKET_MAX_PRICE: the highest price a job may be submitted or repriced at,
+    #: in credits per hour (up to 6 decimals); a lease at most costs this times its length
+    max_price: str = "1000"
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -171,12 +174,16 @@ class Settings:
             smtp_url=env.get("MARKET_SMTP_URL") or None,
             mail_from=env.get("MARKET_MAIL_FROM") or d.mail_from,
             welcome_credits=env.get("MARKET_WELCOME_CREDITS") or d.welcome_credits,
+            max_price=env.get("MARKET_MAX_PRICE") or d.max_price,
         )
         values.update(overrides)
         settings = cls(**values)
         if settings.prefetch < settings.ingest_batch:
             raise SettingsError("MARKET_PREFETCH must be at least MARKET_INGEST_BATCH")
-        settings.welcome_micro_credits  # refuses a malformed amount now, not at the first sign-up
+        # refuse a malformed amount now, not at the first sign-up or submission
+        settings.welcome_micro_credits
+        if settings.max_price_micro <= 0:
+            raise SettingsError("MARKET_MAX_PRICE must be positive")
         if not 0 <= settings.commission_bps <= 10_000:
             raise SettingsError("MARKET_COMMISSION_BPS must be between 0 and 10000 (basis points: 500 = 5 %)")
         return settings
@@ -184,15 +191,12 @@ class Settings:
     @property
     def welcome_micro_credits(self) -> int:
         """MARKET_WELCOME_CREDITS in micro-credits, exactly."""
-        from decimal import Decimal, InvalidOperation
+        return _micro_credits("MARKET_WELCOME_CREDITS", self.welcome_credits)
 
-        try:
-            micro = Decimal(self.welcome_credits) * 1_000_000
-        except InvalidOperation as e:
-            raise SettingsError(f"MARKET_WELCOME_CREDITS={self.welcome_credits!r} is not a number of credits") from e
-        if micro != micro.to_integral_value() or micro < 0:
-            raise SettingsError("MARKET_WELCOME_CREDITS must be zero or positive, with at most 6 decimals")
-        return int(micro)
+    @property
+    def max_price_micro(self) -> int:
+        """MARKET_MAX_PRICE in micro-credits per hour, exactly."""
+        return _micro_credits("MARKET_MAX_PRICE", self.max_price)
 
     def ledger_clock(self):
         """The ledger's clock, shifted by MARKET_CLOCK_OFFSET_SECONDS (see common.clock)."""
@@ -259,3 +263,16 @@ class Settings:
     @property
     def log_dir(self) -> Path:
         return self.home / "log"
+
+
+def _micro_credits(variable: str, text: str) -> int:
+    """A setting written in credits (``"10"``, ``"0.5"``), in micro-credits, exactly."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        micro = Decimal(text) * 1_000_000
+    except InvalidOperation as e:
+        raise SettingsError(f"{variable}={text!r} is not a number of credits") from e
+    if not micro.is_finite() or micro != micro.to_integral_value() or micro < 0:
+        raise SettingsError(f"{variable} must be zero or positive, with at most 6 decimals")
+    return int(micro)
