@@ -245,7 +245,8 @@ class JobHeld(Payload):
     job_id = Id(required=True)
     reason = Text(max_length=1000, required=True)
     #: the owner's available credit that makes it ready again (0: any not below zero)
-    funds_needed = Micro(load_default=0)
+    #: (not bounded like a price: a week's lease at the highest price is more)
+    funds_needed = StrictInt(validate=validate.Range(min=0), load_default=0)
 
 
 class JobCompleted(Payload):

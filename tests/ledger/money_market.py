@@ -33,6 +33,8 @@ class MoneyMarket:
         self.state = MarketState(rules=Rules(quarantine_after=quarantine_after, commission_bps=commission_bps))
         self.rows: list[dict] = []
         self.now = start
+        #: called with every plan as it is made (a test that also stores the log sets it)
+        self.on_plan = None
 
     # ---- time -------------------------------------------------------------------
 
@@ -42,7 +44,7 @@ class MoneyMarket:
 
     def sweep(self) -> list[Recorded]:
         plan = plan_expiries(self.state, self.now, GRACE)
-        self.rows += plan.events
+        self._planned(plan)
         return plan.recorded
 
     # ---- requests -----------------------------------------------------------------
@@ -56,8 +58,13 @@ class MoneyMarket:
         if version is not None:
             decoded = [(incoming, dataclasses.replace(envelope, version=version)) for incoming, envelope in decoded]
         plan = plan_batch(self.state, decoded, set(), self.now)
-        self.rows += plan.events
+        self._planned(plan)
         return plan.recorded[1:]
+
+    def _planned(self, plan) -> None:
+        self.rows += plan.events
+        if self.on_plan is not None:
+            self.on_plan(plan)
 
     def open(self, name: str, credit_limit: int = 0) -> list[Recorded]:
         return self.send("operator", "account.opened", {"account": name, "email": f"{name}@example.com",
