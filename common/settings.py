@@ -90,6 +90,9 @@ class Settings:
     max_message_bytes: int = 16 * 1024 * 1024
     #: MARKET_REPLY_TIMEOUT: seconds marketctl waits for the ledger's verdict
     reply_timeout: float = 30.0
+    #: MARKET_REQUEST_ATTEMPTS: times marketctl sends a request (with the same
+    #: request id) when the answer is lost or the connection drops
+    request_attempts: int = 3
     #: MARKET_LEASE_GRACE: seconds past a lease's deadline before the ledger expires it
     lease_grace: float = 2.0
     #: MARKET_QUARANTINE_AFTER: leases of one job that may expire in a row before it is quarantined
@@ -158,6 +161,7 @@ class Settings:
             max_blob_bytes=_env_int(env, "MARKET_MAX_BLOB_BYTES", d.max_blob_bytes),
             max_message_bytes=_env_int(env, "MARKET_MAX_MESSAGE_BYTES", d.max_message_bytes),
             reply_timeout=_env_float(env, "MARKET_REPLY_TIMEOUT", d.reply_timeout),
+            request_attempts=_env_int(env, "MARKET_REQUEST_ATTEMPTS", d.request_attempts),
             lease_grace=_env_float(env, "MARKET_LEASE_GRACE", d.lease_grace),
             quarantine_after=_env_int(env, "MARKET_QUARANTINE_AFTER", d.quarantine_after),
             pool_window=_env_float(env, "MARKET_POOL_WINDOW", d.pool_window),
@@ -182,6 +186,8 @@ class Settings:
             raise SettingsError("MARKET_PREFETCH must be at least MARKET_INGEST_BATCH")
         # refuse a malformed amount now, not at the first sign-up or submission
         settings.welcome_micro_credits
+        if settings.request_attempts < 1:
+            raise SettingsError("MARKET_REQUEST_ATTEMPTS must be at least 1")
         if settings.max_price_micro <= 0:
             raise SettingsError("MARKET_MAX_PRICE must be positive")
         if not 0 <= settings.commission_bps <= 10_000:
