@@ -130,6 +130,9 @@ class Settings:
     #: MARKET_WELCOME_CREDITS: credits the ledger gives a member who opened their
     #: own account (a confirmed portal sign-up; 0: none), up to 6 decimals
     welcome_credits: str = "10"
+    #: MARKET_WELCOME_PER_DOMAIN: mailboxes of one e-mail domain whose sign-ups get the
+    #: welcome credits (each mailbox once, ``+tags`` and case ignored)
+    welcome_per_domain: int = 100
     #: MARKET_MAX_PRICE: the highest price a job may be submitted or repriced at,
     #: in credits per hour (up to 6 decimals); a lease at most costs this times its length
     max_price: str = "1000"
@@ -179,6 +182,7 @@ class Settings:
             mail_from=env.get("MARKET_MAIL_FROM") or d.mail_from,
             welcome_credits=env.get("MARKET_WELCOME_CREDITS") or d.welcome_credits,
             max_price=env.get("MARKET_MAX_PRICE") or d.max_price,
+            welcome_per_domain=_env_int(env, "MARKET_WELCOME_PER_DOMAIN", d.welcome_per_domain),
         )
         values.update(overrides)
         settings = cls(**values)

@@ -99,11 +99,36 @@ def _account_opened(state: MarketState, event: Recorded) -> list[Derived]:
     )
     state.touch("accounts", p["account"], event.seq)
     derived = [fold_identity.member_key(p["account"], p["key_hash"])] if p.get("key_hash") else []
-    if event.actor == p["account"] and state.rules.welcome_credits:
+    if event.actor == p["account"] and state.rules.welcome_credits and _may_welcome(state, p["account"], p["email"]):
         # only the portal may open an account as the member itself (a confirmed
         # sign-up): the market's welcome, given by the ledger, not by a deposit
         derived.append(Derived("account.welcomed", {"account": p["account"], "amount": state.rules.welcome_credits}))
     return derived
+
+
+def mailbox(email: str) -> tuple[str, str]:
+    """An address as one mailbox: case folded, and without a ``+tag``
+    (``Ann+2@Example.org`` is ``ann@example.org``)."""
+    local, _, domain = email.strip().lower().rpartition("@")
+    return local.split("+", 1)[0], domain
+
+
+def _may_welcome(state: MarketState, account: str, email: str) -> bool:
+    """Welcome credits once per mailbox, and for at most
+    ``rules.welcome_per_domain`` mailboxes of one domain: new addresses are
+    cheap, confirmed ones only a little less. Decided only when the account
+    opens (the log keeps the welcome), so the scan is paid once per sign-up."""
+    box, domain = mailbox(email)
+    boxes = set()  # the domain's other mailboxes
+    for other in state.accounts.values():
+        if other.name == account or other.name in money.SYSTEM_ACCOUNTS:
+            continue
+        other_box, other_domain = mailbox(other.email)
+        if other_domain == domain:
+            if other_box == box:
+                return False
+            boxes.add(other_box)
+    return len(boxes) < state.rules.welcome_per_domain
 
 
 @handles("account.welcomed")

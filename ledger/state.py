@@ -170,11 +170,13 @@ class Rules:
     #: micro-credits the market gives a member who opened their own account
     #: (a confirmed portal sign-up), 0 for none
     welcome_credits: int = 0
+    #: accounts of one e-mail domain that get the welcome (one per mailbox)
+    welcome_per_domain: int = 100
 
     @classmethod
     def from_settings(cls, settings) -> "Rules":
         return cls(quarantine_after=settings.quarantine_after, commission_bps=settings.commission_bps,
-                   welcome_credits=settings.welcome_micro_credits)
+                   welcome_credits=settings.welcome_micro_credits, welcome_per_domain=settings.welcome_per_domain)
 
 
 #: projection table name -> (row class, primary key attribute)
