@@ -218,3 +218,31 @@ def test_the_ledger_refuses_the_price_before_recording_anything():
 
     decoded, invalid = decode_all(Codec(max_price=CREDIT), [Incoming(submitted(CREDIT + 1), "mallory")])
     assert decoded == [] and invalid[0][1].code == "price-above-ceiling"
+
+
+# ---- the migration fills the new columns as a replay would ---------------------------
+
+def test_migration_0008_fills_holds_and_expired_workers_from_the_existing_projections(stored_market, engine,
+                                                                                     migrated_db_url):
+    from ledger import migrate
+
+    # Given a ledger with an open lease (a hold) and a job whose leases expired on two workers
+    market = stored_market
+    market.submit("mallory", "j1", 3_600_000)
+    market.submit("mallory", "j2", 7_200_000)
+    for worker in ("wT", "wT2"):
+        market.propose("j2", worker, 60)
+        market.advance(70)
+        market.sweep()
+    market.propose("j1", "wT", 60)
+    expected_held = market.state.accounts["mallory"].held
+    assert expected_held == 60_000 and market.state.jobs["j2"].expired_workers == "wT wT2"
+    # When the database goes back to 0006 (without the columns) and up again
+    engine.dispose()
+    migrate.downgrade(migrated_db_url, "0006")
+    migrate.upgrade(migrated_db_url)
+    # Then the columns hold what the fold holds
+    loaded = LedgerStore(engine).load_state()
+    assert loaded.accounts["mallory"].held == expected_held and loaded.accounts["trent"].held == 0
+    assert loaded.jobs["j2"].expired_workers == "wT wT2" and loaded.jobs["j1"].expired_workers == ""
+    assert loaded.jobs == market.state.jobs and loaded.accounts == market.state.accounts
