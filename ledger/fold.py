@@ -10,10 +10,12 @@ every projection exactly.
 Requests are checked here: a request the rules refuse changes nothing and
 derives a verdict that says why (``request.rejected``, ``job.rejected``).
 
-Money (see ledger.money): every accepted checkpoint or completion of a billed
-job derives ``payment.posted``; balances change only by postings that sum
-to zero (payments, deposits). An owner below minus its credit limit has its
-ready jobs held until money brings it back. Every event falls in the UTC
+Money (ledger.money, and its rules in ledger.fold_money): every accepted
+checkpoint, completion or error of a billed job derives ``payment.posted``;
+balances change only by postings that sum to zero (payments, deposits). A
+lease holds its maximum cost against its owner's credit from grant to
+close, and a job whose lease its owner cannot cover is held until money
+brings it back. Every event falls in the UTC
 month of its ``recorded_at``; when the first event of a new month is folded,
 the month that ends is closed with a snapshot of every account (ledger.months).
 """

@@ -38,12 +38,15 @@ def balance(engine, account: str) -> int:
 @pytest.fixture
 def ledger(clean_queues, migrated_db_url, tmp_path):
     engine = make_engine(migrated_db_url)
-    agent = AgentProcess(clean_queues, migrated_db_url, tmp_path / "ledger.log").start()
-    opened = marketctl(clean_queues, migrated_db_url, "accounts", "open", "alice", "--email", "a@example.com")
-    assert opened.returncode == 0, opened.stderr
-    yield clean_queues, migrated_db_url, engine, agent
-    agent.stop()
-    engine.dispose()
+    agent = AgentProcess(clean_queues, migrated_db_url, tmp_path / "ledger.log")
+    try:
+        agent.start()
+        opened = marketctl(clean_queues, migrated_db_url, "accounts", "open", "alice", "--email", "a@example.com")
+        assert opened.returncode == 0, opened.stderr
+        yield clean_queues, migrated_db_url, engine, agent
+    finally:
+        agent.stop()
+        engine.dispose()
 
 
 def test_a_repeated_request_id_is_applied_once_and_a_reused_one_is_refused(ledger):
