@@ -246,3 +246,20 @@ def test_migration_0008_fills_holds_and_expired_workers_from_the_existing_projec
     assert loaded.accounts["mallory"].held == expected_held and loaded.accounts["trent"].held == 0
     assert loaded.jobs["j2"].expired_workers == "wT wT2" and loaded.jobs["j1"].expired_workers == ""
     assert loaded.jobs == market.state.jobs and loaded.accounts == market.state.accounts
+
+
+def test_the_open_months_statement_says_what_is_held_and_available(stored_market, engine):
+    from ledger.statements import render
+
+    # Given mallory's lease running (60 s at 3.6 credits/h holds 0.06 credits of her 10)
+    market = stored_market
+    market.submit("mallory", "j1", 3_600_000)
+    market.propose("j1", "wT", 60)
+    # When she asks for the statement of the month still open
+    reply = answer(engine, "mallory", "statement", {"month": market.now[:7]})
+    assert reply["ok"], reply
+    statement = reply["data"]["statements"][0]
+    # Then it says what is held and what she may still commit
+    assert (statement["held"], statement["available"]) == (60_000, 10 * CREDIT - 60_000)
+    assert "Held by running leases: 0.060000; available: 9.940000 (balance + credit limit - held)" in render(
+        reply["data"], "table")
