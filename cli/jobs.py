@@ -26,7 +26,8 @@ def parse_args_json(text: str | None):
 
 
 def build_submission(settings, target: str, name: str, price_text: str, args_text: str | None,
-                     max_attempts: int, unsafe_no_sandbox: bool = False, network: bool = False) -> dict:
+                     max_attempts: int, unsafe_no_sandbox: bool = False, network: bool = False,
+                     request_id: str | None = None) -> dict:
     """Everything `submit` checks before it publishes anything (exit code 2 on any of it)."""
     price = parse_credits(price_text, what="price")
     if not 1 <= max_attempts <= 100:
@@ -38,7 +39,9 @@ def build_submission(settings, target: str, name: str, price_text: str, args_tex
     from sandbox.build import build_file_confined
     package = build_file_confined(path, entry, args, max_bytes=settings.max_blob_bytes,
                                   confinement=UNSAFE if unsafe_no_sandbox else CONFINED)
-    return submission_payload(package, job_id=new_job_id(), name=name, price=price, max_attempts=max_attempts,
+    # a script's retry with the same --request-id submits the same job, not a second one
+    job_id = f"job-{request_id.replace('-', '')[-12:]}" if request_id else new_job_id()
+    return submission_payload(package, job_id=job_id, name=name, price=price, max_attempts=max_attempts,
                               network=network)
 
 
@@ -50,10 +53,11 @@ async def ask(settings, account: str, query: str, args: dict | None = None):
 def cmd_submit(settings, args) -> int:
     try:
         payload = build_submission(settings, args.target, args.name, args.price, args.args, args.max_attempts,
-                                   unsafe_no_sandbox=args.unsafe_no_sandbox, network=args.network)
+                                   unsafe_no_sandbox=args.unsafe_no_sandbox, network=args.network,
+                                   request_id=args.request_id)
     except PackageError as e:
         raise UsageError(str(e)) from e
-    reply = send_and_check(settings, args.account, "job.submitted", payload)
+    reply = send_and_check(settings, args.account, "job.submitted", payload, args.request_id)
     job_id = payload["job_id"]
     if not args.wait:
         status = next((v["type"].split(".")[1] for v in reply["verdicts"] if v["type"] == "job.accepted"), "recorded")
@@ -150,7 +154,7 @@ def cmd_result(settings, args) -> int:
 
 
 def cmd_cancel(settings, args) -> int:
-    send_and_check(settings, args.account, "job.cancelled", {"job_id": args.job_id})
+    send_and_check(settings, args.account, "job.cancelled", {"job_id": args.job_id}, args.request_id)
     print(f"job {args.job_id} cancelled")
     return 0
 

@@ -136,7 +136,8 @@ def cmd_accounts_deposit(settings, args) -> int:
     from cli.requests import send_and_check
 
     amount = parse_credits(args.amount)
-    reply = send_and_check(settings, args.account, "account.deposited", {"account": args.name, "amount": amount})
+    reply = send_and_check(settings, args.account, "account.deposited", {"account": args.name, "amount": amount},
+                           args.request_id)
     print(f"deposited {format_credits(amount)} credits to {args.name} (ledger sequence {reply['seq']})")
     return 0
 
@@ -147,7 +148,7 @@ def _credit_state(row) -> str:
     if row.name in SYSTEM_ACCOUNTS:
         # `external` holds minus every deposit, `market` the commissions: not buyers
         return "system"
-    return "ok" if row.balance >= -row.credit_limit else "over limit"
+    return "ok" if row.balance + row.credit_limit - row.held >= 0 else "over limit"
 
 
 def cmd_accounts_list(settings, args) -> int:
@@ -160,20 +161,24 @@ def cmd_accounts_list(settings, args) -> int:
     with store.engine.connect() as conn:
         rows = conn.execute(select(tables.accounts).order_by(tables.accounts.c.name)).all()
     accounts = [{"name": r.name, "email": r.email, "balance": format_credits(r.balance),
-                 "credit_limit": format_credits(r.credit_limit),
+                 "credit_limit": format_credits(r.credit_limit), "held": format_credits(r.held),
+                 "available": format_credits(r.balance + r.credit_limit - r.held),
                  "credit_state": _credit_state(r)} for r in rows]
     if args.json:
         _print_json(accounts)
         return 0
-    print(f"{'name':<20} {'email':<30} {'balance':>16} {'credit limit':>14}  state")
+    print(f"{'name':<20} {'email':<30} {'balance':>16} {'credit limit':>14} {'held':>14} {'available':>16}  state")
     for a in accounts:
-        print(f"{a['name']:<20} {a['email']:<30} {a['balance']:>16} {a['credit_limit']:>14}  {a['credit_state']}")
+        print(f"{a['name']:<20} {a['email']:<30} {a['balance']:>16} {a['credit_limit']:>14} {a['held']:>14} "
+              f"{a['available']:>16}  {a['credit_state']}")
     return 0
 
 
 # ---- the parser ---------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from cli.request_ids import add_request_id
+
     parser = argparse.ArgumentParser(
         prog="marketctl",
         description="Run and use the community compute market.",
@@ -226,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("deposit", cmd_accounts_deposit, "credit an account (decimal credits, up to 6 places)", accounts)
     sub.add_argument("name")
     sub.add_argument("amount", help="credits, e.g. 25 or 0.5")
+    add_request_id(sub)
     sub = command("list", cmd_accounts_list, "accounts with balance and credit state", accounts)
     sub.add_argument("--json", action="store_true", help="print JSON")
     _job_commands(commands, command, accounts)
@@ -234,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _job_commands(commands, command, accounts) -> None:
     from cli import jobs, worker
+    from cli.request_ids import add_request_id
     from cli import report as report_commands
 
     sub = command("submit", jobs.cmd_submit, "submit FILE.py:ENTRY as a job at a price per hour of execution")
@@ -250,6 +257,7 @@ def _job_commands(commands, command, accounts) -> None:
     sub.add_argument("--json", action="store_true", help='print {"job_id": ..., "status": ...}')
     sub.add_argument("--unsafe-no-sandbox", action="store_true",
                      help="load the module to check it as your own user, where this machine cannot confine it")
+    add_request_id(sub)
     sub = command("jobs", jobs.cmd_jobs, "your jobs: price, status, checkpoints, executed time, worker")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub = command("result", jobs.cmd_result, "the result of one of your completed jobs")
@@ -258,6 +266,7 @@ def _job_commands(commands, command, accounts) -> None:
     sub.add_argument("--raw", metavar="FILE", help="write the result blob as it is (e.g. a pickled object) to FILE")
     sub = command("cancel", jobs.cmd_cancel, "cancel one of your jobs")
     sub.add_argument("job_id")
+    add_request_id(sub)
     sub = command("workers", jobs.cmd_workers, "workers with owner (yours only), measured speed and state")
     sub.add_argument("--json", action="store_true", help="print JSON")
     group = commands.add_parser("worker", help="run a worker on this machine").add_subparsers(

@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 from cli.money import format_credits, parse_credits
+from cli.request_ids import add_request_id
 from cli.requests import send_and_check
 from contracts.routing import OPERATOR_ACTOR
 from ledger.statements import FORMATS, StatementError, check_not_future, parse_month, render
@@ -13,7 +14,7 @@ from ledger.statements import FORMATS, StatementError, check_not_future, parse_m
 
 def cmd_reprice(settings, args) -> int:
     price = parse_credits(args.price, what="price")
-    send_and_check(settings, args.account, "job.repriced", {"job_id": args.job_id, "price": price})
+    send_and_check(settings, args.account, "job.repriced", {"job_id": args.job_id, "price": price}, args.request_id)
     print(f"job {args.job_id}: {format_credits(price)} credits per hour from its next lease")
     return 0
 
@@ -21,7 +22,7 @@ def cmd_reprice(settings, args) -> int:
 def cmd_credit_limit(settings, args) -> int:
     limit = parse_credits(args.amount, allow_zero=True, what="credit limit")
     reply = send_and_check(settings, args.account, "account.credit_limit_set",
-                           {"account": args.name, "credit_limit": limit})
+                           {"account": args.name, "credit_limit": limit}, args.request_id)
     print(f"{args.name} may now go {format_credits(limit)} credits below zero (ledger sequence {reply['seq']})")
     return 0
 
@@ -53,6 +54,7 @@ def register(commands, command) -> None:
     sub = command("reprice", cmd_reprice, "change the price of one of your jobs; it applies from its next lease")
     sub.add_argument("job_id")
     sub.add_argument("price", help="credits per hour of execution, e.g. 5.2 (up to 6 decimals)")
+    add_request_id(sub)
     sub = command("bill", cmd_bill, "monthly statements, replayed from the ledger (month boundaries are UTC)")
     sub.add_argument("--month", required=True, metavar="YYYY-MM", help="the month, e.g. 2026-11")
     sub.add_argument("--account", dest="statement_account", metavar="NAME",
@@ -66,6 +68,7 @@ def register(commands, command) -> None:
                   accounts)
     sub.add_argument("name")
     sub.add_argument("amount", help="credits, e.g. 50 (0: no credit)")
+    add_request_id(sub)
 
 
 def _subcommands(parser: argparse.ArgumentParser):

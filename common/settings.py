@@ -90,6 +90,9 @@ class Settings:
     max_message_bytes: int = 16 * 1024 * 1024
     #: MARKET_REPLY_TIMEOUT: seconds marketctl waits for the ledger's verdict
     reply_timeout: float = 30.0
+    #: MARKET_REQUEST_ATTEMPTS: times marketctl sends a request (with the same
+    #: request id) when the answer is lost or the connection drops
+    request_attempts: int = 3
     #: MARKET_LEASE_GRACE: seconds past a lease's deadline before the ledger expires it
     lease_grace: float = 2.0
     #: MARKET_QUARANTINE_AFTER: leases of one job that may expire in a row before it is quarantined
@@ -127,6 +130,12 @@ class Settings:
     #: MARKET_WELCOME_CREDITS: credits the ledger gives a member who opened their
     #: own account (a confirmed portal sign-up; 0: none), up to 6 decimals
     welcome_credits: str = "10"
+    #: MARKET_WELCOME_PER_DOMAIN: mailboxes of one e-mail domain whose sign-ups get the
+    #: welcome credits (each mailbox once, ``+tags`` and case ignored)
+    welcome_per_domain: int = 100
+    #: MARKET_MAX_PRICE: the highest price a job may be submitted or repriced at,
+    #: in credits per hour (up to 6 decimals); a lease at most costs this times its length
+    max_price: str = "1000"
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -155,6 +164,7 @@ class Settings:
             max_blob_bytes=_env_int(env, "MARKET_MAX_BLOB_BYTES", d.max_blob_bytes),
             max_message_bytes=_env_int(env, "MARKET_MAX_MESSAGE_BYTES", d.max_message_bytes),
             reply_timeout=_env_float(env, "MARKET_REPLY_TIMEOUT", d.reply_timeout),
+            request_attempts=_env_int(env, "MARKET_REQUEST_ATTEMPTS", d.request_attempts),
             lease_grace=_env_float(env, "MARKET_LEASE_GRACE", d.lease_grace),
             quarantine_after=_env_int(env, "MARKET_QUARANTINE_AFTER", d.quarantine_after),
             pool_window=_env_float(env, "MARKET_POOL_WINDOW", d.pool_window),
@@ -171,12 +181,19 @@ class Settings:
             smtp_url=env.get("MARKET_SMTP_URL") or None,
             mail_from=env.get("MARKET_MAIL_FROM") or d.mail_from,
             welcome_credits=env.get("MARKET_WELCOME_CREDITS") or d.welcome_credits,
+            max_price=env.get("MARKET_MAX_PRICE") or d.max_price,
+            welcome_per_domain=_env_int(env, "MARKET_WELCOME_PER_DOMAIN", d.welcome_per_domain),
         )
         values.update(overrides)
         settings = cls(**values)
         if settings.prefetch < settings.ingest_batch:
             raise SettingsError("MARKET_PREFETCH must be at least MARKET_INGEST_BATCH")
-        settings.welcome_micro_credits  # refuses a malformed amount now, not at the first sign-up
+        # refuse a malformed amount now, not at the first sign-up or submission
+        settings.welcome_micro_credits
+        if settings.request_attempts < 1:
+            raise SettingsError("MARKET_REQUEST_ATTEMPTS must be at least 1")
+        if settings.max_price_micro <= 0:
+            raise SettingsError("MARKET_MAX_PRICE must be positive")
         if not 0 <= settings.commission_bps <= 10_000:
             raise SettingsError("MARKET_COMMISSION_BPS must be between 0 and 10000 (basis points: 500 = 5 %)")
         return settings
@@ -184,15 +201,12 @@ class Settings:
     @property
     def welcome_micro_credits(self) -> int:
         """MARKET_WELCOME_CREDITS in micro-credits, exactly."""
-        from decimal import Decimal, InvalidOperation
+        return _micro_credits("MARKET_WELCOME_CREDITS", self.welcome_credits)
 
-        try:
-            micro = Decimal(self.welcome_credits) * 1_000_000
-        except InvalidOperation as e:
-            raise SettingsError(f"MARKET_WELCOME_CREDITS={self.welcome_credits!r} is not a number of credits") from e
-        if micro != micro.to_integral_value() or micro < 0:
-            raise SettingsError("MARKET_WELCOME_CREDITS must be zero or positive, with at most 6 decimals")
-        return int(micro)
+    @property
+    def max_price_micro(self) -> int:
+        """MARKET_MAX_PRICE in micro-credits per hour, exactly."""
+        return _micro_credits("MARKET_MAX_PRICE", self.max_price)
 
     def ledger_clock(self):
         """The ledger's clock, shifted by MARKET_CLOCK_OFFSET_SECONDS (see common.clock)."""
@@ -259,3 +273,16 @@ class Settings:
     @property
     def log_dir(self) -> Path:
         return self.home / "log"
+
+
+def _micro_credits(variable: str, text: str) -> int:
+    """A setting written in credits (``"10"``, ``"0.5"``), in micro-credits, exactly."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        micro = Decimal(text) * 1_000_000
+    except InvalidOperation as e:
+        raise SettingsError(f"{variable}={text!r} is not a number of credits") from e
+    if not micro.is_finite() or micro != micro.to_integral_value() or micro < 0:
+        raise SettingsError(f"{variable} must be zero or positive, with at most 6 decimals")
+    return int(micro)

@@ -34,6 +34,7 @@ from contracts.errors import (
     InvalidJSON,
     InvalidPayload,
     MessageTooLarge,
+    PriceAboveCeiling,
     UnknownType,
     UnknownVersion,
 )
@@ -113,20 +114,32 @@ def _optional_id(envelope: dict, key: str) -> str | None:
     return value
 
 
+#: the requests that carry a job's price
+PRICED_REQUESTS = frozenset({"job.submitted", "job.repriced"})
+
+
+def _credits(micro: int) -> str:
+    whole, fraction = divmod(micro, 1_000_000)
+    return f"{whole}.{fraction:06d}".rstrip("0").rstrip(".")
+
+
 class Codec:
     """Encodes and decodes events against the contract, with the blob and
     message size limits of one deployment."""
 
     def __init__(self, max_blob_bytes: int = 4 * 1024 * 1024, max_message_bytes: int = 16 * 1024 * 1024,
-                 events: dict[str, EventType] | None = None):
+                 events: dict[str, EventType] | None = None, max_price: int | None = None):
         self.max_blob_bytes = max_blob_bytes
         self.max_message_bytes = max_message_bytes
+        #: the market's price ceiling (micro-credits per hour), checked on the
+        #: requests it decodes; None: only the contract's own bound
+        self.max_price = max_price
         self.events = EVENTS if events is None else events
         self._schemas = {}
 
     @classmethod
     def from_settings(cls, settings) -> "Codec":
-        return cls(settings.max_blob_bytes, settings.max_message_bytes)
+        return cls(settings.max_blob_bytes, settings.max_message_bytes, max_price=settings.max_price_micro)
 
     def schema(self, event_type: str):
         schema = self._schemas.get(event_type)
@@ -199,6 +212,8 @@ class Codec:
             except KeyError as e:
                 raise UnknownVersion(f"{event_type} version {version} has no upcaster to {definition.version}") from e
         loaded = self._load_payload(event_type, payload)
+        if requests_only:
+            self._check_price(event_type, loaded)
         blobs: dict[str, bytes] = {}
         for key, value in loaded.items():
             if isinstance(value, Blob):
@@ -215,6 +230,17 @@ class Codec:
             payload=loaded,
             blobs=blobs,
         )
+
+    def _check_price(self, event_type: str, payload: dict) -> None:
+        """A price above the market's ceiling is refused before the ledger
+        records anything. It is a limit of the deployment, like the size
+        limits, not a rule of the fold: a replay under another ceiling must
+        still reproduce the same prices, so the fold never decides on it."""
+        if self.max_price is None or event_type not in PRICED_REQUESTS or payload.get("probe"):
+            return
+        if payload["price"] > self.max_price:
+            raise PriceAboveCeiling(f"{event_type}: price {_credits(payload['price'])} credits/h is above the "
+                                    f"market's ceiling of {_credits(self.max_price)} credits/h (MARKET_MAX_PRICE)")
 
     def _load_payload(self, event_type: str, payload: dict) -> dict:
         try:

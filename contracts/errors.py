@@ -46,6 +46,12 @@ class MessageTooLarge(ContractError):
     code = "message-too-large"
 
 
+class PriceAboveCeiling(ContractError):
+    """A job's price above the market's ceiling (MARKET_MAX_PRICE)."""
+
+    code = "price-above-ceiling"
+
+
 class ForgedEvent(ContractError):
     """The message claims something only the broker or the ledger may say."""
 

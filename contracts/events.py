@@ -255,6 +255,9 @@ class JobReady(Payload):
 class JobHeld(Payload):
     job_id = Id(required=True)
     reason = Text(max_length=1000, required=True)
+    #: the owner's available credit that makes it ready again (0: any not below zero)
+    #: (not bounded like a price: a week's lease at the highest price is more)
+    funds_needed = StrictInt(validate=validate.Range(min=0), load_default=0)
 
 
 class JobCompleted(Payload):
@@ -462,12 +465,23 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "account.welcomed": AccountWelcomed,
 }
 
+def _same_payload(payload: dict) -> dict:
+    return payload
+
+
+#: types whose meaning changed while their payload kept its shape: version ->
+#: upcaster. job.errored 2: the errored lease is paid, its time measured in
+#: whole milliseconds (version 1 leases were unpaid, measured through a float;
+#: the fold keeps that rule for them, so old logs replay exactly).
+_VERSIONS: dict[str, tuple[int, dict[int, Upcaster]]] = {
+    "job.errored": (2, {1: _same_payload}),
+    **{name: (2, {1: upcast_network_v1_v2(field_name)}) for name, field_name in NETWORK_V2.items()},
+}
+
 #: every event type of the market, by name
 EVENTS: dict[str, EventType] = {
-    name: EventType(name, schema, request=name in REQUEST_TYPES)
-    if name not in NETWORK_V2 else
-    EventType(name, schema, version=2, request=name in REQUEST_TYPES,
-              upcasters={1: upcast_network_v1_v2(NETWORK_V2[name])})
+    name: EventType(name, schema, request=name in REQUEST_TYPES,
+                    version=_VERSIONS.get(name, (1, {}))[0], upcasters=_VERSIONS.get(name, (1, {}))[1])
     for name, schema in _SCHEMAS.items()
 }
 

@@ -36,6 +36,7 @@ from contracts.errors import ContractError
 from contracts.routing import LEDGER_ACTOR
 from ledger.queries import answer
 from ledger.ingest import Incoming, Plan, decode_all, plan_batch, plan_expiries, reply_body
+from ledger.repeats import repeat_replies
 from ledger.state import Rules
 from ledger.store import LedgerStore
 
@@ -315,12 +316,15 @@ class LedgerAgent:
 
     async def _reply_to_unrecorded(self, publisher: Publisher, plan: Plan) -> None:
         """Requesters that set ``reply_to`` hear of what was not recorded:
-        the invalid (dead-lettered) and the duplicates."""
-        unrecorded = [(m, "invalid", e.reason) for m, e in plan.invalid]
-        unrecorded += [(m, "duplicate", None) for m in plan.duplicates]
-        replies = [Outgoing(reply_body(m.delivery.message_id or "", status, reason=reason), m.reply_to,
-                            user_id=LEDGER_ACTOR, message_id=m.delivery.message_id or "", exchange="", mandatory=False)
-                   for m, status, reason in unrecorded if m.reply_to]
+        the invalid (dead-lettered) and the repeats (ledger.repeats)."""
+        unrecorded = [(m, reply_body(m.delivery.message_id or "", "invalid", reason=e.reason)) for m, e in plan.invalid]
+        repeats = [m for m in plan.duplicates if m.reply_to]
+        if repeats:
+            # the original verdicts, or a refusal if the id named another request
+            unrecorded += await self._on_db(repeat_replies, self.store.engine, repeats)
+        replies = [Outgoing(body, m.reply_to, user_id=LEDGER_ACTOR, message_id=m.delivery.message_id or "",
+                            exchange="", mandatory=False)
+                   for m, body in unrecorded if m.reply_to]
         if replies:
             await publisher.publish_many(replies)
 

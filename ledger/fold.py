@@ -10,10 +10,12 @@ every projection exactly.
 Requests are checked here: a request the rules refuse changes nothing and
 derives a verdict that says why (``request.rejected``, ``job.rejected``).
 
-Money (see ledger.money): every accepted checkpoint or completion of a billed
-job derives ``payment.posted``; balances change only by postings that sum
-to zero (payments, deposits). An owner below minus its credit limit has its
-ready jobs held until money brings it back. Every event falls in the UTC
+Money (ledger.money, and its rules in ledger.fold_money): every accepted
+checkpoint, completion or error of a billed job derives ``payment.posted``;
+balances change only by postings that sum to zero (payments, deposits). A
+lease holds its maximum cost against its owner's credit from grant to
+close, and a job whose lease its owner cannot cover is held until money
+brings it back. Every event falls in the UTC
 month of its ``recorded_at``; when the first event of a new month is folded,
 the month that ends is closed with a snapshot of every account (ledger.months).
 """
@@ -81,6 +83,9 @@ def derived_event_id(cause_event_id: str, index: int) -> str:
     return str(uuid.UUID(int=value & ~(0xF << 76) | 0x8 << 76))
 
 
+#: executed time is counted in whole milliseconds of the ledger's clock
+MILLISECOND = timedelta(milliseconds=1)
+
 Handler = Callable[[MarketState, Recorded], list[Derived]]
 HANDLERS: dict[str, Handler] = {}
 #: requests whose handler only decides: it changes nothing and derives the
@@ -130,146 +135,6 @@ def refuse(event: Recorded, reason: str) -> list[Derived]:
 
 
 TERMINAL_JOB_STATES = frozenset({"completed", "failed", "cancelled", "quarantined"})
-#: why a job waits while its owner cannot pay
-HELD_REASON = "held: insufficient funds"
-
-
-# ---- accounts -----------------------------------------------------------------
-
-@handles("account.opened")
-def _account_opened(state: MarketState, event: Recorded) -> list[Derived]:
-    p = event.payload
-    if event.actor not in (OPERATOR_ACTOR, p["account"]):
-        # the account itself: the portal, which alone may speak for it before it has a key
-        return refuse(event, "only the operator, or the portal for a confirmed sign-up, may open an account")
-    if p["account"] in state.accounts:
-        return refuse(event, f"account {p['account']} already exists")
-    if p["account"] in money.SYSTEM_ACCOUNTS:
-        return refuse(event, f"account name {p['account']} is reserved for the market itself")
-    if p["credit_limit"] and event.actor != OPERATOR_ACTOR:
-        return refuse(event, "only the operator may grant credit")
-    state.accounts[p["account"]] = Account(
-        name=p["account"], email=p["email"], balance=0, credit_limit=p["credit_limit"],
-        opened_at=event.recorded_at, folded_seq=event.seq,
-    )
-    state.touch("accounts", p["account"], event.seq)
-    derived = [fold_identity.member_key(p["account"], p["key_hash"])] if p.get("key_hash") else []
-    if event.actor == p["account"] and state.rules.welcome_credits:
-        # only the portal may open an account as the member itself (a confirmed
-        # sign-up): the market's welcome, given by the ledger, not by a deposit
-        derived.append(Derived("account.welcomed", {"account": p["account"], "amount": state.rules.welcome_credits}))
-    return derived
-
-
-@handles("account.welcomed")
-def _account_welcomed(state: MarketState, event: Recorded) -> list[Derived]:
-    return post(state, money.deposit_postings(event.payload["account"], event.payload["amount"]), event)
-
-
-def _fundable(state: MarketState, event: Recorded) -> Account | str:
-    if event.actor != OPERATOR_ACTOR:
-        return f"only the operator may {'deposit' if event.type == 'account.deposited' else 'grant credit'}"
-    account = state.accounts.get(event.payload["account"])
-    if account is None or account.name in money.SYSTEM_ACCOUNTS:
-        return f"unknown account {event.payload['account']}"
-    return account
-
-
-@handles("account.deposited")
-def _account_deposited(state: MarketState, event: Recorded) -> list[Derived]:
-    account = _fundable(state, event)
-    if isinstance(account, str):
-        return refuse(event, account)
-    return post(state, money.deposit_postings(account.name, event.payload["amount"]), event)
-
-
-@handles("account.credit_limit_set")
-def _credit_limit_set(state: MarketState, event: Recorded) -> list[Derived]:
-    account = _fundable(state, event)
-    if isinstance(account, str):
-        return refuse(event, account)
-    could_pay = in_good_standing(account)
-    account.credit_limit = event.payload["credit_limit"]
-    state.touch("accounts", account.name, event.seq)
-    return _standing_changed(state, account) if in_good_standing(account) != could_pay else []
-
-
-# ---- money --------------------------------------------------------------------
-
-def post(state: MarketState, postings: list[dict], event: Recorded) -> list[Derived]:
-    """Apply postings that sum to zero; hold or release the jobs of every
-    account whose standing they change."""
-    accounts = {}
-    for posting in postings:
-        name = posting["account"]
-        if name not in accounts:
-            account = state.accounts.get(name) or _open_system_account(state, name, event)
-            accounts[name] = (account, in_good_standing(account))
-        accounts[name][0].balance += posting["amount"]
-    derived: list[Derived] = []
-    for name, (account, could_pay) in accounts.items():
-        state.touch("accounts", name, event.seq)
-        if in_good_standing(account) != could_pay:
-            derived += _standing_changed(state, account)
-    return derived
-
-
-def _open_system_account(state: MarketState, name: str, event: Recorded) -> Account:
-    """``market`` and ``external`` open themselves with their first posting."""
-    if name not in money.SYSTEM_ACCOUNTS:
-        raise KeyError(f"posting to unknown account {name}")
-    account = state.accounts[name] = Account(name=name, email=f"{name}@market.invalid", balance=0, credit_limit=0,
-                                             opened_at=event.recorded_at, folded_seq=event.seq)
-    return account
-
-
-def _standing_changed(state: MarketState, account: Account) -> list[Derived]:
-    """An owner that can no longer pay has its ready jobs held; one that can
-    again has its held jobs made ready. Running leases are left alone."""
-    if account.name in money.SYSTEM_ACCOUNTS:
-        return []
-    if in_good_standing(account):
-        return [ready_again(job) for job in state.jobs_of(account.name) if job.status == "held"]
-    return [_held(job) for job in state.jobs_of(account.name) if job.status == "ready"]
-
-
-def _held(job: Job) -> Derived:
-    return Derived("job.held", {"job_id": job.job_id, "reason": HELD_REASON})
-
-
-def ready_or_held(state: MarketState, job: Job) -> Derived:
-    """The job goes back to the ready list, unless its owner cannot pay."""
-    if not job.probe:
-        owner = state.accounts.get(job.owner)
-        if owner is not None and not in_good_standing(owner):
-            return _held(job)
-    return ready_again(job)
-
-
-def _payment(state: MarketState, lease: Lease, job: Job, executed: int) -> Derived:
-    payee = state.workers[lease.worker_id].owner
-    return Derived("payment.posted", money.payment(lease.lease_id, job.job_id, lease.worker_id, job.owner, payee,
-                                                   executed, lease.price, state.rules.commission_bps))
-
-
-@handles("payment.posted")
-def _payment_posted(state: MarketState, event: Recorded) -> list[Derived]:
-    derived = post(state, event.payload["postings"], event)
-    # a checkpointed job goes back to the ready list once its lease is paid
-    # for, so whether it is held sees the balance after the payment
-    job = state.jobs.get(event.payload["job_id"])
-    if job is not None and job.status == "checkpointed" and state.deriving:
-        derived.append(ready_or_held(state, job))
-    return derived
-
-
-@handles("job.held")
-def _job_held(state: MarketState, event: Recorded) -> list[Derived]:
-    job = state.jobs[event.payload["job_id"]]
-    job.status, job.lease_id, job.worker_id = "held", None, None
-    state.touch("jobs", job.job_id, event.seq)
-    return []
-
 
 # ---- workers ------------------------------------------------------------------
 
@@ -353,11 +218,6 @@ def _worker_retired(state: MarketState, event: Recorded) -> list[Derived]:
 
 # ---- jobs ---------------------------------------------------------------------
 
-def in_good_standing(account: Account) -> bool:
-    """An account may buy while its balance is not below minus its credit limit."""
-    return account.balance >= -account.credit_limit
-
-
 def _rejected_job(job_id: str, reason: str) -> list[Derived]:
     return [Derived("job.rejected", {"job_id": job_id, "reason": reason})]
 
@@ -379,7 +239,7 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
         owner = state.accounts.get(event.actor)
         if owner is None:
             return _rejected_job(p["job_id"], f"unknown account {event.actor}")
-        if not in_good_standing(owner):
+        if not fold_money.in_good_standing(owner):
             return _rejected_job(p["job_id"], f"account {owner.name} is over its credit limit")
     accepted = {
         "job_id": p["job_id"], "owner": event.actor, "name": p["name"], "price": p["price"],
@@ -427,8 +287,11 @@ def _job_accepted(state: MarketState, event: Recorded) -> list[Derived]:
 @handles("job.ready")
 def _job_ready(state: MarketState, event: Recorded) -> list[Derived]:
     job = state.jobs[event.payload["job_id"]]
+    if job.status == "held":
+        state.job_unheld(job)
     job.status, job.checkpoint, job.state_sha256 = "ready", event.payload["checkpoint"], event.payload["state_sha256"]
     job.lease_id = job.worker_id = None
+    job.funds_needed = 0
     state.touch("jobs", job.job_id, event.seq)
     return []
 
@@ -466,13 +329,16 @@ def _job_cancelled(state: MarketState, event: Recorded) -> list[Derived]:
 @handles("job.withdrawn")
 def _job_withdrawn(state: MarketState, event: Recorded) -> list[Derived]:
     job = state.jobs[event.payload["job_id"]]
+    derived = []
     if job.lease_id:
         # the running lease ends here, unpaid: whatever its worker reports later is stale
         lease = state.leases[job.lease_id]
-        _close(state, lease, "cancelled", event.recorded_at, 0, event.seq)
+        derived = _close_unpaid(state, lease, "cancelled", event.recorded_at, event.seq)
+    if job.status == "held":
+        state.job_unheld(job)
     job.status, job.finished_at, job.lease_id, job.worker_id = "cancelled", event.recorded_at, None, None
     state.touch("jobs", job.job_id, event.seq)
-    return []
+    return derived
 
 
 # ---- leases -------------------------------------------------------------------
@@ -507,6 +373,9 @@ def _lease_proposed(state: MarketState, event: Recorded) -> list[Derived]:
     if state.open_leases(worker.worker_id) >= worker.slots:
         return _refuse_lease(p, f"worker {worker.worker_id} has no free slot", True)
     lease_seconds = min(p["lease_seconds"], worker.lease_seconds)
+    held = fold_money.unaffordable(state, job, lease_seconds)
+    if held:
+        return _refuse_lease(p, held[0].payload["reason"], False) + held
     deadline = format_time(parse_time(event.recorded_at) + timedelta(seconds=lease_seconds))
     return [Derived("lease.granted", {
         "lease_id": lease_id_for(event.event_id), "job_id": job.job_id, "worker_id": worker.worker_id,
@@ -525,6 +394,7 @@ def _lease_granted(state: MarketState, event: Recorded) -> list[Derived]:
         p["lease_seconds"], event.recorded_at, p["deadline"], None, "open", 0, event.seq)
     state.lease_opened(lease)
     state.dirty.add(("leases", lease.lease_id))
+    fold_money.hold(state, lease, event.seq)
     job = state.jobs[p["job_id"]]
     job.status, job.lease_id, job.worker_id = "leased", p["lease_id"], p["worker_id"]
     state.touch("jobs", job.job_id, event.seq)
@@ -532,7 +402,16 @@ def _lease_granted(state: MarketState, event: Recorded) -> list[Derived]:
 
 
 def executed_ms(lease: Lease, checked_in_at: str) -> int:
-    """Grant to check-in, measured by the ledger's clock, capped at the lease."""
+    """Grant to check-in, measured by the ledger's clock, capped at the lease:
+    whole milliseconds, in integers (1.001 s is 1001 ms)."""
+    elapsed = parse_time(checked_in_at) - parse_time(lease.granted_at)
+    return max(0, min(elapsed // MILLISECOND, lease.lease_seconds * 1000))
+
+
+def executed_ms_v1(lease: Lease, checked_in_at: str) -> int:
+    """The float formula ``job.errored`` version 1 was folded with (1.001 s
+    could become 1000 ms). Kept only so that old logs replay exactly: an
+    errored lease's time is in no verdict, the fold measures it again."""
     elapsed = parse_time(checked_in_at) - parse_time(lease.granted_at)
     return max(0, min(int(elapsed.total_seconds() * 1000), lease.lease_seconds * 1000))
 
@@ -562,9 +441,19 @@ def _reject_report(event: Recorded, reason: str) -> list[Derived]:
 
 
 def _close(state: MarketState, lease: Lease, outcome: str, at: str, executed: int, seq: int) -> None:
+    """The lease ends; its hold is released (a paid lease's payment follows,
+    and the payment looks at what the owner's credit now allows)."""
     lease.outcome, lease.ended_at, lease.executed_ms = outcome, at, executed
     state.lease_ended(lease)
     state.touch("leases", lease.lease_id, seq)
+    fold_money.release(state, lease, seq)
+
+
+def _close_unpaid(state: MarketState, lease: Lease, outcome: str, at: str, seq: int) -> list[Derived]:
+    """A lease that ends unpaid (its time is 0): the released hold may let the owner's held jobs go."""
+    _close(state, lease, outcome, at, 0, seq)
+    owner = state.accounts.get(state.jobs[lease.job_id].owner)
+    return fold_money.rebalance(state, owner, fold_money.available(owner)) if owner is not None else []
 
 
 @handles("checkpoint.submitted", decides_only=True)
@@ -586,7 +475,7 @@ def _checkpoint_committed(state: MarketState, event: Recorded) -> list[Derived]:
     _close(state, lease, "checkpointed", event.recorded_at, p["executed_ms"], event.seq)
     job.checkpoint, job.state_sha256 = p["checkpoint"], p["state_sha256"]
     job.executed_ms += p["executed_ms"]
-    job.expiries = 0
+    job.expiries, job.expired_workers = 0, ""
     job.status, job.lease_id, job.worker_id = "checkpointed", None, None
     state.touch("jobs", job.job_id, event.seq)
     if not state.deriving:
@@ -594,7 +483,7 @@ def _checkpoint_committed(state: MarketState, event: Recorded) -> list[Derived]:
     if job.probe:
         return [ready_again(job)]
     # paid first; the payment makes the job ready again (or held)
-    return [_payment(state, lease, job, p["executed_ms"])]
+    return [fold_money.payment(state, lease, job, p["executed_ms"])]
 
 
 @handles("job.finished", decides_only=True)
@@ -623,7 +512,7 @@ def _job_completed(state: MarketState, event: Recorded) -> list[Derived]:
         correct = p["result_sha256"] == job.probe_expected_sha256
         speed = job.probe_work // max(p["executed_ms"], 1) if correct else 0
         return [_speed(job.target_worker_id, speed, event.recorded_at)]
-    return [_payment(state, lease, job, p["executed_ms"])] if state.deriving else []
+    return [fold_money.payment(state, lease, job, p["executed_ms"])] if state.deriving else []
 
 
 def _speed(worker_id: str, speed: int, measured_at: str) -> Derived:
@@ -637,21 +526,36 @@ def _probe_failed(job: Job, at: str) -> list[Derived]:
 
 @handles("job.errored")
 def _job_errored(state: MarketState, event: Recorded) -> list[Derived]:
+    """The job's own code failed on time the worker gave: that time is paid
+    like a checkpoint's (capped at the lease), then the job is retried or
+    fails. Version 1 of this event (old logs) was unpaid and measured through
+    a float; its rule is kept for replay."""
     fenced = _fenced(state, event)
     if isinstance(fenced, str):
         return _reject_report(event, fenced)
     lease, job = fenced
     p = event.payload
-    _close(state, lease, "errored", event.recorded_at, executed_ms(lease, event.recorded_at), event.seq)
+    paid = event.version >= 2 and not job.probe
+    measure = executed_ms if event.version >= 2 else executed_ms_v1
+    _close(state, lease, "errored", event.recorded_at, measure(lease, event.recorded_at), event.seq)
     job.attempts += 1
     job.error = p["error"][-8000:]
     job.status, job.lease_id, job.worker_id = "errored", None, None
     state.touch("jobs", job.job_id, event.seq)
+    if not state.deriving:
+        return []
+    if paid:
+        # the payment makes the job go on (after_error), seeing the balance after it
+        return [fold_money.payment(state, lease, job, lease.executed_ms)]
+    return after_error(state, job)
+
+
+def after_error(state: MarketState, job: Job) -> list[Derived]:
+    """An errored job is retried, unless it used up its attempts."""
     if job.attempts >= job.max_attempts:
         return [Derived("job.failed", {"job_id": job.job_id, "error": job.error,
                                        "reason": f"errored {job.attempts} times (the limit is {job.max_attempts})"})]
-    # a run that errored is not paid: only accepted work is
-    return [ready_or_held(state, job)]
+    return [fold_money.ready_or_held(state, job)]
 
 
 def _given_up(state: MarketState, event: Recorded, status: str) -> list[Derived]:
@@ -680,15 +584,19 @@ def _lease_expired(state: MarketState, event: Recorded) -> list[Derived]:
     if lease.outcome != "open":
         return []
     # nobody is paid for expired time: executed stays zero
-    _close(state, lease, "expired", event.recorded_at, 0, event.seq)
+    released = _close_unpaid(state, lease, "expired", event.recorded_at, event.seq)
     job = state.jobs[lease.job_id]
     job.expiries += 1
+    job.expired_workers = " ".join(sorted(set(job.expired_workers.split()) | {lease.worker_id}))
     job.status, job.lease_id, job.worker_id = "expired", None, None
     state.touch("jobs", job.job_id, event.seq)
-    if job.expiries >= state.rules.quarantine_after:
-        return [Derived("job.quarantined", {"job_id": job.job_id,
-                                            "reason": f"{job.expiries} leases in a row expired"})]
-    return [ready_or_held(state, job)]
+    # distinct workers, so that no one worker can quarantine a stranger's job
+    # by letting the leases it is given expire
+    workers = len(job.expired_workers.split())
+    if workers >= state.rules.quarantine_after:
+        return released + [Derived("job.quarantined", {
+            "job_id": job.job_id, "reason": f"leases on {workers} different workers expired in a row"})]
+    return released + [fold_money.ready_or_held(state, job)]
 
 
 @handles("job.quarantined")
@@ -724,4 +632,4 @@ def _speed_recorded(state: MarketState, event: Recorded) -> list[Derived]:
 
 
 # the rules of other subjects register their handlers on import
-from ledger import fold_identity  # noqa: E402
+from ledger import fold_identity, fold_money  # noqa: E402

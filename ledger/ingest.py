@@ -33,6 +33,8 @@ class Incoming:
     reply_to: str | None = None
     #: opaque to planning: the consumer's handle to ack or dead-letter it
     delivery: Any = None
+    #: a repeat's decoded form, kept to answer it (ledger.repeats)
+    envelope: Envelope | None = None
 
 
 @dataclass
@@ -71,6 +73,7 @@ def plan_batch(state: MarketState, decoded: list[tuple[Incoming, Envelope]], kno
     seen = set(known_ids)
     for incoming, envelope in decoded:
         if envelope.event_id in seen:
+            incoming.envelope = envelope
             plan.duplicates.append(incoming)
             continue
         seen.add(envelope.event_id)

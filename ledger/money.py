@@ -103,3 +103,18 @@ def format_credits(micro: int) -> str:
 def format_seconds(milliseconds: int) -> str:
     """``12_345`` -> ``"12.345"``: executed time, exact."""
     return f"{milliseconds // 1000}.{milliseconds % 1000:03d}"
+
+
+#: the outcomes of a lease whose time is paid (a probe's by nobody: it is the market's own)
+PAID_OUTCOMES = frozenset({"checkpointed", "finished", "errored"})
+
+
+def output_shown(outcome: str, report_type: str | None, report_version: int) -> bool:
+    """No output without payment: what a lease printed (stdout, stderr, a
+    traceback) is shown only for a lease whose time was paid. An expired,
+    cancelled or refused lease shows nothing, so a job cannot print its
+    answer and let the lease run out for free; an errored one is paid, except
+    in old logs (``job.errored`` version 1), so those show nothing either."""
+    if outcome not in PAID_OUTCOMES:
+        return False
+    return not (report_type == "job.errored" and report_version < 2)

@@ -18,6 +18,7 @@ from common.errors import MarketError
 from contracts.envelope import utc_now_iso
 from contracts.routing import GATEKEEPER_ACTOR, OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
 from ledger import tables
+from ledger.money import PAID_OUTCOMES, output_shown
 from ledger.report import KEY_BYTES, build_report, worker_state
 from ledger.snapshots import latest_time, statements
 from ledger.statements import StatementError, check_not_future, parse_month
@@ -154,10 +155,15 @@ def job_histories(conn, actor: str, last: int = 20) -> list[dict]:
 
 @query("balance")
 def balance(conn, actor: str) -> dict | None:
-    """The asker's balance and credit limit (None until the account is open)."""
-    row = conn.execute(select(tables.accounts.c.balance, tables.accounts.c.credit_limit)
-                       .where(tables.accounts.c.name == actor)).first()
-    return None if row is None else {"balance": row.balance, "credit_limit": row.credit_limit}
+    """The asker's balance, credit limit, what its running leases hold and
+    what it may still commit (``available = balance + credit_limit - held``);
+    None until the account is open."""
+    a = tables.accounts.c
+    row = conn.execute(select(a.balance, a.credit_limit, a.held).where(a.name == actor)).first()
+    if row is None:
+        return None
+    return {"balance": row.balance, "credit_limit": row.credit_limit, "held": row.held,
+            "available": row.balance + row.credit_limit - row.held}
 
 
 #: the worker's reports, which carry a lease's output
@@ -166,32 +172,38 @@ CHECK_IN_TYPES = ("checkpoint.submitted", "job.finished", "job.errored")
 
 @query("job_output")
 def job_output(conn, actor: str, job_id: str, last: int = 20) -> list[dict]:
-    """The stdout/stderr a job printed, per lease (the ``last`` leases that ended).
-
-    Found without scanning the log: the event that closed a lease is its
-    row's ``folded_seq``, and its causation chain leads back to the worker's
-    report within a few indexed lookups."""
+    """The stdout/stderr a job printed, per lease (the ``last`` leases that
+    ended); empty for a lease whose time was not paid (ledger.money.output_shown)."""
     row = _owned_job(conn, actor, job_id)
-    ev = tables.events.c
     leases = conn.execute(select(tables.leases).where(tables.leases.c.job_id == row.job_id,
                                                       tables.leases.c.outcome != "open")
                           .order_by(tables.leases.c.granted_at.desc()).limit(max(1, min(int(last), 100)))).all()
     found = []
     for lease in leases:
-        event = conn.execute(select(ev.type, ev.causation_id, ev.payload).where(ev.seq == lease.folded_seq)).first()
-        for _ in range(4):
-            if event is None or event.type in CHECK_IN_TYPES:
-                break
-            event = conn.execute(select(ev.type, ev.causation_id, ev.payload)
-                                 .where(ev.event_id == event.causation_id)).first()
         output = ""
-        if event is not None and event.type in CHECK_IN_TYPES:
-            payload = orjson.loads(event.payload)
-            if payload.get("lease_id") == lease.lease_id:
-                output = payload.get("output", "")
+        if lease.outcome in PAID_OUTCOMES:
+            event = _report_of(conn, lease)
+            if event is not None and output_shown(lease.outcome, event.type, event.version):
+                payload = orjson.loads(event.payload)
+                if payload.get("lease_id") == lease.lease_id:
+                    output = payload.get("output", "")
         found.append({"lease_id": lease.lease_id, "worker_id": lease.worker_id, "outcome": lease.outcome,
                       "output": output})
     return found
+
+
+def _report_of(conn, lease):
+    """The worker's report that closed ``lease``, found without scanning the
+    log: the event that closed a lease is its row's ``folded_seq``, and its
+    causation chain leads back to the report within a few indexed lookups."""
+    ev = tables.events.c
+    columns = (ev.type, ev.version, ev.causation_id, ev.payload)
+    event = conn.execute(select(*columns).where(ev.seq == lease.folded_seq)).first()
+    for _ in range(4):
+        if event is None or event.type in CHECK_IN_TYPES:
+            break
+        event = conn.execute(select(*columns).where(ev.event_id == event.causation_id)).first()
+    return event if event is not None and event.type in CHECK_IN_TYPES else None
 
 
 @query("result")
@@ -302,10 +314,26 @@ def statement(conn, actor: str, month: str, account: str | None = None, all_acco
     if all_accounts or (account is None and actor == OPERATOR_ACTOR):
         if actor != OPERATOR_ACTOR:
             raise QueryError("only the operator may read every account's statement")
-        return statements(conn, month)
+        return _with_holds(conn, month, statements(conn, month))
     name = account or actor
     if name != actor and actor != OPERATOR_ACTOR:
         raise QueryError("only the operator may read another account's statement")
     if conn.execute(select(tables.accounts.c.name).where(tables.accounts.c.name == str(name))).first() is None:
         raise QueryError(f"no account {name}")
-    return statements(conn, month, only=[name])
+    return _with_holds(conn, month, statements(conn, month, only=[name]))
+
+
+def _with_holds(conn, month: str, answer: dict) -> dict:
+    """The month still open closes at the live balances: its statements also
+    say what running leases hold now and what is available (balance + credit
+    limit - held). A closed month's statement stays the same bytes."""
+    if conn.execute(select(tables.months.c.month).where(tables.months.c.month == month,
+                                                        tables.months.c.last_seq.is_(None))).first() is None:
+        return answer
+    a = tables.accounts.c
+    live = {r.name: r for r in conn.execute(select(a.name, a.balance, a.credit_limit, a.held))}
+    for s in answer["statements"]:
+        row = live.get(s["account"])
+        if row is not None:
+            s["held"], s["available"] = row.held, row.balance + row.credit_limit - row.held
+    return answer

@@ -24,6 +24,8 @@ class Account:
     folded_seq: int
     #: disabled by the operator: its requests are refused, its keys no longer connect
     disabled: bool = False
+    #: the maximum cost of its jobs' open leases, held against balance plus credit (ledger.fold_money)
+    held: int = 0
 
 
 @dataclass(slots=True)
@@ -89,6 +91,11 @@ class Job:
     probe_work: int | None = None
     #: its owner asked for the network: it runs only on a worker that allows it
     network: bool = False
+    #: while held: the owner's available credit that makes it ready again (0: any not below zero)
+    funds_needed: int = 0
+    #: the workers whose leases of it expired since its last checkpoint,
+    #: sorted and space-separated: quarantine counts workers, not expiries
+    expired_workers: str = ""
 
 
 @dataclass(slots=True)
@@ -167,11 +174,13 @@ class Rules:
     #: micro-credits the market gives a member who opened their own account
     #: (a confirmed portal sign-up), 0 for none
     welcome_credits: int = 0
+    #: accounts of one e-mail domain that get the welcome (one per mailbox)
+    welcome_per_domain: int = 100
 
     @classmethod
     def from_settings(cls, settings) -> "Rules":
         return cls(quarantine_after=settings.quarantine_after, commission_bps=settings.commission_bps,
-                   welcome_credits=settings.welcome_micro_credits)
+                   welcome_credits=settings.welcome_micro_credits, welcome_per_domain=settings.welcome_per_domain)
 
 
 #: projection table name -> (row class, primary key attribute)
@@ -215,6 +224,7 @@ class MarketState:
     # rule scans every lease or every job.
     _open_leases: dict | None = field(default=None, repr=False, compare=False)
     _jobs_by_owner: dict | None = field(default=None, repr=False, compare=False)
+    _held_by_owner: dict | None = field(default=None, repr=False, compare=False)
 
     def table(self, name: str) -> dict:
         return getattr(self, name)
@@ -255,6 +265,26 @@ class MarketState:
     def job_added(self, job: Job) -> None:
         if self._jobs_by_owner is not None:
             self._jobs_by_owner.setdefault(job.owner, []).append(job.job_id)
+
+    # ---- held jobs by owner -------------------------------------------------------
+
+    def _held_index(self) -> dict[str, set[str]]:
+        if self._held_by_owner is None:
+            self._held_by_owner = {}
+            for job in self.jobs.values():
+                if job.status == "held":
+                    self._held_by_owner.setdefault(job.owner, set()).add(job.job_id)
+        return self._held_by_owner
+
+    def held_jobs(self, owner: str) -> list[Job]:
+        """The owner's held jobs, by job id (a money change looks at these only)."""
+        return [self.jobs[j] for j in sorted(self._held_index().get(owner, ()))]
+
+    def job_held(self, job: Job) -> None:
+        self._held_index().setdefault(job.owner, set()).add(job.job_id)
+
+    def job_unheld(self, job: Job) -> None:
+        self._held_index().get(job.owner, set()).discard(job.job_id)
 
     def touch(self, table: str, key: str, seq: int) -> None:
         getattr(self, table)[key].folded_seq = seq

@@ -235,7 +235,11 @@ def render_table(answer: dict) -> str:
                       f"(after {_credits(worker['commission'])} commission)\n")
         if totals["commission"]:
             out.write(f"Commissions: {_credits(totals['commission'])}\n")
-        out.write(f"Closing balance: {_credits(s['closing_balance'])}\n\n")
+        out.write(f"Closing balance: {_credits(s['closing_balance'])}\n")
+        if "held" in s:
+            out.write(f"Held by running leases: {_credits(s['held'])}; available: {_credits(s['available'])} "
+                      "(balance + credit limit - held)\n")
+        out.write("\n")
     if not answer["statements"]:
         out.write(f"No accounts in {answer['month']} (period {_period(answer)})\n")
     if "sum_of_closing_balances" in answer:

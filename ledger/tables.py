@@ -82,6 +82,7 @@ accounts = Table(
     Column("opened_at", String(32), nullable=False),
     Column("folded_seq", BigInteger, nullable=False),
     Column("disabled", Boolean, nullable=False, server_default="0"),
+    Column("held", BigInteger, nullable=False, server_default="0"),
 )
 
 #: broker identities: members' and workers' keys, as hashes only
@@ -143,6 +144,8 @@ jobs = Table(
     Column("probe_expected_sha256", String(64)),
     Column("probe_work", BigInteger),
     Column("network", Boolean, nullable=False, server_default="0"),
+    Column("funds_needed", BigInteger, nullable=False, server_default="0"),
+    Column("expired_workers", Text, nullable=False, server_default=""),
 )
 Index("ix_jobs_owner", jobs.c.owner)
 Index("ix_jobs_status", jobs.c.status)

@@ -65,7 +65,7 @@ def bill(market, month: str, *args: str, account: str = "operator") -> dict:
 
 def test_payments_across_a_month_boundary_and_statements_that_agree_with_live_balances(month_end_market, tmp_path):
     market = month_end_market
-    # Given two owners and two worker owners; carol can pay for 5 s of her job only
+    # Given two owners and two worker owners; carol can pay for one 5 s lease of her job only
     for name in ("carol", "dave"):
         market.open_account(name)
     market.send("operator", "account.deposited", {"account": "carol", "amount": 50_000})
@@ -80,10 +80,10 @@ def test_payments_across_a_month_boundary_and_statements_that_agree_with_live_ba
     time.sleep(max(wait, 0))
     alices = market.submit("alice", "count", PRICE, {"steps": 160, "delay": 0.25}, name="alice's")
     carols = market.submit("carol", "count", PRICE, {"steps": 80, "delay": 0.25}, name="carol's")
-    # When carol's money runs out, her job is held
+    # When carol's money cannot cover another lease, her job is held (a lease holds its maximum cost)
     wait_for(lambda: market.job(carols).status == "held", 60, "carol's job to be held")
-    assert [p["reason"] for _, p in market.events("job.held")] == ["held: insufficient funds"]
-    assert balances(market)["carol"] < 0
+    assert all(p["reason"].startswith("held: insufficient funds") for _, p in market.events("job.held"))
+    assert balances(market)["carol"] >= 0
     # until a deposit brings her back
     market.send("operator", "account.deposited", {"account": "carol", "amount": 10_000_000})
     # Then both jobs finish right, the month has turned, and every lease checked in was paid
@@ -95,7 +95,7 @@ def test_payments_across_a_month_boundary_and_statements_that_agree_with_live_ba
     paid = {p["lease_id"] for p in payments}
     with market.engine.connect() as conn:
         leases = conn.execute(select(tables.leases)).all()
-    assert paid == {l.lease_id for l in leases if l.outcome in ("checkpointed", "finished")}
+    assert paid == {l.lease_id for l in leases if l.outcome in ("checkpointed", "finished", "errored")}
     assert all(l.executed_ms == 0 for l in leases if l.outcome == "expired")
     assert all(p["price"] == 36_000_000 for p in payments)
     live = balances(market)

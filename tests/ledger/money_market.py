@@ -2,6 +2,7 @@
 on requests, a clock the test moves, and the log as the store would write it."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import orjson
@@ -32,6 +33,8 @@ class MoneyMarket:
         self.state = MarketState(rules=Rules(quarantine_after=quarantine_after, commission_bps=commission_bps))
         self.rows: list[dict] = []
         self.now = start
+        #: called with every plan as it is made (a test that also stores the log sets it)
+        self.on_plan = None
 
     # ---- time -------------------------------------------------------------------
 
@@ -41,19 +44,27 @@ class MoneyMarket:
 
     def sweep(self) -> list[Recorded]:
         plan = plan_expiries(self.state, self.now, GRACE)
-        self.rows += plan.events
+        self._planned(plan)
         return plan.recorded
 
     # ---- requests -----------------------------------------------------------------
 
-    def send(self, actor: str, event_type: str, payload: dict) -> list[Recorded]:
-        """Record a request; return the verdicts it derived."""
+    def send(self, actor: str, event_type: str, payload: dict, version: int | None = None) -> list[Recorded]:
+        """Record a request; return the verdicts it derived. ``version``: record
+        it as an older version of its type would have been (an old log)."""
         _, body = CODEC.encode(event_type, payload)
         decoded, invalid = decode_all(CODEC, [Incoming(body, actor)])
         assert not invalid, invalid[0][1].reason
+        if version is not None:
+            decoded = [(incoming, dataclasses.replace(envelope, version=version)) for incoming, envelope in decoded]
         plan = plan_batch(self.state, decoded, set(), self.now)
-        self.rows += plan.events
+        self._planned(plan)
         return plan.recorded[1:]
+
+    def _planned(self, plan) -> None:
+        self.rows += plan.events
+        if self.on_plan is not None:
+            self.on_plan(plan)
 
     def open(self, name: str, credit_limit: int = 0) -> list[Recorded]:
         return self.send("operator", "account.opened", {"account": name, "email": f"{name}@example.com",
@@ -88,19 +99,23 @@ class MoneyMarket:
         granted = [v for v in verdicts if v.type == "lease.granted"]
         return granted[0].payload["lease_id"] if granted else None
 
-    def _report(self, lease_id: str, event_type: str, extra: dict) -> list[Recorded]:
+    def _report(self, lease_id: str, event_type: str, extra: dict, actor: str | None = None,
+                version: int | None = None) -> list[Recorded]:
         lease = self.state.leases[lease_id]
-        owner = self.state.workers[lease.worker_id].owner
-        return self.send(owner, event_type, {"lease_id": lease_id, "job_id": lease.job_id, **extra})
+        owner = actor or self.state.workers[lease.worker_id].owner
+        return self.send(owner, event_type, {"lease_id": lease_id, "job_id": lease.job_id, **extra}, version)
 
-    def checkpoint(self, lease_id: str) -> list[Recorded]:
-        return self._report(lease_id, "checkpoint.submitted", {"state": Blob.of(self.now.encode())})
+    def checkpoint(self, lease_id: str, actor: str | None = None) -> list[Recorded]:
+        return self._report(lease_id, "checkpoint.submitted",
+                            {"state": Blob.of(self.now.encode()), "output": "progress"}, actor)
 
-    def finish(self, lease_id: str, result: bytes = b"done") -> list[Recorded]:
-        return self._report(lease_id, "job.finished", {"result": Blob.of(result)})
+    def finish(self, lease_id: str, result: bytes = b"done", actor: str | None = None) -> list[Recorded]:
+        return self._report(lease_id, "job.finished", {"result": Blob.of(result), "output": "the answer"}, actor)
 
-    def error(self, lease_id: str) -> list[Recorded]:
-        return self._report(lease_id, "job.errored", {"error": "Traceback: boom"})
+    def error(self, lease_id: str, actor: str | None = None, version: int | None = None) -> list[Recorded]:
+        # the trick: print the answer, then raise
+        return self._report(lease_id, "job.errored", {"error": "Traceback: boom", "output": "the answer"},
+                            actor, version)
 
     # ---- reading --------------------------------------------------------------------
 

@@ -153,6 +153,28 @@ def test_the_ledger_welcomes_a_member_who_opened_their_own_account_and_nobody_el
     assert sum(a.balance for a in state.accounts.values()) == 0
 
 
+def test_welcome_credits_go_once_per_mailbox_and_to_a_limited_number_per_domain():
+    from ledger.state import Rules
+
+    # Given welcome credits of 10, for at most 2 accounts of one domain
+    state = MarketState(rules=Rules(welcome_credits=10_000_000, welcome_per_domain=2))
+
+    def sign_up(account, email):
+        return types(ingest(state, request("account.opened", {"account": account, "email": email}, account)))
+
+    # When members confirm sign-ups, some with the same mailbox written another way
+    assert sign_up("ann", "ann@cheap.example") == ["account.opened", "account.welcomed"]
+    # Then the same mailbox (case, +tag) opens an account but gets no second welcome
+    assert sign_up("ann2", "ANN+again@Cheap.Example") == ["account.opened"]
+    assert sign_up("bea", "bea@cheap.example") == ["account.opened", "account.welcomed"]
+    # and the domain's third mailbox gets none; another domain still does
+    assert sign_up("cid", "cid@cheap.example") == ["account.opened"]
+    assert sign_up("dot", "dot@other.example") == ["account.opened", "account.welcomed"]
+    assert [state.accounts[n].balance for n in ("ann", "ann2", "bea", "cid", "dot")] == [
+        10_000_000, 0, 10_000_000, 0, 10_000_000]
+    assert sum(a.balance for a in state.accounts.values()) == 0
+
+
 def test_only_the_operator_or_the_account_itself_opens_an_account():
     state = MarketState()
     by_mallory = ingest(state, request("account.opened", {"account": "victim", "email": "v@example.com"}, "mallory"))

@@ -121,14 +121,32 @@ def test_an_expired_lease_rolls_the_job_back_and_its_late_reports_are_stale():
     assert types(late) == ["checkpoint.rejected"] and market.job().status == "ready"
 
 
-def test_a_job_whose_leases_keep_expiring_is_quarantined():
+def test_a_job_whose_leases_keep_expiring_on_different_workers_is_quarantined():
     market = a_market_with_a_ready_job(quarantine_after=2)
     propose(market, at_seconds=0)
     market.sweep(at_seconds=40)
-    propose(market, at_seconds=41)
+    propose(market, worker="wB", at_seconds=41)
     verdicts = market.sweep(at_seconds=80)
     assert types(verdicts) == ["lease.expired", "job.quarantined"]
     assert market.job().status == "quarantined"
+    assert "2 different workers" in verdicts[1].payload["reason"]
+
+
+def test_one_worker_letting_its_leases_expire_cannot_quarantine_a_strangers_job():
+    # Given a worker that lets every lease of a job it is given expire, again and again
+    market = a_market_with_a_ready_job(quarantine_after=2)
+    for round_ in range(5):
+        assert types(propose(market, at_seconds=round_ * 40)) == ["lease.granted"]
+        verdicts = market.sweep(at_seconds=round_ * 40 + 35)
+        # Then each time the job goes back to the ready list, never quarantined
+        assert types(verdicts) == ["lease.expired", "job.ready"]
+    assert market.job().status == "ready" and market.job().expiries == 5
+    assert market.job().expired_workers == "wA"
+    # and a checkpoint on an honest worker clears the record
+    lease = propose(market, worker="wB", at_seconds=300)[0].payload["lease_id"]
+    market.send("bob", "checkpoint.submitted", {"lease_id": lease, "job_id": "j1", "state": Blob.of(b"s1")},
+                at_seconds=301)
+    assert (market.job().expiries, market.job().expired_workers) == (0, "")
 
 
 def test_errors_are_retried_up_to_the_attempt_limit_then_the_job_fails_with_its_traceback():
@@ -136,11 +154,12 @@ def test_errors_are_retried_up_to_the_attempt_limit_then_the_job_fails_with_its_
     lease = propose(market)[0].payload["lease_id"]
     retry = market.send("bob", "job.errored", {"lease_id": lease, "job_id": "j1", "error": "Traceback: boom",
                                                 "exit_code": 1}, at_seconds=1)
-    assert types(retry) == ["job.ready"]
+    # the errored lease's time is paid (the job's own code failed on the worker's time)
+    assert types(retry) == ["payment.posted", "job.ready"]
     lease = propose(market, at_seconds=2)[0].payload["lease_id"]
     failed = market.send("bob", "job.errored", {"lease_id": lease, "job_id": "j1", "error": "Traceback: boom",
                                                  "exit_code": 1}, at_seconds=3)
-    assert types(failed) == ["job.failed"]
+    assert types(failed) == ["payment.posted", "job.failed"]
     assert market.job().status == "failed" and "boom" in market.job().error
 
 

@@ -63,7 +63,7 @@ def test_the_commission_is_a_setting():
     assert [p["amount"] for p in postings] == [-10_000, 9_000, 1_000]
 
 
-def test_expired_errored_cancelled_and_late_lease_time_is_paid_by_nobody():
+def test_expired_cancelled_and_late_lease_time_is_paid_by_nobody_and_errored_time_is_paid():
     market = a_market()
     market.register("bob", "wB2")
     for job in ("j1", "j2", "j3"):
@@ -71,7 +71,10 @@ def test_expired_errored_cancelled_and_late_lease_time_is_paid_by_nobody():
     expired = market.propose("j1", "wB", lease_seconds=30)
     errored = market.propose("j2", "wB2", lease_seconds=30)
     market.advance(5)
-    assert types(market.error(errored)) == ["job.ready"]
+    # the job's own code failed on the worker's time: those 5 s are paid
+    verdicts = market.error(errored)
+    assert types(verdicts) == ["payment.posted", "job.ready"]
+    assert (verdicts[0].payload["executed_ms"], verdicts[0].payload["postings"][0]["amount"]) == (5_000, -5_000)
     market.advance(40)
     assert types(market.sweep()) == ["lease.expired", "job.ready"]
     # a report for the expired lease comes late
@@ -80,8 +83,10 @@ def test_expired_errored_cancelled_and_late_lease_time_is_paid_by_nobody():
     market.advance(5)
     market.send("alice", "job.cancelled", {"job_id": "j3"})
     assert types(market.finish(cancelled)) == ["checkpoint.rejected"]
-    assert market.payments() == []
-    assert market.balances()["alice"] == 10 * CREDIT
+    assert [p["lease_id"] for p in market.payments()] == [errored]
+    assert market.balances()["alice"] == 10 * CREDIT - 5_000
+    # and every hold was released: nothing is held with no lease open
+    assert market.state.accounts["alice"].held == 0
 
 
 def test_probe_jobs_are_not_billed():
@@ -118,70 +123,68 @@ def test_only_the_owner_may_reprice():
     assert market.state.jobs["j1"].price == 3_600_000
 
 
-def test_an_owner_below_its_credit_limit_has_its_ready_jobs_held_until_a_deposit():
-    # Given alice with 0.01 credits, two jobs: j1 leased, j2 waiting
+def test_a_lease_its_owner_cannot_cover_is_refused_and_the_job_held_until_a_deposit():
+    # Given alice with 0.01 credits and a job at 36 credits/h
     market = MoneyMarket()
     market.open("alice")
     market.open("bob")
     market.register("bob", "wB")
     market.deposit("alice", 10_000)
     market.submit("alice", "j1", 36 * CREDIT)
-    market.submit("alice", "j2", 36 * CREDIT)
+    # When the scheduler proposes a 600 s lease (it may cost 6 credits)
+    verdicts = market.send("scheduler", "lease.proposed", {"job_id": "j1", "worker_id": "wB", "checkpoint": 0,
+                                                           "lease_seconds": 600})
+    # Then the lease is refused and the job held, saying what it needs
+    assert types(verdicts) == ["lease.refused", "job.held"]
+    assert verdicts[1].payload["funds_needed"] == 6 * CREDIT
+    assert verdicts[1].payload["reason"].startswith(
+        "held: insufficient funds: a 600 s lease at 36.000000 credits/h may cost 6.000000 credits, "
+        "and alice has 0.010000 credits available")
+    assert market.state.jobs["j1"].status == "held" and market.state.accounts["alice"].held == 0
+    # and a deposit that does not cover it leaves it held, one that does makes it ready
+    assert types(market.deposit("alice", CREDIT)) == []
+    assert types(market.deposit("alice", 5 * CREDIT)) == ["job.ready"]
     lease = market.propose("j1", "wB")
-    # When j1's checkpoint costs more than she has (0.1 credits for 10 s)
+    assert lease is not None and market.state.accounts["alice"].held == 6 * CREDIT
+    # and while the lease holds her credit, a second job cannot lease
+    market.submit("alice", "j2", 36 * CREDIT)
+    market.register("bob", "wB2")
+    assert market.propose("j2", "wB2") is None and market.state.jobs["j2"].status == "held"
+    # When the first lease checkpoints: its hold is released and its 10 s paid
     market.advance(10)
     verdicts = market.checkpoint(lease)
-    # Then the payment is posted anyway, and both her ready jobs are held
-    assert types(verdicts) == ["checkpoint.committed", "payment.posted", "job.held", "job.held"]
-    assert {v.payload["job_id"] for v in verdicts[2:]} == {"j1", "j2"}
-    assert all(v.payload["reason"] == "held: insufficient funds" for v in verdicts[2:])
-    assert market.balances()["alice"] == 10_000 - 100_000
-    assert {j.status for j in market.state.jobs.values()} == {"held"}
-    # and no lease is granted for a held job, nor a new job accepted
-    assert market.propose("j2", "wB") is None
-    assert types(market.submit("alice", "j3", CREDIT)) == ["job.rejected"]
-    # When a deposit brings her back
-    released = market.deposit("alice", 90_000)
-    # Then her held jobs are ready again
-    assert types(released) == ["job.ready", "job.ready"]
-    assert {j.status for j in market.state.jobs.values()} == {"ready"}
+    assert types(verdicts) == ["checkpoint.committed", "payment.posted", "job.ready"]
+    assert verdicts[2].payload["job_id"] == "j1"
+    assert market.state.accounts["alice"].held == 0
+    assert market.balances()["alice"] == 10_000 + 6 * CREDIT - 100_000
+    # Then j2 still waits for the 0.09 credits it lacks, and they make it ready
+    assert market.state.jobs["j2"].status == "held"
+    assert types(market.deposit("alice", 90_000)) == ["job.ready"]
 
 
-def test_a_running_lease_finishes_normally_and_is_paid_when_its_owner_is_held():
-    market = MoneyMarket()
-    market.open("alice")
-    market.open("bob")
-    market.register("bob", "wB")
-    market.register("bob", "wB2")
-    market.deposit("alice", 50_000)
-    market.submit("alice", "j1", 36 * CREDIT)
-    market.submit("alice", "j2", 36 * CREDIT)
-    running = market.propose("j2", "wB2")
-    first = market.propose("j1", "wB")
-    market.advance(10)
-    market.checkpoint(first)  # alice is now at -0.05: j1 held
-    assert market.state.jobs["j1"].status == "held" and market.state.jobs["j2"].status == "leased"
-    verdicts = market.finish(running)
-    assert types(verdicts) == ["job.completed", "payment.posted"]
-    assert market.state.jobs["j2"].status == "completed"
-    assert market.balances()["alice"] == 50_000 - 200_000
-
-
-def test_credit_keeps_jobs_running_and_lowering_it_holds_them():
+def test_lowering_the_credit_limit_holds_ready_jobs_while_the_running_lease_is_paid():
+    # Given alice living on 1 credit of credit, j1 leased for 10 s, j2 ready
     market = MoneyMarket()
     market.open("alice", credit_limit=CREDIT)
     market.open("bob")
     market.register("bob", "wB")
     market.submit("alice", "j1", 36 * CREDIT)
-    lease = market.propose("j1", "wB")
-    market.advance(10)
-    assert types(market.checkpoint(lease))[-1] == "job.ready"  # -0.1 is within her 1 credit
+    market.submit("alice", "j2", 36 * CREDIT)
+    lease = market.propose("j1", "wB", lease_seconds=10)
+    # When the operator takes her credit away
     assert types(market.credit("alice", 0)) == ["job.held"]
-    assert types(market.credit("alice", CREDIT)) == ["job.ready"]
+    assert market.state.jobs["j2"].status == "held"
+    # Then the running lease still finishes and is paid from what was held for it
+    market.advance(10)
+    assert types(market.checkpoint(lease))[:2] == ["checkpoint.committed", "payment.posted"]
+    assert market.state.jobs["j1"].status == "held"
+    assert market.balances()["alice"] == -100_000
+    # and credit given back makes both ready again
+    assert types(market.credit("alice", CREDIT)) == ["job.ready", "job.ready"]
 
 
 def test_earnings_that_bring_an_owner_back_release_its_jobs():
-    # Given alice owns worker wA too, and is held at -0.01
+    # Given alice owns worker wA too, and her job is held for want of 0.1 credits
     market = MoneyMarket()
     for name in ("alice", "bob"):
         market.open(name)
@@ -189,19 +192,16 @@ def test_earnings_that_bring_an_owner_back_release_its_jobs():
     market.register("bob", "wB")
     market.deposit("bob", 10 * CREDIT)
     market.submit("alice", "a1", 36 * CREDIT)
-    market.submit("alice", "a2", 36 * CREDIT)
-    lease = market.propose("a1", "wB")
-    market.advance(1)
-    market.checkpoint(lease)
-    assert market.state.jobs["a2"].status == "held"
-    # When bob's job runs on her worker and pays her more than she owes
+    assert market.propose("a1", "wB", lease_seconds=10) is None
+    assert market.state.jobs["a1"].funds_needed == 100_000
+    # When bob's job runs on her worker and pays her more than that
     market.submit("bob", "b1", 36 * CREDIT)
     lease = market.propose("b1", "wA")
-    market.advance(10)
+    market.advance(20)
     verdicts = market.checkpoint(lease)
-    # Then her held jobs are ready again
-    assert {v.payload["job_id"] for v in verdicts if v.type == "job.ready"} >= {"a1", "a2"}
-    assert market.balances()["alice"] > 0
+    # Then her held job is ready again
+    assert "a1" in {v.payload["job_id"] for v in verdicts if v.type == "job.ready"}
+    assert market.balances()["alice"] > 100_000
 
 
 def test_only_the_operator_moves_money_or_grants_credit_and_system_accounts_are_reserved():

@@ -3,9 +3,14 @@ reprices, credit and deposits (hypothesis), with the pure fold only:
 
 - money is conserved: every posting set sums to zero, balances sum to zero,
   and each balance is exactly the sum of its postings;
-- accepted work is paid exactly once at its lease's price, and no expired,
-  errored, cancelled or late lease time is paid, nor any probe;
-- no ready job belongs to an owner who cannot pay, and no held job to one who can;
+- accepted and errored work is paid exactly once at its lease's price, and
+  no expired, cancelled or late lease time is paid, nor any probe;
+- credit is a bound: each account holds exactly the maximum cost of its open
+  leases, no payment is more than its lease's hold, and no account goes
+  below minus the highest credit limit it was given;
+- no output is shown for an unpaid lease;
+- no ready job belongs to an owner who cannot pay, and no held job to one
+  whose available credit covers what it waits for;
 - replaying the log reproduces every projection, month-end snapshots included;
 - statements chain month to month, sum to the balance changes, close at the
   live balances and sum to zero.
@@ -17,7 +22,8 @@ from fractions import Fraction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.fold import in_good_standing
+from ledger.fold_money import available, in_good_standing, lease_hold
+from ledger.money import output_shown
 from ledger.state import ROW_TYPES
 from ledger.statements import month_bounds
 from tests.ledger.money_market import MoneyMarket
@@ -45,6 +51,9 @@ operations = st.one_of(
 
 def a_market() -> MoneyMarket:
     market = MoneyMarket()
+    #: the highest credit limit each account was given (a lease granted under
+    #: it may still be paid after the operator lowers it)
+    market.highest_limit = {}
     for owner in OWNERS:
         market.open(owner)
     for worker_id, owner in WORKERS.items():
@@ -59,6 +68,7 @@ def run(market: MoneyMarket, operation: tuple) -> None:
         market.deposit(*args)
     elif kind == "credit":
         market.credit(*args)
+        market.highest_limit[args[0]] = max(market.highest_limit.get(args[0], 0), args[1])
     elif kind == "submit":
         owner, price = args
         market.submit(owner, f"job-{len(market.state.jobs)}", price)
@@ -97,6 +107,14 @@ def check_money(market: MoneyMarket) -> None:
     balances = market.balances()
     assert sum(balances.values()) == 0
     refused = {r.payload["request_id"] for r in market.records() if r.type == "request.rejected"}
+    # the report that closed each lease: what the output query looks at
+    reports = {}
+    for record in market.records():
+        if record.type in ("checkpoint.committed", "job.completed", "job.errored") and "lease_id" in record.payload:
+            lease = state.leases[record.payload["lease_id"]]
+            if lease.folded_seq == record.seq:
+                reports[lease.lease_id] = ("job.errored" if record.type == "job.errored" else "job.finished",
+                                           record.version)
     posted: dict[str, int] = {name: 0 for name in balances}
     paid_leases = set()
     for record in market.records():
@@ -109,7 +127,8 @@ def check_money(market: MoneyMarket) -> None:
         lease, job = state.leases[p["lease_id"]], state.jobs[p["job_id"]]
         assert p["lease_id"] not in paid_leases, "a lease paid twice"
         paid_leases.add(p["lease_id"])
-        assert lease.outcome in ("checkpointed", "finished") and not job.probe
+        assert lease.outcome in ("checkpointed", "finished", "errored") and not job.probe
+        assert -p["postings"][0]["amount"] <= lease_hold(lease.lease_seconds, lease.price), "paid past the hold"
         assert (p["executed_ms"], p["price"], p["worker_id"]) == (lease.executed_ms, lease.price, lease.worker_id)
         assert p["executed_ms"] <= lease.lease_seconds * 1000
         charge = round(Fraction(lease.executed_ms * lease.price, 3_600_000))
@@ -121,18 +140,29 @@ def check_money(market: MoneyMarket) -> None:
         for posting in p["postings"]:
             posted[posting["account"]] += posting["amount"]
     assert posted == balances
+    held = {name: 0 for name in balances}
     for lease in state.leases.values():
-        billable = not state.jobs[lease.job_id].probe and lease.outcome in ("checkpointed", "finished")
+        job = state.jobs[lease.job_id]
+        billable = not job.probe and lease.outcome in ("checkpointed", "finished", "errored")
         assert (lease.lease_id in paid_leases) == billable
         if lease.outcome == "expired":
             assert lease.executed_ms == 0
+        if lease.outcome == "open" and not job.probe:
+            held[job.owner] += lease_hold(lease.lease_seconds, lease.price)
+        if not job.probe and output_shown(lease.outcome, *reports.get(lease.lease_id, (None, 0))):
+            assert lease.lease_id in paid_leases, f"output of unpaid lease {lease.lease_id} shown"
+    assert {name: a.held for name, a in state.accounts.items()} == held
+    for name, account in state.accounts.items():
+        if name not in ("market", "external"):
+            assert account.balance >= -market.highest_limit.get(name, 0), f"{name} went past its credit"
     for job in state.jobs.values():
         if job.probe:
             continue
         if job.status == "ready":
             assert in_good_standing(state.accounts[job.owner]), f"{job.job_id} ready while its owner cannot pay"
         if job.status == "held":
-            assert not in_good_standing(state.accounts[job.owner]), f"{job.job_id} held while its owner can pay"
+            assert available(state.accounts[job.owner]) < job.funds_needed or not in_good_standing(
+                state.accounts[job.owner]), f"{job.job_id} held while its owner can pay"
 
 
 def next_month(month: str) -> str:

@@ -11,7 +11,10 @@ from ledger.state import Rules
 def test_the_commission_defaults_to_five_percent_and_reaches_the_rules():
     assert Rules.from_settings(Settings.from_env(environ={})).commission_bps == 500
     settings = Settings.from_env(environ={"MARKET_COMMISSION_BPS": "250", "MARKET_QUARANTINE_AFTER": "4"})
-    assert Rules.from_settings(settings) == Rules(quarantine_after=4, commission_bps=250, welcome_credits=10_000_000)
+    assert Rules.from_settings(settings) == Rules(quarantine_after=4, commission_bps=250, welcome_credits=10_000_000,
+                                                  welcome_per_domain=100)
+    limited = Settings.from_env(environ={"MARKET_WELCOME_PER_DOMAIN": "3"})
+    assert Rules.from_settings(limited).welcome_per_domain == 3
 
 
 @pytest.mark.parametrize("value", ["-1", "10001", "5%"])

@@ -26,7 +26,9 @@ def test_job_histories_are_the_job_query_for_each_of_the_askers_newest_jobs(engi
 
 def test_balance_and_my_workers_are_the_askers_own(engine):
     fold_into(engine, market_messages())
-    assert ask(engine, "alice", "balance") == {"balance": 0, "credit_limit": 0}
+    # alice's open lease (60 s at 5.2 credits/h) holds its maximum cost against her 1 credit
+    assert ask(engine, "alice", "balance") == {"balance": 1_000_000, "credit_limit": 0, "held": 86_667,
+                                               "available": 1_000_000 - 86_667}
     assert ask(engine, "nobody", "balance") is None
     mine = ask(engine, "alice", "workers", mine=True)
     assert [w["worker_id"] for w in mine] == ["alice-box"] and mine[0]["owner"] == "alice"

@@ -233,7 +233,7 @@ CODEC = Codec()
 def market_messages() -> list[tuple[str, bytes, str, str]]:
     """A small market as the ledger receives it: (event id, body, actor, type).
 
-    alice and bob each own a worker and jobs; each runs a job on the other's
+    alice and bob (1 credit each) each own a worker and jobs; each runs a job on the other's
     worker; bob's second job completes with a result; a probe measures."""
     messages = []
 
@@ -248,6 +248,9 @@ def market_messages() -> list[tuple[str, bytes, str, str]]:
 
     for account in ("alice", "bob", "carol"):
         send("operator", "account.opened", {"account": account, "email": f"{account}@example.com"})
+    for account in ("alice", "bob"):
+        # a lease holds its maximum cost against its owner: they can pay
+        send("operator", "account.deposited", {"account": account, "amount": 1_000_000})
     send("alice", "worker.registered", {"worker_id": "alice-box", "name": "alice's box", "lease_seconds": 60})
     send("bob", "worker.registered", {"worker_id": "bob-laptop", "name": "bob's laptop", "slots": 2,
                                       "lease_seconds": 60})

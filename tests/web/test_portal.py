@@ -57,7 +57,10 @@ def test_a_confirmed_member_has_an_account_in_the_ledger_and_the_welcome_credits
     with portal.market.engine.connect() as conn:
         account = conn.execute(select(tables.accounts).where(tables.accounts.c.name == alice.account)).one()
     assert account.email == alice.email and account.balance == 100_000_000
-    assert "100.000000" in alice.http.get("/dashboard").text
+    page = alice.http.get("/dashboard").text
+    assert "100.000000" in page
+    # with what running leases hold and what is available (nothing runs yet)
+    assert '<span id="held">0.000000</span>' in page and '<span id="available">100.000000</span>' in page
 
 
 def test_the_session_cookie_is_http_only_and_same_site(portal):
