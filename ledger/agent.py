@@ -50,6 +50,9 @@ RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0
 #: seconds between two tries of a batch (or a state reload) the database
 #: failed for its own reasons, doubling up to the maximum
 DB_RETRY_MIN, DB_RETRY_MAX = 0.2, 5.0
+#: milliseconds SQLite waits for a lock before failing: the writer retries
+#: in place itself (logged, and watching for stop), so its silent wait is short
+WRITER_BUSY_TIMEOUT_MS = 1000
 #: seconds a standby waits between two tries of the writer's lock
 STANDBY_POLL = 0.5
 #: bytes of recent blobs the agent keeps in memory for lease deliveries
@@ -393,7 +396,7 @@ async def serve(settings, stop: asyncio.Event) -> None:
     """Run the ledger agent until ``stop`` is set."""
     from ledger.migrate import make_engine
 
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, sqlite_busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
     try:
         await LedgerAgent(settings, LedgerStore(engine), clock=settings.ledger_clock()).run(stop)
     finally:
