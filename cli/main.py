@@ -281,6 +281,8 @@ def _job_commands(commands, command, accounts) -> None:
     report_commands.register(commands, command)
     from cli import money_commands
     money_commands.register(commands, command)
+    from cli import dlq
+    dlq.register(commands, command)
 
 
 def main(argv=None) -> int:
