@@ -10,13 +10,10 @@ import sys
 from sqlalchemy import select
 
 from contracts.blobs import Blob
-from contracts.envelope import Codec, utc_now_iso
+from contracts.envelope import utc_now_iso
 from ledger import tables
-from ledger.ingest import Incoming, decode_all, plan_batch
-from ledger.migrate import make_engine, upgrade
-from ledger.store import LedgerStore
-
-CODEC = Codec()
+from ledger.migrate import make_engine
+from tests.cli.test_ledger_cli import record_requests
 LONG_AGO = "2026-01-05T10:00:00.000000Z"
 SHARED_MODULE = b"def sort(s):\n    yield s\n"
 
@@ -27,11 +24,7 @@ def job(job_id: str, module: bytes, state: bytes) -> dict:
 
 
 def build_ledger(db_url: str) -> None:
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    store = LedgerStore(engine)
-    state = store.load_state()
-    requests = [
+    record_requests(db_url, [
         (LONG_AGO, "operator", "account.opened", {"account": "alice", "email": "alice@example.com"}),
         (LONG_AGO, "operator", "account.deposited", {"account": "alice", "amount": 7_000_000}),
         # accepted: its module is also sent by a rejected job below, and must stay
@@ -41,13 +34,7 @@ def build_ledger(db_url: str) -> None:
         (LONG_AGO, "mallory", "job.submitted", job("j3", b"def three(s):\n    return 3\n", b"state three")),
         # rejected today: inside the retention period
         (utc_now_iso(), "mallory", "job.submitted", job("j4", b"def four(s):\n    return 4\n", b"state four")),
-    ]
-    for recorded_at, actor, event_type, payload in requests:
-        _, body = CODEC.encode(event_type, payload)
-        decoded, _ = decode_all(CODEC, [Incoming(body, actor)])
-        store.write(plan_batch(state, decoded, set(), recorded_at), state)
-    store.close()
-    engine.dispose()
+    ])
 
 
 def blobs(db_url: str) -> set[bytes]:
