@@ -11,6 +11,14 @@ on restart.
 
 Database work runs on one dedicated thread, so the event loop keeps taking
 deliveries while a batch commits, and SQLite sees a single writer.
+
+Faults (issue 14): only the ledger holding the database's writer lock runs,
+a second one stands by (``ledger.writer_lock``); the database's own failures
+(locked, unreachable, serialization) are retried in place for the whole
+batch, never dead-lettered; a failed write invalidates the in-memory state,
+which is reloaded before anything is folded into it again, and every write
+checks the log's tip; a relay (``ledger.relay``) or sweeper
+(``ledger.sweeper``) that stops ends the session, and the next one restarts them.
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ from broker_setup.topology import LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_LEASES, 
 from contracts.envelope import Codec, utc_now_iso
 from contracts.lease import encode_lease_message
 from contracts.errors import ContractError
+from ledger.answering import answer_query
 from ledger.blob_cache import BlobCache
 from ledger.errors import TransientStoreError, WriterLockLost
 from ledger.fold import due_expiries
@@ -39,7 +48,6 @@ from ledger.relay import OutboxRelay
 from ledger.state import Rules
 from ledger.store import LedgerStore, is_transient
 from ledger.sweeper import sweep
-from contracts.routing import LEDGER_ACTOR
 from ledger.unrecorded import dead_letter, reply_to_unrecorded
 from ledger.writer_lock import writer_lock
 
@@ -112,11 +120,11 @@ class LedgerAgent:
                 if await self._on_db(self.lock.try_acquire):
                     log.info("ledger.writer_lock_taken", standby_before=standing_by)
                     return True
+                if not standing_by:
+                    log.info("ledger.standby", reason="another ledger holds the writer's lock")
+                    standing_by = True
             except Exception as e:  # noqa: BLE001 - the database may be down: keep trying
                 log.warning("ledger.writer_lock_unavailable", reason=repr(e))
-            if not standing_by:
-                log.info("ledger.standby", reason="another ledger holds the writer's lock")
-                standing_by = True
             await sleep_or_stop(stop, STANDBY_POLL)
         return False
 
@@ -347,24 +355,7 @@ class LedgerAgent:
     # ---- the query side -----------------------------------------------------
 
     async def _answer(self, message, publisher: Publisher) -> None:
-        from ledger.queries import answer
-
-        async with message.process(requeue=False):
-            try:
-                asked = orjson.loads(message.body)
-                name, args = asked["query"], asked.get("args") or {}
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                reply = {"ok": False, "error": 'a query is {"query": NAME, "args": {...}}'}
-            else:
-                if not message.user_id:
-                    reply = {"ok": False, "error": "a query needs the asker's user_id"}
-                else:
-                    reply = await asyncio.get_running_loop().run_in_executor(
-                        self._reads, answer, self.store.engine, message.user_id, name, args)
-            if message.reply_to:
-                await publisher.publish(orjson.dumps(reply), message.reply_to, user_id=LEDGER_ACTOR,
-                                        message_id=message.message_id or "", correlation_id=message.correlation_id,
-                                        exchange="", mandatory=False)
+        await answer_query(message, publisher, self.store.engine, self._reads)
 
     # ---- the deadline sweeper -------------------------------------------------
 
