@@ -122,3 +122,23 @@ def test_the_operator_lists_shows_and_replays_dead_letters(ledger_home, tmp_path
     assert count_events(engine, "account.opened") == 1
     again = json.loads(marketctl(settings, tmp_path, "dlq", "list", DEAD, "--json").stdout)
     assert sorted(m["id"] for m in again["messages"]) == ["bad-json", "bad-type"]
+
+
+def test_dlq_is_the_operators_tool_only(tmp_path):
+    # Given a member's credentials file (alice's own key)
+    from cli.credentials import Credentials
+
+    path = Credentials(amqp_url="amqp://alice:not-the-operator@127.0.0.1:5672/", account="alice").save(
+        tmp_path / "alice.credentials")
+    env = dict(os.environ, HOME=str(tmp_path))
+
+    # When alice runs each dlq command
+    for args in (("list", DEAD), ("show", DEAD, "x"), ("replay", DEAD, "--all")):
+        done = subprocess.run([sys.executable, "-m", "cli.main", "--credentials", str(path), "dlq", *args],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+        # Then it is refused in one line, before anything reaches the broker
+        assert done.returncode != 0
+        assert done.stderr.strip().splitlines() == [
+            "marketctl: `marketctl dlq` is the operator's tool on the market's host: run it without a member's "
+            "or a worker's credentials"]
