@@ -378,6 +378,11 @@ class Delivery:
         return self._message.delivery.routing_key
 
     @property
+    def exchange(self) -> str | None:
+        """The exchange it was published to."""
+        return self._message.delivery.exchange
+
+    @property
     def redelivered(self) -> bool:
         return bool(self._message.delivery.redelivered)
 

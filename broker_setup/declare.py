@@ -15,6 +15,7 @@ from broker_setup.errors import TopologyError
 from broker_setup.topology import (
     BindingSpec,
     ExchangeSpec,
+    UPGRADED_ARGUMENTS,
     QueueSpec,
     Topology,
     lease_queue_spec,
@@ -32,7 +33,7 @@ async def declare_topology(channel: aio_pika.abc.AbstractChannel, topo: Topology
     for exchange in topo.exchanges:
         await _declare_exchange(channel, exchange)
     for queue in topo.queues:
-        await _declare_queue(channel, queue)
+        await _declare_queue(channel, queue, topo.bindings_of(queue.name))
     for binding in topo.bindings:
         await _bind(channel, binding)
     underlay = await channel.get_underlay_channel()
@@ -73,19 +74,49 @@ async def _declare_exchange(channel, exchange: ExchangeSpec) -> None:
         ) from e
 
 
-async def _declare_queue(channel, queue: QueueSpec) -> aio_pika.abc.AbstractQueue:
+async def _declare_queue(channel, queue: QueueSpec, bindings: tuple[BindingSpec, ...] = ()
+                         ) -> aio_pika.abc.AbstractQueue:
     try:
-        return await channel.declare_queue(
-            queue.name,
-            durable=queue.durable,
-            arguments=queue.arguments or None,
-        )
+        return await _declare_as_specified(channel, queue)
     except aiormq.exceptions.ChannelPreconditionFailed as e:
+        if not any(f"'{argument}'" in _reason(e) for argument in UPGRADED_ARGUMENTS):
+            raise TopologyError(
+                f"queue {queue.name!r} already exists with other arguments ({_reason(e)}); "
+                f"delete it (rabbitmqctl delete_queue {queue.name}, losing its messages) "
+                "or reset the node (`marketctl down` and remove MARKET_HOME/rabbitmq)"
+            ) from e
+        mismatch = e
+    await _replace_empty_queue(channel, queue, bindings, mismatch)
+    return await _declare_as_specified(channel, queue)
+
+
+async def _replace_empty_queue(channel, queue: QueueSpec, bindings, mismatch: BaseException) -> None:
+    """RabbitMQ cannot change a queue's arguments in place, and this version
+    added some (single active consumer, dead-letter limits). Quorum queues
+    refuse a conditional delete (if-empty, if-unused), so: unbind the queue
+    (a mandatory publish is then returned to its publisher, never dropped),
+    and delete it only if it is found empty and unused; otherwise bind it
+    again and say what the operator must do."""
+    await channel.reopen()
+    underlay = await channel.get_underlay_channel()
+    for binding in bindings:
+        await underlay.queue_unbind(binding.queue, binding.exchange, routing_key=binding.routing_key)
+    found = (await channel.declare_queue(queue.name, passive=True)).declaration_result
+    if found.message_count or found.consumer_count:
+        for binding in bindings:
+            await _bind(channel, binding)
         raise TopologyError(
-            f"queue {queue.name!r} already exists with other arguments ({_reason(e)}); "
-            f"delete it (rabbitmqctl delete_queue {queue.name}, losing its messages) "
-            "or reset the node (`marketctl down` and remove MARKET_HOME/rabbitmq)"
-        ) from e
+            f"queue {queue.name!r} already exists with other arguments ({_reason(mismatch)}) and holds "
+            f"{found.message_count} messages for {found.consumer_count} consumers: stop its consumers, let it "
+            f"drain (a dead-letter queue: `marketctl dlq replay {queue.name} --all`) and run again; or delete it "
+            f"(rabbitmqctl delete_queue {queue.name}, losing its messages)"
+        ) from mismatch
+    await underlay.queue_delete(queue.name)
+    log.warning("topology.queue_replaced", queue=queue.name, reason=_reason(mismatch))
+
+
+async def _declare_as_specified(channel, queue: QueueSpec) -> aio_pika.abc.AbstractQueue:
+    return await channel.declare_queue(queue.name, durable=queue.durable, arguments=queue.arguments or None)
 
 
 async def _bind(channel, binding: BindingSpec) -> None:

@@ -75,6 +75,12 @@ SCHEDULER_OFFERS_TYPES: tuple[str, ...] = (
 #: workers to probe (the ledger checks the probes' answers itself)
 SPEEDPROBE_TYPES: tuple[str, ...] = ("worker.registered",)
 
+#: queue arguments a newer version added to existing queues: a queue found
+#: without them (RabbitMQ names the first argument that differs) is replaced
+#: by ``declare_topology`` when it is empty and unused; any other difference
+#: is an error for the operator
+UPGRADED_ARGUMENTS: tuple[str, ...] = ("x-single-active-consumer", "x-max-length", "x-message-ttl", "x-overflow")
+
 QUORUM = "quorum"
 CLASSIC = "classic"
 
@@ -147,8 +153,11 @@ class Topology:
 def topology(settings) -> Topology:
     """The static topology: exchanges, consumer queues, their dead-letter queues, bindings."""
     consumers = (
-        (_consumer_queue(LEDGER_INBOX, settings), tuple(t for t in REQUEST_TYPES if t not in LEASE_TRAFFIC_TYPES)),
-        (_consumer_queue(LEDGER_LEASES, settings), LEASE_TRAFFIC_TYPES),
+        # single active consumer: a second ledger started by mistake gets
+        # nothing from the broker (it also waits for the database's writer lock)
+        (_consumer_queue(LEDGER_INBOX, settings, single_active=True),
+         tuple(t for t in REQUEST_TYPES if t not in LEASE_TRAFFIC_TYPES)),
+        (_consumer_queue(LEDGER_LEASES, settings, single_active=True), LEASE_TRAFFIC_TYPES),
         # single active consumer: a standby scheduler waits attached and takes
         # over the moment the active one goes away, with no double matching.
         # Classic, not quorum: these carry signals that a scheduler taking over
@@ -170,9 +179,9 @@ def topology(settings) -> Topology:
         queues.append(queue)
         bindings += [BindingSpec(queue.name, EVENTS_EXCHANGE, routing_key(t)) for t in event_types]
     for queue, _ in consumers:
-        queues.append(QueueSpec(dead_letter_queue(queue.name)))
+        queues.append(dead_letter_queue_spec(dead_letter_queue(queue.name), settings))
         bindings.append(BindingSpec(dead_letter_queue(queue.name), DEAD_EXCHANGE, queue.name))
-    queues.append(QueueSpec(LEASE_DEAD))
+    queues.append(dead_letter_queue_spec(LEASE_DEAD, settings))
     bindings.append(BindingSpec(LEASE_DEAD, DEAD_EXCHANGE, LEASE_DEAD))
     bindings.append(BindingSpec(LEDGER_QUERIES, QUERIES_EXCHANGE, LEDGER_QUERIES))
     return Topology(
@@ -204,6 +213,20 @@ def lease_queue_spec(worker_id: str) -> tuple[QueueSpec, BindingSpec]:
         },
     )
     return queue, BindingSpec(name, LEASES_EXCHANGE, worker_id)
+
+
+def dead_letter_queue_spec(name: str, settings) -> QueueSpec:
+    """A dead-letter queue, bounded: at most MARKET_DLQ_MAX_LENGTH messages,
+    each kept MARKET_DLQ_TTL_SECONDS; past the length the oldest is dropped
+    (``drop-head``), so the newest faults are the ones an operator sees."""
+    return QueueSpec(name, arguments={"x-max-length": settings.dlq_max_length,
+                                      "x-message-ttl": settings.dlq_ttl_seconds * 1000,
+                                      "x-overflow": "drop-head"})
+
+
+def dead_letter_queues(topo: Topology) -> tuple[str, ...]:
+    """The names of the topology's dead-letter queues."""
+    return tuple(name for name in topo.queue_names if name.endswith(".dead"))
 
 
 def _signal_queue(name: str) -> QueueSpec:

@@ -13,7 +13,7 @@ import structlog
 
 from common.errors import MarketError
 from common.logs import configure_logging
-from common.settings import Settings
+from common.settings import Settings, SettingsError
 
 
 def _print_json(value) -> None:
@@ -88,6 +88,26 @@ def cmd_ledger_verify(settings, args) -> int:
     else:
         print(f"hash chain broken at sequence {report.first_bad_seq}: {report.reason}", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def cmd_ledger_gc(settings, args) -> int:
+    from datetime import timedelta
+
+    from contracts.envelope import utc_now_iso
+    from ledger.gc import collect_blobs
+
+    days = settings.blob_retention_days if args.older_than is None else args.older_than
+    if days < 0:
+        raise SettingsError("--older-than takes a number of days, 0 or more")
+    report = collect_blobs(_store(settings).engine, utc_now_iso(), timedelta(days=days), dry_run=args.dry_run)
+    if args.json:
+        _print_json({"removed": report.removed, "removed_bytes": report.removed_bytes, "kept": report.kept,
+                     "older_than_days": days, "dry_run": args.dry_run})
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {report.removed} blobs ({report.removed_bytes} bytes) of refused or rejected requests "
+              f"older than {days:g} days; kept {report.kept} (recent, or needed elsewhere)")
+    return 0
 
 
 def cmd_replay(settings, args) -> int:
@@ -213,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="ledger_command", metavar="SUBCOMMAND", required=True)
     sub = command("verify", cmd_ledger_verify, "walk the hash chain; name the first bad sequence", ledger)
     sub.add_argument("--json", action="store_true", help="print JSON")
+    sub = command("gc", cmd_ledger_gc, "remove the blobs referenced only by refused or rejected requests older "
+                  "than the retention period; print what was removed", ledger)
+    sub.add_argument("--older-than", type=float, metavar="DAYS",
+                     help="retention in days (default MARKET_BLOB_RETENTION_DAYS, 30)")
+    sub.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    sub.add_argument("--json", action="store_true", help="print JSON")
 
     sub = command("replay", cmd_replay, "rebuild every projection from the events and compare with the live ones")
     sub.add_argument("--verify", action="store_true", help="compare row by row; exit 1 on any difference")
@@ -295,6 +321,8 @@ def _job_commands(commands, command, accounts) -> None:
     report_commands.register(commands, command)
     from cli import money_commands
     money_commands.register(commands, command)
+    from cli import dlq
+    dlq.register(commands, command)
 
 
 def main(argv=None) -> int:

@@ -84,6 +84,13 @@ class Settings:
     #: MARKET_DELIVERY_LIMIT: deliveries of one message to ledger.inbox or ledger.leases before
     #: the broker dead-letters it (a poison message that crashes the agent)
     delivery_limit: int = 5
+    #: MARKET_DLQ_MAX_LENGTH: messages a dead-letter queue keeps; past it the oldest are dropped
+    dlq_max_length: int = 100_000
+    #: MARKET_DLQ_TTL_SECONDS: seconds a dead letter is kept before the broker drops it (default 14 days)
+    dlq_ttl_seconds: int = 14 * 24 * 3600
+    #: MARKET_BLOB_RETENTION_DAYS: days the blobs of refused or rejected requests are kept
+    #: before `marketctl ledger gc` may remove them
+    blob_retention_days: float = 30.0
     #: MARKET_MAX_BLOB_BYTES: largest single blob (module source, state, result)
     max_blob_bytes: int = 4 * 1024 * 1024
     #: MARKET_MAX_MESSAGE_BYTES: largest message body the ledger accepts
@@ -161,6 +168,9 @@ class Settings:
             ingest_batch=_env_int(env, "MARKET_INGEST_BATCH", d.ingest_batch),
             prefetch=_env_int(env, "MARKET_PREFETCH", d.prefetch),
             delivery_limit=_env_int(env, "MARKET_DELIVERY_LIMIT", d.delivery_limit),
+            dlq_max_length=_env_int(env, "MARKET_DLQ_MAX_LENGTH", d.dlq_max_length),
+            dlq_ttl_seconds=_env_int(env, "MARKET_DLQ_TTL_SECONDS", d.dlq_ttl_seconds),
+            blob_retention_days=_env_float(env, "MARKET_BLOB_RETENTION_DAYS", d.blob_retention_days),
             max_blob_bytes=_env_int(env, "MARKET_MAX_BLOB_BYTES", d.max_blob_bytes),
             max_message_bytes=_env_int(env, "MARKET_MAX_MESSAGE_BYTES", d.max_message_bytes),
             reply_timeout=_env_float(env, "MARKET_REPLY_TIMEOUT", d.reply_timeout),
@@ -194,6 +204,8 @@ class Settings:
             raise SettingsError("MARKET_REQUEST_ATTEMPTS must be at least 1")
         if settings.max_price_micro <= 0:
             raise SettingsError("MARKET_MAX_PRICE must be positive")
+        if settings.dlq_max_length < 1 or settings.dlq_ttl_seconds < 1:
+            raise SettingsError("MARKET_DLQ_MAX_LENGTH and MARKET_DLQ_TTL_SECONDS must be at least 1")
         if not 0 <= settings.commission_bps <= 10_000:
             raise SettingsError("MARKET_COMMISSION_BPS must be between 0 and 10000 (basis points: 500 = 5 %)")
         return settings

@@ -11,74 +11,61 @@ on restart.
 
 Database work runs on one dedicated thread, so the event loop keeps taking
 deliveries while a batch commits, and SQLite sees a single writer.
+
+Faults (issue 14): only the ledger holding the database's writer lock runs,
+a second one stands by (``ledger.writer_lock``); the database's own failures
+(locked, unreachable, serialization) are retried in place for the whole
+batch, never dead-lettered; a failed write invalidates the in-memory state,
+which is reloaded before anything is folded into it again, and every write
+checks the log's tip; a relay (``ledger.relay``) or sweeper
+(``ledger.sweeper``) that stops ends the session, and the next one restarts them.
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 from datetime import timedelta
-from types import SimpleNamespace
 
 import orjson
 
 import structlog
 
 from common.agent_main import run_agent
-from common.waits import Wakeup, sleep_or_stop
+from common.waits import Wakeup, first_of, sleep_or_stop
 
-from broker_setup.amqp import Delivery, Outgoing, Publisher, ack, connect, consume
+from broker_setup.amqp import Delivery, Publisher, ack, connect, consume
 from broker_setup.errors import BrokerError
-from broker_setup.topology import DEAD_EXCHANGE, LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_LEASES, LEDGER_QUERIES
-from contracts.envelope import Codec, parse_time, utc_now_iso
+from broker_setup.topology import LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_LEASES, LEDGER_QUERIES
+from contracts.envelope import Codec, utc_now_iso
 from contracts.lease import encode_lease_message
 from contracts.errors import ContractError
-from contracts.routing import LEDGER_ACTOR
-from ledger.queries import answer
-from ledger.ingest import Incoming, Plan, decode_all, plan_batch, plan_expiries, reply_body
+from ledger.answering import answer_query
+from ledger.blob_cache import BlobCache
+from ledger.errors import TransientStoreError, WriterLockLost
+from ledger.fold import due_expiries
+from ledger.ingest import Incoming, Plan, decode_all, plan_batch, plan_expiries
+from ledger.relay import OutboxRelay
 from ledger.repeats import repeat_replies
 from ledger.state import Rules
-from ledger.store import LedgerStore
+from ledger.store import LedgerStore, is_transient
+from ledger.sweeper import sweep
+from ledger.unrecorded import dead_letter, reply_to_unrecorded
+from ledger.writer_lock import writer_lock
 
 log = structlog.get_logger("ledger")
 
-#: header that says why the ledger dead-lettered a message
-REASON_HEADER = "x-market-reason"
-#: short machine code of the reason (invalid-json, unknown-type, forged, ...)
-CODE_HEADER = "x-market-code"
 #: seconds between reconnection attempts, doubling up to the maximum
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0
-#: seconds the relay sleeps when it has nothing to publish and nobody woke it
-RELAY_IDLE = 1.0
-#: outbox rows the relay publishes per round
-RELAY_BATCH = 1000
-#: seconds between two deadline sweeps
-SWEEP_INTERVAL = 0.25
+#: seconds between two tries of a batch (or a state reload) the database
+#: failed for its own reasons, doubling up to the maximum
+DB_RETRY_MIN, DB_RETRY_MAX = 0.2, 5.0
+#: milliseconds SQLite waits for a lock before failing: the writer retries
+#: in place itself (logged, and watching for stop), so its silent wait is short
+WRITER_BUSY_TIMEOUT_MS = 1000
+#: seconds a standby waits between two tries of the writer's lock
+STANDBY_POLL = 0.5
 #: bytes of recent blobs the agent keeps in memory for lease deliveries
 BLOB_CACHE_BYTES = 64 * 1024 * 1024
-
-
-class BlobCache:
-    """Least-recently-used blobs, bounded by their total size."""
-
-    def __init__(self, capacity: int):
-        self.capacity, self.size = capacity, 0
-        self._items: collections.OrderedDict[str, bytes] = collections.OrderedDict()
-
-    def get(self, sha256: str) -> bytes | None:
-        data = self._items.get(sha256)
-        if data is not None:
-            self._items.move_to_end(sha256)
-        return data
-
-    def put(self, sha256: str, data: bytes) -> None:
-        if sha256 in self._items or len(data) > self.capacity // 4:
-            return
-        self._items[sha256] = data
-        self.size += len(data)
-        while self.size > self.capacity:
-            _, evicted = self._items.popitem(last=False)
-            self.size -= len(evicted)
 
 
 class LedgerAgent:
@@ -91,21 +78,14 @@ class LedgerAgent:
         # queries read committed projections on their own threads, never waiting for a batch
         self._reads = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ledger-read")
         self.state = None
+        #: False once a write failed: the state may hold folds that were never
+        #: committed, and is reloaded before anything is folded into it again
+        self._state_valid = False
         self.appended = 0
         self.rules = Rules.from_settings(settings)
         self.grace = timedelta(seconds=settings.lease_grace)
-        # The relay's fast path: outbox rows committed while it is caught up
-        # are handed over here as they commit, so it needs no read of the
-        # outbox table. Both flags and queue are touched only on the DB thread
-        # (and drained on the loop), so no commit falls between the two paths.
-        self._relay_caught_up = False
-        self._fresh: collections.deque = collections.deque()
-        #: outbox ids the broker confirmed; deleted in the writer's next
-        #: transaction, so the relay never waits for the database
-        self._forget: list[int] = []
-        #: outbox id -> deadline of the lease deliveries built by this process,
-        #: so the relay need not parse a whole lease message (state included) again
-        self._lease_deadlines: dict[int, str] = {}
+        self.lock = writer_lock(store.engine)
+        self.relay = OutboxRelay(store, self._on_db, clock)
         self._next_outbox_id = None
         #: recent blobs (modules, fresh states) by sha256, so granting a lease
         #: rarely reads the blobs table
@@ -116,14 +96,43 @@ class LedgerAgent:
 
     # ---- the loop -------------------------------------------------------------
 
-    def _load_state(self):
-        state = self.store.load_state()
-        state.rules = self.rules
-        return state
-
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set, reconnecting whenever the broker goes away."""
-        self.state = await self._on_db(self._load_state)
+        """Consume until ``stop`` is set: first wait for the writer's lock (a
+        standby), then reconnect whenever the broker goes away."""
+        try:
+            while not stop.is_set():
+                if not await self._become_writer(stop):
+                    break
+                try:
+                    await self._serve(stop)
+                except WriterLockLost as e:
+                    log.error("ledger.writer_lock_lost", reason=str(e))
+                    self._state_valid = False
+        finally:
+            await self._on_db(self.lock.release)
+            self._db.shutdown(wait=True)
+        log.info("ledger.stopped", last_seq=self.state.last_seq if self.state else None)
+
+    async def _become_writer(self, stop: asyncio.Event) -> bool:
+        """Wait for the writer's lock; False if stopped first."""
+        standing_by = False
+        while not stop.is_set():
+            try:
+                if await self._on_db(self.lock.try_acquire):
+                    log.info("ledger.writer_lock_taken", standby_before=standing_by)
+                    return True
+                if not standing_by:
+                    log.info("ledger.standby", reason="another ledger holds the writer's lock")
+                    standing_by = True
+            except Exception as e:  # noqa: BLE001 - the database may be down: keep trying
+                log.warning("ledger.writer_lock_unavailable", reason=repr(e))
+            await sleep_or_stop(stop, STANDBY_POLL)
+        return False
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        await self._retry_db(self._ensure_state, stop)
+        if stop.is_set():
+            return
         log.info("ledger.started", last_seq=self.state.last_seq)
         delay = RECONNECT_MIN
         while not stop.is_set():
@@ -137,14 +146,30 @@ class LedgerAgent:
             delay = RECONNECT_MIN
             try:
                 await self._session(connection, stop)
-            except Exception as e:  # noqa: BLE001 - the single writer reconnects, it does not die
-                log.warning("ledger.connection_lost", reason=repr(e))
+            except WriterLockLost:
+                raise
+            except Exception as e:  # noqa: BLE001 - the single writer starts a new session, it does not die
+                log.warning("ledger.session_ended", reason=repr(e), exc_info=not isinstance(e, ConnectionError))
                 await sleep_or_stop(stop, RECONNECT_MIN)
             finally:
                 if not connection.is_closed:
                     await asyncio.gather(connection.close(), return_exceptions=True)
-        self._db.shutdown(wait=True)
-        log.info("ledger.stopped", last_seq=self.state.last_seq)
+
+    async def _retry_db(self, fn, stop: asyncio.Event, over: asyncio.Event | None = None, *args):
+        """Run ``fn`` on the database thread until it gets past the database's
+        own failures (logged, retried in place with backoff); its result, or
+        None if ``stop`` (or ``over``) came first. Other errors propagate."""
+        delay = DB_RETRY_MIN
+        while not stop.is_set() and not (over and over.is_set()):
+            try:
+                return await self._on_db(fn, *args)
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                log.warning("ledger.database_unavailable", step=fn.__name__, reason=repr(e)[:300], retry_in=delay)
+            await first_of(stop.wait(), *([over.wait()] if over else []), timeout=delay)
+            delay = min(delay * 2, DB_RETRY_MAX)
+        return None
 
     async def _session(self, connection, stop: asyncio.Event) -> None:
         closed, arrived, relay_wake = asyncio.Event(), Wakeup(), Wakeup()
@@ -168,21 +193,32 @@ class LedgerAgent:
         queries_channel = await self._channel(connection, on_close)
         queries = await queries_channel.declare_queue(LEDGER_QUERIES, passive=True)
         await queries.consume(lambda message: self._answer(message, publisher), no_ack=False)
-        relay = asyncio.create_task(self._relay(publisher, relay_wake, closed))
-        sweeper = asyncio.create_task(self._sweep(relay_wake, closed))
+        # a relay or sweeper that stops for any reason ends the session: the
+        # next one starts them afresh (the relay catching up from the table)
+        helpers = [asyncio.create_task(self.relay.run(publisher, relay_wake, closed), name="relay"),
+                   asyncio.create_task(sweep(lambda: self._retry_db(self._expire_due, stop, closed), relay_wake,
+                                             closed), name="sweeper")]
+        for helper in helpers:
+            helper.add_done_callback(on_close)
         log.info("ledger.consuming", queues=[LEDGER_LEASES, LEDGER_INBOX])
         try:
             while not stop.is_set() and not closed.is_set():
                 if not leases and not inbox:
                     await arrived.wait()
                     continue
-                await self._ingest(take_batch(leases, inbox, self.settings.ingest_batch), publisher)
+                await self._ingest(take_batch(leases, inbox, self.settings.ingest_batch), publisher, stop, closed)
                 relay_wake.set()
         finally:
             arrived.close()
-            relay.cancel()
-            sweeper.cancel()
-            await asyncio.gather(relay, sweeper, return_exceptions=True)
+            for helper in helpers:
+                helper.remove_done_callback(on_close)
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+        for helper in helpers:
+            if not helper.cancelled() and helper.exception() is not None:
+                error = helper.exception()
+                log.error(f"ledger.{helper.get_name()}_died", reason=repr(error), exc_info=error)
+                raise error
         if closed.is_set() and not stop.is_set():
             raise ConnectionError("the broker closed the connection")
 
@@ -194,11 +230,15 @@ class LedgerAgent:
 
     # ---- one batch ----------------------------------------------------------
 
-    async def _ingest(self, messages: list, publisher: Publisher) -> None:
+    async def _ingest(self, messages: list, publisher: Publisher, stop: asyncio.Event, closed: asyncio.Event) -> None:
         batch = [Incoming(m.body, m.user_id, m.reply_to, m) for m in messages]
-        plan = await self._on_db(self._append, batch)
-        await self._dead_letter(publisher, plan.invalid)
-        await self._reply_to_unrecorded(publisher, plan)
+        # the database's own failures are retried here, for the whole batch:
+        # they say nothing about the messages, so none of them is poison
+        plan = await self._retry_db(self._append, stop, closed, batch)
+        if plan is None:
+            return  # stopping or disconnected: unacked, the broker delivers them again
+        await dead_letter(publisher, plan.invalid)
+        await reply_to_unrecorded(publisher, plan, self._answer_repeats)
         # one ack per queue for the whole batch, after commit and after the dead-letters are confirmed
         last = {message.queue: message for message in messages}
         for message in last.values():
@@ -207,22 +247,35 @@ class LedgerAgent:
         log.debug("ledger.batch", messages=len(batch), appended=len(plan.events),
                   invalid=len(plan.invalid), duplicates=len(plan.duplicates), last_seq=self.state.last_seq)
 
+    def _ensure_state(self) -> None:
+        """Database thread: reload the state if a failed write left it invalid."""
+        if self._state_valid:
+            return
+        state = self.store.load_state()
+        state.rules = self.rules
+        self.state, self._state_valid, self._next_outbox_id = state, True, None
+        log.info("ledger.state_loaded", last_seq=state.last_seq)
+
     def _append(self, batch: list[Incoming]) -> Plan:
         """Runs on the database thread. If the batch cannot be appended as a
-        whole (a bug in a rule, a database error), retry message by message,
-        so one poison message is dead-lettered and the rest recorded."""
+        whole for a reason of its own (a bug in a rule), retry message by
+        message, so one poison message is dead-lettered and the rest recorded.
+        The database's own failures (transient) are raised for the caller to
+        retry the whole batch."""
         try:
             return self._append_all(batch)
-        except Exception:
+        except Exception as e:
+            if is_transient(e) or isinstance(e, WriterLockLost):
+                raise
             log.exception("ledger.batch_failed", messages=len(batch))
-            self.state = self._load_state()
         combined = Plan()
         for incoming in batch:
             try:
                 one = self._append_all([incoming])
-            except Exception as e:  # noqa: BLE001 - a poison message must not stop the ledger
+            except Exception as e:
+                if is_transient(e) or isinstance(e, WriterLockLost):
+                    raise
                 log.exception("ledger.poison_message")
-                self.state = self._load_state()
                 combined.invalid.append((incoming, ContractError(f"the ledger could not record it: {e!r}"[:500])))
                 continue
             combined.events += one.events
@@ -242,20 +295,24 @@ class LedgerAgent:
         return self._write(decide, [envelope.event_id for _, envelope in decoded])
 
     def _write(self, decide, event_ids: list[str] = ()) -> Plan:
-        """Decide a plan from the event ids the log already holds and commit
-        it, in one transaction (DB thread); then give its outbox rows to the
-        relay if it is caught up."""
+        """Check the lock and the log's tip, decide a plan from the event ids
+        the log already holds and commit it, in one transaction (DB thread);
+        then hand its outbox rows to the relay (if it is caught up)."""
+        self._ensure_state()
+        self.lock.check()
         plan = None
         try:
             with self.store.transaction():
+                self.store.check_tip(self.state.last_seq, self.state.last_hash)
                 plan = decide(self.store.known_event_ids(event_ids))
                 self._prepare(plan)
                 self.store.write(plan, self.state)
-        except Exception:
+        except BaseException as e:
             self._rolled_back(plan)
+            if isinstance(e, Exception) and is_transient(e) and not isinstance(e, TransientStoreError):
+                raise TransientStoreError(f"the database failed: {e!r}"[:500]) from e
             raise
-        if self._relay_caught_up:
-            self._fresh.extend(plan.outbox)
+        self.relay.handover.offer(plan.outbox)
         return plan
 
     def _prepare(self, plan: Plan) -> None:
@@ -265,26 +322,27 @@ class LedgerAgent:
             self._next_outbox_id = self.store.last_outbox_id() + 1
         for sha, data in plan.blobs.items():
             self._blobs.put(sha, data)
-        plan.forget, self._forget = self._forget, []
+        plan.forget = self.relay.take_confirmed()
         for row in plan.outbox:
             row["id"], self._next_outbox_id = self._next_outbox_id, self._next_outbox_id + 1
             if row["exchange"] == LEASES_EXCHANGE:
                 row["body"] = self._lease_body(row)
 
     def _rolled_back(self, plan: Plan | None) -> None:
-        # the in-memory state may already hold the folded plan: throw it away
-        self.state = self._load_state()
+        # the in-memory state may already hold the folded plan: it is reloaded
+        # (with retries) before anything else is folded into it
+        self._state_valid = False
         self._next_outbox_id = None
         if plan is not None:
-            self._forget = plan.forget + self._forget
+            self.relay.give_back_confirmed(plan.forget)
             for row in plan.outbox:
                 # the ids will be given again to other rows
-                self._lease_deadlines.pop(row.get("id"), None)
+                self.relay.lease_deadlines.pop(row.get("id"), None)
 
     def _lease_body(self, row: dict) -> bytes:
         """The lease message with the bytes the worker needs, built once, at grant."""
         granted = orjson.loads(row["body"])
-        self._lease_deadlines[row["id"]] = granted["deadline"]
+        self.relay.lease_deadlines[row["id"]] = granted["deadline"]
         module, state = self._blob(granted["module_sha256"]), self._blob(granted["state_sha256"])
         return encode_lease_message(row["event_id"], granted, module, state)
 
@@ -295,133 +353,24 @@ class LedgerAgent:
             self._blobs.put(sha256, data)
         return data
 
-    async def _dead_letter(self, publisher: Publisher, invalid) -> None:
-        if not invalid:
-            return
-        items = []
-        for incoming, error in invalid:
-            message = incoming.delivery
-            log.warning("ledger.dead_lettered", message_id=message.message_id, user_id=incoming.user_id,
-                        code=error.code, reason=error.reason)
-            headers = {REASON_HEADER: error.reason[:1000], CODE_HEADER: error.code,
-                       "x-original-routing-key": message.routing_key or "",
-                       "x-original-user-id": incoming.user_id or ""}
-            items.append(Outgoing(incoming.body, message.queue, user_id=LEDGER_ACTOR,
-                                  message_id=message.message_id or "", headers=headers, exchange=DEAD_EXCHANGE,
-                                  content_type=message.content_type or "application/octet-stream"))
-        results = await publisher.publish_many(items)
-        if not all(results):
-            # not acked: the broker redelivers them and we try again
-            raise BrokerError("could not dead-letter refused messages")
-
-    async def _reply_to_unrecorded(self, publisher: Publisher, plan: Plan) -> None:
-        """Requesters that set ``reply_to`` hear of what was not recorded:
-        the invalid (dead-lettered) and the repeats (ledger.repeats)."""
-        unrecorded = [(m, reply_body(m.delivery.message_id or "", "invalid", reason=e.reason)) for m, e in plan.invalid]
-        repeats = [m for m in plan.duplicates if m.reply_to]
-        if repeats:
-            # the original verdicts, or a refusal if the id named another request
-            unrecorded += await self._on_db(repeat_replies, self.store.engine, repeats)
-        replies = [Outgoing(body, m.reply_to, user_id=LEDGER_ACTOR, message_id=m.delivery.message_id or "",
-                            exchange="", mandatory=False)
-                   for m, body in unrecorded if m.reply_to]
-        if replies:
-            await publisher.publish_many(replies)
+    async def _answer_repeats(self, repeats: list) -> list:
+        # the original verdicts, or a refusal if the id named another request
+        return await self._on_db(repeat_replies, self.store.engine, repeats)
 
     # ---- the query side -----------------------------------------------------
 
     async def _answer(self, message, publisher: Publisher) -> None:
-        async with message.process(requeue=False):
-            try:
-                asked = orjson.loads(message.body)
-                name, args = asked["query"], asked.get("args") or {}
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                reply = {"ok": False, "error": 'a query is {"query": NAME, "args": {...}}'}
-            else:
-                if not message.user_id:
-                    reply = {"ok": False, "error": "a query needs the asker's user_id"}
-                else:
-                    reply = await asyncio.get_running_loop().run_in_executor(
-                        self._reads, answer, self.store.engine, message.user_id, name, args)
-            if message.reply_to:
-                await publisher.publish(orjson.dumps(reply), message.reply_to, user_id=LEDGER_ACTOR,
-                                        message_id=message.message_id or "", correlation_id=message.correlation_id,
-                                        exchange="", mandatory=False)
-
-    # ---- the relay ----------------------------------------------------------
-
-    async def _relay(self, publisher: Publisher, wake: Wakeup, closed: asyncio.Event) -> None:
-        """Publish the outbox in order with confirms; forget what was confirmed.
-
-        Catching up (at start, after a failure) it reads the outbox table;
-        once that is empty it takes committed rows straight from the writer."""
-        await self._on_db(self._fall_behind)
-        while not closed.is_set():
-            if self._relay_caught_up:
-                rows = [SimpleNamespace(**row) for row in self._fresh]
-                self._fresh.clear()
-            else:
-                rows = await self._on_db(self._read_backlog)
-            if not rows:
-                if not await wake.wait(RELAY_IDLE) and self._forget:
-                    # quiet for a while: no batch is coming to delete them along
-                    await self._on_db(self._forget_now)
-                continue
-            results = await publisher.publish_many(self._outgoing(row) for row in rows)
-            self._forget.extend(row.id for row, ok in zip(rows, results) if ok)
-            if not all(results):
-                # what failed is still in the table: catch up from there
-                await self._on_db(self._fall_behind)
-                await asyncio.sleep(RECONNECT_MIN)
-
-    def _fall_behind(self) -> None:
-        self._relay_caught_up = False
-        self._fresh.clear()
-        self._lease_deadlines.clear()
-
-    def _forget_now(self) -> None:
-        ids, self._forget = self._forget, []
-        self.store.forget_outbox(ids)
-
-    def _read_backlog(self) -> list:
-        """DB thread: the next outbox rows; an empty read means caught up."""
-        self._forget_now()
-        rows = self.store.pending_outbox(RELAY_BATCH)
-        if not rows:
-            self._relay_caught_up = True
-        return rows
-
-    def _outgoing(self, row) -> Outgoing:
-        if row.reply_to:
-            # a reply: the requester may have gone away; that is not an error
-            return Outgoing(row.body, row.reply_to, user_id=LEDGER_ACTOR, message_id=row.event_id,
-                            correlation_id=row.correlation_id, exchange="", mandatory=False)
-        if row.exchange == LEASES_EXCHANGE:
-            # the broker drops (dead-letters) a lease nobody took before its deadline
-            deadline = self._lease_deadlines.pop(row.id, None) or orjson.loads(row.body)["lease"]["deadline"]
-            remaining = (parse_time(deadline) - parse_time(self.clock())).total_seconds()
-            return Outgoing(row.body, row.routing_key, user_id=LEDGER_ACTOR, message_id=row.event_id,
-                            correlation_id=row.correlation_id, exchange=LEASES_EXCHANGE,
-                            expiration=max(remaining, 0.001), mandatory=False)
-        # a verdict nobody subscribes to yet is still published: not mandatory
-        return Outgoing(row.body, row.routing_key, user_id=LEDGER_ACTOR, message_id=row.event_id,
-                        correlation_id=row.correlation_id, headers={"seq": int(row.event_seq)}, mandatory=False)
+        await answer_query(message, publisher, self.store.engine, self._reads)
 
     # ---- the deadline sweeper -------------------------------------------------
 
-    async def _sweep(self, relay_wake: Wakeup, closed: asyncio.Event) -> None:
-        """Expire leases past their deadline plus grace, every SWEEP_INTERVAL."""
-        while not closed.is_set():
-            await asyncio.sleep(SWEEP_INTERVAL)
-            expired = await self._on_db(self._expire_due)
-            if expired:
-                relay_wake.set()
-
     def _expire_due(self) -> int:
-        plan = plan_expiries(self.state, self.clock(), self.grace)
-        if not plan.events:
+        """Database thread: record the expiry of every lease past its deadline plus grace."""
+        self._ensure_state()
+        now = self.clock()
+        if not due_expiries(self.state, now, self.grace):
             return 0
-        self._write(lambda known: plan)
+        plan = self._write(lambda known: plan_expiries(self.state, now, self.grace))
         for record in plan.recorded:
             if record.type == "lease.expired":
                 log.info("ledger.lease_expired", lease_id=record.payload["lease_id"], job_id=record.payload["job_id"],
@@ -443,7 +392,7 @@ async def serve(settings, stop: asyncio.Event) -> None:
     """Run the ledger agent until ``stop`` is set."""
     from ledger.migrate import make_engine
 
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, sqlite_busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
     try:
         await LedgerAgent(settings, LedgerStore(engine), clock=settings.ledger_clock()).run(stop)
     finally:

@@ -22,3 +22,16 @@ class ChainBroken(LedgerError):
 
 class ReplayMismatch(LedgerError):
     """Folding the log again does not give the projections the database holds."""
+
+
+class TransientStoreError(StoreError):
+    """The database failed for a reason of its own (locked, unreachable, a
+    serialization conflict), not because of what it was asked: retry in place."""
+
+
+class StaleState(TransientStoreError):
+    """The in-memory state does not follow from the database's tip: reload it."""
+
+
+class WriterLockLost(LedgerError):
+    """Another ledger holds the writer's lock: this one must stand by."""

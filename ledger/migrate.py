@@ -38,21 +38,23 @@ def database_url(db_url: str | URL) -> URL:
     return url.set(drivername=driver) if driver else url
 
 
-def make_engine(db_url: str | URL, **engine_options) -> Engine:
+def make_engine(db_url: str | URL, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+                **engine_options) -> Engine:
     """An engine for the ledger database.
 
     SQLite runs in WAL mode with ``synchronous=NORMAL``, checkpoints every
-    10,000 WAL pages, foreign keys on and a 30 s busy timeout, and its transactions really begin at ``BEGIN`` (see
+    10,000 WAL pages, foreign keys on and a busy timeout (30 s unless
+    ``sqlite_busy_timeout_ms``), and its transactions really begin at ``BEGIN`` (see
     ``_configure_sqlite``). PostgreSQL goes through psycopg 3.
     """
     url = database_url(db_url)
     engine = create_engine(url, **engine_options)
     if url.get_backend_name() == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_busy_timeout_ms)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _connection_record) -> None:
         # The sqlite3 module's own transaction handling leaves SELECTs and DDL
@@ -68,7 +70,7 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         finally:
             cursor.close()
 

@@ -8,16 +8,38 @@ import dataclasses
 import operator
 from typing import Iterator
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exc, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from ledger import tables
+from ledger.errors import StaleState, TransientStoreError
 from ledger.ingest import Plan
 from ledger.state import ROW_TYPES, GENESIS_HASH, MarketState
 
 #: rows per statement when reading the log back
 SCAN_CHUNK = 5000
+
+
+#: PostgreSQL error classes that say nothing about the statement: a
+#: serialization conflict or deadlock (40...), a lost connection (08...),
+#: a server shutting down or starting (57P01-57P03)
+_TRANSIENT_SQLSTATES = ("40001", "40P01", "08", "57P01", "57P02", "57P03")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` is the database's own trouble (locked, unreachable,
+    a serialization conflict), so the same work will succeed when retried,
+    rather than a fault of the data written."""
+    if isinstance(error, TransientStoreError):
+        return True
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated or isinstance(error, (exc.OperationalError, exc.InterfaceError)):
+            # SQLite says "database is locked" / "disk I/O error" here, psycopg a lost server
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None) or ""
+        return sqlstate.startswith(_TRANSIENT_SQLSTATES)
+    return isinstance(error, (ConnectionError, TimeoutError))
 
 
 def _insert(engine: Engine, table):
@@ -154,6 +176,17 @@ class LedgerStore:
         return sql
 
     # ---- appending ----------------------------------------------------------
+
+    def check_tip(self, last_seq: int, last_hash: str) -> None:
+        """Inside ``transaction()``: the log's last event is the state's, or
+        StaleState (the state holds folds that were never committed, or
+        another writer appended)."""
+        with self._joined() as conn:
+            tip = conn.execute(select(tables.events.c.seq, tables.events.c.hash)
+                               .order_by(tables.events.c.seq.desc()).limit(1)).first()
+        found = (tip.seq, tip.hash) if tip is not None else (0, GENESIS_HASH)
+        if found != (last_seq, last_hash):
+            raise StaleState(f"the log ends at sequence {found[0]}, the state at {last_seq}")
 
     def write(self, plan: Plan, state: MarketState) -> None:
         """Append the plan's events, blobs and outbox rows and save the rows the

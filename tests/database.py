@@ -64,8 +64,30 @@ def _run(command: list[str], as_user: str | None, what: str, log: Path | None = 
         )
 
 
+class LocalCluster:
+    """The throwaway cluster's pg_ctl, for tests that take the server down (a fault)."""
+
+    def __init__(self, bin_dir: Path, data_dir: Path, options: str, log: Path, as_user: str | None):
+        self.bin_dir, self.data_dir, self.options, self.log, self.as_user = bin_dir, data_dir, options, log, as_user
+
+    def stop(self) -> None:
+        """Stop the server at once (``-m immediate``: no shutdown checkpoint, like a crash)."""
+        _run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "stop", "-m", "immediate", "-w"],
+             self.as_user, "stopping PostgreSQL")
+
+    def start(self) -> None:
+        _run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-o", self.options, "-l", str(self.log),
+              "start", "-w"], self.as_user, "starting PostgreSQL again", self.log)
+
+
 @pytest.fixture(scope="session")
-def postgres_server():
+def postgres_cluster(postgres_server, request):
+    """The throwaway cluster of ``postgres_server`` (None with MARKET_TEST_PG_URL: a server the tests do not own)."""
+    return getattr(request.config, "_market_pg_cluster", None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request):
     """The URL of a PostgreSQL server the tests may create databases on."""
     external = os.environ.get("MARKET_TEST_PG_URL")
     if external:
@@ -96,6 +118,7 @@ def postgres_server():
             f"starting PostgreSQL on port {port} (in use? set MARKET_TEST_PG_PORT)",
             log,
         )
+        request.config._market_pg_cluster = LocalCluster(bin_dir, data_dir, options, log, as_user)
         try:
             yield database_url(f"postgresql://postgres@127.0.0.1:{port}/postgres")
         finally:
@@ -111,7 +134,8 @@ def postgres_server():
 @pytest.fixture(scope="session")
 def postgres_admin(postgres_server):
     """An autocommit engine on the server's maintenance database (CREATE DATABASE cannot run in a transaction)."""
-    engine = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    # pre-ping: a fault test may have restarted the server under the pool
+    engine = create_engine(postgres_server, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     yield engine
     engine.dispose()
 

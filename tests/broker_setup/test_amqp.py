@@ -43,10 +43,15 @@ async def depths(settings, *names):
         return await queue_depths(await connection.channel(), names)
 
 
-async def take_one(settings, queue_name):
+async def take_one(settings, queue_name, timeout: float = 10):
+    """The next message of ``queue_name``, acked. A consumer, not basic.get:
+    the ledger's quorum queues have a single active consumer, which refuses gets."""
     async with await connect(settings, "test: take") as connection:
         queue = await (await connection.channel()).get_queue(queue_name)
-        return await queue.get(no_ack=True, fail=False)
+        async with queue.iterator(timeout=timeout) as messages:
+            async for message in messages:
+                await message.ack()
+                return message
 
 
 async def ignore(message) -> None:

@@ -110,7 +110,9 @@ def test_scheduler_queues_have_a_single_active_consumer():
         assert topo.queue(name).queue_type == "classic"
         assert topo.queue(name).arguments["x-single-active-consumer"] is True
         assert topo.queue(name).arguments["x-dead-letter-routing-key"] == name
-    assert "x-single-active-consumer" not in topo.queue(LEDGER_INBOX).arguments
+    # the ledger's quorum queues too: a second ledger started by mistake waits
+    assert topo.queue(LEDGER_INBOX).arguments["x-single-active-consumer"] is True
+    assert topo.queue(LEDGER_LEASES).arguments["x-single-active-consumer"] is True
 
 
 def test_event_bindings_use_known_event_types_only():

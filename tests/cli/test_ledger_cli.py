@@ -15,23 +15,28 @@ from ledger.store import LedgerStore
 CODEC = Codec()
 
 
-def build_ledger(db_url: str) -> None:
+def record_requests(db_url: str, requests: list[tuple[str, str, str, dict]]) -> None:
+    """Migrate ``db_url`` and record each (recorded_at, actor, type, payload) as the ledger would."""
     upgrade(db_url)
     engine = make_engine(db_url)
     store = LedgerStore(engine)
     state = store.load_state()
-    requests = [
-        ("operator", "account.opened", {"account": "alice", "email": "alice@example.com"}),
-        ("operator", "account.deposited", {"account": "alice", "amount": 7_000_000}),
-        ("alice", "job.submitted", {"job_id": "j1", "name": "sort", "price": 5_200_000, "entry": "sort",
-                                    "module": Blob.of(b"def sort(s):\n    yield s\n"), "state": Blob.of(b"s")}),
-    ]
-    for actor, event_type, payload in requests:
+    for recorded_at, actor, event_type, payload in requests:
         _, body = CODEC.encode(event_type, payload)
         decoded, _ = decode_all(CODEC, [Incoming(body, actor)])
-        store.write(plan_batch(state, decoded, set(), "2026-11-22T10:00:00.000000Z"), state)
+        store.write(plan_batch(state, decoded, set(), recorded_at), state)
     store.close()
     engine.dispose()
+
+
+def build_ledger(db_url: str) -> None:
+    at = "2026-11-22T10:00:00.000000Z"
+    record_requests(db_url, [
+        (at, "operator", "account.opened", {"account": "alice", "email": "alice@example.com"}),
+        (at, "operator", "account.deposited", {"account": "alice", "amount": 7_000_000}),
+        (at, "alice", "job.submitted", {"job_id": "j1", "name": "sort", "price": 5_200_000, "entry": "sort",
+                                        "module": Blob.of(b"def sort(s):\n    yield s\n"), "state": Blob.of(b"s")}),
+    ])
 
 
 def marketctl(db_url: str, *args: str) -> subprocess.CompletedProcess:

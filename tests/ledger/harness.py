@@ -122,7 +122,8 @@ def malformed_bodies(count: int) -> list[bytes]:
 
 
 def engine_for(db_url):
-    return make_engine(db_url)
+    # pre-ping: a fault test may restart the database server under the pool
+    return make_engine(db_url, pool_pre_ping=True)
 
 
 def depths(settings, names: list[str]) -> dict:

@@ -10,7 +10,7 @@ import pytest
 
 from broker_setup.amqp import Outgoing, connect
 from broker_setup.topology import EVENTS_EXCHANGE, LEDGER_INBOX, LEDGER_LEASES, dead_letter_queue
-from ledger.agent import CODE_HEADER, REASON_HEADER
+from ledger.unrecorded import CODE_HEADER, REASON_HEADER
 from ledger.replay import replay_and_verify, verify_chain
 from ledger.store import LedgerStore
 from tests.ledger.harness import (
