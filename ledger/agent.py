@@ -35,6 +35,7 @@ from contracts.lease import encode_lease_message
 from contracts.errors import ContractError
 from contracts.routing import LEDGER_ACTOR
 from ledger.queries import answer
+from ledger.relay_marks import mark_scheduler_batch
 from ledger.ingest import Incoming, Plan, decode_all, plan_batch, plan_expiries, reply_body
 from ledger.state import Rules
 from ledger.store import LedgerStore
@@ -93,6 +94,8 @@ class LedgerAgent:
         self.appended = 0
         self.rules = Rules.from_settings(settings)
         self.grace = timedelta(seconds=settings.lease_grace)
+        timeout = settings.worker_timeout_seconds
+        self.worker_timeout = timedelta(seconds=timeout) if timeout > 0 else None
         # The relay's fast path: outbox rows committed while it is caught up
         # are handed over here as they commit, so it needs no read of the
         # outbox table. Both flags and queue are touched only on the DB thread
@@ -363,7 +366,7 @@ class LedgerAgent:
                     # quiet for a while: no batch is coming to delete them along
                     await self._on_db(self._forget_now)
                 continue
-            results = await publisher.publish_many(self._outgoing(row) for row in rows)
+            results = await publisher.publish_many(mark_scheduler_batch([self._outgoing(row) for row in rows]))
             self._forget.extend(row.id for row, ok in zip(rows, results) if ok)
             if not all(results):
                 # what failed is still in the table: catch up from there
@@ -414,7 +417,7 @@ class LedgerAgent:
                 relay_wake.set()
 
     def _expire_due(self) -> int:
-        plan = plan_expiries(self.state, self.clock(), self.grace)
+        plan = plan_expiries(self.state, self.clock(), self.grace, self.worker_timeout)
         if not plan.events:
             return 0
         self._write(lambda known: plan)
@@ -422,6 +425,8 @@ class LedgerAgent:
             if record.type == "lease.expired":
                 log.info("ledger.lease_expired", lease_id=record.payload["lease_id"], job_id=record.payload["job_id"],
                          worker_id=record.payload["worker_id"])
+            elif record.type == "worker.timed_out":
+                log.info("ledger.worker_timed_out", **record.payload)
         return len(plan.events)
 
 

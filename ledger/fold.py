@@ -313,7 +313,7 @@ def _worker_restarted(state: MarketState, event: Recorded, worker: Worker | None
     return []
 
 
-def _owned_worker(state: MarketState, event: Recorded) -> Worker | str:
+def owned_worker(state: MarketState, event: Recorded) -> Worker | str:
     worker = state.workers.get(event.payload["worker_id"])
     if worker is None:
         return f"unknown worker {event.payload['worker_id']}"
@@ -324,19 +324,9 @@ def _owned_worker(state: MarketState, event: Recorded) -> Worker | str:
     return worker
 
 
-@handles("worker.offered", decides_only=True)
-def _worker_offered(state: MarketState, event: Recorded) -> list[Derived]:
-    worker = _owned_worker(state, event)
-    if isinstance(worker, str):
-        return refuse(event, worker)
-    if worker.state == "retired":
-        return refuse(event, f"worker {worker.worker_id} is retired")
-    return []
-
-
 @handles("worker.retired")
 def _worker_retired(state: MarketState, event: Recorded) -> list[Derived]:
-    worker = _owned_worker(state, event)
+    worker = owned_worker(state, event)
     if isinstance(worker, str):
         return refuse(event, worker)
     worker.state = "retired"
@@ -707,4 +697,4 @@ def _speed_recorded(state: MarketState, event: Recorded) -> list[Derived]:
 
 
 # the rules of other subjects register their handlers on import
-from ledger import fold_identity  # noqa: E402
+from ledger import fold_identity, fold_workers  # noqa: E402,F401

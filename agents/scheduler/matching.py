@@ -17,6 +17,9 @@ class ReadyJob:
     submitted_at: str
     probe: bool = False
     target_worker_id: str | None = None
+    #: the ledger sequence that made it ready (its ``job.ready``): a newer
+    #: readiness of the same job supersedes a proposal made from this one
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
