@@ -5,7 +5,10 @@ Loop: receive -> decode -> apply to the pool state -> (pool closes?) match ->
 publish ``lease.proposed`` with confirms. Both queues have a single active
 consumer: a standby scheduler attaches and waits; when it becomes active it
 re-reads the ready list from the ledger (a snapshot query) so nothing the
-old one consumed is missed, and skips verdicts older than that snapshot.
+old one consumed is missed, and skips readiness older than that snapshot (a
+newer readiness of a job it proposed supersedes the proposal: see
+``SchedulerState.resync``). Verdicts the ledger publishes together are
+matched together (``SchedulerState.batch_heard``).
 """
 from __future__ import annotations
 
