@@ -11,7 +11,6 @@ happening (no job), and prints them per idle worker per hour. Before issue
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from bench.dispatch import measure_workers, open_account, wait_registered, worker_keys  # noqa: E402
+from bench.dispatch import (market_env, measure_workers, open_account, start_services, wait_registered,  # noqa: E402
+                            worker_keys)
 from bench.ledger_ingest import bench_broker, bench_settings  # noqa: E402
 from ledger import tables  # noqa: E402
 from ledger.migrate import make_engine, upgrade  # noqa: E402
@@ -50,12 +50,8 @@ def run(settings, workers: int, minutes: float) -> tuple[dict[str, int], dict[st
         db_url = f"sqlite:///{Path(tmp) / 'ledger.db'}"
         upgrade(db_url)
         engine = make_engine(db_url)
-        env = dict(os.environ, MARKET_DB_URL=db_url, MARKET_LOG_LEVEL="warning", MARKET_HOME=tmp,
-                   MARKET_AMQP_PORT=str(settings.amqp_port), MARKET_MANAGEMENT_PORT=str(settings.management_port))
-        processes = [subprocess.Popen([sys.executable, "-m", module], cwd=ROOT,
-                                      env=dict(env, MARKET_AMQP_URL=settings.service_url(user)))
-                     for module, user in (("ledger.agent", "ledger"), ("agents.scheduler.agent", "scheduler"),
-                                          ("agents.gatekeeper.agent", "gatekeeper"))]
+        env = market_env(settings, db_url, tmp)
+        processes = start_services(settings, env)
         try:
             time.sleep(1.5)
             open_account(settings)
