@@ -119,14 +119,8 @@ def run_market(settings, count: int, workers: int, window: float, cycles: int, s
         db_url = f"sqlite:///{Path(tmp) / 'ledger.db'}"
         upgrade(db_url)
         engine = make_engine(db_url)
-        env = dict(os.environ, MARKET_DB_URL=db_url, MARKET_LOG_LEVEL="warning",
-                   MARKET_POOL_WINDOW=str(window), MARKET_HOME=tmp, MARKET_AMQP_PORT=str(settings.amqp_port),
-                   MARKET_MANAGEMENT_PORT=str(settings.management_port))
-        # each service as its own broker user, as `marketctl up` runs them
-        processes = [subprocess.Popen([sys.executable, "-m", module], cwd=ROOT,
-                                      env=dict(env, MARKET_AMQP_URL=settings.service_url(user)))
-                     for module, user in (("ledger.agent", "ledger"), ("agents.scheduler.agent", "scheduler"),
-                                          ("agents.gatekeeper.agent", "gatekeeper"))]
+        env = market_env(settings, db_url, tmp, MARKET_POOL_WINDOW=str(window))
+        processes = start_services(settings, env)
         try:
             time.sleep(1.5)
             open_account(settings)
@@ -165,6 +159,21 @@ def run_market(settings, count: int, workers: int, window: float, cycles: int, s
                 process.terminate()
                 process.wait(30)
             engine.dispose()
+
+
+def market_env(settings, db_url: str, home: str, **more) -> dict:
+    """The environment of a bench market's processes."""
+    return dict(os.environ, MARKET_DB_URL=db_url, MARKET_LOG_LEVEL="warning", MARKET_HOME=home,
+                MARKET_AMQP_PORT=str(settings.amqp_port), MARKET_MANAGEMENT_PORT=str(settings.management_port),
+                **more)
+
+
+def start_services(settings, env: dict) -> list[subprocess.Popen]:
+    """The ledger, scheduler and gatekeeper, each as its own broker user, as `marketctl up` runs them."""
+    return [subprocess.Popen([sys.executable, "-m", module], cwd=ROOT,
+                             env=dict(env, MARKET_AMQP_URL=settings.service_url(user)))
+            for module, user in (("ledger.agent", "ledger"), ("agents.scheduler.agent", "scheduler"),
+                                 ("agents.gatekeeper.agent", "gatekeeper"))]
 
 
 def publish_events(settings, user_id: str, events: list[tuple[str, dict]]) -> None:

@@ -66,12 +66,23 @@ SCHEDULER_READY_TYPES: tuple[str, ...] = (
 SCHEDULER_OFFERS_TYPES: tuple[str, ...] = (
     "worker.offered",
     "worker.retired",
+    # the ledger retired a worker it has not heard from past the timeout
+    "worker.timed_out",
     "speed.recorded",
     "checkpoint.committed",
     "job.completed",
     # a revoked key's worker (or a disabled account's) offers no more
     "identity.changed",
 )
+#: headers the ledger's relay puts on the verdicts it publishes together
+#: that go to the scheduler: the batch (the sequence of its first such
+#: verdict) and how many such verdicts it holds, so that the scheduler
+#: matches them together (three jobs one deposit made ready, a check-in and
+#: its job's readiness) rather than closing a pool on the first
+BATCH_HEADER = "batch"
+BATCH_SIZE_HEADER = "batch_size"
+#: every verdict type that reaches the scheduler
+SCHEDULER_TYPES: frozenset[str] = frozenset(SCHEDULER_READY_TYPES + SCHEDULER_OFFERS_TYPES)
 #: workers to probe (the ledger checks the probes' answers itself)
 SPEEDPROBE_TYPES: tuple[str, ...] = ("worker.registered",)
 

@@ -102,6 +102,9 @@ class Settings:
     request_attempts: int = 3
     #: MARKET_LEASE_GRACE: seconds past a lease's deadline before the ledger expires it
     lease_grace: float = 2.0
+    #: MARKET_WORKER_TIMEOUT_SECONDS: seconds the ledger waits to hear an idle
+    #: worker (offers every 5 s while idle) before it retires it; 0: never
+    worker_timeout_seconds: float = 30.0
     #: MARKET_QUARANTINE_AFTER: leases of one job that may expire in a row before it is quarantined
     quarantine_after: int = 3
     #: MARKET_POOL_WINDOW: seconds the scheduler keeps a pool open for offers to compete
@@ -177,6 +180,7 @@ class Settings:
             request_attempts=_env_int(env, "MARKET_REQUEST_ATTEMPTS", d.request_attempts),
             lease_grace=_env_float(env, "MARKET_LEASE_GRACE", d.lease_grace),
             quarantine_after=_env_int(env, "MARKET_QUARANTINE_AFTER", d.quarantine_after),
+            worker_timeout_seconds=_env_float(env, "MARKET_WORKER_TIMEOUT_SECONDS", d.worker_timeout_seconds),
             pool_window=_env_float(env, "MARKET_POOL_WINDOW", d.pool_window),
             pool_threshold=_env_int(env, "MARKET_POOL_THRESHOLD", d.pool_threshold),
             probe_interval=_env_float(env, "MARKET_PROBE_INTERVAL", d.probe_interval),

@@ -137,6 +137,13 @@ class WorkerRetired(Payload):
     worker_id = Id(required=True)
 
 
+class WorkerTimedOut(Payload):
+    """The ledger retired a worker it had not heard from (no offer, no lease) for the timeout."""
+
+    worker_id = Id(required=True)
+    last_heard_at = Timestamp(required=True)
+
+
 class WorkerRevoked(Payload):
     """The owner (or the operator) revokes a worker's key for good."""
 
@@ -457,6 +464,7 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "lease.granted": LeaseGranted,
     "lease.refused": LeaseRefused,
     "lease.expired": LeaseExpired,
+    "worker.timed_out": WorkerTimedOut,
     "checkpoint.committed": CheckpointCommitted,
     "checkpoint.rejected": CheckpointRejected,
     "speed.recorded": SpeedRecorded,

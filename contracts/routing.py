@@ -40,6 +40,7 @@ VERDICT_TYPES: tuple[str, ...] = (
     "lease.granted",
     "lease.refused",
     "lease.expired",
+    "worker.timed_out",
     "checkpoint.committed",
     "checkpoint.rejected",
     "speed.recorded",

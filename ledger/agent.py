@@ -43,6 +43,7 @@ from ledger.answering import answer_query
 from ledger.blob_cache import BlobCache
 from ledger.errors import TransientStoreError, WriterLockLost
 from ledger.fold import due_expiries
+from ledger.fold_workers import silent_workers
 from ledger.ingest import Incoming, Plan, decode_all, plan_batch, plan_expiries
 from ledger.relay import OutboxRelay
 from ledger.repeats import repeat_replies
@@ -86,6 +87,8 @@ class LedgerAgent:
         self.grace = timedelta(seconds=settings.lease_grace)
         self.lock = writer_lock(store.engine)
         self.relay = OutboxRelay(store, self._on_db, clock)
+        timeout = settings.worker_timeout_seconds
+        self.worker_timeout = timedelta(seconds=timeout) if timeout > 0 else None
         self._next_outbox_id = None
         #: recent blobs (modules, fresh states) by sha256, so granting a lease
         #: rarely reads the blobs table
@@ -365,16 +368,20 @@ class LedgerAgent:
     # ---- the deadline sweeper -------------------------------------------------
 
     def _expire_due(self) -> int:
-        """Database thread: record the expiry of every lease past its deadline plus grace."""
+        """Database thread: record the expiry of every lease past its deadline
+        plus grace, and the retirement of every idle worker silent too long."""
         self._ensure_state()
         now = self.clock()
-        if not due_expiries(self.state, now, self.grace):
+        if not (due_expiries(self.state, now, self.grace)
+                or (self.worker_timeout and silent_workers(self.state, now, self.worker_timeout))):
             return 0
-        plan = self._write(lambda known: plan_expiries(self.state, now, self.grace))
+        plan = self._write(lambda known: plan_expiries(self.state, now, self.grace, self.worker_timeout))
         for record in plan.recorded:
             if record.type == "lease.expired":
                 log.info("ledger.lease_expired", lease_id=record.payload["lease_id"], job_id=record.payload["job_id"],
                          worker_id=record.payload["worker_id"])
+            elif record.type == "worker.timed_out":
+                log.info("ledger.worker_timed_out", **record.payload)
         return len(plan.events)
 
 

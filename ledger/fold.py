@@ -185,7 +185,7 @@ def _allows_network(payload: dict) -> bool:
     return payload.get("allow_network", False) is True
 
 
-def _owned_worker(state: MarketState, event: Recorded) -> Worker | str:
+def owned_worker(state: MarketState, event: Recorded) -> Worker | str:
     worker = state.workers.get(event.payload["worker_id"])
     if worker is None:
         return f"unknown worker {event.payload['worker_id']}"
@@ -196,19 +196,9 @@ def _owned_worker(state: MarketState, event: Recorded) -> Worker | str:
     return worker
 
 
-@handles("worker.offered", decides_only=True)
-def _worker_offered(state: MarketState, event: Recorded) -> list[Derived]:
-    worker = _owned_worker(state, event)
-    if isinstance(worker, str):
-        return refuse(event, worker)
-    if worker.state == "retired":
-        return refuse(event, f"worker {worker.worker_id} is retired")
-    return []
-
-
 @handles("worker.retired")
 def _worker_retired(state: MarketState, event: Recorded) -> list[Derived]:
-    worker = _owned_worker(state, event)
+    worker = owned_worker(state, event)
     if isinstance(worker, str):
         return refuse(event, worker)
     worker.state = "retired"
@@ -632,4 +622,4 @@ def _speed_recorded(state: MarketState, event: Recorded) -> list[Derived]:
 
 
 # the rules of other subjects register their handlers on import
-from ledger import fold_identity, fold_money  # noqa: E402
+from ledger import fold_identity, fold_money, fold_workers  # noqa: E402,F401

@@ -21,6 +21,7 @@ from contracts.errors import ContractError
 from contracts.routing import LEDGER_ACTOR
 from ledger.chain import event_hash, payload_text
 from ledger.fold import Derived, Recorded, derived_event_id, due_expiries, fold
+from ledger.fold_workers import heard, is_heartbeat, silent_workers
 from ledger.state import MarketState
 
 
@@ -51,6 +52,8 @@ class Plan:
     recorded: list[Recorded] = field(default_factory=list)
     #: outbox ids already published, to delete in the same transaction
     forget: list[int] = field(default_factory=list)
+    #: idle workers' offers taken as heartbeats: acked, not recorded
+    heartbeats: int = 0
 
 
 def decode_all(codec: Codec, batch: list[Incoming]) -> tuple[list[tuple[Incoming, Envelope]], list]:
@@ -77,6 +80,11 @@ def plan_batch(state: MarketState, decoded: list[tuple[Incoming, Envelope]], kno
             plan.duplicates.append(incoming)
             continue
         seen.add(envelope.event_id)
+        if not incoming.reply_to and is_heartbeat(state, envelope.type, envelope.actor, envelope.payload):
+            # an idle worker's re-offer changes nothing: noted, not recorded
+            heard(state, envelope.type, envelope.payload, recorded_at)
+            plan.heartbeats += 1
+            continue
         request = _append(state, plan, envelope.event_id, envelope.type, envelope.version, envelope.occurred_at,
                           recorded_at, envelope.actor, envelope.correlation_id, envelope.causation_id,
                           envelope.payload)
@@ -117,6 +125,7 @@ def _append(state: MarketState, plan: Plan, event_id, type_, version, occurred_a
         "causation_id": causation_id, "payload": text, "prev_hash": state.last_hash, "hash": digest,
     })
     state.last_seq, state.last_hash = seq, digest
+    heard(state, type_, payload, recorded_at)
     record = Recorded(seq, event_id, type_, version, occurred_at, recorded_at, actor, correlation_id,
                       causation_id, payload)
     plan.recorded.append(record)
@@ -147,10 +156,11 @@ def _lease_delivery_row(record: Recorded, payload: str) -> dict:
             "exchange": LEASES_EXCHANGE}
 
 
-def plan_expiries(state: MarketState, now: str, grace: timedelta) -> Plan:
+def plan_expiries(state: MarketState, now: str, grace: timedelta, worker_timeout: timedelta | None = None) -> Plan:
     """The deadline sweep: ``lease.expired`` for every open lease past its
     deadline plus grace, folded with what it derives (the job ready again at
-    its last committed checkpoint, or quarantined)."""
+    its last committed checkpoint, or quarantined); then ``worker.timed_out``
+    for every idle worker silent past ``worker_timeout`` (None: never)."""
     plan = Plan()
     for lease in due_expiries(state, now, grace):
         expired = _append(state, plan, derived_event_id(lease.lease_id, 0), "lease.expired", 1, now, now,
@@ -159,6 +169,12 @@ def plan_expiries(state: MarketState, now: str, grace: timedelta) -> Plan:
                            "deadline": lease.deadline})
         plan.outbox.append(_event_row(expired, plan.events[-1]["payload"]))
         _fold_with_verdicts(state, plan, expired)
+    for worker_id, last_heard_at in silent_workers(state, now, worker_timeout) if worker_timeout else ():
+        retired = _append(state, plan, derived_event_id(f"{worker_id} silent since {last_heard_at}", 0),
+                          "worker.timed_out", 1, now, now, LEDGER_ACTOR, None, None,
+                          {"worker_id": worker_id, "last_heard_at": last_heard_at})
+        plan.outbox.append(_event_row(retired, plan.events[-1]["payload"]))
+        _fold_with_verdicts(state, plan, retired)
     return plan
 
 

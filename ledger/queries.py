@@ -271,7 +271,9 @@ def snapshot(conn, actor: str) -> dict:
         "seq": seq,
         "ready": [{"job_id": r.job_id, "price": r.price, "checkpoint": r.checkpoint, "state_sha256": r.state_sha256,
                    "submitted_at": r.submitted_at, "probe": bool(r.probe), "target_worker_id": r.target_worker_id,
-                   "network": bool(r.network)}
+                   "network": bool(r.network),
+                   # the readiness it is: a newer one supersedes a proposal the scheduler made
+                   "seq": r.folded_seq}
                   for r in ready],
         "workers": [{"worker_id": r.worker_id, "speed": r.speed, "state": r.state,
                      "allow_network": bool(r.allow_network)} for r in worker_rows],

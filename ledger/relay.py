@@ -22,6 +22,7 @@ from common.waits import Wakeup
 from contracts.envelope import parse_time
 from contracts.routing import LEDGER_ACTOR
 from ledger.handover import Handover
+from ledger.relay_marks import mark_scheduler_batch
 
 log = structlog.get_logger("ledger")
 
@@ -82,7 +83,7 @@ class OutboxRelay:
                     # quiet for a while: no batch is coming to delete them along
                     await self._on_db(self._forget_now)
                 continue
-            results = await publisher.publish_many(self._outgoing(row) for row in rows)
+            results = await publisher.publish_many(mark_scheduler_batch([self._outgoing(row) for row in rows]))
             self._add_confirmed([row.id for row, ok in zip(rows, results) if ok])
             if not all(results):
                 # what failed is still in the table: catch up from there

@@ -219,6 +219,9 @@ class MarketState:
     #: begins (ledger time); unknown until the first fold
     open_month: str | None = field(default=None, compare=False)
     next_month_at: str = field(default="", compare=False)
+    #: worker id -> when the ledger last heard it (ledger time): liveness,
+    #: kept in memory only (idle offers are not recorded; see ledger.fold_workers)
+    heard_at: dict = field(default_factory=dict, repr=False, compare=False)
     # Indexes over the rows above, built on first use (a state loaded from the
     # database starts without them) and kept up to date by the fold, so no
     # rule scans every lease or every job.

@@ -5,7 +5,10 @@ Loop: receive -> decode -> apply to the pool state -> (pool closes?) match ->
 publish ``lease.proposed`` with confirms. Both queues have a single active
 consumer: a standby scheduler attaches and waits; when it becomes active it
 re-reads the ready list from the ledger (a snapshot query) so nothing the
-old one consumed is missed, and skips verdicts older than that snapshot.
+old one consumed is missed, and skips readiness older than that snapshot (a
+newer readiness of a job it proposed supersedes the proposal: see
+``SchedulerState.resync``). Verdicts the ledger publishes together are
+matched together (``SchedulerState.batch_heard``).
 """
 from __future__ import annotations
 
@@ -20,10 +23,10 @@ from common.agent_main import run_agent
 from common.waits import Wakeup
 
 from agents.scheduler.matching import ReadyJob
-from agents.scheduler.pool import PoolSettings, ReadyList, SchedulerState
+from agents.scheduler.pool import PoolSettings, SchedulerState
 from broker_setup.amqp import Delivery, Outgoing, Publisher, ack, consume, run_sessions
 from broker_setup.rpc import Requester
-from broker_setup.topology import SCHEDULER_OFFERS, SCHEDULER_READY
+from broker_setup.topology import BATCH_HEADER, BATCH_SIZE_HEADER, SCHEDULER_OFFERS, SCHEDULER_READY
 from contracts.envelope import Codec
 from contracts.errors import ContractError
 from contracts.identity import worker_of
@@ -94,11 +97,7 @@ class SchedulerAgent:
     async def _resync(self, requester: Requester) -> None:
         snapshot = await requester.ask("snapshot", user_id=SCHEDULER_ACTOR, timeout=self.settings.reply_timeout)
         state = self.state
-        state.snapshot_seq = snapshot["seq"]
-        state.ready = ReadyList()
-        for job in snapshot["ready"]:
-            if job["job_id"] not in state.proposed:
-                state.ready.put(_ready_job(job))
+        state.resync(snapshot["seq"], [_ready_job(job, job.get("seq")) for job in snapshot["ready"]])
         now = time.monotonic()
         for worker in snapshot["workers"]:
             state.speeds[worker["worker_id"]] = worker["speed"]
@@ -108,7 +107,7 @@ class SchedulerAgent:
             state.worker_known(worker["worker_id"], now)
             if worker["speed"] is not None:
                 state.speed_recorded(worker["worker_id"], worker["speed"])
-        log.info("scheduler.resynced", seq=state.snapshot_seq, ready=len(state.ready))
+        log.info("scheduler.resynced", seq=state.snapshot_seq, ready=len(state.ready), proposed=len(state.proposed))
 
     async def _hear_all(self, heard: list[Delivery], now: float) -> None:
         """Apply everything already delivered before deciding, then ack it all
@@ -130,7 +129,18 @@ class SchedulerAgent:
             log.warning("scheduler.bad_message", reason=e.reason, message_id=message.message_id)
             await message.reject(requeue=False)
             return False
+        finally:
+            self._count_batch(message, now)
         return True
+
+    def _count_batch(self, message, now: float) -> None:
+        """The ledger's relay marks what it publishes together with the
+        batch and how many of its messages come to the scheduler, so a pool
+        waits for all of them (even one refused here counts as heard)."""
+        headers = message.headers or {}
+        batch, size = headers.get(BATCH_HEADER), headers.get(BATCH_SIZE_HEADER)
+        if message.user_id == LEDGER_ACTOR and type(batch) is int and type(size) is int and size > 1:
+            self.state.batch_heard(batch, size, now)
 
     def _apply(self, heard: Heard, now: float) -> None:
         try:
@@ -146,7 +156,7 @@ class SchedulerAgent:
             state.worker_offered(p["worker_id"], p["slots"], p["lease_seconds"], now, p["allow_network"])
         elif heard.type == "speed.recorded":
             state.speed_recorded(p["worker_id"], p["speed"])
-        elif heard.type == "worker.retired":
+        elif heard.type in ("worker.retired", "worker.timed_out"):
             state.worker_retired(p["worker_id"])
         elif heard.type == "identity.changed":
             if p["kind"] == "worker" and not p["enabled"]:
@@ -156,10 +166,10 @@ class SchedulerAgent:
             state.slot_freed(p["worker_id"], now)
             if heard.type == "job.completed" and (heard.seq is None or state.newer(p["job_id"], heard.seq)):
                 state.job_gone(p["job_id"])  # its last lease was proposed here
-        elif heard.seq is not None and not state.newer(p.get("job_id"), heard.seq):
+        elif heard.seq is not None and not state.newer(p.get("job_id"), heard.seq, heard.type == "job.ready"):
             return  # already reflected in the snapshot, or older than what we applied
         elif heard.type == "job.ready":
-            state.job_ready(_ready_job(p))
+            state.job_ready(_ready_job(p, heard.seq))
         elif heard.type in ("job.withdrawn", "job.held", "job.failed", "job.quarantined"):
             state.job_gone(p["job_id"])
         elif heard.type == "lease.refused":
@@ -219,10 +229,10 @@ def _verdict(raw: dict, seq) -> Heard:
     return Heard(event_type, payload, seq)
 
 
-def _ready_job(p: dict) -> ReadyJob:
+def _ready_job(p: dict, seq: int | None) -> ReadyJob:
     # v1 job.ready verdicts (relayed before issue 13) carry no network: they never asked for it
     return ReadyJob(p["job_id"], p["price"], p["checkpoint"], p["submitted_at"], p["probe"], p["target_worker_id"],
-                    p.get("network", False) is True)
+                    p.get("network", False) is True, seq or 0)
 
 
 async def serve(settings, stop: asyncio.Event) -> None:

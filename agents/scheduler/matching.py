@@ -19,6 +19,9 @@ class ReadyJob:
     target_worker_id: str | None = None
     #: its owner asked for the network: only an offer that allows it will do
     network: bool = False
+    #: the ledger sequence that made it ready (its ``job.ready``): a newer
+    #: readiness of the same job supersedes a proposal made from this one
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,21 +97,52 @@ class SchedulerState:
     pool_opened_at: float | None = None
     #: per job, the sequence of the last ledger verdict applied
     job_seq: dict[str, int] = field(default_factory=dict)
+    #: relay batches still arriving: batch -> [its messages for us, heard so far, first heard at]
+    batches: dict[int, list] = field(default_factory=dict)
     _order: int = 0
 
-    def newer(self, job_id: str | None, seq: int) -> bool:
-        """Whether a verdict at ``seq`` about ``job_id`` is news: after the
-        snapshot and after anything already applied for that job (the relay
-        may deliver two verdicts of one job out of order)."""
-        if seq <= self.snapshot_seq or (job_id and seq <= self.job_seq.get(job_id, 0)):
+    def newer(self, job_id: str | None, seq: int, adds_job: bool = False) -> bool:
+        """Whether a verdict at ``seq`` about ``job_id`` is news: after
+        anything already applied for that job (the relay may deliver two
+        verdicts of one job out of order) and, for a verdict that makes a job
+        ready (``adds_job``), after the snapshot, which already says whether
+        the job is still ready. A verdict that settles a proposal or removes a
+        job applies even when older than the snapshot: the snapshot cannot say
+        that a proposal of ours was refused or that its job has finished."""
+        if (adds_job and seq <= self.snapshot_seq) or (job_id and seq <= self.job_seq.get(job_id, 0)):
             return False
         if job_id:
             self.job_seq[job_id] = seq
         return True
 
+    def resync(self, seq: int, ready_jobs: list[ReadyJob]) -> None:
+        """Take the ledger's ready list as of ``seq`` (a snapshot).
+
+        A job we proposed stays proposed only if the snapshot shows it ready
+        from the same readiness we proposed (the ledger has not answered yet);
+        a newer readiness supersedes the older proposal, as a newer
+        ``job.ready`` does."""
+        self.snapshot_seq = seq
+        self.ready = ReadyList()
+        for job in ready_jobs:
+            proposal = self.proposed.get(job.job_id)
+            if proposal is not None and proposal[0].seq >= job.seq:
+                continue
+            self.job_ready(job)
+            self.job_seq[job.job_id] = max(self.job_seq.get(job.job_id, 0), job.seq)
+
+    def batch_heard(self, batch: int, size: int, now: float) -> None:
+        """One message of a relay batch that holds ``size`` messages for us."""
+        pending = self.batches.setdefault(batch, [size, 0, now])
+        pending[1] += 1
+        if pending[1] >= pending[0]:
+            del self.batches[batch]
+
     # ---- what the scheduler hears -------------------------------------------
 
     def job_ready(self, job: ReadyJob) -> None:
+        # a newer readiness supersedes an older proposal: the proposal is
+        # refused or was granted and has ended, or this would not be news
         self.proposed.pop(job.job_id, None)
         self.ready.put(job)
 
@@ -192,11 +223,23 @@ class SchedulerState:
             return False
         if self.pool_opened_at is None:
             self.pool_opened_at = now
+        if now - self.pool_opened_at >= self.settings.window:
+            return True
+        if not self._batches_heard(now):
+            # the rest of a ledger batch (several jobs made ready by one event,
+            # a check-in and its job's readiness) is on its way: match it all at once
+            return False
         if len(offers) >= self.settings.threshold:
             return True
-        if self.idle <= set(self.offers) and all(o.speed for o in offers):
-            return True
-        return now - self.pool_opened_at >= self.settings.window
+        return self.idle <= set(self.offers) and all(o.speed for o in offers)
+
+    def _batches_heard(self, now: float) -> bool:
+        """Whether every relay batch begun has been heard in full; one whose
+        rest never came (dead-lettered, say) stops counting after a window."""
+        for batch, (_, _, first_heard_at) in list(self.batches.items()):
+            if now - first_heard_at > self.settings.window:
+                del self.batches[batch]
+        return not self.batches
 
     def _offer_list(self) -> list[Offer]:
         return [o for worker_offers in self.offers.values() for o in worker_offers]

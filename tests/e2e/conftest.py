@@ -189,14 +189,15 @@ class Market:
         return result_as_json(data)
 
 
-def start_market(settings, tmp_path: Path, **ledger_env) -> Market:
-    """A fresh ledger (with ``ledger_env`` in its environment) and a scheduler,
-    consuming, with alice (who has 1,000 credits to pay for her jobs) and bob."""
+def start_market(settings, tmp_path: Path, scheduler_env: dict | None = None, **ledger_env) -> Market:
+    """A fresh ledger (with ``ledger_env`` in its environment) and a scheduler
+    (with ``scheduler_env``), consuming, with alice (who has 1,000 credits to
+    pay for her jobs) and bob."""
     db_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     upgrade(db_url)
     running = Market(settings, db_url, tmp_path)
     running.start_agent("ledger", "ledger.agent", **ledger_env)
-    running.start_agent("scheduler", "agents.scheduler.agent")
+    running.start_agent("scheduler", "agents.scheduler.agent", **(scheduler_env or {}))
     running.start_agent("gatekeeper", "agents.gatekeeper.agent")
     wait_for(lambda: _consumers(settings), 30, "the ledger, scheduler and gatekeeper to consume")
     running.open_account("alice")

@@ -52,8 +52,8 @@ def test_a_worker_key_reports_and_offers_for_its_own_worker_only():
     # When w1's key offers for w1, and then for w2
     own = ingest(state, request("worker.offered", {"worker_id": "w1", "lease_seconds": 60}, "worker:w1"))
     other = ingest(state, request("worker.offered", {"worker_id": "w2", "lease_seconds": 60}, "worker:w1"))
-    # Then only its own offer is taken
-    assert types(own) == ["worker.offered"]
+    # Then only its own offer is taken (an idle worker's offer is a heartbeat: taken, not recorded)
+    assert types(own) == [] and own.heartbeats == 1
     assert types(other) == ["worker.offered", "request.rejected"]
 
 

@@ -123,3 +123,32 @@ def test_an_offer_counts_only_when_the_workers_own_key_sent_it():
     # while the worker's own key is heard
     hear(agent, Delivery(body, "worker:w-1"))
     assert "w-1" in agent.state.offers
+
+
+def test_a_timed_out_worker_is_no_longer_waited_for_and_its_offer_brings_it_back():
+    # Given worker w-1, offering
+    _, body = Codec().encode("worker.offered", {"worker_id": "w-1", "lease_seconds": 60, "slots": 1})
+    agent = SchedulerAgent(Settings())
+    hear(agent, Delivery(body, "worker:w-1"))
+    # When the ledger retires it for silence
+    hear(agent, verdict("worker.timed_out", {"worker_id": "w-1", "last_heard_at": "2026-12-01T10:00:00Z"}))
+    # Then its offers are gone and no pool waits for it
+    assert "w-1" not in agent.state.offers and "w-1" not in agent.state.idle
+    # and its next offer makes it idle again
+    hear(agent, Delivery(body, "worker:w-1"))
+    assert "w-1" in agent.state.offers and "w-1" in agent.state.idle
+
+
+def test_only_the_ledgers_batch_marks_count():
+    # Given a scheduler; a batch of two marked by the ledger, and the same marks forged by a worker
+    agent = SchedulerAgent(Settings())
+    marked = verdict("job.ready", READY, seq=10)
+    marked.headers.update(batch=10, batch_size=2)
+    forged = Delivery(b"{}", "worker:w-1", {"batch": 99, "batch_size": 5})
+    # When they are counted
+    agent._count_batch(forged, 1.0)
+    agent._count_batch(marked, 1.0)
+    # Then only the ledger's batch is awaited, until its second message is heard
+    assert list(agent.state.batches) == [10]
+    agent._count_batch(marked, 1.01)
+    assert agent.state.batches == {}
