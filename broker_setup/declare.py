@@ -11,6 +11,7 @@ import aio_pika
 import aiormq
 import structlog
 
+from broker_setup import retype
 from broker_setup.errors import TopologyError
 from broker_setup.topology import (
     BindingSpec,
@@ -73,7 +74,7 @@ async def _declare_exchange(channel, exchange: ExchangeSpec) -> None:
         ) from e
 
 
-async def _declare_queue(channel, queue: QueueSpec) -> aio_pika.abc.AbstractQueue:
+async def _declare_queue(channel, queue: QueueSpec, *, retyped: bool = False) -> aio_pika.abc.AbstractQueue:
     try:
         return await channel.declare_queue(
             queue.name,
@@ -81,6 +82,10 @@ async def _declare_queue(channel, queue: QueueSpec) -> aio_pika.abc.AbstractQueu
             arguments=queue.arguments or None,
         )
     except aiormq.exceptions.ChannelPreconditionFailed as e:
+        if not retyped and retype.is_type_change(queue, _reason(e)):
+            # an older version's classic queue: replaced when it holds nothing
+            await retype.delete_for_retype(channel, queue)
+            return await _declare_queue(channel, queue, retyped=True)
         raise TopologyError(
             f"queue {queue.name!r} already exists with other arguments ({_reason(e)}); "
             f"delete it (rabbitmqctl delete_queue {queue.name}, losing its messages) "

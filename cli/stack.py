@@ -184,8 +184,8 @@ def _local_worker_key(settings, name: str) -> Path:
 
 
 def loopback_amqp_url(settings) -> str:
-    """The local node's plain AMQP listener, as a process on this host reaches it."""
-    return f"amqp://127.0.0.1:{settings.amqp_port}/"
+    """The local broker's plain AMQP listeners (each node's), as a process on this host reaches them."""
+    return ",".join(f"amqp://127.0.0.1:{port}/" for port in settings.local_amqp_ports)
 
 
 def _ensure_account(settings, account: str) -> None:
