@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -91,6 +92,17 @@ def _waited_on(frame: ChannelFrame) -> bool:
 # aiormq's writer looks the generator up by this module-level name on every
 # connection it starts: every agent connects through ``connect`` below
 aiormq.connection.FrameGenerator = CoalescingFrameGenerator
+
+
+class _NodeDownFilter(logging.Filter):
+    """Drops aiormq's own line for a node it could not reach: ``connect`` moves on to
+    the next node and reports, in one line, only when none answers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")
+
+
+logging.getLogger("aiormq.connection").addFilter(_NodeDownFilter())
 
 
 async def connect(settings, name: str) -> aio_pika.abc.AbstractConnection:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,15 +30,36 @@ import structlog
 from broker_setup.errors import NodeError
 from broker_setup.management import ManagementApi, ManagementError
 from broker_setup.node import LocalNode
+from broker_setup.topology import CLASSIC, Topology, topology
 from common.secrets import read_or_create
 from common.settings import CLUSTER_PORT_STEP
 
 #: seconds to wait for a killed VM to be gone, or for a queue to elect a leader
 SETTLE_TIMEOUT = 60
+#: name of the policy that mirrors the classic queues in a cluster
+MIRROR_POLICY = "market-classic-mirrored"
 #: the secret every node's Erlang VM (and rabbitmqctl) shows the others
 COOKIE_SECRET = "erlang-cookie"
 
 log = structlog.get_logger(__name__)
+
+
+def classic_mirror_policy(topo: Topology) -> dict:
+    """The policy that mirrors the topology's classic queues on every node of a cluster.
+
+    They hold no market state (signals the agents re-read from the ledger,
+    queries nobody keeps), but their consumers must not lose them with one
+    node: a classic queue lives on one node, and while that node is down the
+    broker cancels its consumers and refuses to declare it elsewhere (the
+    scheduler and the ledger's queries would stop). Mirroring is a policy,
+    not a queue argument, so the same declarations serve one node and a
+    cluster. (Classic mirroring is deprecated from RabbitMQ 3.9 and gone in
+    4.0, where these become quorum queues; Debian 12 ships 3.10.)
+    """
+    names = sorted(q.name for q in topo.queues if q.queue_type == CLASSIC)
+    return {"pattern": "^(" + "|".join(re.escape(name) for name in names) + ")$",
+            "definition": {"ha-mode": "all", "ha-sync-mode": "automatic"},
+            "apply-to": "queues", "priority": 0}
 
 
 def node_settings(settings, index: int):
@@ -103,6 +125,7 @@ class LocalCluster:
             self._join(index)
         for node in self.nodes[1:]:
             self._grow_onto(node)
+        self._mirror_classic_queues()
         self.log.info("cluster.started", started=sum(started))
         return started
 
@@ -208,6 +231,10 @@ class LocalCluster:
         if result.returncode != 0:
             raise NodeError(f"rabbitmq-queues grow {node.settings.node_name} failed: "
                             f"{(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+
+    def _mirror_classic_queues(self) -> None:
+        policy = classic_mirror_policy(topology(self.settings))
+        self.nodes[0].api().put(f"/policies/%2F/{MIRROR_POLICY}", policy)
 
     def _queue_info(self, queue: str, vhost: str) -> dict:
         errors = []

@@ -22,16 +22,24 @@ CLUSTER_TEST_ENVIRONMENT = {
     "MARKET_AMQPS_PORT": "5831",
     "MARKET_NODE_NAME": "marketcluster@localhost",
     "MARKET_CLUSTER_SIZE": "3",
+    # `marketctl up --cluster 3 --db postgres` in tests/cli/test_cluster_stack.py
+    "MARKET_PG_PORT": "5834",
+    "MARKET_WEB_PORT": "18834",
 }
 
 
-def cluster_settings_for_tests(home, environ) -> Settings:
-    """Settings of a test cluster in ``home``, from MARKET_TEST_CLUSTER_* variables only."""
+def cluster_environment(environ) -> dict[str, str]:
+    """The MARKET_* variables of a test cluster, from MARKET_TEST_CLUSTER_* variables only."""
     test_environ = dict(CLUSTER_TEST_ENVIRONMENT)
     for name, value in environ.items():
         if name.startswith("MARKET_TEST_CLUSTER_"):
             test_environ["MARKET_" + name.removeprefix("MARKET_TEST_CLUSTER_")] = value
-    return Settings.from_env(environ=test_environ, home=home)
+    return test_environ
+
+
+def cluster_settings_for_tests(home, environ) -> Settings:
+    """Settings of a test cluster in ``home``, from MARKET_TEST_CLUSTER_* variables only."""
+    return Settings.from_env(environ=cluster_environment(environ), home=home)
 
 
 @contextlib.contextmanager

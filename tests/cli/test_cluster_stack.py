@@ -1,0 +1,90 @@
+"""``marketctl up --cluster 3 --db postgres``: the live market on a three-node
+broker cluster and a PostgreSQL cluster of its own, run as an operator runs it
+(marketctl as processes). A job completes; the broker node that leads
+``ledger.inbox`` is killed with SIGKILL; another job completes; the hash
+chain verifies; ``down`` stops every node and the database."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from broker_setup.cluster import LocalCluster
+from cli.local_servers import postgres_server
+from tests.cluster import cluster_environment, cluster_settings_for_tests
+
+pytestmark = [pytest.mark.broker, pytest.mark.cluster, pytest.mark.postgres_live, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+FACTORS = f"{ROOT}/examples/jobs/find_factors.py:factors"
+
+
+@pytest.fixture
+def market_home():
+    # not under pytest's tmp folder: as root, the postgres account must reach
+    # MARKET_HOME/postgres, and pytest's folders are root's alone (0700)
+    home = Path(tempfile.mkdtemp(prefix="market-cluster-"))
+    home.chmod(0o755)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def marketctl(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")}
+    env.update(cluster_environment(os.environ), MARKET_HOME=str(home), MARKET_LOG_LEVEL="info")
+    env.pop("MARKET_CLUSTER_SIZE")  # up --cluster says it, and the later commands read what up recorded
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def submit_and_wait(home: Path, name: str) -> dict:
+    done = marketctl(home, "submit", FACTORS, "--name", name, "--price", "5", "--args", '{"number": 600851475143}',
+                     "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_market_runs_on_a_cluster_and_postgresql_and_survives_its_inbox_leader_dying(market_home):
+    settings = cluster_settings_for_tests(market_home, os.environ)
+    cluster = LocalCluster(settings)
+    try:
+        # Given the market up on three broker nodes and PostgreSQL, with one worker
+        up = marketctl(market_home, "up", "--cluster", "3", "--db", "postgres", "--workers", "1", timeout=600)
+        assert up.returncode == 0, up.stderr + up.stdout
+        assert all(cluster.running())
+        status = json.loads(marketctl(market_home, "status", "--json").stdout)
+        assert [node["name"] for node in status["nodes"]] == cluster.names
+        assert sum(node["leads_ledger_inbox"] for node in status["nodes"]) == 1
+        assert status["ledger"]["database"].startswith("postgresql")
+        assert marketctl(market_home, "accounts", "deposit", "operator", "100").returncode == 0
+
+        # When a job runs, Then it completes
+        first = submit_and_wait(market_home, "before the kill")
+        assert first["status"] == "completed", first
+
+        # When the node that leads ledger.inbox is killed with SIGKILL
+        leader = cluster.leader_of("ledger.inbox")
+        cluster.kill_node(cluster.index_of(leader))
+        cluster.wait_for_leader("ledger.inbox", not_on=leader)
+
+        # Then the market goes on: another job completes, through the live nodes
+        second = submit_and_wait(market_home, "after the kill")
+        assert second["status"] == "completed", second
+        assert "6857" in json.dumps(second["result"])
+        status = json.loads(marketctl(market_home, "status", "--json").stdout)
+        assert [node["running"] for node in status["nodes"]].count(False) == 1
+
+        # And the ledger on PostgreSQL is whole
+        verify = marketctl(market_home, "ledger", "verify")
+        assert verify.returncode == 0 and "hash chain verified" in verify.stdout, verify.stderr
+    finally:
+        down = marketctl(market_home, "down", timeout=300)
+    assert down.returncode == 0, down.stderr
+    assert not any(cluster.running())
+    assert not postgres_server(settings).is_running()
