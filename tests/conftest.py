@@ -92,4 +92,5 @@ async def _purge(settings: Settings) -> None:
 
 # the database fixtures (SQLite and PostgreSQL) live in tests/database.py;
 # imported once here so every test package shares one PostgreSQL cluster
-from tests.database import db_url, engine, migrated_db_url, postgres_admin, postgres_server  # noqa: E402,F401
+from tests.database import (db_url, engine, migrated_db_url, postgres_admin,  # noqa: E402,F401
+                            postgres_database, postgres_server)

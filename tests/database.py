@@ -74,16 +74,20 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
-    server = request.getfixturevalue("postgres_server")
-    admin = request.getfixturevalue("postgres_admin")
+    yield request.getfixturevalue("postgres_database")
+
+
+@pytest.fixture
+def postgres_database(postgres_server, postgres_admin):
+    """The URL of a fresh, empty database on the test PostgreSQL server, dropped afterwards."""
     name = f"market_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
+    with postgres_admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield server.set(database=name).render_as_string(hide_password=False)
+        yield postgres_server.set(database=name).render_as_string(hide_password=False)
     finally:
         # FORCE: an engine a test forgot to dispose must not keep the database alive
-        with admin.connect() as connection:
+        with postgres_admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
