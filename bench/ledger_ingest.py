@@ -1,6 +1,10 @@
 """Ledger ingest benchmark: events/s into the ledger vs the raw broker ceiling.
 
-    .venv/bin/python bench/ledger_ingest.py [--events 50000] [--db-url URL]
+    .venv/bin/python bench/ledger_ingest.py [--events 50000] [--db-url URL | --db sqlite|postgres]
+
+``--db postgres`` runs the ledger on a throwaway PostgreSQL cluster of its
+own (ledger/pgserver.py, fsync and synchronous commit on, as a live market
+runs it) on MARKET_BENCH_PG_PORT (default 5485).
 
 1. Ceiling: the same message bodies, published with confirms to a quorum
    queue like ledger.inbox and consumed with acks (prefetch and multiple-acks
@@ -167,6 +171,29 @@ def bench_broker(settings):
             node.stop()
 
 
+@contextlib.contextmanager
+def bench_database(args):
+    """The ledger database of this run: --db-url, or a fresh SQLite file or PostgreSQL cluster."""
+    if args.db_url:
+        yield args.db_url
+        return
+    with tempfile.TemporaryDirectory(prefix="market-bench-") as tmp:
+        if args.db == "sqlite":
+            yield f"sqlite:///{Path(tmp) / 'ledger.db'}"
+            return
+        from ledger.pgserver import PgServer
+
+        server = PgServer(Path(tmp) / "postgres", int(os.environ.get("MARKET_BENCH_PG_PORT") or 5485))
+        if server.as_user:
+            # the postgres account must reach its data folder inside ours
+            shutil.chown(tmp, user=server.as_user)
+        server.start()
+        try:
+            yield server.ensure_database("ledger_bench")
+        finally:
+            server.stop()
+
+
 async def declare(settings) -> None:
     connection = await connect(settings, "bench: declare")
     async with connection:
@@ -179,6 +206,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--db-url", help="ledger database (default: a fresh SQLite file in a temp folder)")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
+                        help="without --db-url: a fresh SQLite file, or a throwaway PostgreSQL cluster")
     parser.add_argument("--raw-consumer", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_consumer:
@@ -190,8 +219,7 @@ def main() -> int:
         print(f"ledger ingest benchmark: {args.events} events, {os.cpu_count()} cores, batch {settings.ingest_batch}")
         ceiling = measure_ceiling(settings, events)
         print(f"  ceiling (publish with confirms + consume with acks, no DB): {ceiling:8.0f} msgs/s")
-        with tempfile.TemporaryDirectory(prefix="market-bench-") as tmp:
-            db_url = args.db_url or f"sqlite:///{Path(tmp) / 'ledger.db'}"
+        with bench_database(args) as db_url:
             rate, publish_rate = measure_ledger(settings, events, db_url)
         backend = db_url.split(":", 1)[0]
         print(f"  ledger ({backend}, publish with confirms -> committed): {rate:8.0f} events/s"

@@ -19,7 +19,6 @@ from broker_setup.cluster import LocalCluster
 from cli.local_servers import postgres_server
 from tests.cluster import cluster_environment, cluster_settings_for_tests
 
-pytestmark = [pytest.mark.broker, pytest.mark.cluster, pytest.mark.postgres_live, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORS = f"{ROOT}/examples/jobs/find_factors.py:factors"
@@ -50,6 +49,10 @@ def submit_and_wait(home: Path, name: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.broker
+@pytest.mark.cluster
+@pytest.mark.postgres_live
+@pytest.mark.slow
 def test_the_market_runs_on_a_cluster_and_postgresql_and_survives_its_inbox_leader_dying(market_home):
     settings = cluster_settings_for_tests(market_home, os.environ)
     cluster = LocalCluster(settings)
@@ -88,3 +91,14 @@ def test_the_market_runs_on_a_cluster_and_postgresql_and_survives_its_inbox_lead
     assert down.returncode == 0, down.stderr
     assert not any(cluster.running())
     assert not postgres_server(settings).is_running()
+
+
+@pytest.mark.parametrize("size", ["2", "4"])
+def test_an_even_cluster_is_refused_in_one_line_and_nothing_starts(tmp_path, size):
+    # When
+    done = marketctl(tmp_path, "up", "--cluster", size, timeout=60)
+
+    # Then
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "1, 3, 5 or 7 nodes" in done.stderr
+    assert not (tmp_path / "rabbitmq").exists() and not (tmp_path / "run").exists()
