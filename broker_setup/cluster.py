@@ -53,8 +53,8 @@ def classic_mirror_policy(topo: Topology) -> dict:
     broker cancels its consumers and refuses to declare it elsewhere (the
     scheduler and the ledger's queries would stop). Mirroring is a policy,
     not a queue argument, so the same declarations serve one node and a
-    cluster. (Classic mirroring is deprecated from RabbitMQ 3.9 and gone in
-    4.0, where these become quorum queues; Debian 12 ships 3.10.)
+    cluster. (Classic mirroring is deprecated since RabbitMQ 3.9 and gone in
+    4.0, where these would have to become quorum queues; Debian 12 ships 3.10.)
     """
     names = sorted(q.name for q in topo.queues if q.queue_type == CLASSIC)
     return {"pattern": "^(" + "|".join(re.escape(name) for name in names) + ")$",

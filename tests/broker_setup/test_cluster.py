@@ -12,7 +12,7 @@ import uuid
 import pika
 import pytest
 
-from broker_setup.amqp import Publisher, connect, run_sessions
+from broker_setup.amqp import Publisher, connect, queue_depths, run_sessions
 from broker_setup.declare import declare_lease_queue
 from broker_setup.topology import LEDGER_INBOX, QUORUM, lease_queue, topology
 from broker_setup.urls import split_urls
@@ -91,6 +91,10 @@ def test_a_confirmed_message_survives_kill_9_of_its_queues_leader_and_the_node_r
     assert got is not None, "the confirmed message was lost with its leader"
     properties, body = got
     assert properties.message_id == marker and marker.encode() in body
+    # and every queue of the topology, classic ones (mirrored) included, is still there for its consumers
+    survivor_settings = cluster.settings.replace(amqp_url_override=_url_of(cluster, survivor))
+    missing = [name for name, depth in asyncio.run(_depths(survivor_settings)).items() if depth is None]
+    assert missing == [], f"queues lost with node {leader}: {missing}"
 
     # When the killed node starts again, Then it is back in the cluster with its replica
     assert cluster.start_node(killed) is True
@@ -153,6 +157,12 @@ async def _publish(settings, marker: str) -> None:
         async with Publisher(connection) as publisher:
             await publisher.publish(f'{{"marker": "{marker}"}}'.encode(), "account.deposited",
                                     user_id="operator", message_id=marker)
+
+
+async def _depths(settings) -> dict:
+    connection = await connect(settings, "tests: depths")
+    async with connection:
+        return await queue_depths(await connection.channel(), topology(settings).queue_names)
 
 
 async def _purge(settings, queue: str) -> None:
