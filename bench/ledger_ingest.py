@@ -1,6 +1,10 @@
 """Ledger ingest benchmark: events/s into the ledger vs the raw broker ceiling.
 
-    .venv/bin/python bench/ledger_ingest.py [--events 50000] [--db-url URL]
+    .venv/bin/python bench/ledger_ingest.py [--events 50000] [--db-url URL | --db sqlite|postgres]
+
+``--db postgres`` runs the ledger on a throwaway PostgreSQL cluster of its
+own (ledger/pgserver.py, fsync and synchronous commit on, as a live market
+runs it) on MARKET_BENCH_PG_PORT (default 5485).
 
 1. Ceiling: the same message bodies, published with confirms to a quorum
    queue like ledger.inbox and consumed with acks (prefetch and multiple-acks
@@ -149,6 +153,43 @@ def measure_ledger(settings, events, db_url: str) -> tuple[float, float]:
     return len(events) / elapsed, len(events) / publish_seconds
 
 
+def measure_writer(settings, events, db_url: str) -> float:
+    """Events/s of the ledger's own decide-and-commit steps alone, in this process, no
+    broker: decode, fold (ledger.ingest.plan_batch) and one transaction per batch of
+    MARKET_INGEST_BATCH, as the agent's ``_append_all`` does. What the database side
+    of one writer sustains."""
+    from ledger.ingest import Incoming, decode_all, plan_batch
+    from ledger.state import Rules
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    store = LedgerStore(engine)
+    codec, clock = Codec.from_settings(settings), settings.ledger_clock()
+    state = store.load_state()
+    state.rules = Rules.from_settings(settings)
+    try:
+        started = time.perf_counter()
+        for start in range(0, len(events), settings.ingest_batch):
+            batch = [Incoming(body, "operator") for _, body, _ in events[start:start + settings.ingest_batch]]
+            decoded, _ = decode_all(codec, batch)
+            with store.transaction():
+                known = store.known_event_ids([envelope.event_id for _, envelope in decoded])
+                store.write(plan_batch(state, decoded, known, clock()), state)
+        elapsed = time.perf_counter() - started
+        assert store.last_seq() == len(events), "the writer did not append every event"
+    finally:
+        store.close()
+        engine.dispose()
+    return len(events) / elapsed
+
+
+def print_writer(settings, events, args) -> None:
+    with bench_database(args) as db_url:
+        writer = measure_writer(settings, events, db_url)
+    print(f"  the writer alone ({db_url.split(':', 1)[0]}: decode, fold, commit per batch; no broker): "
+          f"{writer:8.0f} events/s")
+
+
 @contextlib.contextmanager
 def bench_broker(settings):
     """The bench's own broker node (started and stopped here unless
@@ -167,6 +208,29 @@ def bench_broker(settings):
             node.stop()
 
 
+@contextlib.contextmanager
+def bench_database(args):
+    """The ledger database of this run: --db-url, or a fresh SQLite file or PostgreSQL cluster."""
+    if args.db_url:
+        yield args.db_url
+        return
+    with tempfile.TemporaryDirectory(prefix="market-bench-") as tmp:
+        if args.db == "sqlite":
+            yield f"sqlite:///{Path(tmp) / 'ledger.db'}"
+            return
+        from ledger.pgserver import PgServer
+
+        server = PgServer(Path(tmp) / "postgres", int(os.environ.get("MARKET_BENCH_PG_PORT") or 5485))
+        if server.as_user:
+            # the postgres account must reach its data folder inside ours
+            shutil.chown(tmp, user=server.as_user)
+        server.start()
+        try:
+            yield server.ensure_database("ledger_bench")
+        finally:
+            server.stop()
+
+
 async def declare(settings) -> None:
     connection = await connect(settings, "bench: declare")
     async with connection:
@@ -179,21 +243,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--db-url", help="ledger database (default: a fresh SQLite file in a temp folder)")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
+                        help="without --db-url: a fresh SQLite file, or a throwaway PostgreSQL cluster")
+    parser.add_argument("--writer-only", action="store_true",
+                        help="measure only the writer's decide-and-commit steps, no broker")
     parser.add_argument("--raw-consumer", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_consumer:
         asyncio.run(raw_consume(*args.raw_consumer))
         return 0
     settings = bench_settings()
+    if args.writer_only:
+        print_writer(settings, make_events(args.events), args)
+        return 0
     with bench_broker(settings):
         events = make_events(args.events)
         print(f"ledger ingest benchmark: {args.events} events, {os.cpu_count()} cores, batch {settings.ingest_batch}")
         ceiling = measure_ceiling(settings, events)
         print(f"  ceiling (publish with confirms + consume with acks, no DB): {ceiling:8.0f} msgs/s")
-        with tempfile.TemporaryDirectory(prefix="market-bench-") as tmp:
-            db_url = args.db_url or f"sqlite:///{Path(tmp) / 'ledger.db'}"
+        with bench_database(args) as db_url:
             rate, publish_rate = measure_ledger(settings, events, db_url)
         backend = db_url.split(":", 1)[0]
+        print_writer(settings, events, args)
         print(f"  ledger ({backend}, publish with confirms -> committed): {rate:8.0f} events/s"
               f"   (publishing alone ran at {publish_rate:.0f} msgs/s)")
         print(f"  ratio ledger / ceiling: {rate / ceiling:.2f}")

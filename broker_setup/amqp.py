@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pamqp.header import ContentHeader
 
 from broker_setup.errors import AccessRefused, BrokerError, PublishError
 from broker_setup.topology import EVENTS_EXCHANGE
+from broker_setup.urls import connection_order
 from common.waits import sleep_or_stop
 
 #: seconds to wait for the broker to accept a new connection
@@ -92,14 +94,42 @@ def _waited_on(frame: ChannelFrame) -> bool:
 aiormq.connection.FrameGenerator = CoalescingFrameGenerator
 
 
+class _NodeDownFilter(logging.Filter):
+    """Drops aiormq's own line for a node it could not reach: ``connect`` moves on to
+    the next node and reports, in one line, only when none answers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")
+
+
+logging.getLogger("aiormq.connection").addFilter(_NodeDownFilter())
+
+
 async def connect(settings, name: str) -> aio_pika.abc.AbstractConnection:
     """Open a connection to the market's broker, named ``name`` in the management UI.
 
-    Raises BrokerError (one line, no password) when the broker is unreachable
-    or refuses the credentials.
+    ``settings.amqp_url`` may list a cluster's nodes (comma-separated): they
+    are tried in turn from a random one (broker_setup.urls). Raises
+    BrokerError (one line, no password) when no node is reachable, or
+    AccessRefused when one refuses the credentials.
     """
+    failures = []
+    for url in connection_order(settings.amqp_url):
+        try:
+            return await _connect_to(settings, url, name)
+        except AccessRefused:
+            raise  # a cluster's nodes share their users: the next one refuses too
+        except BrokerError as e:
+            failures.append(e)
+    if len(failures) == 1:
+        raise failures[0]
+    raise BrokerError(f"no node of the broker is reachable ({'; '.join(getattr(f, 'reason', str(f)) for f in failures)}): "
+                      f"{_unreachable_hint(settings)}") from failures[-1]
+
+
+async def _connect_to(settings, url: str, name: str) -> aio_pika.abc.AbstractConnection:
     tls = {}
-    if settings.amqp_url.startswith("amqps:"):
+    if url.startswith("amqps:"):
         from broker_setup.tls import client_context
 
         if not settings.amqp_ca_pem:
@@ -108,22 +138,25 @@ async def connect(settings, name: str) -> aio_pika.abc.AbstractConnection:
         tls = {"ssl_context": client_context(settings.amqp_ca_pem)}
     try:
         return await aio_pika.connect(
-            settings.amqp_url,
+            url,
             client_properties={"connection_name": name},
             timeout=CONNECT_TIMEOUT,
             **tls,
         )
     except aiormq.exceptions.ProbableAuthenticationError as e:
         raise AccessRefused(
-            f"the broker at {_where(settings.amqp_url)} refused user "
-            f"{_user(settings.amqp_url)!r}: check the credentials (a revoked worker's or a disabled "
+            f"the broker at {_where(url)} refused user "
+            f"{_user(url)!r}: check the credentials (a revoked worker's or a disabled "
             "account's key no longer connects; the operator's tools: MARKET_SERVICE_USER/MARKET_SERVICE_PASSWORD)"
         ) from e
     except (OSError, asyncio.TimeoutError, aiormq.exceptions.AMQPError) as e:
-        hint = "start it with `marketctl up`" if settings.uses_local_broker else "check MARKET_AMQP_URL"
-        raise BrokerError(
-            f"cannot reach the broker at {_where(settings.amqp_url)} ({_reason(e)}): {hint}"
-        ) from e
+        failure = BrokerError(f"cannot reach the broker at {_where(url)} ({_reason(e)}): {_unreachable_hint(settings)}")
+        failure.reason = f"{_where(url)}: {_reason(e)}"
+        raise failure from e
+
+
+def _unreachable_hint(settings) -> str:
+    return "start it with `marketctl up`" if settings.uses_local_broker else "check MARKET_AMQP_URL"
 
 
 async def run_sessions(settings, name: str, session, stop: asyncio.Event, *, delay: float = 1.0) -> None:

@@ -11,6 +11,7 @@ import aio_pika
 import aiormq
 import structlog
 
+from broker_setup import retype
 from broker_setup.errors import TopologyError
 from broker_setup.topology import (
     BindingSpec,
@@ -74,11 +75,15 @@ async def _declare_exchange(channel, exchange: ExchangeSpec) -> None:
         ) from e
 
 
-async def _declare_queue(channel, queue: QueueSpec, bindings: tuple[BindingSpec, ...] = ()
-                         ) -> aio_pika.abc.AbstractQueue:
+async def _declare_queue(channel, queue: QueueSpec, bindings: tuple[BindingSpec, ...] = (), *,
+                         retyped: bool = False) -> aio_pika.abc.AbstractQueue:
     try:
         return await _declare_as_specified(channel, queue)
     except aiormq.exceptions.ChannelPreconditionFailed as e:
+        if not retyped and retype.is_type_change(queue, _reason(e)):
+            # an older version's classic queue: replaced when it holds nothing
+            await retype.delete_for_retype(channel, queue)
+            return await _declare_queue(channel, queue, bindings, retyped=True)
         if not any(f"'{argument}'" in _reason(e) for argument in UPGRADED_ARGUMENTS):
             raise TopologyError(
                 f"queue {queue.name!r} already exists with other arguments ({_reason(e)}); "

@@ -45,16 +45,20 @@ log = structlog.get_logger(__name__)
 class LocalNode:
     """One RabbitMQ node whose files all live in ``settings.home / "rabbitmq"``."""
 
-    def __init__(self, settings, bin_dir: Path = RABBITMQ_BIN):
+    def __init__(self, settings, bin_dir: Path = RABBITMQ_BIN, *, base: Path | None = None,
+                 tls_dir: Path | None = None):
         self.settings = settings
         self.bin_dir = Path(bin_dir)
-        self.base = (Path(settings.home) / "rabbitmq").resolve()
+        # a cluster's other nodes (broker_setup.cluster) have folders of their own
+        # but share the first node's CA, so one CA certificate checks every node
+        self.base = Path(base or Path(settings.home) / "rabbitmq").resolve()
+        self.tls_dir = Path(tls_dir).resolve() if tls_dir else self.base / "tls"
         self.log = log.bind(node=settings.node_name, amqp_port=settings.amqp_port)
 
     @property
     def tls(self) -> Tls:
         """The node's CA and certificate (MARKET_HOME/rabbitmq/tls)."""
-        return Tls(self.base / "tls")
+        return Tls(self.tls_dir)
 
     @property
     def pid_file(self) -> Path:

@@ -173,7 +173,9 @@ def topology(settings) -> Topology:
         # over the moment the active one goes away, with no double matching.
         # Classic, not quorum: these carry signals that a scheduler taking over
         # re-reads from the ledger anyway, and a quorum queue costs the broker
-        # several times the CPU per message on this hot path.
+        # several times the CPU per message on this hot path. They hold no
+        # market state, so in a cluster they live on one node: when it dies
+        # their consumers wait for it to come back (nothing is lost).
         (_signal_queue(SCHEDULER_READY), SCHEDULER_READY_TYPES),
         (_signal_queue(SCHEDULER_OFFERS), SCHEDULER_OFFERS_TYPES),
         (_signal_queue(SPEEDPROBE_INBOX), SPEEDPROBE_TYPES),
@@ -190,8 +192,11 @@ def topology(settings) -> Topology:
         queues.append(queue)
         bindings += [BindingSpec(queue.name, EVENTS_EXCHANGE, routing_key(t)) for t in event_types]
     for queue, _ in consumers:
-        queues.append(dead_letter_queue_spec(dead_letter_queue(queue.name), settings))
+        queues.append(dead_letter_queue_spec(dead_letter_queue(queue.name), settings,
+                                             quorum=queue.queue_type == QUORUM))
         bindings.append(BindingSpec(dead_letter_queue(queue.name), DEAD_EXCHANGE, queue.name))
+    # classic: an offer that expired unread is only for an operator to see; the
+    # ledger's sweeper expires its lease on its own clock, whatever this queue holds
     queues.append(dead_letter_queue_spec(LEASE_DEAD, settings))
     bindings.append(BindingSpec(LEASE_DEAD, DEAD_EXCHANGE, LEASE_DEAD))
     bindings.append(BindingSpec(LEDGER_QUERIES, QUERIES_EXCHANGE, LEDGER_QUERIES))
@@ -211,14 +216,18 @@ def topology(settings) -> Topology:
 def lease_queue_spec(worker_id: str) -> tuple[QueueSpec, BindingSpec]:
     """The lease queue of one worker and its binding on ``market.leases`` (key = worker id).
 
-    A classic queue: lease offers carry a per-message expiration equal to
-    their deadline, and an offer that expires unread is dead-lettered to
-    ``lease.dead`` so an operator can see it.
+    A quorum queue: a granted lease is market state (the worker must get it
+    even if a broker node dies). Lease offers carry a per-message expiration
+    equal to their deadline (quorum queues honour it since RabbitMQ 3.10;
+    like a classic queue, a message expires when it reaches the head, and
+    offers to one worker arrive in deadline order), and an offer that
+    expires unread is dead-lettered to ``lease.dead`` so an operator can see it.
     """
     name = lease_queue(worker_id)
     queue = QueueSpec(
         name,
         arguments={
+            "x-queue-type": QUORUM,
             "x-dead-letter-exchange": DEAD_EXCHANGE,
             "x-dead-letter-routing-key": LEASE_DEAD,
         },
@@ -226,13 +235,18 @@ def lease_queue_spec(worker_id: str) -> tuple[QueueSpec, BindingSpec]:
     return queue, BindingSpec(name, LEASES_EXCHANGE, worker_id)
 
 
-def dead_letter_queue_spec(name: str, settings) -> QueueSpec:
+def dead_letter_queue_spec(name: str, settings, *, quorum: bool = False) -> QueueSpec:
     """A dead-letter queue, bounded: at most MARKET_DLQ_MAX_LENGTH messages,
     each kept MARKET_DLQ_TTL_SECONDS; past the length the oldest is dropped
-    (``drop-head``), so the newest faults are the ones an operator sees."""
-    return QueueSpec(name, arguments={"x-max-length": settings.dlq_max_length,
-                                      "x-message-ttl": settings.dlq_ttl_seconds * 1000,
-                                      "x-overflow": "drop-head"})
+    (``drop-head``), so the newest faults are the ones an operator sees.
+    The dead letters of a quorum queue are requests the ledger has not
+    recorded (never lost, even with a node): ``quorum`` makes it quorum too;
+    a classic signal queue's stay classic."""
+    arguments = {"x-max-length": settings.dlq_max_length, "x-message-ttl": settings.dlq_ttl_seconds * 1000,
+                 "x-overflow": "drop-head"}
+    if quorum:
+        arguments["x-queue-type"] = QUORUM
+    return QueueSpec(name, arguments=arguments)
 
 
 def dead_letter_queues(topo: Topology) -> tuple[str, ...]:

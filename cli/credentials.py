@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from broker_setup.urls import first_url, map_urls
 from common.errors import MarketError
 
 #: where marketctl looks when neither --credentials nor MARKET_CREDENTIALS is given
@@ -38,7 +39,7 @@ class Credentials:
     def user(self) -> str:
         from urllib.parse import unquote
 
-        return unquote(urlsplit(self.amqp_url).username or "")
+        return unquote(urlsplit(first_url(self.amqp_url)).username or "")
 
     def as_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, indent=2) + "\n"
@@ -69,7 +70,12 @@ class Credentials:
 
 
 def url_with_key(base_url: str, user: str, secret: str) -> str:
-    """``base_url`` (the broker as members reach it) with ``user:secret@`` in it."""
+    """``base_url`` (the broker as members reach it; a cluster's nodes comma-separated)
+    with ``user:secret@`` in each URL."""
+    return map_urls(base_url, lambda url: _one_url_with_key(url, user, secret))
+
+
+def _one_url_with_key(base_url: str, user: str, secret: str) -> str:
     parts = urlsplit(base_url)
     host = parts.hostname or "127.0.0.1"
     netloc = f"{quote(user, safe='')}:{quote(secret, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
@@ -81,9 +87,11 @@ def public_amqp_url(settings) -> str:
     else the local node's TLS listener, else its loopback AMQP port."""
     if settings.public_amqp_url:
         return settings.public_amqp_url
+    # every node of a local cluster, so a member's client moves on when one is down
+    steps = [port - settings.amqp_port for port in settings.local_amqp_ports] if settings.uses_local_broker else [0]
     if settings.uses_local_broker and settings.amqps_port:
-        return f"amqps://localhost:{settings.amqps_port}/"
-    return f"amqp://127.0.0.1:{settings.amqp_port}/"
+        return ",".join(f"amqps://localhost:{settings.amqps_port + step}/" for step in steps)
+    return ",".join(f"amqp://127.0.0.1:{settings.amqp_port + step}/" for step in steps)
 
 
 def public_ca_pem(settings) -> str | None:

@@ -25,7 +25,10 @@ def _print_json(value) -> None:
 def cmd_up(settings, args) -> int:
     from cli.stack import up
 
-    up(settings, workers=args.workers)
+    if args.cluster is not None:
+        settings = settings.replace(cluster_size=args.cluster)
+        settings.check_cluster_size()
+    up(settings, workers=args.workers, db=args.db)
     print("market is up: `marketctl status` shows it, `marketctl down` stops it")
     return 0
 
@@ -51,7 +54,9 @@ def cmd_settings(settings, args) -> int:
     values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
     from cli.stack import _safe_url
 
-    values.update(amqp_url=_safe_url(settings.amqp_url), db_url=_safe_url(settings.db_url),
+    from broker_setup.urls import map_urls
+
+    values.update(amqp_url=map_urls(settings.amqp_url, _safe_url), db_url=_safe_url(settings.db_url),
                   service_password="***" if settings.service_password else None)
     _print_json(values)
     return 0
@@ -219,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("up", cmd_up, "start the local broker (management UI on), migrate the ledger, start the agents")
     sub.add_argument("--workers", type=int, default=0, metavar="N",
                      help="also start N local workers, owned by the acting account (default 0)")
+    sub.add_argument("--cluster", type=int, metavar="N",
+                     help="run the local broker as a cluster of N nodes (3, 5 or 7) on this machine, every "
+                          "queue that holds market state replicated on all of them")
+    sub.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
+                     help="the live ledger's database: SQLite in MARKET_HOME (default) or a PostgreSQL cluster "
+                          "that up keeps in MARKET_HOME/postgres (MARKET_PG_PORT); MARKET_DB_URL wins over both")
     command("down", cmd_down, "stop exactly what `up` started")
     sub = command("status", cmd_status, "which agents run, queue depths, the ledger's last sequence and outbox backlog")
     sub.add_argument("--json", action="store_true", help="print JSON")
@@ -329,7 +340,10 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env()
+        from cli.local_servers import recorded
+
+        # the broker cluster and database `up` started, unless the environment says otherwise
+        settings = recorded(Settings.from_env())
         from cli.credentials import find, settings_for
 
         credentials = find(settings, args.credentials)

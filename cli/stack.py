@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker_setup import permissions
+from cli import local_servers
 from cli.credentials import public_amqp_url, public_ca_pem
 from broker_setup.amqp import connect, queue_depths
 from broker_setup.declare import declare_topology
-from broker_setup.node import LocalNode
 from broker_setup.topology import topology
 from common.errors import MarketError
 
@@ -31,7 +31,6 @@ SERVICE_SECRETS_ENV = ("MARKET_AMQP_URL", "MARKET_SERVICE_PASSWORD", "MARKET_DB_
 WORKER_PREFIX = "worker-"
 #: seconds an agent gets to stop after SIGTERM before SIGKILL
 STOP_GRACE = 10.0
-BROKER_MARK = "broker.started-by-up"
 
 
 @dataclass
@@ -111,6 +110,7 @@ def start_agent(settings, name: str, extra_env: dict | None = None, argv: list[s
 def _settings_env(settings) -> dict:
     """The settings an agent needs, passed on so it sees what ``up`` saw."""
     env = {"MARKET_HOME": str(Path(settings.home).resolve()), "MARKET_DB_URL": settings.db_url,
+           "MARKET_CLUSTER_SIZE": str(settings.cluster_size),
            "MARKET_AMQP_URL": settings.amqp_url, "MARKET_LOG_LEVEL": settings.log_level,
            "MARKET_WEB_PORT": str(settings.web_port), "MARKET_WEB_HOST": settings.web_host,
            "MARKET_AMQP_PORT": str(settings.amqp_port), "MARKET_MANAGEMENT_PORT": str(settings.management_port),
@@ -135,25 +135,21 @@ def stop_agent(settings, name: str) -> bool:
     return stopped
 
 
-def up(settings, say=print, workers: int = 0) -> None:
+def up(settings, say=print, workers: int = 0, db: str = "sqlite") -> None:
+    """Start the stack; ``settings.cluster_size`` nodes of broker, the ledger on
+    SQLite or (``db="postgres"``) on a PostgreSQL cluster in MARKET_HOME."""
     from ledger.migrate import upgrade
 
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     if settings.uses_local_broker:
-        node = LocalNode(settings)
-        if node.start():
-            (settings.run_dir / BROKER_MARK).write_text(settings.node_name)
-            say(f"broker: started {settings.node_name} on amqp port {settings.amqp_port}")
-        else:
-            say(f"broker: {settings.node_name} already running on amqp port {settings.amqp_port}")
-        say(f"management UI: {settings.management_url}  (the operator: login {settings.service_user}, password in "
-            f"{settings.home}/secrets/amqp-{settings.service_user})")
+        local_servers.start_broker(settings, say)
     else:
         say("broker: using MARKET_AMQP_URL")
     asyncio.run(_declare(settings))
     say("topology: declared")
     if settings.uses_local_db:
         settings.home.mkdir(parents=True, exist_ok=True)
+    settings = local_servers.start_database(settings, db, say)
     upgrade(settings.db_url)
     say(f"ledger database: migrated ({_safe_url(settings.db_url)})")
     for name in AGENTS:
@@ -184,8 +180,8 @@ def _local_worker_key(settings, name: str) -> Path:
 
 
 def loopback_amqp_url(settings) -> str:
-    """The local node's plain AMQP listener, as a process on this host reaches it."""
-    return f"amqp://127.0.0.1:{settings.amqp_port}/"
+    """The local broker's plain AMQP listeners (each node's), as a process on this host reaches them."""
+    return ",".join(f"amqp://127.0.0.1:{port}/" for port in settings.local_amqp_ports)
 
 
 def _ensure_account(settings, account: str) -> None:
@@ -210,11 +206,8 @@ def down(settings, say=print) -> None:
     for name in reversed(_started_names(settings)):
         if stop_agent(settings, name):
             say(f"{name} agent: stopped")
-    mark = settings.run_dir / BROKER_MARK
-    if mark.exists():
-        LocalNode(settings).stop()
-        mark.unlink(missing_ok=True)
-        say(f"broker: stopped {settings.node_name}")
+    local_servers.stop_broker(settings, say)
+    local_servers.stop_database(settings, say)
 
 
 def status(settings) -> dict:
@@ -222,7 +215,8 @@ def status(settings) -> dict:
     from ledger.migrate import make_engine
     from ledger.store import LedgerStore
 
-    report: dict = {"agents": {a.name: {"pid": a.pid, "running": a.running} for a in agent_statuses(settings)}}
+    report: dict = {"agents": {a.name: {"pid": a.pid, "running": a.running} for a in agent_statuses(settings)},
+                    "nodes": local_servers.broker_nodes(settings)}
     try:
         report["queues"] = asyncio.run(_depths(settings))
         report["broker"] = {"reachable": True, "management_url": settings.management_url if settings.uses_local_broker else None}
@@ -263,6 +257,7 @@ def format_status(report: dict) -> str:
     lines.append("broker: " + ("reachable" if broker.get("reachable") else f"unreachable ({broker.get('error')})"))
     if broker.get("management_url"):
         lines.append(f"  management UI {broker['management_url']}")
+    lines += local_servers.format_nodes(report.get("nodes") or [])
     if report["queues"]:
         lines.append(f"  {'queue':<24} {'messages':>9} {'consumers':>9}")
         for name, depth in report["queues"].items():

@@ -18,6 +18,13 @@ class SettingsError(MarketError):
     exit_code = 2
 
 
+#: ports of a local cluster's node N sit at (N - 1) * this from the first node's
+CLUSTER_PORT_STEP = 10
+#: cluster sizes ``marketctl up --cluster`` makes: quorum queues need a majority,
+#: so an even size tolerates no more failures than the odd size below it
+CLUSTER_SIZES = (1, 3, 5, 7)
+
+
 def _env_int(environ, name: str, default: int) -> int:
     raw = environ.get(name)
     if raw is None or raw == "":
@@ -42,7 +49,9 @@ def _env_float(environ, name: str, default: float) -> float:
 class Settings:
     #: MARKET_HOME: folder for the local broker node, the SQLite ledger, pid files and logs
     home: Path = Path(".market")
-    #: MARKET_AMQP_URL: an existing broker; unset means the project-local node
+    #: MARKET_AMQP_URL: an existing broker; unset means the project-local node. A
+    #: cluster's nodes as a comma-separated list of URLs: clients start at a random
+    #: one and move on to the next when a node is down
     amqp_url_override: str | None = None
     #: MARKET_DB_URL: an existing database (SQLAlchemy URL); unset means SQLite in MARKET_HOME
     db_url_override: str | None = None
@@ -61,6 +70,14 @@ class Settings:
     amqp_ca_pem: str | None = None
     #: MARKET_NODE_NAME: Erlang node name of the project-local node
     node_name: str = "market@localhost"
+    #: MARKET_CLUSTER_SIZE: nodes of the local broker (1, 3, 5 or 7); node N is named
+    #: like MARKET_NODE_NAME with N after its name (market3@localhost) and has
+    #: every port (AMQP, AMQPS, management) 10 x (N - 1) above the first node's.
+    #: ``marketctl up --cluster N`` records it for later commands
+    cluster_size: int = 1
+    #: MARKET_PG_PORT: port (127.0.0.1) of the local PostgreSQL cluster that
+    #: ``marketctl up --db postgres`` keeps in MARKET_HOME/postgres
+    pg_port: int = 5433
     #: MARKET_SERVICE_USER / MARKET_SERVICE_PASSWORD: the operator's broker user,
     #: which the operator's own tools on the market's host connect as (it carries
     #: the ``impersonator`` and ``administrator`` tags); unset password: a random
@@ -162,6 +179,8 @@ class Settings:
             tls_hosts=tuple(h.strip() for h in (env.get("MARKET_TLS_HOSTS") or "").split(",") if h.strip()),
             amqp_ca_pem=env.get("MARKET_AMQP_CA") or None,
             node_name=env.get("MARKET_NODE_NAME") or d.node_name,
+            cluster_size=_env_int(env, "MARKET_CLUSTER_SIZE", d.cluster_size),
+            pg_port=_env_int(env, "MARKET_PG_PORT", d.pg_port),
             service_user=env.get("MARKET_SERVICE_USER") or d.service_user,
             service_password=env.get("MARKET_SERVICE_PASSWORD") or d.service_password,
             credentials_file=env.get("MARKET_CREDENTIALS") or None,
@@ -210,6 +229,7 @@ class Settings:
             raise SettingsError("MARKET_MAX_PRICE must be positive")
         if settings.dlq_max_length < 1 or settings.dlq_ttl_seconds < 1:
             raise SettingsError("MARKET_DLQ_MAX_LENGTH and MARKET_DLQ_TTL_SECONDS must be at least 1")
+        settings.check_cluster_size()
         if not 0 <= settings.commission_bps <= 10_000:
             raise SettingsError("MARKET_COMMISSION_BPS must be between 0 and 10000 (basis points: 500 = 5 %)")
         return settings
@@ -260,9 +280,21 @@ class Settings:
             return self.service_password
         return read_or_create(self.home, f"amqp-{user}")
 
+    def check_cluster_size(self) -> None:
+        if self.cluster_size not in CLUSTER_SIZES:
+            raise SettingsError(f"a local broker cluster has 1, 3, 5 or 7 nodes, not {self.cluster_size}: quorum "
+                                "queues need a majority of their nodes, so an even size survives no more failures")
+
+    @property
+    def local_amqp_ports(self) -> tuple[int, ...]:
+        """The plain AMQP port of each node of the local broker, the first node first."""
+        return tuple(self.amqp_port + CLUSTER_PORT_STEP * index for index in range(self.cluster_size))
+
     def service_url(self, user: str) -> str:
-        """The local node's URL as service user ``user``, with its secret."""
-        return f"amqp://{quote(user, safe='')}:{quote(self.secret_of(user), safe='')}@127.0.0.1:{self.amqp_port}/"
+        """The local broker's URL as service user ``user``, with its secret; for a
+        cluster, one URL per node, comma-separated (clients try them in turn)."""
+        key = f"{quote(user, safe='')}:{quote(self.secret_of(user), safe='')}"
+        return ",".join(f"amqp://{key}@127.0.0.1:{port}/" for port in self.local_amqp_ports)
 
     @property
     def db_url(self) -> str:

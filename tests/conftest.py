@@ -93,4 +93,4 @@ async def _purge(settings: Settings) -> None:
 # the database fixtures (SQLite and PostgreSQL) live in tests/database.py;
 # imported once here so every test package shares one PostgreSQL cluster
 from tests.database import (  # noqa: E402,F401
-    db_url, engine, migrated_db_url, postgres_admin, postgres_cluster, postgres_server)
+    db_url, engine, migrated_db_url, postgres_admin, postgres_cluster, postgres_database, postgres_server)

@@ -53,7 +53,8 @@ def test_every_consumer_queue_dead_letters_into_its_own_dead_queue():
         # Then
         assert arguments["x-dead-letter-exchange"] == DEAD_EXCHANGE
         assert arguments["x-dead-letter-routing-key"] == name
-        assert dead.durable and dead.queue_type == "classic"
+        # a quorum queue's dead letters are requests the ledger has not recorded: quorum too
+        assert dead.durable and dead.queue_type == topo.queue(name).queue_type
         assert topo.bindings_of(dead.name) == (BindingSpec(dead.name, DEAD_EXCHANGE, name),)
 
 
@@ -160,7 +161,8 @@ def test_lease_queue_is_bound_by_worker_id_and_dead_letters_to_lease_dead():
 
     # Then
     assert queue.name == lease_queue("w-42") == "lease.w-42"
-    assert queue.durable and queue.queue_type == "classic"
+    # a granted lease is market state: replicated on every node of a cluster
+    assert queue.durable and queue.queue_type == "quorum"
     assert (binding.queue, binding.exchange, binding.routing_key) == (queue.name, LEASES_EXCHANGE, "w-42")
     assert queue.arguments["x-dead-letter-exchange"] == DEAD_EXCHANGE
     assert queue.arguments["x-dead-letter-routing-key"] == LEASE_DEAD

@@ -189,11 +189,13 @@ class Market:
         return result_as_json(data)
 
 
-def start_market(settings, tmp_path: Path, scheduler_env: dict | None = None, **ledger_env) -> Market:
+def start_market(settings, tmp_path: Path, scheduler_env: dict | None = None, db_url: str | None = None,
+                 **ledger_env) -> Market:
     """A fresh ledger (with ``ledger_env`` in its environment) and a scheduler
     (with ``scheduler_env``), consuming, with alice (who has 1,000 credits to
-    pay for her jobs) and bob."""
-    db_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    pay for her jobs) and bob. The ledger is a fresh SQLite file unless
+    ``db_url`` names an empty database."""
+    db_url = db_url or f"sqlite:///{tmp_path / 'ledger.db'}"
     upgrade(db_url)
     running = Market(settings, db_url, tmp_path)
     running.start_agent("ledger", "ledger.agent", **ledger_env)

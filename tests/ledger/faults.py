@@ -34,7 +34,7 @@ def database_outage(db_url: str, request):
         return
     cluster = request.getfixturevalue("postgres_cluster")
     assert cluster is not None, "the PostgreSQL fault needs the tests' own cluster (not MARKET_TEST_PG_URL)"
-    cluster.stop()
+    cluster.stop(mode="immediate")
     try:
         yield
     finally:
