@@ -92,6 +92,10 @@ class Settings:
     reply_timeout: float = 30.0
     #: MARKET_LEASE_GRACE: seconds past a lease's deadline before the ledger expires it
     lease_grace: float = 2.0
+    #: MARKET_REPORT_BACKLOG: seconds before the ledger recorded it that a worker's
+    #: report may claim to have been made (its deadline is judged by that claim):
+    #: the longest ledger stall that does not turn on-time work into expiries
+    report_backlog_seconds: int = 120
     #: MARKET_QUARANTINE_AFTER: leases of one job that may expire in a row before it is quarantined
     quarantine_after: int = 3
     #: MARKET_POOL_WINDOW: seconds the scheduler keeps a pool open for offers to compete
@@ -105,8 +109,9 @@ class Settings:
     #: MARKET_COMMISSION_BPS: the market's commission on every payment, in basis
     #: points of the charge (500 = 5 %, 0 to 10000)
     commission_bps: int = 500
-    #: MARKET_CLOCK_OFFSET_SECONDS: seconds added to the ledger's clock (tests and
-    #: demos put the ledger just before a month boundary with it); 0 in production
+    #: MARKET_CLOCK_OFFSET_SECONDS: seconds added to this process's wall clock (tests and
+    #: demos put the ledger just before a month boundary with it; the chaos bench
+    #: skews a worker's); 0 in production
     clock_offset_seconds: float = 0.0
     #: MARKET_WEB_HOST / MARKET_WEB_PORT: where the portal listens
     web_host: str = "127.0.0.1"
@@ -156,6 +161,7 @@ class Settings:
             max_message_bytes=_env_int(env, "MARKET_MAX_MESSAGE_BYTES", d.max_message_bytes),
             reply_timeout=_env_float(env, "MARKET_REPLY_TIMEOUT", d.reply_timeout),
             lease_grace=_env_float(env, "MARKET_LEASE_GRACE", d.lease_grace),
+            report_backlog_seconds=_env_int(env, "MARKET_REPORT_BACKLOG", d.report_backlog_seconds),
             quarantine_after=_env_int(env, "MARKET_QUARANTINE_AFTER", d.quarantine_after),
             pool_window=_env_float(env, "MARKET_POOL_WINDOW", d.pool_window),
             pool_threshold=_env_int(env, "MARKET_POOL_THRESHOLD", d.pool_threshold),

@@ -168,11 +168,13 @@ class LedgerAgent:
         queries = await queries_channel.declare_queue(LEDGER_QUERIES, passive=True)
         await queries.consume(lambda message: self._answer(message, publisher), no_ack=False)
         relay = asyncio.create_task(self._relay(publisher, relay_wake, closed))
-        sweeper = asyncio.create_task(self._sweep(relay_wake, closed))
+        idle = asyncio.Event()
+        sweeper = asyncio.create_task(self._sweep(relay_wake, closed, arrived, idle))
         log.info("ledger.consuming", queues=[LEDGER_LEASES, LEDGER_INBOX])
         try:
             while not stop.is_set() and not closed.is_set():
                 if not leases and not inbox:
+                    idle.set()
                     await arrived.wait()
                     continue
                 await self._ingest(take_batch(leases, inbox, self.settings.ingest_batch), publisher)
@@ -405,10 +407,24 @@ class LedgerAgent:
 
     # ---- the deadline sweeper -------------------------------------------------
 
-    async def _sweep(self, relay_wake: Wakeup, closed: asyncio.Event) -> None:
-        """Expire leases past their deadline plus grace, every SWEEP_INTERVAL."""
+    async def _sweep(self, relay_wake: Wakeup, closed: asyncio.Event, arrived: Wakeup, idle: asyncio.Event) -> None:
+        """Expire leases past their deadline plus grace, every SWEEP_INTERVAL, once
+        the deliveries at hand are folded in.
+
+        After a stop (SIGSTOP, a long GC, a restart) the inbox holds reports
+        made in time; folded first, they commit (fold.checked_in_at), where a
+        sweep first would have expired their leases."""
+        loop = asyncio.get_running_loop()
         while not closed.is_set():
+            before = loop.time()
             await asyncio.sleep(SWEEP_INTERVAL)
+            if loop.time() - before > 4 * SWEEP_INTERVAL:
+                # this process was stopped: let the deliveries that piled up in the
+                # socket be read before judging any deadline
+                continue
+            idle.clear()
+            arrived.set()  # the ingest loop goes round once and says when it is idle
+            await idle.wait()
             expired = await self._on_db(self._expire_due)
             if expired:
                 relay_wake.set()
