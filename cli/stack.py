@@ -32,6 +32,8 @@ WORKER_PREFIX = "worker-"
 #: seconds an agent gets to stop after SIGTERM before SIGKILL
 STOP_GRACE = 10.0
 BROKER_MARK = "broker.started-by-up"
+#: seconds ``status`` waits for the portal's /health
+HEALTH_TIMEOUT = 3.0
 
 
 @dataclass
@@ -228,6 +230,7 @@ def status(settings) -> dict:
         report["broker"] = {"reachable": True, "management_url": settings.management_url if settings.uses_local_broker else None}
     except MarketError as e:
         report["queues"], report["broker"] = {}, {"reachable": False, "error": str(e)}
+    report["portal"] = portal_health(settings)
     try:
         engine = make_engine(settings.db_url)
         store = LedgerStore(engine)
@@ -237,6 +240,26 @@ def status(settings) -> dict:
     except Exception as e:  # noqa: BLE001 - status reports, it does not fail
         report["ledger"] = {"error": f"cannot read the ledger database: {e.__class__.__name__}: {str(e).splitlines()[0]}"}
     return report
+
+
+def portal_health(settings) -> dict:
+    """The portal's own answer on /health: whether it reaches the broker, how
+    often it reconnected; or why it did not answer."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{settings.web_host}:{settings.web_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        try:
+            return json.loads(e.read())  # 503: it answers, and says what is wrong
+        except ValueError:
+            return {"error": f"{url} answered {e.code}"}
+    except (OSError, ValueError) as e:
+        return {"error": f"no answer from {url} ({getattr(e, 'reason', e)})"}
 
 
 async def _depths(settings) -> dict:
@@ -270,6 +293,12 @@ def format_status(report: dict) -> str:
                 lines.append(f"  {name:<24} {'missing':>9}")
             else:
                 lines.append(f"  {name:<24} {depth['messages']:>9} {depth['consumers']:>9}")
+    portal = report.get("portal") or {}
+    if "broker" in portal:
+        lines.append(f"portal: broker {portal['broker']}, {portal['reconnects']} reconnect(s)"
+                     + (f" ({portal['error']})" if portal.get("error") else ""))
+    else:
+        lines.append(f"portal: {portal.get('error', 'unknown')}")
     ledger = report["ledger"]
     if "error" in ledger:
         lines.append(f"ledger: {ledger['error']}")
