@@ -27,7 +27,7 @@ import structlog
 from common.agent_main import run_agent
 from common.waits import Wakeup, sleep_or_stop
 
-from broker_setup.amqp import Delivery, Outgoing, Publisher, ack, connect, consume
+from broker_setup.amqp import RECONNECT_MAX_DELAY, Delivery, Outgoing, Publisher, ack, connect, consume
 from broker_setup.errors import BrokerError
 from broker_setup.topology import DEAD_EXCHANGE, LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_LEASES, LEDGER_QUERIES
 from contracts.envelope import Codec, parse_time, utc_now_iso
@@ -93,6 +93,8 @@ class LedgerAgent:
         self.appended = 0
         self.rules = Rules.from_settings(settings)
         self.grace = timedelta(seconds=settings.lease_grace)
+        #: broker sessions so far: a sweep after a reconnect waits for the workers' own reconnects
+        self.sessions = 0
         # The relay's fast path: outbox rows committed while it is caught up
         # are handed over here as they commit, so it needs no read of the
         # outbox table. Both flags and queue are touched only on the DB thread
@@ -169,7 +171,11 @@ class LedgerAgent:
         await queries.consume(lambda message: self._answer(message, publisher), no_ack=False)
         relay = asyncio.create_task(self._relay(publisher, relay_wake, closed))
         idle = asyncio.Event()
-        sweeper = asyncio.create_task(self._sweep(relay_wake, closed, arrived, idle))
+        # after a reconnect the workers, who lost the broker too, are still coming
+        # back with reports made in time: no lease expires before they could
+        settle = 0.0 if self.sessions == 0 else RECONNECT_MAX_DELAY + self.grace.total_seconds()
+        self.sessions += 1
+        sweeper = asyncio.create_task(self._sweep(relay_wake, closed, arrived, idle, settle))
         log.info("ledger.consuming", queues=[LEDGER_LEASES, LEDGER_INBOX])
         try:
             while not stop.is_set() and not closed.is_set():
@@ -407,7 +413,8 @@ class LedgerAgent:
 
     # ---- the deadline sweeper -------------------------------------------------
 
-    async def _sweep(self, relay_wake: Wakeup, closed: asyncio.Event, arrived: Wakeup, idle: asyncio.Event) -> None:
+    async def _sweep(self, relay_wake: Wakeup, closed: asyncio.Event, arrived: Wakeup, idle: asyncio.Event,
+                     settle: float = 0.0) -> None:
         """Expire leases past their deadline plus grace, every SWEEP_INTERVAL, once
         the deliveries at hand are folded in.
 
@@ -415,6 +422,7 @@ class LedgerAgent:
         made in time; folded first, they commit (fold.checked_in_at), where a
         sweep first would have expired their leases."""
         loop = asyncio.get_running_loop()
+        await asyncio.sleep(settle)
         while not closed.is_set():
             before = loop.time()
             await asyncio.sleep(SWEEP_INTERVAL)

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from broker_setup.management import ManagementApi
+from broker_setup.node import LocalNode
 from broker_setup.topology import LEDGER_INBOX
 from tests.e2e.conftest import start_market, unique
 from tests.e2e.jobs.steps import expected
@@ -90,6 +91,27 @@ def test_a_worker_cut_off_from_the_broker_keeps_its_job_and_resends_its_report(p
     wait_for(lambda: not reports_on_disk(market, worker_id), 10, "the confirmed reports to leave the disk")
     log = (market.logs / f"{worker_id}.log").read_text()
     assert "connection_lost" in log or "broker_unreachable" in log
+
+
+def test_a_broker_restart_mid_lease_loses_neither_the_job_nor_its_checkpoint(market):
+    worker_id = unique("restart")
+    start_worker(market, worker_id, lease_seconds=8)
+    job_id = market.submit("alice", "count", "2", {"steps": 200, "delay": 0.05})
+    wait_for(lambda: market.job(job_id).status == "leased", 30, "the first lease")
+    first_lease = market.job(job_id).lease_id
+    # Given the broker stops mid-lease (every agent loses its connection)
+    node = LocalNode(market.settings)
+    node.stop_app()
+    try:
+        # while the job runs on, and its checkpoint is made and kept while the broker is away
+        wait_for(lambda: reports_on_disk(market, worker_id), 30, "the checkpoint kept while the broker is away")
+    finally:
+        node.start_app()
+    # When it is back, Then the checkpoint is committed and paid once, no lease expires, and the job finishes
+    market.wait_job(job_id, timeout=120)
+    assert market.result(job_id) == expected(200)
+    assert [l for l in market.leases(job_id) if l.lease_id == first_lease][0].outcome == "checkpointed"
+    assert_paid_once_never_expired(market, job_id)
 
 
 @pytest.mark.parametrize("offset", ["300", "-300"])
