@@ -132,7 +132,7 @@ class WorkerAgent:
             # the sandboxes and the leases running in them live outside the
             # connection: a broker blip reconnects around them
             await run_sessions(self.settings, f"worker {self.config.worker_id} ({self.config.account})",
-                               self._session, self.stop_requested, delay=RECONNECT_DELAY)
+                               self._session, self.stop_requested, delay=RECONNECT_DELAY, log_as="worker")
             if self.running:
                 # stopped while the broker was away: jobs still stop at a safe
                 # point, and their reports wait in the state folder

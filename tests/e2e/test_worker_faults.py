@@ -93,6 +93,44 @@ def test_a_worker_cut_off_from_the_broker_keeps_its_job_and_resends_its_report(p
     assert "connection_lost" in log or "broker_unreachable" in log
 
 
+def test_a_worker_killed_before_its_report_was_confirmed_sends_it_when_it_starts_again(patient_market):
+    market = patient_market
+    api = ManagementApi.for_settings(market.settings)
+    worker_id = unique("reborn")
+    user = f"worker:{worker_id}"
+    start_worker(market, worker_id, lease_seconds=6)
+    connections = wait_for(lambda: [c["name"] for c in api.get("/connections") or [] if c.get("user") == user],
+                           30, "the worker's connection in the management API")
+    job_id = market.submit("alice", "count", "2", {"steps": 200, "delay": 0.05})
+    wait_for(lambda: market.job(job_id).status == "leased", 30, "the first lease")
+    first_lease = market.job(job_id).lease_id
+    # Given a worker cut off from the broker, with its checkpoint made and kept on disk
+    permissions = api.get(f"/permissions/%2F/{api.quote(user)}")
+    api.delete(f"/permissions/%2F/{api.quote(user)}")
+    try:
+        for name in connections:
+            api.delete(f"/connections/{api.quote(name)}")
+        kept = wait_for(lambda: reports_on_disk(market, worker_id), 20, "the checkpoint kept while cut off")
+        # When it is killed with -9 before the broker took the report
+        market.signal(worker_id, signal.SIGKILL)
+        market.processes[worker_id].wait(10)
+    finally:
+        api.put(f"/permissions/%2F/{api.quote(user)}",
+                {k: permissions[k] for k in ("configure", "write", "read")})
+    assert market.job(job_id).status == "leased"
+    # and started again on the same machine (its state folder)
+    start_worker(market, worker_id, lease_seconds=6)
+    # Then the checkpoint it made before it died is committed, with the event id it had
+    wait_for(lambda: [l for l in market.leases(job_id) if l.lease_id == first_lease][0].outcome != "open", 30,
+             "the first lease to close")
+    assert [l for l in market.leases(job_id) if l.lease_id == first_lease][0].outcome == "checkpointed"
+    submitted = {row.event_id for row, p in market.events("checkpoint.submitted") if p["lease_id"] == first_lease}
+    assert submitted == {path.name.split(".", 1)[0] for path in kept}
+    market.wait_job(job_id, timeout=90)
+    assert market.result(job_id) == expected(200)
+    assert_paid_once_never_expired(market, job_id)
+
+
 def test_a_broker_restart_mid_lease_loses_neither_the_job_nor_its_checkpoint(market):
     worker_id = unique("restart")
     start_worker(market, worker_id, lease_seconds=8)
