@@ -92,10 +92,6 @@ class Settings:
     reply_timeout: float = 30.0
     #: MARKET_LEASE_GRACE: seconds past a lease's deadline before the ledger expires it
     lease_grace: float = 2.0
-    #: MARKET_REPORT_BACKLOG: seconds before the ledger recorded it that a worker's
-    #: report may claim to have been made (its deadline is judged by that claim):
-    #: the longest ledger stall that does not turn on-time work into expiries
-    report_backlog_seconds: int = 120
     #: MARKET_QUARANTINE_AFTER: leases of one job that may expire in a row before it is quarantined
     quarantine_after: int = 3
     #: MARKET_POOL_WINDOW: seconds the scheduler keeps a pool open for offers to compete
@@ -161,7 +157,6 @@ class Settings:
             max_message_bytes=_env_int(env, "MARKET_MAX_MESSAGE_BYTES", d.max_message_bytes),
             reply_timeout=_env_float(env, "MARKET_REPLY_TIMEOUT", d.reply_timeout),
             lease_grace=_env_float(env, "MARKET_LEASE_GRACE", d.lease_grace),
-            report_backlog_seconds=_env_int(env, "MARKET_REPORT_BACKLOG", d.report_backlog_seconds),
             quarantine_after=_env_int(env, "MARKET_QUARANTINE_AFTER", d.quarantine_after),
             pool_window=_env_float(env, "MARKET_POOL_WINDOW", d.pool_window),
             pool_threshold=_env_int(env, "MARKET_POOL_THRESHOLD", d.pool_threshold),

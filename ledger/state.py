@@ -163,16 +163,11 @@ class Rules:
     #: micro-credits the market gives a member who opened their own account
     #: (a confirmed portal sign-up), 0 for none
     welcome_credits: int = 0
-    #: seconds before its recording a worker's report may claim to have been
-    #: made (ledger.fold.checked_in_at): the longest ledger stall or backlog
-    #: that does not turn on-time work into expiries
-    report_backlog_seconds: int = 120
 
     @classmethod
     def from_settings(cls, settings) -> "Rules":
         return cls(quarantine_after=settings.quarantine_after, commission_bps=settings.commission_bps,
-                   welcome_credits=settings.welcome_micro_credits,
-                   report_backlog_seconds=settings.report_backlog_seconds)
+                   welcome_credits=settings.welcome_micro_credits)
 
 
 #: projection table name -> (row class, primary key attribute)

@@ -116,6 +116,7 @@ class WorkerAgent:
         self.fatal: WorkerError | None = None
         #: the lease ids taken lately, oldest first: a redelivered lease is not run twice
         self.taken: dict[str, None] = {}
+        self.skew_reported = False
 
     @property
     def free_slots(self) -> int:
@@ -289,7 +290,8 @@ class WorkerAgent:
             # never from this machine's wall clock against the ledger's deadline
             budget = clock.budget(self.config.safety_margin)
             skew = clock.skew_seconds(self.clock())
-            if abs(skew) > SKEW_WARNING:
+            if abs(skew) > SKEW_WARNING and not self.skew_reported:
+                self.skew_reported = True  # once: it is this machine's clock, not this lease's
                 lease_log.warning("worker.clock_skew", seconds_ahead_of_ledger=round(skew),
                                   action="timing leases by the lease length and the monotonic clock")
             work = Work(lease_id=lease.lease_id, job_id=lease.job_id, module_source=lease.module_source,
@@ -375,7 +377,7 @@ class LeaseAck:
 
 def worker_state(settings, worker_id: str) -> Path:
     """This worker's state folder (its unconfirmed reports) under MARKET_HOME."""
-    return Path(settings.home) / "workers" / worker_id
+    return Path(settings.home) / "worker-state" / worker_id
 
 
 def outcome_renews_offer(report: Outgoing | None) -> bool:

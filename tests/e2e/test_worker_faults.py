@@ -40,7 +40,7 @@ def start_worker(market, worker_id: str, lease_seconds: int, **env):
 
 
 def reports_on_disk(market, worker_id: str) -> list:
-    return list((market.logs / f"{worker_id}-home" / "workers" / worker_id / "reports").glob("*.report"))
+    return list((market.logs / f"{worker_id}-home" / "worker-state" / worker_id / "reports").glob("*.report"))
 
 
 def assert_paid_once_never_expired(market, job_id: str) -> None:
