@@ -16,7 +16,7 @@ from pathlib import Path
 
 from broker_setup import permissions
 from cli.credentials import public_amqp_url, public_ca_pem
-from broker_setup.amqp import connect, queue_depths
+from broker_setup.amqp import connect
 from broker_setup.declare import declare_topology
 from broker_setup.node import LocalNode
 from broker_setup.topology import topology
@@ -40,8 +40,6 @@ STOP_GRACE = 10.0
 BROKER_MARK = "broker.started-by-up"
 #: seconds ``up`` waits for the supervisor to start the agents
 SUPERVISOR_START_TIMEOUT = 20.0
-#: seconds ``status`` waits for the portal's /health
-HEALTH_TIMEOUT = 3.0
 
 
 @dataclass
@@ -283,100 +281,7 @@ def down(settings, say=print) -> None:
         say(f"broker: stopped {settings.node_name}")
 
 
-def status(settings) -> dict:
-    """What runs, how deep the queues are, how far the ledger got."""
-    from ledger.migrate import make_engine
-    from ledger.store import LedgerStore
-
-    from cli import supervisor
-
-    restarts = supervisor.read_state(settings)
-    report: dict = {"agents": {a.name: {"pid": a.pid, "running": a.running,
-                                        "restarts": restarts.get(a.name, {}).get("restarts", 0)}
-                               for a in agent_statuses(settings)}}
-    supervisor_pid = read_pid(pid_file(settings, supervisor.NAME))
-    report["supervisor"] = {"pid": supervisor_pid, "running": alive(supervisor_pid)}
-    try:
-        report["queues"] = asyncio.run(_depths(settings))
-        report["broker"] = {"reachable": True, "management_url": settings.management_url if settings.uses_local_broker else None}
-    except MarketError as e:
-        report["queues"], report["broker"] = {}, {"reachable": False, "error": str(e)}
-    report["portal"] = portal_health(settings)
-    try:
-        engine = make_engine(settings.db_url)
-        store = LedgerStore(engine)
-        report["ledger"] = {"last_seq": store.last_seq(), "outbox_backlog": store.outbox_backlog(),
-                            "database": _safe_url(settings.db_url)}
-        engine.dispose()
-    except Exception as e:  # noqa: BLE001 - status reports, it does not fail
-        report["ledger"] = {"error": f"cannot read the ledger database: {e.__class__.__name__}: {str(e).splitlines()[0]}"}
-    return report
-
-
-def portal_health(settings) -> dict:
-    """The portal's own answer on /health: whether it reaches the broker, how
-    often it reconnected; or why it did not answer."""
-    import json
-    import urllib.error
-    import urllib.request
-
-    url = f"http://{settings.web_host}:{settings.web_port}/health"
-    try:
-        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        try:
-            return json.loads(e.read())  # 503: it answers, and says what is wrong
-        except ValueError:
-            return {"error": f"{url} answered {e.code}"}
-    except (OSError, ValueError) as e:
-        return {"error": f"no answer from {url} ({getattr(e, 'reason', e)})"}
-
-
-async def _depths(settings) -> dict:
-    topo = topology(settings)
-    connection = await connect(settings, "marketctl status")
-    try:
-        depths = await queue_depths(await connection.channel(), [q.name for q in topo.queues])
-    finally:
-        await connection.close()
-    return {name: {"messages": d[0], "consumers": d[1]} if d else None for name, d in depths.items()}
-
-
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-
-def format_status(report: dict) -> str:
-    lines = ["agents:"]
-    for name, agent in report["agents"].items():
-        lines.append(f"  {name:<12} {'running' if agent['running'] else 'stopped':<8} pid {agent['pid'] or '-':<8} "
-                     f"restarts {agent.get('restarts', 0)}")
-    supervisor = report.get("supervisor") or {}
-    lines.append(f"supervisor: {'running' if supervisor.get('running') else 'stopped'}"
-                 + (f" (pid {supervisor['pid']})" if supervisor.get("running") else ""))
-    broker = report["broker"]
-    lines.append("broker: " + ("reachable" if broker.get("reachable") else f"unreachable ({broker.get('error')})"))
-    if broker.get("management_url"):
-        lines.append(f"  management UI {broker['management_url']}")
-    if report["queues"]:
-        lines.append(f"  {'queue':<24} {'messages':>9} {'consumers':>9}")
-        for name, depth in report["queues"].items():
-            if depth is None:
-                lines.append(f"  {name:<24} {'missing':>9}")
-            else:
-                lines.append(f"  {name:<24} {depth['messages']:>9} {depth['consumers']:>9}")
-    portal = report.get("portal") or {}
-    if "broker" in portal:
-        lines.append(f"portal: broker {portal['broker']}, {portal['reconnects']} reconnect(s)"
-                     + (f" ({portal['error']})" if portal.get("error") else ""))
-    else:
-        lines.append(f"portal: {portal.get('error', 'unknown')}")
-    ledger = report["ledger"]
-    if "error" in ledger:
-        lines.append(f"ledger: {ledger['error']}")
-    else:
-        lines.append(f"ledger: last sequence {ledger['last_seq']}, outbox backlog {ledger['outbox_backlog']} ({ledger['database']})")
-    return "\n".join(lines)

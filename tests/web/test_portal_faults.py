@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from broker_setup.node import LocalNode
-from cli.stack import format_status, portal_health
+from cli.status import format_status, portal_health
 from tests.e2e.conftest import start_market
 from tests.ledger.harness import wait_for
 from tests.web.conftest import Portal, start_portal
