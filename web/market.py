@@ -24,6 +24,9 @@ from ledger import queries
 
 log = structlog.get_logger("portal")
 
+#: seconds /health waits for a connection to the broker before it says unreachable
+HEALTH_CONNECT_TIMEOUT = 2.0
+
 
 class NotAnswered(MarketError):
     """The ledger would not answer the question (not yours, no such thing, bad arguments)."""
@@ -96,9 +99,12 @@ class Market:
     async def health(self) -> dict:
         """Whether the portal can reach the broker now (it connects if it must)."""
         try:
-            await self._ready_requester()
+            # bounded: `marketctl status` waits HEALTH_TIMEOUT (3 s) for the answer
+            await asyncio.wait_for(self._ready_requester(), HEALTH_CONNECT_TIMEOUT)
         except MarketError:
             pass
+        except asyncio.TimeoutError:
+            self.last_error = f"no connection to the broker within {HEALTH_CONNECT_TIMEOUT:g} s"
         return {"broker": "connected" if self.connected else "unreachable", "reconnects": self.reconnects,
                 "error": self.last_error}
 
