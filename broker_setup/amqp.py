@@ -131,17 +131,22 @@ async def connect(settings, name: str) -> aio_pika.abc.AbstractConnection:
 
 
 async def run_sessions(settings, name: str, session, stop: asyncio.Event, *, delay: float = 0.5,
-                       max_delay: float = RECONNECT_MAX_DELAY, log_as: str | None = None) -> None:
+                       max_delay: float = RECONNECT_MAX_DELAY, log_as: str | None = None,
+                       fatal: tuple[type[BaseException], ...] = ()) -> None:
     """Until ``stop``: connect as ``name``, run ``await session(connection)``, and when
     the broker is unreachable or the session fails, log it and start over after a
     capped exponential backoff with jitter (``delay`` doubling up to ``max_delay``).
-    An agent's loop never dies of its broker. Its log events are ``<log_as or name>.*``."""
+    An agent's loop never dies of its broker, except of the ``fatal`` errors,
+    which it raises (a worker whose key was revoked stops trying). Its log
+    events are ``<log_as or name>.*``."""
     agent_log = structlog.get_logger(log_as or name)
     name_in_log = log_as or name
     backoff = Backoff(first=delay, cap=max_delay)
     while not stop.is_set():
         try:
             connection = await connect(settings, name)
+        except fatal:
+            raise
         except Exception as e:  # noqa: BLE001 - keep trying until the broker is back
             wait = backoff.next_delay()
             agent_log.warning(f"{name_in_log}.broker_unreachable", reason=str(e), retry_in=round(wait, 2))

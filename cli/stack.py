@@ -210,7 +210,9 @@ def _supervise(settings, names: list[str], say) -> None:
         # an agent an earlier `up` left running unsupervised gives way to a supervised one
         stop_agent(settings, name)
     if not alive(pid):
+        # what a supervisor killed before it could clean up left behind is not ours
         supervisor.agents_file(settings).unlink(missing_ok=True)
+        supervisor.state_file(settings).unlink(missing_ok=True)
         env = dict(_settings_env(settings))
         if settings.uses_local_broker:
             env.pop("MARKET_AMQP_URL")  # it hands each service its own broker user, as `up` did

@@ -26,6 +26,7 @@ from sandbox.forkserver import set_not_dumpable
 from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
 from agents.worker.reports import Reports
 from agents.worker.timing import SKEW_WARNING, LeaseClock
+from broker_setup.errors import AccessRefused
 from broker_setup.amqp import Outgoing, Publisher, ack, consume, run_sessions
 from broker_setup.declare import declare_lease_queue
 from broker_setup.topology import lease_queue
@@ -115,7 +116,7 @@ class WorkerAgent:
         #: why the worker gave up (a refused registration, no lease queue)
         self.fatal: WorkerError | None = None
         #: the lease ids taken lately, oldest first: a redelivered lease is not run twice
-        self.taken: dict[str, None] = {}
+        self.taken: dict[str, None] = dict.fromkeys(self.reports.lease_ids())
         self.skew_reported = False
 
     @property
@@ -132,8 +133,14 @@ class WorkerAgent:
         try:
             # the sandboxes and the leases running in them live outside the
             # connection: a broker blip reconnects around them
-            await run_sessions(self.settings, f"worker {self.config.worker_id} ({self.config.account})",
-                               self._session, self.stop_requested, delay=RECONNECT_DELAY, log_as="worker")
+            try:
+                await run_sessions(self.settings, f"worker {self.config.worker_id} ({self.config.account})",
+                                   self._session, self.stop_requested, delay=RECONNECT_DELAY, log_as="worker",
+                                   fatal=(AccessRefused,))
+            except AccessRefused as e:
+                # the key was revoked (or its account disabled): no reconnect will help
+                self.fatal = WorkerError(f"the broker no longer takes this worker's key: {e}")
+                self.fatal.__cause__ = e
             if self.running:
                 # stopped while the broker was away: jobs still stop at a safe
                 # point, and their reports wait in the state folder

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
 import structlog
 
 from broker_setup.amqp import Outgoing, Publisher
@@ -34,6 +35,16 @@ class Reports:
                                                      message_id=message_id)
             if self._waiting:
                 log.info("worker.reports_restored", count=len(self._waiting))
+
+    def lease_ids(self) -> list[str]:
+        """The leases the kept reports are about (a restarted worker must not run them again)."""
+        ids = []
+        for report in self._waiting.values():
+            try:
+                ids.append(orjson.loads(report.body)["payload"]["lease_id"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue  # not ours to judge: the ledger refuses a malformed report
+        return ids
 
     def __len__(self) -> int:
         return len(self._waiting)
