@@ -24,10 +24,11 @@ import structlog
 
 from sandbox.forkserver import set_not_dumpable
 from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
+from agents.worker.lease_ack import LeaseAck
 from agents.worker.reports import Reports
 from agents.worker.timing import SKEW_WARNING, LeaseClock
 from broker_setup.errors import AccessRefused
-from broker_setup.amqp import Outgoing, Publisher, ack, consume, run_sessions
+from broker_setup.amqp import Outgoing, Publisher, consume, run_sessions
 from broker_setup.declare import declare_lease_queue
 from broker_setup.topology import lease_queue
 from broker_setup.rpc import Refused, Requester, check_reply
@@ -58,9 +59,6 @@ RETIRE_TIMEOUT = 5.0
 RECONNECT_DELAY = 0.5
 #: lease ids remembered to recognise a redelivery
 TAKEN_REMEMBERED = 1000
-#: seconds a lease delivery may stay unacked (see LeaseAck): far below the
-#: broker's consumer timeout, long enough for a short lease to report first
-ACK_WITHIN = 1.0
 
 
 class WorkerError(MarketError):
@@ -349,37 +347,6 @@ class WorkerAgent:
                                                   "exit_code": outcome.exit_code}
         event_id, body = self.codec.encode(event_type, payload, occurred_at=self.clock())
         return Outgoing(body, event_type, user_id=self.config.user_id, message_id=event_id)
-
-
-class LeaseAck:
-    """Acks one lease delivery once: with its report when the lease is short,
-    after ``ACK_WITHIN`` seconds otherwise.
-
-    An ack on its own is one more socket write for the worker and one more
-    packet for the broker per lease; queued just before the report it goes
-    out in the report's write. Holding it a moment costs nothing: the worker
-    takes at most ``slots`` leases (its prefetch) and runs them all.
-    """
-
-    def __init__(self, message, log):
-        self._message, self._log = message, log
-        self._acked = False
-        self._timer = asyncio.get_running_loop().call_later(ACK_WITHIN, self._on_timer)
-
-    def _on_timer(self) -> None:
-        if not self._acked:
-            asyncio.ensure_future(self.now())
-
-    async def now(self) -> None:
-        """Ack the delivery, unless that is done already."""
-        if self._acked:
-            return
-        self._acked = True
-        self._timer.cancel()
-        try:
-            await ack(self._message)
-        except Exception as e:  # noqa: BLE001 - a closed channel redelivers the lease; the ledger fences it
-            self._log.warning("worker.lease_ack_failed", reason=repr(e))
 
 
 def worker_state(settings, worker_id: str) -> Path:
