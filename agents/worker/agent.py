@@ -350,8 +350,8 @@ class WorkerAgent:
 
 
 def worker_state(settings, worker_id: str) -> Path:
-    """This worker's state folder (its unconfirmed reports) under MARKET_HOME."""
-    return Path(settings.home) / "worker-state" / worker_id
+    """This worker's state folder (its unconfirmed reports): see MARKET_WORKER_STATE."""
+    return Path(settings.worker_state_dir) / worker_id
 
 
 def outcome_renews_offer(report: Outgoing | None) -> bool:
