@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pamqp.header import ContentHeader
 from broker_setup.errors import AccessRefused, BrokerError, PublishError
 from broker_setup.topology import EVENTS_EXCHANGE
 from broker_setup.urls import connection_order
+from common.backoff import Backoff
 from common.waits import sleep_or_stop
 
 #: seconds to wait for the broker to accept a new connection
@@ -34,6 +36,8 @@ CONNECT_TIMEOUT = 10
 #: most unconfirmed messages ``publish_many`` keeps in flight at once; enough
 #: to keep the broker busy, few enough to bound memory on big batches
 MAX_IN_FLIGHT = 2000
+#: longest wait, in seconds, between two reconnect attempts of ``run_sessions``
+RECONNECT_MAX_DELAY = 10.0
 #: AMQP delivery mode 2: the broker writes the message to disk
 PERSISTENT = 2
 #: most frames (publishes, acks) the connection writer joins into one socket write
@@ -159,23 +163,39 @@ def _unreachable_hint(settings) -> str:
     return "start it with `marketctl up`" if settings.uses_local_broker else "check MARKET_AMQP_URL"
 
 
-async def run_sessions(settings, name: str, session, stop: asyncio.Event, *, delay: float = 1.0) -> None:
+async def run_sessions(settings, name: str, session, stop: asyncio.Event, *, delay: float = 0.5,
+                       max_delay: float = RECONNECT_MAX_DELAY, log_as: str | None = None,
+                       fatal: tuple[type[BaseException], ...] = ()) -> None:
     """Until ``stop``: connect as ``name``, run ``await session(connection)``, and when
-    the broker is unreachable or the session fails, log it, wait ``delay`` and start over.
-    An agent's loop never dies of its broker."""
-    agent_log = structlog.get_logger(name)
+    the broker is unreachable or the session fails, log it and start over after a
+    capped exponential backoff with jitter (``delay`` doubling up to ``max_delay``).
+    An agent's loop never dies of its broker, except of the ``fatal`` errors,
+    which it raises (a worker whose key was revoked stops trying). Its log
+    events are ``<log_as or name>.*``."""
+    agent_log = structlog.get_logger(log_as or name)
+    name_in_log = log_as or name
+    backoff = Backoff(first=delay, cap=max_delay)
     while not stop.is_set():
         try:
             connection = await connect(settings, name)
+        except fatal:
+            raise
         except Exception as e:  # noqa: BLE001 - keep trying until the broker is back
-            agent_log.warning(f"{name}.broker_unreachable", reason=str(e))
-            await sleep_or_stop(stop, delay)
+            wait = backoff.next_delay()
+            agent_log.warning(f"{name_in_log}.broker_unreachable", reason=str(e), retry_in=round(wait, 2))
+            await sleep_or_stop(stop, wait)
             continue
+        started = time.monotonic()
         try:
             await session(connection)
         except Exception as e:  # noqa: BLE001 - reconnect, never die
-            agent_log.warning(f"{name}.connection_lost", reason=repr(e))
-            await sleep_or_stop(stop, delay)
+            if time.monotonic() - started > max_delay:
+                # a session that ran a while ended by a blip: retry quickly; one
+                # that fails as soon as it starts keeps slowing down
+                backoff.reset()
+            wait = backoff.next_delay()
+            agent_log.warning(f"{name_in_log}.connection_lost", reason=repr(e), retry_in=round(wait, 2))
+            await sleep_or_stop(stop, wait)
         finally:
             await asyncio.gather(connection.close(), return_exceptions=True)
 

@@ -41,7 +41,7 @@ def cmd_down(settings, args) -> int:
 
 
 def cmd_status(settings, args) -> int:
-    from cli.stack import format_status, status
+    from cli.status import format_status, status
 
     report = status(settings)
     _print_json(report) if args.json else print(format_status(report))

@@ -17,10 +17,16 @@ from pathlib import Path
 from broker_setup import permissions
 from cli import local_servers
 from cli.credentials import public_amqp_url, public_ca_pem
-from broker_setup.amqp import connect, queue_depths
+from broker_setup.amqp import connect
 from broker_setup.declare import declare_topology
 from broker_setup.topology import topology
 from common.errors import MarketError
+
+
+class StackError(MarketError):
+    """The local stack could not be started or stopped as asked."""
+
+    exit_code = 1
 
 #: agents ``up`` starts, by name -> python module run with ``-m``
 AGENTS = {"ledger": "ledger.agent", "gatekeeper": "agents.gatekeeper.agent", "scheduler": "agents.scheduler.agent",
@@ -31,6 +37,8 @@ SERVICE_SECRETS_ENV = ("MARKET_AMQP_URL", "MARKET_SERVICE_PASSWORD", "MARKET_DB_
 WORKER_PREFIX = "worker-"
 #: seconds an agent gets to stop after SIGTERM before SIGKILL
 STOP_GRACE = 10.0
+#: seconds ``up`` waits for the supervisor to start the agents
+SUPERVISOR_START_TIMEOUT = 20.0
 
 
 @dataclass
@@ -40,7 +48,7 @@ class AgentStatus:
     running: bool
 
 
-def _pid_file(settings, name: str) -> Path:
+def pid_file(settings, name: str) -> Path:
     return settings.run_dir / f"{name}.pid"
 
 
@@ -76,35 +84,53 @@ def _started_names(settings) -> list[str]:
 def agent_statuses(settings) -> list[AgentStatus]:
     result = []
     for name in _started_names(settings):
-        pid = read_pid(_pid_file(settings, name))
+        pid = read_pid(pid_file(settings, name))
         result.append(AgentStatus(name, pid, alive(pid)))
     return result
 
 
 def start_agent(settings, name: str, extra_env: dict | None = None, argv: list[str] | None = None,
                 secret_free: bool = False) -> int:
-    """Start an agent as a detached process logging to MARKET_HOME/log/NAME.log.
+    """Start an agent as a detached process logging to MARKET_HOME/log/NAME.log,
+    unless it runs already; its pid.
 
     A service agent of the local node connects as its own broker user;
     ``secret_free`` (a worker on its own key) passes on none of the market's secrets."""
-    pid_file = _pid_file(settings, name)
-    pid = read_pid(pid_file)
+    pid = read_pid(pid_file(settings, name))
     if alive(pid):
         return pid
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    env = _agent_env(settings, name, extra_env, secret_free)
+    return _launch(settings, name, argv or [sys.executable, "-m", AGENTS[name]], env).pid
+
+
+def spawn_agent(settings, name: str) -> subprocess.Popen:
+    """Start agent ``name`` (a service of AGENTS, or a local worker-N on its own
+    key) as a child of the caller: the supervisor's way."""
+    if name.startswith(WORKER_PREFIX):
+        argv = [sys.executable, "-m", "cli.main", "--credentials", str(_local_worker_path(settings, name)),
+                "worker", "run"]
+        return _launch(settings, name, argv, _agent_env(settings, name, secret_free=True))
+    return _launch(settings, name, [sys.executable, "-m", AGENTS[name]], _agent_env(settings, name))
+
+
+def _agent_env(settings, name: str, extra_env: dict | None = None, secret_free: bool = False) -> dict:
     env = dict(os.environ, **_settings_env(settings), **(extra_env or {}))
     if name in permissions.SERVICES and settings.uses_local_broker:
         env["MARKET_AMQP_URL"] = settings.service_url(name)
     if secret_free:
         for variable in SERVICE_SECRETS_ENV:
             env.pop(variable, None)
+    return env
+
+
+def _launch(settings, name: str, argv: list[str], env: dict) -> subprocess.Popen:
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
     with open(settings.log_dir / f"{name}.log", "ab") as log_file:
-        argv = argv or [sys.executable, "-m", AGENTS[name]]
         process = subprocess.Popen(argv, stdout=log_file, stderr=log_file,
                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    pid_file.write_text(str(process.pid))
-    return process.pid
+    pid_file(settings, name).write_text(str(process.pid))
+    return process
 
 
 def _settings_env(settings) -> dict:
@@ -119,19 +145,19 @@ def _settings_env(settings) -> dict:
     return env
 
 
-def stop_agent(settings, name: str) -> bool:
-    pid_file = _pid_file(settings, name)
-    pid = read_pid(pid_file)
+def stop_agent(settings, name: str, grace: float = STOP_GRACE) -> bool:
+    path = pid_file(settings, name)
+    pid = read_pid(path)
     stopped = False
     if alive(pid):
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE
+        deadline = time.monotonic() + grace
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
         stopped = True
-    pid_file.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
     return stopped
 
 
@@ -152,26 +178,61 @@ def up(settings, say=print, workers: int = 0, db: str = "sqlite") -> None:
     settings = local_servers.start_database(settings, db, say)
     upgrade(settings.db_url)
     say(f"ledger database: migrated ({_safe_url(settings.db_url)})")
-    for name in AGENTS:
-        pid = start_agent(settings, name)
-        say(f"{name} agent: running (pid {pid}, log {settings.log_dir / (name + '.log')})")
-    say(f"portal: {settings.web_url}/  (sign up there; without MARKET_SMTP_URL, mail goes to {settings.mail_dir})")
+    _supervise(settings, list(AGENTS), say)
     if workers:
+        # a local worker registers its key through the ledger and the gatekeeper, now running
         _ensure_account(settings, settings.account)
-    for index in range(1, workers + 1):
-        name = f"{WORKER_PREFIX}{index}"
-        credentials = _local_worker_key(settings, name)
-        argv = [sys.executable, "-m", "cli.main", "--credentials", str(credentials), "worker", "run"]
-        pid = start_agent(settings, name, argv=argv, secret_free=True)
-        say(f"{name}: running on its own key, owned by {settings.account} (pid {pid}, "
-            f"log {settings.log_dir / (name + '.log')})")
+    workers_names = [f"{WORKER_PREFIX}{index}" for index in range(1, workers + 1)]
+    for name in workers_names:
+        _local_worker_key(settings, name)
+    _supervise(settings, workers_names, say)
+    for name in [*AGENTS, *workers_names]:
+        what = f"on its own key, owned by {settings.account}, " if name.startswith(WORKER_PREFIX) else ""
+        pid = read_pid(pid_file(settings, name))
+        say(f"{name}: running ({what}pid {pid}, log {settings.log_dir / (name + '.log')})")
+    say(f"portal: {settings.web_url}/  (sign up there; without MARKET_SMTP_URL, mail goes to {settings.mail_dir})")
+
+
+def _supervise(settings, names: list[str], say) -> None:
+    """Have the supervisor (cli.supervisor) run ``names`` too, starting it if it
+    does not run, and wait until it started them."""
+    from cli import supervisor
+
+    if not names:
+        return
+    pid = read_pid(pid_file(settings, supervisor.NAME))
+    supervised = set(supervisor.read_state(settings)) if alive(pid) else set()
+    for name in set(names) - supervised:
+        # an agent an earlier `up` left running unsupervised gives way to a supervised one
+        stop_agent(settings, name)
+    if not alive(pid):
+        # what a supervisor killed before it could clean up left behind is not ours
+        supervisor.agents_file(settings).unlink(missing_ok=True)
+        supervisor.state_file(settings).unlink(missing_ok=True)
+        env = dict(_settings_env(settings))
+        if settings.uses_local_broker:
+            env.pop("MARKET_AMQP_URL")  # it hands each service its own broker user, as `up` did
+        process = _launch(settings, supervisor.NAME, [sys.executable, "-m", "cli.supervisor"], dict(os.environ, **env))
+        pid = process.pid
+        say(f"supervisor: running (pid {pid}); it restarts an agent that dies")
+    supervisor.add_agents(settings, names)
+    deadline = time.monotonic() + SUPERVISOR_START_TIMEOUT
+    while not set(names) <= set(supervisor.read_state(settings)):
+        if not alive(pid) or time.monotonic() > deadline:
+            raise StackError(f"the supervisor did not start {', '.join(names)}: "
+                             f"see {settings.log_dir / (supervisor.NAME + '.log')}")
+        time.sleep(0.05)
+
+
+def _local_worker_path(settings, name: str) -> Path:
+    return (settings.home / "workers" / f"{name}.json").resolve()
 
 
 def _local_worker_key(settings, name: str) -> Path:
     """The credentials file of local worker ``name``: registered with a key the first time."""
     from cli.keys import register_worker
 
-    path = (settings.home / "workers" / f"{name}.json").resolve()
+    path = _local_worker_path(settings, name)
     if not path.exists():
         # on the market's own host: plain AMQP on loopback (TLS is for workers elsewhere)
         local = settings.replace(public_amqp_url=loopback_amqp_url(settings))
@@ -203,6 +264,11 @@ async def _declare(settings) -> None:
 
 
 def down(settings, say=print) -> None:
+    from cli import supervisor
+
+    # the supervisor first: it stops its agents, and would restart any stopped under it
+    if stop_agent(settings, supervisor.NAME, grace=STOP_GRACE + 5):
+        say("supervisor: stopped, with the agents it ran")
     for name in reversed(_started_names(settings)):
         if stop_agent(settings, name):
             say(f"{name} agent: stopped")
@@ -210,64 +276,7 @@ def down(settings, say=print) -> None:
     local_servers.stop_database(settings, say)
 
 
-def status(settings) -> dict:
-    """What runs, how deep the queues are, how far the ledger got."""
-    from ledger.migrate import make_engine
-    from ledger.store import LedgerStore
-
-    report: dict = {"agents": {a.name: {"pid": a.pid, "running": a.running} for a in agent_statuses(settings)},
-                    "nodes": local_servers.broker_nodes(settings)}
-    try:
-        report["queues"] = asyncio.run(_depths(settings))
-        report["broker"] = {"reachable": True, "management_url": settings.management_url if settings.uses_local_broker else None}
-    except MarketError as e:
-        report["queues"], report["broker"] = {}, {"reachable": False, "error": str(e)}
-    try:
-        engine = make_engine(settings.db_url)
-        store = LedgerStore(engine)
-        report["ledger"] = {"last_seq": store.last_seq(), "outbox_backlog": store.outbox_backlog(),
-                            "database": _safe_url(settings.db_url)}
-        engine.dispose()
-    except Exception as e:  # noqa: BLE001 - status reports, it does not fail
-        report["ledger"] = {"error": f"cannot read the ledger database: {e.__class__.__name__}: {str(e).splitlines()[0]}"}
-    return report
-
-
-async def _depths(settings) -> dict:
-    topo = topology(settings)
-    connection = await connect(settings, "marketctl status")
-    try:
-        depths = await queue_depths(await connection.channel(), [q.name for q in topo.queues])
-    finally:
-        await connection.close()
-    return {name: {"messages": d[0], "consumers": d[1]} if d else None for name, d in depths.items()}
-
-
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-
-def format_status(report: dict) -> str:
-    lines = ["agents:"]
-    for name, agent in report["agents"].items():
-        lines.append(f"  {name:<12} {'running' if agent['running'] else 'stopped':<8} pid {agent['pid'] or '-'}")
-    broker = report["broker"]
-    lines.append("broker: " + ("reachable" if broker.get("reachable") else f"unreachable ({broker.get('error')})"))
-    if broker.get("management_url"):
-        lines.append(f"  management UI {broker['management_url']}")
-    lines += local_servers.format_nodes(report.get("nodes") or [])
-    if report["queues"]:
-        lines.append(f"  {'queue':<24} {'messages':>9} {'consumers':>9}")
-        for name, depth in report["queues"].items():
-            if depth is None:
-                lines.append(f"  {name:<24} {'missing':>9}")
-            else:
-                lines.append(f"  {name:<24} {depth['messages']:>9} {depth['consumers']:>9}")
-    ledger = report["ledger"]
-    if "error" in ledger:
-        lines.append(f"ledger: {ledger['error']}")
-    else:
-        lines.append(f"ledger: last sequence {ledger['last_seq']}, outbox backlog {ledger['outbox_backlog']} ({ledger['database']})")
-    return "\n".join(lines)

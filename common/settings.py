@@ -135,8 +135,15 @@ class Settings:
     #: MARKET_COMMISSION_BPS: the market's commission on every payment, in basis
     #: points of the charge (500 = 5 %, 0 to 10000)
     commission_bps: int = 500
-    #: MARKET_CLOCK_OFFSET_SECONDS: seconds added to the ledger's clock (tests and
-    #: demos put the ledger just before a month boundary with it); 0 in production
+    #: MARKET_WORKER_STATE: where a worker keeps the reports the broker has not
+    #: confirmed yet (one folder per worker id); unset: $MARKET_HOME/worker-state
+    #: when MARKET_HOME is set, else $XDG_STATE_HOME/market/workers
+    #: (~/.local/state/market/workers): a member's worker run with nothing but
+    #: its credentials file writes nothing in the folder it was started from
+    worker_state_dir: Path = Path(".market") / "worker-state"
+    #: MARKET_CLOCK_OFFSET_SECONDS: seconds added to this process's wall clock (tests and
+    #: demos put the ledger just before a month boundary with it; the chaos bench
+    #: skews a worker's); 0 in production
     clock_offset_seconds: float = 0.0
     #: MARKET_WEB_HOST / MARKET_WEB_PORT: where the portal listens
     web_host: str = "127.0.0.1"
@@ -205,6 +212,7 @@ class Settings:
             probe_interval=_env_float(env, "MARKET_PROBE_INTERVAL", d.probe_interval),
             probe_size=_env_int(env, "MARKET_PROBE_SIZE", d.probe_size),
             commission_bps=_env_int(env, "MARKET_COMMISSION_BPS", d.commission_bps),
+            worker_state_dir=_worker_state_dir(env),
             clock_offset_seconds=_env_float(env, "MARKET_CLOCK_OFFSET_SECONDS", d.clock_offset_seconds),
             web_host=env.get("MARKET_WEB_HOST") or d.web_host,
             web_port=_env_int(env, "MARKET_WEB_PORT", d.web_port),
@@ -334,3 +342,12 @@ def _micro_credits(variable: str, text: str) -> int:
     if not micro.is_finite() or micro != micro.to_integral_value() or micro < 0:
         raise SettingsError(f"{variable} must be zero or positive, with at most 6 decimals")
     return int(micro)
+
+
+def _worker_state_dir(env) -> Path:
+    if env.get("MARKET_WORKER_STATE"):
+        return Path(env["MARKET_WORKER_STATE"])
+    if env.get("MARKET_HOME"):
+        return Path(env["MARKET_HOME"]) / "worker-state"
+    state_home = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "state")
+    return Path(state_home) / "market" / "workers"

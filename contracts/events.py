@@ -72,6 +72,13 @@ def Timestamp(**kw):
     return fields.String(validate=validate.Regexp(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$"), **kw)
 
 
+def ReportedAt():
+    """When a worker made its report, in the ledger's time (the lease's grant plus
+    the worker's monotonic elapsed time); the ledger judges the deadline by it,
+    within bounds (ledger.fold.checked_in_at). Absent from older reports."""
+    return Timestamp(load_default=None)
+
+
 class Payload(Schema):
     """Base: every payload field is required unless it says otherwise."""
 
@@ -190,6 +197,7 @@ class CheckpointSubmitted(Payload):
     job_id = Id(required=True)
     state = BlobField(required=True)
     output = Text(load_default="")
+    reported_at = ReportedAt()
 
 
 class JobFinished(Payload):
@@ -197,6 +205,7 @@ class JobFinished(Payload):
     job_id = Id(required=True)
     result = BlobField(required=True)
     output = Text(load_default="")
+    reported_at = ReportedAt()
 
 
 class JobErrored(Payload):
@@ -205,6 +214,7 @@ class JobErrored(Payload):
     error = Text(required=True)
     exit_code = StrictInt(allow_none=True, load_default=None)
     output = Text(load_default="")
+    reported_at = ReportedAt()
 
 
 class SpeedMeasured(Payload):

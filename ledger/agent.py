@@ -33,7 +33,7 @@ import structlog
 from common.agent_main import run_agent
 from common.waits import Wakeup, first_of, sleep_or_stop
 
-from broker_setup.amqp import Delivery, Publisher, ack, connect, consume
+from broker_setup.amqp import RECONNECT_MAX_DELAY, Delivery, Publisher, ack, connect, consume
 from broker_setup.errors import BrokerError
 from broker_setup.topology import LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_LEASES, LEDGER_QUERIES
 from contracts.envelope import Codec, utc_now_iso
@@ -89,6 +89,8 @@ class LedgerAgent:
         self.relay = OutboxRelay(store, self._on_db, clock)
         timeout = settings.worker_timeout_seconds
         self.worker_timeout = timedelta(seconds=timeout) if timeout > 0 else None
+        #: broker sessions so far: a sweep after a reconnect waits for the workers' own reconnects
+        self.sessions = 0
         self._next_outbox_id = None
         #: recent blobs (modules, fresh states) by sha256, so granting a lease
         #: rarely reads the blobs table
@@ -196,21 +198,31 @@ class LedgerAgent:
         queries_channel = await self._channel(connection, on_close)
         queries = await queries_channel.declare_queue(LEDGER_QUERIES, passive=True)
         await queries.consume(lambda message: self._answer(message, publisher), no_ack=False)
+        idle = asyncio.Event()
+        # after a reconnect the workers, who lost the broker too, are still coming
+        # back with reports made in time: no lease expires before they could
+        settle = 0.0 if self.sessions == 0 else RECONNECT_MAX_DELAY + self.grace.total_seconds()
+        self.sessions += 1
         # a relay or sweeper that stops for any reason ends the session: the
         # next one starts them afresh (the relay catching up from the table)
         helpers = [asyncio.create_task(self.relay.run(publisher, relay_wake, closed), name="relay"),
                    asyncio.create_task(sweep(lambda: self._retry_db(self._expire_due, stop, closed), relay_wake,
-                                             closed), name="sweeper")]
+                                             closed, arrived, idle, settle), name="sweeper")]
         for helper in helpers:
             helper.add_done_callback(on_close)
         log.info("ledger.consuming", queues=[LEDGER_LEASES, LEDGER_INBOX])
         try:
             while not stop.is_set() and not closed.is_set():
                 if not leases and not inbox:
+                    idle.set()
                     await arrived.wait()
                     continue
                 await self._ingest(take_batch(leases, inbox, self.settings.ingest_batch), publisher, stop, closed)
                 relay_wake.set()
+                # a batch taken after the sweeper asked holds what was at hand
+                # then: under a steady flow the queues never empty, and leases
+                # must still expire
+                idle.set()
         finally:
             arrived.close()
             for helper in helpers:

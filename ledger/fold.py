@@ -406,9 +406,38 @@ def executed_ms_v1(lease: Lease, checked_in_at: str) -> int:
     return max(0, min(int(elapsed.total_seconds() * 1000), lease.lease_seconds * 1000))
 
 
+#: how long before the ledger recorded it a worker's report may claim to have
+#: been made: the longest ledger stall or backlog that does not turn on-time
+#: work into expiries. A constant, not a setting: ``job.errored`` is judged
+#: while it is folded, so replay must judge it the same way whatever the
+#: settings (state.Rules may shape only derivations).
+REPORT_BACKLOG = timedelta(seconds=120)
+
+
+def checked_in_at(lease: Lease, event: Recorded) -> str:
+    """When a report counts as made: the worker's ``reported_at``, bounded.
+
+    A ledger that was stopped or behind records an on-time report late; its
+    ``recorded_at`` would turn the work into an unpaid expiry. So the time the
+    worker says it made the report counts, within bounds: never before the
+    grant, never after the ledger recorded it, and never more than
+    ``REPORT_BACKLOG`` before that. A lying worker gains at most
+    that window of lateness, and only while its lease is still open: a healthy
+    ledger's sweeper closes it ``lease_grace`` after the deadline, so in
+    practice the gain is the grace, and the window only matters while the
+    ledger itself was stopped (a broker's receive time would bound it better;
+    the broker does not stamp one here)."""
+    claimed = event.payload.get("reported_at")
+    if claimed is None:
+        return event.recorded_at
+    earliest = max(lease.granted_at, format_time(parse_time(event.recorded_at) - REPORT_BACKLOG))
+    return min(max(format_time(parse_time(claimed)), earliest), event.recorded_at)
+
+
 def _fenced(state: MarketState, event: Recorded) -> tuple[Lease, Job] | str:
     """The lease a worker reports on, if it may still report: it is the job's
-    current lease, still open, reported by the worker's owner, before its deadline."""
+    current lease, still open, reported by the worker's owner, before its
+    deadline (judged by :func:`checked_in_at`)."""
     p = event.payload
     lease = state.leases.get(p["lease_id"])
     if lease is None or lease.job_id != p["job_id"]:
@@ -419,7 +448,7 @@ def _fenced(state: MarketState, event: Recorded) -> tuple[Lease, Job] | str:
     job = state.jobs[lease.job_id]
     if lease.outcome != "open" or job.lease_id != lease.lease_id:
         return f"lease {lease.lease_id} is no longer current (it ended: {lease.outcome})"
-    if event.recorded_at > lease.deadline:
+    if checked_in_at(lease, event) > lease.deadline:
         return f"lease {lease.lease_id} passed its deadline {lease.deadline}"
     return lease, job
 
@@ -455,7 +484,7 @@ def _checkpoint_submitted(state: MarketState, event: Recorded) -> list[Derived]:
     return [Derived("checkpoint.committed", {
         "lease_id": lease.lease_id, "job_id": job.job_id, "worker_id": lease.worker_id,
         "checkpoint": job.checkpoint + 1, "state_sha256": event.payload["state"]["sha256"],
-        "executed_ms": executed_ms(lease, event.recorded_at)})]
+        "executed_ms": executed_ms(lease, checked_in_at(lease, event))})]
 
 
 @handles("checkpoint.committed")
@@ -484,7 +513,8 @@ def _job_finished(state: MarketState, event: Recorded) -> list[Derived]:
     lease, job = fenced
     return [Derived("job.completed", {
         "job_id": job.job_id, "lease_id": lease.lease_id, "worker_id": lease.worker_id,
-        "result_sha256": event.payload["result"]["sha256"], "executed_ms": executed_ms(lease, event.recorded_at),
+        "result_sha256": event.payload["result"]["sha256"],
+        "executed_ms": executed_ms(lease, checked_in_at(lease, event)),
         "probe": job.probe})]
 
 
@@ -527,7 +557,7 @@ def _job_errored(state: MarketState, event: Recorded) -> list[Derived]:
     p = event.payload
     paid = event.version >= 2 and not job.probe
     measure = executed_ms if event.version >= 2 else executed_ms_v1
-    _close(state, lease, "errored", event.recorded_at, measure(lease, event.recorded_at), event.seq)
+    _close(state, lease, "errored", event.recorded_at, measure(lease, checked_in_at(lease, event)), event.seq)
     job.attempts += 1
     job.error = p["error"][-8000:]
     job.status, job.lease_id, job.worker_id = "errored", None, None

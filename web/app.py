@@ -22,7 +22,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from ledger.migrate import make_engine
-from web import account_pages, auth, jobs_pages
+from web import account_pages, auth, health, jobs_pages
 from web.mail import Mailer
 from web.market import Market
 from web.members import LoginLimiter, Members
@@ -128,7 +128,7 @@ def create_app(settings, *, engine=None, login_limiter: LoginLimiter | None = No
         await app.state.market.close()
 
     app = Starlette(
-        routes=[*auth.routes(), *jobs_pages.routes(), *account_pages.routes(),
+        routes=[*auth.routes(), *health.routes(), *jobs_pages.routes(), *account_pages.routes(),
                 Mount("/static", StaticFiles(directory=HERE / "static"), name="static")],
         middleware=[Middleware(BodyLimit),
                     Middleware(SessionMiddleware, secret_key=secret, session_cookie="market_session",

@@ -17,24 +17,29 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from pathlib import Path
 
 import aiormq
 import structlog
 
 from sandbox.forkserver import set_not_dumpable
 from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
-from broker_setup.amqp import Outgoing, Publisher, ack, connect, consume
+from agents.worker.lease_ack import LeaseAck
+from agents.worker.reports import Reports
+from agents.worker.timing import SKEW_WARNING, LeaseClock
+from broker_setup.errors import AccessRefused
+from broker_setup.amqp import Outgoing, Publisher, consume, run_sessions
 from broker_setup.declare import declare_lease_queue
 from broker_setup.topology import lease_queue
 from broker_setup.rpc import Refused, Requester, check_reply
 from contracts.blobs import Blob
-from contracts.envelope import Codec, parse_time
+from contracts.envelope import Codec
 from contracts.errors import ContractError
 from contracts.identity import worker_of
 from contracts.routing import LEDGER_ACTOR
 from contracts.lease import LeaseMessage, decode_lease_message
 from common.errors import MarketError
+from common.waits import first_of
 
 log = structlog.get_logger("worker")
 
@@ -49,9 +54,11 @@ OUTPUT_LIMIT = 60 * 1024
 HANDBACK_GRACE = 0.3
 #: seconds a stopping worker waits for the ledger to record its retirement
 RETIRE_TIMEOUT = 5.0
-#: seconds a lease delivery may stay unacked (see LeaseAck): far below the
-#: broker's consumer timeout, long enough for a short lease to report first
-ACK_WITHIN = 1.0
+#: first wait before reconnecting to the broker (it doubles, with jitter, up to
+#: broker_setup.amqp.RECONNECT_MAX_DELAY)
+RECONNECT_DELAY = 0.5
+#: lease ids remembered to recognise a redelivery
+TAKEN_REMEMBERED = 1000
 
 
 class WorkerError(MarketError):
@@ -97,6 +104,18 @@ class WorkerAgent:
         self.sandboxes: list[Sandbox] = []
         self.completed = 0
         self.log = log.bind(worker_id=config.worker_id, account=config.account)
+        #: this machine's wall clock (MARKET_CLOCK_OFFSET_SECONDS shifts it, for the chaos bench):
+        #: only for the events' occurred_at and the skew warning, never for a lease's timing
+        self.clock = settings.ledger_clock()
+        self.reports = Reports(worker_state(settings, config.worker_id) / "reports", config.user_id)
+        #: the current session's publisher; None while the broker is away
+        self.publisher: Publisher | None = None
+        self.registered = False
+        #: why the worker gave up (a refused registration, no lease queue)
+        self.fatal: WorkerError | None = None
+        #: the lease ids taken lately, oldest first: a redelivered lease is not run twice
+        self.taken: dict[str, None] = dict.fromkeys(self.reports.lease_ids())
+        self.skew_reported = False
 
     @property
     def free_slots(self) -> int:
@@ -104,42 +123,85 @@ class WorkerAgent:
 
     async def run(self) -> None:
         _not_dumpable()
-        connection = await connect(self.settings, f"worker {self.config.worker_id} ({self.config.account})")
         limits = job_limits(self.config, self.settings.max_blob_bytes)
         self.sandboxes = [Sandbox(limits=limits, confinement=self.config.confinement)
                           for _ in range(self.config.slots)]
         for sandbox in self.sandboxes:
             sandbox.start()
         try:
-            async with connection:
-                publisher = await Publisher(connection).open()
-                await self._register(connection)
-                channel = await connection.channel()
-                await channel.set_qos(prefetch_count=self.config.slots)
-                queue = await self._lease_queue(channel)
-                await consume(channel, queue.name, lambda message: self._on_lease(message, publisher))
-                self.log.info("worker.ready", queue=queue.name, slots=self.config.slots)
-                await self._offer(publisher)
-                while not self.stop_requested.is_set():
-                    try:
-                        await asyncio.wait_for(self.stop_requested.wait(), OFFER_HEARTBEAT)
-                    except asyncio.TimeoutError:
-                        if self.free_slots > 0:
-                            await self._offer(publisher)
-                # running jobs stop at their next safe point; the ledger stops granting
-                # us leases once it records the retirement, and whatever lease was
-                # granted before that (the relay sends it before the reply) is handed back
+            # the sandboxes and the leases running in them live outside the
+            # connection: a broker blip reconnects around them
+            try:
+                await run_sessions(self.settings, f"worker {self.config.worker_id} ({self.config.account})",
+                                   self._session, self.stop_requested, delay=RECONNECT_DELAY, log_as="worker",
+                                   fatal=(AccessRefused,))
+            except AccessRefused as e:
+                # the key was revoked (or its account disabled): no reconnect will help
+                self.fatal = WorkerError(f"the broker no longer takes this worker's key: {e}")
+                self.fatal.__cause__ = e
+            if self.running:
+                # stopped while the broker was away: jobs still stop at a safe
+                # point, and their reports wait in the state folder
                 self.stop_jobs.set()
-                self.log.info("worker.stopping", running=len(self.running))
-                await self._retire(connection)
-                if self.running:
-                    await asyncio.gather(*self.running.values(), return_exceptions=True)
-                await asyncio.sleep(HANDBACK_GRACE)
-                await channel.close()
+                await asyncio.gather(*self.running.values(), return_exceptions=True)
         finally:
             for sandbox in self.sandboxes:
                 sandbox.close()
+        if len(self.reports):
+            self.log.warning("worker.reports_left", waiting=len(self.reports),
+                             action="kept in the state folder: sent when the worker starts again")
         self.log.info("worker.stopped", completed=self.completed)
+        if self.fatal is not None:
+            raise self.fatal
+
+    async def _session(self, connection) -> None:
+        closed = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: closed.set())
+        publisher = await Publisher(connection).open()
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self.config.slots)
+        try:
+            if not self.registered:
+                await self._register(connection)
+                self.registered = True
+            queue = await self._lease_queue(channel)
+        except WorkerError as e:
+            # refused or misconfigured: trying again would not help, so stop
+            self.fatal = e
+            self.stop_requested.set()
+            return
+        self.publisher = publisher
+        try:
+            # what a lost connection left unconfirmed goes first, with its own event ids
+            await self.reports.send(publisher)
+            await consume(channel, queue.name, lambda message: self._on_lease(message, publisher))
+            self.log.info("worker.ready", queue=queue.name, slots=self.config.slots, running=len(self.running))
+            await self._offer(publisher)
+            while not self.stop_requested.is_set() and not closed.is_set():
+                await first_of(self.stop_requested.wait(), closed.wait(), timeout=OFFER_HEARTBEAT)
+                if closed.is_set() or self.stop_requested.is_set():
+                    break
+                await self.reports.send(publisher)
+                if self.free_slots > 0:
+                    await self._offer(publisher)
+            if closed.is_set():
+                raise ConnectionError("the broker closed the connection")
+            await self._stop_session(connection, channel, publisher)
+        finally:
+            self.publisher = None
+
+    async def _stop_session(self, connection, channel, publisher: Publisher) -> None:
+        # running jobs stop at their next safe point; the ledger stops granting
+        # us leases once it records the retirement, and whatever lease was
+        # granted before that (the relay sends it before the reply) is handed back
+        self.stop_jobs.set()
+        self.log.info("worker.stopping", running=len(self.running))
+        await self._retire(connection)
+        if self.running:
+            await asyncio.gather(*self.running.values(), return_exceptions=True)
+        await asyncio.sleep(HANDBACK_GRACE)
+        await self.reports.send(publisher)
+        await channel.close()
 
     async def _lease_queue(self, channel):
         if worker_of(self.config.user_id) is None:
@@ -191,6 +253,7 @@ class WorkerAgent:
     async def _on_lease(self, message, publisher: Publisher) -> None:
         # the lease is recorded in the ledger: if we die, it expires there, so
         # the delivery is acked within ACK_WITHIN, never held for the lease
+        received = time.monotonic()
         settle = LeaseAck(message, self.log)
         if message.user_id != LEDGER_ACTOR:
             # only the ledger grants leases (the broker vouches for user_id):
@@ -204,22 +267,40 @@ class WorkerAgent:
             await settle.now()
             self.log.warning("worker.bad_lease", reason=e.reason)
             return
+        if lease.lease_id in self.taken:
+            # a lease whose ack a lost connection swallowed comes again: it is
+            # running (or reported) already; handing it back would commit its
+            # initial state over the work being done
+            await settle.now()
+            self.log.info("worker.lease_redelivered", lease_id=lease.lease_id)
+            return
+        self.taken[lease.lease_id] = None
+        while len(self.taken) > TAKEN_REMEMBERED:
+            self.taken.pop(next(iter(self.taken)))
+        clock = LeaseClock.at_receipt(lease.deadline, lease.lease_seconds, received)
         if lease.worker_id != self.config.worker_id or self.free_slots <= 0 or self.stop_requested.is_set():
             # give it back at once, unchanged, rather than let it expire
             await settle.now()
             self.log.info("worker.lease_handed_back", lease_id=lease.lease_id, free_slots=self.free_slots)
-            await publisher.publish_many([self._report_message(lease, Outcome("checkpoint", lease.state, None, None,
-                                                                               0, "", 0, 0.0))])
+            self.reports.keep(self._report_message(lease, clock, Outcome("checkpoint", lease.state, None, None,
+                                                                         0, "", 0, 0.0)))
+            await self._send_reports()
             return
         sandbox = self.sandboxes[len(self.running) % len(self.sandboxes)]
-        task = asyncio.ensure_future(self._run_lease(lease, sandbox, publisher, settle))
+        task = asyncio.ensure_future(self._run_lease(lease, clock, sandbox, settle))
         self.running[lease.lease_id] = task
 
-    async def _run_lease(self, lease: LeaseMessage, sandbox: Sandbox, publisher: Publisher, settle: "LeaseAck") -> None:
+    async def _run_lease(self, lease: LeaseMessage, clock: LeaseClock, sandbox: Sandbox, settle: "LeaseAck") -> None:
         lease_log = self.log.bind(lease_id=lease.lease_id, job_id=lease.job_id)
         try:
-            remaining = (parse_time(lease.deadline) - datetime.now(timezone.utc)).total_seconds()
-            budget = max(0.0, min(lease.lease_seconds, remaining) - self.config.safety_margin)
+            # the budget comes from the lease's length and the monotonic clock,
+            # never from this machine's wall clock against the ledger's deadline
+            budget = clock.budget(self.config.safety_margin)
+            skew = clock.skew_seconds(self.clock())
+            if abs(skew) > SKEW_WARNING and not self.skew_reported:
+                self.skew_reported = True  # once: it is this machine's clock, not this lease's
+                lease_log.warning("worker.clock_skew", seconds_ahead_of_ledger=round(skew),
+                                  action="timing leases by the lease length and the monotonic clock")
             work = Work(lease_id=lease.lease_id, job_id=lease.job_id, module_source=lease.module_source,
                         module_sha256=lease.module_sha256, entry=lease.entry, kind=lease.kind, state=lease.state,
                         budget_seconds=budget, network=lease.network)
@@ -227,8 +308,11 @@ class WorkerAgent:
                 # the ledger never grants this (its fold refuses it): the job gets a loopback only
                 lease_log.warning("worker.network_not_allowed")
             lease_log.debug("worker.lease_started", budget_seconds=round(budget, 3), checkpoint=lease.checkpoint)
-            outcome = await sandbox.run(work, self.stop_jobs, time.monotonic() + max(remaining, 0.5))
-            report = self._report_message(lease, outcome)
+            outcome = await sandbox.run(work, self.stop_jobs, clock.hard_stop())
+            # kept (in memory and on disk) before the first try to publish it:
+            # a lost connection or a restart re-sends it with the same event id
+            report = self._report_message(lease, clock, outcome)
+            self.reports.keep(report)
             lease_log.debug("worker.lease_ended", status=outcome.status, seconds=round(outcome.seconds, 3))
             self.completed += 1
         except Exception:  # noqa: BLE001 - one lease never takes the worker down
@@ -240,13 +324,25 @@ class WorkerAgent:
         # slot's offer by itself (the scheduler hears the verdict); after an
         # error the report and the next offer go together, one round of confirms.
         renews = outcome_renews_offer(report)
-        messages = [m for m in (report, None if renews else self._offer_message()) if m is not None]
         await settle.now()  # a short lease's ack goes out in the same write as its report
-        if messages and not all(await publisher.publish_many(messages)):
-            lease_log.warning("worker.report_unconfirmed")
+        await self._send_reports(None if renews else self._offer_message())
 
-    def _report_message(self, lease: LeaseMessage, outcome: Outcome) -> Outgoing:
-        common = {"lease_id": lease.lease_id, "job_id": lease.job_id, "output": outcome.output}
+    async def _send_reports(self, offer: Outgoing | None = None) -> None:
+        """Publish the kept reports (and ``offer``) on the current connection, if
+        there is one; what is not confirmed waits for the next connection."""
+        publisher = self.publisher
+        if publisher is None:
+            return
+        try:
+            await self.reports.send(publisher, [offer] if offer is not None else [])
+        except Exception as e:  # noqa: BLE001 - the connection is going: the next session re-sends
+            self.log.warning("worker.report_deferred", reason=repr(e), waiting=len(self.reports))
+
+    def _report_message(self, lease: LeaseMessage, clock: LeaseClock, outcome: Outcome) -> Outgoing:
+        # reported_at: when the report was made, in the ledger's time (the
+        # ledger judges the deadline by it, within its bounds)
+        common = {"lease_id": lease.lease_id, "job_id": lease.job_id, "output": outcome.output,
+                  "reported_at": clock.reported_at()}
         if outcome.status == "checkpoint":
             event_type, payload = "checkpoint.submitted", {**common, "state": Blob.of(outcome.state)}
         elif outcome.status == "finished":
@@ -254,39 +350,13 @@ class WorkerAgent:
         else:
             event_type, payload = "job.errored", {**common, "error": outcome.error or "unknown error",
                                                   "exit_code": outcome.exit_code}
-        event_id, body = self.codec.encode(event_type, payload)
+        event_id, body = self.codec.encode(event_type, payload, occurred_at=self.clock())
         return Outgoing(body, event_type, user_id=self.config.user_id, message_id=event_id)
 
 
-class LeaseAck:
-    """Acks one lease delivery once: with its report when the lease is short,
-    after ``ACK_WITHIN`` seconds otherwise.
-
-    An ack on its own is one more socket write for the worker and one more
-    packet for the broker per lease; queued just before the report it goes
-    out in the report's write. Holding it a moment costs nothing: the worker
-    takes at most ``slots`` leases (its prefetch) and runs them all.
-    """
-
-    def __init__(self, message, log):
-        self._message, self._log = message, log
-        self._acked = False
-        self._timer = asyncio.get_running_loop().call_later(ACK_WITHIN, self._on_timer)
-
-    def _on_timer(self) -> None:
-        if not self._acked:
-            asyncio.ensure_future(self.now())
-
-    async def now(self) -> None:
-        """Ack the delivery, unless that is done already."""
-        if self._acked:
-            return
-        self._acked = True
-        self._timer.cancel()
-        try:
-            await ack(self._message)
-        except Exception as e:  # noqa: BLE001 - a closed channel redelivers the lease; the ledger fences it
-            self._log.warning("worker.lease_ack_failed", reason=repr(e))
+def worker_state(settings, worker_id: str) -> Path:
+    """This worker's state folder (its unconfirmed reports): see MARKET_WORKER_STATE."""
+    return Path(settings.worker_state_dir) / worker_id
 
 
 def outcome_renews_offer(report: Outgoing | None) -> bool:

@@ -1,0 +1,202 @@
+"""Issue 14, the worker's faults, end to end: a worker cut off from the broker,
+a worker whose wall clock is off, a ledger stopped past a lease's deadline.
+Real broker, every agent a process, real kills and stops."""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import pytest
+
+from broker_setup.management import ManagementApi
+from broker_setup.node import LocalNode
+from broker_setup.topology import LEDGER_INBOX
+from tests.e2e.conftest import start_market, unique
+from tests.e2e.jobs.steps import expected
+from tests.ledger.harness import wait_for
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+@pytest.fixture
+def patient_market(clean_queues, tmp_path):
+    """A market whose ledger waits 20 s past a deadline before expiring a lease:
+    long enough for a worker cut off from the broker to come back and re-send."""
+    running = start_market(clean_queues, tmp_path, MARKET_LEASE_GRACE="20")
+    yield running
+    running.stop_all()
+    print("logs in", tmp_path)
+
+
+def start_worker(market, worker_id: str, lease_seconds: int, **env):
+    """A measured worker on its own key, with ``env`` (a clock offset, say) in its environment."""
+    credentials = market.worker_key(worker_id, "bob", lease_seconds)
+    market.start(worker_id, [sys.executable, "-m", "cli.main", "--credentials", str(credentials), "worker", "run",
+                             "--lease-seconds", str(lease_seconds), "--safety-margin", "1"],
+                 MARKET_AMQP_URL="", MARKET_DB_URL="", MARKET_HOME=str(market.logs / f"{worker_id}-home"), **env)
+    market.wait_registered(worker_id)
+    market.measure({worker_id: 1000})
+
+
+def reports_on_disk(market, worker_id: str) -> list:
+    return list((market.logs / f"{worker_id}-home" / "worker-state" / worker_id / "reports").glob("*.report"))
+
+
+def assert_paid_once_never_expired(market, job_id: str) -> None:
+    leases = market.leases(job_id)
+    assert leases and all(l.outcome in ("checkpointed", "finished") for l in leases), \
+        [(l.lease_id, l.outcome) for l in leases]
+    committed = [p["lease_id"] for _, p in market.events("checkpoint.committed") if p["job_id"] == job_id]
+    paid = [p["lease_id"] for _, p in market.events("payment.posted") if p["job_id"] == job_id]
+    assert len(committed) == len(set(committed)), "a checkpoint was committed twice"
+    assert sorted(paid) == sorted(set(paid)) and set(committed) <= set(paid), (committed, paid)
+    assert not [p for _, p in market.events("lease.expired") if p["job_id"] == job_id]
+    assert not [p for _, p in market.events("checkpoint.rejected") if p["job_id"] == job_id]
+
+
+def test_a_worker_cut_off_from_the_broker_keeps_its_job_and_resends_its_report(patient_market):
+    market = patient_market
+    api = ManagementApi.for_settings(market.settings)
+    worker_id = unique("cut")
+    user = f"worker:{worker_id}"
+    start_worker(market, worker_id, lease_seconds=6)
+    # (the management API lists a connection a moment after it opened)
+    connections = wait_for(lambda: [c["name"] for c in api.get("/connections") or [] if c.get("user") == user],
+                           30, "the worker's connection in the management API")
+    job_id = market.submit("alice", "count", "2", {"steps": 200, "delay": 0.05})
+    wait_for(lambda: market.job(job_id).status == "leased", 30, "the first lease")
+    first_lease = market.job(job_id).lease_id
+    # Given the broker refuses the worker's key for a while (so it cannot come straight back)
+    permissions = api.get(f"/permissions/%2F/{api.quote(user)}")
+    api.delete(f"/permissions/%2F/{api.quote(user)}")
+    try:
+        # When the broker closes the worker's connection mid-lease
+        for name in connections:
+            api.delete(f"/connections/{api.quote(name)}")
+        wait_for(lambda: not [c for c in api.get("/connections") or [] if c.get("user") == user], 20,
+                 "the worker's connection to be gone")
+        # Then the job keeps running in the sandbox, and its checkpoint waits on disk
+        wait_for(lambda: reports_on_disk(market, worker_id), 20, "the checkpoint kept while cut off")
+        assert market.job(job_id).status == "leased"
+        assert market.processes[worker_id].poll() is None, "the worker died of its broker"
+    finally:
+        api.put(f"/permissions/%2F/{api.quote(user)}",
+                {k: permissions[k] for k in ("configure", "write", "read")})
+    # and once the broker takes it back, the report goes out with its event id, and the job finishes
+    market.wait_job(job_id, timeout=90)
+    assert market.result(job_id) == expected(200)
+    assert [l for l in market.leases(job_id) if l.lease_id == first_lease][0].outcome == "checkpointed"
+    assert_paid_once_never_expired(market, job_id)
+    wait_for(lambda: not reports_on_disk(market, worker_id), 10, "the confirmed reports to leave the disk")
+    log = (market.logs / f"{worker_id}.log").read_text()
+    assert "connection_lost" in log or "broker_unreachable" in log
+
+
+def test_a_worker_killed_before_its_report_was_confirmed_sends_it_when_it_starts_again(patient_market):
+    market = patient_market
+    api = ManagementApi.for_settings(market.settings)
+    worker_id = unique("reborn")
+    user = f"worker:{worker_id}"
+    start_worker(market, worker_id, lease_seconds=6)
+    connections = wait_for(lambda: [c["name"] for c in api.get("/connections") or [] if c.get("user") == user],
+                           30, "the worker's connection in the management API")
+    job_id = market.submit("alice", "count", "2", {"steps": 200, "delay": 0.05})
+    wait_for(lambda: market.job(job_id).status == "leased", 30, "the first lease")
+    first_lease = market.job(job_id).lease_id
+    # Given a worker cut off from the broker, with its checkpoint made and kept on disk
+    permissions = api.get(f"/permissions/%2F/{api.quote(user)}")
+    api.delete(f"/permissions/%2F/{api.quote(user)}")
+    try:
+        for name in connections:
+            api.delete(f"/connections/{api.quote(name)}")
+        kept = wait_for(lambda: reports_on_disk(market, worker_id), 20, "the checkpoint kept while cut off")
+        # When it is killed with -9 before the broker took the report
+        market.signal(worker_id, signal.SIGKILL)
+        market.processes[worker_id].wait(10)
+    finally:
+        api.put(f"/permissions/%2F/{api.quote(user)}",
+                {k: permissions[k] for k in ("configure", "write", "read")})
+    assert market.job(job_id).status == "leased"
+    # and started again on the same machine (its state folder)
+    start_worker(market, worker_id, lease_seconds=6)
+    # Then the checkpoint it made before it died is committed, with the event id it had
+    wait_for(lambda: [l for l in market.leases(job_id) if l.lease_id == first_lease][0].outcome != "open", 30,
+             "the first lease to close")
+    assert [l for l in market.leases(job_id) if l.lease_id == first_lease][0].outcome == "checkpointed"
+    submitted = {row.event_id for row, p in market.events("checkpoint.submitted") if p["lease_id"] == first_lease}
+    assert submitted == {path.name.split(".", 1)[0] for path in kept}
+    market.wait_job(job_id, timeout=90)
+    assert market.result(job_id) == expected(200)
+    assert_paid_once_never_expired(market, job_id)
+
+
+def test_a_broker_restart_mid_lease_loses_neither_the_job_nor_its_checkpoint(market):
+    worker_id = unique("restart")
+    start_worker(market, worker_id, lease_seconds=8)
+    job_id = market.submit("alice", "count", "2", {"steps": 200, "delay": 0.05})
+    wait_for(lambda: market.job(job_id).status == "leased", 30, "the first lease")
+    first_lease = market.job(job_id).lease_id
+    # Given the broker stops mid-lease (every agent loses its connection)
+    node = LocalNode(market.settings)
+    node.stop_app()
+    try:
+        # while the job runs on, and its checkpoint is made and kept while the broker is away
+        wait_for(lambda: reports_on_disk(market, worker_id), 30, "the checkpoint kept while the broker is away")
+    finally:
+        node.start_app()
+    # When it is back, Then the checkpoint is committed and paid once, no lease expires, and the job finishes
+    market.wait_job(job_id, timeout=120)
+    assert market.result(job_id) == expected(200)
+    assert [l for l in market.leases(job_id) if l.lease_id == first_lease][0].outcome == "checkpointed"
+    assert_paid_once_never_expired(market, job_id)
+
+
+@pytest.mark.parametrize("offset", ["300", "-300"])
+def test_a_worker_whose_clock_is_off_by_five_minutes_checkpoints_in_time(market, offset):
+    # Given a worker whose wall clock is five minutes off the ledger's
+    worker_id = unique("skewed")
+    start_worker(market, worker_id, lease_seconds=5, MARKET_CLOCK_OFFSET_SECONDS=offset)
+    # When it runs a job longer than a lease
+    job_id = market.submit("alice", "count", "2", {"steps": 120, "delay": 0.05})
+    market.wait_job(job_id, timeout=90)
+    # Then every lease checkpointed in time, with real work in it, and was paid
+    assert market.result(job_id) == expected(120)
+    leases = market.leases(job_id)
+    assert len(leases) >= 2
+    assert all(l.executed_ms >= 2000 for l in leases if l.outcome == "checkpointed"), \
+        [(l.outcome, l.executed_ms) for l in leases]
+    assert_paid_once_never_expired(market, job_id)
+    # and the worker saw (and said) that its clock was off
+    assert "worker.clock_skew" in (market.logs / f"{worker_id}.log").read_text()
+
+
+def test_a_ledger_stopped_past_a_deadline_still_pays_the_on_time_checkpoint(market):
+    worker_id = unique("ontime")
+    start_worker(market, worker_id, lease_seconds=5)
+    job_id = market.submit("alice", "count", "2", {"steps": 120, "delay": 0.05})
+    wait_for(lambda: market.job(job_id).status == "leased", 30, "the first lease")
+    lease = market.leases(job_id)[0]
+    # Given the ledger is stopped mid-lease
+    market.signal("ledger", signal.SIGSTOP)
+    try:
+        # past the lease's deadline and its grace (1 s here)
+        time.sleep(5 + 1 + 3)
+        # while the worker's checkpoint, made in time, waits for it (delivered, unacked:
+        # the management API counts it a few seconds late)
+        api = ManagementApi.for_settings(market.settings)
+        wait_for(lambda: (api.get(f"/queues/%2F/{LEDGER_INBOX}").get("messages") or 0) >= 1, 30,
+                 "the checkpoint waiting in the ledger's inbox")
+    finally:
+        market.signal("ledger", signal.SIGCONT)
+    # When the ledger resumes, Then the checkpoint is committed and paid, the lease not expired
+    wait_for(lambda: [l for l in market.leases(job_id) if l.lease_id == lease.lease_id][0].outcome != "open",
+             30, "the lease to close")
+    closed = [l for l in market.leases(job_id) if l.lease_id == lease.lease_id][0]
+    assert closed.outcome == "checkpointed", closed.outcome
+    committed = [(row, p) for row, p in market.events("checkpoint.committed") if p["lease_id"] == lease.lease_id]
+    assert committed and committed[0][0].recorded_at > lease.deadline, "the ledger was not behind after all"
+    assert 0 < committed[0][1]["executed_ms"] <= 5000
+    market.wait_job(job_id, timeout=90)
+    assert market.result(job_id) == expected(120)
+    assert_paid_once_never_expired(market, job_id)
