@@ -325,6 +325,10 @@ class LeaseRefused(Payload):
     reason = Text(max_length=1000, required=True)
     #: whether the job is still ready at the proposed checkpoint (the worker was the problem)
     job_still_ready = fields.Boolean(required=True)
+    #: whether the worker still has the slot it offered (the job was the
+    #: problem): the scheduler offers it again at once instead of waiting for
+    #: the worker's next offer. Absent (older verdicts): no.
+    worker_still_free = fields.Boolean(load_default=False)
 
 
 class LeaseExpired(Payload):

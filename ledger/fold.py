@@ -337,9 +337,9 @@ def lease_id_for(proposal_event_id: str) -> str:
     return "lease-" + hashlib.sha256(proposal_event_id.encode()).hexdigest()[:20]
 
 
-def _refuse_lease(p: dict, reason: str, job_still_ready: bool) -> list[Derived]:
+def _refuse_lease(p: dict, reason: str, job_still_ready: bool, worker_still_free: bool) -> list[Derived]:
     return [Derived("lease.refused", {"job_id": p["job_id"], "worker_id": p["worker_id"], "reason": reason,
-                                      "job_still_ready": job_still_ready})]
+                                      "job_still_ready": job_still_ready, "worker_still_free": worker_still_free})]
 
 
 @handles("lease.proposed", decides_only=True)
@@ -349,23 +349,23 @@ def _lease_proposed(state: MarketState, event: Recorded) -> list[Derived]:
         return refuse(event, "only the scheduler proposes leases")
     job = state.jobs.get(p["job_id"])
     if job is None or job.status != "ready" or job.checkpoint != p["checkpoint"]:
-        return _refuse_lease(p, f"job {p['job_id']} is not ready at checkpoint {p['checkpoint']}", False)
+        return _refuse_lease(p, f"job {p['job_id']} is not ready at checkpoint {p['checkpoint']}", False, True)
     worker = state.workers.get(p["worker_id"])
     if worker is None or worker.state in ("retired", "revoked"):
-        return _refuse_lease(p, f"worker {p['worker_id']} is unknown, retired or revoked", True)
+        return _refuse_lease(p, f"worker {p['worker_id']} is unknown, retired or revoked", True, False)
     if fold_identity.actor_disabled(state, worker.owner):
-        return _refuse_lease(p, f"worker {p['worker_id']} belongs to a disabled account", True)
+        return _refuse_lease(p, f"worker {p['worker_id']} belongs to a disabled account", True, False)
     if job.target_worker_id and job.target_worker_id != worker.worker_id:
-        return _refuse_lease(p, f"job {job.job_id} runs only on worker {job.target_worker_id}", True)
+        return _refuse_lease(p, f"job {job.job_id} runs only on worker {job.target_worker_id}", True, True)
     if job.network and not worker.allow_network:
         return _refuse_lease(p, f"job {job.job_id} asked for the network and worker {worker.worker_id}'s owner "
-                                "does not allow it", True)
+                                "does not allow it", True, False)
     if state.open_leases(worker.worker_id) >= worker.slots:
-        return _refuse_lease(p, f"worker {worker.worker_id} has no free slot", True)
+        return _refuse_lease(p, f"worker {worker.worker_id} has no free slot", True, False)
     lease_seconds = min(p["lease_seconds"], worker.lease_seconds)
     held = fold_money.unaffordable(state, job, lease_seconds)
     if held:
-        return _refuse_lease(p, held[0].payload["reason"], False) + held
+        return _refuse_lease(p, held[0].payload["reason"], False, True) + held
     deadline = format_time(parse_time(event.recorded_at) + timedelta(seconds=lease_seconds))
     return [Derived("lease.granted", {
         "lease_id": lease_id_for(event.event_id), "job_id": job.job_id, "worker_id": worker.worker_id,

@@ -173,7 +173,8 @@ class SchedulerAgent:
         elif heard.type in ("job.withdrawn", "job.held", "job.failed", "job.quarantined"):
             state.job_gone(p["job_id"])
         elif heard.type == "lease.refused":
-            state.lease_refused(p["job_id"], p["worker_id"], p["job_still_ready"])
+            state.lease_refused(p["job_id"], p["worker_id"], p["job_still_ready"], now,
+                                worker_still_free=p.get("worker_still_free") is True)
 
     def _decode(self, message) -> Heard:
         from_ledger = message.user_id == LEDGER_ACTOR
@@ -207,7 +208,8 @@ class SchedulerAgent:
             for pairing, ok in zip(pairings, results):
                 if not ok:
                     # the proposal never reached the ledger: the job is still ready
-                    self.state.lease_refused(pairing.job.job_id, pairing.offer.worker_id, True)
+                    self.state.lease_refused(pairing.job.job_id, pairing.offer.worker_id, True, time.monotonic(),
+                                             worker_still_free=True)
             self.proposals += sum(results)
 
 

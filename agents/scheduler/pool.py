@@ -154,11 +154,15 @@ class SchedulerState:
             # bounded memory: forget jobs that are neither ready nor proposed
             self.job_seq = {j: s for j, s in self.job_seq.items() if j in self.ready or j in self.proposed}
 
-    def lease_refused(self, job_id: str, worker_id: str, job_still_ready: bool) -> None:
+    def lease_refused(self, job_id: str, worker_id: str, job_still_ready: bool, now: float, *,
+                      worker_still_free: bool = False) -> None:
         proposal = self.proposed.pop(job_id, None)
         if proposal and job_still_ready:
             self.ready.put(proposal[0])
-        # the worker was the problem (busy, unknown, retired) or not: its offer was used up either way
+        if proposal and worker_still_free:
+            # the job was the problem (held, gone): the worker's slot is on
+            # offer again now, not at its next offer seconds later
+            self.slot_freed(worker_id, now)
 
     def worker_known(self, worker_id: str, now: float) -> None:
         """A registered worker: idle until it is leased, so pools wait (up to

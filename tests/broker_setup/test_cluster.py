@@ -41,13 +41,18 @@ def _restart_dead_nodes(cluster) -> None:
             cluster.start_node(index)
 
 
-def _pika_get(url: str, queue: str):
-    """basic_get one message from ``queue`` with pika (not the market's AMQP layer) through ``url``."""
+def _pika_get(url: str, queue: str, timeout: float = 10):
+    """One message of ``queue`` with pika (not the market's AMQP layer) through
+    ``url``, or None. A consumer, not basic.get: the ledger's quorum queues
+    have a single active consumer, which refuses gets."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
-        method, properties, body = channel.basic_get(queue, auto_ack=True)
-        return (properties, body) if method else None
+        for method, properties, body in channel.consume(queue, inactivity_timeout=timeout):
+            if method is None:
+                return None
+            channel.basic_ack(method.delivery_tag)
+            return properties, body
     finally:
         connection.close()
 

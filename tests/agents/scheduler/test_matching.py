@@ -88,10 +88,35 @@ def test_a_pool_closes_at_the_offer_threshold():
 
 def test_a_refused_proposal_puts_a_still_ready_job_back():
     state = leased("j")
-    state.lease_refused("j", "w", job_still_ready=True)
+    state.lease_refused("j", "w", job_still_ready=True, now=0.0)
     assert "j" in state.ready
     state.close_pool(0.0)
-    state.lease_refused("j", "w", job_still_ready=False)
+    state.lease_refused("j", "w", job_still_ready=False, now=0.0)
+
+
+def test_a_proposal_refused_for_its_job_offers_the_worker_again_at_once():
+    # Given worker w's only slot proposed for job j, and a job k waiting
+    state = leased("j")
+    state.job_ready(job("k", 4))
+    assert not state.offers.get("w")
+
+    # When the ledger refuses j (its owner cannot pay) and says w is still free
+    state.lease_refused("j", "w", job_still_ready=False, now=1.0, worker_still_free=True)
+
+    # Then w's slot is on offer again, and the next pool gives it k
+    assert len(state.offers["w"]) == 1
+    assert [(p.job.job_id, p.offer.worker_id) for p in state.close_pool(1.0)] == [("k", "w")]
+
+
+def test_a_proposal_refused_for_its_worker_does_not_offer_that_worker_again():
+    # Given worker w's only slot proposed for job j
+    state = leased("j")
+
+    # When the ledger refuses it because w has no free slot
+    state.lease_refused("j", "w", job_still_ready=True, now=1.0)
+
+    # Then j is ready again, but w offers nothing until it offers itself
+    assert "j" in state.ready and not state.offers.get("w")
 
 
 def test_an_unanswered_proposal_is_offered_again_only_after_its_lease_and_the_timeout():
