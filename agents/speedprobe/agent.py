@@ -78,8 +78,10 @@ def probe_payload(worker_id: str, size: int, seed: int, canary: bool = False) ->
     state = {"n": size, "seed": seed}
     expected = hashlib.sha256(dumps_result(probe_job.probe(state))).hexdigest()
     job_id = str(uuid.uuid4()) if canary else f"probe-{uuid.uuid4().hex[:16]}"
+    # a canary's module differs byte-wise every time: its sha256 never matches a probe the worker saw
+    module = PROBE_SOURCE + f"\n_ = {seed}\n".encode() if canary else PROBE_SOURCE
     return {"job_id": job_id, "name": f"{'canary' if canary else 'speed probe'} of {worker_id}",
-            "price": PROBE_PRICE, "entry": "probe", "kind": "function", "module": Blob.of(PROBE_SOURCE),
+            "price": PROBE_PRICE, "entry": "probe", "kind": "function", "module": Blob.of(module),
             "state": Blob.of(dumps_state(state)), "max_attempts": 1, "probe": True, "target_worker_id": worker_id,
             "probe_expected_sha256": expected, "probe_work": size ** 3, "canary": canary}
 
