@@ -9,12 +9,13 @@ from tests.e2e.conftest import unique
 from tests.ledger.harness import wait_for
 
 #: seconds the throttled worker waits before every lease after its first probe
-THROTTLE = 3
+THROTTLE = 2
 
 
 def test_a_worker_slower_than_its_probe_is_disputed_probed_again_and_its_speed_drops(market, capsys):
-    # Given the speed probe, with a small probe and a canary every 1-3 s per measured worker
-    market.start_agent("speedprobe", "agents.speedprobe.agent", MARKET_PROBE_SIZE="40", MARKET_CANARY_INTERVAL="2")
+    # Given the speed probe, with a small probe and a canary every 4-12 s per measured worker
+    # (each runs THROTTLE s, so canaries do not pile up ahead of the paid work)
+    market.start_agent("speedprobe", "agents.speedprobe.agent", MARKET_PROBE_SIZE="40", MARKET_CANARY_INTERVAL="8")
     time.sleep(1)
     # and a real worker that runs its first probe at full speed, then waits before every lease (test hook)
     worker = unique("slow")
