@@ -42,6 +42,10 @@ PROBE_SOURCE = inspect.getsource(probe_job).encode()
 PROBE_PRICE = 1
 #: seconds between two looks for workers whose measurement is stale
 SWEEP_EVERY = 30.0
+#: a registration this soon after a probe of the worker sends no second one:
+#: an owner registers a worker and its agent then registers itself on its key,
+#: and the first probe is still waiting for that agent
+REGISTERED_AGAIN_WITHIN = 30.0
 
 
 @dataclass
@@ -125,7 +129,10 @@ class SpeedProbe:
             # a (re)registered worker is probed at once: it may be another machine
             # now; a disputed one too: it delivered less than its probe said
             log.info("speedprobe.signal", type=message.routing_key, worker_id=worker_id)
-            self.state.last_probed.pop(worker_id, None)
+            last = self.state.last_probed.get(worker_id)
+            if message.routing_key == "speed.disputed" or last is None \
+                    or time.monotonic() - last >= REGISTERED_AGAIN_WITHIN:
+                self.state.last_probed.pop(worker_id, None)
             await self._probe(worker_id, publisher)
 
     async def _probe_stale(self, requester: Requester, publisher: Publisher) -> None:
