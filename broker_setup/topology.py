@@ -84,7 +84,9 @@ BATCH_SIZE_HEADER = "batch_size"
 #: every verdict type that reaches the scheduler
 SCHEDULER_TYPES: frozenset[str] = frozenset(SCHEDULER_READY_TYPES + SCHEDULER_OFFERS_TYPES)
 #: workers to probe (the ledger checks the probes' answers itself)
-SPEEDPROBE_TYPES: tuple[str, ...] = ("worker.registered",)
+SPEEDPROBE_TYPES: tuple[str, ...] = ("worker.registered",
+                                     # a worker slower than its probe said is probed again at once
+                                     "speed.disputed")
 
 #: queue arguments a newer version added to existing queues: a queue found
 #: without them (RabbitMQ names the first argument that differs) is replaced

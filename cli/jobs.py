@@ -169,6 +169,10 @@ def cmd_workers(settings, args) -> int:
         speed = "unmeasured" if w["speed"] is None else str(w["speed"])
         print(f"{w['worker_id']:<20} {w['owner'] or '(other)':<14} {speed:>12} "
               f"{(w['speed_measured_at'] or '-')[:19]:<21} {w['slots']:>5} {w['state']}")
+        if w.get("last_dispute"):
+            last = w["last_dispute"]
+            print(f"{'':<20} speed disputed {w['disputes']} time(s); last {last['at'][:19]}: probed {last['probed']} "
+                  f"kops, delivered {last['delivered']} kops (re-probed at once)")
     print("speed: thousands of the probe's multiply-adds per second of executed time (higher is faster)")
     return 0
 

@@ -132,6 +132,16 @@ class Settings:
     probe_interval: float = 1800.0
     #: MARKET_PROBE_SIZE: n of the probe's n x n matrix product (n**3 multiply-adds)
     probe_size: int = 120
+    #: MARKET_CANARY_INTERVAL: mean seconds between two canaries of a measured worker: probes
+    #: its lease cannot tell from paid work, slipped in at random times (0.5 to 1.5 times this)
+    canary_interval: float = 600.0
+    #: MARKET_SPEED_TOLERANCE: a canary delivering less than this fraction of the worker's
+    #: probed speed disputes it (``speed.disputed``) and has it probed again at once (0 to 1)
+    speed_tolerance: float = 0.5
+    #: MARKET_TEST_THROTTLE_AFTER_PROBE: TEST ONLY (agents.worker.test_hooks): seconds a
+    #: worker waits before each lease once it has run a probe, to play a worker slower than
+    #: its probe said; 0 (the default) in every real deployment
+    test_throttle_after_probe: float = 0.0
     #: MARKET_COMMISSION_BPS: the market's commission on every payment, in basis
     #: points of the charge (500 = 5 %, 0 to 10000)
     commission_bps: int = 500
@@ -211,6 +221,9 @@ class Settings:
             pool_threshold=_env_int(env, "MARKET_POOL_THRESHOLD", d.pool_threshold),
             probe_interval=_env_float(env, "MARKET_PROBE_INTERVAL", d.probe_interval),
             probe_size=_env_int(env, "MARKET_PROBE_SIZE", d.probe_size),
+            canary_interval=_env_float(env, "MARKET_CANARY_INTERVAL", d.canary_interval),
+            speed_tolerance=_env_float(env, "MARKET_SPEED_TOLERANCE", d.speed_tolerance),
+            test_throttle_after_probe=_env_float(env, "MARKET_TEST_THROTTLE_AFTER_PROBE", d.test_throttle_after_probe),
             commission_bps=_env_int(env, "MARKET_COMMISSION_BPS", d.commission_bps),
             worker_state_dir=_worker_state_dir(env),
             clock_offset_seconds=_env_float(env, "MARKET_CLOCK_OFFSET_SECONDS", d.clock_offset_seconds),
@@ -235,6 +248,10 @@ class Settings:
             raise SettingsError("MARKET_REQUEST_ATTEMPTS must be at least 1")
         if settings.max_price_micro <= 0:
             raise SettingsError("MARKET_MAX_PRICE must be positive")
+        if not 0 <= settings.speed_tolerance <= 1:
+            raise SettingsError(f"MARKET_SPEED_TOLERANCE={settings.speed_tolerance} must be between 0 and 1")
+        if settings.canary_interval <= 0:
+            raise SettingsError("MARKET_CANARY_INTERVAL must be positive")
         if settings.dlq_max_length < 1 or settings.dlq_ttl_seconds < 1:
             raise SettingsError("MARKET_DLQ_MAX_LENGTH and MARKET_DLQ_TTL_SECONDS must be at least 1")
         settings.check_cluster_size()

@@ -174,6 +174,9 @@ class JobSubmitted(Payload):
     probe_work = StrictInt(validate=validate.Range(min=1), load_default=None, allow_none=True)
     #: v2: the owner asks for the host's network; only a worker whose owner allows it runs the job
     network = fields.Boolean(load_default=False)
+    #: a probe the worker must not tell from paid work (its lease says probe false):
+    #: it measures the speed the worker delivers, against its probed speed
+    canary = fields.Boolean(load_default=False)
 
 
 class JobRepriced(Payload):
@@ -249,6 +252,8 @@ class JobAccepted(Payload):
     probe_work = StrictInt(allow_none=True, required=True)
     #: v2: the job asked for the network
     network = fields.Boolean(load_default=False)
+    #: a hidden probe of the speed a worker delivers (speed probe only)
+    canary = fields.Boolean(load_default=False)
 
 
 class JobRejected(Payload):
@@ -357,6 +362,25 @@ class SpeedRecorded(Payload):
     worker_id = Id(required=True)
     speed = StrictInt(validate=validate.Range(min=0), required=True)
     measured_at = Timestamp(required=True)
+
+
+class SpeedDisputed(Payload):
+    """A canary ran slower than the worker's probed speed allows: the
+    discrepancy, over the window of the canary's lease (ledger clock)."""
+
+    worker_id = Id(required=True)
+    job_id = Id(required=True)
+    lease_id = Id(allow_none=True, required=True)
+    #: the worker's recorded speed when the canary was checked (kops)
+    probed = StrictInt(validate=validate.Range(min=0), required=True)
+    #: the canary's work over its executed time (kops; 0: wrong, failed or expired)
+    delivered = StrictInt(validate=validate.Range(min=0), required=True)
+    work = StrictInt(validate=validate.Range(min=0), required=True)
+    executed_ms = StrictInt(validate=validate.Range(min=0), required=True)
+    window_start = Timestamp(required=True)
+    window_end = Timestamp(required=True)
+    #: MARKET_SPEED_TOLERANCE in thousandths: disputed when delivered * 1000 < probed * this
+    tolerance_permille = StrictInt(validate=validate.Range(min=0, max=1000), required=True)
 
 
 class AccountWelcomed(Payload):
@@ -482,6 +506,7 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "checkpoint.committed": CheckpointCommitted,
     "checkpoint.rejected": CheckpointRejected,
     "speed.recorded": SpeedRecorded,
+    "speed.disputed": SpeedDisputed,
     "payment.posted": PaymentPosted,
     "identity.changed": IdentityChanged,
     "account.welcomed": AccountWelcomed,

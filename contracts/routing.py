@@ -44,6 +44,7 @@ VERDICT_TYPES: tuple[str, ...] = (
     "checkpoint.committed",
     "checkpoint.rejected",
     "speed.recorded",
+    "speed.disputed",
     "payment.posted",
     "identity.changed",
     "account.welcomed",

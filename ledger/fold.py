@@ -33,7 +33,7 @@ from contracts import routing
 from contracts.routing import OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
 from ledger import money
 from ledger.months import turn_month
-from ledger.state import Account, Job, Lease, MarketState, SpeedSample, Worker
+from ledger.state import Account, Job, Lease, MarketState, Worker
 
 
 class Recorded(NamedTuple):
@@ -225,6 +225,8 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
             return _rejected_job(p["job_id"], "a probe job must target a known worker")
         if not p["probe_expected_sha256"] or not p["probe_work"]:
             return _rejected_job(p["job_id"], "a probe job must say its expected result and its work")
+    elif p.get("canary"):
+        return _rejected_job(p["job_id"], "a canary is a probe job: only the speed probe may submit one")
     else:
         owner = state.accounts.get(event.actor)
         if owner is None:
@@ -236,7 +238,7 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
         "entry": p["entry"], "kind": p["kind"], "module_sha256": p["module"]["sha256"],
         "state_sha256": p["state"]["sha256"], "max_attempts": p["max_attempts"], "probe": p["probe"],
         "target_worker_id": p["target_worker_id"], "probe_expected_sha256": p["probe_expected_sha256"],
-        "probe_work": p["probe_work"], "network": _asks_network(p),
+        "probe_work": p["probe_work"], "network": _asks_network(p), "canary": p.get("canary", False) is True,
     }
     ready = {"job_id": p["job_id"], "price": p["price"], "checkpoint": 0, "state_sha256": p["state"]["sha256"],
              "submitted_at": event.recorded_at, "probe": p["probe"], "target_worker_id": p["target_worker_id"],
@@ -267,7 +269,7 @@ def _job_accepted(state: MarketState, event: Recorded) -> list[Derived]:
         probe=p["probe"], lease_id=None, worker_id=None, result_sha256=None, error=None,
         submitted_at=event.recorded_at, finished_at=None, folded_seq=event.seq,
         target_worker_id=p["target_worker_id"], probe_expected_sha256=p["probe_expected_sha256"],
-        probe_work=p["probe_work"], network=_asks_network(p),
+        probe_work=p["probe_work"], network=_asks_network(p), canary=p.get("canary", False) is True,
     )
     state.job_added(state.jobs[p["job_id"]])
     state.touch("jobs", p["job_id"], event.seq)
@@ -371,7 +373,8 @@ def _lease_proposed(state: MarketState, event: Recorded) -> list[Derived]:
         "lease_id": lease_id_for(event.event_id), "job_id": job.job_id, "worker_id": worker.worker_id,
         "checkpoint": job.checkpoint, "lease_seconds": lease_seconds, "deadline": deadline, "price": job.price,
         "entry": job.entry, "kind": job.kind, "module_sha256": job.module_sha256,
-        "state_sha256": job.state_sha256, "probe": job.probe, "network": job.network,
+        # a canary's lease says what paid work's says: the worker cannot run it differently
+        "state_sha256": job.state_sha256, "probe": job.probe and not job.canary, "network": job.network,
     })]
 
 
@@ -528,20 +531,8 @@ def _job_completed(state: MarketState, event: Recorded) -> list[Derived]:
     job.lease_id = None
     state.touch("jobs", job.job_id, event.seq)
     if job.probe:
-        # the probe said what the answer must hash to: a wrong one measures 0
-        correct = p["result_sha256"] == job.probe_expected_sha256
-        speed = job.probe_work // max(p["executed_ms"], 1) if correct else 0
-        return [_speed(job.target_worker_id, speed, event.recorded_at)]
+        return fold_speeds.probe_completed(state, job, lease, event)
     return [fold_money.payment(state, lease, job, p["executed_ms"])] if state.deriving else []
-
-
-def _speed(worker_id: str, speed: int, measured_at: str) -> Derived:
-    return Derived("speed.recorded", {"worker_id": worker_id, "speed": speed, "measured_at": measured_at})
-
-
-def _probe_failed(job: Job, at: str) -> list[Derived]:
-    """A probe that crashed, failed or never finished measures 0."""
-    return [_speed(job.target_worker_id, 0, at)] if job.probe and job.target_worker_id else []
 
 
 @handles("job.errored")
@@ -583,7 +574,7 @@ def _given_up(state: MarketState, event: Recorded, status: str) -> list[Derived]
     job = state.jobs[event.payload["job_id"]]
     job.status, job.finished_at = status, event.recorded_at
     state.touch("jobs", job.job_id, event.seq)
-    return _probe_failed(job, event.recorded_at)
+    return fold_speeds.probe_failed(state, job, event.recorded_at)
 
 
 @handles("job.failed")
@@ -624,32 +615,5 @@ def _job_quarantined(state: MarketState, event: Recorded) -> list[Derived]:
     return _given_up(state, event, "quarantined")
 
 
-# ---- speed --------------------------------------------------------------------
-
-@handles("speed.measured", decides_only=True)
-def _speed_measured(state: MarketState, event: Recorded) -> list[Derived]:
-    p = event.payload
-    if event.actor != SPEEDPROBE_ACTOR:
-        return refuse(event, "only the speed probe measures speed")
-    if p["worker_id"] not in state.workers:
-        return refuse(event, f"unknown worker {p['worker_id']}")
-    # a wrong answer records speed 0 until the next good probe
-    speed = p["speed"] if p["correct"] else 0
-    return [Derived("speed.recorded", {"worker_id": p["worker_id"], "speed": speed,
-                                       "measured_at": event.recorded_at})]
-
-
-@handles("speed.recorded")
-def _speed_recorded(state: MarketState, event: Recorded) -> list[Derived]:
-    p = event.payload
-    worker = state.workers[p["worker_id"]]
-    worker.speed, worker.speed_measured_at = p["speed"], p["measured_at"]
-    state.touch("workers", worker.worker_id, event.seq)
-    sample_id = str(event.seq)
-    state.speed_samples[sample_id] = SpeedSample(sample_id, worker.worker_id, p["speed"], p["measured_at"], event.seq)
-    state.touch("speed_samples", sample_id, event.seq)
-    return []
-
-
 # the rules of other subjects register their handlers on import
-from ledger import fold_identity, fold_money, fold_workers  # noqa: E402,F401
+from ledger import fold_identity, fold_money, fold_speeds, fold_workers  # noqa: E402,F401

@@ -246,7 +246,11 @@ def _worker_row(r, busy: bool, known: bool) -> dict:
             "owner": r.owner if known else None, "speed": r.speed,
             "speed_measured_at": r.speed_measured_at if known or r.speed_measured_at is None
             else r.speed_measured_at[:16] + "Z",
-            "slots": r.slots, "lease_seconds": r.lease_seconds, "state": worker_state(r.state, busy)}
+            "slots": r.slots, "lease_seconds": r.lease_seconds, "state": worker_state(r.state, busy),
+            # its speed disputes (ledger.fold_speeds): for its owner only, like its id
+            "disputes": r.disputes if known else None,
+            "last_dispute": {"at": r.disputed_at, "probed": r.disputed_probed, "delivered": r.disputed_delivered}
+            if known and r.disputed_at else None}
 
 
 @query("identities")

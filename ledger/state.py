@@ -60,6 +60,12 @@ class Worker:
     folded_seq: int
     #: its owner lets jobs that ask for it use the network (``--allow-network``, said at each start)
     allow_network: bool = False
+    #: canaries that ran slower than its probed speed allows (``speed.disputed``), and the last one's
+    #: time, probed and delivered speeds (ledger.fold_speeds)
+    disputes: int = 0
+    disputed_at: str | None = None
+    disputed_probed: int | None = None
+    disputed_delivered: int | None = None
 
 
 @dataclass(slots=True)
@@ -96,6 +102,8 @@ class Job:
     #: the workers whose leases of it expired since its last checkpoint,
     #: sorted and space-separated: quarantine counts workers, not expiries
     expired_workers: str = ""
+    #: a probe hidden among paid work: its lease says probe false (ledger.fold_speeds)
+    canary: bool = False
 
 
 @dataclass(slots=True)
@@ -176,11 +184,14 @@ class Rules:
     welcome_credits: int = 0
     #: accounts of one e-mail domain that get the welcome (one per mailbox)
     welcome_per_domain: int = 100
+    #: a canary delivering less than this many thousandths of the probed speed disputes it
+    speed_tolerance_permille: int = 500
 
     @classmethod
     def from_settings(cls, settings) -> "Rules":
         return cls(quarantine_after=settings.quarantine_after, commission_bps=settings.commission_bps,
-                   welcome_credits=settings.welcome_micro_credits, welcome_per_domain=settings.welcome_per_domain)
+                   welcome_credits=settings.welcome_micro_credits, welcome_per_domain=settings.welcome_per_domain,
+                   speed_tolerance_permille=round(settings.speed_tolerance * 1000))
 
 
 #: projection table name -> (row class, primary key attribute)

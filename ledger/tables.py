@@ -113,6 +113,10 @@ workers = Table(
     Column("registered_at", String(32), nullable=False),
     Column("folded_seq", BigInteger, nullable=False),
     Column("allow_network", Boolean, nullable=False, server_default="0"),
+    Column("disputes", Integer, nullable=False, server_default="0"),
+    Column("disputed_at", String(32)),
+    Column("disputed_probed", BigInteger),
+    Column("disputed_delivered", BigInteger),
 )
 
 jobs = Table(
@@ -146,6 +150,7 @@ jobs = Table(
     Column("network", Boolean, nullable=False, server_default="0"),
     Column("funds_needed", BigInteger, nullable=False, server_default="0"),
     Column("expired_workers", Text, nullable=False, server_default=""),
+    Column("canary", Boolean, nullable=False, server_default="0"),
 )
 Index("ix_jobs_owner", jobs.c.owner)
 Index("ix_jobs_status", jobs.c.status)

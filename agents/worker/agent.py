@@ -26,6 +26,7 @@ from sandbox.forkserver import set_not_dumpable
 from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
 from agents.worker.lease_ack import LeaseAck
 from agents.worker.reports import Reports
+from agents.worker.test_hooks import ThrottleAfterProbe
 from agents.worker.timing import SKEW_WARNING, LeaseClock
 from broker_setup.errors import AccessRefused
 from broker_setup.amqp import Outgoing, Publisher, consume, run_sessions
@@ -116,6 +117,7 @@ class WorkerAgent:
         #: the lease ids taken lately, oldest first: a redelivered lease is not run twice
         self.taken: dict[str, None] = dict.fromkeys(self.reports.lease_ids())
         self.skew_reported = False
+        self.throttle = ThrottleAfterProbe(settings.test_throttle_after_probe)
 
     @property
     def free_slots(self) -> int:
@@ -293,6 +295,8 @@ class WorkerAgent:
     async def _run_lease(self, lease: LeaseMessage, clock: LeaseClock, sandbox: Sandbox, settle: "LeaseAck") -> None:
         lease_log = self.log.bind(lease_id=lease.lease_id, job_id=lease.job_id)
         try:
+            # TEST ONLY (0 unless MARKET_TEST_THROTTLE_AFTER_PROBE): before the budget, which it shortens
+            await self.throttle.before_lease(lease.probe)
             # the budget comes from the lease's length and the monotonic clock,
             # never from this machine's wall clock against the ledger's deadline
             budget = clock.budget(self.config.safety_margin)

@@ -149,6 +149,10 @@ def test_a_workers_key_may_only_be_that_worker(market, keys):
             "speak as another worker": refused(connection, publish("worker.offered", f"worker:{other}")),
             "revoke another worker": refused(connection, publish("worker.revoked", f"worker:{keys.worker_id}")),
             "open an account": refused(connection, publish("account.opened", f"worker:{keys.worker_id}")),
+            # issue 15: its speed is the ledger's to measure and to dispute
+            "measure its own speed": refused(connection, publish("speed.measured", f"worker:{keys.worker_id}")),
+            "record its own speed": refused(connection, publish("speed.recorded", f"worker:{keys.worker_id}")),
+            "dispute a speed": refused(connection, publish("speed.disputed", f"worker:{keys.worker_id}")),
             "ask the ledger questions": refused(connection, publish(LEDGER_QUERIES, f"worker:{keys.worker_id}",
                                                                     exchange="market.queries")),
             "read another worker's leases": refused(connection, lambda ch: ch.basic_get(lease_queue(other))),
