@@ -60,6 +60,8 @@ class Worker:
     folded_seq: int
     #: its owner lets jobs that ask for it use the network (``--allow-network``, said at each start)
     allow_network: bool = False
+    #: replicas it finished whose result a quorum outvoted (ledger.fold_replicas)
+    mismatches: int = 0
 
 
 @dataclass(slots=True)
@@ -96,6 +98,13 @@ class Job:
     #: the workers whose leases of it expired since its last checkpoint,
     #: sorted and space-separated: quarantine counts workers, not expiries
     expired_workers: str = ""
+    #: a replicated job's replica count (1: not replicated); on a replica, its parent
+    replicas: int = 1
+    parent_id: str | None = None
+    #: a replica's: owners whose workers were granted its leases (sorted, space-separated),
+    #: and its paid leases, held from its owner until the quorum (ledger.fold_replicas)
+    ran_owners: str = ""
+    escrow_leases: str = ""
 
 
 @dataclass(slots=True)

@@ -113,6 +113,7 @@ workers = Table(
     Column("registered_at", String(32), nullable=False),
     Column("folded_seq", BigInteger, nullable=False),
     Column("allow_network", Boolean, nullable=False, server_default="0"),
+    Column("mismatches", Integer, nullable=False, server_default="0"),
 )
 
 jobs = Table(
@@ -146,6 +147,10 @@ jobs = Table(
     Column("network", Boolean, nullable=False, server_default="0"),
     Column("funds_needed", BigInteger, nullable=False, server_default="0"),
     Column("expired_workers", Text, nullable=False, server_default=""),
+    Column("replicas", Integer, nullable=False, server_default="1"),
+    Column("parent_id", String(64)),
+    Column("ran_owners", Text, nullable=False, server_default=""),
+    Column("escrow_leases", Text, nullable=False, server_default=""),
 )
 Index("ix_jobs_owner", jobs.c.owner)
 Index("ix_jobs_status", jobs.c.status)

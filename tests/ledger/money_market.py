@@ -80,9 +80,9 @@ class MoneyMarket:
         self.send(owner, "worker.registered", {"worker_id": worker_id, "name": worker_id,
                                                "lease_seconds": lease_seconds})
 
-    def submit(self, owner: str, job_id: str, price: int) -> list[Recorded]:
+    def submit(self, owner: str, job_id: str, price: int, **extra) -> list[Recorded]:
         return self.send(owner, "job.submitted", {"job_id": job_id, "name": job_id, "price": price, "entry": "run",
-                                                  "module": Blob.of(b"src"), "state": Blob.of(b"s0")})
+                                                  "module": Blob.of(b"src"), "state": Blob.of(b"s0"), **extra})
 
     def submit_probe(self, job_id: str, worker_id: str) -> list[Recorded]:
         return self.send("speedprobe", "job.submitted", {
