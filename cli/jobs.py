@@ -169,7 +169,7 @@ def cmd_workers(settings, args) -> int:
     print(f"{'worker':<20} {'owner':<14} {'speed (kops)':>12} {'measured at':<21} {'slots':>5} {'state':<8} mismatches")
     for w in workers:
         speed = "unmeasured" if w["speed"] is None else str(w["speed"])
-        print(f"{w['worker_id']:<20} {w['owner'] or '(other)':<14} {speed:>12} "
+        print(f"{w['worker_id'] or '(other)':<20} {w['owner'] or '(other)':<14} {speed:>12} "
               f"{(w['speed_measured_at'] or '-')[:19]:<21} {w['slots']:>5} {w['state']:<8} "
               f"{'-' if w.get('mismatches') is None else w['mismatches']}")
     print("speed: thousands of the probe's multiply-adds per second of executed time (higher is faster)")
