@@ -22,10 +22,17 @@ owner pays per replica.
   (``worker.mismatched``; the scheduler skips workers past
   ``MARKET_MAX_MISMATCHES``). Two replicas that disagree get a third, the
   tie-breaker, on a third owner's worker. Three that all disagree fail the
-  job, nobody paid.
-- A replica that fails or is quarantined fails its parent; a parent that
-  fails or is cancelled withdraws its running replicas and refunds every
-  escrowed lease (no quorum validated that work).
+  job and are all paid: nobody can tell a liar from a job that is not
+  deterministic (the likelier cause), and the workers gave their time; no
+  mismatch is counted.
+- **No output without payment.** A replica's output is shown (``job_output``)
+  only once it is paid: a job cannot print its answer and have its replicas
+  refunded.
+- **Only the outvoted are unpaid.** A replica that fails or is quarantined
+  fails its parent; a parent that fails or is cancelled withdraws its
+  running replicas and pays what they had escrowed, as an unreplicated job
+  pays each checkpoint and error when it is made: no quorum outvoted that
+  work. (The running lease a withdrawal ends is unpaid, as for any cancel.)
 """
 from __future__ import annotations
 
@@ -138,9 +145,11 @@ def escrow(state: MarketState, lease: Lease, seq: int) -> None:
 
 def _settle(state: MarketState, job: Job, pay: bool, seq: int) -> list[Derived]:
     """Release a replica's escrow; with ``pay``, its leases are paid now."""
+    if job.settled:
+        return []
     owner = state.accounts.get(job.owner)
     leases = [state.leases[lease_id] for lease_id in job.escrow_leases.split()]
-    job.escrow_leases = ""
+    job.escrow_leases, job.settled = "", "paid" if pay else "unpaid"
     state.touch("jobs", job.job_id, seq)
     if owner is None or not leases:
         return []
@@ -222,7 +231,7 @@ def _worker_mismatched(state: MarketState, event: Recorded) -> list[Derived]:
 
 def ended(state: MarketState, job: Job, seq: int) -> list[Derived]:
     """A job ended without a validated result (failed, quarantined, cancelled).
-    A replica fails its parent; a parent withdraws its replicas and refunds them."""
+    A replica fails its parent; a parent withdraws its replicas and pays their escrow."""
     if job.parent_id is not None:
         parent = state.jobs[job.parent_id]
         if parent.status in TERMINAL_JOB_STATES or not state.deriving or job.status == "cancelled":
@@ -231,7 +240,7 @@ def ended(state: MarketState, job: Job, seq: int) -> list[Derived]:
                                        "reason": f"its replica {job.job_id} is {job.status}"})]
     derived = []
     for replica in replicas_of(state, job):
-        derived += _settle(state, replica, False, seq)
+        derived += _settle(state, replica, True, seq)
         if replica.status not in TERMINAL_JOB_STATES and state.deriving:
             derived.append(Derived("job.withdrawn", {"job_id": replica.job_id,
                                                      "reason": f"its job {job.job_id} is {job.status}"}))

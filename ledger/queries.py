@@ -192,13 +192,15 @@ def job_output(conn, actor: str, job_id: str, last: int = 20) -> list[dict]:
     """The stdout/stderr a job printed, per lease (the ``last`` leases that
     ended); empty for a lease whose time was not paid (ledger.money.output_shown)."""
     row = _owned_job(conn, actor, job_id)
+    # a replica's leases are paid only once its quorum settles them (ledger.fold_replicas)
+    paid = row.parent_id is None or row.settled == "paid"
     leases = conn.execute(select(tables.leases).where(tables.leases.c.job_id == row.job_id,
                                                       tables.leases.c.outcome != "open")
                           .order_by(tables.leases.c.granted_at.desc()).limit(max(1, min(int(last), 100)))).all()
     found = []
     for lease in leases:
         output = ""
-        if lease.outcome in PAID_OUTCOMES:
+        if paid and lease.outcome in PAID_OUTCOMES:
             event = _report_of(conn, lease)
             if event is not None and output_shown(lease.outcome, event.type, event.version):
                 payload = orjson.loads(event.payload)

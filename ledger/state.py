@@ -105,6 +105,9 @@ class Job:
     #: and its paid leases, held from its owner until the quorum (ledger.fold_replicas)
     ran_owners: str = ""
     escrow_leases: str = ""
+    #: a replica's escrow, once settled: "paid" (its result agreed with the quorum, or no
+    #: quorum could be had) or "unpaid" (outvoted, or its job failed or was cancelled)
+    settled: str = ""
 
 
 @dataclass(slots=True)

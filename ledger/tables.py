@@ -151,6 +151,7 @@ jobs = Table(
     Column("parent_id", String(64)),
     Column("ran_owners", Text, nullable=False, server_default=""),
     Column("escrow_leases", Text, nullable=False, server_default=""),
+    Column("settled", String(8), nullable=False, server_default=""),
 )
 Index("ix_jobs_owner", jobs.c.owner)
 Index("ix_jobs_status", jobs.c.status)
