@@ -134,8 +134,8 @@ def granted(state: MarketState, job: Job, lease: Lease) -> list[Derived]:
 def escrow(state: MarketState, lease: Lease, seq: int) -> None:
     """A replica's lease closed paid: its charge stays held until the quorum."""
     job = state.jobs[lease.job_id]
-    if job.parent_id is None or lease.outcome not in PAID_OUTCOMES or not lease.executed_ms:
-        return
+    if job.parent_id is None or lease.outcome not in PAID_OUTCOMES:
+        return  # (a lease of 0 ms is escrowed too: it is paid 0, as an unreplicated one is)
     owner = state.accounts.get(job.owner)
     if owner is not None:
         owner.held += money.lease_charge(lease.executed_ms, lease.price)

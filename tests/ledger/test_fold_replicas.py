@@ -3,7 +3,7 @@ fold: agreement, a lying replica outvoted by a tie-breaker, the liar unpaid,
 same-owner grants refused, money zero-sum and the log replaying exactly."""
 from __future__ import annotations
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from contracts.blobs import Blob
@@ -231,6 +231,7 @@ WORKERS = ("wA", "wB", "wB2", "wC")
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(replicas=2, runs=[("wA", False, 0, False), ("wB", False, 0, False)])  # 0 ms leases: paid 0, output shown
 @given(replicas=st.integers(2, 3), runs=st.lists(st.tuples(st.sampled_from(WORKERS), st.booleans(),
                                                            st.integers(0, 60_000), st.booleans()),
                                                  min_size=1, max_size=12))

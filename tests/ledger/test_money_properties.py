@@ -148,7 +148,6 @@ def check_money(market: MoneyMarket) -> None:
         if job.parent_id is not None:
             # a replica's (ledger.fold_replicas): its charge is held until the quorum settles
             # it, then paid unless outvoted; its output is shown only once paid
-            billable = billable and lease.executed_ms > 0
             if billable and not job.settled:
                 held[job.owner] += lease_charge(lease.executed_ms, lease.price)
             billable, shown = billable and job.settled == "paid", shown and job.settled == "paid"
