@@ -147,5 +147,19 @@ class MoneyMarket:
         return build_statements(month, opening, within(plan.before), within(plan.during), only)
 
 
+def stored_on(engine):
+    """A fresh market whose log is also written to the database, as the agent
+    does: (market, store); close the store when done."""
+    from ledger.store import LedgerStore
+
+    store = LedgerStore(engine)
+    market = MoneyMarket()
+    rules = market.state.rules
+    market.state = store.load_state()
+    market.state.rules = rules
+    market.on_plan = lambda plan: store.write(plan, market.state)
+    return market, store
+
+
 def types(records) -> list[str]:
     return [r.type for r in records]

@@ -18,9 +18,9 @@ CREDIT = 1_000_000
 PRICE = 3_600_000  # 3.6 credits/h: 1 micro-credit per executed millisecond
 
 
-def a_market() -> MoneyMarket:
+def a_market(market: MoneyMarket | None = None) -> MoneyMarket:
     """olga buys; alice, bob and carol each sell with one worker (bob has two)."""
-    market = MoneyMarket()
+    market = market or MoneyMarket()
     market.open("olga")
     market.deposit("olga", 100 * CREDIT)
     for owner, workers in (("alice", ["wA"]), ("bob", ["wB", "wB2"]), ("carol", ["wC"])):

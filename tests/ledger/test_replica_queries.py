@@ -6,28 +6,17 @@ from __future__ import annotations
 import pytest
 
 from ledger.queries import answer
-from ledger.store import LedgerStore
-from tests.ledger.money_market import MoneyMarket
+from tests.ledger.money_market import stored_on
+from tests.ledger.test_fold_replicas import a_market
 
-CREDIT = 1_000_000
 PRICE = 3_600_000
 
 
 @pytest.fixture
 def stored(engine):
     """olga buys; alice, bob (two workers) and carol sell; the log is also written to the database."""
-    store = LedgerStore(engine)
-    market = MoneyMarket()
-    market.state = store.load_state()
-    market.state.rules = MoneyMarket().state.rules
-    market.on_plan = lambda plan: store.write(plan, market.state)
-    market.open("olga")
-    market.deposit("olga", 100 * CREDIT)
-    for owner, workers in (("alice", ["wA"]), ("bob", ["wB", "wB2"]), ("carol", ["wC"])):
-        market.open(owner)
-        for worker in workers:
-            market.register(owner, worker, lease_seconds=60)
-    yield market
+    market, store = stored_on(engine)
+    yield a_market(market)
     store.close()
 
 
