@@ -55,3 +55,26 @@ def test_the_advice_for_replicas_needs_a_fast_slot_for_each_and_is_paid_per_repl
     # and three replicas cannot all get a worker 100 kops fast
     with pytest.raises(NotPossible, match="3 replicas need 3 worker slots"):
         advise(market, 100, replicas=3)
+
+
+def test_the_scheduler_hears_mismatches_from_the_ledger_only():
+    from agents.scheduler.agent import SchedulerAgent
+    from common.settings import Settings
+    from contracts.errors import ContractError
+    from tests.agents.scheduler.test_decoding import Delivery, hear, verdict
+
+    # Given a scheduler whose threshold is 0 mismatches
+    agent = SchedulerAgent(Settings(), PoolSettings(max_mismatches=0))
+    mismatched = {"worker_id": "wL", "job_id": "j.r2", "mismatches": 1}
+    # When a worker says it of another (or anything of itself): refused, nothing changes
+    forged = verdict("worker.mismatched", {**mismatched, "worker_id": "wH"})
+    with pytest.raises(ContractError):
+        hear(agent, Delivery(forged.body, "worker:wL"))
+    assert agent.state.mismatches == {}
+    # When the ledger says it
+    hear(agent, verdict("worker.mismatched", mismatched))
+    # Then wL gets no paid work
+    agent.state.speeds["wL"] = 100
+    agent.state.worker_offered("wL", 1, 60, 0.0)
+    agent.state.job_ready(ReadyJob("paid", 10, 0, T))
+    assert agent.state.mismatches == {"wL": 1} and agent.state.close_pool(1.0) == []
