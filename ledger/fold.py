@@ -299,7 +299,7 @@ def _owned_job(state: MarketState, event: Recorded) -> Job | str:
     if job is None or job.owner != event.actor:
         return f"no job {event.payload['job_id']} of account {event.actor}"
     if job.parent_id is not None:
-        return f"job {job.job_id} is a replica of {job.parent_id}: {event.type.split('.')[1][:-1]} {job.parent_id}"
+        return f"job {job.job_id} is a replica of {job.parent_id}: cancel or reprice {job.parent_id} itself"
     if job.status in TERMINAL_JOB_STATES:
         return f"job {job.job_id} is already {job.status}"
     return job
