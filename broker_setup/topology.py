@@ -73,6 +73,8 @@ SCHEDULER_OFFERS_TYPES: tuple[str, ...] = (
     "job.completed",
     # a revoked key's worker (or a disabled account's) offers no more
     "identity.changed",
+    # a worker outvoted by a replicated job's quorum once more (MARKET_MAX_MISMATCHES)
+    "worker.mismatched",
 )
 #: headers the ledger's relay puts on the verdicts it publishes together
 #: that go to the scheduler: the batch (the sequence of its first such

@@ -27,11 +27,13 @@ def parse_args_json(text: str | None):
 
 def build_submission(settings, target: str, name: str, price_text: str, args_text: str | None,
                      max_attempts: int, unsafe_no_sandbox: bool = False, network: bool = False,
-                     request_id: str | None = None) -> dict:
+                     request_id: str | None = None, replicas: int = 1) -> dict:
     """Everything `submit` checks before it publishes anything (exit code 2 on any of it)."""
     price = parse_credits(price_text, what="price")
     if not 1 <= max_attempts <= 100:
         raise UsageError("--max-attempts must be between 1 and 100")
+    if not 1 <= replicas <= 3:
+        raise UsageError("--replicas must be 1, 2 or 3")
     args = parse_args_json(args_text)
     path, entry = parse_target(target)
     # the module's top-level code runs: in the sandbox, as a worker would run it
@@ -42,7 +44,7 @@ def build_submission(settings, target: str, name: str, price_text: str, args_tex
     # a script's retry with the same --request-id submits the same job, not a second one
     job_id = f"job-{request_id.replace('-', '')[-12:]}" if request_id else new_job_id()
     return submission_payload(package, job_id=job_id, name=name, price=price, max_attempts=max_attempts,
-                              network=network)
+                              network=network, replicas=replicas)
 
 
 async def ask(settings, account: str, query: str, args: dict | None = None):
@@ -54,7 +56,7 @@ def cmd_submit(settings, args) -> int:
     try:
         payload = build_submission(settings, args.target, args.name, args.price, args.args, args.max_attempts,
                                    unsafe_no_sandbox=args.unsafe_no_sandbox, network=args.network,
-                                   request_id=args.request_id)
+                                   request_id=args.request_id, replicas=args.replicas)
     except PackageError as e:
         raise UsageError(str(e)) from e
     reply = send_and_check(settings, args.account, "job.submitted", payload, args.request_id)
@@ -164,11 +166,12 @@ def cmd_workers(settings, args) -> int:
     if args.json:
         print(json.dumps(workers, indent=2))
         return 0
-    print(f"{'worker':<20} {'owner':<14} {'speed (kops)':>12} {'measured at':<21} {'slots':>5} state")
+    print(f"{'worker':<20} {'owner':<14} {'speed (kops)':>12} {'measured at':<21} {'slots':>5} {'state':<8} mismatches")
     for w in workers:
         speed = "unmeasured" if w["speed"] is None else str(w["speed"])
-        print(f"{w['worker_id']:<20} {w['owner'] or '(other)':<14} {speed:>12} "
-              f"{(w['speed_measured_at'] or '-')[:19]:<21} {w['slots']:>5} {w['state']}")
+        print(f"{w['worker_id'] or '(other)':<20} {w['owner'] or '(other)':<14} {speed:>12} "
+              f"{(w['speed_measured_at'] or '-')[:19]:<21} {w['slots']:>5} {w['state']:<8} "
+              f"{'-' if w.get('mismatches') is None else w['mismatches']}")
         if w.get("last_dispute"):
             last = w["last_dispute"]
             print(f"{'':<20} speed disputed {w['disputes']} time(s); last {last['at'][:19]}: probed {last['probed']} "

@@ -290,6 +290,11 @@ def _job_commands(commands, command, accounts) -> None:
                      help="ask for the network of the machine that runs the job: it runs only on workers whose "
                           "owners allow network (marketctl worker run --allow-network), and waits until one is "
                           "there; without it a job has only a loopback of its own, on every worker")
+    sub.add_argument("--replicas", type=int, default=1, choices=(1, 2, 3),
+                     help="run the job on this many workers of different owners and keep the result most of them "
+                          "agree on (a third run breaks a tie of two); the price is per replica: each replica is "
+                          "billed like a job, so N replicas cost about N times one run, 3 times if a tie-breaker "
+                          "runs; a replica whose result is outvoted is not paid")
     sub.add_argument("--wait", action="store_true", help="show progress until the job ends, then print the result")
     sub.add_argument("--json", action="store_true", help='print {"job_id": ..., "status": ...}')
     sub.add_argument("--unsafe-no-sandbox", action="store_true",

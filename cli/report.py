@@ -37,6 +37,9 @@ def register(commands, command) -> None:
                      help=f"the speed wanted, a positive integer in {SPEED_UNIT}")
     sub.add_argument("--report", metavar="FILE",
                      help="advise from this report (from `marketctl report -o FILE`) instead of asking the market")
+    sub.add_argument("--replicas", type=int, default=1, choices=(1, 2, 3),
+                     help="advise for a job submitted with --replicas N: each replica needs such a worker, and "
+                          "the price is paid per replica (N times in all)")
     sub.add_argument("--json", action="store_true", help="print JSON; prices in credits and in micro-credits")
 
 
@@ -109,7 +112,7 @@ def cmd_advise_price(settings, args) -> int:
     else:
         market = read_market(asyncio.run(ask(settings, args.account, "report")).encode("utf-8"))
     try:
-        advice = advise(market, speed)
+        advice = advise(market, speed, args.replicas)
     except NotPossible as e:
         if args.json:
             print(json.dumps({"possible": False, "speed": speed, "reason": str(e)}))
@@ -126,6 +129,8 @@ def advice_json(advice: Advice, market: Market) -> dict:
             "price_micro": advice.price, "fast_slots": advice.fast_slots, "competing_jobs": advice.competing,
             "nth_price": None if advice.nth_price is None else format_credits(advice.nth_price),
             "matched_speed": advice.matched_speed, "ledger_seq": market.ledger_seq,
+            "replicas": advice.replicas, "total_price": format_credits(advice.total_price),
+            "total_price_micro": advice.total_price,
             "report_generated_at": market.generated_at}
 
 
@@ -140,8 +145,11 @@ def format_advice(advice: Advice, market: Market) -> str:
     matched = f"at this price the scheduler's matching gives a new job a worker of {advice.matched_speed} kops"
     if advice.price > MINIMUM_PRICE:
         matched += "; one micro-credit less would not be enough"
+    replicas = (f"  per replica: {advice.replicas} replicas pay {format_credits(advice.total_price)} credits per "
+                "hour of execution in all (once more for a tie-breaker)",) if advice.replicas > 1 else ()
     return "\n".join([
         f"advised price: {format_credits(advice.price)} credits per hour",
+        *replicas,
         f"  {why}",
         f"  {matched}",
         f"  (report of ledger sequence {market.ledger_seq}, generated {market.generated_at or 'at an unknown time'};"

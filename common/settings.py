@@ -180,6 +180,9 @@ class Settings:
     #: MARKET_MAX_PRICE: the highest price a job may be submitted or repriced at,
     #: in credits per hour (up to 6 decimals); a lease at most costs this times its length
     max_price: str = "1000"
+    #: MARKET_MAX_MISMATCHES: a worker whose replicas a quorum outvoted more than
+    #: this many times gets no paid work from the scheduler (issue 15)
+    max_mismatches: int = 3
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -237,6 +240,7 @@ class Settings:
             welcome_credits=env.get("MARKET_WELCOME_CREDITS") or d.welcome_credits,
             max_price=env.get("MARKET_MAX_PRICE") or d.max_price,
             welcome_per_domain=_env_int(env, "MARKET_WELCOME_PER_DOMAIN", d.welcome_per_domain),
+            max_mismatches=_env_int(env, "MARKET_MAX_MISMATCHES", d.max_mismatches),
         )
         values.update(overrides)
         settings = cls(**values)

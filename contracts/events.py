@@ -177,6 +177,9 @@ class JobSubmitted(Payload):
     #: a probe the worker must not tell from paid work (its lease says probe false):
     #: it measures the speed the worker delivers, against its probed speed
     canary = fields.Boolean(load_default=False)
+    #: v3: run on this many workers of different owners and keep the majority's result
+    #: (ledger.fold_replicas); the owner pays each replica
+    replicas = StrictInt(validate=validate.Range(min=1, max=3), load_default=1)
 
 
 class JobRepriced(Payload):
@@ -254,6 +257,9 @@ class JobAccepted(Payload):
     network = fields.Boolean(load_default=False)
     #: a hidden probe of the speed a worker delivers (speed probe only)
     canary = fields.Boolean(load_default=False)
+    #: v3: a replicated job's replica count (on the parent), and a replica's parent
+    replicas = StrictInt(load_default=1)
+    parent_id = Id(load_default=None, allow_none=True)
 
 
 class JobRejected(Payload):
@@ -272,6 +278,8 @@ class JobReady(Payload):
     target_worker_id = Id(allow_none=True, required=True)
     #: v2: the job runs only on a worker that allows network
     network = fields.Boolean(load_default=False)
+    #: v3: a replica's: workers whose owners ran another replica of its job (the ledger refuses them)
+    avoid_workers = fields.List(Id(), load_default=list)
 
 
 class JobHeld(Payload):
@@ -300,6 +308,23 @@ class JobFailed(Payload):
 class JobQuarantined(Payload):
     job_id = Id(required=True)
     reason = Text(max_length=1000, required=True)
+
+
+class JobValidated(Payload):
+    """A replicated job's quorum: the majority's result, and the replicas that disagreed."""
+
+    job_id = Id(required=True)
+    result_sha256 = Sha(required=True)
+    agreeing = fields.List(Id(), required=True)
+    odd = fields.List(Id(), required=True)
+
+
+class WorkerMismatched(Payload):
+    """A worker finished a replica whose result the quorum outvoted."""
+
+    worker_id = Id(required=True)
+    job_id = Id(required=True)
+    mismatches = StrictInt(validate=validate.Range(min=1), required=True)
 
 
 class JobWithdrawn(Payload):
@@ -449,6 +474,20 @@ NETWORK_V2 = {"worker.registered": "allow_network", "worker.offered": "allow_net
               "lease.granted": "network"}
 
 
+def upcast_replicas_v2_v3(added: dict) -> Upcaster:
+    """v2 -> v3 of the types that learned of replicas: a v2 event was one run, no replica."""
+
+    def upcast_v2_v3(payload: dict) -> dict:
+        return {**added, **payload}
+
+    return upcast_v2_v3
+
+
+#: type -> the fields its v3 added, with what an older event meant
+REPLICAS_V3 = {"job.submitted": {"replicas": 1}, "job.accepted": {"replicas": 1, "parent_id": None},
+               "job.ready": {"avoid_workers": []}}
+
+
 @dataclass(frozen=True)
 class EventType:
     """One event type: its current schema and version, and how older
@@ -510,6 +549,8 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "payment.posted": PaymentPosted,
     "identity.changed": IdentityChanged,
     "account.welcomed": AccountWelcomed,
+    "job.validated": JobValidated,
+    "worker.mismatched": WorkerMismatched,
 }
 
 def _same_payload(payload: dict) -> dict:
@@ -523,6 +564,9 @@ def _same_payload(payload: dict) -> dict:
 _VERSIONS: dict[str, tuple[int, dict[int, Upcaster]]] = {
     "job.errored": (2, {1: _same_payload}),
     **{name: (2, {1: upcast_network_v1_v2(field_name)}) for name, field_name in NETWORK_V2.items()},
+    # v3 (issue 15): replicated jobs; an older event was a single run
+    **{name: (3, {1: upcast_network_v1_v2(NETWORK_V2[name]), 2: upcast_replicas_v2_v3(fields_added)})
+       for name, fields_added in REPLICAS_V3.items()},
 }
 
 #: every event type of the market, by name

@@ -315,7 +315,7 @@ def new_job_id() -> str:
 
 
 def submission_payload(package: BuiltPackage, *, job_id: str, name: str, price: int, max_attempts: int,
-                       network: bool = False) -> dict:
+                       network: bool = False, replicas: int = 1) -> dict:
     """The ``job.submitted`` payload for a built package (the same from marketctl and the portal).
 
     ``network``: the owner asks for the host's network; only workers whose owners allow it run the job."""
@@ -323,7 +323,7 @@ def submission_payload(package: BuiltPackage, *, job_id: str, name: str, price: 
 
     return {"job_id": job_id, "name": name, "price": price, "entry": package.entry, "kind": package.kind,
             "module": Blob(package.module_sha256, package.module_source), "state": Blob.of(package.state),
-            "max_attempts": max_attempts, "network": network}
+            "max_attempts": max_attempts, "network": network, "replicas": replicas}
 
 
 def read_source(path: Path) -> bytes:

@@ -48,6 +48,8 @@ VERDICT_TYPES: tuple[str, ...] = (
     "payment.posted",
     "identity.changed",
     "account.welcomed",
+    "job.validated",
+    "worker.mismatched",
 )
 
 ALL_TYPES: tuple[str, ...] = REQUEST_TYPES + VERDICT_TYPES

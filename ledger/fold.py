@@ -243,6 +243,9 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
     ready = {"job_id": p["job_id"], "price": p["price"], "checkpoint": 0, "state_sha256": p["state"]["sha256"],
              "submitted_at": event.recorded_at, "probe": p["probe"], "target_worker_id": p["target_worker_id"],
              "network": _asks_network(p)}
+    if p.get("replicas", 1) > 1 and not p["probe"]:
+        replicated = fold_replicas.submitted(state, accepted, ready, p["replicas"])
+        return _rejected_job(p["job_id"], replicated) if isinstance(replicated, str) else replicated
     return [Derived("job.accepted", accepted), Derived("job.ready", ready)]
 
 
@@ -251,12 +254,15 @@ def _asks_network(payload: dict) -> bool:
     return payload.get("network", False) is True
 
 
-def ready_again(job: Job) -> Derived:
+def ready_again(job: Job, state: MarketState | None = None) -> Derived:
     """The job goes back to the ready list at its last committed checkpoint."""
-    return Derived("job.ready", {"job_id": job.job_id, "price": job.price, "checkpoint": job.checkpoint,
-                                 "state_sha256": job.state_sha256, "submitted_at": job.submitted_at,
-                                 "probe": job.probe, "target_worker_id": job.target_worker_id,
-                                 "network": job.network})
+    ready = {"job_id": job.job_id, "price": job.price, "checkpoint": job.checkpoint,
+             "state_sha256": job.state_sha256, "submitted_at": job.submitted_at,
+             "probe": job.probe, "target_worker_id": job.target_worker_id, "network": job.network}
+    if job.parent_id is not None:
+        # a replica: with the workers of owners that ran another replica (needs the state)
+        ready["avoid_workers"] = fold_replicas.avoid_workers(state, job) if state is not None else []
+    return Derived("job.ready", ready)
 
 
 @handles("job.accepted")
@@ -271,6 +277,7 @@ def _job_accepted(state: MarketState, event: Recorded) -> list[Derived]:
         target_worker_id=p["target_worker_id"], probe_expected_sha256=p["probe_expected_sha256"],
         probe_work=p["probe_work"], network=_asks_network(p), canary=p.get("canary", False) is True,
     )
+    fold_replicas.accepted(state.jobs[p["job_id"]], p)
     state.job_added(state.jobs[p["job_id"]])
     state.touch("jobs", p["job_id"], event.seq)
     return []
@@ -293,6 +300,8 @@ def _owned_job(state: MarketState, event: Recorded) -> Job | str:
     # the same answer for "no such job" and "not yours": ids are not an oracle
     if job is None or job.owner != event.actor:
         return f"no job {event.payload['job_id']} of account {event.actor}"
+    if job.parent_id is not None:
+        return f"job {job.job_id} is a replica of {job.parent_id}: cancel or reprice {job.parent_id} itself"
     if job.status in TERMINAL_JOB_STATES:
         return f"job {job.job_id} is already {job.status}"
     return job
@@ -307,7 +316,7 @@ def _job_repriced(state: MarketState, event: Recorded) -> list[Derived]:
     state.touch("jobs", job.job_id, event.seq)
     # a ready job is announced again so the scheduler uses the new price from
     # its next pool; a leased one carries it into its next job.ready
-    return [ready_again(job)] if job.status == "ready" else []
+    return [ready_again(job, state)] if job.status == "ready" else fold_replicas.repriced(state, job, event.seq)
 
 
 @handles("job.cancelled", decides_only=True)
@@ -330,7 +339,7 @@ def _job_withdrawn(state: MarketState, event: Recorded) -> list[Derived]:
         state.job_unheld(job)
     job.status, job.finished_at, job.lease_id, job.worker_id = "cancelled", event.recorded_at, None, None
     state.touch("jobs", job.job_id, event.seq)
-    return derived
+    return derived + fold_replicas.ended(state, job, event.seq)
 
 
 # ---- leases -------------------------------------------------------------------
@@ -364,6 +373,10 @@ def _lease_proposed(state: MarketState, event: Recorded) -> list[Derived]:
                                 "does not allow it", True, False)
     if state.open_leases(worker.worker_id) >= worker.slots:
         return _refuse_lease(p, f"worker {worker.worker_id} has no free slot", True, False)
+    same_owner = fold_replicas.refuses_worker(state, job, worker)
+    if same_owner:
+        # not offered again at once: the scheduler could pair the two again before it hears why
+        return _refuse_lease(p, same_owner, True, False)
     lease_seconds = min(p["lease_seconds"], worker.lease_seconds)
     held = fold_money.unaffordable(state, job, lease_seconds)
     if held:
@@ -391,7 +404,7 @@ def _lease_granted(state: MarketState, event: Recorded) -> list[Derived]:
     job = state.jobs[p["job_id"]]
     job.status, job.lease_id, job.worker_id = "leased", p["lease_id"], p["worker_id"]
     state.touch("jobs", job.job_id, event.seq)
-    return []
+    return fold_replicas.granted(state, job, lease)
 
 
 def executed_ms(lease: Lease, checked_in_at: str) -> int:
@@ -469,6 +482,7 @@ def _close(state: MarketState, lease: Lease, outcome: str, at: str, executed: in
     state.lease_ended(lease)
     state.touch("leases", lease.lease_id, seq)
     fold_money.release(state, lease, seq)
+    fold_replicas.escrow(state, lease, seq)
 
 
 def _close_unpaid(state: MarketState, lease: Lease, outcome: str, at: str, seq: int) -> list[Derived]:
@@ -504,6 +518,8 @@ def _checkpoint_committed(state: MarketState, event: Recorded) -> list[Derived]:
         return []
     if job.probe:
         return [ready_again(job)]
+    if job.parent_id is not None:
+        return [fold_money.ready_or_held(state, job)]  # paid at the quorum (ledger.fold_replicas)
     # paid first; the payment makes the job ready again (or held)
     return [fold_money.payment(state, lease, job, p["executed_ms"])]
 
@@ -532,6 +548,8 @@ def _job_completed(state: MarketState, event: Recorded) -> list[Derived]:
     state.touch("jobs", job.job_id, event.seq)
     if job.probe:
         return fold_speeds.probe_completed(state, job, lease, event)
+    if job.parent_id is not None:
+        return fold_replicas.replica_completed(state, job) if state.deriving else []
     return [fold_money.payment(state, lease, job, p["executed_ms"])] if state.deriving else []
 
 
@@ -555,7 +573,7 @@ def _job_errored(state: MarketState, event: Recorded) -> list[Derived]:
     state.touch("jobs", job.job_id, event.seq)
     if not state.deriving:
         return []
-    if paid:
+    if paid and job.parent_id is None:
         # the payment makes the job go on (after_error), seeing the balance after it
         return [fold_money.payment(state, lease, job, lease.executed_ms)]
     return after_error(state, job)
@@ -574,7 +592,7 @@ def _given_up(state: MarketState, event: Recorded, status: str) -> list[Derived]
     job = state.jobs[event.payload["job_id"]]
     job.status, job.finished_at = status, event.recorded_at
     state.touch("jobs", job.job_id, event.seq)
-    return fold_speeds.probe_failed(state, job, event.recorded_at)
+    return fold_speeds.probe_failed(state, job, event.recorded_at) + fold_replicas.ended(state, job, event.seq)
 
 
 @handles("job.failed")
@@ -616,4 +634,4 @@ def _job_quarantined(state: MarketState, event: Recorded) -> list[Derived]:
 
 
 # the rules of other subjects register their handlers on import
-from ledger import fold_identity, fold_money, fold_speeds, fold_workers  # noqa: E402,F401
+from ledger import fold_identity, fold_money, fold_replicas, fold_speeds, fold_workers  # noqa: E402,F401

@@ -208,7 +208,7 @@ def rebalance(state: MarketState, account: Account, was_free: int) -> list[Deriv
     # second proposal is refused and holds its job again (at most one extra
     # round per money event, and the invariant "held only while it does not
     # fit" stays exact)
-    return [ready_again(job) for job in state.held_jobs(account.name) if job.funds_needed <= free]
+    return [ready_again(job, state) for job in state.held_jobs(account.name) if job.funds_needed <= free]
 
 
 def _held(job: Job) -> Derived:
@@ -221,7 +221,7 @@ def ready_or_held(state: MarketState, job: Job) -> Derived:
         owner = state.accounts.get(job.owner)
         if owner is not None and not in_good_standing(owner):
             return _held(job)
-    return ready_again(job)
+    return ready_again(job, state)
 
 
 def payment(state: MarketState, lease: Lease, job: Job, executed: int) -> Derived:

@@ -57,7 +57,7 @@ def answer(engine, actor: str, name: str, args: dict) -> dict:
 
 
 JOB_COLUMNS = ("job_id", "name", "price", "status", "checkpoint", "executed_ms", "attempts", "max_attempts",
-               "submitted_at", "finished_at", "worker_id", "lease_id")
+               "submitted_at", "finished_at", "worker_id", "lease_id", "replicas", "parent_id")
 
 
 #: the status detail of a network job that no worker can run now
@@ -117,8 +117,25 @@ def jobs(conn, actor: str, status: str | None = None) -> list[dict]:
         stmt = stmt.where(tables.jobs.c.status == status)
     rows = conn.execute(stmt.order_by(tables.jobs.c.submitted_at.desc(), tables.jobs.c.job_id)).all()
     network_workers = _network_workers(conn, rows)
-    return [dict(_job_row(r, network_workers), lease_granted_at=r.lease_granted_at, lease_deadline=r.lease_deadline)
-            for r in rows]
+    shown = [dict(_job_row(r, network_workers), lease_granted_at=r.lease_granted_at, lease_deadline=r.lease_deadline)
+             for r in rows]
+    return _replica_progress(conn, shown)
+
+
+def _replica_progress(conn, shown: list[dict]) -> list[dict]:
+    """A validating job's detail: its replicas completed so far, ``r 1/2``
+    (``r 2/3`` once a tie-breaker runs)."""
+    validating = {job["job_id"]: job for job in shown if job["status"] == "validating"}
+    if not validating:
+        return shown
+    j = tables.jobs.c
+    counts: dict[str, list[int]] = {job_id: [0, 0] for job_id in validating}
+    for parent_id, status in conn.execute(select(j.parent_id, j.status).where(j.parent_id.in_(list(validating)))):
+        counts[parent_id][0] += status == "completed"
+        counts[parent_id][1] += 1
+    for job_id, (done, made) in counts.items():
+        validating[job_id]["detail"] = f"r {done}/{max(made, validating[job_id]['replicas'])}"
+    return shown
 
 
 def _job_detail(row, leases, network_workers: bool = True) -> dict:
@@ -175,13 +192,15 @@ def job_output(conn, actor: str, job_id: str, last: int = 20) -> list[dict]:
     """The stdout/stderr a job printed, per lease (the ``last`` leases that
     ended); empty for a lease whose time was not paid (ledger.money.output_shown)."""
     row = _owned_job(conn, actor, job_id)
+    # a replica's leases are paid only once its quorum settles them (ledger.fold_replicas)
+    paid = row.parent_id is None or row.settled == "paid"
     leases = conn.execute(select(tables.leases).where(tables.leases.c.job_id == row.job_id,
                                                       tables.leases.c.outcome != "open")
                           .order_by(tables.leases.c.granted_at.desc()).limit(max(1, min(int(last), 100)))).all()
     found = []
     for lease in leases:
         output = ""
-        if lease.outcome in PAID_OUTCOMES:
+        if paid and lease.outcome in PAID_OUTCOMES:
             event = _report_of(conn, lease)
             if event is not None and output_shown(lease.outcome, event.type, event.version):
                 payload = orjson.loads(event.payload)
@@ -210,6 +229,10 @@ def _report_of(conn, lease):
 def result(conn, actor: str, job_id: str) -> dict:
     """The result blob of one of the asker's completed jobs (opaque bytes, base64)."""
     row = _owned_job(conn, actor, job_id)
+    if row.parent_id is not None:
+        # only the quorum's result is an answer: a replica's may be a liar's
+        raise QueryError(f"job {job_id} is a replica of {row.parent_id}: ask for {row.parent_id}'s result, "
+                         "which its replicas' quorum validated")
     if row.status != "completed":
         raise QueryError(f"job {job_id} has no result: it is {row.status}"
                          + (f" ({row.error.strip().splitlines()[-1]})" if row.error else ""))
@@ -250,7 +273,8 @@ def _worker_row(r, busy: bool, known: bool) -> dict:
             # its speed disputes (ledger.fold_speeds): for its owner only, like its id
             "disputes": r.disputes if known else None,
             "last_dispute": {"at": r.disputed_at, "probed": r.disputed_probed, "delivered": r.disputed_delivered}
-            if known and r.disputed_at else None}
+            if known and r.disputed_at else None,
+            "mismatches": r.mismatches if known else None}
 
 
 @query("identities")
@@ -277,11 +301,22 @@ def snapshot(conn, actor: str) -> dict:
                    "submitted_at": r.submitted_at, "probe": bool(r.probe), "target_worker_id": r.target_worker_id,
                    "network": bool(r.network),
                    # the readiness it is: a newer one supersedes a proposal the scheduler made
-                   "seq": r.folded_seq}
+                   "seq": r.folded_seq, "avoid_workers": _avoid_workers(conn, r, worker_rows)}
                   for r in ready],
         "workers": [{"worker_id": r.worker_id, "speed": r.speed, "state": r.state,
-                     "allow_network": bool(r.allow_network)} for r in worker_rows],
+                     "allow_network": bool(r.allow_network), "mismatches": r.mismatches} for r in worker_rows],
     }
+
+
+def _avoid_workers(conn, row, worker_rows) -> list[str]:
+    """A ready replica's workers to avoid: those of owners that ran another
+    replica of its job (as ledger.fold_replicas.avoid_workers says)."""
+    if row.parent_id is None:
+        return []
+    j = tables.jobs.c
+    ran = conn.execute(select(j.ran_owners).where(j.parent_id == row.parent_id, j.job_id != row.job_id)).scalars()
+    owners = {owner for each in ran for owner in each.split()}
+    return sorted(w.worker_id for w in worker_rows if w.owner in owners)
 
 
 @query("report")

@@ -66,6 +66,8 @@ class Worker:
     disputed_at: str | None = None
     disputed_probed: int | None = None
     disputed_delivered: int | None = None
+    #: replicas it finished whose result a quorum outvoted (ledger.fold_replicas)
+    mismatches: int = 0
 
 
 @dataclass(slots=True)
@@ -104,6 +106,16 @@ class Job:
     expired_workers: str = ""
     #: a probe hidden among paid work: its lease says probe false (ledger.fold_speeds)
     canary: bool = False
+    #: a replicated job's replica count (1: not replicated); on a replica, its parent
+    replicas: int = 1
+    parent_id: str | None = None
+    #: a replica's: owners whose workers were granted its leases (sorted, space-separated),
+    #: and its paid leases, held from its owner until the quorum (ledger.fold_replicas)
+    ran_owners: str = ""
+    escrow_leases: str = ""
+    #: a replica's escrow, once settled: "paid" (its result agreed with the quorum, or no
+    #: quorum could be had) or "unpaid" (outvoted, or its job failed or was cancelled)
+    settled: str = ""
 
 
 @dataclass(slots=True)

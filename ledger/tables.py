@@ -117,6 +117,7 @@ workers = Table(
     Column("disputed_at", String(32)),
     Column("disputed_probed", BigInteger),
     Column("disputed_delivered", BigInteger),
+    Column("mismatches", Integer, nullable=False, server_default="0"),
 )
 
 jobs = Table(
@@ -151,6 +152,11 @@ jobs = Table(
     Column("funds_needed", BigInteger, nullable=False, server_default="0"),
     Column("expired_workers", Text, nullable=False, server_default=""),
     Column("canary", Boolean, nullable=False, server_default="0"),
+    Column("replicas", Integer, nullable=False, server_default="1"),
+    Column("parent_id", String(64)),
+    Column("ran_owners", Text, nullable=False, server_default=""),
+    Column("escrow_leases", Text, nullable=False, server_default=""),
+    Column("settled", String(8), nullable=False, server_default=""),
 )
 Index("ix_jobs_owner", jobs.c.owner)
 Index("ix_jobs_status", jobs.c.status)

@@ -14,6 +14,12 @@ price at which the scheduler's own ``match``, given every competing job (all
 older than the new one) and one offer per slot of every worker in the same
 pool, gives the new job a worker at least S fast. The rule says where to look.
 
+A replicated job (``submit --replicas N``) is N jobs at its price, each
+needing its own worker: the advice is the smallest price at which ``match``
+gives all N a worker that fast, and the owner pays it N times
+(``Advice.total_price``; a tie-breaker, when two replicas disagree, costs
+once more).
+
 Pure: it reads a report's bytes (``read_market``) and decides (``advise``).
 """
 from __future__ import annotations
@@ -89,17 +95,27 @@ class Advice:
     competing: int
     #: the n-th highest competing price, if n jobs compete
     nth_price: int | None
-    #: the speed of the worker ``match`` gives a new job at ``price``
+    #: the speed of the worker ``match`` gives a new job at ``price`` (the slowest of its replicas')
     matched_speed: int
+    #: replicas of the new job: each is paid ``price``
+    replicas: int = 1
+
+    @property
+    def total_price(self) -> int:
+        """What the owner pays per hour of each replica's execution, all replicas together."""
+        return self.price * self.replicas
 
 
 # ---- deciding -----------------------------------------------------------------
 
-def advise(market: Market, speed: int) -> Advice:
-    """The smallest price at which ``match`` gives a new job a worker at
-    least ``speed`` kops fast; raises ``NotPossible`` if no valid price does."""
+def advise(market: Market, speed: int, replicas: int = 1) -> Advice:
+    """The smallest price at which ``match`` gives a new job (each of its
+    ``replicas``) a worker at least ``speed`` kops fast; raises
+    ``NotPossible`` if no valid price does."""
     if isinstance(speed, bool) or not isinstance(speed, int) or speed < 1:
         raise AdvisorError(f"the speed must be a positive integer number of kops, not {speed!r}")
+    if replicas not in (1, 2, 3):
+        raise AdvisorError(f"replicas must be 1, 2 or 3, not {replicas!r}")
     offering = [w for w in market.workers if w.state != "retired"]
     fast_slots = sum(w.slots for w in offering if w.speed is not None and w.speed >= speed)
     if fast_slots == 0:
@@ -107,6 +123,9 @@ def advise(market: Market, speed: int) -> Advice:
         raise NotPossible(f"no worker is {speed} kops fast"
                           + (f" (the fastest measured is {fastest} kops)" if fastest is not None else
                              " (no worker is measured)"))
+    if fast_slots < replicas:
+        raise NotPossible(f"{replicas} replicas need {replicas} worker slots {speed} kops fast, "
+                          f"and there are {fast_slots}")
     ranked = sorted(market.competing_prices, reverse=True)
     nth_price = ranked[fast_slots - 1] if len(ranked) >= fast_slots else None
 
@@ -116,9 +135,9 @@ def advise(market: Market, speed: int) -> Advice:
     older = [ReadyJob(f"competing-{i}", price, 0, _OLDER) for i, price in enumerate(ranked)]
 
     def matched_speed(price: int) -> int | None:
-        new_job = ReadyJob(_NEW_JOB_ID, price, 0, _NEWER)
-        offer = next((p.offer for p in match(older + [new_job], offers) if p.job.job_id == _NEW_JOB_ID), None)
-        return offer.speed if offer is not None else None
+        new_jobs = [ReadyJob(f"{_NEW_JOB_ID}-{n}", price, 0, _NEWER) for n in range(replicas)]
+        speeds = [p.offer.speed for p in match(older + new_jobs, offers) if p.job.job_id.startswith(_NEW_JOB_ID)]
+        return min(speeds) if len(speeds) == replicas else None
 
     def fast_enough(price: int) -> bool:
         got = matched_speed(price)
@@ -135,7 +154,7 @@ def advise(market: Market, speed: int) -> Advice:
                           "the market's maximum price")
     price = candidates[first]
     return Advice(speed=speed, price=price, fast_slots=fast_slots, competing=len(ranked), nth_price=nth_price,
-                  matched_speed=matched_speed(price))
+                  matched_speed=matched_speed(price), replicas=replicas)
 
 
 # ---- reading a report ---------------------------------------------------------------

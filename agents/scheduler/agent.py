@@ -101,6 +101,7 @@ class SchedulerAgent:
         now = time.monotonic()
         for worker in snapshot["workers"]:
             state.speeds[worker["worker_id"]] = worker["speed"]
+            state.mismatches[worker["worker_id"]] = worker.get("mismatches", 0)
             if worker["state"] == "retired":
                 state.worker_retired(worker["worker_id"])
                 continue
@@ -156,6 +157,8 @@ class SchedulerAgent:
             state.worker_offered(p["worker_id"], p["slots"], p["lease_seconds"], now, p["allow_network"])
         elif heard.type == "speed.recorded":
             state.speed_recorded(p["worker_id"], p["speed"])
+        elif heard.type == "worker.mismatched":
+            state.mismatches[p["worker_id"]] = p["mismatches"]
         elif heard.type in ("worker.retired", "worker.timed_out"):
             state.worker_retired(p["worker_id"])
         elif heard.type == "identity.changed":
@@ -234,11 +237,12 @@ def _verdict(raw: dict, seq) -> Heard:
 def _ready_job(p: dict, seq: int | None) -> ReadyJob:
     # v1 job.ready verdicts (relayed before issue 13) carry no network: they never asked for it
     return ReadyJob(p["job_id"], p["price"], p["checkpoint"], p["submitted_at"], p["probe"], p["target_worker_id"],
-                    p.get("network", False) is True, seq or 0)
+                    p.get("network", False) is True, seq or 0, frozenset(p.get("avoid_workers") or ()))
 
 
 async def serve(settings, stop: asyncio.Event) -> None:
-    pool = PoolSettings(window=settings.pool_window, threshold=settings.pool_threshold)
+    pool = PoolSettings(window=settings.pool_window, threshold=settings.pool_threshold,
+                        max_mismatches=settings.max_mismatches)
     await SchedulerAgent(settings, pool).run(stop)
 
 

@@ -22,6 +22,8 @@ class ReadyJob:
     #: the ledger sequence that made it ready (its ``job.ready``): a newer
     #: readiness of the same job supersedes a proposal made from this one
     seq: int = 0
+    #: a replica's: workers whose owners ran another replica of its job (the ledger would refuse them)
+    avoid_workers: frozenset = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,7 @@ def offer_rank(offer: Offer) -> tuple:
     return (-(offer.speed or 0), offer.order, offer.worker_id)
 
 
-def match(jobs: list[ReadyJob], offers: list[Offer]) -> list[Pairing]:
+def match(jobs: list[ReadyJob], offers: list[Offer], excluded: frozenset = frozenset()) -> list[Pairing]:
     """Pair jobs with offers.
 
     - A probe job goes only to its target worker, and before any paid work.
@@ -64,6 +66,8 @@ def match(jobs: list[ReadyJob], offers: list[Offer]) -> list[Pairing]:
       speed (ties: the earlier offer first): highest price with fastest.
     - A job that asked for the network takes the fastest offer left that
       allows it, or none; other jobs take any offer.
+    - A replica takes no offer of a worker it must avoid (another replica's
+      owner); ``excluded`` workers (too many mismatches) get no paid work.
     """
     remaining = list(offers)
     pairings: list[Pairing] = []
@@ -74,14 +78,15 @@ def match(jobs: list[ReadyJob], offers: list[Offer]) -> list[Pairing]:
                 remaining.remove(offer)
                 break
     paid = sorted((j for j in jobs if not j.probe), key=job_rank)
-    measured = sorted((o for o in remaining if o.speed), key=offer_rank)
-    if not any(job.network for job in paid):
+    measured = sorted((o for o in remaining if o.speed and o.worker_id not in excluded), key=offer_rank)
+    if not any(job.network or job.avoid_workers for job in paid):
         pairings += [Pairing(job, offer) for job, offer in zip(paid, measured)]
         return pairings
     for job in paid:
         if not measured:
             break
-        offer = next((o for o in measured if o.allow_network or not job.network), None)
+        offer = next((o for o in measured if (o.allow_network or not job.network)
+                      and o.worker_id not in job.avoid_workers), None)
         if offer is not None:
             pairings.append(Pairing(job, offer))
             measured.remove(offer)

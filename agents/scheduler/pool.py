@@ -73,6 +73,9 @@ class PoolSettings:
     proposal_timeout: float = 30.0
     #: seconds an offer stays valid without being renewed (workers re-offer while idle)
     offer_ttl: float = 60.0
+    #: a worker outvoted by replicated jobs' quorums more than this many times
+    #: gets no paid work (MARKET_MAX_MISMATCHES)
+    max_mismatches: int = 3
 
 
 @dataclass
@@ -89,6 +92,8 @@ class SchedulerState:
     lease_seconds: dict[str, int] = field(default_factory=dict)
     #: the workers whose last offer said their owner allows network jobs
     allow_network: set[str] = field(default_factory=set)
+    #: worker_id -> replicas it finished that a quorum outvoted (the ledger's count)
+    mismatches: dict[str, int] = field(default_factory=dict)
     #: workers we know of that are neither retired nor busy with every slot
     idle: set[str] = field(default_factory=set)
     retired: set[str] = field(default_factory=set)
@@ -251,7 +256,8 @@ class SchedulerState:
     def _match(self, offers: list[Offer]) -> list[Pairing]:
         # only the best len(offers) paid jobs can be matched (of the network jobs, the best
         # as many as the offers that allow network): match() sees no others
-        return match(self.ready.best(len(offers), sum(o.allow_network for o in offers)), offers)
+        excluded = frozenset(w for w, n in self.mismatches.items() if n > self.settings.max_mismatches)
+        return match(self.ready.best(len(offers), sum(o.allow_network for o in offers)), offers, excluded)
 
     def next_wakeup(self, now: float) -> float | None:
         """Seconds until the pool's window ends, if one is open."""

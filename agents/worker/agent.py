@@ -27,6 +27,7 @@ from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
 from agents.worker.lease_ack import LeaseAck
 from agents.worker.reports import Reports
 from agents.worker.test_hooks import ThrottleAfterProbe
+from agents.worker import testing_faults
 from agents.worker.timing import SKEW_WARNING, LeaseClock
 from broker_setup.errors import AccessRefused
 from broker_setup.amqp import Outgoing, Publisher, consume, run_sessions
@@ -118,6 +119,10 @@ class WorkerAgent:
         self.taken: dict[str, None] = dict.fromkeys(self.reports.lease_ids())
         self.skew_reported = False
         self.throttle = ThrottleAfterProbe(settings.test_throttle_after_probe)
+        #: a test-only lying worker (agents.worker.testing_faults), fixed for the process's life
+        self.corrupt_results = testing_faults.corrupts_results()
+        if self.corrupt_results:
+            self.log.warning("worker.corrupting_results", variable=testing_faults.CORRUPT_RESULTS_VARIABLE)
 
     @property
     def free_slots(self) -> int:
@@ -350,7 +355,8 @@ class WorkerAgent:
         if outcome.status == "checkpoint":
             event_type, payload = "checkpoint.submitted", {**common, "state": Blob.of(outcome.state)}
         elif outcome.status == "finished":
-            event_type, payload = "job.finished", {**common, "result": Blob.of(outcome.result)}
+            result = testing_faults.corrupted(outcome.result) if self.corrupt_results else outcome.result
+            event_type, payload = "job.finished", {**common, "result": Blob.of(result)}
         else:
             event_type, payload = "job.errored", {**common, "error": outcome.error or "unknown error",
                                                   "exit_code": outcome.exit_code}

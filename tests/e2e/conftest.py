@@ -59,15 +59,17 @@ class Market:
         return path
 
     def start_worker(self, worker_id: str, account: str = "bob", lease_seconds: int = 60,
-                     safety_margin: float = 1.0, options: tuple[str, ...] = (), **env) -> subprocess.Popen:
+                     safety_margin: float = 1.0, options: tuple[str, ...] = (),
+                     env: dict | None = None, **more_env) -> subprocess.Popen:
         """A worker on its own key alone: no service password, no ledger database in its environment.
-        ``options``: more of ``marketctl worker run``'s (``--allow-network``); ``env``: more settings."""
+        ``options``: more of ``marketctl worker run``'s (``--allow-network``); ``env`` and
+        ``more_env``: more variables (a test fault such as MARKET_TEST_CORRUPT_RESULTS)."""
         credentials = self.worker_key(worker_id, account, lease_seconds)
         return self.start(worker_id, [sys.executable, "-m", "cli.main", "--credentials", str(credentials), "worker",
                                       "run", "--lease-seconds", str(lease_seconds),
                                       "--safety-margin", str(safety_margin), *options],
                           MARKET_AMQP_URL="", MARKET_DB_URL="", MARKET_HOME=str(self.logs / f"{worker_id}-home"),
-                          **env)
+                          **(env or {}), **more_env)
 
     def wait_registered(self, *worker_ids: str) -> None:
         """Until each worker's agent has registered itself, on its own key (its owner registered it first)."""

@@ -80,9 +80,9 @@ class MoneyMarket:
         self.send(owner, "worker.registered", {"worker_id": worker_id, "name": worker_id,
                                                "lease_seconds": lease_seconds})
 
-    def submit(self, owner: str, job_id: str, price: int) -> list[Recorded]:
+    def submit(self, owner: str, job_id: str, price: int, **extra) -> list[Recorded]:
         return self.send(owner, "job.submitted", {"job_id": job_id, "name": job_id, "price": price, "entry": "run",
-                                                  "module": Blob.of(b"src"), "state": Blob.of(b"s0")})
+                                                  "module": Blob.of(b"src"), "state": Blob.of(b"s0"), **extra})
 
     def submit_probe(self, job_id: str, worker_id: str) -> list[Recorded]:
         return self.send("speedprobe", "job.submitted", {
@@ -145,6 +145,20 @@ class MoneyMarket:
             return [r for r in money if r.seq >= first and (last is None or r.seq <= last)]
 
         return build_statements(month, opening, within(plan.before), within(plan.during), only)
+
+
+def stored_on(engine):
+    """A fresh market whose log is also written to the database, as the agent
+    does: (market, store); close the store when done."""
+    from ledger.store import LedgerStore
+
+    store = LedgerStore(engine)
+    market = MoneyMarket()
+    rules = market.state.rules
+    market.state = store.load_state()
+    market.state.rules = rules
+    market.on_plan = lambda plan: store.write(plan, market.state)
+    return market, store
 
 
 def types(records) -> list[str]:

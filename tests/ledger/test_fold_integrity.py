@@ -13,7 +13,7 @@ from ledger.ingest import Incoming
 from ledger.queries import answer
 from ledger.state import ROW_TYPES
 from ledger.store import LedgerStore
-from tests.ledger.money_market import MoneyMarket, types
+from tests.ledger.money_market import MoneyMarket, stored_on, types
 
 CREDIT = 1_000_000
 
@@ -129,11 +129,7 @@ def test_credit_given_by_the_operator_is_the_bound():
 @pytest.fixture
 def stored_market(engine):
     """A market whose log is also written to the database, as the agent does."""
-    store = LedgerStore(engine)
-    market = a_market()
-    market.state = store.load_state()
-    market.state.rules = MoneyMarket().state.rules
-    market.on_plan = lambda plan: store.write(plan, market.state)
+    market, store = stored_on(engine)
     # the accounts, again, on the stored state
     for request in (lambda: market.open("mallory"), lambda: market.open("trent"),
                     lambda: market.register("trent", "wT", lease_seconds=60),

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.fold_money import available, in_good_standing, lease_hold
-from ledger.money import output_shown
+from ledger.money import lease_charge, output_shown
 from ledger.state import ROW_TYPES
 from ledger.statements import month_bounds
 from tests.ledger.money_market import MoneyMarket
@@ -144,12 +144,19 @@ def check_money(market: MoneyMarket) -> None:
     for lease in state.leases.values():
         job = state.jobs[lease.job_id]
         billable = not job.probe and lease.outcome in ("checkpointed", "finished", "errored")
-        assert (lease.lease_id in paid_leases) == billable
+        shown = output_shown(lease.outcome, *reports.get(lease.lease_id, (None, 0)))
+        if job.parent_id is not None:
+            # a replica's (ledger.fold_replicas): its charge is held until the quorum settles
+            # it, then paid unless outvoted; its output is shown only once paid
+            if billable and not job.settled:
+                held[job.owner] += lease_charge(lease.executed_ms, lease.price)
+            billable, shown = billable and job.settled == "paid", shown and job.settled == "paid"
+        assert (lease.lease_id in paid_leases) == billable, lease
         if lease.outcome == "expired":
             assert lease.executed_ms == 0
         if lease.outcome == "open" and not job.probe:
             held[job.owner] += lease_hold(lease.lease_seconds, lease.price)
-        if not job.probe and output_shown(lease.outcome, *reports.get(lease.lease_id, (None, 0))):
+        if not job.probe and shown:
             assert lease.lease_id in paid_leases, f"output of unpaid lease {lease.lease_id} shown"
     assert {name: a.held for name, a in state.accounts.items()} == held
     for name, account in state.accounts.items():
