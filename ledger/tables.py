@@ -115,6 +115,8 @@ workers = Table(
     Column("allow_network", Boolean, nullable=False, server_default="0"),
 )
 
+Index("ix_workers_owner", workers.c.owner, workers.c.worker_id)
+
 jobs = Table(
     "jobs",
     metadata,
@@ -147,7 +149,8 @@ jobs = Table(
     Column("funds_needed", BigInteger, nullable=False, server_default="0"),
     Column("expired_workers", Text, nullable=False, server_default=""),
 )
-Index("ix_jobs_owner", jobs.c.owner)
+# a member's jobs page walks it, newest first (ledger.queries.jobs)
+Index("ix_jobs_owner_submitted", jobs.c.owner, jobs.c.submitted_at, jobs.c.job_id)
 Index("ix_jobs_status", jobs.c.status)
 
 #: every dispatch: the checkpoint history (who held which state, checked out/in)
