@@ -71,11 +71,12 @@ class Cursors:
         try:
             raw = base64.urlsafe_b64decode(str(cursor) + "=" * (-len(str(cursor)) % 4))
         except ValueError as e:
-            raise PagingError("not a cursor: ask again without --after") from e
+            raise PagingError("not a cursor: ask for the first page again (no --after)") from e
         sealed, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
         if len(sealed) < NONCE_BYTES or not hmac.compare_digest(
                 tag, hmac.new(self._key, sealed, hashlib.sha256).digest()[:TAG_BYTES]):
-            raise PagingError("not a cursor of this market (or an old one): ask again without --after")
+            raise PagingError("not a cursor of this market (or an old one): "
+                              "ask for the first page again (no --after)")
         nonce, body = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
         return tuple(orjson.loads(_xor(body, self._stream(nonce, len(body)))))
 
