@@ -1,7 +1,7 @@
 """Query flood benchmark (issue 16): ledger ingest with and without one
 member flooding the query side at 1,000 questions/s.
 
-    .venv/bin/python bench/query_flood.py [--events 20000] [--rate 1000] [--no-limit]
+    .venv/bin/python bench/query_flood.py [--events 20000] [--rate 1000] [--no-limit] [--flooder-nice N]
 
 On the bench's own broker node (bench/ledger_ingest.py's, or MARKET_AMQP_URL)
 and a fresh SQLite ledger, it runs the real ledger agent (which answers no
@@ -92,11 +92,11 @@ def flood(amqp_url: str, rate: int, stop_file: str) -> None:
     connection.close()
 
 
-def flooded_ingest(settings, store, events, rate: int) -> tuple[float, str]:
+def flooded_ingest(settings, store, events, rate: int, nice: int = 0) -> tuple[float, str]:
     with tempfile.TemporaryDirectory(prefix="market-flood-") as tmp:
         stop_file = str(Path(tmp) / "stop")
-        flooder = subprocess.Popen([sys.executable, __file__, "--flood", settings.amqp_url, str(rate), stop_file],
-                                   stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        flooder = subprocess.Popen(["nice", "-n", str(nice), sys.executable, __file__, "--flood", settings.amqp_url,
+                                    str(rate), stop_file], stdout=subprocess.PIPE, text=True, cwd=ROOT)
         time.sleep(1.0)  # the flood is under way before the clock starts
         try:
             speed = timed_ingest(settings, store, events)
@@ -113,6 +113,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rate", type=int, default=1000, help="questions per second of the flood")
     parser.add_argument("--no-limit", action="store_true", help="lift the query agent's rate limit")
+    parser.add_argument("--flooder-nice", type=int, default=0, metavar="N",
+                        help="run the flooding client at niceness N: on a small machine the bench's own client "
+                             "competes with the ledger for CPU, which a remote attacker's would not")
     parser.add_argument("--flood", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.flood:
@@ -135,7 +138,8 @@ def main() -> int:
             time.sleep(2.0)  # let them connect and start consuming
             timed_ingest(settings, store, opening())
             quiet = timed_ingest(settings, store, deposits(args.events, "bench"))
-            flooded, questions = flooded_ingest(settings, store, deposits(args.events, "bench"), args.rate)
+            flooded, questions = flooded_ingest(settings, store, deposits(args.events, "bench"), args.rate,
+                                                   args.flooder_nice)
             quiet_again = timed_ingest(settings, store, deposits(args.events, "bench"))
         finally:
             for agent in agents:
