@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 
 from broker_setup.topology import (
-    DEAD_EXCHANGE, EVENTS_EXCHANGE, LEASES_EXCHANGE, QUERIES_EXCHANGE, lease_queue,
+    DEAD_EXCHANGE, EVENTS_EXCHANGE, LEASES_EXCHANGE, LEDGER_QUERIES, QUERIES_EXCHANGE, lease_queue,
 )
 from contracts.routing import (
     ALL_TYPES, MEMBER_REQUEST_TYPES, REQUEST_TYPES, VERDICT_TYPES, WORKER_REQUEST_TYPES,
@@ -88,6 +88,9 @@ SERVICES: dict[str, Permissions] = {
         read=r"^ledger\.",
         topics=_events(VERDICT_TYPES),
     ),
+    # answers questions off the writer's path: reads ledger.queries, replies on direct reply-to
+    "queries": Permissions(configure=NOTHING, write=any_of("amq.default"), read=any_of(LEDGER_QUERIES),
+                           topics=_events(())),
     "scheduler": Permissions(
         configure=NOTHING, write=any_of(EVENTS_EXCHANGE, QUERIES_EXCHANGE), read=r"^scheduler\.",
         topics=_events(("lease.proposed",)),

@@ -16,7 +16,8 @@ from pamqp.commands import Basic
 
 from broker_setup.errors import BrokerError, PublishError
 from common.errors import MarketError
-from contracts.routing import LEDGER_ACTOR
+from contracts.paging import MAX_LIMIT
+from contracts.routing import ANSWERERS, LEDGER_ACTOR
 from broker_setup.topology import EVENTS_EXCHANGE, LEDGER_QUERIES, QUERIES_EXCHANGE
 
 REPLY_TO = "amq.rabbitmq.reply-to"
@@ -29,6 +30,8 @@ class Requester:
     def __init__(self, connection):
         self._connection = connection
         self._waiting: dict[str, asyncio.Future] = {}
+        #: the ids of the questions waiting (the others wait for verdicts)
+        self._questions: set[str] = set()
         self._channel = None
 
     async def __aenter__(self) -> "Requester":
@@ -43,9 +46,10 @@ class Requester:
             await self._outer.close()
 
     async def _on_reply(self, message) -> None:
-        if message.header.properties.user_id != LEDGER_ACTOR:
-            # only the ledger answers; the broker vouches for user_id, so
-            # whoever else reached our reply-to is ignored
+        sender = message.header.properties.user_id
+        if sender not in ANSWERERS:
+            # only the ledger and the query agent answer; the broker vouches
+            # for user_id, so whoever else reached our reply-to is ignored
             return
         try:
             reply = orjson.loads(message.body)
@@ -53,6 +57,9 @@ class Requester:
             return
         # query answers carry the question's correlation id; request verdicts name the request
         key = message.header.properties.correlation_id if "request_id" not in reply else reply["request_id"]
+        if sender != LEDGER_ACTOR and key not in self._questions:
+            # the query agent answers questions only: a verdict comes from the ledger alone
+            return
         future = self._waiting.pop(key, None)
         if future is not None and not future.done():
             future.set_result(reply)
@@ -69,14 +76,40 @@ class Requester:
     async def ask(self, query: str, args: dict | None = None, *, user_id: str, timeout: float):
         """Ask the ledger's read side; returns the answer's data or raises
         BrokerError with the ledger's reason."""
+        return (await self._question(query, args, user_id, timeout))["data"]
+
+    async def ask_page(self, query: str, args: dict | None = None, *, user_id: str,
+                       timeout: float) -> tuple[object, str | None]:
+        """Ask a paged query (``args`` may hold ``limit`` and ``after``); returns
+        (the page's data, the cursor of the next page or None)."""
+        reply = await self._question(query, args, user_id, timeout)
+        return reply["data"], reply.get("next")
+
+    async def ask_every_page(self, query: str, args: dict | None = None, *, user_id: str, timeout: float) -> list:
+        """Every row of a paged query, a page of the most rows at a time (for the
+        market's services, which need them all: the speed probe's workers)."""
+        rows, after = [], None
+        while True:
+            page, after = await self.ask_page(query, dict(args or {}, limit=MAX_LIMIT, after=after),
+                                              user_id=user_id, timeout=timeout)
+            rows.extend(page)
+            if after is None:
+                return rows
+
+    async def _question(self, query: str, args: dict | None, user_id: str, timeout: float) -> dict:
         question_id = str(uuid.uuid4())
         properties = Basic.Properties(content_type="application/json", message_id=question_id,
                                       correlation_id=question_id, user_id=user_id, reply_to=REPLY_TO)
-        reply = await self._publish_and_wait(question_id, orjson.dumps({"query": query, "args": args or {}}),
-                                             QUERIES_EXCHANGE, LEDGER_QUERIES, properties, timeout, f"no {LEDGER_QUERIES} queue")
+        self._questions.add(question_id)
+        try:
+            reply = await self._publish_and_wait(question_id, orjson.dumps({"query": query, "args": args or {}}),
+                                                 QUERIES_EXCHANGE, LEDGER_QUERIES, properties, timeout,
+                                                 f"no {LEDGER_QUERIES} queue")
+        finally:
+            self._questions.discard(question_id)
         if not reply.get("ok"):
             raise QueryRefused(reply.get("error") or "the ledger refused the query")
-        return reply["data"]
+        return reply
 
     async def _publish_and_wait(self, key: str, body: bytes, exchange: str, routing_key: str, properties,
                                 timeout: float, unroutable: str) -> dict:

@@ -7,6 +7,7 @@ import json
 import sys
 
 from cli.money import format_credits, parse_credits
+from cli.paging import ask_page, print_next
 from cli.requests import requester_as, send_and_check
 from common.errors import MarketError
 from contracts.package import PackageError, new_job_id, parse_target, result_as_json, submission_payload
@@ -121,9 +122,10 @@ def _print_outcome(settings, account: str, job: dict) -> None:
 
 
 def cmd_jobs(settings, args) -> int:
-    jobs = asyncio.run(ask(settings, args.account, "jobs"))
+    jobs, cursor = asyncio.run(ask_page(settings, args.account, "jobs", {}, args))
     if args.json:
         print(json.dumps(jobs, indent=2))
+        print_next(cursor, "jobs", args)
         return 0
     print(f"{'job':<18} {'name':<20} {'price/h':>12} {'status':<12} {'net':<3} {'ckpts':>5} {'executed':>10} "
           f"{'finished':<20} worker")
@@ -136,6 +138,7 @@ def cmd_jobs(settings, args) -> int:
             print(f"{'':<18} {job['detail']}")
     if not jobs:
         print(f"(no jobs of {args.account})")
+    print_next(cursor, "jobs", args)
     return 0
 
 
@@ -162,9 +165,10 @@ def cmd_cancel(settings, args) -> int:
 
 
 def cmd_workers(settings, args) -> int:
-    workers = asyncio.run(ask(settings, args.account, "workers"))
+    workers, cursor = asyncio.run(ask_page(settings, args.account, "workers", {}, args))
     if args.json:
         print(json.dumps(workers, indent=2))
+        print_next(cursor, "workers", args)
         return 0
     print(f"{'worker':<20} {'owner':<14} {'speed (kops)':>12} {'measured at':<21} {'slots':>5} {'state':<8} mismatches")
     for w in workers:
@@ -177,5 +181,6 @@ def cmd_workers(settings, args) -> int:
             print(f"{'':<20} speed disputed {w['disputes']} time(s); last {last['at'][:19]}: probed {last['probed']} "
                   f"kops, delivered {last['delivered']} kops (re-probed at once)")
     print("speed: thousands of the probe's multiply-adds per second of executed time (higher is faster)")
+    print_next(cursor, "workers", args)
     return 0
 

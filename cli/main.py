@@ -278,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _job_commands(commands, command, accounts) -> None:
     from cli import jobs, worker
     from cli.request_ids import add_request_id
+    from cli.paging import add_page_options
     from cli import report as report_commands
 
     sub = command("submit", jobs.cmd_submit, "submit FILE.py:ENTRY as a job at a price per hour of execution")
@@ -300,8 +301,9 @@ def _job_commands(commands, command, accounts) -> None:
     sub.add_argument("--unsafe-no-sandbox", action="store_true",
                      help="load the module to check it as your own user, where this machine cannot confine it")
     add_request_id(sub)
-    sub = command("jobs", jobs.cmd_jobs, "your jobs: price, status, checkpoints, executed time, worker")
+    sub = command("jobs", jobs.cmd_jobs, "your jobs, newest first: price, status, checkpoints, executed time, worker")
     sub.add_argument("--json", action="store_true", help="print JSON")
+    add_page_options(sub)
     sub = command("result", jobs.cmd_result, "the result of one of your completed jobs")
     sub.add_argument("job_id")
     sub.add_argument("--json", action="store_true", help="print JSON")
@@ -311,6 +313,7 @@ def _job_commands(commands, command, accounts) -> None:
     add_request_id(sub)
     sub = command("workers", jobs.cmd_workers, "workers with owner (yours only), measured speed and state")
     sub.add_argument("--json", action="store_true", help="print JSON")
+    add_page_options(sub)
     group = commands.add_parser("worker", help="run a worker on this machine").add_subparsers(
         dest="worker_command", metavar="SUBCOMMAND", required=True)
     sub = command("run", worker.cmd_worker_run, "run this machine as a worker on its own key: --credentials FILE "

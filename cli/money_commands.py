@@ -7,6 +7,7 @@ import sys
 
 from cli.money import format_credits, parse_credits
 from cli.request_ids import add_request_id
+from cli.paging import add_page_options, ask_page, print_next
 from cli.requests import send_and_check
 from contracts.routing import OPERATOR_ACTOR
 from ledger.statements import FORMATS, StatementError, check_not_future, parse_month, render
@@ -28,8 +29,6 @@ def cmd_credit_limit(settings, args) -> int:
 
 
 def cmd_bill(settings, args) -> int:
-    from cli.jobs import ask
-
     month = parse_month(args.month)
     # refused here already, so a future month costs no round trip; the ledger checks again
     check_not_future(month, settings.ledger_clock()())
@@ -38,7 +37,7 @@ def cmd_bill(settings, args) -> int:
     question = {"month": month, "all_accounts": args.all_accounts}
     if args.statement_account:
         question["account"] = args.statement_account
-    answer = asyncio.run(ask(settings, args.account, "statement", question))
+    answer, cursor = asyncio.run(ask_page(settings, args.account, "statement", question, args))
     text = render(answer, args.format)
     if args.output:
         with open(args.output, "w", encoding="utf-8", newline="") as out:
@@ -46,6 +45,7 @@ def cmd_bill(settings, args) -> int:
         print(f"wrote {len(answer['statements'])} statement(s) for {month} to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    print_next(cursor, "bill", args)
     return 0
 
 
@@ -63,6 +63,7 @@ def register(commands, command) -> None:
                      help=f"every account's statement ({OPERATOR_ACTOR} only)")
     sub.add_argument("--format", choices=FORMATS, default="table", help="table (default), csv, json or html")
     sub.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    add_page_options(sub)
     accounts = _subcommands(commands.choices["accounts"])
     sub = command("credit-limit", cmd_credit_limit, "set how far an account may go below zero (operator only)",
                   accounts)

@@ -29,7 +29,8 @@ class StackError(MarketError):
     exit_code = 1
 
 #: agents ``up`` starts, by name -> python module run with ``-m``
-AGENTS = {"ledger": "ledger.agent", "gatekeeper": "agents.gatekeeper.agent", "scheduler": "agents.scheduler.agent",
+AGENTS = {"ledger": "ledger.agent", "queries": "ledger.query_agent", "gatekeeper": "agents.gatekeeper.agent",
+          "scheduler": "agents.scheduler.agent",
           "speedprobe": "agents.speedprobe.agent", "portal": "web.agent"}
 #: what a process that holds no secret of the market's must not inherit
 SERVICE_SECRETS_ENV = ("MARKET_AMQP_URL", "MARKET_SERVICE_PASSWORD", "MARKET_DB_URL", "MARKET_WEB_SECRET")

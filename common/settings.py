@@ -98,6 +98,16 @@ class Settings:
     ingest_batch: int = 1000
     #: MARKET_PREFETCH: unacked deliveries the ledger may hold per queue (>= ingest batch)
     prefetch: int = 2000
+    #: MARKET_QUERY_PREFETCH: questions the query agent holds unanswered at once
+    #: (small: a flood waits in ledger.queries, not in the agent's memory)
+    query_prefetch: int = 32
+    #: MARKET_QUERY_RATE: questions per second one account may ask (a token bucket)
+    query_rate: float = 20.0
+    #: MARKET_QUERY_BURST: questions one account may ask at once before the rate applies
+    query_burst: int = 40
+    #: MARKET_LEDGER_ANSWERS_QUERIES: 1 lets the ledger agent answer ledger.queries
+    #: itself (for a ledger run alone, as in its own tests); `up` runs the query agent
+    ledger_answers_queries: bool = False
     #: MARKET_DELIVERY_LIMIT: deliveries of one message to ledger.inbox or ledger.leases before
     #: the broker dead-letters it (a poison message that crashes the agent)
     delivery_limit: int = 5
@@ -209,6 +219,10 @@ class Settings:
             log_level=(env.get("MARKET_LOG_LEVEL") or d.log_level).lower(),
             ingest_batch=_env_int(env, "MARKET_INGEST_BATCH", d.ingest_batch),
             prefetch=_env_int(env, "MARKET_PREFETCH", d.prefetch),
+            query_prefetch=_env_int(env, "MARKET_QUERY_PREFETCH", d.query_prefetch),
+            query_rate=_env_float(env, "MARKET_QUERY_RATE", d.query_rate),
+            query_burst=_env_int(env, "MARKET_QUERY_BURST", d.query_burst),
+            ledger_answers_queries=env.get("MARKET_LEDGER_ANSWERS_QUERIES", "") in ("1", "true", "yes"),
             delivery_limit=_env_int(env, "MARKET_DELIVERY_LIMIT", d.delivery_limit),
             dlq_max_length=_env_int(env, "MARKET_DLQ_MAX_LENGTH", d.dlq_max_length),
             dlq_ttl_seconds=_env_int(env, "MARKET_DLQ_TTL_SECONDS", d.dlq_ttl_seconds),
@@ -248,6 +262,8 @@ class Settings:
             raise SettingsError("MARKET_PREFETCH must be at least MARKET_INGEST_BATCH")
         # refuse a malformed amount now, not at the first sign-up or submission
         settings.welcome_micro_credits
+        if settings.query_prefetch < 1 or settings.query_rate <= 0 or settings.query_burst < 1:
+            raise SettingsError("MARKET_QUERY_PREFETCH, MARKET_QUERY_RATE and MARKET_QUERY_BURST must be positive")
         if settings.request_attempts < 1:
             raise SettingsError("MARKET_REQUEST_ATTEMPTS must be at least 1")
         if settings.max_price_micro <= 0:

@@ -67,6 +67,10 @@ OPERATOR_ACTOR = "operator"
 GATEKEEPER_ACTOR = "gatekeeper"
 #: the portal, which acts for logged-in members
 PORTAL_ACTOR = "portal"
+#: the query agent, which answers ledger.queries off the writer's path
+QUERY_ACTOR = "queries"
+#: who may answer a question (the ledger too, when it runs alone)
+ANSWERERS = frozenset({LEDGER_ACTOR, QUERY_ACTOR})
 
 #: the requests a member's own key may publish (the broker's topic permissions say so too)
 MEMBER_REQUEST_TYPES: tuple[str, ...] = (

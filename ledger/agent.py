@@ -40,6 +40,7 @@ from contracts.envelope import Codec, utc_now_iso
 from contracts.lease import encode_lease_message
 from contracts.errors import ContractError
 from ledger.answering import answer_query
+from contracts.paging import Cursors
 from ledger.blob_cache import BlobCache
 from ledger.errors import TransientStoreError, WriterLockLost
 from ledger.fold import due_expiries
@@ -78,6 +79,8 @@ class LedgerAgent:
         self._db = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-db")
         # queries read committed projections on their own threads, never waiting for a batch
         self._reads = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ledger-read")
+        #: seals the query pages' cursors (made at the first question: most ledgers answer none)
+        self._cursors = None
         self.state = None
         #: False once a write failed: the state may hold folds that were never
         #: committed, and is reloaded before anything is folded into it again
@@ -195,9 +198,11 @@ class LedgerAgent:
             channel = await self._channel(connection, on_close)
             await channel.declare_queue(name, passive=True)  # a missing queue is a clear error here
             await consume(channel, name, arrived.appender(waiting))
-        queries_channel = await self._channel(connection, on_close)
-        queries = await queries_channel.declare_queue(LEDGER_QUERIES, passive=True)
-        await queries.consume(lambda message: self._answer(message, publisher), no_ack=False)
+        if self.settings.ledger_answers_queries:
+            # a ledger run alone (its own tests); `up` runs the query agent instead
+            queries_channel = await self._channel(connection, on_close)
+            queries = await queries_channel.declare_queue(LEDGER_QUERIES, passive=True)
+            await queries.consume(lambda message: self._answer(message, publisher), no_ack=False)
         idle = asyncio.Event()
         # after a reconnect the workers, who lost the broker too, are still coming
         # back with reports made in time: no lease expires before they could
@@ -375,7 +380,9 @@ class LedgerAgent:
     # ---- the query side -----------------------------------------------------
 
     async def _answer(self, message, publisher: Publisher) -> None:
-        await answer_query(message, publisher, self.store.engine, self._reads)
+        if self._cursors is None:
+            self._cursors = Cursors.from_settings(self.settings)
+        await answer_query(message, publisher, self.store.engine, self._reads, self._cursors)
 
     # ---- the deadline sweeper -------------------------------------------------
 

@@ -3,30 +3,45 @@ answered from committed projections on the asker's direct reply-to."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
+import structlog
 
 from broker_setup.amqp import Publisher
 from contracts.routing import LEDGER_ACTOR
+from contracts.paging import Cursors
 from ledger.queries import answer
+from ledger.query_limits import QueryRateLimit
+
+log = structlog.get_logger("queries")
 
 
-async def answer_query(message, publisher: Publisher, engine, reads) -> None:
+async def answer_query(message, publisher: Publisher, engine, reads, cursors: Cursors, *,
+                       as_user: str = LEDGER_ACTOR, limit: QueryRateLimit | None = None) -> None:
     """Answer one question (an aio-pika message) on the ``reads`` executor,
-    never waiting for the writer's thread."""
+    never waiting for the writer's thread; replies as broker user ``as_user``.
+    An asker over ``limit`` is refused before anything is read."""
     async with message.process(requeue=False):
-        try:
-            asked = orjson.loads(message.body)
-            name, args = asked["query"], asked.get("args") or {}
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            reply = {"ok": False, "error": 'a query is {"query": NAME, "args": {...}}'}
-        else:
-            if not message.user_id:
-                reply = {"ok": False, "error": "a query needs the asker's user_id"}
-            else:
-                reply = await asyncio.get_running_loop().run_in_executor(
-                    reads, answer, engine, message.user_id, name, args)
+        reply = await _reply(message, engine, reads, cursors, limit)
         if message.reply_to:
-            await publisher.publish(orjson.dumps(reply), message.reply_to, user_id=LEDGER_ACTOR,
+            await publisher.publish(orjson.dumps(reply), message.reply_to, user_id=as_user,
                                     message_id=message.message_id or "", correlation_id=message.correlation_id,
                                     exchange="", mandatory=False)
+
+
+async def _reply(message, engine, reads, cursors: Cursors, limit: QueryRateLimit | None) -> dict:
+    try:
+        asked = orjson.loads(message.body)
+        name, args = asked["query"], asked.get("args") or {}
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return {"ok": False, "error": 'a query is {"query": NAME, "args": {...}}'}
+    if not message.user_id:
+        return {"ok": False, "error": "a query needs the asker's user_id"}
+    if limit is not None:
+        wait = limit.take(message.user_id, time.monotonic())
+        if wait:
+            log.info("queries.refused", account=message.user_id, query=name, retry_in=round(wait, 3))
+            return {"ok": False, "error": limit.refusal(wait), "retry_in": round(wait, 3)}
+    return await asyncio.get_running_loop().run_in_executor(reads, answer, engine, message.user_id, name, args,
+                                                                 cursors)

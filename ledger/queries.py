@@ -12,16 +12,15 @@ import secrets
 from typing import Callable
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
 from common.errors import MarketError
 from contracts.envelope import utc_now_iso
 from contracts.routing import GATEKEEPER_ACTOR, OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
 from ledger import tables
 from ledger.money import PAID_OUTCOMES, output_shown
+from contracts.paging import Cursors, Page, PagingError, cut
 from ledger.report import KEY_BYTES, build_report, worker_state
-from ledger.snapshots import latest_time, statements
-from ledger.statements import StatementError, check_not_future, parse_month
 
 
 class QueryError(MarketError):
@@ -30,27 +29,40 @@ class QueryError(MarketError):
 
 Query = Callable[..., object]
 QUERIES: dict[str, Query] = {}
+#: the queries that answer one page at a time: fn(conn, actor, page, **args) -> (data, next sort key)
+PAGED: set[str] = set()
 
 
-def query(name: str):
+def query(name: str, paged: bool = False):
     def register(fn: Query) -> Query:
         QUERIES[name] = fn
+        if paged:
+            PAGED.add(name)
         return fn
 
     return register
 
 
-def answer(engine, actor: str, name: str, args: dict) -> dict:
-    """Run query ``name`` for ``actor``; returns ``{"ok": True, "data": ...}`` or ``{"ok": False, "error": ...}``."""
+def answer(engine, actor: str, name: str, args: dict, cursors: Cursors | None = None) -> dict:
+    """Run query ``name`` for ``actor``; returns ``{"ok": True, "data": ...}``
+    (and ``"next"``, a cursor or None, for a paged query) or ``{"ok": False, "error": ...}``.
+    ``cursors`` seals the paged queries' cursors (the query side's key)."""
     fn = QUERIES.get(name)
     if fn is None:
         return {"ok": False, "error": f"unknown query {name!r} (known: {', '.join(sorted(QUERIES))})"}
     if not isinstance(args, dict):
         return {"ok": False, "error": "args must be an object"}
+    cursors = cursors or Cursors(b"")
     try:
+        if name not in PAGED:
+            with engine.connect() as conn:
+                return {"ok": True, "data": fn(conn, actor, **args)}
+        args = dict(args)
+        page = cursors.page(args.pop("limit", None), args.pop("after", None))
         with engine.connect() as conn:
-            return {"ok": True, "data": fn(conn, actor, **args)}
-    except QueryError as e:
+            data, next_key = fn(conn, actor, page, **args)
+        return {"ok": True, "data": data, "next": None if next_key is None else cursors.seal(next_key)}
+    except (QueryError, PagingError) as e:
         return {"ok": False, "error": str(e)}
     except TypeError as e:
         return {"ok": False, "error": f"bad arguments for {name}: {e}"}
@@ -105,21 +117,27 @@ def _owned_job(conn, actor: str, job_id) -> object:
     return row
 
 
-@query("jobs")
-def jobs(conn, actor: str, status: str | None = None) -> list[dict]:
-    """The asker's own jobs, newest first; a running job's current lease with its times."""
+@query("jobs", paged=True)
+def jobs(conn, actor: str, page: Page, status: str | None = None) -> tuple[list[dict], tuple | None]:
+    """A page of the asker's own jobs, newest first; a running job's current
+    lease with its times. Walks ix_jobs_owner_submitted (owner, submitted_at, job_id)."""
+    j = tables.jobs.c
     current = tables.leases.alias("current")
     stmt = (select(tables.jobs, current.c.granted_at.label("lease_granted_at"),
                    current.c.deadline.label("lease_deadline"))
-            .outerjoin(current, current.c.lease_id == tables.jobs.c.lease_id)
-            .where(tables.jobs.c.owner == actor))
+            .outerjoin(current, current.c.lease_id == j.lease_id)
+            .where(j.owner == actor))
     if status:
-        stmt = stmt.where(tables.jobs.c.status == status)
-    rows = conn.execute(stmt.order_by(tables.jobs.c.submitted_at.desc(), tables.jobs.c.job_id)).all()
+        stmt = stmt.where(j.status == status)
+    if page.after:
+        submitted_at, job_id = page.after
+        stmt = stmt.where(or_(j.submitted_at < submitted_at, and_(j.submitted_at == submitted_at, j.job_id < job_id)))
+    rows = conn.execute(stmt.order_by(j.submitted_at.desc(), j.job_id.desc()).limit(page.limit + 1)).all()
+    rows, next_key = cut(rows, page, lambda r: (r.submitted_at, r.job_id))
     network_workers = _network_workers(conn, rows)
     shown = [dict(_job_row(r, network_workers), lease_granted_at=r.lease_granted_at, lease_deadline=r.lease_deadline)
              for r in rows]
-    return _replica_progress(conn, shown)
+    return _replica_progress(conn, shown), next_key
 
 
 def _replica_progress(conn, shown: list[dict]) -> list[dict]:
@@ -160,7 +178,8 @@ def job(conn, actor: str, job_id: str) -> dict:
 def job_histories(conn, actor: str, last: int = 20) -> list[dict]:
     """The asker's ``last`` newest jobs, each as the ``job`` query gives it, in two reads."""
     rows = conn.execute(select(tables.jobs).where(tables.jobs.c.owner == actor)
-                        .order_by(tables.jobs.c.submitted_at.desc(), tables.jobs.c.job_id)
+                        # the jobs page's order, on its index
+                        .order_by(tables.jobs.c.submitted_at.desc(), tables.jobs.c.job_id.desc())
                         .limit(max(1, min(int(last), 100)))).all()
     leases: dict[str, list] = {r.job_id: [] for r in rows}
     for lease in conn.execute(select(tables.leases).where(tables.leases.c.job_id.in_(list(leases)))
@@ -244,24 +263,30 @@ def result(conn, actor: str, job_id: str) -> dict:
 SEES_WORKER_IDS = frozenset({OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR})
 
 
-@query("workers")
-def workers(conn, actor: str, mine: bool = False) -> list[dict]:
-    """Every worker (``mine``: the asker's only) with its measured speed.
+@query("workers", paged=True)
+def workers(conn, actor: str, page: Page, mine: bool = False) -> tuple[list[dict], tuple | None]:
+    """A page of every worker (``mine``: the asker's only) with its measured speed.
 
     A member sees their own workers by id, name and owner; another member's
     only as a speed, a state and the minute it was measured (no id, and no
-    exact time, which would join a row to the report's pseudonyms)."""
-    busy = set(conn.execute(select(tables.leases.c.worker_id).where(tables.leases.c.outcome == "open")
-                            .distinct()).scalars())
-    stmt = select(tables.workers).order_by(tables.workers.c.worker_id)
+    exact time, which would join a row to the report's pseudonyms). Pages
+    go in worker id order (the cursor is sealed: it shows no id)."""
+    w = tables.workers.c
+    stmt = select(tables.workers).order_by(w.worker_id)
     if mine:
-        stmt = stmt.where(tables.workers.c.owner == actor)
-    rows = conn.execute(stmt).all()
+        stmt = stmt.where(w.owner == actor)
+    if page.after:
+        stmt = stmt.where(w.worker_id > page.after[0])
+    rows, next_key = cut(conn.execute(stmt.limit(page.limit + 1)).all(), page, lambda r: (r.worker_id,))
+    # the open leases of this page's workers only (ix_leases_worker_id)
+    busy = set(conn.execute(select(tables.leases.c.worker_id).where(
+        tables.leases.c.worker_id.in_([r.worker_id for r in rows]), tables.leases.c.outcome == "open")
+        .distinct()).scalars())
     everything = actor in SEES_WORKER_IDS
     shown = [_worker_row(r, r.worker_id in busy, everything or r.owner == actor) for r in rows]
     # others' workers by speed, never in id order (that order would hint at the ids)
     return sorted(shown, key=lambda w: (w["worker_id"] is None, w["worker_id"] or "", -(w["speed"] or 0),
-                                        w["speed_measured_at"] or ""))
+                                        w["speed_measured_at"] or "")), next_key
 
 
 def _worker_row(r, busy: bool, known: bool) -> dict:
@@ -339,42 +364,5 @@ def report(conn, actor: str) -> str:
     return xml.decode("utf-8")
 
 
-# ---- money: statements ------------------------------------------------------------
-
-@query("statement")
-def statement(conn, actor: str, month: str, account: str | None = None, all_accounts: bool = False) -> dict:
-    """The monthly statements (``ledger.statements``) of the asker's own
-    account, or of ``account`` or of every account (``all_accounts``) for the operator."""
-    _one_snapshot(conn)
-    try:
-        month = parse_month(month)
-        # the ledger's clock may run ahead of this machine's (tests shift it): the later of the two
-        check_not_future(month, max(utc_now_iso(), latest_time(conn) or ""))
-    except StatementError as e:
-        raise QueryError(str(e)) from e
-    if all_accounts or (account is None and actor == OPERATOR_ACTOR):
-        if actor != OPERATOR_ACTOR:
-            raise QueryError("only the operator may read every account's statement")
-        return _with_holds(conn, month, statements(conn, month))
-    name = account or actor
-    if name != actor and actor != OPERATOR_ACTOR:
-        raise QueryError("only the operator may read another account's statement")
-    if conn.execute(select(tables.accounts.c.name).where(tables.accounts.c.name == str(name))).first() is None:
-        raise QueryError(f"no account {name}")
-    return _with_holds(conn, month, statements(conn, month, only=[name]))
-
-
-def _with_holds(conn, month: str, answer: dict) -> dict:
-    """The month still open closes at the live balances: its statements also
-    say what running leases hold now and what is available (balance + credit
-    limit - held). A closed month's statement stays the same bytes."""
-    if conn.execute(select(tables.months.c.month).where(tables.months.c.month == month,
-                                                        tables.months.c.last_seq.is_(None))).first() is None:
-        return answer
-    a = tables.accounts.c
-    live = {r.name: r for r in conn.execute(select(a.name, a.balance, a.credit_limit, a.held))}
-    for s in answer["statements"]:
-        row = live.get(s["account"])
-        if row is not None:
-            s["held"], s["available"] = row.held, row.balance + row.credit_limit - row.held
-    return answer
+# the statements' queries register themselves ("statement")
+from ledger import statement_queries  # noqa: E402,F401

@@ -120,6 +120,8 @@ workers = Table(
     Column("mismatches", Integer, nullable=False, server_default="0"),
 )
 
+Index("ix_workers_owner", workers.c.owner, workers.c.worker_id)
+
 jobs = Table(
     "jobs",
     metadata,
@@ -158,7 +160,8 @@ jobs = Table(
     Column("escrow_leases", Text, nullable=False, server_default=""),
     Column("settled", String(8), nullable=False, server_default=""),
 )
-Index("ix_jobs_owner", jobs.c.owner)
+# a member's jobs page walks it, newest first (ledger.queries.jobs)
+Index("ix_jobs_owner_submitted", jobs.c.owner, jobs.c.submitted_at, jobs.c.job_id)
 Index("ix_jobs_status", jobs.c.status)
 
 #: every dispatch: the checkpoint history (who held which state, checked out/in)

@@ -35,7 +35,12 @@ TEST_ENVIRONMENT = {
     # the address the network-namespace test's worker reaches the broker at (tests/security)
     "MARKET_TLS_HOSTS": "10.231.7.1",
     "MARKET_NODE_NAME": "markettest@localhost",
+    # most tests start a ledger alone: let it answer the questions the query agent
+    # answers under `up` (tests/e2e's start_market runs the query agent itself)
+    "MARKET_LEDGER_ANSWERS_QUERIES": "1",
 }
+# the ledger processes tests start inherit this environment
+os.environ.setdefault("MARKET_LEDGER_ANSWERS_QUERIES", "1")
 
 
 def settings_for_tests(home, environ=os.environ) -> Settings:

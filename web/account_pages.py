@@ -21,6 +21,7 @@ from contracts.envelope import utc_now_iso
 from contracts.identity import key_hash, new_secret, worker_principal
 from ledger.report import schema_text
 from ledger.statements import render as render_statement
+from contracts.paging import MAX_LIMIT
 from web.market import NotAnswered
 from web.render import checked_form, flash, render, require_member
 
@@ -93,10 +94,11 @@ async def revoke_worker(request):
 
 # ---- statements ---------------------------------------------------------------------
 
-async def _statement(request, account: str, month: str) -> dict:
+async def _statement(request, account: str, month: str, after: str | None = None, limit: int | None = None):
+    """A page of the member's statement lines: (answer, the next page's cursor or None)."""
     # the statement query parses the month and refuses a future one itself, by the ledger's clock
     try:
-        return await request.app.state.market.ask(account, "statement", month=month)
+        return await request.app.state.market.ask_page(account, "statement", month=month, after=after, limit=limit)
     except NotAnswered as e:
         raise HTTPException(400, str(e)) from e
 
@@ -104,14 +106,19 @@ async def _statement(request, account: str, month: str) -> dict:
 async def statements_page(request):
     account = await require_member(request)
     month = request.query_params.get("month") or utc_now_iso()[:7]
-    answer = await _statement(request, account, month)
-    return render(request, "statements.html", {"month": answer["month"], "answer": answer,
+    answer, after = await _statement(request, account, month, request.query_params.get("after") or None)
+    return render(request, "statements.html", {"month": answer["month"], "answer": answer, "next": after,
                                                "statement": answer["statements"][0] if answer["statements"] else None})
 
 
 async def statement_csv(request):
     account = await require_member(request)
-    answer = await _statement(request, account, request.query_params.get("month") or utc_now_iso()[:7])
+    month = request.query_params.get("month") or utc_now_iso()[:7]
+    # the download is the whole month: every page of lines, the largest pages there are
+    answer, after = await _statement(request, account, month, limit=MAX_LIMIT)
+    while after:
+        more, after = await _statement(request, account, month, after, limit=MAX_LIMIT)
+        answer["statements"][0]["lines"].extend(more["statements"][0]["lines"])
     return Response(render_statement(answer, "csv"), media_type="text/csv", headers={
         "Content-Disposition": f'attachment; filename="statement-{account}-{answer["month"]}.csv"'})
 

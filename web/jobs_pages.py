@@ -170,16 +170,26 @@ async def submit_prebuilt(request):
 
 # ---- watching ---------------------------------------------------------------------
 
-async def jobs_page(request):
+async def _jobs_page(request) -> tuple[list, str | None]:
+    """The page of the member's jobs the request names (``?after=CURSOR``)."""
     account = await require_member(request)
-    jobs = await request.app.state.market.ask(account, "jobs")
+    try:
+        return await request.app.state.market.ask_page(account, "jobs",
+                                                       after=request.query_params.get("after") or None)
+    except NotAnswered as e:
+        raise HTTPException(400, str(e)) from e
+
+
+async def jobs_page(request):
+    jobs, after = await _jobs_page(request)
     now = utc_now_iso()
-    return render(request, "jobs.html", {"jobs": [_progress(j, now) | {"name": j["name"]} for j in jobs]})
+    return render(request, "jobs.html", {"jobs": [_progress(j, now) | {"name": j["name"]} for j in jobs],
+                                         "next": after})
 
 
 async def jobs_json(request):
-    account = await require_member(request)
-    jobs = await request.app.state.market.ask(account, "jobs")
+    # the page's 2 s poll: the one page it shows, never every job
+    jobs, _ = await _jobs_page(request)
     now = utc_now_iso()
     return JSONResponse([_progress(j, now) for j in jobs])
 

@@ -20,6 +20,7 @@ from broker_setup.rpc import Requester, check_reply
 from common.errors import MarketError
 from contracts.envelope import Codec
 from contracts.routing import routing_key
+from contracts.paging import Cursors
 from ledger import queries
 
 log = structlog.get_logger("portal")
@@ -46,6 +47,8 @@ class Market:
         self.settings = settings
         self.engine = engine
         self._codec = Codec.from_settings(settings)
+        #: seals the pages' cursors, as the query agent does (same MARKET_HOME secret)
+        self._cursors = None
         self._connection = None
         self._requester: Requester | None = None
         self._lost = asyncio.Event()
@@ -128,8 +131,19 @@ class Market:
         return check_reply(reply)
 
     async def ask(self, account: str, query: str, **args):
-        """Answer ``query`` for ``account`` from the projections, or raise NotAnswered."""
-        answer = await run_in_threadpool(queries.answer, self.engine, account, query, args)
+        """Answer ``query`` for ``account`` from the projections, or raise NotAnswered
+        (a paged query: its first page, or the page ``args`` name)."""
+        return (await self._answer(account, query, args))["data"]
+
+    async def ask_page(self, account: str, query: str, **args) -> tuple[object, str | None]:
+        """A page of paged ``query`` for ``account``: (data, the next page's cursor or None)."""
+        answer = await self._answer(account, query, args)
+        return answer["data"], answer["next"]
+
+    async def _answer(self, account: str, query: str, args: dict) -> dict:
+        if self._cursors is None:
+            self._cursors = Cursors.from_settings(self.settings)
+        answer = await run_in_threadpool(queries.answer, self.engine, account, query, args, self._cursors)
         if not answer["ok"]:
             raise NotAnswered(answer["error"])
-        return answer["data"]
+        return answer

@@ -21,12 +21,12 @@ from sqlalchemy import delete, insert, select, update
 from common.errors import MarketError
 from contracts.envelope import format_time
 from contracts.events import NAME_PATTERN
-from contracts.routing import LEDGER_ACTOR, OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
+from contracts.routing import LEDGER_ACTOR, OPERATOR_ACTOR, QUERY_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
 from ledger import tables
 from ledger.money import SYSTEM_ACCOUNTS
 
 #: names a member may not take: the market's own actors and accounts
-RESERVED_NAMES = frozenset({LEDGER_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR, OPERATOR_ACTOR, "portal", "gatekeeper", "admin",
+RESERVED_NAMES = frozenset({LEDGER_ACTOR, QUERY_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR, OPERATOR_ACTOR, "portal", "gatekeeper", "admin",
                             *SYSTEM_ACCOUNTS})
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024

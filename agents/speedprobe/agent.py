@@ -136,7 +136,8 @@ class SpeedProbe:
             await self._probe(worker_id, publisher)
 
     async def _probe_stale(self, requester: Requester, publisher: Publisher) -> None:
-        workers = await requester.ask("workers", user_id=SPEEDPROBE_ACTOR, timeout=self.settings.reply_timeout)
+        workers = await requester.ask_every_page("workers", user_id=SPEEDPROBE_ACTOR,
+                                                 timeout=self.settings.reply_timeout)
         now, wall = time.monotonic(), parse_time(utc_now_iso())
         for worker in workers:
             if worker["state"] == "retired":

@@ -193,18 +193,20 @@ class Market:
 
 
 def start_market(settings, tmp_path: Path, scheduler_env: dict | None = None, db_url: str | None = None,
-                 **ledger_env) -> Market:
-    """A fresh ledger (with ``ledger_env`` in its environment) and a scheduler
-    (with ``scheduler_env``), consuming, with alice (who has 1,000 credits to
+                 query_env: dict | None = None, **ledger_env) -> Market:
+    """A fresh ledger (with ``ledger_env`` in its environment), a query agent
+    (with ``query_env``) and a scheduler (with ``scheduler_env``), consuming, with alice (who has 1,000 credits to
     pay for her jobs) and bob. The ledger is a fresh SQLite file unless
     ``db_url`` names an empty database."""
     db_url = db_url or f"sqlite:///{tmp_path / 'ledger.db'}"
     upgrade(db_url)
     running = Market(settings, db_url, tmp_path)
-    running.start_agent("ledger", "ledger.agent", **ledger_env)
+    # queries go to the query agent, off the writer's path, as under `marketctl up`
+    running.start_agent("ledger", "ledger.agent", **{"MARKET_LEDGER_ANSWERS_QUERIES": "0", **ledger_env})
+    running.start_agent("queries", "ledger.query_agent", **(query_env or {}))
     running.start_agent("scheduler", "agents.scheduler.agent", **(scheduler_env or {}))
     running.start_agent("gatekeeper", "agents.gatekeeper.agent")
-    wait_for(lambda: _consumers(settings), 30, "the ledger, scheduler and gatekeeper to consume")
+    wait_for(lambda: _consumers(settings), 30, "the ledger, query agent, scheduler and gatekeeper to consume")
     running.open_account("alice")
     running.open_account("bob")
     # an owner who cannot pay has her jobs held: alice can
@@ -222,9 +224,9 @@ def market(clean_queues, tmp_path):
 
 
 def _consumers(settings) -> bool:
-    from broker_setup.topology import GATEKEEPER_INBOX, LEDGER_INBOX, SCHEDULER_READY
+    from broker_setup.topology import GATEKEEPER_INBOX, LEDGER_INBOX, LEDGER_QUERIES, SCHEDULER_READY
 
-    found = depths(settings, [LEDGER_INBOX, SCHEDULER_READY, GATEKEEPER_INBOX])
+    found = depths(settings, [LEDGER_INBOX, SCHEDULER_READY, GATEKEEPER_INBOX, LEDGER_QUERIES])
     return all(found[q] and found[q][1] >= 1 for q in found)
 
 

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from sqlalchemy import select
 
+from contracts.paging import Cursors
 from ledger import tables
 from tests.ledger.harness import wait_for
 from tests.web.conftest import PASSWORD, Member, csrf_of
@@ -360,6 +361,18 @@ def test_a_second_member_cannot_see_or_change_the_first_members_things(portal, a
     eve_feed = eve.http.get("/dashboard").text.split('id="feed">', 1)[1].split("<", 1)[0]
     signature = eve_feed.rsplit("/", 1)[1]
     assert portal.client().get(f"/feed/{alice.account}/{signature}").status_code == 404
+
+
+def test_the_jobs_and_statement_pages_are_one_page_and_refuse_a_forged_cursor(portal, alice, alices_job):
+    # Given alice's one job: one page, no "More" link
+    jobs = alice.http.get("/jobs")
+    assert jobs.status_code == 200 and alices_job in jobs.text and 'id="more"' not in jobs.text
+    # When she hands the pages a cursor the market did not make
+    forged = Cursors(b"not the market's key").seal(("9999-12-31T00:00:00Z", "job-zzz"))
+    for path in (f"/jobs?after={forged}", f"/jobs.json?after={forged}", f"/statements?after={forged}"):
+        page = alice.http.get(path)
+        # Then each is refused with the reason, nothing listed
+        assert page.status_code == 400 and "first page again" in page.text and alices_job not in page.text, path
 
 
 def test_a_jobs_page_shows_what_each_lease_printed(portal, alice):

@@ -5,7 +5,8 @@
   var table = document.getElementById("jobs");
   if (!table) return;
   function refresh() {
-    fetch("/jobs.json", {credentials: "same-origin"}).then(function (response) {
+    // the page shown (?after=...), one page only
+    fetch("/jobs.json" + window.location.search, {credentials: "same-origin"}).then(function (response) {
       if (!response.ok) throw new Error(response.status);
       return response.json();
     }).then(function (jobs) {

@@ -1,0 +1,98 @@
+"""The query agent: answers ``ledger.queries`` off the writer's path.
+
+A process of its own (``python -m ledger.query_agent``), connected as the
+``queries`` broker user, reading the ledger's database through a read-only
+engine. Its prefetch (MARKET_QUERY_PREFETCH) is small, so a flood of
+questions waits in the queue, and each account's questions pass a token
+bucket (MARKET_QUERY_RATE, MARKET_QUERY_BURST) before anything is read.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+import structlog
+from sqlalchemy import event
+
+from broker_setup.amqp import Publisher, run_sessions
+from broker_setup.topology import LEDGER_QUERIES
+from common.agent_main import run_agent
+from common.waits import first_of
+from contracts.routing import QUERY_ACTOR
+from ledger.answering import answer_query
+from contracts.paging import Cursors
+from ledger.query_limits import QueryRateLimit
+
+log = structlog.get_logger("queries")
+
+#: threads reading the database at once: the writer keeps the rest of the machine
+READ_THREADS = 2
+
+
+def read_only_engine(db_url: str):
+    """An engine on the ledger's database whose every connection refuses writes."""
+    from ledger.migrate import make_engine
+
+    engine = make_engine(db_url)
+
+    @event.listens_for(engine, "connect")
+    def read_only(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            if engine.dialect.name == "sqlite":
+                cursor.execute("PRAGMA query_only=ON")
+            else:
+                cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        finally:
+            cursor.close()
+        if engine.dialect.name != "sqlite":
+            dbapi_connection.commit()
+
+    return engine
+
+
+class QueryAgent:
+    """Answers questions until stopped; owns its read-only engine."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.engine = read_only_engine(settings.db_url)
+        self.limit = QueryRateLimit(settings.query_rate, settings.query_burst)
+        self.cursors = Cursors.from_settings(settings)
+        self._reads = concurrent.futures.ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="query-read")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await run_sessions(self.settings, QUERY_ACTOR, lambda connection: self._session(connection, stop), stop,
+                               log_as="queries")
+        finally:
+            self._reads.shutdown(wait=True)
+            self.engine.dispose()
+
+    async def _session(self, connection, stop: asyncio.Event) -> None:
+        publisher = await Publisher(connection).open()
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self.settings.query_prefetch)
+        queue = await channel.declare_queue(LEDGER_QUERIES, passive=True)
+        closed = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: closed.set())
+        await queue.consume(lambda message: answer_query(message, publisher, self.engine, self._reads, self.cursors,
+                                                         as_user=QUERY_ACTOR, limit=self.limit), no_ack=False)
+        log.info("queries.consuming", prefetch=self.settings.query_prefetch, rate=self.settings.query_rate,
+                 burst=self.settings.query_burst)
+        await first_of(stop.wait(), closed.wait())
+        if closed.is_set() and not stop.is_set():
+            raise ConnectionError("the broker closed the connection")
+
+
+async def serve(settings, stop: asyncio.Event) -> None:
+    """Run the query agent until ``stop`` is set."""
+    await QueryAgent(settings).run(stop)
+
+
+def main() -> None:
+    run_agent(serve)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The per-account query rate limit, as pure logic with a given clock."""
+from ledger.query_limits import QueryRateLimit
+
+
+def test_a_burst_is_answered_then_the_rate_applies():
+    # Given a limit of 10/s with a burst of 5
+    limit = QueryRateLimit(rate=10, burst=5)
+    # When alice asks 6 questions at once
+    waits = [limit.take("alice", now=100.0) for _ in range(6)]
+    # Then the first 5 pass and the sixth waits a tenth of a second
+    assert waits[:5] == [0.0] * 5
+    assert abs(waits[5] - 0.1) < 1e-9
+    # and a tenth of a second later she may ask one more, not two
+    assert limit.take("alice", now=100.1) == 0.0
+    assert limit.take("alice", now=100.1) > 0
+
+
+def test_one_accounts_flood_does_not_limit_another():
+    limit = QueryRateLimit(rate=1, burst=2)
+    for _ in range(50):
+        limit.take("mallory", now=5.0)
+    assert limit.take("mallory", now=5.0) > 0
+    assert limit.take("alice", now=5.0) == 0.0
+
+
+def test_the_refusal_says_the_rate_and_when_to_retry():
+    limit = QueryRateLimit(rate=20, burst=1)
+    limit.take("alice", now=0.0)
+    wait = limit.take("alice", now=0.0)
+    assert limit.refusal(wait) == "too many queries: 20/s allowed, retry in 0.05 s"
+
+
+def test_idle_buckets_refill_up_to_the_burst_only():
+    limit = QueryRateLimit(rate=100, burst=3)
+    limit.take("alice", now=0.0)
+    # after an hour idle she has the burst again, not 360,000 questions
+    waits = [limit.take("alice", now=3600.0) for _ in range(4)]
+    assert waits[:3] == [0.0] * 3 and waits[3] > 0
