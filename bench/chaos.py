@@ -38,7 +38,7 @@ JOB = f"{ROOT}/bench/chaos_job.py:summed"
 #: distinct answers the jobs cycle through (each is built once: building runs the sandbox)
 VARIANTS = 10
 #: steps of each job (a safe point after each), numbers summed per step, seconds per step
-STEPS, CHUNK, STEP_DELAY = 12, 1000, 0.5
+STEPS, CHUNK, STEP_DELAY = 16, 1000, 0.5
 #: credits per hour the buyer bids
 PRICE = "5"
 #: share of the run during which jobs are submitted
@@ -125,7 +125,7 @@ def run_faults(market: ChaosMarket, schedule, started: float, clock) -> list[dic
             detail, error = chaos_faults.FAULTS[name](market), None
         except Exception as e:  # noqa: BLE001 - a fault that could not be done is reported, not hidden
             detail, error = {}, f"{type(e).__name__}: {e}"
-        done.append({"fault": name, "at": stamp, "t_s": round(began - started, 1),
+        done.append({"fault": name, "at": stamp, "ended": clock(), "t_s": round(began - started, 1),
                      "took_s": round(time.monotonic() - began, 1), "detail": detail, "error": error})
     return done
 

@@ -72,15 +72,19 @@ def count_payments(events: list[Event]) -> dict:
 
 
 def recovery_seconds(events: list[Event], faults: list[dict]) -> list[dict]:
-    """Each fault (``{"fault", "at"}`` in ledger time text) with the seconds
-    to the next progress the ledger recorded after it (None: none came)."""
+    """Each fault (``{"fault", "at", "ended"}`` in ledger time text) with the
+    seconds from its start to the next progress the ledger recorded
+    (``recovered_after_s``), and from its end (``back_after_end_s``: a fault
+    that takes a while, a broker restart, lets work in flight commit while it
+    begins); None: no progress came."""
     progress = sorted(e.recorded_at for e in events if e.type in PROGRESS and not e.payload.get("probe"))
-    timed = []
-    for fault in faults:
-        after = next((at for at in progress if at > fault["at"]), None)
-        seconds = None if after is None else round((_parse(after) - _parse(fault["at"])).total_seconds(), 3)
-        timed.append({**fault, "recovered_after_s": seconds})
-    return timed
+    return [{**fault, "recovered_after_s": _to_next(progress, fault["at"]),
+             "back_after_end_s": _to_next(progress, fault.get("ended", fault["at"]))} for fault in faults]
+
+
+def _to_next(progress: list[str], since: str) -> float | None:
+    after = next((at for at in progress if at > since), None)
+    return None if after is None else round((_parse(after) - _parse(since)).total_seconds(), 3)
 
 
 def recovery_summary(timed: list[dict]) -> dict:
@@ -88,11 +92,16 @@ def recovery_summary(timed: list[dict]) -> dict:
     summary = {}
     for kind in dict.fromkeys(f["fault"] for f in timed):
         seconds = [f["recovered_after_s"] for f in timed if f["fault"] == kind]
+        from_end = [f["back_after_end_s"] for f in timed if f["fault"] == kind and f["back_after_end_s"] is not None]
         done = [s for s in seconds if s is not None]
         summary[kind] = {"count": len(seconds), "not_recovered": len(seconds) - len(done),
-                         "p50_s": round(statistics.median(done), 3) if done else None,
-                         "max_s": max(done) if done else None}
+                         "p50_s": _median(done), "max_s": max(done) if done else None,
+                         "p50_from_end_s": _median(from_end), "max_from_end_s": max(from_end) if from_end else None}
     return summary
+
+
+def _median(seconds: list[float]) -> float | None:
+    return round(statistics.median(seconds), 3) if seconds else None
 
 
 def problems(report: dict) -> list[str]:

@@ -55,8 +55,8 @@ def test_recovery_runs_from_the_fault_to_the_next_progress_the_ledger_recorded()
     # Given progress at seconds 3, 10 and 30 (a probe's completion does not count)
     events = [event(1, "checkpoint.committed", 3, lease_id="a"), event(2, "job.completed", 8, probe=True),
               event(3, "job.completed", 10, probe=False), event(4, "checkpoint.committed", 30)]
-    faults = [{"fault": "ledger", "at": at(4)}, {"fault": "ledger", "at": at(20)},
-              {"fault": "pg", "at": at(31)}]
+    faults = [{"fault": "ledger", "at": at(4), "ended": at(4)}, {"fault": "ledger", "at": at(20), "ended": at(25)},
+              {"fault": "pg", "at": at(31), "ended": at(32)}]
 
     # When
     timed = recovery_seconds(events, faults)
@@ -64,8 +64,11 @@ def test_recovery_runs_from_the_fault_to_the_next_progress_the_ledger_recorded()
 
     # Then
     assert [f["recovered_after_s"] for f in timed] == [6.0, 10.0, None]
-    assert summary == {"ledger": {"count": 2, "not_recovered": 0, "p50_s": 8.0, "max_s": 10.0},
-                       "pg": {"count": 1, "not_recovered": 1, "p50_s": None, "max_s": None}}
+    assert [f["back_after_end_s"] for f in timed] == [6.0, 5.0, None]
+    assert summary == {"ledger": {"count": 2, "not_recovered": 0, "p50_s": 8.0, "max_s": 10.0,
+                                  "p50_from_end_s": 5.5, "max_from_end_s": 6.0},
+                       "pg": {"count": 1, "not_recovered": 1, "p50_s": None, "max_s": None,
+                              "p50_from_end_s": None, "max_from_end_s": None}}
 
 
 def test_a_clean_report_has_no_problems_and_each_wrong_count_is_named():
