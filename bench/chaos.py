@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     keeper = None
     try:
         began = time.monotonic()
-        market.up(args.workers)
+        report["up_failures"] = market.up(args.workers)
         report["up_s"] = round(time.monotonic() - began, 1)
         keeper = WorkerKeeper(market)
         keeper.start()
