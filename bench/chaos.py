@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,6 +157,10 @@ def count(market: ChaosMarket, submitter: Submitter, faults: list[dict], poison_
             "poison": {"published": poison_published, "dead_lettered": market.dead_letters()},
             "recovery": chaos_count.recovery_summary([f for f in timed if not f["error"]]),
             "faults": timed, "events": len(events),
+            # the skewed worker (the last) must be among them: its reports are judged in ledger time
+            "completed_by_worker": dict(sorted(Counter(e.payload["worker_id"] for e in events
+                                                       if e.type == "job.completed"
+                                                       and not e.payload.get("probe")).items())),
             "events_by_type": {t: sum(1 for e in events if e.type == t) for t in sorted({e.type for e in events})}}
 
 
