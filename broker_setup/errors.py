@@ -22,3 +22,9 @@ class AccessRefused(BrokerError):
 
 class PublishError(BrokerError):
     """A message was not confirmed: unroutable, nacked, or refused by the broker."""
+
+
+class Nacked(BrokerError):
+    """The broker confirmed it did not take a message (a ``basic.nack``: a
+    queue past its limit, a node restarting). Sending it again, with the same
+    event id, is safe."""

@@ -14,7 +14,7 @@ import aiormq
 import orjson
 from pamqp.commands import Basic
 
-from broker_setup.errors import BrokerError, PublishError
+from broker_setup.errors import BrokerError, Nacked, PublishError
 from common.errors import MarketError
 from contracts.paging import MAX_LIMIT
 from contracts.routing import ANSWERERS, LEDGER_ACTOR
@@ -122,6 +122,9 @@ class Requester:
                                                   properties=properties, mandatory=True)
             except aiormq.exceptions.PublishError as e:
                 raise PublishError(f"{unroutable}: is the topology declared (`marketctl up`)?") from e
+            except aiormq.exceptions.DeliveryError as e:
+                # a nack (returns are PublishError, above): the broker did not take it this time
+                raise Nacked(f"the broker did not take the request (nack): it may be restarting or full") from e
             except aiormq.exceptions.AMQPError as e:
                 raise PublishError(f"the broker refused the message as {properties.user_id!r}: {e}") from e
             try:

@@ -38,7 +38,8 @@ async def requester_as(settings, account: str):
 
 
 def _retryable(error: BaseException) -> bool:
-    """A lost connection or answer may be retried; a refusal by the broker may not."""
+    """A lost connection or answer, or a nack, may be retried (with the same
+    request id); a refusal by the broker may not."""
     if isinstance(error, (AccessRefused, PublishError)):
         return False
     return isinstance(error, (BrokerError, aiormq.exceptions.AMQPConnectionError, OSError))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -102,3 +103,53 @@ def test_marketctl_keeps_one_request_id_across_its_own_retries(ledger):
     with engine.connect() as conn:
         recorded = conn.execute(select(tables.events.c.type).where(tables.events.c.seq > before)).scalars().all()
     assert recorded == ["account.deposited"]
+
+
+def test_marketctl_sends_again_a_request_the_broker_nacked(ledger, management):
+    settings, db_url, engine, agent = ledger
+    # Given ledger.inbox is full (one message, a limit of one) and refuses more: the broker nacks
+    agent.stop()
+    policy = "/policies/%2F/test-inbox-full"
+    management.put(policy, {"pattern": "^ledger\\.inbox$", "apply-to": "queues", "priority": 999,
+                            "definition": {"max-length": 1, "overflow": "reject-publish"}})
+    time.sleep(1)  # the policy reaches the queue
+    _fill_until_nacked(settings, "ledger.inbox")
+    args, env = _command(settings, db_url, ("accounts", "deposit", "alice", "3"),
+                         {"MARKET_REQUEST_ATTEMPTS": "60"})
+    deposit = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # When marketctl has been nacked a few times, and the queue takes messages again
+        time.sleep(4)
+        assert deposit.poll() is None, deposit.communicate()
+        management.delete_if_present("/queues/%2F/ledger.inbox/contents")
+        management.delete_if_present(policy)
+        agent.start()
+        out, err = deposit.communicate(timeout=120)
+    finally:
+        management.delete_if_present(policy)
+        if deposit.poll() is None:
+            deposit.kill()
+    # Then it sent the deposit again, with the same id, and it was applied once
+    assert deposit.returncode == 0, err
+    assert "deposited 3.000000 credits to alice" in out
+    assert balance(engine, "alice") == 3_000_000
+    assert count_events(engine, "account.deposited") == 1
+
+
+def _fill_until_nacked(settings, queue: str) -> None:
+    """Publish with pika, as the operator, until the broker nacks: ``queue`` is full."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for _ in range(20):
+            try:
+                channel.basic_publish("", queue, b"filler", pika.BasicProperties(user_id=settings.service_user))
+            except pika.exceptions.NackError:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{queue} never refused a message: the policy did not apply")
+    finally:
+        connection.close()
