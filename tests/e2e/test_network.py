@@ -118,7 +118,8 @@ def test_a_network_job_runs_only_where_the_owner_allows_network_and_other_jobs_k
     refused = wait_for(lambda: [p for _, p in market.events("lease.refused") if p["job_id"] == wanted], 30,
                        "the ledger to refuse the forged pairing")
     assert refused == [{"job_id": wanted, "worker_id": "w-plain", "job_still_ready": True,
-                        "reason": f"job {wanted} asked for the network and worker w-plain's owner does not allow it"}]
+                        "reason": f"job {wanted} asked for the network and worker w-plain's owner does not allow it",
+                        "worker_still_free": False}]
     assert market.leases(wanted) == [] and market.job(wanted).status == "ready"
     assert not market.events("lease.granted") or all(p["job_id"] != wanted for _, p in market.events("lease.granted"))
 

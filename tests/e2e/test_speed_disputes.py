@@ -55,6 +55,6 @@ def test_a_worker_slower_than_its_probe_is_disputed_probed_again_and_its_speed_d
 
     # and its owner sees the discrepancy in marketctl workers
     capsys.readouterr()
-    assert cmd_workers(market.settings, argparse.Namespace(account="bob", json=False)) == 0
+    assert cmd_workers(market.settings, argparse.Namespace(account="bob", json=False, limit=100, after=None)) == 0
     shown = capsys.readouterr().out
     assert f"speed disputed {measured.disputes} time(s)" in shown and f"probed {dispute['probed']} kops" in shown
