@@ -3,6 +3,7 @@ a worker whose wall clock is off, a ledger stopped past a lease's deadline.
 Real broker, every agent a process, real kills and stops."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -55,10 +56,13 @@ def assert_paid_once_never_expired(market, job_id: str) -> None:
     assert not [p for _, p in market.events("checkpoint.rejected") if p["job_id"] == job_id]
 
 
-def test_a_worker_cut_off_from_the_broker_keeps_its_job_and_resends_its_report(patient_market):
-    market = patient_market
+@contextlib.contextmanager
+def cut_off_mid_lease(market, prefix: str):
+    """A worker on 6 s leases running a checkpointing job, whose key the broker
+    refuses and whose connection it closes for the ``with`` block (so it cannot
+    come straight back); yields (worker_id, job_id, first lease id)."""
     api = ManagementApi.for_settings(market.settings)
-    worker_id = unique("cut")
+    worker_id = unique(prefix)
     user = f"worker:{worker_id}"
     start_worker(market, worker_id, lease_seconds=6)
     # (the management API lists a connection a moment after it opened)
@@ -67,22 +71,28 @@ def test_a_worker_cut_off_from_the_broker_keeps_its_job_and_resends_its_report(p
     job_id = market.submit("alice", "count", "2", {"steps": 200, "delay": 0.05})
     wait_for(lambda: market.job(job_id).status == "leased", 30, "the first lease")
     first_lease = market.job(job_id).lease_id
-    # Given the broker refuses the worker's key for a while (so it cannot come straight back)
     permissions = api.get(f"/permissions/%2F/{api.quote(user)}")
     api.delete(f"/permissions/%2F/{api.quote(user)}")
     try:
-        # When the broker closes the worker's connection mid-lease
         for name in connections:
             api.delete(f"/connections/{api.quote(name)}")
-        wait_for(lambda: not [c for c in api.get("/connections") or [] if c.get("user") == user], 20,
-                 "the worker's connection to be gone")
+        yield worker_id, job_id, first_lease
+    finally:
+        api.put(f"/permissions/%2F/{api.quote(user)}",
+                {k: permissions[k] for k in ("configure", "write", "read")})
+
+
+def test_a_worker_cut_off_from_the_broker_keeps_its_job_and_resends_its_report(patient_market):
+    market = patient_market
+    api = ManagementApi.for_settings(market.settings)
+    # Given the broker refuses the worker's key for a while, and closes its connection mid-lease
+    with cut_off_mid_lease(market, "cut") as (worker_id, job_id, first_lease):
+        wait_for(lambda: not [c for c in api.get("/connections") or [] if c.get("user") == f"worker:{worker_id}"],
+                 20, "the worker's connection to be gone")
         # Then the job keeps running in the sandbox, and its checkpoint waits on disk
         wait_for(lambda: reports_on_disk(market, worker_id), 20, "the checkpoint kept while cut off")
         assert market.job(job_id).status == "leased"
         assert market.processes[worker_id].poll() is None, "the worker died of its broker"
-    finally:
-        api.put(f"/permissions/%2F/{api.quote(user)}",
-                {k: permissions[k] for k in ("configure", "write", "read")})
     # and once the broker takes it back, the report goes out with its event id, and the job finishes
     market.wait_job(job_id, timeout=90)
     assert market.result(job_id) == expected(200)
@@ -95,28 +105,12 @@ def test_a_worker_cut_off_from_the_broker_keeps_its_job_and_resends_its_report(p
 
 def test_a_worker_killed_before_its_report_was_confirmed_sends_it_when_it_starts_again(patient_market):
     market = patient_market
-    api = ManagementApi.for_settings(market.settings)
-    worker_id = unique("reborn")
-    user = f"worker:{worker_id}"
-    start_worker(market, worker_id, lease_seconds=6)
-    connections = wait_for(lambda: [c["name"] for c in api.get("/connections") or [] if c.get("user") == user],
-                           30, "the worker's connection in the management API")
-    job_id = market.submit("alice", "count", "2", {"steps": 200, "delay": 0.05})
-    wait_for(lambda: market.job(job_id).status == "leased", 30, "the first lease")
-    first_lease = market.job(job_id).lease_id
     # Given a worker cut off from the broker, with its checkpoint made and kept on disk
-    permissions = api.get(f"/permissions/%2F/{api.quote(user)}")
-    api.delete(f"/permissions/%2F/{api.quote(user)}")
-    try:
-        for name in connections:
-            api.delete(f"/connections/{api.quote(name)}")
+    with cut_off_mid_lease(market, "reborn") as (worker_id, job_id, first_lease):
         kept = wait_for(lambda: reports_on_disk(market, worker_id), 20, "the checkpoint kept while cut off")
         # When it is killed with -9 before the broker took the report
         market.signal(worker_id, signal.SIGKILL)
         market.processes[worker_id].wait(10)
-    finally:
-        api.put(f"/permissions/%2F/{api.quote(user)}",
-                {k: permissions[k] for k in ("configure", "write", "read")})
     assert market.job(job_id).status == "leased"
     # and started again on the same machine (its state folder)
     start_worker(market, worker_id, lease_seconds=6)
