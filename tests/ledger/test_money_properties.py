@@ -78,7 +78,7 @@ def run(market: MoneyMarket, operation: tuple) -> None:
         if ready:
             market.propose(ready[args[0] % len(ready)], args[1], LEASE_SECONDS)
     elif kind == "report":
-        open_leases = sorted(market.state.all_open_leases(), key=lambda lease: lease.lease_id)
+        open_leases = sorted(market.state.all_open_leases(), key=lambda lease: (lease.granted_at, lease.job_id))
         if open_leases:
             lease = open_leases[args[0] % len(open_leases)]
             market.advance(args[2] / 1000)
