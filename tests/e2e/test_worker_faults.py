@@ -15,6 +15,7 @@ from broker_setup.node import LocalNode
 from broker_setup.topology import LEDGER_INBOX
 from tests.e2e.conftest import start_market, unique
 from tests.e2e.jobs.steps import expected
+from tests.ledger.faults import assert_ledger_verifies, sequences_are_contiguous
 from tests.ledger.harness import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -194,3 +195,34 @@ def test_a_ledger_stopped_past_a_deadline_still_pays_the_on_time_checkpoint(mark
     market.wait_job(job_id, timeout=90)
     assert market.result(job_id) == expected(120)
     assert_paid_once_never_expired(market, job_id)
+
+
+def test_a_sweeper_that_dies_is_logged_and_restarted_and_the_lease_still_expires_once(market):
+    # Given a job leased to worker A, and a database that refuses every lease expiry
+    # (a fault of the data, not a transient one: nothing retries it in place)
+    a, b = unique("A"), unique("B")
+    start_worker(market, a, lease_seconds=5)
+    job_id = market.submit("alice", "count", "2", {"steps": 120, "delay": 0.05})
+    wait_for(lambda: market.job(job_id).status == "leased", 30, "the first lease")
+    held = market.job(job_id).lease_id
+    with market.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER refuse_expiries BEFORE INSERT ON events WHEN NEW.type = 'lease.expired' "
+            "BEGIN SELECT RAISE(ABORT, 'injected: expiries refused'); END")
+    # When A dies mid-lease, so the sweeper must expire its lease past the deadline
+    market.signal(a, signal.SIGKILL)
+    log = market.logs / "ledger.log"
+    wait_for(lambda: log.read_text().count("ledger.sweeper_died") >= 2, 60,
+             "the sweeper to die, be restarted by a new session, and die again")
+    assert not [p for _, p in market.events("lease.expired") if p["lease_id"] == held]
+    # Then, the fault mended, the restarted sweeper expires the lease exactly once
+    with market.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TRIGGER refuse_expiries")
+    start_worker(market, b, lease_seconds=30)
+    market.wait_job(job_id, timeout=90)
+    assert market.result(job_id) == expected(120)
+    expiries = [p for _, p in market.events("lease.expired") if p["lease_id"] == held]
+    assert len(expiries) == 1, expiries
+    # and the log is whole: contiguous sequences, a chain and a replay that verify
+    assert sequences_are_contiguous(market.engine)
+    assert_ledger_verifies(market.engine, market.db_url, market.settings.home)
