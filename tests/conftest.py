@@ -42,6 +42,36 @@ TEST_ENVIRONMENT = {
 # the ledger processes tests start inherit this environment
 os.environ.setdefault("MARKET_LEDGER_ANSWERS_QUERIES", "1")
 
+#: the test ports that each pytest-xdist worker (``make test`` runs two) shifts
+#: by ``XDIST_PORT_STEP`` x its number, so each has its own broker node and
+#: PostgreSQL; the cluster tests share one xdist group and keep theirs
+XDIST_PORTS = {"MARKET_TEST_AMQP_PORT": 5782, "MARKET_TEST_MANAGEMENT_PORT": 15782, "MARKET_TEST_AMQPS_PORT": 5789,
+               "MARKET_TEST_PG_PORT": 5483}
+XDIST_PORT_STEP = 100
+
+
+def shift_for_xdist_worker(environ=os.environ) -> None:
+    """Give xdist worker ``gwN`` (N > 0) its own ports and broker node name."""
+    number = int(environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    if number == 0:
+        return
+    for name, default in XDIST_PORTS.items():
+        environ[name] = str(int(environ.get(name) or default) + XDIST_PORT_STEP * number)
+    node = environ.get("MARKET_TEST_NODE_NAME") or TEST_ENVIRONMENT["MARKET_NODE_NAME"]
+    environ["MARKET_TEST_NODE_NAME"] = node.replace("@", f"gw{number}@", 1)
+
+
+shift_for_xdist_worker()
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """Tests that use the machine's fixed names (the cluster's ports, network
+    namespaces) go to one xdist group: one worker runs them one after another."""
+    for item in items:
+        if item.get_closest_marker("cluster") or item.get_closest_marker("machine_wide"):
+            item.add_marker(pytest.mark.xdist_group("machine_wide"))
+
 
 def settings_for_tests(home, environ=os.environ) -> Settings:
     """Settings for a test session in ``home``, read from MARKET_TEST_* variables only."""

@@ -122,7 +122,7 @@ def test_a_second_node_runs_side_by_side(local_node, tmp_path):
     s = local_node.settings
     other = LocalNode(settings_in(tmp_path, amqp_port=s.amqp_port + 1,
                                   management_port=s.management_port + 1,
-                                  amqps_port=s.amqps_port + 1, node_name="markettest-second@localhost"))
+                                  amqps_port=s.amqps_port + 1, node_name=s.node_name.replace("@", "-second@", 1)))
 
     async def reach(settings):
         async with await connect(settings, "test: second node"):

@@ -22,7 +22,7 @@ from ledger import tables
 from tests.e2e.jobs.steps import expected
 from tests.ledger.harness import wait_for
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.machine_wide]
 
 #: the host's end of the veth pair (in the node's certificate: MARKET_TLS_HOSTS in tests/conftest.py) and the worker's
 HOST_ADDRESS, WORKER_ADDRESS = "10.231.7.1", "10.231.7.2"
