@@ -180,11 +180,12 @@ class LocalNode:
             folder.mkdir(parents=True, exist_ok=True)
         # the Erlang cookie and the config (the operator's secret) live here: ours alone
         os.chmod(self.base, 0o700)
-        (self.base / "rabbitmq-env.conf").write_text("")
-        (self.base / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        _write_atomically(self.base / "rabbitmq-env.conf", "")
+        _write_atomically(self.base / "enabled_plugins", "[rabbitmq_management].\n")
         # default_user only applies when the node boots with an empty database;
         # _ensure_service_user covers a database created with other settings
-        (self.base / "rabbitmq.conf").write_text(
+        _write_atomically(
+            self.base / "rabbitmq.conf",
             "\n".join(
                 [
                     f"listeners.tcp.default = 127.0.0.1:{s.amqp_port}",
@@ -317,6 +318,18 @@ class LocalNode:
                 f"RabbitMQ is not installed ({self.bin_dir}/rabbitmq-server is missing): "
                 "run `make demo` or apt-get install rabbitmq-server"
             )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all, and not at all when it holds ``text``
+    already: a VM of this node still booting (a start racing a restart) reads its
+    config while we write, and a truncated file fails its boot with
+    failed_to_parse_configuration_file."""
+    if path.exists() and path.read_text() == text:
+        return
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def _tags(raw) -> list[str]:

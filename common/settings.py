@@ -352,6 +352,13 @@ class Settings:
         return f"http://127.0.0.1:{self.management_port}/"
 
     @property
+    def management_urls(self) -> str:
+        """The management API of every node of the local broker, comma-separated
+        (broker_setup.management tries them in turn: any node answers for the cluster)."""
+        return ",".join(f"http://127.0.0.1:{self.management_port + CLUSTER_PORT_STEP * index}/"
+                        for index in range(self.cluster_size))
+
+    @property
     def web_url(self) -> str:
         return (self.web_url_override or f"http://{self.web_host}:{self.web_port}").rstrip("/")
 

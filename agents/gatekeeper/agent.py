@@ -142,7 +142,7 @@ class Gatekeeper:
 def management_api(settings) -> ManagementApi:
     """The management API as the user of the gatekeeper's own AMQP URL."""
     parts = urlsplit(settings.amqp_url)
-    return ManagementApi(settings.management_url, unquote(parts.username or ""), unquote(parts.password or ""))
+    return ManagementApi(settings.management_urls, unquote(parts.username or ""), unquote(parts.password or ""))
 
 
 async def serve(settings, stop: asyncio.Event) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from broker_setup.amqp import Publisher, connect, queue_depths, run_sessions
 from broker_setup.declare import declare_lease_queue
+from broker_setup.management import ManagementApi
 from broker_setup.topology import LEDGER_INBOX, QUORUM, lease_queue, topology
 from broker_setup.urls import split_urls
 from tests.cluster import running_cluster
@@ -146,6 +147,11 @@ def test_a_client_with_the_url_list_reconnects_to_a_live_node(whole_cluster):
     assert ports[1] != ports[0]
     assert ports[1] in cluster.settings.local_amqp_ports
     assert cluster.settings.local_amqp_ports.index(ports[1]) + 1 != killed
+    # and the management API (the gatekeeper's and the operator's tools') answers through a live node
+    api = ManagementApi.for_settings(cluster.settings)
+    assert killed == 1, "the client started on node 1, the one the API is asked first"
+    assert api.get(f"/queues/%2F/{LEDGER_INBOX}")["name"] == LEDGER_INBOX
+    assert api.base_url != cluster.node(1).api().base_url
 
 
 async def _until(condition, timeout: float = 90.0) -> None:
