@@ -608,7 +608,7 @@ def _given_up(state: MarketState, event: Recorded, status: str) -> list[Derived]
     job.status, job.finished_at = status, event.recorded_at
     state.touch("jobs", job.job_id, event.seq)
     return (fold_speeds.probe_failed(state, job, event.recorded_at) + fold_replicas.ended(state, job, event.seq)
-            + fold_maps.ended(state, job, event.payload.get("reason", "")))
+            + fold_maps.ended(state, job, event.payload.get("reason", ""), event.payload.get("error") or ""))
 
 
 @handles("job.failed")

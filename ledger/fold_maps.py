@@ -132,11 +132,17 @@ def _map_completed(state: MarketState, event: Recorded) -> list[Derived]:
     return []
 
 
-def ended(state: MarketState, job: Job, reason: str = "") -> list[Derived]:
-    """A job ended without a result: a chunk may fail its map; a map withdraws its unfinished chunks."""
+def ended(state: MarketState, job: Job, reason: str = "", error: str = "") -> list[Derived]:
+    """A job ended without a result: a chunk may fail its map; a map withdraws its unfinished chunks.
+    A failed map keeps its chunk's error and reason as its own error (``reason``, ``error``: of its
+    ``job.failed``)."""
     if job.map_id is not None:
         return chunk_ended(state, job, reason)
-    if not job.chunks or not state.deriving:
+    if not job.chunks:
+        return []
+    if reason:
+        job.error = f"{error.rstrip()}\n{reason}".lstrip()[-8000:]
+    if not state.deriving:
         return []
     return [Derived("job.withdrawn", {"job_id": c.job_id, "reason": f"its map {job.job_id} is {job.status}"})
             for c in chunks_of(state, job) if c.status not in TERMINAL_JOB_STATES]

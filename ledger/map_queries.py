@@ -56,7 +56,7 @@ def map_result(conn, row) -> dict:
     rows = _chunk_rows(conn, row.job_id)
     b = tables.blobs.c
     wanted = [r.result_sha256 for r in rows if r.status == "completed"]
-    data = dict(conn.execute(select(b.sha256, b.data).where(b.sha256.in_(wanted)))) if wanted else {}
+    data = dict(conn.execute(select(b.sha256, b.data).where(b.sha256.in_(wanted))).all()) if wanted else {}
     chunks = [base64.b64encode(data[r.result_sha256]).decode("ascii") if r.status == "completed" else None
               for r in rows]
     answer = {"job_id": row.job_id, "map": {"chunks": chunks, "sizes": chunk_sizes(row.items, row.chunk_size)}}

@@ -92,6 +92,7 @@ def test_a_chunk_that_fails_after_its_attempts_fails_the_map_and_withdraws_the_o
     assert jobs["m.c3"].status == "cancelled" and jobs["m.c1"].status == "completed"
     failed = [r for r in market.records() if r.type == "job.failed" and r.payload["job_id"] == "m"]
     assert "its chunk m.c2 is failed: errored 1 times" in failed[0].payload["reason"]
+    assert jobs["m"].error.startswith("Traceback: boom") and "its chunk m.c2 is failed" in jobs["m"].error
     assert_exact(market)
 
 

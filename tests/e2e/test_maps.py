@@ -1,0 +1,135 @@
+"""Map jobs against the real market (issue 17): the broker, the ledger, the
+query agent, the scheduler and the gatekeeper as processes, and real
+sandboxed workers.
+
+A 200-item map runs in 20 chunks over 4 workers; one worker is killed with
+-9 in the middle of a chunk; its lease expires and another worker finishes
+that chunk; ``marketctl result`` gives the 200 results in item order. A map
+with ``--reduce`` gives the reduce job's result; a chunk that fails after its
+attempts fails the map with its reason."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from ledger import tables
+from tests.e2e.conftest import JOBS, unique
+from tests.ledger.harness import wait_for
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "jobs"
+
+
+def marketctl(market, account: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli.main", "--as", account, *args], env=market.env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def submit_map(market, tmp_path: Path, items: list, *args: str) -> tuple[str, int]:
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    done = marketctl(market, "alice", "map", f"{JOBS / 'squares.py'}:square", "--items", str(path), "--name", "squares",
+                     "--price", "36", "--json", *args)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    return answer["job_id"], answer["chunks"]
+
+
+def chunk_rows(market, map_id: str) -> list:
+    with market.engine.connect() as conn:
+        return conn.execute(select(tables.jobs).where(tables.jobs.c.map_id == map_id)
+                            .order_by(tables.jobs.c.chunk)).all()
+
+
+def test_a_200_item_map_over_4_workers_survives_a_worker_killed_mid_chunk_and_is_assembled_in_order(
+        market, tmp_path):
+    # Given four workers of bob's
+    workers = [unique(f"bob-w{n}") for n in range(4)]
+    for worker in workers:
+        market.start_worker(worker, lease_seconds=6)
+    market.wait_registered(*workers)
+    market.measure({worker: 1000 for worker in workers})
+    # When alice maps 200 items in chunks of 10
+    map_id, chunks = submit_map(market, tmp_path, list(range(200)), "--chunk", "10")
+    assert chunks == 20 and market.job(map_id).status == "mapping"
+    # and one worker is killed with -9 while it runs a chunk that has begun
+    def victim_mid_chunk():
+        running = [r for r in chunk_rows(market, map_id) if r.status == "leased" and r.worker_id in workers]
+        return running[0] if running else None
+    chunk = wait_for(victim_mid_chunk, 120, "a chunk running on a worker")
+    market.signal(chunk.worker_id, signal.SIGKILL)
+    killed_lease = chunk.lease_id
+    # Then the map completes: the killed lease expired and another worker finished that chunk
+    parent = market.wait_job(map_id, timeout=240)
+    assert parent.status == "completed"
+    with market.engine.connect() as conn:
+        outcome = conn.execute(select(tables.leases.c.outcome)
+                               .where(tables.leases.c.lease_id == killed_lease)).scalar_one()
+    assert outcome == "expired"
+    assert market.leases(chunk.job_id)[-1].worker_id != chunk.worker_id
+    rows = chunk_rows(market, map_id)
+    assert [r.status for r in rows] == ["completed"] * 20
+    with market.engine.connect() as conn:
+        ran_on = set(conn.execute(select(tables.leases.c.worker_id)
+                                  .where(tables.leases.c.job_id.in_([r.job_id for r in rows]))).scalars())
+    assert len(ran_on) >= 3, ran_on  # the chunks really ran in parallel on many workers
+    # and the results are every item's, in item order
+    result = marketctl(market, "alice", "result", map_id)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [n * n for n in range(200)]
+    # and the jobs table shows the map with its chunks done, and its chunks under it
+    table = marketctl(market, "alice", "jobs", "--limit", "100")
+    assert table.returncode == 0 and "chunks 20/20" in table.stdout, table.stdout
+    assert f"  {map_id}.c1 " in table.stdout
+
+
+def test_a_map_with_a_reduce_gives_the_reduce_jobs_result(market):
+    # Given two workers
+    workers = [unique(f"bob-w{n}") for n in range(2)]
+    for worker in workers:
+        market.start_worker(worker, lease_seconds=10)
+    market.wait_registered(*workers)
+    market.measure({worker: 1000 for worker in workers})
+    # When alice maps the word count over the shipped text with its reduce, and waits
+    done = marketctl(market, "alice", "map", f"{EXAMPLES / 'word_count.py'}:count", "--items",
+                     str(EXAMPLES / "word_count_items.jsonl"), "--name", "words", "--price", "36", "--chunk", "8",
+                     "--reduce", f"{EXAMPLES / 'word_count.py'}:merge", "--wait", "--json")
+    # Then the answer is the reduce's, computed on a worker from the chunks' results
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import word_count
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    lines = [json.loads(line) for line in (EXAMPLES / "word_count_items.jsonl").read_text().splitlines()]
+    assert answer["chunks"] == 4
+    assert answer["result"] == word_count.merge([word_count.count(line) for line in lines])
+    reduce_job = market.job(f"{answer['job_id']}.reduce")
+    assert reduce_job.status == "completed"
+    assert market.leases(reduce_job.job_id)[-1].worker_id in workers  # it ran as a job, on a worker
+    # and asking again gives the same answer without a second reduce job
+    again = marketctl(market, "alice", "result", answer["job_id"])
+    assert again.returncode == 0 and json.loads(again.stdout) == answer["result"], again.stderr
+
+
+def test_a_chunk_that_fails_after_its_attempts_fails_the_map_with_its_reason(market, tmp_path):
+    # Given a worker
+    worker = unique("bob-w")
+    market.start_measured_worker(worker, lease_seconds=10)
+    # When a map has an item that always fails, with one attempt per chunk
+    map_id, _ = submit_map(market, tmp_path, [1, 2, {"fail": "bad item"}, 4], "--chunk", "2", "--max-attempts", "1")
+    # Then the map fails with the chunk's reason, and its result says so
+    parent = market.wait_job(map_id, statuses=("failed",), timeout=120)
+    assert "bad item" in parent.error and f"its chunk {map_id}.c2 is failed" in parent.error
+    failed = [p for _, p in market.events("job.failed") if p["job_id"] == map_id]
+    assert failed and f"its chunk {map_id}.c2 is failed" in failed[0]["reason"]
+    refused = marketctl(market, "alice", "result", map_id)
+    assert refused.returncode != 0 and "it is failed" in refused.stderr
