@@ -76,5 +76,6 @@ def map_progress(conn, shown: list[dict]) -> list[dict]:
     done = dict(conn.execute(select(j.map_id, func.count()).where(j.map_id.in_(list(maps)), j.status == "completed")
                              .group_by(j.map_id)).all())
     for job_id, job in maps.items():
-        job["detail"] = f"chunks {done.get(job_id, 0)}/{job['chunks']}"
+        job["chunks_done"] = done.get(job_id, 0)
+        job["detail"] = f"chunks {job['chunks_done']}/{job['chunks']}"
     return shown
