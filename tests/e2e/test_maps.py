@@ -133,3 +133,7 @@ def test_a_chunk_that_fails_after_its_attempts_fails_the_map_with_its_reason(mar
     assert failed and f"its chunk {map_id}.c2 is failed" in failed[0]["reason"]
     refused = marketctl(market, "alice", "result", map_id)
     assert refused.returncode != 0 and "it is failed" in refused.stderr
+    # and a stranger can neither read the map nor its chunks, nor cancel it: the same answer as no such job
+    for args in (("result", map_id), ("result", f"{map_id}.c1"), ("cancel", map_id)):
+        stranger = marketctl(market, "bob", *args)
+        assert stranger.returncode != 0 and f"no job {args[1]} of account bob" in stranger.stderr, stranger.stderr
