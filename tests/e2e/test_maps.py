@@ -2,9 +2,9 @@
 query agent, the scheduler and the gatekeeper as processes, and real
 sandboxed workers.
 
-A 200-item map runs in 20 chunks over 4 workers; one worker is killed with
--9 in the middle of a chunk; its lease expires and another worker finishes
-that chunk; ``marketctl result`` gives the 200 results in item order. A map
+A 200-item map runs in 10 chunks over 4 workers; one worker is killed with
+-9 in the middle of a chunk, after its checkpoint; its lease expires and
+another worker goes on with that chunk from the checkpoint; ``marketctl result`` gives the 200 results in item order. A map
 with ``--reduce`` gives the reduce job's result; a chunk that fails after its
 attempts fails the map with its reason."""
 from __future__ import annotations
@@ -50,32 +50,32 @@ def chunk_rows(market, map_id: str) -> list:
 
 def test_a_200_item_map_over_4_workers_survives_a_worker_killed_mid_chunk_and_is_assembled_in_order(
         market, tmp_path):
-    # Given four workers of bob's
+    # Given four workers of bob's, on leases of 6 s
     workers = [unique(f"bob-w{n}") for n in range(4)]
     for worker in workers:
         market.start_worker(worker, lease_seconds=6)
     market.wait_registered(*workers)
     market.measure({worker: 1000 for worker in workers})
-    # When alice maps 200 items in chunks of 10
-    map_id, chunks = submit_map(market, tmp_path, list(range(200)), "--chunk", "10")
-    assert chunks == 20 and market.job(map_id).status == "mapping"
-    # and one worker is killed with -9 while it runs a chunk that has begun
+    # When alice maps 200 items (0.3 s each) in chunks of 20: a chunk outlasts a lease, so it checkpoints
+    items = [{"n": n, "slept": 0, "delay": 0.15} for n in range(200)]
+    map_id, chunks = submit_map(market, tmp_path, items, "--chunk", "20")
+    assert chunks == 10 and market.job(map_id).status == "mapping"
+    # and a worker is killed with -9 while it runs a chunk from a checkpoint in the middle of it
     def victim_mid_chunk():
-        running = [r for r in chunk_rows(market, map_id) if r.status == "leased" and r.worker_id in workers]
+        running = [r for r in chunk_rows(market, map_id) if r.status == "leased" and r.checkpoint >= 1]
         return running[0] if running else None
-    chunk = wait_for(victim_mid_chunk, 120, "a chunk running on a worker")
+    chunk = wait_for(victim_mid_chunk, 180, "a chunk running from a checkpoint")
     market.signal(chunk.worker_id, signal.SIGKILL)
-    killed_lease = chunk.lease_id
-    # Then the map completes: the killed lease expired and another worker finished that chunk
-    parent = market.wait_job(map_id, timeout=240)
+    # Then the map completes: the killed lease expired, and another worker went on from that checkpoint
+    parent = market.wait_job(map_id, timeout=300)
     assert parent.status == "completed"
-    with market.engine.connect() as conn:
-        outcome = conn.execute(select(tables.leases.c.outcome)
-                               .where(tables.leases.c.lease_id == killed_lease)).scalar_one()
-    assert outcome == "expired"
-    assert market.leases(chunk.job_id)[-1].worker_id != chunk.worker_id
+    leases = market.leases(chunk.job_id)
+    killed = next(lease for lease in leases if lease.lease_id == chunk.lease_id)
+    assert killed.outcome == "expired" and killed.checkpoint >= 1
+    after = [lease for lease in leases if lease.granted_at > killed.granted_at]
+    assert after and after[0].worker_id != chunk.worker_id and after[0].checkpoint == killed.checkpoint
     rows = chunk_rows(market, map_id)
-    assert [r.status for r in rows] == ["completed"] * 20
+    assert [r.status for r in rows] == ["completed"] * 10
     with market.engine.connect() as conn:
         ran_on = set(conn.execute(select(tables.leases.c.worker_id)
                                   .where(tables.leases.c.job_id.in_([r.job_id for r in rows]))).scalars())
@@ -86,7 +86,7 @@ def test_a_200_item_map_over_4_workers_survives_a_worker_killed_mid_chunk_and_is
     assert json.loads(result.stdout) == [n * n for n in range(200)]
     # and the jobs table shows the map with its chunks done, and its chunks under it
     table = marketctl(market, "alice", "jobs", "--limit", "100")
-    assert table.returncode == 0 and "chunks 20/20" in table.stdout, table.stdout
+    assert table.returncode == 0 and "chunks 10/10" in table.stdout, table.stdout
     assert f"  {map_id}.c1 " in table.stdout
 
 
