@@ -137,3 +137,28 @@ def test_a_chunk_that_fails_after_its_attempts_fails_the_map_with_its_reason(mar
     for args in (("result", map_id), ("result", f"{map_id}.c1"), ("cancel", map_id)):
         stranger = marketctl(market, "bob", *args)
         assert stranger.returncode != 0 and f"no job {args[1]} of account bob" in stranger.stderr, stranger.stderr
+
+
+def test_reprice_and_cancel_of_a_map_reach_every_unfinished_chunk(market, tmp_path):
+    # Given one worker, and a map of 4 chunks of 12 s each (safe points every 3 s) queued on it
+    worker = unique("bob-w")
+    market.start_measured_worker(worker, lease_seconds=10)
+    items = [{"n": n, "slept": 0, "delay": 3.0} for n in range(8)]
+    map_id, _ = submit_map(market, tmp_path, items, "--chunk", "2")
+    # When alice reprices the map
+    repriced = marketctl(market, "alice", "reprice", map_id, "72")
+    assert repriced.returncode == 0, repriced.stderr
+    # Then every unfinished chunk has the new price
+    assert {r.price for r in chunk_rows(market, map_id) if r.status != "completed"} == {72_000_000}
+    # When she cancels it while its chunks run
+    wait_for(lambda: any(r.status == "leased" for r in chunk_rows(market, map_id)), 120, "a chunk running")
+    cancelled = marketctl(market, "alice", "cancel", map_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    # Then the map and its unfinished chunks are cancelled, and no lease of theirs is left open
+    assert market.job(map_id).status == "cancelled"
+    rows = chunk_rows(market, map_id)
+    assert {r.status for r in rows} <= {"cancelled", "completed"} and rows[-1].status == "cancelled"
+    assert all(lease.outcome != "open" for r in rows for lease in market.leases(r.job_id))
+    # and a chunk alone cannot be repriced: only its map
+    alone = marketctl(market, "alice", "reprice", f"{map_id}.c4", "80")
+    assert alone.returncode != 0 and f"is a chunk of map {map_id}" in alone.stderr, alone.stderr
