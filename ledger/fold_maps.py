@@ -44,10 +44,12 @@ def chunks_of(state: MarketState, parent: Job) -> list[Job]:
 @handles("map.submitted", decides_only=True)
 def _map_submitted(state: MarketState, event: Recorded) -> list[Derived]:
     p = event.payload
+    taken = _taken(state, p["job_id"], len(p["chunks"]))
+    if taken:
+        return refuse(event, taken)  # as for a job: the id is not the asker's, nothing is rejected under it
     refused = _refusal(state, event)
     if refused:
-        return refuse(event, refused) if "already taken" in refused else [
-            Derived("job.rejected", {"job_id": p["job_id"], "reason": refused})]
+        return [Derived("job.rejected", {"job_id": p["job_id"], "reason": refused})]
     chunks = p["chunks"]
     reduce_module = p.get("reduce_module")
     accepted, ready = submitted_accepted_ready(event, {"state": chunks[0], "probe": False, "target_worker_id": None,
@@ -69,15 +71,19 @@ def _map_submitted(state: MarketState, event: Recorded) -> list[Derived]:
     return derived
 
 
-def _refusal(state: MarketState, event: Recorded) -> str | None:
-    p = event.payload
-    job_id, count = p["job_id"], len(p["chunks"])
+def _taken(state: MarketState, job_id: str, count: int) -> str | None:
     if job_id in state.jobs:
         return f"job id {job_id} is already taken"
     if len(chunk_id(job_id, count)) > 64:
         return f"job id {job_id} is too long for {count} chunks"
     if any(chunk_id(job_id, n) in state.jobs for n in range(1, count + 1)):
         return f"job id {job_id}'s chunk ids are already taken"
+    return None
+
+
+def _refusal(state: MarketState, event: Recorded) -> str | None:
+    p = event.payload
+    count = len(p["chunks"])
     if p["allow_failures"] >= count:
         return f"--allow-failures {p['allow_failures']} must be below the chunk count {count}"
     if (p.get("reduce_module") is None) != (p.get("reduce_entry") is None):
@@ -98,8 +104,8 @@ def _map_accepted(state: MarketState, event: Recorded) -> list[Derived]:
     parent.allow_failures, parent.reduce_entry = p["allow_failures"], p["reduce_entry"]
     parent.reduce_module_sha256 = p["reduce_module_sha256"]
     state.touch("jobs", parent.job_id, event.seq)
-    for chunk in chunks_of(state, parent):
-        chunk.map_id, chunk.chunk = parent.job_id, int(chunk.job_id.rsplit(".c", 1)[1])
+    for number, chunk in enumerate(chunks_of(state, parent), start=1):
+        chunk.map_id, chunk.chunk = parent.job_id, number
         state.touch("jobs", chunk.job_id, event.seq)
     return []
 
