@@ -6,7 +6,9 @@ A 200-item map runs in 10 chunks over 4 workers; one worker is killed with
 -9 in the middle of a chunk, after its checkpoint; its lease expires and
 another worker goes on with that chunk from the checkpoint; ``marketctl result`` gives the 200 results in item order. A map
 with ``--reduce`` gives the reduce job's result; a chunk that fails after its
-attempts fails the map with its reason."""
+attempts fails the map with its reason; reprice and cancel reach the chunks;
+a member's own key may submit a map, a worker's key may not (the broker
+refuses the topic)."""
 from __future__ import annotations
 
 import json
@@ -162,3 +164,31 @@ def test_reprice_and_cancel_of_a_map_reach_every_unfinished_chunk(market, tmp_pa
     # and a chunk alone cannot be repriced: only its map
     alone = marketctl(market, "alice", "reprice", f"{map_id}.c4", "80")
     assert alone.returncode != 0 and f"is a chunk of map {map_id}" in alone.stderr, alone.stderr
+
+
+def test_a_members_own_key_submits_a_map_and_a_workers_key_cannot(market, tmp_path):
+    # Given alice's own broker key, and a key of bob's worker
+    key = tmp_path / "alice.json"
+    made = marketctl(market, "operator", "accounts", "key", "alice", "-o", str(key))
+    assert made.returncode == 0, made.stderr
+    worker = unique("bob-w")
+    worker_key = market.worker_key(worker)
+    items = tmp_path / "items.jsonl"
+    items.write_text("1\n2\n3\n")
+    args = ["map", f"{JOBS / 'squares.py'}:square", "--items", str(items), "--name", "squares", "--price", "36",
+            "--json"]
+    # When alice submits a map on her own key
+    mine = subprocess.run([sys.executable, "-m", "cli.main", "--credentials", str(key), *args], env=market.env,
+                          capture_output=True, text=True, timeout=300)
+    # Then the broker lets it through and the ledger records it as hers
+    assert mine.returncode == 0, mine.stderr
+    map_id = json.loads(mine.stdout)["job_id"]
+    assert market.job(map_id).owner == "alice" and market.job(map_id).status == "mapping"
+    # When the worker's key tries to submit a map (in its owner's name or its own)
+    before = len(market.events("map.submitted"))
+    theirs = subprocess.run([sys.executable, "-m", "cli.main", "--credentials", str(worker_key), *args],
+                            env=market.env, capture_output=True, text=True, timeout=300)
+    # Then the broker refuses it and nothing is recorded
+    assert theirs.returncode != 0
+    assert "access to topic 'map.submitted' in exchange 'market.events'" in theirs.stderr, theirs.stderr
+    assert len(market.events("map.submitted")) == before
