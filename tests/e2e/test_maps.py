@@ -4,8 +4,8 @@ sandboxed workers.
 
 A 200-item map runs in 10 chunks over 4 workers; one worker is killed with
 -9 in the middle of a chunk, after its checkpoint; its lease expires and
-another worker goes on with that chunk from the checkpoint; ``marketctl result`` gives the 200 results in item order. A map
-with ``--reduce`` gives the reduce job's result; a chunk that fails after its
+another worker goes on with that chunk from the checkpoint; ``marketctl
+result`` gives the 200 results in item order. A map with ``--reduce`` gives the reduce job's result; a chunk that fails after its
 attempts fails the map with its reason; reprice and cancel reach the chunks;
 a member's own key may submit a map, a worker's key may not (the broker
 refuses the topic)."""
