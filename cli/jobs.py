@@ -129,7 +129,13 @@ def cmd_jobs(settings, args) -> int:
         return 0
     print(f"{'job':<18} {'name':<20} {'price/h':>12} {'status':<12} {'net':<3} {'ckpts':>5} {'executed':>10} "
           f"{'finished':<20} worker")
-    for job in jobs:
+    from cli.maps import folded  # a map's chunks show under it
+
+    for job, under_map in folded(jobs):
+        if under_map:
+            print(f"  {job['job_id']:<16} chunk {job['chunk']:<4} {job['status']:<12} ckpts {job['checkpoint']:>4} "
+                  f"{job['executed_ms'] / 1000:>9.3f}s worker {job['worker_id'] or '-'}")
+            continue
         print(f"{job['job_id']:<18} {job['name'][:20]:<20} {format_credits(job['price']):>12} {job['status']:<12} "
               f"{'yes' if job['network'] else '-':<3} "
               f"{job['checkpoint']:>5} {job['executed_ms'] / 1000:>9.3f}s {(job['finished_at'] or '-')[:19]:<20} "
@@ -144,6 +150,10 @@ def cmd_jobs(settings, args) -> int:
 
 def cmd_result(settings, args) -> int:
     answer = asyncio.run(ask(settings, args.account, "result", {"job_id": args.job_id}))
+    if "map" in answer:
+        from cli.maps import print_map_result
+
+        return print_map_result(settings, args, answer)
     data = base64.b64decode(answer["data"])
     if args.raw:
         with open(args.raw, "wb") as out:

@@ -342,6 +342,8 @@ def _job_commands(commands, command, accounts) -> None:
     money_commands.register(commands, command)
     from cli import dlq
     dlq.register(commands, command)
+    from cli import maps
+    maps.register(commands, command)
 
 
 def main(argv=None) -> int:

@@ -115,7 +115,7 @@ def _optional_id(envelope: dict, key: str) -> str | None:
 
 
 #: the requests that carry a job's price
-PRICED_REQUESTS = frozenset({"job.submitted", "job.repriced"})
+PRICED_REQUESTS = frozenset({"job.submitted", "job.repriced", "map.submitted"})
 
 
 def _credits(micro: int) -> str:
@@ -148,6 +148,8 @@ class Codec:
             for f in schema.fields.values():
                 if isinstance(f, BlobField):
                     f.max_bytes = self.max_blob_bytes
+                elif isinstance(getattr(f, "inner", None), BlobField):
+                    f.inner.max_bytes = self.max_blob_bytes  # a list of blobs (a map's chunks)
             self._schemas[event_type] = schema
         return schema
 
@@ -219,6 +221,10 @@ class Codec:
             if isinstance(value, Blob):
                 blobs[value.sha256] = value.data
                 loaded[key] = value.reference()
+            elif isinstance(value, list) and value and isinstance(value[0], Blob):
+                # a list of blobs (a map's chunk states): each stored once, referenced in order
+                blobs.update((blob.sha256, blob.data) for blob in value)
+                loaded[key] = [blob.reference() for blob in value]
         return Envelope(
             event_id=event_id,
             type=event_type,
@@ -264,7 +270,7 @@ class Codec:
         definition = self.events.get(event_type)
         if definition is None:
             raise UnknownType(f"unknown event type {event_type!r}")
-        wire_payload = {k: (v.to_wire() if isinstance(v, Blob) else v) for k, v in payload.items()}
+        wire_payload = {k: _to_wire(v) for k, v in payload.items()}
         self._load_payload(event_type, wire_payload)
         event_id = event_id or new_event_id()
         body = {
@@ -278,3 +284,11 @@ class Codec:
         }
         return event_id, orjson.dumps(body)
 
+
+def _to_wire(value):
+    """A payload value as JSON: a blob (or a list of blobs) as ``{"sha256", "data"}``."""
+    if isinstance(value, Blob):
+        return value.to_wire()
+    if isinstance(value, list) and value and isinstance(value[0], Blob):
+        return [blob.to_wire() for blob in value]
+    return value

@@ -488,6 +488,58 @@ REPLICAS_V3 = {"job.submitted": {"replicas": 1}, "job.accepted": {"replicas": 1,
                "job.ready": {"avoid_workers": []}}
 
 
+# ---- map jobs (issue 17, ledger.fold_maps) ----------------------------------
+
+#: most chunks one map may have (each is a job of its own)
+MAX_CHUNKS = 1000
+
+
+class MapSubmitted(Payload):
+    """A map job: one module (the owner's, with marketctl's chunk runner
+    appended: contracts.maps) and one state per chunk, each a list of items.
+    The ledger makes a parent ``JOB`` and a child ``JOB.cN`` per chunk."""
+
+    job_id = Id(required=True)
+    name = Text(max_length=200, required=True)
+    price = Micro(minimum=1, required=True)
+    #: the chunk runner, which every child runs
+    entry = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$"))
+    module = BlobField(required=True)
+    chunks = fields.List(BlobField(), required=True, validate=validate.Length(min=1, max=MAX_CHUNKS))
+    #: items per chunk (the last may have fewer), and all items: for showing progress only
+    chunk_size = StrictInt(validate=validate.Range(min=1), required=True)
+    items = StrictInt(validate=validate.Range(min=1), required=True)
+    max_attempts = StrictInt(validate=validate.Range(min=1, max=100), load_default=3)
+    #: chunks that may fail (their items' results are null) before the map fails
+    allow_failures = StrictInt(validate=validate.Range(min=0, max=MAX_CHUNKS), load_default=0)
+    network = fields.Boolean(load_default=False)
+    #: ``--reduce FILE.py:FUNC``: the reduce job's module (FILE with the runners) and FUNC;
+    #: marketctl submits that job with the chunks' results once they are all done
+    reduce_module = BlobField(load_default=None, allow_none=True)
+    reduce_entry = fields.String(load_default=None, allow_none=True,
+                                 validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$"))
+
+
+class MapAccepted(Payload):
+    """The parent of a map and its chunk children ``JOB.c1`` .. ``JOB.cK`` (already accepted)."""
+
+    job_id = Id(required=True)
+    chunks = StrictInt(validate=validate.Range(min=1, max=MAX_CHUNKS), required=True)
+    chunk_size = StrictInt(validate=validate.Range(min=1), required=True)
+    items = StrictInt(validate=validate.Range(min=1), required=True)
+    allow_failures = StrictInt(validate=validate.Range(min=0), required=True)
+    reduce_module_sha256 = Sha(required=True, allow_none=True)
+    reduce_entry = fields.String(required=True, allow_none=True)
+
+
+class MapCompleted(Payload):
+    """Every chunk of a map ended, and at most ``allow_failures`` of them failed."""
+
+    job_id = Id(required=True)
+    completed = StrictInt(validate=validate.Range(min=0), required=True)
+    failed = fields.List(Id(), required=True)
+
+
 @dataclass(frozen=True)
 class EventType:
     """One event type: its current schema and version, and how older
@@ -551,6 +603,9 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "account.welcomed": AccountWelcomed,
     "job.validated": JobValidated,
     "worker.mismatched": WorkerMismatched,
+    "map.submitted": MapSubmitted,
+    "map.accepted": MapAccepted,
+    "map.completed": MapCompleted,
 }
 
 def _same_payload(payload: dict) -> dict:

@@ -24,6 +24,8 @@ REQUEST_TYPES: tuple[str, ...] = (
     "job.finished",
     "job.errored",
     "speed.measured",
+    # issue 17: a map job (ledger.fold_maps)
+    "map.submitted",
 )
 
 #: what only the ledger appends (actor ``ledger``) and relays from its outbox
@@ -50,6 +52,9 @@ VERDICT_TYPES: tuple[str, ...] = (
     "account.welcomed",
     "job.validated",
     "worker.mismatched",
+    # issue 17: map jobs (ledger.fold_maps)
+    "map.accepted",
+    "map.completed",
 )
 
 ALL_TYPES: tuple[str, ...] = REQUEST_TYPES + VERDICT_TYPES
@@ -81,6 +86,7 @@ MEMBER_REQUEST_TYPES: tuple[str, ...] = (
     "job.submitted",
     "job.repriced",
     "job.cancelled",
+    "map.submitted",
 )
 #: the requests a worker's key may publish: only what a worker does
 WORKER_REQUEST_TYPES: tuple[str, ...] = (

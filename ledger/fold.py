@@ -233,6 +233,17 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
             return _rejected_job(p["job_id"], f"unknown account {event.actor}")
         if not fold_money.in_good_standing(owner):
             return _rejected_job(p["job_id"], f"account {owner.name} is over its credit limit")
+    accepted, ready = submitted_accepted_ready(event)
+    if p.get("replicas", 1) > 1 and not p["probe"]:
+        replicated = fold_replicas.submitted(state, accepted, ready, p["replicas"])
+        return _rejected_job(p["job_id"], replicated) if isinstance(replicated, str) else replicated
+    return [Derived("job.accepted", accepted), Derived("job.ready", ready)]
+
+
+def submitted_accepted_ready(event: Recorded, overrides: dict | None = None) -> tuple[dict, dict]:
+    """The ``job.accepted`` and ``job.ready`` payloads of a submission (a map's
+    chunks override its state and probe fields)."""
+    p = {**event.payload, **(overrides or {})}
     accepted = {
         "job_id": p["job_id"], "owner": event.actor, "name": p["name"], "price": p["price"],
         "entry": p["entry"], "kind": p["kind"], "module_sha256": p["module"]["sha256"],
@@ -243,10 +254,7 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
     ready = {"job_id": p["job_id"], "price": p["price"], "checkpoint": 0, "state_sha256": p["state"]["sha256"],
              "submitted_at": event.recorded_at, "probe": p["probe"], "target_worker_id": p["target_worker_id"],
              "network": _asks_network(p)}
-    if p.get("replicas", 1) > 1 and not p["probe"]:
-        replicated = fold_replicas.submitted(state, accepted, ready, p["replicas"])
-        return _rejected_job(p["job_id"], replicated) if isinstance(replicated, str) else replicated
-    return [Derived("job.accepted", accepted), Derived("job.ready", ready)]
+    return accepted, ready
 
 
 def _asks_network(payload: dict) -> bool:
@@ -302,6 +310,8 @@ def _owned_job(state: MarketState, event: Recorded) -> Job | str:
         return f"no job {event.payload['job_id']} of account {event.actor}"
     if job.parent_id is not None:
         return f"job {job.job_id} is a replica of {job.parent_id}: cancel or reprice {job.parent_id} itself"
+    if job.map_id is not None:
+        return fold_maps.not_its_own(job)
     if job.status in TERMINAL_JOB_STATES:
         return f"job {job.job_id} is already {job.status}"
     return job
@@ -316,7 +326,9 @@ def _job_repriced(state: MarketState, event: Recorded) -> list[Derived]:
     state.touch("jobs", job.job_id, event.seq)
     # a ready job is announced again so the scheduler uses the new price from
     # its next pool; a leased one carries it into its next job.ready
-    return [ready_again(job, state)] if job.status == "ready" else fold_replicas.repriced(state, job, event.seq)
+    if job.status == "ready":
+        return [ready_again(job, state)]
+    return fold_replicas.repriced(state, job, event.seq) + fold_maps.repriced(state, job, event.seq)
 
 
 @handles("job.cancelled", decides_only=True)
@@ -339,7 +351,7 @@ def _job_withdrawn(state: MarketState, event: Recorded) -> list[Derived]:
         state.job_unheld(job)
     job.status, job.finished_at, job.lease_id, job.worker_id = "cancelled", event.recorded_at, None, None
     state.touch("jobs", job.job_id, event.seq)
-    return derived + fold_replicas.ended(state, job, event.seq)
+    return derived + fold_replicas.ended(state, job, event.seq) + fold_maps.ended(state, job)
 
 
 # ---- leases -------------------------------------------------------------------
@@ -550,7 +562,10 @@ def _job_completed(state: MarketState, event: Recorded) -> list[Derived]:
         return fold_speeds.probe_completed(state, job, lease, event)
     if job.parent_id is not None:
         return fold_replicas.replica_completed(state, job) if state.deriving else []
-    return [fold_money.payment(state, lease, job, p["executed_ms"])] if state.deriving else []
+    if not state.deriving:
+        return []
+    paid = [fold_money.payment(state, lease, job, p["executed_ms"])]
+    return paid + fold_maps.chunk_ended(state, job) if job.map_id is not None else paid
 
 
 @handles("job.errored")
@@ -592,7 +607,8 @@ def _given_up(state: MarketState, event: Recorded, status: str) -> list[Derived]
     job = state.jobs[event.payload["job_id"]]
     job.status, job.finished_at = status, event.recorded_at
     state.touch("jobs", job.job_id, event.seq)
-    return fold_speeds.probe_failed(state, job, event.recorded_at) + fold_replicas.ended(state, job, event.seq)
+    return (fold_speeds.probe_failed(state, job, event.recorded_at) + fold_replicas.ended(state, job, event.seq)
+            + fold_maps.ended(state, job, event.payload.get("reason", ""), event.payload.get("error") or ""))
 
 
 @handles("job.failed")
@@ -635,3 +651,4 @@ def _job_quarantined(state: MarketState, event: Recorded) -> list[Derived]:
 
 # the rules of other subjects register their handlers on import
 from ledger import fold_identity, fold_money, fold_replicas, fold_speeds, fold_workers  # noqa: E402,F401
+from ledger import fold_maps  # noqa: E402,F401 - issue 17

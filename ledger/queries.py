@@ -69,7 +69,9 @@ def answer(engine, actor: str, name: str, args: dict, cursors: Cursors | None = 
 
 
 JOB_COLUMNS = ("job_id", "name", "price", "status", "checkpoint", "executed_ms", "attempts", "max_attempts",
-               "submitted_at", "finished_at", "worker_id", "lease_id", "replicas", "parent_id")
+               "submitted_at", "finished_at", "worker_id", "lease_id", "replicas", "parent_id",
+               # map jobs (ledger.map_queries)
+               "map_id", "chunk", "chunks")
 
 
 #: the status detail of a network job that no worker can run now
@@ -137,7 +139,7 @@ def jobs(conn, actor: str, page: Page, status: str | None = None) -> tuple[list[
     network_workers = _network_workers(conn, rows)
     shown = [dict(_job_row(r, network_workers), lease_granted_at=r.lease_granted_at, lease_deadline=r.lease_deadline)
              for r in rows]
-    return _replica_progress(conn, shown), next_key
+    return map_queries.map_progress(conn, _replica_progress(conn, shown)), next_key
 
 
 def _replica_progress(conn, shown: list[dict]) -> list[dict]:
@@ -252,6 +254,8 @@ def result(conn, actor: str, job_id: str) -> dict:
         # only the quorum's result is an answer: a replica's may be a liar's
         raise QueryError(f"job {job_id} is a replica of {row.parent_id}: ask for {row.parent_id}'s result, "
                          "which its replicas' quorum validated")
+    if row.status == "completed" and row.chunks:
+        return map_queries.map_result(conn, row)  # a map's results are its chunks'
     if row.status != "completed":
         raise QueryError(f"job {job_id} has no result: it is {row.status}"
                          + (f" ({row.error.strip().splitlines()[-1]})" if row.error else ""))
@@ -366,3 +370,4 @@ def report(conn, actor: str) -> str:
 
 # the statements' queries register themselves ("statement")
 from ledger import statement_queries  # noqa: E402,F401
+from ledger import map_queries  # noqa: E402 - issue 17

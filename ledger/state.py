@@ -116,6 +116,17 @@ class Job:
     #: a replica's escrow, once settled: "paid" (its result agreed with the quorum, or no
     #: quorum could be had) or "unpaid" (outvoted, or its job failed or was cancelled)
     settled: str = ""
+    #: a map job's (ledger.fold_maps): on a chunk, its map and its number (1..chunks);
+    #: on the map, its chunk count and size, item count, the chunks that may fail,
+    #: and its reduce (FUNC, and the module marketctl submits the reduce job with)
+    map_id: str | None = None
+    chunk: int = 0
+    chunks: int = 0
+    chunk_size: int = 0
+    items: int = 0
+    allow_failures: int = 0
+    reduce_entry: str | None = None
+    reduce_module_sha256: str | None = None
 
 
 @dataclass(slots=True)

@@ -159,7 +159,17 @@ jobs = Table(
     Column("ran_owners", Text, nullable=False, server_default=""),
     Column("escrow_leases", Text, nullable=False, server_default=""),
     Column("settled", String(8), nullable=False, server_default=""),
+    # map jobs (issue 17, ledger.fold_maps)
+    Column("map_id", String(64)),
+    Column("chunk", Integer, nullable=False, server_default="0"),
+    Column("chunks", Integer, nullable=False, server_default="0"),
+    Column("chunk_size", Integer, nullable=False, server_default="0"),
+    Column("items", Integer, nullable=False, server_default="0"),
+    Column("allow_failures", Integer, nullable=False, server_default="0"),
+    Column("reduce_entry", String(128)),
+    Column("reduce_module_sha256", String(64)),
 )
+Index("ix_jobs_map", jobs.c.map_id, jobs.c.chunk)
 # a member's jobs page walks it, newest first (ledger.queries.jobs)
 Index("ix_jobs_owner_submitted", jobs.c.owner, jobs.c.submitted_at, jobs.c.job_id)
 Index("ix_jobs_status", jobs.c.status)

@@ -16,6 +16,7 @@ from cli.money import AmountError, format_credits, parse_credits
 from contracts.envelope import parse_time, utc_now_iso
 from contracts.package import PackageError, ResultNotJSON, new_job_id, result_as_json, submission_payload
 from ledger.fold import TERMINAL_JOB_STATES
+from web import map_pages
 from web.feed import atom_feed, feed_signature, feed_url, job_changes
 from web.market import NotAnswered
 from web.packaging import build_in_child
@@ -51,7 +52,8 @@ def _lease_fraction(job: dict, now: str) -> float | None:
 def _progress(job: dict, now: str) -> dict:
     """What the list shows and refreshes: status, checkpoints, executed time, price, bar."""
     terminal = job["status"] in TERMINAL_JOB_STATES
-    fraction = 1.0 if job["status"] == "completed" else _lease_fraction(job, now)
+    fraction = 1.0 if job["status"] == "completed" else map_pages.chunk_fraction(job)
+    fraction = _lease_fraction(job, now) if fraction is None else fraction
     return {"job_id": job["job_id"], "status": job["status"], "checkpoint": job["checkpoint"],
             "executed": seconds(job["executed_ms"]), "price": credits(job["price"]),
             "worker_id": job["worker_id"] or "-", "finished_at": when(job["finished_at"]),
@@ -70,7 +72,8 @@ async def dashboard(request):
         counts[job["status"]] = counts.get(job["status"], 0) + 1
     now = utc_now_iso()
     return render(request, "dashboard.html", {
-        "balance": balance, "counts": counts, "jobs": [_progress(j, now) | {"name": j["name"]} for j in jobs[:5]],
+        "balance": balance, "counts": counts, "jobs": [_progress(j, now) | {"name": j["name"]}
+                                                        for j in [j for j in jobs if not j.get("map_id")][:5]],
         "workers": workers, "job_total": len(jobs)})
 
 
@@ -159,6 +162,14 @@ async def submit_prebuilt(request):
         raise HTTPException(404, "no such prebuilt job")
     try:
         name, price, attempts = _parse_common({"name": prebuilt.title, "price": form.get("price") or prebuilt.price})
+        if prebuilt.items:
+            try:
+                job_id = await map_pages.submit_prebuilt_map(request.app.state, account, prebuilt, name, price,
+                                                             attempts)
+            except map_pages.MapRefused as e:
+                raise BadInput(e.reason, e.status) from e
+            flash(request, f"{prebuilt.title} submitted as {job_id}")
+            return RedirectResponse(f"/jobs/{job_id}", 303)
         job_id = await _submit(request, account, prebuilt.path.read_bytes(), prebuilt.file, prebuilt.entry,
                                prebuilt.args, name, price, attempts)
     except BadInput as e:
@@ -183,7 +194,8 @@ async def _jobs_page(request) -> tuple[list, str | None]:
 async def jobs_page(request):
     jobs, after = await _jobs_page(request)
     now = utc_now_iso()
-    return render(request, "jobs.html", {"jobs": [_progress(j, now) | {"name": j["name"]} for j in jobs],
+    return render(request, "jobs.html", {"jobs": [_progress(j, now) | {"name": j["name"]} for j in jobs
+                                                  if not j.get("map_id")],  # a map's page lists its chunks
                                          "next": after})
 
 
@@ -198,6 +210,8 @@ async def job_page(request):
     account = await require_member(request)
     market = request.app.state.market
     job = await _job_or_404(market, account, request.path_params["job_id"])
+    if job.get("chunks"):
+        return render(request, "map.html", {"job": job} | await map_pages.map_context(market, account, job))
     outputs = {o["lease_id"]: o["output"] for o in await market.ask(account, "job_output", job_id=job["job_id"])}
     result, result_kind = None, None
     if job["status"] == "completed":

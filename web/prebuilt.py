@@ -17,6 +17,9 @@ class Prebuilt:
     price: str
     what: str
     checkpoints: str
+    #: a map job's (issue 17): its items (a .jsonl file next to the module) and items per chunk
+    items: str | None = None
+    chunk: int = 0
 
     @property
     def path(self) -> Path:
@@ -42,5 +45,10 @@ CATALOGUE = (
              "Simulates 200 particles bouncing in a box for 5,000 steps.",
              "Its state is a Python object (a Simulation of Particles); every 250 steps it is pickled as a "
              "checkpoint and unpickled on whichever worker runs the next lease."),
+    Prebuilt("word-count", "Word Count (map)", "word_count.py", "count", {}, "3.5",
+             "Counts the words of a poem, line by line: a map job whose chunks of four lines run in parallel "
+             "on many workers, each an ordinary job; their results are put back in the order of the lines.",
+             "A safe point between lines: a chunk stopped there goes on with its next line on any worker.",
+             items="word_count_items.jsonl", chunk=4),
 )
 BY_SLUG = {p.slug: p for p in CATALOGUE}
