@@ -116,6 +116,8 @@ class Job:
     #: a replica's escrow, once settled: "paid" (its result agreed with the quorum, or no
     #: quorum could be had) or "unpaid" (outvoted, or its job failed or was cancelled)
     settled: str = ""
+    #: its input files (issue 17): a JSON list of {"name", "sha256", "size"}, "" for none (ledger.fold_inputs)
+    inputs: str = ""
 
 
 @dataclass(slots=True)
@@ -245,6 +247,9 @@ class MarketState:
     #: worker id -> when the ledger last heard it (ledger time): liveness,
     #: kept in memory only (idle offers are not recorded; see ledger.fold_workers)
     heard_at: dict = field(default_factory=dict, repr=False, compare=False)
+    #: submission event id -> why the blob store lacks its inputs: the agent's
+    #: finding for the batch being folded, in memory only (ledger.fold_inputs)
+    input_refusals: dict = field(default_factory=dict, repr=False, compare=False)
     # Indexes over the rows above, built on first use (a state loaded from the
     # database starts without them) and kept up to date by the fold, so no
     # rule scans every lease or every job.

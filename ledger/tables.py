@@ -159,6 +159,8 @@ jobs = Table(
     Column("ran_owners", Text, nullable=False, server_default=""),
     Column("escrow_leases", Text, nullable=False, server_default=""),
     Column("settled", String(8), nullable=False, server_default=""),
+    # issue 17: the job's input files, JSON [{"name", "sha256", "size"}] ("" for none)
+    Column("inputs", Text, nullable=False, server_default=""),
 )
 # a member's jobs page walks it, newest first (ledger.queries.jobs)
 Index("ix_jobs_owner_submitted", jobs.c.owner, jobs.c.submitted_at, jobs.c.job_id)

@@ -1,0 +1,69 @@
+"""A worker's side of the store: fetch and upload through what the ledger
+granted for its lease (a path on one machine, presigned URLs on several),
+never with the store's own credentials."""
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.error
+import urllib.request
+
+from blobstore.base import BlobCorrupt, BlobMissing, BlobStoreError, copy_hashing
+from contracts.blobs import BlobRef
+
+#: seconds a fetch or an upload may stall before it fails
+TRANSFER_TIMEOUT = 60
+
+
+def fetch(grant: dict, expected: BlobRef, destination) -> None:
+    """Write the granted blob to ``destination`` (a new file) and check it is
+    ``expected``; a wrong or missing blob leaves no file and raises BlobStoreError."""
+    try:
+        with _open_grant(grant) as source, open(destination, "xb") as target:
+            ref = copy_hashing(source, target)
+    except BaseException:
+        _remove(destination)
+        raise
+    if ref != expected:
+        _remove(destination)
+        raise BlobCorrupt(f"the store sent {ref.size} bytes hashing to {ref.sha256[:12]}..., "
+                          f"not the {expected.size} bytes of {expected.sha256[:12]}...")
+
+
+def upload(grant: dict, source_path) -> None:
+    """Send a file to the upload key the grant names."""
+    if "path" in grant:
+        shutil.copyfile(source_path, grant["path"])
+        return
+    size = os.path.getsize(source_path)
+    with open(source_path, "rb") as body:
+        request = urllib.request.Request(grant["url"], data=body, method="PUT",
+                                         headers={"Content-Length": str(size)})
+        try:
+            with urllib.request.urlopen(request, timeout=TRANSFER_TIMEOUT):
+                pass
+        except urllib.error.HTTPError as e:
+            raise BlobStoreError(f"the store refused the upload: HTTP {e.code} {e.reason}") from e
+        except OSError as e:
+            raise BlobStoreError(f"the store cannot be reached: {e}") from e
+
+
+def _open_grant(grant: dict):
+    if "path" in grant:
+        try:
+            return open(grant["path"], "rb")
+        except FileNotFoundError as e:
+            raise BlobMissing("the blob store no longer holds this blob") from e
+    try:
+        return urllib.request.urlopen(grant["url"], timeout=TRANSFER_TIMEOUT)
+    except urllib.error.HTTPError as e:
+        raise BlobStoreError(f"the store refused the download: HTTP {e.code} {e.reason}") from e
+    except OSError as e:
+        raise BlobStoreError(f"the store cannot be reached: {e}") from e
+
+
+def _remove(path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
