@@ -37,8 +37,10 @@ def upload(grant: dict, source_path) -> None:
         return
     size = os.path.getsize(source_path)
     with open(source_path, "rb") as body:
+        # an explicit type: urllib's default (a form) makes some servers parse the body away
         request = urllib.request.Request(grant["url"], data=body, method="PUT",
-                                         headers={"Content-Length": str(size)})
+                                         headers={"Content-Length": str(size),
+                                                  "Content-Type": "application/octet-stream"})
         try:
             with urllib.request.urlopen(request, timeout=TRANSFER_TIMEOUT):
                 pass
