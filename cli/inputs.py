@@ -8,11 +8,10 @@ stored once. The job reads it, read-only, as ``inputs/<file name>``.
 from __future__ import annotations
 
 import os
-import re
 
 from blobstore import BlobStoreError, open_store
 from common.errors import MarketError
-from contracts.inputs import INPUT_NAME_PATTERN, MAX_INPUTS, input_ref
+from contracts.inputs import MAX_INPUTS, input_ref, name_problem
 
 
 class InputError(MarketError):
@@ -28,9 +27,9 @@ def check_input_files(settings, paths: list[str]) -> list[tuple[str, str]]:
     named: list[tuple[str, str]] = []
     for path in paths:
         name = os.path.basename(path)
-        if not re.match(INPUT_NAME_PATTERN, name):
-            raise InputError(f"--input {path}: the file name must be letters, digits and _.+- "
-                             "(at most 100, not starting with a dot)")
+        problem = name_problem(name)
+        if problem:
+            raise InputError(f"--input {path}: {problem}")
         if name in (seen[0] for seen in named):
             raise InputError(f"--input {path}: another input is named {name} too")
         try:

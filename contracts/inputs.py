@@ -43,5 +43,14 @@ def Inputs(**kwargs) -> fields.Field:
     return _Inputs(**kwargs)
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an input's file name, or None."""
+    import re
+
+    if not re.match(INPUT_NAME_PATTERN, name):
+        return "the file name must be letters, digits and _.+- (at most 100, not starting with a dot)"
+    return None
+
+
 def input_ref(name: str, sha256: str, size: int) -> dict:
     return {"name": name, "sha256": sha256, "size": size}
