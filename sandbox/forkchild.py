@@ -157,9 +157,8 @@ def _isolate(job_fd: int, output_fd: int, cpu: tuple[int, int], open_max: int, s
         # its own mounts: its scratch directory as /tmp, the other leases' out of sight
         kernel.unshare(LEASE_NAMESPACES)
         kernel.bind(scratch, _SCRATCH_IN_JOB)
-        if os.path.isdir(_INPUTS_IN_JOB):
-            # its input files (issue 17): readable, never writable, whatever their modes say
-            kernel.bind_read_only(_INPUTS_IN_JOB)
+        # its input files, if any (issue 17): readable, never writable, whatever their modes say
+        kernel.bind_read_only_if_there(_INPUTS_IN_JOB)
         kernel.detach(_SCRATCH_MOUNT)
         os.chdir(_SCRATCH_IN_JOB)
         if network is not None:

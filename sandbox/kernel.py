@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import _thread
 import ctypes
+import errno
 import fcntl
 import os
 import socket
@@ -68,13 +69,17 @@ def bind(source: bytes, target: bytes) -> None:
     _check(_mount(source, target, None, MS_BIND, None), "bind mount")
 
 
-def bind_read_only(path: bytes) -> None:
-    """Make ``path`` a read-only view of itself (a job's inputs: issue 17).
+def bind_read_only_if_there(path: bytes) -> None:
+    """Make ``path``, if it exists, a read-only view of itself (a job's inputs: issue 17).
 
-    The remount keeps the flags the mount already has (nosuid, nodev, ...):
-    in a user namespace the ones its creator set are locked, and dropping
-    one makes the remount fail."""
-    _check(_mount(path, path, None, MS_BIND, None), "bind mount")
+    The bind is the existence test (no stat first: a child touches as few
+    pages as it can). The remount keeps the flags the mount already has
+    (nosuid, nodev, ...): in a user namespace the ones its creator set are
+    locked, and dropping one makes the remount fail."""
+    if _mount(path, path, None, MS_BIND, None) != 0:
+        if ctypes.get_errno() == errno.ENOENT:
+            return  # a job without inputs
+        _check(-1, "bind mount")
     flags = os.statvfs(path).f_flag & _LOCKED_FLAGS
     _check(_mount(b"none", path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags, None), "read-only remount")
 

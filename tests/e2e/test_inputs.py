@@ -115,3 +115,51 @@ def test_an_input_whose_size_is_a_lie_is_rejected(market, tmp_path):
     (verdict,) = market.send("alice", "job.submitted", payload)["verdicts"]
     assert verdict["type"] == "job.rejected"
     assert verdict["payload"]["reason"] == f"input data.csv: the blob {ref.sha256[:12]}... is {ref.size} bytes, not {ref.size + 1}"
+
+
+# ---- the S3 store: a market on several machines ------------------------------------
+
+from tests.blobstore.conftest import S3_KEY, S3_SECRET, s3_server  # noqa: E402,F401 - the fixture, for this module
+
+
+@pytest.fixture
+def s3_market(clean_queues, tmp_path, s3_server):
+    """The market with its blob store on moto's S3 server: only the ledger and
+    the submitter hold the store's key; workers run with none."""
+    import boto3
+
+    from tests.e2e.conftest import start_market
+
+    bucket = f"market-{uuid.uuid4().hex[:10]}"
+    store_env = {"MARKET_BLOB_STORE": f"s3://{bucket}/market", "MARKET_S3_ENDPOINT": s3_server}
+    keys = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
+    boto3.client("s3", endpoint_url=s3_server, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
+                 region_name="us-east-1").create_bucket(Bucket=bucket)
+    running = start_market(clean_queues, tmp_path, **store_env, **keys)
+    running.submitter_env = {**running.env, **store_env, **keys}
+    yield running
+    running.stop_all()
+    print("logs in", tmp_path)
+
+
+def test_a_job_reads_its_inputs_from_the_s3_store_through_presigned_urls(s3_market, tmp_path):
+    # Given a worker with no store credentials at all (its environment has no AWS_* key)
+    market = s3_market
+    assert "AWS_SECRET_ACCESS_KEY" not in market.env
+    worker = unique("s3-w")
+    market.start_measured_worker(worker, speed=1000, lease_seconds=30)
+    data, more = write_inputs(tmp_path)
+    # When alice submits with two inputs, uploaded to the S3 store by marketctl
+    submitted = subprocess.run([sys.executable, "-m", "cli.main", "--as", "alice", "submit", f"{JOB}:read_inputs",
+                                "--name", "s3 inputs", "--price", "2", "--input", str(data), "--input", str(more),
+                                "--json"], env=market.submitter_env, capture_output=True, text=True, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = json.loads(submitted.stdout)["job_id"]
+    # Then the worker fetched both through its lease's URLs and the job read them, read-only
+    market.wait_job(job_id, timeout=90)
+    result = market.result(job_id)
+    assert result["inputs"]["more.bin"] == {"size": more.stat().st_size, "sha256": sha256(more)}
+    assert result["inputs"]["data.csv"]["sha256"] == sha256(data)
+    assert result["read_only_mount"] and result["append"] != "allowed"
+    log = (tmp_path / f"{worker}.log").read_text()
+    assert "worker.inputs_ready" in log and S3_SECRET not in log
