@@ -297,6 +297,8 @@ class Settings:
         if settings.dlq_max_length < 1 or settings.dlq_ttl_seconds < 1:
             raise SettingsError("MARKET_DLQ_MAX_LENGTH and MARKET_DLQ_TTL_SECONDS must be at least 1")
         settings.check_cluster_size()
+        if settings.max_input_bytes < 0 or settings.blob_retention_seconds < 0:
+            raise SettingsError("MARKET_MAX_INPUT_BYTES and MARKET_BLOB_RETENTION_SECONDS must be 0 or more")
         if not 0 <= settings.commission_bps <= 10_000:
             raise SettingsError("MARKET_COMMISSION_BPS must be between 0 and 10000 (basis points: 500 = 5 %)")
         return settings
