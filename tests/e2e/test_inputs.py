@@ -163,3 +163,24 @@ def test_a_job_reads_its_inputs_from_the_s3_store_through_presigned_urls(s3_mark
     assert result["read_only_mount"] and result["append"] != "allowed"
     log = (tmp_path / f"{worker}.log").read_text()
     assert "worker.inputs_ready" in log and S3_SECRET not in log
+
+
+def test_a_one_gib_input_reaches_the_job_whole(market, tmp_path):
+    # Given a 1 GiB input file (each MiB different) and a measured worker
+    big, digest = tmp_path / "big.bin", hashlib.sha256()
+    block = bytearray(os.urandom(1 << 20))
+    with open(big, "wb") as f:
+        for index in range(1024):
+            block[:8] = index.to_bytes(8, "little")
+            f.write(block)
+            digest.update(block)
+    worker = unique("big-w")
+    market.start_measured_worker(worker, speed=1000, lease_seconds=120)
+    # When a job reading it is submitted
+    submitted = marketctl(market, "alice", "submit", f"{JOB}:digest_inputs", "--name", "one GiB", "--price", "1",
+                          "--input", str(big), "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = json.loads(submitted.stdout)["job_id"]
+    # Then the job reads all of it, unchanged
+    market.wait_job(job_id, timeout=300)
+    assert market.result(job_id) == {"big.bin": {"size": 1 << 30, "sha256": digest.hexdigest()}}

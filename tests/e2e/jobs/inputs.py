@@ -43,3 +43,16 @@ def read_inputs(state):
         "create": _refused(lambda: _create(os.path.join("inputs", "new.bin"))),
         "rename": _refused(lambda: os.rename(first, os.path.join("inputs", "moved"))),
     }
+
+
+def digest_inputs(state):
+    """Each input's size and sha256, read in chunks (a 1 GiB input never sits in memory)."""
+    out = {}
+    for name in sorted(os.listdir("inputs")):
+        digest, size = hashlib.sha256(), 0
+        with open(os.path.join("inputs", name), "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        out[name] = {"size": size, "sha256": digest.hexdigest()}
+    return out
