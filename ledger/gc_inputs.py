@@ -19,6 +19,7 @@ from sqlalchemy import select
 from blobstore import BlobStore
 from contracts.envelope import format_time, parse_time
 from ledger import tables
+from ledger.gc import _named_by_projections
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,10 @@ def collect_inputs(engine, store: BlobStore, now: str, retention_seconds: float,
     with engine.connect() as conn:
         rows = conn.execute(select(tables.jobs.c.inputs, tables.jobs.c.finished_at)
                             .where(tables.jobs.c.inputs != "")).all()
-    needed = needed_inputs(rows, cutoff)
+        # whatever a projection names (a job's state or result, a lease's checkpoint) stays too:
+        # the store holds only inputs today, but a state put there later must not be collected
+        named = _named_by_projections(conn)
+    needed = needed_inputs(rows, cutoff) | named
     removed = removed_bytes = kept = 0
     for blob in list(store.entries()):
         if blob.sha256 in needed or blob.stored_at > cutoff_time.timestamp():

@@ -81,3 +81,20 @@ def test_inputs_of_jobs_ended_past_the_retention_go_and_the_rest_stay(engine, tm
         assert blobs.size(sha) is not None
     assert report.kept == 4
     store.close()
+
+
+def test_a_blob_a_projection_names_is_never_collected(engine, tmp_path):
+    # Given a job whose current state's bytes happen to be in the store too, stored long ago
+    store, blobs = LedgerStore(engine), FolderStore(tmp_path / "blobs")
+    state = store.load_state()
+    record(store, state, "operator", "account.opened", {"account": "alice", "email": "a@example.com"})
+    record(store, state, "operator", "account.deposited", {"account": "alice", "amount": 10**9})
+    submit(store, state, blobs, "j1")
+    named = blobs.put_bytes(b"s0").sha256  # the job's initial state (Blob.of(b"s0"))
+    assert state.jobs["j1"].state_sha256 == named
+    age(blobs, named, 30 * DAY)
+    # When gc runs far past the retention
+    report = collect_inputs(engine, blobs, format_time(parse_time(T0) + timedelta(days=60)), 7 * DAY)
+    # Then it stays
+    assert report.removed == 0 and blobs.size(named) == 2
+    store.close()
