@@ -41,9 +41,8 @@ from contracts.lease import encode_lease_message
 from contracts.errors import ContractError
 from ledger.answering import answer_query
 from contracts.paging import Cursors
-from blobstore import BlobStoreError, open_store
 from ledger.blob_cache import BlobCache
-from ledger.inputs_check import input_refusals
+from ledger.inputs_check import LedgerInputs
 from ledger.errors import TransientStoreError, WriterLockLost
 from ledger.fold import due_expiries
 from ledger.fold_workers import silent_workers
@@ -100,8 +99,8 @@ class LedgerAgent:
         #: recent blobs (modules, fresh states) by sha256, so granting a lease
         #: rarely reads the blobs table
         self._blobs = BlobCache(BLOB_CACHE_BYTES)
-        #: the blob store of input files, opened at the first submission that has some
-        self._blobstore = None
+        #: the blob store's input files (issue 17): checked before the fold, granted with each lease
+        self.inputs = LedgerInputs(settings)
 
     async def _on_db(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
@@ -313,7 +312,7 @@ class LedgerAgent:
 
         def decide(known: set[str]) -> Plan:
             # issue 17: the store's word on the batch's input files, for the fold to read
-            self.state.input_refusals = self._input_refusals(decoded)
+            self.state.input_refusals = self.inputs.refusals(decoded)
             try:
                 plan = plan_batch(self.state, decoded, known, self.clock())
             finally:
@@ -373,7 +372,7 @@ class LedgerAgent:
         granted = orjson.loads(row["body"])
         self.relay.lease_deadlines[row["id"]] = granted["deadline"]
         module, state = self._blob(granted["module_sha256"]), self._blob(granted["state_sha256"])
-        return encode_lease_message(row["event_id"], granted, module, state, self._input_grants(granted))
+        return encode_lease_message(row["event_id"], granted, module, state, self.inputs.grants(granted))
 
     def _blob(self, sha256: str) -> bytes:
         data = self._blobs.get(sha256)
@@ -381,31 +380,6 @@ class LedgerAgent:
             data = self.store.blob(sha256) or b""
             self._blobs.put(sha256, data)
         return data
-
-    # ---- issue 17: input files in the blob store --------------------------------
-
-    def _blob_store(self):
-        if self._blobstore is None:
-            self._blobstore = open_store(self.settings)
-        return self._blobstore
-
-    def _input_refusals(self, decoded) -> dict[str, str]:
-        if not any(envelope.type == "job.submitted" and envelope.payload.get("inputs") for _, envelope in decoded):
-            return {}  # the store is opened only by a market that has inputs
-        try:
-            store = self._blob_store()
-        except BlobStoreError as e:
-            log.error("ledger.blob_store_unavailable", error=str(e))
-            store = None
-        return input_refusals(store, decoded, self.settings.max_input_bytes)
-
-    def _input_grants(self, granted: dict) -> list[dict] | None:
-        """The worker's own access to its lease's inputs, until the lease's deadline (plus grace)."""
-        if not granted.get("inputs"):
-            return None
-        seconds = granted["lease_seconds"] + int(self.settings.lease_grace) + 1
-        store = self._blob_store()
-        return [store.read_grant(item["sha256"], seconds) for item in granted["inputs"]]
 
     async def _answer_repeats(self, repeats: list) -> list:
         # the original verdicts, or a refusal if the id named another request
