@@ -125,7 +125,7 @@ class WorkerAgent:
         #: a test-only lying worker (agents.worker.testing_faults), fixed for the process's life
         self.corrupt_results = testing_faults.corrupts_results()
         #: checked copies of the leases' input files (issue 17)
-        self.inputs = InputCache()
+        self.inputs = InputCache(worker_state(settings, config.worker_id) / "inputs")
         if self.corrupt_results:
             self.log.warning("worker.corrupting_results", variable=testing_faults.CORRUPT_RESULTS_VARIABLE)
 

@@ -18,10 +18,13 @@ from contracts.lease import LeaseInput
 
 
 class InputCache:
-    """Checked copies of input blobs by sha256, in a private folder next to the sandboxes' scratch."""
+    """Checked copies of input blobs by sha256, in the worker's state folder (MARKET_WORKER_STATE/<id>/inputs)."""
 
-    def __init__(self, folder: str | None = None):
-        self.folder = folder or tempfile.mkdtemp(prefix="market-inputs-")
+    def __init__(self, folder):
+        # emptied first: what a killed worker left is not trusted, nor kept forever
+        self.folder = str(folder)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        os.makedirs(self.folder, 0o755)
         os.chmod(self.folder, 0o755)  # a root worker's jobs (nobody) read the linked files
 
     def prepare(self, inputs: tuple[LeaseInput, ...]) -> tuple[tuple[str, str], ...]:
