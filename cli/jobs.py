@@ -60,6 +60,11 @@ def cmd_submit(settings, args) -> int:
                                    request_id=args.request_id, replicas=args.replicas)
     except PackageError as e:
         raise UsageError(str(e)) from e
+    if getattr(args, "inputs", None):
+        # issue 17: checked, then uploaded before the submission that names them is published
+        from cli.inputs import check_input_files, upload_inputs
+
+        payload["inputs"] = upload_inputs(settings, check_input_files(settings, args.inputs))
     reply = send_and_check(settings, args.account, "job.submitted", payload, args.request_id)
     job_id = payload["job_id"]
     if not args.wait:

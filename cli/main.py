@@ -105,14 +105,30 @@ def cmd_ledger_gc(settings, args) -> int:
     if days < 0:
         raise SettingsError("--older-than takes a number of days, 0 or more")
     report = collect_blobs(_store(settings).engine, utc_now_iso(), timedelta(days=days), dry_run=args.dry_run)
+    inputs = _collect_inputs(settings, args)
     if args.json:
         _print_json({"removed": report.removed, "removed_bytes": report.removed_bytes, "kept": report.kept,
-                     "older_than_days": days, "dry_run": args.dry_run})
+                     "older_than_days": days, "dry_run": args.dry_run, **inputs})
     else:
         verb = "would remove" if args.dry_run else "removed"
         print(f"{verb} {report.removed} blobs ({report.removed_bytes} bytes) of refused or rejected requests "
               f"older than {days:g} days; kept {report.kept} (recent, or needed elsewhere)")
+        print(f"{verb} {inputs['inputs_removed']} input blobs ({inputs['inputs_removed_bytes']} bytes) no job "
+              f"needs, older than {inputs['inputs_retention_seconds']:g} s; kept {inputs['inputs_kept']}")
     return 0
+
+
+def _collect_inputs(settings, args) -> dict:
+    """issue 17: the blob store's inputs no job needs, past MARKET_BLOB_RETENTION_SECONDS."""
+    from blobstore import open_store
+    from contracts.envelope import utc_now_iso
+    from ledger.gc_inputs import collect_inputs
+
+    seconds = settings.blob_retention_seconds
+    report = collect_inputs(_store(settings).engine, open_store(settings), utc_now_iso(), seconds,
+                            dry_run=args.dry_run)
+    return {"inputs_removed": report.removed, "inputs_removed_bytes": report.removed_bytes,
+            "inputs_kept": report.kept, "inputs_retention_seconds": seconds}
 
 
 def cmd_replay(settings, args) -> int:
@@ -298,6 +314,9 @@ def _job_commands(commands, command, accounts) -> None:
                           "runs; a replica whose result is outvoted is not paid")
     sub.add_argument("--wait", action="store_true", help="show progress until the job ends, then print the result")
     sub.add_argument("--json", action="store_true", help='print {"job_id": ..., "status": ...}')
+    sub.add_argument("--input", dest="inputs", action="append", default=[], metavar="FILE",
+                     help="an input file (repeatable): put in the blob store once, read by the job, read-only, "
+                          "as inputs/<file name> (at most MARKET_MAX_INPUT_BYTES each)")
     sub.add_argument("--unsafe-no-sandbox", action="store_true",
                      help="load the module to check it as your own user, where this machine cannot confine it")
     add_request_id(sub)

@@ -193,6 +193,24 @@ class Settings:
     #: MARKET_MAX_MISMATCHES: a worker whose replicas a quorum outvoted more than
     #: this many times gets no paid work from the scheduler (issue 15)
     max_mismatches: int = 3
+    # -- the blob store (issue 17: inputs and blobs larger than a message) --
+    #: MARKET_BLOB_STORE: where blobs too large for a message live: a folder (unset:
+    #: MARKET_HOME/blobs) or ``s3://BUCKET[/PREFIX]`` for an S3-compatible store (its
+    #: credentials: boto3's usual AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, on the
+    #: market's hosts only: workers get presigned URLs, never the keys)
+    blob_store: str = ""
+    #: MARKET_S3_ENDPOINT: the S3-compatible server's URL (MinIO, ...); unset: AWS
+    s3_endpoint: str | None = None
+    #: MARKET_BLOB_RETENTION_SECONDS: seconds a job's inputs outlive the job (and an
+    #: upload no job names is kept) before `marketctl ledger gc` removes them (7 days)
+    blob_retention_seconds: float = 7 * 24 * 3600.0
+    #: MARKET_MAX_INPUT_BYTES: largest input file of a job (1 GiB)
+    max_input_bytes: int = 1024 ** 3
+
+    @property
+    def blob_store_location(self) -> str:
+        """MARKET_BLOB_STORE, or the folder MARKET_HOME/blobs."""
+        return self.blob_store or str(self.home / "blobs")
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -255,6 +273,10 @@ class Settings:
             max_price=env.get("MARKET_MAX_PRICE") or d.max_price,
             welcome_per_domain=_env_int(env, "MARKET_WELCOME_PER_DOMAIN", d.welcome_per_domain),
             max_mismatches=_env_int(env, "MARKET_MAX_MISMATCHES", d.max_mismatches),
+            blob_store=env.get("MARKET_BLOB_STORE") or d.blob_store,
+            s3_endpoint=env.get("MARKET_S3_ENDPOINT") or None,
+            blob_retention_seconds=_env_float(env, "MARKET_BLOB_RETENTION_SECONDS", d.blob_retention_seconds),
+            max_input_bytes=_env_int(env, "MARKET_MAX_INPUT_BYTES", d.max_input_bytes),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -275,6 +297,8 @@ class Settings:
         if settings.dlq_max_length < 1 or settings.dlq_ttl_seconds < 1:
             raise SettingsError("MARKET_DLQ_MAX_LENGTH and MARKET_DLQ_TTL_SECONDS must be at least 1")
         settings.check_cluster_size()
+        if settings.max_input_bytes < 0 or settings.blob_retention_seconds < 0:
+            raise SettingsError("MARKET_MAX_INPUT_BYTES and MARKET_BLOB_RETENTION_SECONDS must be 0 or more")
         if not 0 <= settings.commission_bps <= 10_000:
             raise SettingsError("MARKET_COMMISSION_BPS must be between 0 and 10000 (basis points: 500 = 5 %)")
         return settings

@@ -84,3 +84,35 @@ class BlobField(fields.Field):
         if hashlib.sha256(data).hexdigest() != sha:
             raise ValidationError(f"{MISMATCH}: the bytes do not hash to sha256 {sha[:12]}...")
         return Blob(sha, data)
+
+
+# -- references to blobs in the store (issue 17) ----------------------------------
+
+#: bytes read at a time when a file is hashed or copied
+CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """A blob by its address only: what a message carries for bytes that live in
+    the blob store (``blobstore``), never in the message."""
+
+    sha256: str
+    size: int
+
+    def to_wire(self) -> dict:
+        return {"sha256": self.sha256, "size": self.size}
+
+
+def is_sha256(text) -> bool:
+    return isinstance(text, str) and bool(_SHA256.match(text))
+
+
+def hash_file(path) -> BlobRef:
+    """The address of a file's bytes, read once in chunks (a 1 GiB input never sits in memory)."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return BlobRef(digest.hexdigest(), size)

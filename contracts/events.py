@@ -18,6 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from contracts.blobs import BlobField
 from contracts.identity import KEY_HASH_PATTERN
+from contracts.inputs import Inputs
 from contracts.routing import REQUEST_TYPES, VERDICT_TYPES
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
@@ -180,6 +181,8 @@ class JobSubmitted(Payload):
     #: v3: run on this many workers of different owners and keep the majority's result
     #: (ledger.fold_replicas); the owner pays each replica
     replicas = StrictInt(validate=validate.Range(min=1, max=3), load_default=1)
+    #: issue 17: input files, in the blob store before the job is published (absent: none)
+    inputs = Inputs()
 
 
 class JobRepriced(Payload):
@@ -260,6 +263,8 @@ class JobAccepted(Payload):
     #: v3: a replicated job's replica count (on the parent), and a replica's parent
     replicas = StrictInt(load_default=1)
     parent_id = Id(load_default=None, allow_none=True)
+    #: issue 17: the job's input files (absent: none)
+    inputs = Inputs()
 
 
 class JobRejected(Payload):
@@ -347,6 +352,8 @@ class LeaseGranted(Payload):
     probe = fields.Boolean(required=True)
     #: v2: this lease's job may use the worker's network (it asked, and the worker allows it)
     network = fields.Boolean(load_default=False)
+    #: issue 17: the input files the worker fetches (absent: none)
+    inputs = Inputs()
 
 
 class LeaseRefused(Payload):

@@ -31,14 +31,39 @@ class LeaseMessage:
     state: bytes
     #: the job may use the worker's network (it asked, and this worker allows it); loopback only otherwise
     network: bool = False
+    #: issue 17: the job's input files, each with the worker's grant to fetch it
+    inputs: tuple["LeaseInput", ...] = ()
 
 
-def encode_lease_message(event_id: str, granted: dict, module_source: bytes, state: bytes) -> bytes:
-    return orjson.dumps({
+@dataclass(frozen=True)
+class LeaseInput:
+    """One input file of a lease: its name under ``inputs/``, its address, and
+    the grant (``{"path"}`` or ``{"url"}``) the ledger gave this lease to read it."""
+
+    name: str
+    sha256: str
+    size: int
+    grant: dict
+
+
+def encode_lease_message(event_id: str, granted: dict, module_source: bytes, state: bytes,
+                         input_grants: list[dict] | None = None) -> bytes:
+    message = {
         "event_id": event_id, "lease": granted,
         "module": base64.b64encode(module_source).decode("ascii"),
         "state": base64.b64encode(state).decode("ascii"),
-    })
+    }
+    if input_grants:
+        message["input_grants"] = input_grants
+    return orjson.dumps(message)
+
+
+def _lease_inputs(lease: dict, grants) -> tuple[LeaseInput, ...]:
+    inputs = lease.get("inputs") or []
+    if len(grants or []) != len(inputs):
+        raise ValueError("a lease with inputs needs one grant per input")
+    return tuple(LeaseInput(str(item["name"]), str(item["sha256"]), int(item["size"]), dict(grant))
+                 for item, grant in zip(inputs, grants or []))
 
 
 def decode_lease_message(body: bytes) -> LeaseMessage:
@@ -52,7 +77,8 @@ def decode_lease_message(body: bytes) -> LeaseMessage:
             worker_id=lease["worker_id"], checkpoint=lease["checkpoint"], lease_seconds=lease["lease_seconds"],
             deadline=lease["deadline"], entry=lease["entry"], kind=lease["kind"], probe=lease["probe"],
             module_sha256=lease["module_sha256"], module_source=module, state_sha256=lease["state_sha256"],
-            state=state, network=lease.get("network", False) is True)
+            state=state, network=lease.get("network", False) is True,
+            inputs=_lease_inputs(lease, raw.get("input_grants")))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise InvalidPayload(f"malformed lease message: {e!r}") from e
     for name, data, sha in (("module", module, message.module_sha256), ("state", state, message.state_sha256)):

@@ -42,6 +42,7 @@ from contracts.errors import ContractError
 from ledger.answering import answer_query
 from contracts.paging import Cursors
 from ledger.blob_cache import BlobCache
+from ledger.inputs_check import LedgerInputs
 from ledger.errors import TransientStoreError, WriterLockLost
 from ledger.fold import due_expiries
 from ledger.fold_workers import silent_workers
@@ -98,6 +99,8 @@ class LedgerAgent:
         #: recent blobs (modules, fresh states) by sha256, so granting a lease
         #: rarely reads the blobs table
         self._blobs = BlobCache(BLOB_CACHE_BYTES)
+        #: the blob store's input files (issue 17): checked before the fold, granted with each lease
+        self.inputs = LedgerInputs(settings)
 
     async def _on_db(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
@@ -308,7 +311,12 @@ class LedgerAgent:
         decoded, invalid = decode_all(self.codec, batch)
 
         def decide(known: set[str]) -> Plan:
-            plan = plan_batch(self.state, decoded, known, self.clock())
+            # issue 17: the store's word on the batch's input files, for the fold to read
+            self.state.input_refusals = self.inputs.refusals(decoded)
+            try:
+                plan = plan_batch(self.state, decoded, known, self.clock())
+            finally:
+                self.state.input_refusals = {}
             plan.invalid = invalid
             return plan
 
@@ -364,7 +372,7 @@ class LedgerAgent:
         granted = orjson.loads(row["body"])
         self.relay.lease_deadlines[row["id"]] = granted["deadline"]
         module, state = self._blob(granted["module_sha256"]), self._blob(granted["state_sha256"])
-        return encode_lease_message(row["event_id"], granted, module, state)
+        return encode_lease_message(row["event_id"], granted, module, state, self.inputs.grants(granted))
 
     def _blob(self, sha256: str) -> bytes:
         data = self._blobs.get(sha256)

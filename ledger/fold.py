@@ -233,6 +233,9 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
             return _rejected_job(p["job_id"], f"unknown account {event.actor}")
         if not fold_money.in_good_standing(owner):
             return _rejected_job(p["job_id"], f"account {owner.name} is over its credit limit")
+    missing_inputs = fold_inputs.refusal(state, event.event_id)
+    if missing_inputs:
+        return _rejected_job(p["job_id"], missing_inputs)
     accepted, ready = submitted_accepted_ready(event)
     if p.get("replicas", 1) > 1 and not p["probe"]:
         replicated = fold_replicas.submitted(state, accepted, ready, p["replicas"])
@@ -250,6 +253,7 @@ def submitted_accepted_ready(event: Recorded, overrides: dict | None = None) -> 
         "state_sha256": p["state"]["sha256"], "max_attempts": p["max_attempts"], "probe": p["probe"],
         "target_worker_id": p["target_worker_id"], "probe_expected_sha256": p["probe_expected_sha256"],
         "probe_work": p["probe_work"], "network": _asks_network(p), "canary": p.get("canary", False) is True,
+        **fold_inputs.accepted_fields(p),
     }
     ready = {"job_id": p["job_id"], "price": p["price"], "checkpoint": 0, "state_sha256": p["state"]["sha256"],
              "submitted_at": event.recorded_at, "probe": p["probe"], "target_worker_id": p["target_worker_id"],
@@ -286,6 +290,7 @@ def _job_accepted(state: MarketState, event: Recorded) -> list[Derived]:
         probe_work=p["probe_work"], network=_asks_network(p), canary=p.get("canary", False) is True,
     )
     fold_replicas.accepted(state.jobs[p["job_id"]], p)
+    fold_inputs.accepted(state.jobs[p["job_id"]], p)
     state.job_added(state.jobs[p["job_id"]])
     state.touch("jobs", p["job_id"], event.seq)
     return []
@@ -400,6 +405,7 @@ def _lease_proposed(state: MarketState, event: Recorded) -> list[Derived]:
         "entry": job.entry, "kind": job.kind, "module_sha256": job.module_sha256,
         # a canary's lease says what paid work's says: the worker cannot run it differently
         "state_sha256": job.state_sha256, "probe": job.probe and not job.canary, "network": job.network,
+        **fold_inputs.lease_fields(job),
     })]
 
 
@@ -650,5 +656,5 @@ def _job_quarantined(state: MarketState, event: Recorded) -> list[Derived]:
 
 
 # the rules of other subjects register their handlers on import
-from ledger import fold_identity, fold_money, fold_replicas, fold_speeds, fold_workers  # noqa: E402,F401
+from ledger import fold_identity, fold_inputs, fold_money, fold_replicas, fold_speeds, fold_workers  # noqa: E402,F401
 from ledger import fold_maps  # noqa: E402,F401 - issue 17

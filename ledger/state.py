@@ -127,6 +127,8 @@ class Job:
     allow_failures: int = 0
     reduce_entry: str | None = None
     reduce_module_sha256: str | None = None
+    #: its input files (issue 17): a JSON list of {"name", "sha256", "size"}, "" for none (ledger.fold_inputs)
+    inputs: str = ""
 
 
 @dataclass(slots=True)
@@ -256,6 +258,9 @@ class MarketState:
     #: worker id -> when the ledger last heard it (ledger time): liveness,
     #: kept in memory only (idle offers are not recorded; see ledger.fold_workers)
     heard_at: dict = field(default_factory=dict, repr=False, compare=False)
+    #: submission event id -> why the blob store lacks its inputs: the agent's
+    #: finding for the batch being folded, in memory only (ledger.fold_inputs)
+    input_refusals: dict = field(default_factory=dict, repr=False, compare=False)
     # Indexes over the rows above, built on first use (a state loaded from the
     # database starts without them) and kept up to date by the fold, so no
     # rule scans every lease or every job.

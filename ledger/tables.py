@@ -168,6 +168,8 @@ jobs = Table(
     Column("allow_failures", Integer, nullable=False, server_default="0"),
     Column("reduce_entry", String(128)),
     Column("reduce_module_sha256", String(64)),
+    # issue 17: the job's input files, JSON [{"name", "sha256", "size"}] ("" for none)
+    Column("inputs", Text, nullable=False, server_default=""),
 )
 Index("ix_jobs_map", jobs.c.map_id, jobs.c.chunk)
 # a member's jobs page walks it, newest first (ledger.queries.jobs)

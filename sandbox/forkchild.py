@@ -30,6 +30,7 @@ import orjson
 from contracts import package
 from sandbox import kernel
 from sandbox.confine import SCRATCH_IN_JOB, SCRATCH_MOUNT
+from sandbox.scratch import INPUTS_FOLDER
 
 #: frame prefix on the job socket: header length, body length
 FRAME = struct.Struct("!II")
@@ -49,6 +50,7 @@ SIG_UNBLOCK = int(signal.SIG_UNBLOCK)
 LEASE_NAMESPACES = kernel.CLONE_NEWNS | kernel.CLONE_NEWIPC
 _SCRATCH_MOUNT = SCRATCH_MOUNT.encode()
 _SCRATCH_IN_JOB = SCRATCH_IN_JOB.encode()
+_INPUTS_IN_JOB = _SCRATCH_IN_JOB + b"/" + INPUTS_FOLDER.encode()
 
 
 class CpuTimeExceeded(BaseException):
@@ -155,6 +157,8 @@ def _isolate(job_fd: int, output_fd: int, cpu: tuple[int, int], open_max: int, s
         # its own mounts: its scratch directory as /tmp, the other leases' out of sight
         kernel.unshare(LEASE_NAMESPACES)
         kernel.bind(scratch, _SCRATCH_IN_JOB)
+        # its input files, if any (issue 17): readable, never writable, whatever their modes say
+        kernel.bind_read_only_if_there(_INPUTS_IN_JOB)
         kernel.detach(_SCRATCH_MOUNT)
         os.chdir(_SCRATCH_IN_JOB)
         if network is not None:

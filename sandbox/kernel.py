@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import _thread
 import ctypes
+import errno
 import fcntl
 import os
 import socket
@@ -26,6 +27,11 @@ _IFREQ_FLAGS = struct.Struct("16sH14x")
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_RDONLY = 1
+MS_REMOUNT = 32
+#: statvfs's f_flag bits that are the same as the mount flags (nosuid, nodev, noexec,
+#: noatime, nodiratime, relatime), which a remount in a user namespace must keep
+_LOCKED_FLAGS = 2 | 4 | 8 | 1024 | 2048 | (1 << 21)
 MNT_DETACH = 2
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -61,6 +67,21 @@ def setns(fd: int, flags: int) -> None:
 
 def bind(source: bytes, target: bytes) -> None:
     _check(_mount(source, target, None, MS_BIND, None), "bind mount")
+
+
+def bind_read_only_if_there(path: bytes) -> None:
+    """Make ``path``, if it exists, a read-only view of itself (a job's inputs: issue 17).
+
+    The bind is the existence test (no stat first: a child touches as few
+    pages as it can). The remount keeps the flags the mount already has
+    (nosuid, nodev, ...): in a user namespace the ones its creator set are
+    locked, and dropping one makes the remount fail."""
+    if _mount(path, path, None, MS_BIND, None) != 0:
+        if ctypes.get_errno() == errno.ENOENT:
+            return  # a job without inputs
+        _check(-1, "bind mount")
+    flags = os.statvfs(path).f_flag & _LOCKED_FLAGS
+    _check(_mount(b"none", path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags, None), "read-only remount")
 
 
 def make_mounts_private() -> None:

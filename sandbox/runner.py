@@ -36,7 +36,7 @@ from sandbox.confine import CONFINED, Confinement, job_identity, unavailable_rea
 from sandbox.forkclient import (  # noqa: F401 - BoundedOutput, SandboxError and work_frame: public here too
     BoundedOutput, SandboxError, ForkServer, ChildLease, StopWatch, work_frame,
 )
-from sandbox.scratch import ScratchDirs
+from sandbox.scratch import ScratchDirs, place_inputs
 
 #: longest error text kept (the tail of a traceback is what matters); events cap text at 64 KiB
 MAX_ERROR_CHARS = 32 * 1024
@@ -81,6 +81,8 @@ class Work:
     budget_seconds: float
     #: the job asked for the network and the worker's owner allows it; loopback only otherwise
     network: bool = False
+    #: its input files (issue 17): (name, path of the worker's checked copy), read-only under inputs/
+    inputs: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,11 @@ class Sandbox:
         started = time.monotonic()
         scratch = self._scratch.make()
         try:
+            if work.inputs:
+                try:
+                    place_inputs(scratch, work.inputs, link=self.confinement.enabled)
+                except OSError as e:
+                    raise SandboxError(f"the job's input files could not be placed in its scratch: {e}") from e
             outcome = await self._run_in(self._server, work, stop, hard_deadline, scratch, started)
         except SandboxError as e:
             self._log.error("sandbox.failed", lease_id=work.lease_id, job_id=work.job_id, error=str(e))

@@ -8,6 +8,9 @@ import shutil
 import stat
 import tempfile
 
+#: the folder of a lease's scratch directory (the job's cwd) that holds its input files (issue 17)
+INPUTS_FOLDER = "inputs"
+
 
 class ScratchDirs:
     """Scratch directories for leases, in one private directory made once (cheaper than mkdtemp per lease).
@@ -107,6 +110,29 @@ def _remove_tree(path: str) -> None:
             pass
 
     shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+def place_inputs(scratch: str, inputs, link: bool) -> None:
+    """Put a lease's input files, ``(name, path)`` pairs, under ``scratch/inputs``.
+
+    ``link``: hard links to the worker's cached copies (no copy of a large
+    input per lease), for a confined job, whose child mounts the folder
+    read-only (sandbox.forkchild); an unconfined job runs as the worker's
+    user and could chmod a link's shared inode back to writable, so it gets
+    copies. Either way the files are 0444 in a 0555 folder.
+    """
+    folder = os.path.join(scratch, INPUTS_FOLDER)
+    os.mkdir(folder, 0o700)
+    for name, path in inputs:
+        target = os.path.join(folder, name)
+        try:
+            if not link:
+                raise OSError("copy")
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)  # another file system (EXDEV), or unconfined
+            os.chmod(target, 0o444)
+    os.chmod(folder, 0o555)
 
 
 # -- the control channel to the fork server ----------------------------------

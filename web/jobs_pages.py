@@ -21,6 +21,8 @@ from web.feed import atom_feed, feed_signature, feed_url, job_changes
 from web.market import NotAnswered
 from web.packaging import build_in_child
 from web.prebuilt import BY_SLUG, CATALOGUE
+from contracts.inputs import MAX_INPUTS
+from web.inputs import InputProblem, store_inputs, uploaded_files
 from web.render import checked_form, credits, flash, render, require_member, seconds, when
 
 #: a job's result shown on its page up to this many characters
@@ -117,7 +119,7 @@ async def _upload(form, limit: int) -> tuple[str, bytes]:
 async def submit(request):
     account = await require_member(request)
     settings = request.app.state.settings
-    form = await checked_form(request, max_files=1, max_fields=20)
+    form = await checked_form(request, max_files=1 + MAX_INPUTS, max_fields=20)
     values = {k: str(form.get(k, "")) for k in ("name", "entry", "price", "args", "max_attempts", "network")}
     try:
         name, price, attempts = _parse_common(form)
@@ -130,7 +132,10 @@ async def submit(request):
             raise BadInput(f"the arguments are not valid JSON: {e.msg} at column {e.colno}") from e
         filename, source = await _upload(form, settings.max_blob_bytes)
         job_id = await _submit(request, account, source, filename, entry, args, name, price, attempts,
-                               network=values["network"] == "on")
+                               network=values["network"] == "on", inputs=uploaded_files(form))
+    except InputProblem as e:
+        return render(request, "submit.html", {"catalogue": CATALOGUE, "values": values, "error": e.detail},
+                      e.status)
     except BadInput as e:
         return render(request, "submit.html", {"catalogue": CATALOGUE, "values": values, "error": e.detail},
                       e.status_code)
@@ -138,7 +143,8 @@ async def submit(request):
     return RedirectResponse(f"/jobs/{job_id}", 303)
 
 
-async def _submit(request, account, source, filename, entry, args, name, price, attempts, network=False) -> str:
+async def _submit(request, account, source, filename, entry, args, name, price, attempts, network=False,
+                  inputs=()) -> str:
     state = request.app.state
     try:
         package = await build_in_child(source, entry, args, filename=filename, max_bytes=state.settings.max_blob_bytes)
@@ -147,6 +153,9 @@ async def _submit(request, account, source, filename, entry, args, name, price, 
     job_id = new_job_id()
     payload = submission_payload(package, job_id=job_id, name=name, price=price, max_attempts=attempts,
                                  network=network)
+    if inputs:
+        # issue 17: in the blob store before the submission that names them is published
+        payload["inputs"] = await store_inputs(state, inputs)
     try:
         await state.market.request(account, "job.submitted", payload)
     except Refused as e:

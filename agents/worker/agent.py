@@ -24,6 +24,9 @@ import structlog
 
 from sandbox.forkserver import set_not_dumpable
 from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
+from agents.worker.inputs import InputCache
+from blobstore import BlobStoreError
+from sandbox.runner import errored
 from agents.worker.lease_ack import LeaseAck
 from agents.worker.reports import Reports
 from agents.worker.test_hooks import ThrottleAfterProbe
@@ -121,6 +124,8 @@ class WorkerAgent:
         self.throttle = ThrottleAfterProbe(settings.test_throttle_after_probe)
         #: a test-only lying worker (agents.worker.testing_faults), fixed for the process's life
         self.corrupt_results = testing_faults.corrupts_results()
+        #: checked copies of the leases' input files (issue 17)
+        self.inputs = InputCache(worker_state(settings, config.worker_id) / "inputs")
         if self.corrupt_results:
             self.log.warning("worker.corrupting_results", variable=testing_faults.CORRUPT_RESULTS_VARIABLE)
 
@@ -154,6 +159,7 @@ class WorkerAgent:
         finally:
             for sandbox in self.sandboxes:
                 sandbox.close()
+            self.inputs.close()
         if len(self.reports):
             self.log.warning("worker.reports_left", waiting=len(self.reports),
                              action="kept in the state folder: sent when the worker starts again")
@@ -302,6 +308,8 @@ class WorkerAgent:
         try:
             # TEST ONLY (0 unless MARKET_TEST_THROTTLE_AFTER_PROBE): before the budget, which it shortens
             await self.throttle.before_lease(lease.probe)
+            # before the budget, which the fetch's time shortens
+            inputs = await self._fetch_inputs(lease, lease_log)
             # the budget comes from the lease's length and the monotonic clock,
             # never from this machine's wall clock against the ledger's deadline
             budget = clock.budget(self.config.safety_margin)
@@ -312,12 +320,16 @@ class WorkerAgent:
                                   action="timing leases by the lease length and the monotonic clock")
             work = Work(lease_id=lease.lease_id, job_id=lease.job_id, module_source=lease.module_source,
                         module_sha256=lease.module_sha256, entry=lease.entry, kind=lease.kind, state=lease.state,
-                        budget_seconds=budget, network=lease.network)
+                        budget_seconds=budget, network=lease.network,
+                        inputs=() if isinstance(inputs, Outcome) else inputs)
             if lease.network and not self.config.confinement.allow_network:
                 # the ledger never grants this (its fold refuses it): the job gets a loopback only
                 lease_log.warning("worker.network_not_allowed")
             lease_log.debug("worker.lease_started", budget_seconds=round(budget, 3), checkpoint=lease.checkpoint)
-            outcome = await sandbox.run(work, self.stop_jobs, clock.hard_stop())
+            if isinstance(inputs, Outcome):
+                outcome = inputs  # an input could not be fetched: the lease errs, the job is retried
+            else:
+                outcome = await sandbox.run(work, self.stop_jobs, clock.hard_stop())
             # kept (in memory and on disk) before the first try to publish it:
             # a lost connection or a restart re-sends it with the same event id
             report = self._report_message(lease, clock, outcome)
@@ -335,6 +347,21 @@ class WorkerAgent:
         renews = outcome_renews_offer(report)
         await settle.now()  # a short lease's ack goes out in the same write as its report
         await self._send_reports(None if renews else self._offer_message())
+
+    async def _fetch_inputs(self, lease: LeaseMessage, lease_log) -> tuple:
+        """The lease's input files, fetched through its grants (issue 17); the fetch's
+        time comes out of the lease's budget, which the job's stop then absorbs."""
+        if not lease.inputs:
+            return ()
+        started = time.monotonic()
+        try:
+            inputs = await asyncio.to_thread(self.inputs.prepare, lease.inputs)
+        except (BlobStoreError, OSError) as e:
+            lease_log.warning("worker.inputs_unavailable", error=str(e))
+            return errored(f"the job's input files could not be fetched: {e}", None, "", 0,
+                           time.monotonic() - started)
+        lease_log.info("worker.inputs_ready", inputs=len(inputs), seconds=round(time.monotonic() - started, 3))
+        return inputs
 
     async def _send_reports(self, offer: Outgoing | None = None) -> None:
         """Publish the kept reports (and ``offer``) on the current connection, if

@@ -114,7 +114,9 @@ def start_portal(market, home: Path, **env) -> tuple[object, str]:
     # the portal on its own broker user: it may act for members, never for the operator
     process = market.start("portal", [sys.executable, "-m", "web.agent"],
                            MARKET_WEB_PORT=str(port), MARKET_HOME=str(home), MARKET_LOG_LEVEL="info",
-                           MARKET_AMQP_URL=market.settings.service_url("portal"), **env)
+                           MARKET_AMQP_URL=market.settings.service_url("portal"),
+                           # the ledger's blob store (issue 17: inputs), as under `marketctl up`
+                           **{"MARKET_BLOB_STORE": market.settings.blob_store_location, **env})
     url = f"http://127.0.0.1:{port}"
 
     def up():

@@ -1,0 +1,81 @@
+"""The ledger's side of the blob store (issue 17).
+
+Before it folds a batch, the ledger asks the store about each submission's
+input files: upload-before-publish means the bytes must already be there,
+with the hash and the size the event claims. A forged hash with no bytes
+behind it gets ``job.rejected`` with the reason found here (the fold reads
+it from ``state.input_refusals``: ledger.fold_inputs). When it grants a
+lease, it gives the worker a grant per input, valid until the deadline.
+"""
+from __future__ import annotations
+
+import structlog
+
+from blobstore import BlobStore, BlobStoreError, open_store
+
+log = structlog.get_logger("ledger.inputs")
+
+
+class LedgerInputs:
+    """The store, opened at the first submission that names inputs (most markets have none)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._store: BlobStore | None = None
+
+    def store(self) -> BlobStore:
+        if self._store is None:
+            self._store = open_store(self.settings)
+        return self._store
+
+    def refusals(self, decoded) -> dict[str, str]:
+        """Submission event id -> why its inputs cannot be accepted, for the batch ``decoded``."""
+        if not any(envelope.type == "job.submitted" and envelope.payload.get("inputs") for _, envelope in decoded):
+            return {}
+        try:
+            store = self.store()
+        except BlobStoreError as e:
+            log.error("ledger.blob_store_unavailable", error=str(e))
+            store = None
+        return input_refusals(store, decoded, self.settings.max_input_bytes)
+
+    def grants(self, granted: dict) -> list[dict] | None:
+        """The worker's own access to its lease's inputs, until the deadline (plus grace)."""
+        if not granted.get("inputs"):
+            return None
+        seconds = granted["lease_seconds"] + int(self.settings.lease_grace) + 1
+        store = self.store()
+        return [store.read_grant(item["sha256"], seconds) for item in granted["inputs"]]
+
+
+def input_refusals(store: BlobStore | None, decoded, max_input_bytes: int) -> dict[str, str]:
+    """Submission event id -> why its inputs cannot be accepted, for each
+    ``job.submitted`` of the batch that names inputs the store lacks."""
+    refusals: dict[str, str] = {}
+    for _, envelope in decoded:
+        inputs = envelope.payload.get("inputs") if envelope.type == "job.submitted" else None
+        if inputs:
+            reason = _refusal(store, inputs, max_input_bytes)
+            if reason:
+                refusals[envelope.event_id] = reason
+                log.info("ledger.inputs_refused", event_id=envelope.event_id, job_id=envelope.payload["job_id"],
+                         reason=reason)
+    return refusals
+
+
+def _refusal(store: BlobStore | None, inputs: list[dict], max_input_bytes: int) -> str | None:
+    for item in inputs:
+        name, sha, size = item["name"], item["sha256"], item["size"]
+        if size > max_input_bytes:
+            return f"input {name} is {size} bytes; the limit is {max_input_bytes} (MARKET_MAX_INPUT_BYTES)"
+        if store is None:
+            return "this market has no blob store for input files"
+        try:
+            stored = store.size(sha)
+        except BlobStoreError as e:
+            return f"input {name}: the blob store cannot be asked ({e})"
+        if stored is None:
+            return f"input {name}: the blob store holds no blob {sha[:12]}... (upload it before submitting)"
+        if stored != size:
+            return f"input {name}: the blob {sha[:12]}... is {stored} bytes, not {size}"
+    return None
