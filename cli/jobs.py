@@ -6,6 +6,7 @@ import base64
 import json
 import sys
 
+from cli.limits import limit_fields
 from cli.money import format_credits, parse_credits
 from cli.paging import ask_page, print_next
 from cli.requests import requester_as, send_and_check
@@ -54,12 +55,14 @@ async def ask(settings, account: str, query: str, args: dict | None = None):
 
 
 def cmd_submit(settings, args) -> int:
+    limits = limit_fields(args)  # bad limits are refused before the module is even loaded
     try:
         payload = build_submission(settings, args.target, args.name, args.price, args.args, args.max_attempts,
                                    unsafe_no_sandbox=args.unsafe_no_sandbox, network=args.network,
                                    request_id=args.request_id, replicas=args.replicas)
     except PackageError as e:
         raise UsageError(str(e)) from e
+    payload.update(limits)
     reply = send_and_check(settings, args.account, "job.submitted", payload, args.request_id)
     job_id = payload["job_id"]
     if not args.wait:

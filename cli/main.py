@@ -296,6 +296,8 @@ def _job_commands(commands, command, accounts) -> None:
                           "agree on (a third run breaks a tie of two); the price is per replica: each replica is "
                           "billed like a job, so N replicas cost about N times one run, 3 times if a tie-breaker "
                           "runs; a replica whose result is outvoted is not paid")
+    from cli.limits import add_limit_options
+    add_limit_options(sub)
     sub.add_argument("--wait", action="store_true", help="show progress until the job ends, then print the result")
     sub.add_argument("--json", action="store_true", help='print {"job_id": ..., "status": ...}')
     sub.add_argument("--unsafe-no-sandbox", action="store_true",

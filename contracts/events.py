@@ -59,6 +59,11 @@ def Seconds(**kw):
     return StrictInt(validate=validate.Range(min=1, max=7 * 24 * 3600), **kw)
 
 
+def MaxRuntime():
+    """A job's limit on its executed time, in whole seconds (at most a year); None: no limit."""
+    return StrictInt(validate=validate.Range(min=1, max=366 * 24 * 3600), load_default=None, allow_none=True)
+
+
 def Sha(**kw):
     return fields.String(validate=validate.Regexp(r"^[0-9a-f]{64}$"), **kw)
 
@@ -180,6 +185,10 @@ class JobSubmitted(Payload):
     #: v3: run on this many workers of different owners and keep the majority's result
     #: (ledger.fold_replicas); the owner pays each replica
     replicas = StrictInt(validate=validate.Range(min=1, max=3), load_default=1)
+    #: issue 17 (absent before: no limit): executed seconds across leases, and a wall-clock
+    #: deadline; past either the job fails (ledger.fold_limits)
+    max_runtime_seconds = MaxRuntime()
+    deadline = Timestamp(load_default=None, allow_none=True)
 
 
 class JobRepriced(Payload):
@@ -260,6 +269,9 @@ class JobAccepted(Payload):
     #: v3: a replicated job's replica count (on the parent), and a replica's parent
     replicas = StrictInt(load_default=1)
     parent_id = Id(load_default=None, allow_none=True)
+    #: issue 17: the job's time limits, as submitted (None: none)
+    max_runtime_seconds = MaxRuntime()
+    deadline = Timestamp(load_default=None, allow_none=True)
 
 
 class JobRejected(Payload):

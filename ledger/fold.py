@@ -233,12 +233,16 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
             return _rejected_job(p["job_id"], f"unknown account {event.actor}")
         if not fold_money.in_good_standing(owner):
             return _rejected_job(p["job_id"], f"account {owner.name} is over its credit limit")
+    too_late = fold_limits.refused_at_submission(p, event.recorded_at)
+    if too_late:
+        return _rejected_job(p["job_id"], too_late)
     accepted = {
         "job_id": p["job_id"], "owner": event.actor, "name": p["name"], "price": p["price"],
         "entry": p["entry"], "kind": p["kind"], "module_sha256": p["module"]["sha256"],
         "state_sha256": p["state"]["sha256"], "max_attempts": p["max_attempts"], "probe": p["probe"],
         "target_worker_id": p["target_worker_id"], "probe_expected_sha256": p["probe_expected_sha256"],
         "probe_work": p["probe_work"], "network": _asks_network(p), "canary": p.get("canary", False) is True,
+        **fold_limits.accepted_fields(p),
     }
     ready = {"job_id": p["job_id"], "price": p["price"], "checkpoint": 0, "state_sha256": p["state"]["sha256"],
              "submitted_at": event.recorded_at, "probe": p["probe"], "target_worker_id": p["target_worker_id"],
@@ -278,6 +282,8 @@ def _job_accepted(state: MarketState, event: Recorded) -> list[Derived]:
         probe_work=p["probe_work"], network=_asks_network(p), canary=p.get("canary", False) is True,
     )
     fold_replicas.accepted(state.jobs[p["job_id"]], p)
+    fold_limits.accepted(state.jobs[p["job_id"]], p)
+    fold_limits.watch(state, state.jobs[p["job_id"]])
     state.job_added(state.jobs[p["job_id"]])
     state.touch("jobs", p["job_id"], event.seq)
     return []
@@ -377,7 +383,11 @@ def _lease_proposed(state: MarketState, event: Recorded) -> list[Derived]:
     if same_owner:
         # not offered again at once: the scheduler could pair the two again before it hears why
         return _refuse_lease(p, same_owner, True, False)
-    lease_seconds = min(p["lease_seconds"], worker.lease_seconds)
+    lease_seconds = fold_limits.lease_seconds(job, min(p["lease_seconds"], worker.lease_seconds), event.recorded_at)
+    if isinstance(lease_seconds, str):
+        # past one of its limits: no lease, and the job fails with that reason
+        return (_refuse_lease(p, f"job {job.job_id}: {lease_seconds}", False, True)
+                + [Derived("job.failed", fold_limits.failure(job, lease_seconds))])
     held = fold_money.unaffordable(state, job, lease_seconds)
     if held:
         return _refuse_lease(p, held[0].payload["reason"], False, True) + held
@@ -568,6 +578,8 @@ def _job_errored(state: MarketState, event: Recorded) -> list[Derived]:
     measure = executed_ms if event.version >= 2 else executed_ms_v1
     _close(state, lease, "errored", event.recorded_at, measure(lease, checked_in_at(lease, event)), event.seq)
     job.attempts += 1
+    if paid:
+        fold_limits.errored(job, lease.executed_ms)
     job.error = p["error"][-8000:]
     job.status, job.lease_id, job.worker_id = "errored", None, None
     state.touch("jobs", job.job_id, event.seq)
@@ -635,3 +647,4 @@ def _job_quarantined(state: MarketState, event: Recorded) -> list[Derived]:
 
 # the rules of other subjects register their handlers on import
 from ledger import fold_identity, fold_money, fold_replicas, fold_speeds, fold_workers  # noqa: E402,F401
+from ledger import fold_limits  # noqa: E402

@@ -159,6 +159,11 @@ jobs = Table(
     Column("ran_owners", Text, nullable=False, server_default=""),
     Column("escrow_leases", Text, nullable=False, server_default=""),
     Column("settled", String(8), nullable=False, server_default=""),
+    # issue 17 (migration 0014): time limits and artifacts
+    Column("max_runtime_ms", BigInteger),
+    Column("deadline_at", String(32)),
+    Column("errored_ms", BigInteger, nullable=False, server_default="0"),
+    Column("artifacts_sha256", String(64)),
 )
 # a member's jobs page walks it, newest first (ledger.queries.jobs)
 Index("ix_jobs_owner_submitted", jobs.c.owner, jobs.c.submitted_at, jobs.c.job_id)
