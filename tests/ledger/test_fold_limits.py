@@ -3,8 +3,8 @@ from contracts.envelope import format_time, parse_time
 from datetime import timedelta
 
 from ledger.money import lease_charge
-from ledger.state import ROW_TYPES
 from tests.ledger.money_market import MoneyMarket, types
+from tests.ledger.test_fold_integrity import assert_replays
 
 CREDIT = 1_000_000
 PRICE = 3_600_000  # 3.6 credits per hour: 1 micro-credit per ms
@@ -22,12 +22,6 @@ def a_market() -> MoneyMarket:
 
 def later(market: MoneyMarket, seconds: float) -> str:
     return format_time(parse_time(market.now) + timedelta(seconds=seconds))
-
-
-def assert_replays(market: MoneyMarket) -> None:
-    replayed = market.replayed()
-    for table in ROW_TYPES:
-        assert replayed.table(table) == market.state.table(table), table
 
 
 def test_leases_are_no_longer_than_the_runtime_left_and_the_job_fails_when_it_is_used_up():
