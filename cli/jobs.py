@@ -147,6 +147,9 @@ def cmd_jobs(settings, args) -> int:
 
 def cmd_result(settings, args) -> int:
     answer = asyncio.run(ask(settings, args.account, "result", {"job_id": args.job_id}))
+    if getattr(args, "artifacts", None):
+        from cli.logs import save_artifacts
+        save_artifacts(settings, args.account, args.job_id, args.artifacts)
     data = base64.b64decode(answer["data"])
     if args.raw:
         with open(args.raw, "wb") as out:

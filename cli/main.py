@@ -310,6 +310,8 @@ def _job_commands(commands, command, accounts) -> None:
     sub.add_argument("job_id")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.add_argument("--raw", metavar="FILE", help="write the result blob as it is (e.g. a pickled object) to FILE")
+    from cli import logs
+    logs.add_artifacts_option(sub)
     sub = command("cancel", jobs.cmd_cancel, "cancel one of your jobs")
     sub.add_argument("job_id")
     add_request_id(sub)
@@ -344,6 +346,7 @@ def _job_commands(commands, command, accounts) -> None:
     money_commands.register(commands, command)
     from cli import dlq
     dlq.register(commands, command)
+    logs.register(commands, command)
 
 
 def main(argv=None) -> int:

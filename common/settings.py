@@ -193,6 +193,9 @@ class Settings:
     #: MARKET_MAX_MISMATCHES: a worker whose replicas a quorum outvoted more than
     #: this many times gets no paid work from the scheduler (issue 15)
     max_mismatches: int = 3
+    #: MARKET_MAX_ARTIFACT_BYTES: the largest tar of a finished job's ``outputs/`` a worker
+    #: sends back with the result (issue 17); a bigger one is left out, and the output says so
+    max_artifact_bytes: int = 1024 * 1024
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -255,6 +258,7 @@ class Settings:
             max_price=env.get("MARKET_MAX_PRICE") or d.max_price,
             welcome_per_domain=_env_int(env, "MARKET_WELCOME_PER_DOMAIN", d.welcome_per_domain),
             max_mismatches=_env_int(env, "MARKET_MAX_MISMATCHES", d.max_mismatches),
+            max_artifact_bytes=_env_int(env, "MARKET_MAX_ARTIFACT_BYTES", d.max_artifact_bytes),
         )
         values.update(overrides)
         settings = cls(**values)

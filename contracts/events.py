@@ -221,6 +221,8 @@ class JobFinished(Payload):
     result = BlobField(required=True)
     output = Text(load_default="")
     reported_at = ReportedAt()
+    #: issue 17: a tar of the files the lease left in the job's ``outputs/`` (bounded), if any
+    artifacts = BlobField(load_default=None, allow_none=True)
 
 
 class JobErrored(Payload):
@@ -230,6 +232,23 @@ class JobErrored(Payload):
     exit_code = StrictInt(allow_none=True, load_default=None)
     output = Text(load_default="")
     reported_at = ReportedAt()
+
+
+#: characters of one live output chunk, and of all a lease's chunks: the worker sends no
+#: more, the ledger shows no more (the lease's final report keeps its own head and tail)
+LIVE_CHUNK_CHARS = 4096
+LIVE_OUTPUT_CHARS = 32 * 1024
+
+
+class LeaseOutput(Payload):
+    """Issue 17: what a running lease printed since its last chunk (``marketctl logs --follow``).
+
+    ``offset``: the characters of this lease's output sent before this chunk."""
+
+    lease_id = Id(required=True)
+    job_id = Id(required=True)
+    offset = StrictInt(validate=validate.Range(min=0, max=LIVE_OUTPUT_CHARS), required=True)
+    text = Text(max_length=LIVE_CHUNK_CHARS, required=True)
 
 
 class SpeedMeasured(Payload):
@@ -309,6 +328,8 @@ class JobCompleted(Payload):
     result_sha256 = Sha(required=True)
     executed_ms = StrictInt(validate=validate.Range(min=0), required=True)
     probe = fields.Boolean(required=True)
+    #: issue 17: the finishing lease's tar of ``outputs/`` (a blob), if it sent one
+    artifacts_sha256 = Sha(load_default=None, allow_none=True)
 
 
 class JobFailed(Payload):
@@ -563,6 +584,7 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "account.welcomed": AccountWelcomed,
     "job.validated": JobValidated,
     "worker.mismatched": WorkerMismatched,
+    "lease.output": LeaseOutput,
 }
 
 def _same_payload(payload: dict) -> dict:

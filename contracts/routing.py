@@ -24,6 +24,8 @@ REQUEST_TYPES: tuple[str, ...] = (
     "job.finished",
     "job.errored",
     "speed.measured",
+    # issue 17: a running lease's live output, in bounded chunks (contracts.events.LeaseOutput)
+    "lease.output",
 )
 
 #: what only the ledger appends (actor ``ledger``) and relays from its outbox
@@ -90,6 +92,7 @@ WORKER_REQUEST_TYPES: tuple[str, ...] = (
     "checkpoint.submitted",
     "job.finished",
     "job.errored",
+    "lease.output",
 )
 
 

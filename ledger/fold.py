@@ -544,7 +544,13 @@ def _job_finished(state: MarketState, event: Recorded) -> list[Derived]:
         "job_id": job.job_id, "lease_id": lease.lease_id, "worker_id": lease.worker_id,
         "result_sha256": event.payload["result"]["sha256"],
         "executed_ms": executed_ms(lease, checked_in_at(lease, event)),
-        "probe": job.probe})]
+        "probe": job.probe, **artifacts_of(event.payload)})]
+
+
+def artifacts_of(finished: dict) -> dict:
+    """The artifacts a ``job.finished`` sent (issue 17), for its ``job.completed``; nothing if none."""
+    artifacts = finished.get("artifacts")
+    return {"artifacts_sha256": artifacts["sha256"]} if artifacts else {}
 
 
 @handles("job.completed")
@@ -554,6 +560,7 @@ def _job_completed(state: MarketState, event: Recorded) -> list[Derived]:
     _close(state, lease, "finished", event.recorded_at, p["executed_ms"], event.seq)
     job.executed_ms += p["executed_ms"]
     job.status, job.result_sha256, job.finished_at = "completed", p["result_sha256"], event.recorded_at
+    job.artifacts_sha256 = p.get("artifacts_sha256")
     job.lease_id = None
     state.touch("jobs", job.job_id, event.seq)
     if job.probe:

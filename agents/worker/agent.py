@@ -24,6 +24,7 @@ import structlog
 
 from sandbox.forkserver import set_not_dumpable
 from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
+from agents.worker import live_stream
 from agents.worker.lease_ack import LeaseAck
 from agents.worker.reports import Reports
 from agents.worker.test_hooks import ThrottleAfterProbe
@@ -89,10 +90,11 @@ class WorkerConfig:
         return self.principal or self.account
 
 
-def job_limits(config: WorkerConfig, max_blob_bytes: int) -> Limits:
-    """What each lease of this worker may use."""
+def job_limits(config: WorkerConfig, max_blob_bytes: int, max_artifact_bytes: int = 0) -> Limits:
+    """What each lease of this worker may use (artifacts: at most a blob, as the ledger stores them)."""
     return Limits(cpu_seconds=config.lease_seconds + 5, memory_bytes=config.memory_bytes,
-                  output_bytes=OUTPUT_LIMIT, blob_bytes=max_blob_bytes)
+                  output_bytes=OUTPUT_LIMIT, blob_bytes=max_blob_bytes,
+                  artifact_bytes=min(max_artifact_bytes, max_blob_bytes))
 
 
 class WorkerAgent:
@@ -130,7 +132,7 @@ class WorkerAgent:
 
     async def run(self) -> None:
         _not_dumpable()
-        limits = job_limits(self.config, self.settings.max_blob_bytes)
+        limits = job_limits(self.config, self.settings.max_blob_bytes, self.settings.max_artifact_bytes)
         self.sandboxes = [Sandbox(limits=limits, confinement=self.config.confinement)
                           for _ in range(self.config.slots)]
         for sandbox in self.sandboxes:
@@ -310,14 +312,22 @@ class WorkerAgent:
                 self.skew_reported = True  # once: it is this machine's clock, not this lease's
                 lease_log.warning("worker.clock_skew", seconds_ahead_of_ledger=round(skew),
                                   action="timing leases by the lease length and the monotonic clock")
+            live = live_stream.live_output()
             work = Work(lease_id=lease.lease_id, job_id=lease.job_id, module_source=lease.module_source,
                         module_sha256=lease.module_sha256, entry=lease.entry, kind=lease.kind, state=lease.state,
-                        budget_seconds=budget, network=lease.network)
+                        budget_seconds=budget, network=lease.network, live=live)
             if lease.network and not self.config.confinement.allow_network:
                 # the ledger never grants this (its fold refuses it): the job gets a loopback only
                 lease_log.warning("worker.network_not_allowed")
             lease_log.debug("worker.lease_started", budget_seconds=round(budget, 3), checkpoint=lease.checkpoint)
-            outcome = await sandbox.run(work, self.stop_jobs, clock.hard_stop())
+            ended = asyncio.Event()
+            streaming = asyncio.ensure_future(live_stream.stream(
+                live, lease.lease_id, lease.job_id, ended, self.codec, self.config.user_id, lambda: self.publisher))
+            try:
+                outcome = await sandbox.run(work, self.stop_jobs, clock.hard_stop())
+            finally:
+                ended.set()
+                await asyncio.gather(streaming, return_exceptions=True)
             # kept (in memory and on disk) before the first try to publish it:
             # a lost connection or a restart re-sends it with the same event id
             report = self._report_message(lease, clock, outcome)
@@ -357,6 +367,8 @@ class WorkerAgent:
         elif outcome.status == "finished":
             result = testing_faults.corrupted(outcome.result) if self.corrupt_results else outcome.result
             event_type, payload = "job.finished", {**common, "result": Blob.of(result)}
+            if outcome.artifacts is not None:
+                payload["artifacts"] = Blob.of(outcome.artifacts)
         else:
             event_type, payload = "job.errored", {**common, "error": outcome.error or "unknown error",
                                                   "exit_code": outcome.exit_code}
