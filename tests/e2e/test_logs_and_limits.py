@@ -126,7 +126,8 @@ def test_a_deadline_fails_the_job_and_charges_only_the_accepted_work(market):
     worker = unique("w-deadline")
     market.start_measured_worker(worker, lease_seconds=60)
     before = balances(market)["alice"]
-    deadline = datetime.now(timezone.utc) + timedelta(seconds=5)
+    # far enough for a loaded machine to build and submit the job first
+    deadline = datetime.now(timezone.utc) + timedelta(seconds=20)
     done = marketctl(market, "alice", "submit", f"{CHATTY}:spin", "--name", "spin", "--price", "3.6",
                      "--deadline", deadline.isoformat(), "--args", "{}")
     assert done.returncode == 0, done.stderr
