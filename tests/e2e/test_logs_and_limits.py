@@ -141,3 +141,98 @@ def test_a_deadline_fails_the_job_and_charges_only_the_accepted_work(market):
     assert balances(market)["alice"] == before - job.executed_ms
     # nothing runs past the deadline: every lease ended by it
     assert all(lease.ended_at is not None for lease in leases)
+
+
+def test_another_member_cannot_read_a_running_jobs_live_output_nor_forge_it(market, tmp_path):
+    """The attack, with an independent client (pika) on alice's own keys, against bob's running job."""
+    import pika
+
+    from tests.ledger.harness import CODEC
+    from tests.security.test_broker_identity import REFUSED, Keys, pika_connection, publish, refused
+
+    # Given bob's job streaming on his worker, and alice holding a member key and a worker key of her own
+    reply = market.send("operator", "account.deposited", {"account": "bob", "amount": 1_000_000_000})
+    assert reply["status"] == "recorded", reply
+    worker = unique("w-bob")
+    market.start_measured_worker(worker, lease_seconds=30)
+    payload = build_submission(market.settings, f"{CHATTY}:talk", "talk", "3.6",
+                               json.dumps({"steps": 60, "delay": 0.25}), 3)
+    assert market.send("bob", "job.submitted", payload)["verdicts"][0]["type"] == "job.accepted"
+    job_id = payload["job_id"]
+    wait_for(lambda: market.events("lease.output"), 60, "bob's job to stream")
+    lease_id = market.job(job_id).lease_id
+    keys = Keys(market, tmp_path)
+    # When alice's member key tries to reach the chunks on the broker
+    connection = pika_connection(keys.member)
+    try:
+        from broker_setup.topology import EVENTS_EXCHANGE, LEDGER_INBOX
+        codes = {
+            "read ledger.inbox, where the chunks go": refused(connection, lambda ch: ch.basic_get(LEDGER_INBOX)),
+            "declare a queue to bind to lease.output": refused(
+                connection, lambda ch: ch.queue_declare("", exclusive=True)),
+            "bind a queue to lease.output": refused(
+                connection, lambda ch: ch.queue_bind(LEDGER_INBOX, EVENTS_EXCHANGE, "lease.output")),
+            "publish a chunk as a member": refused(connection, publish("lease.output", "alice")),
+        }
+    finally:
+        connection.close()
+    # Then the broker refuses each
+    assert all(code in REFUSED for code in codes.values()), codes
+    # And asking the ledger with her own key gets what a job that does not exist gets
+    asked = subprocess.run([sys.executable, "-m", "cli.main", "--credentials", str(keys.member_file), "logs",
+                            job_id], env={**market.env, "MARKET_AMQP_URL": ""}, capture_output=True, text=True,
+                           timeout=60)
+    assert asked.returncode != 0 and asked.stderr.strip() == f"marketctl: no job {job_id} of account alice"
+    # And a chunk her worker key forges for bob's lease (the broker lets a worker key say lease.output)
+    # is recorded but shown to nobody
+    event_id, body = CODEC.encode("lease.output", {"lease_id": lease_id, "job_id": job_id, "offset": 0,
+                                                   "text": "FORGED by alice\n"})
+    forger = pika_connection(keys.worker)
+    try:
+        channel = forger.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(EVENTS_EXCHANGE, "lease.output", body,
+                              pika.BasicProperties(user_id=f"worker:{keys.worker_id}", message_id=event_id,
+                                                   content_type="application/json"), mandatory=True)
+    finally:
+        forger.close()
+    wait_for(lambda: any(row.event_id == event_id for row, _ in market.events("lease.output")), 30,
+             "the forged chunk to be recorded")
+    shown = marketctl(market, "bob", "logs", job_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    answer = json.loads(shown.stdout)
+    assert answer["live"] is not None and "line 0 of 60" in answer["live"]["text"]
+    assert "FORGED" not in shown.stdout
+
+
+def test_the_portal_lists_a_jobs_artifacts_and_gives_them_to_its_owner_only(market, tmp_path):
+    import io
+    import tarfile
+
+    from tests.web.conftest import Portal, start_portal
+
+    # Given the portal, a worker, and two members who signed up there (each welcomed with credits)
+    worker = unique("w-portal")
+    market.start_measured_worker(worker)
+    _, url = start_portal(market, tmp_path / "portal")
+    portal = Portal(market, url, tmp_path / "portal" / "mail")
+    owner, other = portal.member("own"), portal.member("oth")
+    # When the owner uploads a job that leaves files in outputs/
+    page = owner.http.post("/submit", data={"csrf": owner.csrf("/submit"), "entry": "talk", "name": "talk",
+                                            "price": "3.6", "args": '{"steps": 2, "delay": 0}',
+                                            "max_attempts": "1"},
+                           files={"module": ("chatty.py", CHATTY.read_bytes(), "text/x-python")})
+    assert page.status_code == 200 and page.url.path.startswith("/jobs/job-"), page.text
+    job_id = page.url.path.rsplit("/", 1)[1]
+    assert owner.wait_terminal(job_id)["status"] == "completed"
+    # Then its page lists them, and the tar downloads with exactly those files
+    page = owner.http.get(f"/jobs/{job_id}")
+    assert "<code>answer.txt</code> (3 bytes)" in page.text and "<code>sub/table.bin</code> (256 bytes)" in page.text
+    download = owner.http.get(f"/jobs/{job_id}/artifacts.tar")
+    assert download.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(download.content)) as tar:
+        assert sorted(m.name for m in tar.getmembers()) == ["answer.txt", "sub/table.bin"]
+        assert tar.extractfile("answer.txt").read() == b"42\n"
+    # And another member gets a 404, as for a job that does not exist
+    assert other.http.get(f"/jobs/{job_id}/artifacts.tar").status_code == 404
+    assert other.http.get("/jobs/job-nope/artifacts.tar").status_code == 404
