@@ -109,7 +109,8 @@ class Follower:
             self.after = live["next"]
             if live["capped"] and live["lease_id"] not in self.capped:
                 self.capped.add(live["lease_id"])
-                self._write("\n[live output stops here (its bound); the lease's kept output is shown when it ends]\n")
+                self._write(f"\n[live output stops here (its bound): `marketctl logs {answer['job_id']} --lease "
+                            f"{live['lease_id']}` shows the lease's kept output once it ends]\n")
         if answer["status"] in ENDED and not self.ended:
             self.ended = True
             reason = f": {answer['reason']}" if answer.get("reason") else ""

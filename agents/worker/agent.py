@@ -320,14 +320,12 @@ class WorkerAgent:
                 # the ledger never grants this (its fold refuses it): the job gets a loopback only
                 lease_log.warning("worker.network_not_allowed")
             lease_log.debug("worker.lease_started", budget_seconds=round(budget, 3), checkpoint=lease.checkpoint)
-            ended = asyncio.Event()
-            streaming = asyncio.ensure_future(live_stream.stream(
-                live, lease.lease_id, lease.job_id, ended, self.codec, self.config.user_id, lambda: self.publisher))
+            streaming = live_stream.LiveStream(live, lease.lease_id, lease.job_id, self.codec, self.config.user_id,
+                                               lambda: self.publisher)
             try:
                 outcome = await sandbox.run(work, self.stop_jobs, clock.hard_stop())
             finally:
-                ended.set()
-                await asyncio.gather(streaming, return_exceptions=True)
+                await streaming.stop()
             # kept (in memory and on disk) before the first try to publish it:
             # a lost connection or a restart re-sends it with the same event id
             report = self._report_message(lease, clock, outcome)

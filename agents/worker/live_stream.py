@@ -29,21 +29,44 @@ def live_output() -> LiveOutput:
     return LiveOutput(LIVE_OUTPUT_CHARS)
 
 
-async def stream(live: LiveOutput, lease_id: str, job_id: str, ended: asyncio.Event, codec, user_id: str,
-                 publisher: Callable[[], Publisher | None]) -> None:
-    """Until ``ended``: publish what ``live`` took in, every LIVE_INTERVAL, on the current publisher."""
-    while not ended.is_set():
-        await first_of(ended.wait(), timeout=LIVE_INTERVAL)
-        chunks = live.take(LIVE_CHUNK_CHARS)
-        current = publisher()
-        if not chunks or current is None or ended.is_set():
-            continue  # a chunk for a lease that ended is shown to nobody
+class LiveStream:
+    """One lease's stream. It starts only once the lease has run LIVE_INTERVAL:
+    a short lease (most of a busy worker's) costs a timer, not a task."""
+
+    def __init__(self, live: LiveOutput, lease_id: str, job_id: str, codec, user_id: str,
+                 publisher: Callable[[], Publisher | None]):
+        self.live, self.lease_id, self.job_id = live, lease_id, job_id
+        self.codec, self.user_id, self.publisher = codec, user_id, publisher
+        self.ended = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._timer = asyncio.get_running_loop().call_later(LIVE_INTERVAL, self._start)
+
+    def _start(self) -> None:
+        if not self.ended.is_set():
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        """The lease ended: nothing more is sent (a chunk of an ended lease is shown to nobody)."""
+        self._timer.cancel()
+        self.ended.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while not self.ended.is_set():
+            await self._send(self.live.take(LIVE_CHUNK_CHARS))
+            await first_of(self.ended.wait(), timeout=LIVE_INTERVAL)
+
+    async def _send(self, chunks: list[tuple[int, str]]) -> None:
+        current = self.publisher()
+        if not chunks or current is None:
+            return
         messages = []
         for offset, text in chunks:
-            event_id, body = codec.encode("lease.output", {"lease_id": lease_id, "job_id": job_id,
-                                                           "offset": offset, "text": text})
-            messages.append(Outgoing(body, "lease.output", user_id=user_id, message_id=event_id))
+            event_id, body = self.codec.encode("lease.output", {"lease_id": self.lease_id, "job_id": self.job_id,
+                                                                "offset": offset, "text": text})
+            messages.append(Outgoing(body, "lease.output", user_id=self.user_id, message_id=event_id))
         try:
             await current.publish_many(messages)
         except Exception as e:  # noqa: BLE001 - a view, not a report: the lease goes on
-            log.debug("worker.live_output_lost", lease_id=lease_id, reason=repr(e))
+            log.debug("worker.live_output_lost", lease_id=self.lease_id, reason=repr(e))
