@@ -119,7 +119,9 @@ def _print_outcome(settings, account: str, job: dict) -> None:
     if job["status"] == "completed":
         print(json.dumps(_result_value(settings, account, job["job_id"])))
     else:
-        print(f"job {job['job_id']} {job['status']}", file=sys.stderr)
+        # why it failed (a limit, its attempts), as `marketctl logs` says it
+        reason = asyncio.run(ask(settings, account, "job_logs", {"job_id": job["job_id"]}))["reason"]
+        print(f"job {job['job_id']} {job['status']}" + (f": {reason}" if reason else ""), file=sys.stderr)
         if job.get("error"):
             print(job["error"].rstrip(), file=sys.stderr)
 

@@ -93,6 +93,11 @@ def test_a_failed_leases_exit_code_is_shown_with_its_traceback(market):
     assert f"== job {job_id} failed: errored 1 times (the limit is 1) ==" in logs.stdout
     result = marketctl(market, "alice", "result", job_id)
     assert result.returncode != 0 and "errored 1 times" in result.stderr and "marketctl logs" in result.stderr
+    # and `submit --wait` says why it failed
+    waited = marketctl(market, "alice", "submit", f"{CHATTY}:exit_with", "--name", "exit", "--price", "3.6",
+                       "--args", '{"code": 4}', "--max-attempts", "1", "--wait", timeout=120)
+    assert waited.returncode == 1 and " failed: errored 1 times (the limit is 1)" in waited.stderr, waited.stderr
+    assert "SystemExit: 4" in waited.stderr
 
 
 def paid_by_alice(market, job_id: str) -> int:
