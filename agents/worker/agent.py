@@ -114,6 +114,8 @@ class WorkerAgent:
         self.reports = Reports(worker_state(settings, config.worker_id) / "reports", config.user_id)
         #: the current session's publisher; None while the broker is away
         self.publisher: Publisher | None = None
+        #: the current session's publisher of live output (agents.worker.live_stream)
+        self.live_publisher: Publisher | None = None
         self.registered = False
         #: why the worker gave up (a refused registration, no lease queue)
         self.fatal: WorkerError | None = None
@@ -167,6 +169,9 @@ class WorkerAgent:
         closed = asyncio.Event()
         connection.close_callbacks.add(lambda *_: closed.set())
         publisher = await Publisher(connection).open()
+        # live output on a channel of its own: a chunk the broker refuses (a key whose
+        # permissions predate lease.output) closes that channel, never the reports'
+        live_publisher = await Publisher(connection).open()
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self.config.slots)
         try:
@@ -179,7 +184,7 @@ class WorkerAgent:
             self.fatal = e
             self.stop_requested.set()
             return
-        self.publisher = publisher
+        self.publisher, self.live_publisher = publisher, live_publisher
         try:
             # what a lost connection left unconfirmed goes first, with its own event ids
             await self.reports.send(publisher)
@@ -197,7 +202,7 @@ class WorkerAgent:
                 raise ConnectionError("the broker closed the connection")
             await self._stop_session(connection, channel, publisher)
         finally:
-            self.publisher = None
+            self.publisher = self.live_publisher = None
 
     async def _stop_session(self, connection, channel, publisher: Publisher) -> None:
         # running jobs stop at their next safe point; the ledger stops granting
@@ -321,7 +326,7 @@ class WorkerAgent:
                 lease_log.warning("worker.network_not_allowed")
             lease_log.debug("worker.lease_started", budget_seconds=round(budget, 3), checkpoint=lease.checkpoint)
             streaming = live_stream.LiveStream(live, lease.lease_id, lease.job_id, self.codec, self.config.user_id,
-                                               lambda: self.publisher)
+                                               lambda: self.live_publisher)
             try:
                 outcome = await sandbox.run(work, self.stop_jobs, clock.hard_stop())
             finally:
