@@ -6,6 +6,7 @@ import base64
 import json
 import sys
 
+from cli.limits import limit_fields
 from cli.money import format_credits, parse_credits
 from cli.paging import ask_page, print_next
 from cli.requests import requester_as, send_and_check
@@ -54,6 +55,7 @@ async def ask(settings, account: str, query: str, args: dict | None = None):
 
 
 def cmd_submit(settings, args) -> int:
+    limits = limit_fields(args)  # bad limits are refused before the module is even loaded
     try:
         payload = build_submission(settings, args.target, args.name, args.price, args.args, args.max_attempts,
                                    unsafe_no_sandbox=args.unsafe_no_sandbox, network=args.network,
@@ -65,6 +67,7 @@ def cmd_submit(settings, args) -> int:
         from cli.inputs import check_input_files, upload_inputs
 
         payload["inputs"] = upload_inputs(settings, check_input_files(settings, args.inputs))
+    payload.update(limits)
     reply = send_and_check(settings, args.account, "job.submitted", payload, args.request_id)
     job_id = payload["job_id"]
     if not args.wait:
@@ -121,7 +124,9 @@ def _print_outcome(settings, account: str, job: dict) -> None:
     if job["status"] == "completed":
         print(json.dumps(_result_value(settings, account, job["job_id"])))
     else:
-        print(f"job {job['job_id']} {job['status']}", file=sys.stderr)
+        # why it failed (a limit, its attempts), as `marketctl logs` says it
+        reason = asyncio.run(ask(settings, account, "job_logs", {"job_id": job["job_id"]}))["reason"]
+        print(f"job {job['job_id']} {job['status']}" + (f": {reason}" if reason else ""), file=sys.stderr)
         if job.get("error"):
             print(job["error"].rstrip(), file=sys.stderr)
 
@@ -159,6 +164,9 @@ def cmd_result(settings, args) -> int:
         from cli.maps import print_map_result
 
         return print_map_result(settings, args, answer)
+    if getattr(args, "artifacts", None):
+        from cli.logs import save_artifacts
+        save_artifacts(settings, args.account, args.job_id, args.artifacts)
     data = base64.b64decode(answer["data"])
     if args.raw:
         with open(args.raw, "wb") as out:

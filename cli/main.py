@@ -312,6 +312,8 @@ def _job_commands(commands, command, accounts) -> None:
                           "agree on (a third run breaks a tie of two); the price is per replica: each replica is "
                           "billed like a job, so N replicas cost about N times one run, 3 times if a tie-breaker "
                           "runs; a replica whose result is outvoted is not paid")
+    from cli.limits import add_limit_options
+    add_limit_options(sub)
     sub.add_argument("--wait", action="store_true", help="show progress until the job ends, then print the result")
     sub.add_argument("--json", action="store_true", help='print {"job_id": ..., "status": ...}')
     sub.add_argument("--input", dest="inputs", action="append", default=[], metavar="FILE",
@@ -327,6 +329,8 @@ def _job_commands(commands, command, accounts) -> None:
     sub.add_argument("job_id")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.add_argument("--raw", metavar="FILE", help="write the result blob as it is (e.g. a pickled object) to FILE")
+    from cli import logs
+    logs.add_artifacts_option(sub)
     sub = command("cancel", jobs.cmd_cancel, "cancel one of your jobs")
     sub.add_argument("job_id")
     add_request_id(sub)
@@ -363,6 +367,7 @@ def _job_commands(commands, command, accounts) -> None:
     dlq.register(commands, command)
     from cli import maps
     maps.register(commands, command)
+    logs.register(commands, command)
 
 
 def main(argv=None) -> int:

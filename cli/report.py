@@ -32,7 +32,7 @@ def register(commands, command) -> None:
                      help="print the XML schema (XSD) reports validate against, instead of a report")
     sub = command("advise-price", cmd_advise_price,
                   "the smallest price per hour at which a new job gets a worker at least as fast as --speed "
-                  "(exit code 3: no worker is that fast)")
+                  "(no worker is that fast: prints NotPossible, exit code 3)")
     sub.add_argument("--speed", required=True, metavar="S",
                      help=f"the speed wanted, a positive integer in {SPEED_UNIT}")
     sub.add_argument("--report", metavar="FILE",
@@ -105,6 +105,10 @@ def validate_report_file(path: str) -> None:
         raise ReportError(f"{path} is not a valid market report: {first}")
 
 
+#: what the original price advisor printed on stdout when no worker was fast enough
+NOT_POSSIBLE_WORD = "NotPossible"
+
+
 def cmd_advise_price(settings, args) -> int:
     speed = parse_speed(args.speed)
     if args.report:
@@ -116,6 +120,9 @@ def cmd_advise_price(settings, args) -> int:
     except NotPossible as e:
         if args.json:
             print(json.dumps({"possible": False, "speed": speed, "reason": str(e)}))
+        else:
+            # the original advisor script's answer word: scripts written for it read stdout
+            print(NOT_POSSIBLE_WORD)
         raise
     if args.json:
         print(json.dumps(advice_json(advice, market), indent=2))

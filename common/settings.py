@@ -211,6 +211,9 @@ class Settings:
     def blob_store_location(self) -> str:
         """MARKET_BLOB_STORE, or the folder MARKET_HOME/blobs."""
         return self.blob_store or str(self.home / "blobs")
+    #: MARKET_MAX_ARTIFACT_BYTES: the largest tar of a finished job's ``outputs/`` a worker
+    #: sends back with the result (issue 17); a bigger one is left out, and the output says so
+    max_artifact_bytes: int = 1024 * 1024
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -277,6 +280,7 @@ class Settings:
             s3_endpoint=env.get("MARKET_S3_ENDPOINT") or None,
             blob_retention_seconds=_env_float(env, "MARKET_BLOB_RETENTION_SECONDS", d.blob_retention_seconds),
             max_input_bytes=_env_int(env, "MARKET_MAX_INPUT_BYTES", d.max_input_bytes),
+            max_artifact_bytes=_env_int(env, "MARKET_MAX_ARTIFACT_BYTES", d.max_artifact_bytes),
         )
         values.update(overrides)
         settings = cls(**values)

@@ -60,6 +60,11 @@ def Seconds(**kw):
     return StrictInt(validate=validate.Range(min=1, max=7 * 24 * 3600), **kw)
 
 
+def MaxRuntime():
+    """A job's limit on its executed time, in whole seconds (at most a year); None: no limit."""
+    return StrictInt(validate=validate.Range(min=1, max=366 * 24 * 3600), load_default=None, allow_none=True)
+
+
 def Sha(**kw):
     return fields.String(validate=validate.Regexp(r"^[0-9a-f]{64}$"), **kw)
 
@@ -183,6 +188,10 @@ class JobSubmitted(Payload):
     replicas = StrictInt(validate=validate.Range(min=1, max=3), load_default=1)
     #: issue 17: input files, in the blob store before the job is published (absent: none)
     inputs = Inputs()
+    #: issue 17 (absent before: no limit): executed seconds across leases, and a wall-clock
+    #: deadline; past either the job fails (ledger.fold_limits)
+    max_runtime_seconds = MaxRuntime()
+    deadline = Timestamp(load_default=None, allow_none=True)
 
 
 class JobRepriced(Payload):
@@ -215,6 +224,8 @@ class JobFinished(Payload):
     result = BlobField(required=True)
     output = Text(load_default="")
     reported_at = ReportedAt()
+    #: issue 17: a tar of the files the lease left in the job's ``outputs/`` (bounded), if any
+    artifacts = BlobField(load_default=None, allow_none=True)
 
 
 class JobErrored(Payload):
@@ -224,6 +235,23 @@ class JobErrored(Payload):
     exit_code = StrictInt(allow_none=True, load_default=None)
     output = Text(load_default="")
     reported_at = ReportedAt()
+
+
+#: characters of one live output chunk, and of all a lease's chunks: the worker sends no
+#: more, the ledger shows no more (the lease's final report keeps its own head and tail)
+LIVE_CHUNK_CHARS = 4096
+LIVE_OUTPUT_CHARS = 32 * 1024
+
+
+class LeaseOutput(Payload):
+    """Issue 17: what a running lease printed since its last chunk (``marketctl logs --follow``).
+
+    ``offset``: the characters of this lease's output sent before this chunk."""
+
+    lease_id = Id(required=True)
+    job_id = Id(required=True)
+    offset = StrictInt(validate=validate.Range(min=0, max=LIVE_OUTPUT_CHARS), required=True)
+    text = Text(max_length=LIVE_CHUNK_CHARS, required=True)
 
 
 class SpeedMeasured(Payload):
@@ -265,6 +293,9 @@ class JobAccepted(Payload):
     parent_id = Id(load_default=None, allow_none=True)
     #: issue 17: the job's input files (absent: none)
     inputs = Inputs()
+    #: issue 17: the job's time limits, as submitted (None: none)
+    max_runtime_seconds = MaxRuntime()
+    deadline = Timestamp(load_default=None, allow_none=True)
 
 
 class JobRejected(Payload):
@@ -302,6 +333,8 @@ class JobCompleted(Payload):
     result_sha256 = Sha(required=True)
     executed_ms = StrictInt(validate=validate.Range(min=0), required=True)
     probe = fields.Boolean(required=True)
+    #: issue 17: the finishing lease's tar of ``outputs/`` (a blob), if it sent one
+    artifacts_sha256 = Sha(load_default=None, allow_none=True)
 
 
 class JobFailed(Payload):
@@ -613,6 +646,7 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "map.submitted": MapSubmitted,
     "map.accepted": MapAccepted,
     "map.completed": MapCompleted,
+    "lease.output": LeaseOutput,
 }
 
 def _same_payload(payload: dict) -> dict:

@@ -26,6 +26,8 @@ REQUEST_TYPES: tuple[str, ...] = (
     "speed.measured",
     # issue 17: a map job (ledger.fold_maps)
     "map.submitted",
+    # issue 17: a running lease's live output, in bounded chunks (contracts.events.LeaseOutput)
+    "lease.output",
 )
 
 #: what only the ledger appends (actor ``ledger``) and relays from its outbox
@@ -96,6 +98,7 @@ WORKER_REQUEST_TYPES: tuple[str, ...] = (
     "checkpoint.submitted",
     "job.finished",
     "job.errored",
+    "lease.output",
 )
 
 

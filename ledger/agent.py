@@ -45,6 +45,7 @@ from ledger.blob_cache import BlobCache
 from ledger.inputs_check import LedgerInputs
 from ledger.errors import TransientStoreError, WriterLockLost
 from ledger.fold import due_expiries
+from ledger import fold_limits
 from ledger.fold_workers import silent_workers
 from ledger.ingest import Incoming, Plan, decode_all, plan_batch, plan_expiries
 from ledger.relay import OutboxRelay
@@ -399,7 +400,7 @@ class LedgerAgent:
         plus grace, and the retirement of every idle worker silent too long."""
         self._ensure_state()
         now = self.clock()
-        if not (due_expiries(self.state, now, self.grace)
+        if not (due_expiries(self.state, now, self.grace) or fold_limits.due_deadlines(self.state, now)
                 or (self.worker_timeout and silent_workers(self.state, now, self.worker_timeout))):
             return 0
         plan = self._write(lambda known: plan_expiries(self.state, now, self.grace, self.worker_timeout))
@@ -407,6 +408,8 @@ class LedgerAgent:
             if record.type == "lease.expired":
                 log.info("ledger.lease_expired", lease_id=record.payload["lease_id"], job_id=record.payload["job_id"],
                          worker_id=record.payload["worker_id"])
+            elif record.type == "job.failed":
+                log.info("ledger.job_failed", job_id=record.payload["job_id"], reason=record.payload["reason"])
             elif record.type == "worker.timed_out":
                 log.info("ledger.worker_timed_out", **record.payload)
         return len(plan.events)

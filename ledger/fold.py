@@ -233,6 +233,9 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
             return _rejected_job(p["job_id"], f"unknown account {event.actor}")
         if not fold_money.in_good_standing(owner):
             return _rejected_job(p["job_id"], f"account {owner.name} is over its credit limit")
+    too_late = fold_limits.refused_at_submission(p, event.recorded_at)
+    if too_late:
+        return _rejected_job(p["job_id"], too_late)
     missing_inputs = fold_inputs.refusal(state, event.event_id)
     if missing_inputs:
         return _rejected_job(p["job_id"], missing_inputs)
@@ -254,6 +257,7 @@ def submitted_accepted_ready(event: Recorded, overrides: dict | None = None) -> 
         "target_worker_id": p["target_worker_id"], "probe_expected_sha256": p["probe_expected_sha256"],
         "probe_work": p["probe_work"], "network": _asks_network(p), "canary": p.get("canary", False) is True,
         **fold_inputs.accepted_fields(p),
+        **fold_limits.accepted_fields(p),
     }
     ready = {"job_id": p["job_id"], "price": p["price"], "checkpoint": 0, "state_sha256": p["state"]["sha256"],
              "submitted_at": event.recorded_at, "probe": p["probe"], "target_worker_id": p["target_worker_id"],
@@ -291,6 +295,8 @@ def _job_accepted(state: MarketState, event: Recorded) -> list[Derived]:
     )
     fold_replicas.accepted(state.jobs[p["job_id"]], p)
     fold_inputs.accepted(state.jobs[p["job_id"]], p)
+    fold_limits.accepted(state.jobs[p["job_id"]], p)
+    fold_limits.watch(state, state.jobs[p["job_id"]])
     state.job_added(state.jobs[p["job_id"]])
     state.touch("jobs", p["job_id"], event.seq)
     return []
@@ -394,7 +400,11 @@ def _lease_proposed(state: MarketState, event: Recorded) -> list[Derived]:
     if same_owner:
         # not offered again at once: the scheduler could pair the two again before it hears why
         return _refuse_lease(p, same_owner, True, False)
-    lease_seconds = min(p["lease_seconds"], worker.lease_seconds)
+    lease_seconds = fold_limits.lease_seconds(job, min(p["lease_seconds"], worker.lease_seconds), event.recorded_at)
+    if isinstance(lease_seconds, str):
+        # past one of its limits: no lease, and the job fails with that reason
+        return (_refuse_lease(p, f"job {job.job_id}: {lease_seconds}", False, True)
+                + [Derived("job.failed", fold_limits.failure(job, lease_seconds))])
     held = fold_money.unaffordable(state, job, lease_seconds)
     if held:
         return _refuse_lease(p, held[0].payload["reason"], False, True) + held
@@ -552,7 +562,13 @@ def _job_finished(state: MarketState, event: Recorded) -> list[Derived]:
         "job_id": job.job_id, "lease_id": lease.lease_id, "worker_id": lease.worker_id,
         "result_sha256": event.payload["result"]["sha256"],
         "executed_ms": executed_ms(lease, checked_in_at(lease, event)),
-        "probe": job.probe})]
+        "probe": job.probe, **artifacts_of(event.payload)})]
+
+
+def artifacts_of(finished: dict) -> dict:
+    """The artifacts a ``job.finished`` sent (issue 17), for its ``job.completed``; nothing if none."""
+    artifacts = finished.get("artifacts")
+    return {"artifacts_sha256": artifacts["sha256"]} if artifacts else {}
 
 
 @handles("job.completed")
@@ -562,6 +578,7 @@ def _job_completed(state: MarketState, event: Recorded) -> list[Derived]:
     _close(state, lease, "finished", event.recorded_at, p["executed_ms"], event.seq)
     job.executed_ms += p["executed_ms"]
     job.status, job.result_sha256, job.finished_at = "completed", p["result_sha256"], event.recorded_at
+    job.artifacts_sha256 = p.get("artifacts_sha256")
     job.lease_id = None
     state.touch("jobs", job.job_id, event.seq)
     if job.probe:
@@ -589,6 +606,8 @@ def _job_errored(state: MarketState, event: Recorded) -> list[Derived]:
     measure = executed_ms if event.version >= 2 else executed_ms_v1
     _close(state, lease, "errored", event.recorded_at, measure(lease, checked_in_at(lease, event)), event.seq)
     job.attempts += 1
+    if paid:
+        fold_limits.errored(job, lease.executed_ms)
     job.error = p["error"][-8000:]
     job.status, job.lease_id, job.worker_id = "errored", None, None
     state.touch("jobs", job.job_id, event.seq)
@@ -658,3 +677,4 @@ def _job_quarantined(state: MarketState, event: Recorded) -> list[Derived]:
 # the rules of other subjects register their handlers on import
 from ledger import fold_identity, fold_inputs, fold_money, fold_replicas, fold_speeds, fold_workers  # noqa: E402,F401
 from ledger import fold_maps  # noqa: E402,F401 - issue 17
+from ledger import fold_limits  # noqa: E402

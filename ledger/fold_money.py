@@ -18,7 +18,7 @@ limit) has its ready jobs held.
 from __future__ import annotations
 
 from contracts.routing import OPERATOR_ACTOR
-from ledger import fold_identity, money
+from ledger import fold_identity, fold_limits, money
 from ledger.fold import Derived, Recorded, after_error, handles, ready_again, refuse
 from ledger.state import Account, Job, Lease, MarketState
 
@@ -216,7 +216,10 @@ def _held(job: Job) -> Derived:
 
 
 def ready_or_held(state: MarketState, job: Job) -> Derived:
-    """The job goes back to the ready list, unless its owner cannot pay."""
+    """The job goes back to the ready list, unless its owner cannot pay (or
+    its runtime is used up: then it fails, ledger.fold_limits)."""
+    if fold_limits.runtime_used_up(job):
+        return Derived("job.failed", fold_limits.failure(job, fold_limits.MAX_RUNTIME_EXCEEDED))
     if not job.probe:
         owner = state.accounts.get(job.owner)
         if owner is not None and not in_good_standing(owner):

@@ -21,6 +21,7 @@ from contracts.errors import ContractError
 from contracts.routing import LEDGER_ACTOR
 from ledger.chain import event_hash, payload_text
 from ledger.fold import Derived, Recorded, derived_event_id, due_expiries, fold
+from ledger import fold_limits
 from ledger.fold_workers import heard, is_heartbeat, silent_workers
 from ledger.state import MarketState
 
@@ -169,6 +170,13 @@ def plan_expiries(state: MarketState, now: str, grace: timedelta, worker_timeout
                            "deadline": lease.deadline})
         plan.outbox.append(_event_row(expired, plan.events[-1]["payload"]))
         _fold_with_verdicts(state, plan, expired)
+    for job in fold_limits.due_deadlines(state, now):
+        # a job waiting for a worker past its --deadline fails (issue 17)
+        failed = _append(state, plan, derived_event_id(f"{job.job_id} deadline {job.deadline_at}", 0), "job.failed",
+                         1, now, now, LEDGER_ACTOR, job.job_id, None,
+                         fold_limits.failure(job, fold_limits.DEADLINE_PASSED))
+        plan.outbox.append(_event_row(failed, plan.events[-1]["payload"]))
+        _fold_with_verdicts(state, plan, failed)
     for worker_id, last_heard_at in silent_workers(state, now, worker_timeout) if worker_timeout else ():
         retired = _append(state, plan, derived_event_id(f"{worker_id} silent since {last_heard_at}", 0),
                           "worker.timed_out", 1, now, now, LEDGER_ACTOR, None, None,

@@ -257,8 +257,10 @@ def result(conn, actor: str, job_id: str) -> dict:
     if row.status == "completed" and row.chunks:
         return map_queries.map_result(conn, row)  # a map's results are its chunks'
     if row.status != "completed":
-        raise QueryError(f"job {job_id} has no result: it is {row.status}"
-                         + (f" ({row.error.strip().splitlines()[-1]})" if row.error else ""))
+        why = log_queries.failure_reason(conn, row) or (row.error.strip().splitlines()[-1] if row.error else "")
+        raise QueryError(f"job {job_id} has no result: it is {row.status}" + (f" ({why})" if why else "")
+                         + (f"; `marketctl logs {job_id}` shows its leases' output and errors"
+                            if row.status == "failed" else ""))
     data = conn.execute(select(tables.blobs.c.data).where(tables.blobs.c.sha256 == row.result_sha256)).scalar()
     return {"job_id": row.job_id, "sha256": row.result_sha256, "data": base64.b64encode(data).decode("ascii")}
 
@@ -371,3 +373,5 @@ def report(conn, actor: str) -> str:
 # the statements' queries register themselves ("statement")
 from ledger import statement_queries  # noqa: E402,F401
 from ledger import map_queries  # noqa: E402 - issue 17
+# issue 17: a job's logs and artifacts ("job_logs", "artifacts")
+from ledger import log_queries  # noqa: E402,F401

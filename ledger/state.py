@@ -129,6 +129,15 @@ class Job:
     reduce_module_sha256: str | None = None
     #: its input files (issue 17): a JSON list of {"name", "sha256", "size"}, "" for none (ledger.fold_inputs)
     inputs: str = ""
+    #: issue 17: its time limits (ledger.fold_limits): executed milliseconds across
+    #: leases, and a wall-clock deadline; None: no limit
+    max_runtime_ms: int | None = None
+    deadline_at: str | None = None
+    #: a limited job's paid time of errored leases, which counts toward --max-runtime
+    #: (executed_ms counts only checkpoints and completions)
+    errored_ms: int = 0
+    #: issue 17: the tar of the files its finishing lease left in outputs/ (a blob), if any
+    artifacts_sha256: str | None = None
 
 
 @dataclass(slots=True)
@@ -267,6 +276,8 @@ class MarketState:
     _open_leases: dict | None = field(default=None, repr=False, compare=False)
     _jobs_by_owner: dict | None = field(default=None, repr=False, compare=False)
     _held_by_owner: dict | None = field(default=None, repr=False, compare=False)
+    #: the ids of jobs with a deadline that may still pass (ledger.fold_limits), built on first use
+    _deadlines: set | None = field(default=None, repr=False, compare=False)
 
     def table(self, name: str) -> dict:
         return getattr(self, name)

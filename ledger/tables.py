@@ -170,6 +170,11 @@ jobs = Table(
     Column("reduce_module_sha256", String(64)),
     # issue 17: the job's input files, JSON [{"name", "sha256", "size"}] ("" for none)
     Column("inputs", Text, nullable=False, server_default=""),
+    # issue 17 (migration 0014): time limits and artifacts
+    Column("max_runtime_ms", BigInteger),
+    Column("deadline_at", String(32)),
+    Column("errored_ms", BigInteger, nullable=False, server_default="0"),
+    Column("artifacts_sha256", String(64)),
 )
 Index("ix_jobs_map", jobs.c.map_id, jobs.c.chunk)
 # a member's jobs page walks it, newest first (ledger.queries.jobs)

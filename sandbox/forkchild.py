@@ -133,7 +133,7 @@ def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], 
             reply, reply_body = run_build(header, body)
         else:
             reply, reply_body = run_job(header, body, LEASE, limits["blob_bytes"])
-        code = 1 if reply["status"] == "errored" else 0
+        code = reply.get("exit_code", 1) if reply["status"] == "errored" else 0
         _write_all(JOB_FD, encode_frame(reply, reply_body))
     except BaseException:  # noqa: BLE001 - the child must reach _exit whatever happens
         code = SETUP_FAILED
@@ -237,7 +237,11 @@ def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -
         # the package format's own refusals (bad source, state too large, ...) are one clear line
         return {"status": "errored", "error": error.reason, "safe_points": control.safe_points}, b""
     except BaseException as error:  # noqa: BLE001 - SystemExit and all: the job's failure, reported
-        return {"status": "errored", "error": _job_traceback(error), "safe_points": control.safe_points}, b""
+        reply = {"status": "errored", "error": _job_traceback(error), "safe_points": control.safe_points}
+        if isinstance(error, SystemExit) and isinstance(error.code, int) and 0 <= error.code <= 255:
+            # sys.exit(n): the child exits with the job's own code, which its owner is shown
+            reply["exit_code"] = error.code
+        return reply, b""
     return {"status": status, "error": None, "safe_points": control.safe_points}, blob
 
 

@@ -70,8 +70,11 @@ class ChildLease:
     for them passed), and fails with :class:`SandboxError` when the sandbox does.
     """
 
-    def __init__(self, loop, server: "ForkServer", frame: bytes, limits: Limits, hard_deadline: float):
+    def __init__(self, loop, server: "ForkServer", frame: bytes, limits: Limits, hard_deadline: float,
+                 live=None):
         self.loop, self.server, self.limits, self.hard_deadline = loop, server, limits, hard_deadline
+        #: a sandbox.live_output.LiveOutput that sees every chunk as it comes (issue 17), or None
+        self.live = live
         # ours / theirs: the child gets the job socket's other end and the output pipe's write end
         self.job, self.child_job = socket.socketpair()
         self.output_fd, self.child_output = os.pipe()
@@ -212,6 +215,8 @@ class ChildLease:
             return
         if chunk:
             self.output.add(chunk)
+            if self.live is not None:
+                self.live.add(chunk)
             return
         self.loop.remove_reader(self.output_fd)
         self._stream_done()

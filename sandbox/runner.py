@@ -25,6 +25,7 @@ worker never unpickles anything a job produced.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import sys
 import time
@@ -36,6 +37,7 @@ from sandbox.confine import CONFINED, Confinement, job_identity, unavailable_rea
 from sandbox.forkclient import (  # noqa: F401 - BoundedOutput, SandboxError and work_frame: public here too
     BoundedOutput, SandboxError, ForkServer, ChildLease, StopWatch, work_frame,
 )
+from sandbox.artifacts import collect as collect_artifacts
 from sandbox.scratch import ScratchDirs, place_inputs
 
 #: longest error text kept (the tail of a traceback is what matters); events cap text at 64 KiB
@@ -59,6 +61,8 @@ class Limits:
     #: processes of a confined sandbox at once, the fork server and every job's included (RLIMIT_NPROC
     #: in its own user namespace): a fork bomb gets EAGAIN
     processes: int = 64
+    #: largest tar of ``outputs/`` a finished lease hands back (sandbox.artifacts); 0: none
+    artifact_bytes: int = 1024**2
 
 
 class SandboxUnavailable(SandboxError):
@@ -83,6 +87,8 @@ class Work:
     network: bool = False
     #: its input files (issue 17): (name, path of the worker's checked copy), read-only under inputs/
     inputs: tuple = ()
+    #: sees the output as it arrives (sandbox.live_output.LiveOutput), or None
+    live: object = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ class Outcome:
     output: str
     safe_points: int
     seconds: float
+    #: a finished lease's tar of its ``outputs/`` (sandbox.artifacts), or None
+    artifacts: bytes | None = None
 
 
 class Sandbox:
@@ -170,6 +178,8 @@ class Sandbox:
                 except OSError as e:
                     raise SandboxError(f"the job's input files could not be placed in its scratch: {e}") from e
             outcome = await self._run_in(self._server, work, stop, hard_deadline, scratch, started)
+            if outcome.status == "finished" and self.limits.artifact_bytes:
+                outcome = with_artifacts(outcome, scratch, self.limits.artifact_bytes)
         except SandboxError as e:
             self._log.error("sandbox.failed", lease_id=work.lease_id, job_id=work.job_id, error=str(e))
             outcome = errored(str(e), None, "", 0, time.monotonic() - started)
@@ -183,7 +193,7 @@ class Sandbox:
 
     async def _run_in(self, server, work, stop, hard_deadline, scratch, started) -> Outcome:
         network = work.network and self.confinement.allow_network
-        lease = await self._lease(server, work_frame(work), stop, hard_deadline, scratch, network)
+        lease = await self._lease(server, work_frame(work), stop, hard_deadline, scratch, network, work.live)
         return outcome_of(lease.reply(), lease.exit_code, lease.killed, lease.output.text(),
                           time.monotonic() - started)
 
@@ -199,8 +209,9 @@ class Sandbox:
         finally:
             self._scratch.remove(scratch)
 
-    async def _lease(self, server, frame: bytes, stop, hard_deadline, scratch, network: bool = False) -> ChildLease:
-        lease = ChildLease(asyncio.get_running_loop(), server, frame, self.limits, hard_deadline)
+    async def _lease(self, server, frame: bytes, stop, hard_deadline, scratch, network: bool = False,
+                     live=None) -> ChildLease:
+        lease = ChildLease(asyncio.get_running_loop(), server, frame, self.limits, hard_deadline, live)
         try:
             server.fork(lease, scratch, network)
             self._stops.watch(stop, lease)
@@ -233,6 +244,14 @@ def outcome_of(reply, exit_code: int | None, killed: bool, output: str, seconds:
     if isinstance(reply, str):
         return errored(reply, exit_code, output, 0, seconds)
     return errored(death_reason(exit_code, killed), exit_code, output, 0, seconds)
+
+
+def with_artifacts(outcome: Outcome, scratch: str, limit: int) -> Outcome:
+    """A finished outcome with the tar of what the job left in ``outputs/``; a
+    note in its output when something was left out (sandbox.artifacts)."""
+    artifacts, note = collect_artifacts(scratch, limit)
+    output = f"{outcome.output}\n{note}\n" if note else outcome.output
+    return dataclasses.replace(outcome, artifacts=artifacts, output=output)
 
 
 def death_reason(exit_code: int | None, killed_at_deadline: bool) -> str:

@@ -17,6 +17,7 @@ from contracts.envelope import parse_time, utc_now_iso
 from contracts.package import PackageError, ResultNotJSON, new_job_id, result_as_json, submission_payload
 from ledger.fold import TERMINAL_JOB_STATES
 from web import map_pages
+from web.artifact_pages import artifacts_of, routes as artifact_routes
 from web.feed import atom_feed, feed_signature, feed_url, job_changes
 from web.market import NotAnswered
 from web.packaging import build_in_child
@@ -231,7 +232,8 @@ async def job_page(request):
         except ResultNotJSON:
             result_kind = "pickle"
     return render(request, "job.html", {"job": job, "progress": _progress(job, utc_now_iso()), "outputs": outputs,
-                                        "result": result, "result_kind": result_kind})
+                                        "result": result, "result_kind": result_kind,
+                                        "artifacts": await artifacts_of(market, account, job)})
 
 
 async def job_result(request):
@@ -313,4 +315,5 @@ def routes() -> list[Route]:
         Route("/jobs/{job_id}/reprice", reprice, methods=["POST"]),
         Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
         Route("/feed/{account}/{signature}.atom", feed),
+        *artifact_routes(),
     ]

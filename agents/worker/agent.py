@@ -24,6 +24,7 @@ import structlog
 
 from sandbox.forkserver import set_not_dumpable
 from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
+from agents.worker import live_stream
 from agents.worker.inputs import InputCache
 from blobstore import BlobStoreError
 from sandbox.runner import errored
@@ -92,10 +93,11 @@ class WorkerConfig:
         return self.principal or self.account
 
 
-def job_limits(config: WorkerConfig, max_blob_bytes: int) -> Limits:
-    """What each lease of this worker may use."""
+def job_limits(config: WorkerConfig, max_blob_bytes: int, max_artifact_bytes: int = 0) -> Limits:
+    """What each lease of this worker may use (artifacts: at most a blob, as the ledger stores them)."""
     return Limits(cpu_seconds=config.lease_seconds + 5, memory_bytes=config.memory_bytes,
-                  output_bytes=OUTPUT_LIMIT, blob_bytes=max_blob_bytes)
+                  output_bytes=OUTPUT_LIMIT, blob_bytes=max_blob_bytes,
+                  artifact_bytes=min(max_artifact_bytes, max_blob_bytes))
 
 
 class WorkerAgent:
@@ -115,6 +117,8 @@ class WorkerAgent:
         self.reports = Reports(worker_state(settings, config.worker_id) / "reports", config.user_id)
         #: the current session's publisher; None while the broker is away
         self.publisher: Publisher | None = None
+        #: the current session's publisher of live output (agents.worker.live_stream)
+        self.live_publisher: Publisher | None = None
         self.registered = False
         #: why the worker gave up (a refused registration, no lease queue)
         self.fatal: WorkerError | None = None
@@ -135,7 +139,7 @@ class WorkerAgent:
 
     async def run(self) -> None:
         _not_dumpable()
-        limits = job_limits(self.config, self.settings.max_blob_bytes)
+        limits = job_limits(self.config, self.settings.max_blob_bytes, self.settings.max_artifact_bytes)
         self.sandboxes = [Sandbox(limits=limits, confinement=self.config.confinement)
                           for _ in range(self.config.slots)]
         for sandbox in self.sandboxes:
@@ -171,6 +175,9 @@ class WorkerAgent:
         closed = asyncio.Event()
         connection.close_callbacks.add(lambda *_: closed.set())
         publisher = await Publisher(connection).open()
+        # live output on a channel of its own: a chunk the broker refuses (a key whose
+        # permissions predate lease.output) closes that channel, never the reports'
+        live_publisher = await Publisher(connection).open()
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self.config.slots)
         try:
@@ -183,7 +190,7 @@ class WorkerAgent:
             self.fatal = e
             self.stop_requested.set()
             return
-        self.publisher = publisher
+        self.publisher, self.live_publisher = publisher, live_publisher
         try:
             # what a lost connection left unconfirmed goes first, with its own event ids
             await self.reports.send(publisher)
@@ -201,7 +208,7 @@ class WorkerAgent:
                 raise ConnectionError("the broker closed the connection")
             await self._stop_session(connection, channel, publisher)
         finally:
-            self.publisher = None
+            self.publisher = self.live_publisher = None
 
     async def _stop_session(self, connection, channel, publisher: Publisher) -> None:
         # running jobs stop at their next safe point; the ledger stops granting
@@ -318,9 +325,10 @@ class WorkerAgent:
                 self.skew_reported = True  # once: it is this machine's clock, not this lease's
                 lease_log.warning("worker.clock_skew", seconds_ahead_of_ledger=round(skew),
                                   action="timing leases by the lease length and the monotonic clock")
+            live = live_stream.live_output()
             work = Work(lease_id=lease.lease_id, job_id=lease.job_id, module_source=lease.module_source,
                         module_sha256=lease.module_sha256, entry=lease.entry, kind=lease.kind, state=lease.state,
-                        budget_seconds=budget, network=lease.network,
+                        budget_seconds=budget, network=lease.network, live=live,
                         inputs=() if isinstance(inputs, Outcome) else inputs)
             if lease.network and not self.config.confinement.allow_network:
                 # the ledger never grants this (its fold refuses it): the job gets a loopback only
@@ -329,7 +337,12 @@ class WorkerAgent:
             if isinstance(inputs, Outcome):
                 outcome = inputs  # an input could not be fetched: the lease errs, the job is retried
             else:
-                outcome = await sandbox.run(work, self.stop_jobs, clock.hard_stop())
+                streaming = live_stream.LiveStream(live, lease.lease_id, lease.job_id, self.codec,
+                                                   self.config.user_id, lambda: self.live_publisher)
+                try:
+                    outcome = await sandbox.run(work, self.stop_jobs, clock.hard_stop())
+                finally:
+                    await streaming.stop()
             # kept (in memory and on disk) before the first try to publish it:
             # a lost connection or a restart re-sends it with the same event id
             report = self._report_message(lease, clock, outcome)
@@ -384,6 +397,8 @@ class WorkerAgent:
         elif outcome.status == "finished":
             result = testing_faults.corrupted(outcome.result) if self.corrupt_results else outcome.result
             event_type, payload = "job.finished", {**common, "result": Blob.of(result)}
+            if outcome.artifacts is not None:
+                payload["artifacts"] = Blob.of(outcome.artifacts)
         else:
             event_type, payload = "job.errored", {**common, "error": outcome.error or "unknown error",
                                                   "exit_code": outcome.exit_code}

@@ -93,7 +93,8 @@ def test_advise_price_from_a_report_file(capsys, report_file):
 @needs_xmllint
 def test_no_worker_that_fast_exits_3_with_one_line(capsys, report_file):
     code, out, err = run(capsys, "advise-price", "--speed", "301", "--report", str(report_file))
-    assert code == 3 and out == ""
+    # the original script's answer word on stdout, for scripts written for it; the reason on stderr
+    assert code == 3 and out == "NotPossible\n"
     assert one_line(err) == "marketctl: no worker is 301 kops fast (the fastest measured is 300 kops)"
     code, out, err = run(capsys, "advise-price", "--speed", "301", "--report", str(report_file), "--json")
     assert code == 3 and json.loads(out) == {"possible": False, "speed": 301, "reason": one_line(err)[11:]}
@@ -225,3 +226,4 @@ def test_report_and_advice_live_for_two_accounts(live_market, tmp_path):
         assert json.loads(live.stdout)["price"] == json.loads(offline.stdout)["price"] == price
     too_fast = marketctl(settings, db_url, "--as", "carol", "advise-price", "--speed", "1501")
     assert too_fast.returncode == 3 and "no worker is 1501 kops fast" in too_fast.stderr
+    assert too_fast.stdout == "NotPossible\n"
