@@ -73,6 +73,20 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.xdist_group("machine_wide"))
 
 
+@pytest.hookimpl(trylast=True)  # after xdist suffixed the grouped tests' ids with "@GROUP"
+def pytest_collection_finish(session):
+    """Under ``--dist loadgroup``, refuse to run if the groups did not take: the
+    cluster tests would then run on two workers at once and collide on ports
+    (pytest 9 ignores the node-id suffix pytest-xdist 3.8 sets; pyproject pins pytest<9)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    ungrouped = [item.nodeid for item in session.items
+                 if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if ungrouped:
+        raise pytest.UsageError(f"pytest-xdist's loadgroup did not group {ungrouped[0]} (and "
+                                f"{len(ungrouped) - 1} more): this pytest and pytest-xdist do not work together")
+
+
 def settings_for_tests(home, environ=os.environ) -> Settings:
     """Settings for a test session in ``home``, read from MARKET_TEST_* variables only."""
     test_environ = dict(TEST_ENVIRONMENT)
