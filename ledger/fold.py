@@ -33,6 +33,7 @@ from contracts import routing
 from contracts.routing import OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
 from ledger import money
 from ledger.months import turn_month
+from ledger.postings import POSTING_TYPES, posting_rows
 from ledger.state import Account, Job, Lease, MarketState, Worker
 
 
@@ -122,6 +123,10 @@ def fold(state: MarketState, event: Recorded) -> list[Derived]:
         derived = refuse(event, f"account {fold_identity.acting_account(state, event.actor)} is disabled")
     else:
         derived = handler(state, event)
+    if event.type in POSTING_TYPES:
+        # the postings projection is written with the event (ledger.postings)
+        state.new_postings += posting_rows(event, any(d.type == "request.rejected" for d in derived),
+                                           state.open_month)
     state.last_seq = event.seq
     return derived
 

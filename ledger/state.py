@@ -245,6 +245,9 @@ class MarketState:
     #: worker id -> when the ledger last heard it (ledger time): liveness,
     #: kept in memory only (idle offers are not recorded; see ledger.fold_workers)
     heard_at: dict = field(default_factory=dict, repr=False, compare=False)
+    #: rows for the append-only ``postings`` projection folded since the last
+    #: save (ledger.postings): written once, never kept in memory
+    new_postings: list = field(default_factory=list, repr=False, compare=False)
     # Indexes over the rows above, built on first use (a state loaded from the
     # database starts without them) and kept up to date by the fold, so no
     # rule scans every lease or every job.
@@ -291,6 +294,12 @@ class MarketState:
     def job_added(self, job: Job) -> None:
         if self._jobs_by_owner is not None:
             self._jobs_by_owner.setdefault(job.owner, []).append(job.job_id)
+
+    def job_dropped(self, job: Job) -> None:
+        """A closed job left memory (ledger.history): the owner index forgets it."""
+        ids = (self._jobs_by_owner or {}).get(job.owner)
+        if ids and job.job_id in ids:
+            ids.remove(job.job_id)
 
     # ---- held jobs by owner -------------------------------------------------------
 
