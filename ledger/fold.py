@@ -34,6 +34,7 @@ from contracts.routing import OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
 from ledger import money
 from ledger.months import turn_month
 from ledger.postings import POSTING_TYPES, posting_rows
+from ledger.report_counters import count_dispatch
 from ledger.state import Account, Job, Lease, MarketState, Worker
 
 
@@ -486,6 +487,7 @@ def _close(state: MarketState, lease: Lease, outcome: str, at: str, executed: in
     lease.outcome, lease.ended_at, lease.executed_ms = outcome, at, executed
     state.lease_ended(lease)
     state.touch("leases", lease.lease_id, seq)
+    count_dispatch(state, lease, state.jobs[lease.job_id].probe, seq)
     fold_money.release(state, lease, seq)
     fold_replicas.escrow(state, lease, seq)
 

@@ -177,6 +177,23 @@ class MonthBalance:
         return Account(self.account, self.email, self.balance, self.credit_limit, self.opened_at, 0)
 
 
+@dataclass(slots=True)
+class ReportCounter:
+    """The dispatches that ended with ``outcome`` on one worker, or in one
+    price band, and their executed time: the report's summary of closed
+    history (ledger.report_counters)."""
+
+    counter_id: str
+    #: worker or band
+    kind: str
+    #: the worker's id, or the band's lowest price (micro-credits per hour)
+    subject: str
+    outcome: str
+    dispatches: int
+    executed_ms: int
+    folded_seq: int
+
+
 def snapshot_id(month: str, account: str) -> str:
     return f"{month}/{account}"
 
@@ -216,6 +233,7 @@ ROW_TYPES = {
     "months": (Month, "month"),
     "month_balances": (MonthBalance, "snapshot_id"),
     "identities": (Identity, "name"),
+    "report_counters": (ReportCounter, "counter_id"),
 }
 
 
@@ -229,6 +247,7 @@ class MarketState:
     months: dict[str, Month] = field(default_factory=dict)
     month_balances: dict[str, MonthBalance] = field(default_factory=dict)
     identities: dict[str, Identity] = field(default_factory=dict)
+    report_counters: dict[str, ReportCounter] = field(default_factory=dict)
     rules: Rules = field(default_factory=Rules)
     #: the last appended event, which the next one chains to
     last_seq: int = 0

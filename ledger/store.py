@@ -9,7 +9,7 @@ import functools
 import operator
 from typing import Iterator
 
-from sqlalchemy import delete, exc, func, select, text
+from sqlalchemy import Boolean, delete, exc, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -104,6 +104,7 @@ class LedgerStore:
         # sqlite3 takes qmark, psycopg format ("%s") positional parameters
         self._placeholder = {"qmark": "?", "format": "%s", "pyformat": "%s"}[engine.dialect.paramstyle]
         self._known_sql_by_count: dict[int, str] = {}
+        self._row_sql: dict[str, tuple[str, list[str]]] = {}
         self._posting_insert = _BulkStatement(
             engine, _insert(engine, tables.postings).on_conflict_do_nothing(index_elements=["seq", "leg"]))
         self._blob_insert = _BulkStatement(
@@ -153,11 +154,25 @@ class LedgerStore:
     def _load_row(self, table_name: str, key: str):
         """One row of a projection, read on the writer's connection (its
         transaction sees what it wrote), or None."""
-        cls, key_name = ROW_TYPES[table_name]
-        table = tables.metadata.tables[table_name]
+        sql, booleans = self._row_sql.get(table_name) or self._compile_row_sql(table_name)
         with self._joined() as conn:
-            row = conn.execute(select(table).where(table.c[key_name] == key)).first()
-        return None if row is None else cls(**row._asdict())
+            # driver SQL: every new job id is looked up once (is it taken?), and
+            # building the select through SQLAlchemy cost 2 ms of a 2.5 ms lookup
+            row = conn.exec_driver_sql(sql, (key,)).first()
+        if row is None:
+            return None
+        values = dict(zip(self._columns[table_name], row))
+        for column in booleans:  # SQLite gives 0/1
+            values[column] = None if values[column] is None else bool(values[column])
+        return ROW_TYPES[table_name][0](**values)
+
+    def _compile_row_sql(self, table_name: str) -> tuple[str, list[str]]:
+        table = tables.metadata.tables[table_name]
+        key = ROW_TYPES[table_name][1]
+        sql = f"SELECT {', '.join(self._columns[table_name])} FROM {table.name} WHERE {key} = {self._placeholder}"
+        booleans = [c for c in self._columns[table_name] if isinstance(table.c[c].type, Boolean)]
+        self._row_sql[table_name] = sql, booleans
+        return self._row_sql[table_name]
 
     def _writer_connection(self):
         if self._writer is None or self._writer.closed or self._writer.invalidated:

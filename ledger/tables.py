@@ -286,4 +286,18 @@ Index("ix_postings_account_month", postings.c.account, postings.c.month, posting
 OPEN_JOBS = "status NOT IN ('cancelled', 'completed', 'failed', 'quarantined')"
 OPEN_LEASES = "outcome = 'open'"
 Index("ix_jobs_open", jobs.c.job_id, sqlite_where=text(OPEN_JOBS), postgresql_where=text(OPEN_JOBS))
-Index("ix_leases_open", leases.c.lease_id, sqlite_where=text(OPEN_LEASES), postgresql_where=text(OPEN_LEASES))
+Index("ix_leases_open", leases.c.worker_id, sqlite_where=text(OPEN_LEASES), postgresql_where=text(OPEN_LEASES))
+
+#: the report's summary of ended dispatches, per (worker, outcome) and per
+#: (price band, outcome): maintained by the fold (ledger.report_counters)
+report_counters = Table(
+    "report_counters",
+    metadata,
+    Column("counter_id", String(160), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("subject", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("dispatches", BigInteger, nullable=False),
+    Column("executed_ms", BigInteger, nullable=False),
+    Column("folded_seq", BigInteger, nullable=False),
+)
