@@ -30,6 +30,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -232,6 +233,9 @@ def main() -> int:
             if db == "postgres":
                 from ledger.pgserver import PgServer
                 server = PgServer(Path(tmp) / "postgres", int(os.environ.get("MARKET_BENCH_PG_PORT") or 5486))
+                if server.as_user:
+                    # the postgres account must reach its data folder inside ours
+                    shutil.chown(tmp, user=server.as_user)
                 server.start()
             try:
                 for size in sizes:
@@ -244,7 +248,7 @@ def main() -> int:
                 if server is not None:
                     server.stop()
             tables.append(table(db, results))
-    print()
+            print("\n" + tables[-1] + "\n", flush=True)
     print("\n\n".join(tables))
     return 0
 
