@@ -11,8 +11,8 @@ appended as the ledger agent appends them), then measures on it:
   the part of its start that depends on the ledger) - seconds, and the
   process's peak RSS, the median of 3 processes; next to it the old load of
   every projection row;
-- p50/p99 of the queries as the query side answers them (``ledger.queries.answer``,
-  the broker left out): a member's ``jobs`` page, ``workers``, ``report``, a
+- p50/p99 of the queries as the query side answers them (``ledger.queries.answer``
+  in a fresh process, the broker left out): a member's ``jobs`` page, ``workers``, ``report``, a
   member's statement of the last full month, the operator's statement page,
   and the advisor (the report read and advised on, as the portal's page does);
 - ingest throughput: the same 20 rounds appended with and without a second
@@ -137,6 +137,21 @@ def percentiles(call, count: int) -> tuple[float, float]:
     return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
+def _reads(url: str, queries: int) -> None:
+    """Child: the reads' p50/p99 as JSON. A process of its own, as the query agent is: in the
+    process that built the ledger, its collector's pauses (a walk of every object it still holds)
+    were the slowest answers."""
+    engine = make_engine(url)
+    print(json.dumps({name: percentiles(call, queries if name not in ("report", "advisor") else max(queries // 4, 10))
+                      for name, call in query_calls(engine).items()}))
+
+
+def reads(url: str, queries: int) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--reads", url, "--queries", str(queries)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _flood(url: str, stop) -> None:
     """Child: ask every measured read again and again until ``stop`` is set."""
     engine = make_engine(url)
@@ -185,9 +200,8 @@ def measure(url: str, size: int, queries: int) -> dict:
     built = time.perf_counter() - started
     figures = {"events": store.last_seq(), "build_s": built}
     figures["startup"], figures["startup_everything"] = startup(url), startup(url, everything=True)
-    for name, call in query_calls(engine).items():
-        figures[name] = percentiles(call, queries if name not in ("report", "advisor") else max(queries // 4, 10))
     engine.dispose()
+    figures.update(reads(url, queries))
     figures["ingest"], figures["ingest_flood"] = ingest(url, False), ingest(url, True)
     return figures
 
@@ -229,7 +243,11 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=100, help="times each read is asked")
     parser.add_argument("--load-state", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--everything", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--reads", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reads:
+        _reads(args.reads, args.queries)
+        return 0
     if args.load_state:
         _load(args.load_state, args.everything)
         return 0
