@@ -33,6 +33,8 @@ from contracts import routing
 from contracts.routing import OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
 from ledger import money
 from ledger.months import turn_month
+from ledger.postings import POSTING_TYPES, posting_rows
+from ledger.report_counters import count_dispatch
 from ledger.state import Account, Job, Lease, MarketState, Worker
 
 
@@ -122,6 +124,10 @@ def fold(state: MarketState, event: Recorded) -> list[Derived]:
         derived = refuse(event, f"account {fold_identity.acting_account(state, event.actor)} is disabled")
     else:
         derived = handler(state, event)
+    if event.type in POSTING_TYPES:
+        # the postings projection is written with the event (ledger.postings)
+        state.new_postings += posting_rows(event, any(d.type == "request.rejected" for d in derived),
+                                           state.open_month)
     state.last_seq = event.seq
     return derived
 
@@ -509,6 +515,7 @@ def _close(state: MarketState, lease: Lease, outcome: str, at: str, executed: in
     lease.outcome, lease.ended_at, lease.executed_ms = outcome, at, executed
     state.lease_ended(lease)
     state.touch("leases", lease.lease_id, seq)
+    count_dispatch(state, lease, state.jobs[lease.job_id].probe, seq)
     fold_money.release(state, lease, seq)
     fold_replicas.escrow(state, lease, seq)
 

@@ -12,7 +12,7 @@ import secrets
 from typing import Callable
 
 import orjson
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, text
 
 from common.errors import MarketError
 from contracts.envelope import utc_now_iso
@@ -284,9 +284,9 @@ def workers(conn, actor: str, page: Page, mine: bool = False) -> tuple[list[dict
     if page.after:
         stmt = stmt.where(w.worker_id > page.after[0])
     rows, next_key = cut(conn.execute(stmt.limit(page.limit + 1)).all(), page, lambda r: (r.worker_id,))
-    # the open leases of this page's workers only (ix_leases_worker_id)
+    # the open leases of this page's workers only (ix_leases_open: a worker's closed leases are never read)
     busy = set(conn.execute(select(tables.leases.c.worker_id).where(
-        tables.leases.c.worker_id.in_([r.worker_id for r in rows]), tables.leases.c.outcome == "open")
+        tables.leases.c.worker_id.in_([r.worker_id for r in rows]), text(tables.OPEN_LEASES))
         .distinct()).scalars())
     everything = actor in SEES_WORKER_IDS
     shown = [_worker_row(r, r.worker_id in busy, everything or r.owner == actor) for r in rows]
@@ -354,19 +354,26 @@ def _avoid_workers(conn, row, worker_rows) -> list[str]:
 def report(conn, actor: str) -> str:
     """The market report made for the asker: XML that validates against
     ``ledger/market_report.xsd``. Other accounts' workers, jobs and leases
-    appear under pseudonyms drawn with a key used for this report only."""
+    appear under pseudonyms drawn with a key used for this report only.
+
+    It lists every worker, the jobs not yet ended and the open dispatches,
+    and sums up the dispatches that ended (``report_counters``): its cost is
+    O(workers + open work), whatever the ledger's length (issue 16)."""
     _one_snapshot(conn)
     seq = _log_seq(conn)
     wc, jc, lc = tables.workers.c, tables.jobs.c, tables.leases.c
     # only the columns the report may show: results, errors and e-mails are never read
     workers = conn.execute(select(wc.worker_id, wc.owner, wc.slots, wc.state, wc.speed, wc.speed_measured_at)).all()
+    # the partial indexes of open jobs and leases find them without reading the closed ones
     jobs = conn.execute(select(jc.job_id, jc.owner, jc.name, jc.price, jc.status, jc.checkpoint, jc.executed_ms,
-                               jc.finished_at, jc.probe)).all()
+                               jc.finished_at, jc.probe).where(text(tables.OPEN_JOBS))).all()
     leases = conn.execute(select(lc.lease_id, lc.job_id, lc.worker_id, lc.granted_at, lc.ended_at,
-                                 lc.outcome)).all()
+                                 lc.outcome).where(text(tables.OPEN_LEASES))).all()
+    history = conn.execute(select(tables.report_counters)).all()
     xml = build_report(account=actor, generated_at=utc_now_iso(), ledger_seq=seq,
                        workers=[r._mapping for r in workers], jobs=[r._mapping for r in jobs],
-                       leases=[r._mapping for r in leases], key=secrets.token_bytes(KEY_BYTES))
+                       leases=[r._mapping for r in leases], key=secrets.token_bytes(KEY_BYTES),
+                       history=[r._mapping for r in history])
     return xml.decode("utf-8")
 
 

@@ -135,8 +135,15 @@ class ReplayReport:
         return not self.differences
 
 
+#: projections the fold appends rather than keeps (ledger.postings), with their key columns
+APPENDED = {"postings": ("seq", "leg")}
+
+
 def _rows_by_key(conn, table_name: str) -> dict:
     table = tables.metadata.tables[table_name]
+    if table_name in APPENDED:
+        return {tuple(getattr(r, k) for k in APPENDED[table_name]): _normalize(r._asdict())
+                for r in conn.execute(select(table))}
     key = ROW_TYPES[table_name][1]
     return {getattr(r, key): _normalize(r._asdict()) for r in conn.execute(select(table))}
 
@@ -150,7 +157,7 @@ def compare_projections(live_engine, scratch_engine, limit: int = 20) -> tuple[i
     """Compare every projection table row by row; return (rows, differences)."""
     compared, differences = 0, []
     with live_engine.connect() as live, scratch_engine.connect() as scratch:
-        for table_name in ROW_TYPES:
+        for table_name in [*ROW_TYPES, *APPENDED]:
             live_rows, replayed_rows = _rows_by_key(live, table_name), _rows_by_key(scratch, table_name)
             for key in sorted(set(live_rows) | set(replayed_rows), key=str):
                 compared += 1

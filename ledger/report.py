@@ -63,13 +63,16 @@ class Pseudonyms:
 
 
 def build_report(*, account: str, generated_at: str, ledger_seq: int, workers: Iterable[Mapping],
-                 jobs: Iterable[Mapping], leases: Iterable[Mapping], key: bytes) -> bytes:
+                 jobs: Iterable[Mapping], leases: Iterable[Mapping], key: bytes,
+                 history: Iterable[Mapping] | None = None) -> bytes:
     """The report for ``account`` as UTF-8 XML that validates against the schema.
 
     ``workers``, ``jobs`` and ``leases`` are rows of the ledger's projection
     tables of those names (mappings with their column names), all of them,
     probe jobs included (they are filtered here). ``key`` must be fresh
-    random bytes for every report and never be kept.
+    random bytes for every report and never be kept. ``history``: rows of
+    ``report_counters`` (ledger.report_counters), the sums of the dispatches
+    that ended, written as the report's ``history``; None: no such element.
     """
     names = Pseudonyms(key)
     workers, jobs, leases = list(workers), list(jobs), list(leases)
@@ -132,9 +135,28 @@ def build_report(*, account: str, generated_at: str, ledger_seq: int, workers: I
         dispatch_elements.append(attributes)
     _append_sorted(root, "dispatches", "dispatch", dispatch_elements,
                    key=lambda a: (a["checked-out"], a["lease"]))
+    if history is not None:
+        _append_history(root, history, worker_id)
 
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def _append_history(root: ET.Element, counters: Iterable[Mapping], worker_id) -> None:
+    parent = ET.SubElement(root, "history")
+    by_worker, by_band = [], []
+    for c in counters:
+        sums = {"outcome": c["outcome"], "dispatches": str(c["dispatches"]), "executed-ms": str(c["executed_ms"])}
+        if c["kind"] == "worker":
+            by_worker.append({"worker": worker_id(c["subject"]), **sums})
+        else:
+            low = int(c["subject"])
+            by_band.append({"price-from": str(low), "price-below": str(2 * low), **sums})
+    # sorted by what is shown, as every other list of the report
+    for attributes in sorted(by_worker, key=lambda a: (a["worker"], a["outcome"])):
+        ET.SubElement(parent, "worker-dispatches", attributes)
+    for attributes in sorted(by_band, key=lambda a: (int(a["price-from"]), a["outcome"])):
+        ET.SubElement(parent, "band-dispatches", attributes)
 
 
 def _append_sorted(root: ET.Element, group: str, item: str, items: list[dict], key) -> None:

@@ -199,6 +199,23 @@ class MonthBalance:
         return Account(self.account, self.email, self.balance, self.credit_limit, self.opened_at, 0)
 
 
+@dataclass(slots=True)
+class ReportCounter:
+    """The dispatches that ended with ``outcome`` on one worker, or in one
+    price band, and their executed time: the report's summary of closed
+    history (ledger.report_counters)."""
+
+    counter_id: str
+    #: worker or band
+    kind: str
+    #: the worker's id, or the band's lowest price (micro-credits per hour)
+    subject: str
+    outcome: str
+    dispatches: int
+    executed_ms: int
+    folded_seq: int
+
+
 def snapshot_id(month: str, account: str) -> str:
     return f"{month}/{account}"
 
@@ -238,6 +255,7 @@ ROW_TYPES = {
     "months": (Month, "month"),
     "month_balances": (MonthBalance, "snapshot_id"),
     "identities": (Identity, "name"),
+    "report_counters": (ReportCounter, "counter_id"),
 }
 
 
@@ -251,6 +269,7 @@ class MarketState:
     months: dict[str, Month] = field(default_factory=dict)
     month_balances: dict[str, MonthBalance] = field(default_factory=dict)
     identities: dict[str, Identity] = field(default_factory=dict)
+    report_counters: dict[str, ReportCounter] = field(default_factory=dict)
     rules: Rules = field(default_factory=Rules)
     #: the last appended event, which the next one chains to
     last_seq: int = 0
@@ -270,6 +289,9 @@ class MarketState:
     #: submission event id -> why the blob store lacks its inputs: the agent's
     #: finding for the batch being folded, in memory only (ledger.fold_inputs)
     input_refusals: dict = field(default_factory=dict, repr=False, compare=False)
+    #: rows for the append-only ``postings`` projection folded since the last
+    #: save (ledger.postings): written once, never kept in memory
+    new_postings: list = field(default_factory=list, repr=False, compare=False)
     # Indexes over the rows above, built on first use (a state loaded from the
     # database starts without them) and kept up to date by the fold, so no
     # rule scans every lease or every job.
@@ -318,6 +340,12 @@ class MarketState:
     def job_added(self, job: Job) -> None:
         if self._jobs_by_owner is not None:
             self._jobs_by_owner.setdefault(job.owner, []).append(job.job_id)
+
+    def job_dropped(self, job: Job) -> None:
+        """A closed job left memory (ledger.history): the owner index forgets it."""
+        ids = (self._jobs_by_owner or {}).get(job.owner)
+        if ids and job.job_id in ids:
+            ids.remove(job.job_id)
 
     # ---- held jobs by owner -------------------------------------------------------
 

@@ -7,8 +7,9 @@ from contracts.envelope import utc_now_iso
 from contracts.routing import OPERATOR_ACTOR
 from ledger import tables
 from contracts.paging import Page, cut
+from ledger.posting_statements import account_page, closing_sum, header, statements_of
 from ledger.queries import QueryError, _one_snapshot, query
-from ledger.snapshots import latest_time, statements
+from ledger.snapshots import latest_time
 from ledger.statements import StatementError, check_not_future, parse_month
 
 
@@ -30,17 +31,16 @@ def statement(conn, actor: str, page: Page, month: str, account: str | None = No
     if all_accounts or (account is None and actor == OPERATOR_ACTOR):
         if actor != OPERATOR_ACTOR:
             raise QueryError("only the operator may read every account's statement")
-        answer = statements(conn, month)
-        after = page.after[0] if page.after else ""
-        shown, next_key = cut([s for s in answer["statements"] if s["account"] > after], page,
-                              lambda s: (s["account"],))
-        return _with_holds(conn, month, dict(answer, statements=shown)), next_key
+        shown, next_name = account_page(conn, month, page.after[0] if page.after else "", page.limit)
+        answer = dict(header(month, shown), sum_of_closing_balances=closing_sum(conn, month))
+        return _with_holds(conn, month, answer), (next_name,) if next_name is not None else None
     name = account or actor
     if name != actor and actor != OPERATOR_ACTOR:
         raise QueryError("only the operator may read another account's statement")
     if conn.execute(select(tables.accounts.c.name).where(tables.accounts.c.name == str(name))).first() is None:
         raise QueryError(f"no account {name}")
-    answer = statements(conn, month, only=[name])
+    # only this account's postings rows are read (ledger.posting_statements)
+    answer = header(month, statements_of(conn, month, [name]))
     (own,) = answer["statements"]
     after = page.after[0] if page.after else -1
     own["lines"], next_key = cut([line for line in own["lines"] if line["seq"] > after], page,
@@ -56,7 +56,9 @@ def _with_holds(conn, month: str, answer: dict) -> dict:
                                                         tables.months.c.last_seq.is_(None))).first() is None:
         return answer
     a = tables.accounts.c
-    live = {r.name: r for r in conn.execute(select(a.name, a.balance, a.credit_limit, a.held))}
+    shown = [s["account"] for s in answer["statements"]]
+    live = {r.name: r for r in conn.execute(select(a.name, a.balance, a.credit_limit, a.held)
+                                             .where(a.name.in_(shown)))}
     for s in answer["statements"]:
         row = live.get(s["account"])
         if row is not None:

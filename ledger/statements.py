@@ -25,6 +25,7 @@ from common.errors import MarketError
 from ledger import money
 from ledger.fold import Recorded, fold
 from ledger.months import month_bounds
+from ledger.postings import KIND, posting_lines
 from ledger.state import Account, MarketState, Month
 
 #: the events that change balances, credit limits or the set of accounts:
@@ -34,10 +35,6 @@ FORMATS = ("table", "csv", "json", "html")
 UNIT = "micro-credits (1 credit = 1,000,000)"
 BOUNDARIES = "month boundaries are UTC"
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-
-#: line kinds, by posting role
-KIND = {money.PAYER: "spent", money.PAYEE: "earned", money.COMMISSION: "commission", money.DEPOSIT: "deposit",
-        money.FUNDING: "funding"}
 
 
 class StatementError(MarketError):
@@ -125,26 +122,7 @@ def build_statements(month: str, opening_accounts: Iterable[Account], before: It
 
 def _lines(event: Recorded, derived) -> list[tuple[str, dict]]:
     """(account, line) for every posting the event made."""
-    p = event.payload
-    if event.type == "payment.posted":
-        commission = sum(x["amount"] for x in p["postings"] if x["role"] == money.COMMISSION)
-        return [(x["account"], {
-            "seq": event.seq, "time": event.recorded_at, "kind": KIND[x["role"]], "amount": x["amount"],
-            "job_id": p["job_id"], "lease_id": p["lease_id"], "worker_id": p["worker_id"],
-            "executed_ms": p["executed_ms"], "price": p["price"], "commission": commission, "reference": None,
-        }) for x in p["postings"]]
-    if event.type == "account.welcomed":
-        p = {**p, "reference": "welcome credits"}
-    if event.type == "account.welcomed" or (
-            event.type == "account.deposited" and not any(d.type == "request.rejected" for d in derived)):
-        return [(x["account"], {
-            "seq": event.seq, "time": event.recorded_at, "kind": KIND[x["role"]], "amount": x["amount"],
-            "job_id": None, "lease_id": None, "worker_id": None, "executed_ms": None, "price": None,
-            "commission": None,
-            # the funding side names the account the money went to
-            "reference": p["reference"] if x["role"] == money.DEPOSIT else p["account"],
-        }) for x in money.deposit_postings(p["account"], p["amount"])]
-    return []
+    return posting_lines(event, any(d.type == "request.rejected" for d in derived))
 
 
 def _statement(month: str, name: str, account: Account | None, opening: int, lines: list[dict]) -> dict:

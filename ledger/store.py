@@ -5,20 +5,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import operator
 from typing import Iterator
 
-from sqlalchemy import delete, exc, func, select
+from sqlalchemy import Boolean, delete, exc, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from ledger import tables
 from ledger.errors import StaleState, TransientStoreError
+from ledger.history import ON_DEMAND, OnDemandRows, drop_closed
 from ledger.ingest import Plan
 from ledger.state import ROW_TYPES, GENESIS_HASH, MarketState
 
 #: rows per statement when reading the log back
 SCAN_CHUNK = 5000
+
+#: what ``load_state`` reads of the tables kept on demand (ledger.history): the
+#: open rows, through partial indexes (tables.py); the others start empty
+_OPEN_ROWS = {
+    "jobs": select(tables.jobs).where(text(tables.OPEN_JOBS)),
+    "leases": select(tables.leases).where(text(tables.OPEN_LEASES)),
+}
 
 
 #: PostgreSQL error classes that say nothing about the statement: a
@@ -95,6 +104,9 @@ class LedgerStore:
         # sqlite3 takes qmark, psycopg format ("%s") positional parameters
         self._placeholder = {"qmark": "?", "format": "%s", "pyformat": "%s"}[engine.dialect.paramstyle]
         self._known_sql_by_count: dict[int, str] = {}
+        self._row_sql: dict[str, tuple[str, list[str]]] = {}
+        self._posting_insert = _BulkStatement(
+            engine, _insert(engine, tables.postings).on_conflict_do_nothing(index_elements=["seq", "leg"]))
         self._blob_insert = _BulkStatement(
             engine, _insert(engine, tables.blobs).on_conflict_do_nothing(index_elements=["sha256"]))
 
@@ -113,13 +125,23 @@ class LedgerStore:
     # ---- reading the state --------------------------------------------------
 
     def load_state(self) -> MarketState:
-        """The projections as the last commit left them, and the chain's tip."""
+        """The projections as the last commit left them, and the chain's tip.
+        Of jobs and leases only the open rows are read, of speed samples and
+        month-end snapshots none: the rest is read when the fold asks for it
+        (ledger.history), so start-up and memory do not grow with the log."""
         state = MarketState()
         with self.engine.connect() as conn:
             for name, (cls, key) in ROW_TYPES.items():
                 table = tables.metadata.tables[name]
+                if name in ON_DEMAND:
+                    setattr(state, name, OnDemandRows(functools.partial(self._load_row, name)))
+                    stmt = _OPEN_ROWS.get(name)
+                    if stmt is None:
+                        continue
+                else:
+                    stmt = select(table)
                 rows = state.table(name)
-                for row in conn.execute(select(table)):
+                for row in conn.execute(stmt):
                     rows[getattr(row, key)] = cls(**row._asdict())
             tip = conn.execute(select(tables.events.c.seq, tables.events.c.hash)
                                .order_by(tables.events.c.seq.desc()).limit(1)).first()
@@ -128,6 +150,29 @@ class LedgerStore:
         else:
             state.last_seq, state.last_hash = 0, GENESIS_HASH
         return state
+
+    def _load_row(self, table_name: str, key: str):
+        """One row of a projection, read on the writer's connection (its
+        transaction sees what it wrote), or None."""
+        sql, booleans = self._row_sql.get(table_name) or self._compile_row_sql(table_name)
+        with self._joined() as conn:
+            # driver SQL: every new job id is looked up once (is it taken?), and
+            # building the select through SQLAlchemy cost 2 ms of a 2.5 ms lookup
+            row = conn.exec_driver_sql(sql, (key,)).first()
+        if row is None:
+            return None
+        values = dict(zip(self._columns[table_name], row))
+        for column in booleans:  # SQLite gives 0/1
+            values[column] = None if values[column] is None else bool(values[column])
+        return ROW_TYPES[table_name][0](**values)
+
+    def _compile_row_sql(self, table_name: str) -> tuple[str, list[str]]:
+        table = tables.metadata.tables[table_name]
+        key = ROW_TYPES[table_name][1]
+        sql = f"SELECT {', '.join(self._columns[table_name])} FROM {table.name} WHERE {key} = {self._placeholder}"
+        booleans = [c for c in self._columns[table_name] if isinstance(table.c[c].type, Boolean)]
+        self._row_sql[table_name] = sql, booleans
+        return self._row_sql[table_name]
 
     def _writer_connection(self):
         if self._writer is None or self._writer.closed or self._writer.invalidated:
@@ -193,7 +238,9 @@ class LedgerStore:
         fold changed, all in one transaction (the caller's, inside ``transaction()``)."""
         with self._joined() as conn:
             self.write_in(conn, plan, state)
-        state.dirty.clear()
+        saved, state.dirty = state.dirty, set()
+        state.new_postings.clear()
+        drop_closed(state, saved)
 
     def write_in(self, conn, plan: Plan, state: MarketState) -> None:
         if plan.events:
@@ -216,6 +263,8 @@ class LedgerStore:
                     {c: getattr(row, c) for c in self._columns[table_name]})
         for table_name, rows in by_table.items():
             self._upserts[table_name].run(conn, rows)
+        if state.new_postings:
+            self._posting_insert.run(conn, state.new_postings)
         if state.last_seq:
             self._position_upsert.run(conn, [{"name": "projections", "folded_seq": state.last_seq}])
 

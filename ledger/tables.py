@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -274,3 +275,46 @@ web_sessions = Table(
     Column("created_at", String(32), nullable=False),
 )
 Index("ix_web_sessions_account", web_sessions.c.account)
+
+#: every posting leg of every money event, by account and month: a member's
+#: statement reads its own rows only (ledger.postings, ledger.posting_statements)
+postings = Table(
+    "postings",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("leg", Integer, primary_key=True, autoincrement=False),
+    Column("account", String(64), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("time", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("job_id", String(64)),
+    Column("lease_id", String(64)),
+    Column("worker_id", String(64)),
+    Column("executed_ms", BigInteger),
+    Column("price", BigInteger),
+    Column("commission", BigInteger),
+    Column("reference", Text),
+)
+Index("ix_postings_account_month", postings.c.account, postings.c.month, postings.c.seq)
+
+#: the ledger agent loads only open jobs and leases at start-up (ledger.history):
+#: partial indexes hold just those, so it reads no closed row to find them
+OPEN_JOBS = "status NOT IN ('cancelled', 'completed', 'failed', 'quarantined')"
+OPEN_LEASES = "outcome = 'open'"
+Index("ix_jobs_open", jobs.c.job_id, sqlite_where=text(OPEN_JOBS), postgresql_where=text(OPEN_JOBS))
+Index("ix_leases_open", leases.c.worker_id, sqlite_where=text(OPEN_LEASES), postgresql_where=text(OPEN_LEASES))
+
+#: the report's summary of ended dispatches, per (worker, outcome) and per
+#: (price band, outcome): maintained by the fold (ledger.report_counters)
+report_counters = Table(
+    "report_counters",
+    metadata,
+    Column("counter_id", String(160), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("subject", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("dispatches", BigInteger, nullable=False),
+    Column("executed_ms", BigInteger, nullable=False),
+    Column("folded_seq", BigInteger, nullable=False),
+)

@@ -134,8 +134,10 @@ class MoneyMarket:
     def statements(self, month: str, only=None) -> dict:
         """What ``marketctl bill`` answers, from this market's snapshots and log
         (the same plan as ledger.snapshots, with no database)."""
-        plan = plan_statement(list(self.state.months.values()), month)
-        opening = [b.as_account() for b in self.state.month_balances.values() if b.month == plan.opening_month]
+        # the snapshots of a replay: a state loaded from the database keeps none in memory (ledger.history)
+        replayed = self.replayed()
+        plan = plan_statement(list(replayed.months.values()), month)
+        opening = [b.as_account() for b in replayed.month_balances.values() if b.month == plan.opening_month]
         money = [r for r in self.records() if r.type in MONEY_TYPES]
 
         def within(bounds):

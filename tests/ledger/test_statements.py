@@ -149,7 +149,9 @@ def test_snapshots_are_stored_and_statements_from_the_database_match_the_pure_on
     market = a_market_over_three_months()
     store = _stored(engine, market)
     loaded = store.load_state()
-    assert loaded.months == market.state.months and loaded.month_balances == market.state.month_balances
+    # month-end snapshots are read back on demand (ledger.history)
+    assert loaded.months == market.state.months and not loaded.month_balances
+    assert {key: loaded.month_balances[key] for key in market.state.month_balances} == market.state.month_balances
     with engine.connect() as conn:
         for month in ("2026-10", "2026-11", "2026-12", "2027-01", "2027-02"):
             assert statements(conn, month) == market.statements(month), month

@@ -299,7 +299,9 @@ def test_the_statement_shows_the_welcome_deposit_and_the_jobs_spending(portal, a
 
 def test_the_report_is_made_for_the_member(portal, alice, alices_job):
     report = alice.http.get("/report.xml")
-    assert report.status_code == 200 and alices_job.encode() in report.content
+    assert report.status_code == 200 and f'account="{alice.account}"'.encode() in report.content
+    # her job completed: a report lists open work and sums up what ended (issue 16)
+    assert alices_job.encode() not in report.content and b'outcome="finished"' in report.content
     # bob's workers appear under pseudonyms only
     assert b"w-fast" not in report.content
 

@@ -1,0 +1,93 @@
+"""Closed history stays in the database (issue 16, ledger.history): the
+ledger agent's state holds open jobs and leases only, reads a closed row when
+a rule needs it, forgets it after the save, and replay still reproduces every
+projection; on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ledger import tables
+from ledger.fold import TERMINAL_JOB_STATES
+from ledger.history import OnDemandRows
+from ledger.replay import replay_and_verify
+from tests.ledger.money_market import stored_on, types
+
+CREDIT = 1_000_000
+
+
+@pytest.fixture
+def market(engine):
+    """alice's j1 finished on bob's worker, j2 still running on it."""
+    market, store = stored_on(engine)
+    for name in ("alice", "bob"):
+        market.open(name)
+    market.register("bob", "wB")
+    market.deposit("alice", 100 * CREDIT)
+    market.submit("alice", "j1", 3_600_000)
+    market.submit("alice", "j2", 3_600_000)
+    market.finished_lease = market.propose("j1", "wB")
+    market.advance(30)
+    market.finish(market.finished_lease)
+    market.running_lease = market.propose("j2", "wB")
+    market.store = store
+    yield market
+    store.close()
+
+
+def _reload(market) -> None:
+    """The ledger agent restarting: its state as load_state reads it."""
+    rules = market.state.rules
+    market.state = market.store.load_state()
+    market.state.rules = rules
+
+
+def test_a_restarted_ledger_holds_only_the_open_jobs_and_leases(market):
+    _reload(market)
+    assert list(dict.keys(market.state.jobs)) == ["j2"]
+    assert list(dict.keys(market.state.leases)) == [market.running_lease]
+    assert not dict.keys(market.state.speed_samples) and not dict.keys(market.state.month_balances)
+    # a closed row is still there when asked for by key, and gone again after the next save
+    assert market.state.jobs["j1"].status == "completed" and "j1" in market.state.jobs
+    assert "nope" not in market.state.jobs and market.state.jobs.get("nope") is None
+    market.advance(10)
+    market.checkpoint(market.running_lease)
+    assert list(dict.keys(market.state.jobs)) == ["j2"]
+
+
+def test_a_late_report_for_a_closed_lease_is_still_refused_after_a_restart(market):
+    # Given a restarted ledger that holds neither j1 nor its finished lease
+    _reload(market)
+    # When bob's worker sends a checkpoint and a result for that lease again
+    late = market.checkpoint(market.finished_lease) + market.finish(market.finished_lease, b"other")
+    # Then both are refused, read from the closed rows, and nothing changed
+    assert types(late) == ["checkpoint.rejected", "checkpoint.rejected"], types(late)
+    assert market.state.jobs["j1"].result_sha256 is not None
+    assert replay_and_verify(market.store).ok
+
+
+def test_a_repeated_job_id_is_refused_though_the_job_closed_long_ago(market):
+    _reload(market)
+    verdicts = market.submit("alice", "j1", 3_600_000)
+    assert types(verdicts) == ["request.rejected"] and "j1" in verdicts[0].payload["reason"], verdicts
+
+
+def test_replay_reproduces_the_projections_of_a_ledger_that_forgets(market):
+    # Given the ledger restarted twice, with work between
+    _reload(market)
+    market.advance(20)
+    market.finish(market.running_lease)
+    _reload(market)
+    market.submit("alice", "j3", 3_600_000)
+    lease = market.propose("j3", "wB")
+    market.advance(5)
+    market.checkpoint(lease)
+    # Then every projection is what the whole log folds to
+    report = replay_and_verify(market.store)
+    assert report.ok, report.differences
+    assert isinstance(market.state.jobs, OnDemandRows) and "j1" not in dict.keys(market.state.jobs)
+
+
+def test_the_open_jobs_index_names_exactly_the_terminal_states():
+    assert set(re.findall(r"'(\w+)'", tables.OPEN_JOBS)) == TERMINAL_JOB_STATES
