@@ -13,7 +13,18 @@ class ReadyList:
     takes the best ``k`` in O(k log n) instead of sorting the whole list.
     Heap entries of jobs that left or changed are dropped lazily. Jobs that
     asked for the network have a heap of their own: with no offer that
-    allows network they must not crowd the others out of a pool."""
+    allows network they must not crowd the others out of a pool.
+
+    A new job or a reprice costs one push, O(log n). A stale entry sinks
+    out of reach when its job was repriced up or stays unmatched, so the
+    heaps are rebuilt (O(n), ``heapify``) once they hold more than
+    ``COMPACT_FACTOR`` times the live jobs (plus a floor): at least n puts
+    pass between two rebuilds, so a put stays amortised O(log n), and memory
+    stays proportional to the ready list."""
+
+    #: a heap is rebuilt once its entries exceed this many times the live jobs (plus a floor)
+    COMPACT_FACTOR = 2
+    COMPACT_FLOOR = 1024
 
     def __init__(self):
         self.jobs: dict[str, ReadyJob] = {}
@@ -36,6 +47,8 @@ class ReadyList:
         else:
             self._pushed += 1
             heapq.heappush(self._network_heap if job.network else self._heap, (job_rank(job), self._pushed, job))
+            if len(self._heap) + len(self._network_heap) > self.COMPACT_FACTOR * len(self.jobs) + self.COMPACT_FLOOR:
+                self._compact()
 
     def pop(self, job_id: str) -> ReadyJob | None:
         self.probes.pop(job_id, None)
@@ -43,18 +56,33 @@ class ReadyList:
 
     def best(self, count: int, network_count: int = 0) -> list[ReadyJob]:
         """The ``count`` best paid jobs that did not ask for the network and the
-        ``network_count`` best that did (each best first), then every probe job."""
+        ``network_count`` best that did (each best first), then every probe job.
+
+        A replica that must avoid some workers may take no offer, leaving it to
+        a job ranked below: so replicas are not counted, and each heap yields
+        jobs until ``count`` (``network_count``) others are in. ``match`` on
+        these gives exactly what it gives on the whole list."""
         return (self._top(self._heap, count) + self._top(self._network_heap, network_count)
                 + list(self.probes.values()))
 
+    def heap_size(self) -> int:
+        """Heap entries, live and stale (for tests and the bench)."""
+        return len(self._heap) + len(self._network_heap)
+
+    def _compact(self) -> None:
+        for heap in (self._heap, self._network_heap):
+            heap[:] = [entry for entry in heap if self.jobs.get(entry[2].job_id) is entry[2]]
+            heapq.heapify(heap)
+
     def _top(self, heap: list, count: int) -> list[ReadyJob]:
-        kept, best = [], []
-        while heap and len(best) < count:
+        kept, best, avoiding = [], [], 0
+        while heap and len(best) - avoiding < count:
             entry = heapq.heappop(heap)
             job = entry[2]
             if self.jobs.get(job.job_id) is job:
                 best.append(job)
                 kept.append(entry)
+                avoiding += bool(job.avoid_workers)
         for entry in kept:
             heapq.heappush(heap, entry)
         return best
@@ -155,8 +183,9 @@ class SchedulerState:
         """Withdrawn, held, failed, quarantined or completed: not ready any more."""
         self.ready.pop(job_id)
         self.proposed.pop(job_id, None)
-        if len(self.job_seq) > 100_000:
+        if len(self.job_seq) > max(100_000, 2 * (len(self.ready) + len(self.proposed))):
             # bounded memory: forget jobs that are neither ready nor proposed
+            # (the bound grows with the ready list, so this O(n) pass stays rare)
             self.job_seq = {j: s for j, s in self.job_seq.items() if j in self.ready or j in self.proposed}
 
     def lease_refused(self, job_id: str, worker_id: str, job_still_ready: bool, now: float, *,
