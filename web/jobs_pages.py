@@ -198,7 +198,9 @@ async def job_page(request):
     account = await require_member(request)
     market = request.app.state.market
     job = await _job_or_404(market, account, request.path_params["job_id"])
-    outputs = {o["lease_id"]: o["output"] for o in await market.ask(account, "job_output", job_id=job["job_id"])}
+    lease_reports = await market.ask(account, "job_output", job_id=job["job_id"])
+    outputs = {o["lease_id"]: o["output"] for o in lease_reports}
+    errors = {o["lease_id"]: o.get("error") for o in lease_reports}
     result, result_kind = None, None
     if job["status"] == "completed":
         answer = await market.ask(account, "result", job_id=job["job_id"])
@@ -208,6 +210,7 @@ async def job_page(request):
         except ResultNotJSON:
             result_kind = "pickle"
     return render(request, "job.html", {"job": job, "progress": _progress(job, utc_now_iso()), "outputs": outputs,
+                                        "errors": errors,
                                         "result": result, "result_kind": result_kind})
 
 

@@ -176,6 +176,35 @@ def test_an_old_unpaid_error_shows_no_output(stored_market, engine):
     assert outputs(engine, "j1") == {lease: ("errored", "")}
 
 
+def test_an_old_unpaid_errors_traceback_is_shown_to_its_owner_per_lease(stored_market, engine):
+    # Given a job that errored once under job.errored 1 (unpaid, an old log) and once today
+    market = stored_market
+    market.submit("mallory", "j1", 3_600_000)
+    old = market.propose("j1", "wT", 60)
+    market.advance(1)
+    market.error(old, version=1)
+    new = market.propose("j1", "wT2", 60)
+    market.advance(1)
+    market.error(new)
+    # When its owner reads its leases' output
+    reply = answer(engine, "mallory", "job_output", {"job_id": "j1"})
+    shown = {o["lease_id"]: (o["output"], o["error"]) for o in reply["data"]}
+    # Then both tracebacks are shown; the old lease's printed output stays hidden (it was not paid)
+    assert shown == {old: ("", "Traceback: boom"), new: ("the answer", "Traceback: boom")}
+    # and nobody else sees either
+    assert not answer(engine, "trent", "job_output", {"job_id": "j1"})["ok"]
+
+
+def test_a_lease_that_did_not_error_has_no_traceback(stored_market, engine):
+    market = stored_market
+    market.submit("mallory", "j1", 3_600_000)
+    lease = market.propose("j1", "wT", 60)
+    market.advance(1)
+    market.checkpoint(lease)
+    reply = answer(engine, "mallory", "job_output", {"job_id": "j1"})
+    assert [(o["output"], o["error"]) for o in reply["data"]] == [("progress", None)]
+
+
 # ---- the price ceiling --------------------------------------------------------------
 
 def submitted(price: int, **extra) -> bytes:
