@@ -349,7 +349,8 @@ def _avoid_workers(conn, row, worker_rows) -> list[str]:
         return []
     j = tables.jobs.c
     ran = conn.execute(select(j.ran_owners).where(j.parent_id == row.parent_id, j.job_id != row.job_id)).scalars()
-    owners = {owner for each in ran for owner in each.split()}
+    # and the owners barred from it: their checkpoint of it was outvoted (ledger.fold_safe_points)
+    owners = {owner for each in ran for owner in each.split()} | set(row.barred_owners.split())
     return sorted(w.worker_id for w in worker_rows if w.owner in owners)
 
 

@@ -116,6 +116,14 @@ class Job:
     #: a replica's escrow, once settled: "paid" (its result agreed with the quorum, or no
     #: quorum could be had) or "unpaid" (outvoted, or its job failed or was cancelled)
     settled: str = ""
+    #: safe points (yields) passed from its start to its committed checkpoint; None
+    #: once a checkpoint came without a count (an older worker): it cannot be compared
+    safe_points: int | None = 0
+    #: a replica's committed checkpoints, "count:state_sha256:lease_id" space-separated,
+    #: the newest last and at most ledger.fold_safe_points.KEPT; and the owners whose
+    #: workers may not run it again (outvoted at a count: ledger.fold_safe_points)
+    safe_point_hashes: str = ""
+    barred_owners: str = ""
 
 
 @dataclass(slots=True)

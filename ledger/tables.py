@@ -159,6 +159,9 @@ jobs = Table(
     Column("ran_owners", Text, nullable=False, server_default=""),
     Column("escrow_leases", Text, nullable=False, server_default=""),
     Column("settled", String(8), nullable=False, server_default=""),
+    Column("safe_points", BigInteger, server_default="0"),
+    Column("safe_point_hashes", Text, nullable=False, server_default=""),
+    Column("barred_owners", Text, nullable=False, server_default=""),
 )
 # a member's jobs page walks it, newest first (ledger.queries.jobs)
 Index("ix_jobs_owner_submitted", jobs.c.owner, jobs.c.submitted_at, jobs.c.job_id)
