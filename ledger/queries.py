@@ -374,5 +374,6 @@ def report(conn, actor: str) -> str:
     return xml.decode("utf-8")
 
 
-# the statements' queries register themselves ("statement")
+# the statements' and the canaries' queries register themselves ("statement", "market_prices")
 from ledger import statement_queries  # noqa: E402,F401
+from ledger import canary_queries  # noqa: E402,F401
