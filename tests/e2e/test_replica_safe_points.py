@@ -12,13 +12,11 @@ its lease is not paid, and its replica starts again on a fourth owner's
 worker; the job then completes with the honest result."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.e2e.conftest import JOBS, unique
+from tests.e2e.conftest import unique
 from tests.e2e.jobs.steps import expected
-from tests.e2e.test_replicas import balances, marketctl
+from tests.e2e.test_replicas import balances, submit_replicated
 from tests.ledger.harness import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -38,11 +36,7 @@ def test_a_checkpoint_outvoted_at_its_count_flags_the_liar_early_and_its_replica
                                  **LEASE)
     before = balances(market)
     # When alice submits a job of 3 one-second steps with --replicas 3
-    submitted = marketctl(market, "alice", "submit", f"{JOBS / 'steps.py'}:count", "--name", "by count",
-                          "--price", "36", "--args", json.dumps({"steps": 3, "delay": 1.0}), "--replicas", "3",
-                          "--json")
-    assert submitted.returncode == 0, submitted.stderr
-    job = json.loads(submitted.stdout)["job_id"]
+    job = submit_replicated(market, {"steps": 3, "delay": 1.0}, 3)
     # Then the liar is flagged at a checkpoint, before any replica has finished
     flagged = wait_for(lambda: market.events("worker.mismatched"), 120, "the liar's early mismatch")
     assert [p["worker_id"] for _, p in flagged] == [liar]
