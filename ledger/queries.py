@@ -374,6 +374,7 @@ def report(conn, actor: str) -> str:
     return xml.decode("utf-8")
 
 
-# the statements' and the canaries' queries register themselves ("statement", "market_prices")
+# the statements', the canaries' and the replicas' queries register themselves
+# ("statement", "market_prices", "job_replicas")
 from ledger import statement_queries  # noqa: E402,F401
-from ledger import canary_queries  # noqa: E402,F401
+from ledger import canary_queries, replica_queries  # noqa: E402,F401
