@@ -183,12 +183,13 @@ def replica_completed(state: MarketState, job: Job) -> list[Derived]:
             "agreeing": [r.job_id for r in replicas if r.result_sha256 == result],
             "odd": [r.job_id for r in replicas if r.result_sha256 != result]})]
     if len(replicas) < MAX_REPLICAS:
-        return _tie_breaker(state, parent, len(replicas) + 1)
+        return tie_breaker(state, parent, len(replicas) + 1)
     return [Derived("job.failed", {"job_id": parent.job_id, "error": "",
                                    "reason": f"its {len(replicas)} replicas' results all differ"})]
 
 
-def _tie_breaker(state: MarketState, parent: Job, number: int) -> list[Derived]:
+def tie_breaker(state: MarketState, parent: Job, number: int) -> list[Derived]:
+    """The verdicts that make replica ``number`` of ``parent``, on an owner that ran none of the others."""
     accepted = {
         "job_id": parent.job_id, "owner": parent.owner, "name": parent.name, "price": parent.price,
         "entry": parent.entry, "kind": parent.kind, "module_sha256": parent.module_sha256,

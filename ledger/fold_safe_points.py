@@ -19,9 +19,10 @@ differs is **outvoted early**, without waiting for the final quorum:
   checkpoint 0), and its worker's owner is barred from running it again,
   so it runs on another owner's worker.
 
-Two replicas that disagree at N with no majority (one against one) decide
-nothing early: the final quorum and its tie-breaker do. A replica already
-completed is left to the final quorum too.
+Two replicas of a job of two that disagree at N (one against one) cannot
+tell which lies: the tie-breaker the final quorum would make is made at
+once, and its checkpoint at N decides. A replica already completed is left
+to the final quorum.
 
 Limits (said, not hidden): counts compare only where two replicas happened
 to commit a checkpoint at the same count; a worker that lies about its count
@@ -83,6 +84,9 @@ def committed(state: MarketState, job: Job, lease_id: str, safe_points: int | No
     votes = Counter(sha for sha, _ in at_count.values())
     majority, count = votes.most_common(1)[0]
     if count * 2 <= len(replicas):
+        if len(votes) > 1 and len(replicas) < fold_replicas.MAX_REPLICAS and state.deriving:
+            # two that differ already: the tie-breaker the final quorum would make, made now
+            return fold_replicas.tie_breaker(state, parent, len(replicas) + 1)
         return []
     derived = []
     for replica in replicas:

@@ -102,15 +102,36 @@ def test_a_running_replica_outvoted_later_loses_its_lease_and_its_late_report_is
     assert_exact(market)
 
 
-def test_two_replicas_that_disagree_decide_nothing_early_and_other_counts_are_not_compared():
+def test_replicas_at_different_counts_are_not_compared():
     market = a_market()
     market.submit("olga", "j", PRICE, replicas=2)
-    # different counts: nothing to compare
     checkpoint(market, leased(market, "j.r1", "wA"), HONEST, 3)
-    assert "worker.mismatched" not in types(checkpoint(market, leased(market, "j.r2", "wC"), LIE, 4))
-    # the same count, one against one: no majority, the final quorum decides
-    assert "worker.mismatched" not in types(checkpoint(market, leased(market, "j.r2", "wC"), LIE, 3))
+    verdicts = checkpoint(market, leased(market, "j.r2", "wC"), LIE, 4)
+    assert types(verdicts) == ["checkpoint.committed", "job.ready"]
+    assert "j.r3" not in market.state.jobs and market.state.workers["wC"].mismatches == 0
+
+
+def test_two_replicas_that_disagree_at_a_count_get_the_tie_breaker_at_once_and_it_decides():
+    # Given a job of two replicas whose checkpoints at count 3 differ: one against one
+    market = a_market()
+    market.submit("olga", "j", PRICE, replicas=2)
+    checkpoint(market, leased(market, "j.r1", "wA"), HONEST, 3)
+    verdicts = checkpoint(market, leased(market, "j.r2", "wC"), LIE, 3)
+    # Then nobody is flagged yet, and the tie-breaker the final quorum would make is made now
+    assert types(verdicts) == ["checkpoint.committed", "job.accepted", "job.ready", "job.ready"]
+    assert verdicts[2].payload["job_id"] == "j.r3" and verdicts[2].payload["avoid_workers"] == ["wA", "wC"]
     assert market.state.workers["wC"].mismatches == 0
+    # When the tie-breaker reaches count 3 on bob's worker
+    verdicts = checkpoint(market, leased(market, "j.r3", "wB"), HONEST, 3)
+    # Then carol's checkpoint is outvoted: flagged, r2 restarted for a fourth owner
+    assert "worker.mismatched" in types(verdicts)
+    assert market.state.jobs["j.r2"].checkpoint == 0 and market.propose("j.r2", "wC", 60) is None
+    for job_id, worker in (("j.r1", "wA"), ("j.r3", "wB"), ("j.r2", "wD")):
+        if job_id == "j.r2":
+            checkpoint(market, leased(market, job_id, worker), HONEST, 3)
+        market.finish(leased(market, job_id, worker), b"42")
+    assert market.state.jobs["j"].status == "completed" and market.balances().get("carol", 0) == 0
+    assert_exact(market)
 
 
 def test_the_restarted_replica_completes_the_quorum_and_the_liar_is_never_paid():
