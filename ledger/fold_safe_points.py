@@ -40,6 +40,8 @@ from ledger.fold import TERMINAL_JOB_STATES, Derived, _close_unpaid
 from ledger import fold_replicas
 from ledger.state import Job, MarketState
 
+#: the largest total kept (a BigInteger holds it many times over)
+MAX_SAFE_POINTS = 10**15
 #: checkpoints kept per replica to compare (the newest): a sibling more than
 #: this many checkpoints behind is compared at the final quorum only
 KEPT = 32
@@ -50,7 +52,9 @@ def counted(job: Job, reported: int | None) -> int | None:
     (None when the lease, or an earlier one, did not say)."""
     if reported is None or job.safe_points is None:
         return None
-    return job.safe_points + reported
+    total = job.safe_points + reported
+    # a worker says what it likes: past the bound the count is unknown, never a column's overflow
+    return total if total <= MAX_SAFE_POINTS else None
 
 
 def _hashes(job: Job) -> dict[int, tuple[str, str]]:

@@ -5,7 +5,10 @@ the replica on another owner's worker; no majority decides nothing; the log
 replays exactly and money stays zero-sum."""
 from __future__ import annotations
 
+import pytest
+
 from contracts.blobs import Blob
+from contracts.errors import InvalidPayload
 from tests.ledger.money_market import MoneyMarket, types
 from tests.ledger.test_fold_replicas import CREDIT, PRICE, assert_exact
 
@@ -54,6 +57,21 @@ def test_the_count_is_added_up_from_the_jobs_start_and_lost_with_an_older_worker
     # Then the count is unknown from there on, and stays so
     assert old["safe_points"] is None
     assert committed(checkpoint(market, leased(market, "j.r1", "wA"), b"s?+1", 1))["safe_points"] is None
+    assert_exact(market)
+
+
+def test_a_worker_claiming_huge_counts_makes_the_count_unknown_not_an_overflow():
+    # Given a lying worker that claims the most safe points a report may, lease after lease
+    market = a_market()
+    market.submit("olga", "j", PRICE, replicas=2)
+    claims = [committed(checkpoint(market, leased(market, "j.r1", "wC"), b"s", 10**15))["safe_points"]
+              for _ in range(3)]
+    # Then the total stops being known past the bound: nothing grows past what a column holds
+    assert claims == [10**15, None, None] and market.state.jobs["j.r1"].safe_points is None
+    # and a report past the bound does not pass the contract
+    lease = leased(market, "j.r1", "wC")
+    with pytest.raises(InvalidPayload, match="safe_points"):
+        checkpoint(market, lease, b"s", 10**15 + 1)
     assert_exact(market)
 
 
