@@ -85,6 +85,11 @@ def ReportedAt():
     return Timestamp(load_default=None)
 
 
+def SafePoints():
+    """A count of a job's safe points (yields); None where a worker did not say."""
+    return StrictInt(validate=validate.Range(min=1, max=10**15), allow_none=True, load_default=None)
+
+
 class Payload(Schema):
     """Base: every payload field is required unless it says otherwise."""
 
@@ -216,6 +221,9 @@ class CheckpointSubmitted(Payload):
     state = BlobField(required=True)
     output = Text(load_default="")
     reported_at = ReportedAt()
+    #: v2: the safe points (yields) the job passed in this lease, the checkpoint's
+    #: included; None from an older worker (ledger.fold_safe_points)
+    safe_points = SafePoints()
 
 
 class JobFinished(Payload):
@@ -415,6 +423,9 @@ class CheckpointCommitted(Payload):
     checkpoint = StrictInt(required=True)
     state_sha256 = Sha(required=True)
     executed_ms = StrictInt(validate=validate.Range(min=0), required=True)
+    #: v2: the safe points the job passed from its start to this checkpoint;
+    #: None when a lease of it did not say (ledger.fold_safe_points)
+    safe_points = SafePoints()
 
 
 class CheckpointRejected(Payload):
@@ -578,6 +589,12 @@ class MapCompleted(Payload):
     job_id = Id(required=True)
     completed = StrictInt(validate=validate.Range(min=0), required=True)
     failed = fields.List(Id(), required=True)
+#: the types whose v2 added ``safe_points`` (a v1 checkpoint did not count them: None)
+SAFE_POINTS_V2 = ("checkpoint.submitted", "checkpoint.committed")
+
+
+def upcast_safe_points_v1_v2(payload: dict) -> dict:
+    return {"safe_points": None, **payload}
 
 
 @dataclass(frozen=True)
@@ -663,6 +680,8 @@ _VERSIONS: dict[str, tuple[int, dict[int, Upcaster]]] = {
     # v3 (issue 15): replicated jobs; an older event was a single run
     **{name: (3, {1: upcast_network_v1_v2(NETWORK_V2[name]), 2: upcast_replicas_v2_v3(fields_added)})
        for name, fields_added in REPLICAS_V3.items()},
+    # v2 (issue 15): checkpoints say their safe-point count, so replicas compare at the same one
+    **{name: (2, {1: upcast_safe_points_v1_v2}) for name in SAFE_POINTS_V2},
 }
 
 #: every event type of the market, by name

@@ -536,7 +536,8 @@ def _checkpoint_submitted(state: MarketState, event: Recorded) -> list[Derived]:
     return [Derived("checkpoint.committed", {
         "lease_id": lease.lease_id, "job_id": job.job_id, "worker_id": lease.worker_id,
         "checkpoint": job.checkpoint + 1, "state_sha256": event.payload["state"]["sha256"],
-        "executed_ms": executed_ms(lease, checked_in_at(lease, event))})]
+        "executed_ms": executed_ms(lease, checked_in_at(lease, event)),
+        "safe_points": fold_safe_points.counted(job, event.payload.get("safe_points"))})]
 
 
 @handles("checkpoint.committed")
@@ -549,12 +550,15 @@ def _checkpoint_committed(state: MarketState, event: Recorded) -> list[Derived]:
     job.expiries, job.expired_workers = 0, ""
     job.status, job.lease_id, job.worker_id = "checkpointed", None, None
     state.touch("jobs", job.job_id, event.seq)
+    outvoted = fold_safe_points.committed(state, job, lease.lease_id, p.get("safe_points"), event.recorded_at,
+                                          event.seq)
     if not state.deriving:
         return []
     if job.probe:
         return [ready_again(job)]
     if job.parent_id is not None:
-        return [fold_money.ready_or_held(state, job)]  # paid at the quorum (ledger.fold_replicas)
+        # paid at the quorum (ledger.fold_replicas); outvoted at its count, ready from its start
+        return outvoted + [fold_money.ready_or_held(state, job)]
     # paid first; the payment makes the job ready again (or held)
     return [fold_money.payment(state, lease, job, p["executed_ms"])]
 
@@ -684,4 +688,4 @@ def _job_quarantined(state: MarketState, event: Recorded) -> list[Derived]:
 # the rules of other subjects register their handlers on import
 from ledger import fold_identity, fold_inputs, fold_money, fold_replicas, fold_speeds, fold_workers  # noqa: E402,F401
 from ledger import fold_maps  # noqa: E402,F401 - issue 17
-from ledger import fold_limits  # noqa: E402
+from ledger import fold_limits, fold_safe_points  # noqa: E402

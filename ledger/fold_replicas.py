@@ -95,9 +95,10 @@ def accepted(job: Job, payload: dict) -> None:
 # ---- independent owners -----------------------------------------------------------
 
 def _sibling_owners(state: MarketState, job: Job) -> set[str]:
+    """Owners that ran another replica, and those barred from this one (ledger.fold_safe_points)."""
     parent = state.jobs[job.parent_id]
     return {owner for other in replicas_of(state, parent) if other.job_id != job.job_id
-            for owner in other.ran_owners.split()}
+            for owner in other.ran_owners.split()} | set(job.barred_owners.split())
 
 
 def avoid_workers(state: MarketState, job: Job) -> list[str]:
@@ -111,6 +112,9 @@ def avoid_workers(state: MarketState, job: Job) -> list[str]:
 def refuses_worker(state: MarketState, job: Job, worker: Worker) -> str | None:
     """Why a lease of ``job`` may not go to ``worker`` (None: it may)."""
     if job.parent_id is not None and worker.owner in _sibling_owners(state, job):
+        if worker.owner in job.barred_owners.split():
+            return (f"job {job.job_id} is a replica of {job.parent_id}, and worker {worker.worker_id}'s owner "
+                    "made a checkpoint of it that the other replicas outvoted")
         return (f"job {job.job_id} is a replica of {job.parent_id}, and worker {worker.worker_id}'s owner "
                 "ran another replica of it: replicas run on workers of different owners")
     return None
@@ -179,12 +183,13 @@ def replica_completed(state: MarketState, job: Job) -> list[Derived]:
             "agreeing": [r.job_id for r in replicas if r.result_sha256 == result],
             "odd": [r.job_id for r in replicas if r.result_sha256 != result]})]
     if len(replicas) < MAX_REPLICAS:
-        return _tie_breaker(state, parent, len(replicas) + 1)
+        return tie_breaker(state, parent, len(replicas) + 1)
     return [Derived("job.failed", {"job_id": parent.job_id, "error": "",
                                    "reason": f"its {len(replicas)} replicas' results all differ"})]
 
 
-def _tie_breaker(state: MarketState, parent: Job, number: int) -> list[Derived]:
+def tie_breaker(state: MarketState, parent: Job, number: int) -> list[Derived]:
+    """The verdicts that make replica ``number`` of ``parent``, on an owner that ran none of the others."""
     accepted = {
         "job_id": parent.job_id, "owner": parent.owner, "name": parent.name, "price": parent.price,
         "entry": parent.entry, "kind": parent.kind, "module_sha256": parent.module_sha256,

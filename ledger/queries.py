@@ -204,6 +204,8 @@ def balance(conn, actor: str) -> dict | None:
             "available": row.balance + row.credit_limit - row.held}
 
 
+#: the characters of a lease's traceback shown (its end: the fold keeps as much as the job's error)
+MAX_ERROR_SHOWN = 8000
 #: the worker's reports, which carry a lease's output
 CHECK_IN_TYPES = ("checkpoint.submitted", "job.finished", "job.errored")
 
@@ -211,7 +213,12 @@ CHECK_IN_TYPES = ("checkpoint.submitted", "job.finished", "job.errored")
 @query("job_output")
 def job_output(conn, actor: str, job_id: str, last: int = 20) -> list[dict]:
     """The stdout/stderr a job printed, per lease (the ``last`` leases that
-    ended); empty for a lease whose time was not paid (ledger.money.output_shown)."""
+    ended); empty for a lease whose time was not paid (ledger.money.output_shown).
+    An errored lease also gives its traceback (``error``; None for the others),
+    whatever the version of its ``job.errored``: an old unpaid one (version 1)
+    hides its output but not the traceback, which the fold already keeps as
+    the job's ``error`` (so showing it per lease gives nothing away), and
+    without which its owner could not tell why an old lease failed."""
     row = _owned_job(conn, actor, job_id)
     # a replica's leases are paid only once its quorum settles them (ledger.fold_replicas)
     paid = row.parent_id is None or row.settled == "paid"
@@ -220,15 +227,17 @@ def job_output(conn, actor: str, job_id: str, last: int = 20) -> list[dict]:
                           .order_by(tables.leases.c.granted_at.desc()).limit(max(1, min(int(last), 100)))).all()
     found = []
     for lease in leases:
-        output = ""
-        if paid and lease.outcome in PAID_OUTCOMES:
+        output, error = "", None
+        if (paid and lease.outcome in PAID_OUTCOMES) or lease.outcome == "errored":
             event = _report_of(conn, lease)
-            if event is not None and output_shown(lease.outcome, event.type, event.version):
-                payload = orjson.loads(event.payload)
-                if payload.get("lease_id") == lease.lease_id:
+            payload = orjson.loads(event.payload) if event is not None else {}
+            if payload.get("lease_id") == lease.lease_id:
+                if paid and output_shown(lease.outcome, event.type, event.version):
                     output = payload.get("output", "")
+                if event.type == "job.errored":
+                    error = payload.get("error", "")[-MAX_ERROR_SHOWN:]
         found.append({"lease_id": lease.lease_id, "worker_id": lease.worker_id, "outcome": lease.outcome,
-                      "output": output})
+                      "output": output, "error": error})
     return found
 
 
@@ -346,7 +355,8 @@ def _avoid_workers(conn, row, worker_rows) -> list[str]:
         return []
     j = tables.jobs.c
     ran = conn.execute(select(j.ran_owners).where(j.parent_id == row.parent_id, j.job_id != row.job_id)).scalars()
-    owners = {owner for each in ran for owner in each.split()}
+    # and the owners barred from it: their checkpoint of it was outvoted (ledger.fold_safe_points)
+    owners = {owner for each in ran for owner in each.split()} | set(row.barred_owners.split())
     return sorted(w.worker_id for w in worker_rows if w.owner in owners)
 
 
@@ -377,8 +387,10 @@ def report(conn, actor: str) -> str:
     return xml.decode("utf-8")
 
 
-# the statements' queries register themselves ("statement")
+# the statements', the canaries' and the replicas' queries register themselves
+# ("statement", "market_prices", "job_replicas")
 from ledger import statement_queries  # noqa: E402,F401
 from ledger import map_queries  # noqa: E402 - issue 17
 # issue 17: a job's logs and artifacts ("job_logs", "artifacts")
 from ledger import log_queries  # noqa: E402,F401
+from ledger import canary_queries, replica_queries  # noqa: E402,F401

@@ -138,6 +138,14 @@ class Job:
     errored_ms: int = 0
     #: issue 17: the tar of the files its finishing lease left in outputs/ (a blob), if any
     artifacts_sha256: str | None = None
+    #: safe points (yields) passed from its start to its committed checkpoint; None
+    #: once a checkpoint came without a count (an older worker): it cannot be compared
+    safe_points: int | None = 0
+    #: a replica's committed checkpoints, "count:state_sha256:lease_id" space-separated,
+    #: the newest last and at most ledger.fold_safe_points.KEPT; and the owners whose
+    #: workers may not run it again (outvoted at a count: ledger.fold_safe_points)
+    safe_point_hashes: str = ""
+    barred_owners: str = ""
 
 
 @dataclass(slots=True)

@@ -176,6 +176,9 @@ jobs = Table(
     Column("deadline_at", String(32)),
     Column("errored_ms", BigInteger, nullable=False, server_default="0"),
     Column("artifacts_sha256", String(64)),
+    Column("safe_points", BigInteger, server_default="0"),
+    Column("safe_point_hashes", Text, nullable=False, server_default=""),
+    Column("barred_owners", Text, nullable=False, server_default=""),
 )
 Index("ix_jobs_map", jobs.c.map_id, jobs.c.chunk)
 # a member's jobs page walks it, newest first (ledger.queries.jobs)

@@ -84,7 +84,8 @@ async def dashboard(request):
 
 async def submit_page(request):
     await require_member(request)
-    return render(request, "submit.html", {"catalogue": CATALOGUE, "values": {"price": "5", "max_attempts": "3"}})
+    return render(request, "submit.html", {"catalogue": CATALOGUE,
+                                           "values": {"price": "5", "max_attempts": "3", "replicas": "1"}})
 
 
 def _parse_common(form) -> tuple[str, int, int]:
@@ -99,6 +100,14 @@ def _parse_common(form) -> tuple[str, int, int]:
     if not attempts_text.isdigit() or not 1 <= int(attempts_text) <= 100:
         raise BadInput("attempts must be a whole number from 1 to 100")
     return name, price, int(attempts_text)
+
+
+def parse_replicas(text: str) -> int:
+    """The replicas field: 1 (run once), 2 or 3 (a quorum; each replica is paid for)."""
+    text = text.strip() or "1"
+    if text not in ("1", "2", "3"):
+        raise BadInput(f"replicas must be 1, 2 or 3, not {text[:20]!r}")
+    return int(text)
 
 
 async def _upload(form, limit: int) -> tuple[str, bytes]:
@@ -121,9 +130,11 @@ async def submit(request):
     account = await require_member(request)
     settings = request.app.state.settings
     form = await checked_form(request, max_files=1 + MAX_INPUTS, max_fields=20)
-    values = {k: str(form.get(k, "")) for k in ("name", "entry", "price", "args", "max_attempts", "network")}
+    values = {k: str(form.get(k, "")) for k in ("name", "entry", "price", "args", "max_attempts", "network",
+                                                 "replicas")}
     try:
         name, price, attempts = _parse_common(form)
+        replicas = parse_replicas(values["replicas"])
         entry = values["entry"].strip()
         if not entry.isidentifier():
             raise BadInput(f"{entry!r} is not a function name")
@@ -133,7 +144,7 @@ async def submit(request):
             raise BadInput(f"the arguments are not valid JSON: {e.msg} at column {e.colno}") from e
         filename, source = await _upload(form, settings.max_blob_bytes)
         job_id = await _submit(request, account, source, filename, entry, args, name, price, attempts,
-                               network=values["network"] == "on", inputs=uploaded_files(form))
+                               network=values["network"] == "on", replicas=replicas, inputs=uploaded_files(form))
     except InputProblem as e:
         return render(request, "submit.html", {"catalogue": CATALOGUE, "values": values, "error": e.detail},
                       e.status)
@@ -145,7 +156,7 @@ async def submit(request):
 
 
 async def _submit(request, account, source, filename, entry, args, name, price, attempts, network=False,
-                  inputs=()) -> str:
+                  replicas=1, inputs=()) -> str:
     state = request.app.state
     try:
         package = await build_in_child(source, entry, args, filename=filename, max_bytes=state.settings.max_blob_bytes)
@@ -153,7 +164,7 @@ async def _submit(request, account, source, filename, entry, args, name, price, 
         raise BadInput(str(e)) from e
     job_id = new_job_id()
     payload = submission_payload(package, job_id=job_id, name=name, price=price, max_attempts=attempts,
-                                 network=network)
+                                 network=network, replicas=replicas)
     if inputs:
         # issue 17: in the blob store before the submission that names them is published
         payload["inputs"] = await store_inputs(state, inputs)
@@ -222,7 +233,9 @@ async def job_page(request):
     job = await _job_or_404(market, account, request.path_params["job_id"])
     if job.get("chunks"):
         return render(request, "map.html", {"job": job} | await map_pages.map_context(market, account, job))
-    outputs = {o["lease_id"]: o["output"] for o in await market.ask(account, "job_output", job_id=job["job_id"])}
+    lease_reports = await market.ask(account, "job_output", job_id=job["job_id"])
+    outputs = {o["lease_id"]: o["output"] for o in lease_reports}
+    errors = {o["lease_id"]: o.get("error") for o in lease_reports}
     result, result_kind = None, None
     if job["status"] == "completed":
         answer = await market.ask(account, "result", job_id=job["job_id"])
@@ -231,7 +244,9 @@ async def job_page(request):
             result, result_kind = (text[:RESULT_PREVIEW] + ("\n..." if len(text) > RESULT_PREVIEW else "")), "json"
         except ResultNotJSON:
             result_kind = "pickle"
+    replicas = await market.ask(account, "job_replicas", job_id=job["job_id"]) if job["replicas"] > 1 else []
     return render(request, "job.html", {"job": job, "progress": _progress(job, utc_now_iso()), "outputs": outputs,
+                                        "errors": errors, "replicas": replicas,
                                         "result": result, "result_kind": result_kind,
                                         "artifacts": await artifacts_of(market, account, job)})
 

@@ -27,6 +27,7 @@ from common.agent_main import run_agent
 from common.waits import first_of
 
 from agents.speedprobe import probe_job
+from agents.speedprobe.disguise import canary_payload
 from broker_setup.amqp import Publisher, run_sessions
 from broker_setup.rpc import Requester
 from broker_setup.topology import SPEEDPROBE_INBOX
@@ -76,18 +77,14 @@ class ProbeState:
         return due is not None
 
 
-def probe_payload(worker_id: str, size: int, seed: int, canary: bool = False) -> dict:
-    """A probe job; a canary is the same work under a job id like any
-    member's (its lease says probe false: ledger.fold_speeds)."""
+def probe_payload(worker_id: str, size: int, seed: int) -> dict:
+    """A probe job (a canary is the same work disguised: agents.speedprobe.disguise)."""
     state = {"n": size, "seed": seed}
     expected = hashlib.sha256(dumps_result(probe_job.probe(state))).hexdigest()
-    job_id = str(uuid.uuid4()) if canary else f"probe-{uuid.uuid4().hex[:16]}"
-    # a canary's module differs byte-wise every time: its sha256 never matches a probe the worker saw
-    module = PROBE_SOURCE + f"\n_ = {seed}\n".encode() if canary else PROBE_SOURCE
-    return {"job_id": job_id, "name": f"{'canary' if canary else 'speed probe'} of {worker_id}",
-            "price": PROBE_PRICE, "entry": "probe", "kind": "function", "module": Blob.of(module),
+    return {"job_id": f"probe-{uuid.uuid4().hex[:16]}", "name": f"speed probe of {worker_id}",
+            "price": PROBE_PRICE, "entry": "probe", "kind": "function", "module": Blob.of(PROBE_SOURCE),
             "state": Blob.of(dumps_state(state)), "max_attempts": 1, "probe": True, "target_worker_id": worker_id,
-            "probe_expected_sha256": expected, "probe_work": size ** 3, "canary": canary}
+            "probe_expected_sha256": expected, "probe_work": size ** 3, "canary": False}
 
 
 class SpeedProbe:
@@ -139,6 +136,7 @@ class SpeedProbe:
         workers = await requester.ask_every_page("workers", user_id=SPEEDPROBE_ACTOR,
                                                  timeout=self.settings.reply_timeout)
         now, wall = time.monotonic(), parse_time(utc_now_iso())
+        prices = None  # asked once per sweep, and only if a canary is due
         for worker in workers:
             if worker["state"] == "retired":
                 continue
@@ -147,8 +145,11 @@ class SpeedProbe:
             if self.state.needs_probe(worker["worker_id"], now, age):
                 await self._probe(worker["worker_id"], publisher)
             elif worker["speed"] and self.state.needs_canary(worker["worker_id"], now, self.random.random()):
-                await self._submit(probe_payload(worker["worker_id"], self.state.size,
-                                                 self.random.randrange(1, probe_job.MODULUS), canary=True), publisher)
+                if prices is None:
+                    prices = await requester.ask("market_prices", user_id=SPEEDPROBE_ACTOR,
+                                                 timeout=self.settings.reply_timeout)
+                await self._submit(canary_payload(worker["worker_id"], self.state.size, self.random, prices),
+                                   publisher)
 
     async def _probe(self, worker_id: str, publisher: Publisher) -> None:
         now = time.monotonic()

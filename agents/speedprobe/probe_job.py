@@ -9,21 +9,22 @@ multiply-adds that no worker can skip, and an answer it cannot guess.
 MODULUS = 2_147_483_647
 
 
-def matrices(seed: int, n: int):
+def matrices(seed: int, n: int, multiplier: int = 48271, cap: int = 1000):
     value = seed % MODULUS or 1
     rows = []
     for _ in range(2 * n):
         row = []
         for _ in range(n):
-            value = (value * 48271) % MODULUS
-            row.append(value % 1000)
+            value = (value * multiplier) % MODULUS
+            row.append(value % cap)
         rows.append(row)
     return rows[:n], rows[n:]
 
 
 def probe(state):
-    n, seed = state["n"], state["seed"]
-    a, b = matrices(seed, n)
+    # a canary draws its own multiplier, cap and mix (agents/speedprobe/disguise.py); a probe uses these
+    n, seed, mix = state["n"], state["seed"], state.get("mix", 31)
+    a, b = matrices(seed, n, state.get("multiplier", 48271), state.get("cap", 1000))
     columns = list(zip(*b))
     checksum = 0
     for row in a:
@@ -31,5 +32,5 @@ def probe(state):
             total = 0
             for x, y in zip(row, column):
                 total += x * y
-            checksum = (checksum * 31 + total) % MODULUS
+            checksum = (checksum * mix + total) % MODULUS
     return checksum

@@ -132,6 +132,9 @@ class WorkerAgent:
         self.inputs = InputCache(worker_state(settings, config.worker_id) / "inputs")
         if self.corrupt_results:
             self.log.warning("worker.corrupting_results", variable=testing_faults.CORRUPT_RESULTS_VARIABLE)
+        self.corrupt_checkpoints = testing_faults.corrupts_checkpoints()
+        if self.corrupt_checkpoints:
+            self.log.warning("worker.corrupting_checkpoints", variable=testing_faults.CORRUPT_CHECKPOINTS_VARIABLE)
 
     @property
     def free_slots(self) -> int:
@@ -393,7 +396,10 @@ class WorkerAgent:
         common = {"lease_id": lease.lease_id, "job_id": lease.job_id, "output": outcome.output,
                   "reported_at": clock.reported_at()}
         if outcome.status == "checkpoint":
-            event_type, payload = "checkpoint.submitted", {**common, "state": Blob.of(outcome.state)}
+            state = testing_faults.corrupted(outcome.state) if self.corrupt_checkpoints else outcome.state
+            # safe_points: replicas compare their checkpoints at the same count (ledger.fold_safe_points)
+            event_type, payload = "checkpoint.submitted", {**common, "state": Blob.of(state),
+                                                           "safe_points": outcome.safe_points or None}
         elif outcome.status == "finished":
             result = testing_faults.corrupted(outcome.result) if self.corrupt_results else outcome.result
             event_type, payload = "job.finished", {**common, "result": Blob.of(result)}

@@ -17,8 +17,17 @@ CORRUPT_RESULTS_VARIABLE = "MARKET_TEST_CORRUPT_RESULTS"
 CORRUPTION = b"\x00corrupted by MARKET_TEST_CORRUPT_RESULTS"
 
 
+#: set to 1 to make this worker report every checkpoint's state corrupted (the
+#: bytes after a pickle's end are never read: the job goes on, its hash differs)
+CORRUPT_CHECKPOINTS_VARIABLE = "MARKET_TEST_CORRUPT_CHECKPOINTS"
+
+
 def corrupts_results() -> bool:
     return os.environ.get(CORRUPT_RESULTS_VARIABLE) == "1"
+
+
+def corrupts_checkpoints() -> bool:
+    return os.environ.get(CORRUPT_CHECKPOINTS_VARIABLE) == "1"
 
 
 def corrupted(result: bytes) -> bytes:

@@ -74,10 +74,10 @@ def alices_jobs(market) -> dict:
     return {job["job_id"]: job for job in json.loads(done.stdout)}
 
 
-def propose_as_a_hostile_scheduler(market, job_id: str, worker_id: str) -> None:
+def propose_as_a_hostile_scheduler(market, job_id: str, worker_id: str, lease_seconds: int = 30) -> None:
     """The scheduler's own broker user, over pika (not the market's AMQP layer), pairs the job with the worker."""
     event_id, body = Codec().encode("lease.proposed", {"job_id": job_id, "worker_id": worker_id, "checkpoint": 0,
-                                                       "lease_seconds": 30})
+                                                       "lease_seconds": lease_seconds})
     connection = pika.BlockingConnection(pika.URLParameters(market.settings.service_url("scheduler")))
     try:
         channel = connection.channel()

@@ -34,6 +34,14 @@ def balances(market) -> dict[str, int]:
         return dict(conn.execute(select(tables.accounts.c.name, tables.accounts.c.balance)).all())
 
 
+def submit_replicated(market, args: dict, replicas: int) -> str:
+    """alice's ``steps.py:count`` job with ``args``, through ``marketctl submit --replicas``; its id."""
+    submitted = marketctl(market, "alice", "submit", f"{JOBS / 'steps.py'}:count", "--name", "replicated",
+                          "--price", "36", "--args", json.dumps(args), "--replicas", str(replicas), "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    return json.loads(submitted.stdout)["job_id"]
+
+
 def test_a_replicated_job_with_a_lying_worker_completes_with_the_honest_result_and_the_liar_is_unpaid(market):
     # Given bob's honest worker and carol's lying one (dave's comes later, for the tie-breaker)
     for name in ("carol", "dave"):
@@ -44,11 +52,7 @@ def test_a_replicated_job_with_a_lying_worker_completes_with_the_honest_result_a
                                  env={"MARKET_TEST_CORRUPT_RESULTS": "1"})
     before = balances(market)
     # When alice submits a checkpointing job with --replicas 2
-    submitted = marketctl(market, "alice", "submit", f"{JOBS / 'steps.py'}:count", "--name", "replicated",
-                          "--price", "36", "--args", json.dumps({"steps": 6, "delay": 0.2}), "--replicas", "2",
-                          "--json")
-    assert submitted.returncode == 0, submitted.stderr
-    job = json.loads(submitted.stdout)["job_id"]
+    job = submit_replicated(market, {"steps": 6, "delay": 0.2}, 2)
     assert market.job(job).status == "validating" and market.job(job).replicas == 2
     # Then both replicas run, on the two owners' workers, and disagree: a tie-breaker is made
     wait_for(lambda: _exists(market, f"{job}.r3"), 120, "the tie-breaker replica")

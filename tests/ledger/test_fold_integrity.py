@@ -167,13 +167,42 @@ def test_print_then_raise_is_billed_and_an_expired_leases_output_is_never_shown(
     assert [p["lease_id"] for p in market.payments()] == [raised]
 
 
+def errored_lease(market: MoneyMarket, worker_id: str, version: int | None = None) -> str:
+    """j1 leased to ``worker_id`` for 1 s, then errored (as ``job.errored`` ``version``)."""
+    lease = market.propose("j1", worker_id, 60)
+    market.advance(1)
+    market.error(lease, version=version)
+    return lease
+
+
 def test_an_old_unpaid_error_shows_no_output(stored_market, engine):
+    stored_market.submit("mallory", "j1", 3_600_000)
+    lease = errored_lease(stored_market, "wT", version=1)
+    assert outputs(engine, "j1") == {lease: ("errored", "")}
+
+
+def test_an_old_unpaid_errors_traceback_is_shown_to_its_owner_per_lease(stored_market, engine):
+    # Given a job that errored once under job.errored 1 (unpaid, an old log) and once today
+    stored_market.submit("mallory", "j1", 3_600_000)
+    old = errored_lease(stored_market, "wT", version=1)
+    new = errored_lease(stored_market, "wT2")
+    # When its owner reads its leases' output
+    reply = answer(engine, "mallory", "job_output", {"job_id": "j1"})
+    shown = {o["lease_id"]: (o["output"], o["error"]) for o in reply["data"]}
+    # Then both tracebacks are shown; the old lease's printed output stays hidden (it was not paid)
+    assert shown == {old: ("", "Traceback: boom"), new: ("the answer", "Traceback: boom")}
+    # and nobody else sees either
+    assert not answer(engine, "trent", "job_output", {"job_id": "j1"})["ok"]
+
+
+def test_a_lease_that_did_not_error_has_no_traceback(stored_market, engine):
     market = stored_market
     market.submit("mallory", "j1", 3_600_000)
     lease = market.propose("j1", "wT", 60)
     market.advance(1)
-    market.error(lease, version=1)
-    assert outputs(engine, "j1") == {lease: ("errored", "")}
+    market.checkpoint(lease)
+    reply = answer(engine, "mallory", "job_output", {"job_id": "j1"})
+    assert [(o["output"], o["error"]) for o in reply["data"]] == [("progress", None)]
 
 
 # ---- the price ceiling --------------------------------------------------------------

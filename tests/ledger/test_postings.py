@@ -117,7 +117,7 @@ def test_the_migration_backfills_the_postings_of_an_older_log(db_url):
     # Given a log (and its months) recorded before migration 0016
     market = MoneyMarket()
     play(market)
-    migrate.upgrade(db_url, "0014"  # the revision 0016 upgrades from)
+    migrate.upgrade(db_url, "0014")  # the revision 0016 upgrades from
     engine = migrate.make_engine(db_url)
     try:
         with engine.begin() as conn:

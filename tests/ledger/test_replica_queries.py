@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.blobs import Blob
 from ledger.queries import answer
 from tests.ledger.money_market import stored_on
 from tests.ledger.test_fold_replicas import a_market
@@ -63,3 +64,35 @@ def test_the_read_side_shows_the_quorum_not_the_replicas(stored, engine):
     seen_by_bob = ask(engine, "bob", "workers")["data"]
     assert {w["worker_id"]: w["mismatches"] for w in seen_by_bob if w["worker_id"]} == {"wB": 1, "wB2": 0}
     assert all(w["mismatches"] is None for w in seen_by_bob if not w["worker_id"])
+
+
+def test_the_owner_reads_each_replicas_vote_and_whether_it_was_restarted(stored, engine):
+    # Given a job of 3 replicas: r3's checkpoint was outvoted at its count, and r2's result lost the quorum
+    market = stored
+    market.submit("olga", "j", PRICE, replicas=3)
+    for job_id, worker, state in (("j.r1", "wA", b"s1"), ("j.r2", "wB", b"s1"), ("j.r3", "wC", b"lie")):
+        lease = market.propose(job_id, worker, 60)
+        market.advance(1)
+        market._report(lease, "checkpoint.submitted", {"state": Blob.of(state), "output": "", "safe_points": 1})
+    assert ask(engine, "olga", "job_replicas", job_id="j")["data"][2]["restarted"] is True
+    finish(market, "j.r1", "wA", b"42")
+    # (mid-quorum: a result is shown by its sha256 prefix, the vote waits)
+    waiting = ask(engine, "olga", "job_replicas", job_id="j")["data"]
+    assert [(r["job_id"], r["vote"]) for r in waiting] == [("j.r1", "waiting for the quorum"),
+                                                          ("j.r2", "no result yet"), ("j.r3", "no result yet")]
+    assert waiting[0]["result"] == Blob.of(b"42").sha256[:12]
+    finish(market, "j.r2", "wB", b"41")
+    # r3 runs again on a fourth owner's worker: r1's, r2's and its own outvoted owner are avoided
+    market.open("dave")
+    market.register("dave", "wD", lease_seconds=60)
+    finish(market, "j.r3", "wD", b"42")
+    # When olga reads the replicas
+    replicas = ask(engine, "olga", "job_replicas", job_id="j")["data"]
+    # Then each shows its vote; r3 says it was restarted
+    assert [(r["job_id"], r["status"], r["vote"], r["restarted"]) for r in replicas] == [
+        ("j.r1", "completed", "agreed", False), ("j.r2", "completed", "outvoted", False),
+        ("j.r3", "completed", "agreed", True)]
+    # and nobody else reads them; a job run once has none
+    assert not ask(engine, "alice", "job_replicas", job_id="j")["ok"]
+    market.submit("olga", "once", PRICE)
+    assert ask(engine, "olga", "job_replicas", job_id="once")["data"] == []

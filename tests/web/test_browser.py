@@ -417,3 +417,18 @@ def test_no_page_is_wider_than_a_phone(portal, phone, album, path):
     album.shoot(page, "phone-" + path.strip("/").split("?")[0].replace("/{job_id}", "-job"))
     # Then she never has to scroll sideways to read it
     assert too_wide(page) == {}
+
+
+def test_the_submit_form_shows_the_price_times_the_replicas_as_they_are_chosen(portal, phone):
+    # Given the submit form, on the logged-in phone
+    page = phone.page
+    page.goto(portal.url + "/submit")
+    total = page.locator("#total-price")
+    expect(total).to_have_text("5 (5 x 1)")
+    # When the member types a price and picks 3 replicas
+    page.locator("#price").fill("2.5")
+    page.locator("#replicas").select_option("3")
+    # Then the page shows what she pays per hour for all of them
+    expect(total).to_have_text("7.5 (2.5 x 3)")
+    page.locator("#price").fill("not a price")
+    expect(total).to_have_text("? x 3")
