@@ -334,6 +334,7 @@ def _job_commands(commands, command, accounts) -> None:
                           "every lease)")
     sub.add_argument("--check-sandbox", action="store_true",
                      help="run the hostile battery against this machine's sandbox, print what was contained, exit")
+    worker.add_run_options(sub)
     from cli import keys, login
     keys.register(group, accounts, command)
     login.register(commands, command)

@@ -24,6 +24,7 @@ import structlog
 
 from sandbox.forkserver import set_not_dumpable
 from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
+from agents.worker.idle import IdleMode, IdleRules
 from agents.worker.lease_ack import LeaseAck
 from agents.worker.reports import Reports
 from agents.worker.test_hooks import ThrottleAfterProbe
@@ -83,6 +84,10 @@ class WorkerConfig:
     principal: str | None = None
     #: how jobs are confined (``--allow-network``, ``--unsafe-no-sandbox``)
     confinement: Confinement = CONFINED
+    #: ``--idle-only``: run leases only while the machine is idle (None: always)
+    idle_rules: IdleRules | None = None
+    #: ``--cpu-limit``: the most of one core each slot's job may use (sandbox.cpu_cap)
+    cpu_percent: int = 100
 
     @property
     def user_id(self) -> str:
@@ -118,6 +123,8 @@ class WorkerAgent:
         #: the lease ids taken lately, oldest first: a redelivered lease is not run twice
         self.taken: dict[str, None] = dict.fromkeys(self.reports.lease_ids())
         self.skew_reported = False
+        #: --idle-only: while the machine is in use, no offers, and running jobs stop at a safe point
+        self.idle = IdleMode(config.idle_rules, settings.test_idle_file, lambda: len(self.running))
         self.throttle = ThrottleAfterProbe(settings.test_throttle_after_probe)
         #: a test-only lying worker (agents.worker.testing_faults), fixed for the process's life
         self.corrupt_results = testing_faults.corrupts_results()
@@ -131,11 +138,15 @@ class WorkerAgent:
     async def run(self) -> None:
         _not_dumpable()
         limits = job_limits(self.config, self.settings.max_blob_bytes)
-        self.sandboxes = [Sandbox(limits=limits, confinement=self.config.confinement)
-                          for _ in range(self.config.slots)]
+        self.sandboxes = [Sandbox(limits=limits, confinement=self.config.confinement,
+                                  cpu_percent=self.config.cpu_percent) for _ in range(self.config.slots)]
         for sandbox in self.sandboxes:
             sandbox.start()
+        if self.config.cpu_percent < 100:
+            self.log.info("worker.cpu_limited", percent=self.config.cpu_percent, by=self.sandboxes[0].cpu_cap.how)
+        self.idle.start()
         try:
+            await self.idle.known.wait()  # --idle-only: the first look says whether to offer at all
             # the sandboxes and the leases running in them live outside the
             # connection: a broker blip reconnects around them
             try:
@@ -152,6 +163,7 @@ class WorkerAgent:
                 self.stop_jobs.set()
                 await asyncio.gather(*self.running.values(), return_exceptions=True)
         finally:
+            self.idle.stop()
             for sandbox in self.sandboxes:
                 sandbox.close()
         if len(self.reports):
@@ -172,6 +184,7 @@ class WorkerAgent:
                 await self._register(connection)
                 self.registered = True
             queue = await self._lease_queue(channel)
+            await self._follow_idle(connection, publisher)
         except WorkerError as e:
             # refused or misconfigured: trying again would not help, so stop
             self.fatal = e
@@ -185,8 +198,15 @@ class WorkerAgent:
             self.log.info("worker.ready", queue=queue.name, slots=self.config.slots, running=len(self.running))
             await self._offer(publisher)
             while not self.stop_requested.is_set() and not closed.is_set():
-                await first_of(self.stop_requested.wait(), closed.wait(), timeout=OFFER_HEARTBEAT)
+                await first_of(self.stop_requested.wait(), closed.wait(), self.idle.changed.wait(),
+                               timeout=OFFER_HEARTBEAT)
                 if closed.is_set() or self.stop_requested.is_set():
+                    break
+                try:
+                    await self._follow_idle(connection, publisher)
+                except WorkerError as e:
+                    self.fatal = e
+                    self.stop_requested.set()
                     break
                 await self.reports.send(publisher)
                 if self.free_slots > 0:
@@ -244,8 +264,30 @@ class WorkerAgent:
         except Refused as e:
             raise WorkerError(f"registration {e}") from e
 
+    async def _follow_idle(self, connection, publisher: Publisher) -> None:
+        """Pause or resume as ``--idle-only``'s watch last said.
+
+        Paused, the worker is retired in the ledger: the scheduler forgets its
+        offers and the slot a checkpoint frees, and a lease granted before is
+        handed back. Its running jobs stop at their next safe point and are
+        paid for what ran. Resuming registers it again, as a start does.
+        """
+        async def pause() -> None:
+            self.log.info("worker.paused", reason="the machine is in use", running=len(self.running))
+            self.stop_jobs.set()
+            await self._retire(connection)
+
+        async def resume() -> None:
+            await self._register(connection)
+            if not self.stop_requested.is_set():
+                self.stop_jobs.clear()
+            self.log.info("worker.resumed", reason="the machine is idle")
+
+        if await self.idle.follow(pause, resume):
+            await self._offer(publisher)
+
     def _offer_message(self) -> Outgoing | None:
-        if self.free_slots <= 0 or self.stop_requested.is_set():
+        if self.free_slots <= 0 or self.stop_requested.is_set() or self.idle.paused:
             return None
         payload = {"worker_id": self.config.worker_id, "lease_seconds": self.config.lease_seconds,
                    "slots": self.free_slots, "allow_network": self.config.confinement.allow_network}
@@ -285,7 +327,8 @@ class WorkerAgent:
         while len(self.taken) > TAKEN_REMEMBERED:
             self.taken.pop(next(iter(self.taken)))
         clock = LeaseClock.at_receipt(lease.deadline, lease.lease_seconds, received)
-        if lease.worker_id != self.config.worker_id or self.free_slots <= 0 or self.stop_requested.is_set():
+        if (lease.worker_id != self.config.worker_id or self.free_slots <= 0 or self.stop_requested.is_set()
+                or self.idle.paused):
             # give it back at once, unchanged, rather than let it expire
             await settle.now()
             self.log.info("worker.lease_handed_back", lease_id=lease.lease_id, free_slots=self.free_slots)

@@ -1,0 +1,62 @@
+"""``marketctl worker run --idle-only`` end to end: real workers, real leases, the idle
+signal driven by the test hook's file (MARKET_TEST_IDLE_FILE, agents.worker.idle)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.conftest import unique
+from tests.e2e.jobs.steps import expected
+from tests.ledger.harness import wait_for
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+#: seconds a paused worker is watched to take no lease (its idle watch looks every 2 s)
+QUIET = 4.0
+
+
+def test_an_idle_only_worker_pauses_when_its_owner_comes_back_and_resumes_when_idle(market, tmp_path):
+    # Given an --idle-only worker whose machine is in use, measured
+    hook = tmp_path / "idle-signal"
+    hook.write_text("busy")
+    worker = unique("idle")
+    market.start_measured_worker(worker, lease_seconds=30, options=("--idle-only",),
+                                 env={"MARKET_TEST_IDLE_FILE": str(hook)})
+    # When a job is submitted, it is not leased to a busy machine
+    job_id = market.submit("alice", "count", "2", {"steps": 300, "delay": 0.05})
+    time.sleep(QUIET)
+    assert market.job(job_id).status == "ready" and market.leases(job_id) == []
+
+    # When the machine goes idle, the worker offers and runs it
+    hook.write_text("idle")
+    wait_for(lambda: market.job(job_id).status == "leased", 30, "the job leased to the now idle worker")
+    first = market.job(job_id).lease_id
+    wait_for(lambda: any(p["lease_id"] == first for _, p in market.events("lease.granted")), 10, "the grant")
+    time.sleep(2.0)  # it runs a while
+
+    # When its owner comes back, the running job checkpoints at its next safe point and is paid for what ran
+    hook.write_text("busy")
+    wait_for(lambda: {l.lease_id: l for l in market.leases(job_id)}[first].outcome != "open", 30,
+             "the running lease to check in")
+    lease = {l.lease_id: l for l in market.leases(job_id)}[first]
+    assert lease.outcome == "checkpointed" and lease.executed_ms > 0, lease
+    assert market.job(job_id).checkpoint >= 1
+    payments = [p for _, p in market.events("payment.posted") if p["lease_id"] == first]
+    assert len(payments) == 1 and payments[0]["executed_ms"] == lease.executed_ms
+    # and the paused worker takes no further lease while the machine is in use
+    wait_for(lambda: any(p["worker_id"] == worker for _, p in market.events("worker.retired")), 10,
+             "the paused worker to be off the market")
+    time.sleep(QUIET)
+    assert market.job(job_id).status == "ready"
+    assert [l.lease_id for l in market.leases(job_id)] == [first]
+
+    # When the machine is idle again, the job resumes from its checkpoint there and finishes right
+    hook.write_text("idle")
+    market.wait_job(job_id, timeout=90)
+    leases = market.leases(job_id)
+    assert len(leases) >= 2 and {l.worker_id for l in leases} == {worker}
+    assert leases[1].checkpoint == lease.checkpoint + 1  # from the checkpoint the pause committed
+    assert market.result(job_id) == expected(300)
+    # and the worker never ran a lease while it was paused: nothing expired, nothing handed back unrun
+    assert all(l.outcome in ("checkpointed", "finished") for l in leases), [l.outcome for l in leases]

@@ -1,0 +1,95 @@
+"""``--cpu-limit``: a CPU-bound job under a cap of 30 % of one core uses 30 +- 10 % of one.
+
+The job measures itself: its own CPU time (``time.process_time``, which
+counts its threads and is what the kernel charged it) over the wall time it
+spun, a few seconds. That asserts the cap, not the speed of this machine.
+The machine is shared: an uncapped copy of the job runs at the same time as
+a reference of what it gives, and the lower bound follows that reference
+(:func:`least_share`); the upper bound never does.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from contracts.package import result_as_json
+from sandbox.confine import UNSAFE
+from sandbox.cpu_cap import CpuCap, duty_split, quota_us
+from sandbox.runner import Limits, Sandbox
+from tests.sandbox.test_sandbox import work_of
+
+#: seconds the job spins: long enough for a share measured over many periods
+SPIN_SECONDS = 4.0
+LIMIT = 30
+TOLERANCE = 10
+
+SPINNER = """
+    import time
+
+    def spin(state):
+        # plain arithmetic on one core, for a wall-clock while; its own CPU share is the answer
+        wall0, cpu0 = time.monotonic(), time.process_time()
+        x = 0
+        while time.monotonic() - wall0 < state["seconds"]:
+            for i in range(20000):
+                x += i * i
+        return {"share": (time.process_time() - cpu0) / (time.monotonic() - wall0)}
+"""
+
+
+def cpu_shares(*sandboxes: Sandbox) -> list[float]:
+    """The percentage of one core the spinner got in each sandbox, all spinning at once."""
+    work = work_of(SPINNER, entry="spin", kind="function", state={"seconds": SPIN_SECONDS})
+
+    async def spin_all():
+        return await asyncio.gather(*(s.run(work, asyncio.Event(), time.monotonic() + 60) for s in sandboxes))
+    outcomes = asyncio.run(spin_all())
+    assert all(o.status == "finished" for o in outcomes), [o.error for o in outcomes]
+    return [result_as_json(o.result)["share"] * 100 for o in outcomes]
+
+
+def limits() -> Limits:
+    return Limits(cpu_seconds=30, memory_bytes=512 * 2**20)
+
+
+@pytest.mark.parametrize("mechanism", ["cgroup", "duty-cycle"])
+@pytest.mark.parametrize("confined", [True, False], ids=["confined", "unsafe"])
+def test_a_cpu_bound_job_under_a_30_percent_cap_uses_30_percent_of_a_core(mechanism, confined):
+    options = {} if confined else {"confinement": UNSAFE}
+    # Given a sandbox under --cpu-limit 30 (by a cgroup, or by stopping and continuing its job),
+    # and an uncapped one beside it as the reference of what this shared machine gives
+    with Sandbox(limits(), cpu_percent=LIMIT, cpu_cgroup=mechanism == "cgroup", **options) as capped, \
+            Sandbox(limits(), **options) as free:
+        # When the same CPU-bound job spins in both at once
+        share, uncapped = cpu_shares(capped, free)
+        how = capped.cpu_cap.how
+    # Then the cap held it to 30 +- 10 % of one core, by the mechanism asked for
+    assert how == mechanism
+    assert share <= LIMIT + TOLERANCE, f"{share:.1f} % under a {LIMIT} % cap ({how}); uncapped: {uncapped:.1f} %"
+    assert share >= least_share(mechanism, uncapped) - TOLERANCE, \
+        f"{share:.1f} % under a {LIMIT} % cap ({how}), uncapped: {uncapped:.1f} %"
+
+
+def least_share(mechanism: str, uncapped: float) -> float:
+    """What the capped job is owed on a machine that gave an uncapped one ``uncapped`` % of a core.
+
+    A cgroup's quota is CPU time: the job gets its 30 % whenever the machine
+    has that much to give. A duty cycle is wall time: the job may run 30 %
+    of the time and, while it may, gets what the machine gives anyone.
+    """
+    return min(LIMIT, uncapped) if mechanism == "cgroup" else LIMIT * min(100.0, uncapped) / 100
+
+
+def test_an_uncapped_sandbox_makes_no_cgroup_and_cycles_nothing():
+    cap = CpuCap(100)
+    cap.server_started([])
+    assert cap.how == "none" and cap.cgroup is None and cap.cycle(object()) is None
+
+
+def test_the_quota_and_the_duty_split_follow_the_percentage():
+    assert quota_us(30) == 30_000 and quota_us(0) == 1000 and quota_us(100) == 100_000
+    running, stopped = duty_split(30, period=0.2)
+    assert running == pytest.approx(0.06) and stopped == pytest.approx(0.14)
+    assert duty_split(100, period=0.2) == (0.2, 0.0)
