@@ -75,10 +75,12 @@ def cmd_worker_run(settings, args) -> int:
     from common.logs import configure_logging
     from common.loop import run
 
-    configure_logging(settings.log_level)
+    # on a terminal the status screen is the worker's face; its log keeps to warnings there
+    screen = sys.stdout.isatty()
+    configure_logging("warning" if screen and settings.log_level == "info" else settings.log_level)
     # the worker and, through its fork servers, every job it runs (they inherit it)
     os.nice(args.nice)
-    run(serve(settings, config))
+    run(serve(settings, config, screen=screen))
     return 0
 
 

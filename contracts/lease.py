@@ -31,6 +31,8 @@ class LeaseMessage:
     state: bytes
     #: the job may use the worker's network (it asked, and this worker allows it); loopback only otherwise
     network: bool = False
+    #: micro-credits per hour (for the worker's status screen; the ledger pays by its own record)
+    price: int | None = None
 
 
 def encode_lease_message(event_id: str, granted: dict, module_source: bytes, state: bytes) -> bytes:
@@ -52,7 +54,8 @@ def decode_lease_message(body: bytes) -> LeaseMessage:
             worker_id=lease["worker_id"], checkpoint=lease["checkpoint"], lease_seconds=lease["lease_seconds"],
             deadline=lease["deadline"], entry=lease["entry"], kind=lease["kind"], probe=lease["probe"],
             module_sha256=lease["module_sha256"], module_source=module, state_sha256=lease["state_sha256"],
-            state=state, network=lease.get("network", False) is True)
+            state=state, network=lease.get("network", False) is True,
+            price=lease["price"] if isinstance(lease.get("price"), int) else None)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise InvalidPayload(f"malformed lease message: {e!r}") from e
     for name, data, sha in (("module", module, message.module_sha256), ("state", state, message.state_sha256)):

@@ -26,6 +26,7 @@ from sandbox.forkserver import set_not_dumpable
 from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
 from agents.worker.idle import IdleMode, IdleRules
 from agents.worker.lease_ack import LeaseAck
+from agents.worker.status_screen import LeaseView, StatusBoard, show as show_status
 from agents.worker.reports import Reports
 from agents.worker.test_hooks import ThrottleAfterProbe
 from agents.worker import testing_faults
@@ -125,6 +126,8 @@ class WorkerAgent:
         self.skew_reported = False
         #: --idle-only: while the machine is in use, no offers, and running jobs stop at a safe point
         self.idle = IdleMode(config.idle_rules, settings.test_idle_file, lambda: len(self.running))
+        #: what the status screen shows (and, off a terminal, one log line per lease event)
+        self.board = StatusBoard(config.worker_id, config.cpu_percent, config.idle_rules is not None)
         self.throttle = ThrottleAfterProbe(settings.test_throttle_after_probe)
         #: a test-only lying worker (agents.worker.testing_faults), fixed for the process's life
         self.corrupt_results = testing_faults.corrupts_results()
@@ -185,6 +188,7 @@ class WorkerAgent:
                 self.registered = True
             queue = await self._lease_queue(channel)
             await self._follow_idle(connection, publisher)
+            self.board.paused = self.idle.paused
         except WorkerError as e:
             # refused or misconfigured: trying again would not help, so stop
             self.fatal = e
@@ -208,6 +212,7 @@ class WorkerAgent:
                     self.fatal = e
                     self.stop_requested.set()
                     break
+                self.board.paused = self.idle.paused
                 await self.reports.send(publisher)
                 if self.free_slots > 0:
                     await self._offer(publisher)
@@ -360,6 +365,8 @@ class WorkerAgent:
                 # the ledger never grants this (its fold refuses it): the job gets a loopback only
                 lease_log.warning("worker.network_not_allowed")
             lease_log.debug("worker.lease_started", budget_seconds=round(budget, 3), checkpoint=lease.checkpoint)
+            self.board.lease_started(LeaseView(lease.lease_id, lease.job_id, lease.price, lease.lease_seconds,
+                                               clock.received))
             outcome = await sandbox.run(work, self.stop_jobs, clock.hard_stop())
             # kept (in memory and on disk) before the first try to publish it:
             # a lost connection or a restart re-sends it with the same event id
@@ -372,6 +379,7 @@ class WorkerAgent:
             report = None
         finally:
             self.running.pop(lease.lease_id, None)
+        self.board.lease_ended(lease.lease_id, None if report is None else report.routing_key)
         # A checkpoint or a result, once the ledger commits it, renews this
         # slot's offer by itself (the scheduler hears the verdict); after an
         # error the report and the next offer go together, one round of confirms.
@@ -423,8 +431,11 @@ def _not_dumpable() -> None:
         log.warning("worker.dumpable", reason="prctl is unavailable: jobs may read this process's environment")
 
 
-async def serve(settings, config: WorkerConfig) -> None:
+async def serve(settings, config: WorkerConfig, screen: bool = False) -> None:
+    """Run the worker until a signal stops it; ``screen``: draw the status screen on stdout (a terminal)."""
     agent = WorkerAgent(settings, config)
+    agent.board.log_leases = not screen
+    screen_task = asyncio.ensure_future(show_status(agent.board, settings, config.user_id)) if screen else None
     loop = asyncio.get_running_loop()
     signals = {"count": 0}
 
@@ -441,4 +452,8 @@ async def serve(settings, config: WorkerConfig) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
-    await agent.run()
+    try:
+        await agent.run()
+    finally:
+        if screen_task is not None:
+            screen_task.cancel()

@@ -2,10 +2,14 @@
 signal driven by the test hook's file (MARKET_TEST_IDLE_FILE, agents.worker.idle)."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
 
+from ledger.earnings_query import payee_amount
 from tests.e2e.conftest import unique
 from tests.e2e.jobs.steps import expected
 from tests.ledger.harness import wait_for
@@ -60,3 +64,18 @@ def test_an_idle_only_worker_pauses_when_its_owner_comes_back_and_resumes_when_i
     assert market.result(job_id) == expected(300)
     # and the worker never ran a lease while it was paused: nothing expired, nothing handed back unrun
     assert all(l.outcome in ("checkpointed", "finished") for l in leases), [l.outcome for l in leases]
+
+    # and `marketctl worker earnings`, on the worker's own key, shows every payment of its leases
+    paid = {p["lease_id"]: p for _, p in market.events("payment.posted")}
+    earned = earnings(market, worker)
+    assert {p["lease_id"] for p in earned["payments"]} == {l.lease_id for l in leases}
+    assert earned["total"] == sum(payee_amount(paid[l.lease_id]) for l in leases) > 0
+    assert earned["today"] == earned["total"] and earned["workers"] == [{"worker_id": worker, "speed": 1000}]
+
+
+def earnings(market, worker: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "cli.main", "--credentials", str(market.worker_key(worker)),
+                           "worker", "earnings", "--json"], capture_output=True, text=True, timeout=60,
+                          env={**market.env, "MARKET_AMQP_URL": "", "MARKET_DB_URL": ""})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
