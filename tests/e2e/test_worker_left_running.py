@@ -1,21 +1,46 @@
-"""``marketctl worker run --idle-only`` end to end: real workers, real leases, the idle
-signal driven by the test hook's file (MARKET_TEST_IDLE_FILE, agents.worker.idle)."""
+"""A worker its owner leaves running, end to end: real workers, real leases.
+
+``--idle-only`` with the idle signal driven by the test hook's file
+(MARKET_TEST_IDLE_FILE, agents.worker.idle); ``--cpu-limit`` measured by the
+job itself; a worker that can import nothing of the servers (a worker-only
+install); ``worker earnings`` on the worker's own key."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from cli.jobs import build_submission
 from ledger.earnings_query import payee_amount
+from tests.sandbox.test_cpu_cap import LIMIT, TOLERANCE, least_share
 from tests.e2e.conftest import unique
 from tests.e2e.jobs.steps import expected
 from tests.ledger.harness import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
+JOBS = Path(__file__).parent / "jobs"
+#: what a worker-only install lacks: the ledger's database drivers and the portal's web stack
+SERVER_PACKAGES = ("sqlalchemy", "alembic", "psycopg", "starlette", "uvicorn", "jinja2", "argon2", "multipart",
+                   "itsdangerous", "web")
+#: runs marketctl with every server package unimportable, as on a machine that has none of them
+WORKER_ONLY = f"""
+import sys
+
+class NoServerPackages:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {SERVER_PACKAGES!r}:
+            raise ImportError(f"a worker-only install has no {{name}}")
+        return None
+
+sys.meta_path.insert(0, NoServerPackages())
+from cli.main import main
+sys.exit(main())
+"""
 #: seconds a paused worker is watched to take no lease (its idle watch looks every 2 s)
 QUIET = 4.0
 
@@ -79,3 +104,33 @@ def earnings(market, worker: str) -> dict:
                           env={**market.env, "MARKET_AMQP_URL": "", "MARKET_DB_URL": ""})
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def test_a_worker_only_machine_runs_jobs_under_its_cpu_limit(market):
+    # Given two workers started with no server package importable: one under --cpu-limit 30, one uncapped
+    capped, free = unique("capped"), unique("free")
+    for worker_id, options in ((capped, ("--cpu-limit", str(LIMIT))), (free, ())):
+        market.start(worker_id, [sys.executable, "-c", WORKER_ONLY, "--credentials",
+                                 str(market.worker_key(worker_id, lease_seconds=30)), "worker", "run",
+                                 "--lease-seconds", "30", "--safety-margin", "1", *options],
+                     MARKET_AMQP_URL="", MARKET_DB_URL="", MARKET_HOME=str(market.logs / f"{worker_id}-home"))
+    market.wait_registered(capped, free)
+    market.measure({capped: 1000, free: 1000})
+    # When a CPU-bound job that measures its own share of a core runs on each, at the same time
+    jobs = [submit_spinner(market) for _ in range(2)]
+    for job_id in jobs:
+        market.wait_job(job_id, timeout=90)
+    shares = {market.leases(j)[-1].worker_id: market.result(j)["share"] * 100 for j in jobs}
+    print("percent of a core:", {"capped": shares.get(capped), "uncapped": shares.get(free)})
+    # Then each ran on one of them (nothing but the worker was needed), and the capped one held to 30 +- 10 %
+    assert set(shares) == {capped, free}, shares
+    assert shares[capped] <= LIMIT + TOLERANCE, shares
+    assert shares[capped] >= least_share("cgroup", shares[free]) - TOLERANCE, shares
+    assert "cpu_limited" in (market.logs / f"{capped}.log").read_text()
+
+
+def submit_spinner(market) -> str:
+    payload = build_submission(market.settings, f"{JOBS / 'spin.py'}:spin", "spin", "2", json.dumps({"seconds": 4}), 1)
+    reply = market.send("alice", "job.submitted", payload)
+    assert [v["type"] for v in reply["verdicts"]] == ["job.accepted", "job.ready"], reply
+    return payload["job_id"]
