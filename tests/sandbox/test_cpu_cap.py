@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,18 +26,8 @@ SPIN_SECONDS = 4.0
 LIMIT = 30
 TOLERANCE = 10
 
-SPINNER = """
-    import time
-
-    def spin(state):
-        # plain arithmetic on one core, for a wall-clock while; its own CPU share is the answer
-        wall0, cpu0 = time.monotonic(), time.process_time()
-        x = 0
-        while time.monotonic() - wall0 < state["seconds"]:
-            for i in range(20000):
-                x += i * i
-        return {"share": (time.process_time() - cpu0) / (time.monotonic() - wall0)}
-"""
+#: a CPU-bound job that returns its own share of a core (the end-to-end test runs it on real workers)
+SPINNER = (Path(__file__).parents[1] / "e2e" / "jobs" / "spin.py").read_text()
 
 
 def cpu_shares(*sandboxes: Sandbox) -> list[float]:
