@@ -125,7 +125,8 @@ class WorkerAgent:
         self.taken: dict[str, None] = dict.fromkeys(self.reports.lease_ids())
         self.skew_reported = False
         #: --idle-only: while the machine is in use, no offers, and running jobs stop at a safe point
-        self.idle = IdleMode(config.idle_rules, settings.test_idle_file, lambda: len(self.running))
+        self.idle = IdleMode(config.idle_rules, settings.test_idle_file, lambda: len(self.running),
+                             on_busy=self.stop_jobs.set)
         #: what the status screen shows (and, off a terminal, one log line per lease event)
         self.board = StatusBoard(config.worker_id, config.cpu_percent, config.idle_rules is not None)
         self.throttle = ThrottleAfterProbe(settings.test_throttle_after_probe)
@@ -284,11 +285,14 @@ class WorkerAgent:
 
         async def resume() -> None:
             await self._register(connection)
-            if not self.stop_requested.is_set():
-                self.stop_jobs.clear()
             self.log.info("worker.resumed", reason="the machine is idle")
 
-        if await self.idle.follow(pause, resume):
+        resumed = await self.idle.follow(pause, resume)
+        if not self.idle.paused and not self.stop_requested.is_set():
+            # the watch asks jobs to stop the moment it sees the owner (IdleMode.on_busy): a
+            # machine idle again before the session followed must not leave that standing
+            self.stop_jobs.clear()
+        if resumed:
             await self._offer(publisher)
 
     def _offer_message(self) -> Outgoing | None:

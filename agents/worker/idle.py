@@ -197,8 +197,11 @@ class IdleMode:
     resuming speak to the ledger on the session's connection.
     """
 
-    def __init__(self, rules: IdleRules | None, test_file: str | None, own_jobs: Callable[[], int]):
-        self.rules, self.test_file, self.own_jobs = rules, test_file, own_jobs
+    def __init__(self, rules: IdleRules | None, test_file: str | None, own_jobs: Callable[[], int],
+                 on_busy: Callable[[], None] = lambda: None):
+        """``on_busy`` is called as soon as the machine turns busy (the worker asks its
+        jobs to stop there, even while the broker is away and no session can follow)."""
+        self.rules, self.test_file, self.own_jobs, self.on_busy = rules, test_file, own_jobs, on_busy
         self.paused = False
         self.want_paused = False
         self.changed = asyncio.Event()
@@ -220,6 +223,8 @@ class IdleMode:
 
     async def _wish(self, idle: bool) -> None:
         self.want_paused = not idle
+        if self.want_paused:
+            self.on_busy()
         if not self.known.is_set():
             self.paused = self.want_paused  # before the first offer: nothing to stop or retire yet
             self.known.set()
