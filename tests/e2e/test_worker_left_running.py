@@ -7,6 +7,9 @@ install); ``worker earnings`` on the worker's own key."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
 import time
@@ -41,6 +44,10 @@ sys.meta_path.insert(0, NoServerPackages())
 from cli.main import main
 sys.exit(main())
 """
+#: the Python the worker-only test runs its workers with: MARKET_TEST_WORKER_ONLY_PYTHON names one of a
+#: venv that has only the worker's packages (pip install --no-deps of the project, then aio-pika,
+#: marshmallow, structlog, dill, orjson, uvloop); by default this one, with the server packages blocked
+WORKER_PYTHON = os.environ.get("MARKET_TEST_WORKER_ONLY_PYTHON") or sys.executable
 #: seconds a paused worker is watched to take no lease (its idle watch looks every 2 s)
 QUIET = 4.0
 
@@ -110,7 +117,7 @@ def test_a_worker_only_machine_runs_jobs_under_its_cpu_limit(market):
     # Given two workers started with no server package importable: one under --cpu-limit 30, one uncapped
     capped, free = unique("capped"), unique("free")
     for worker_id, options in ((capped, ("--cpu-limit", str(LIMIT))), (free, ())):
-        market.start(worker_id, [sys.executable, "-c", WORKER_ONLY, "--credentials",
+        market.start(worker_id, [WORKER_PYTHON, "-c", WORKER_ONLY, "--credentials",
                                  str(market.worker_key(worker_id, lease_seconds=30)), "worker", "run",
                                  "--lease-seconds", "30", "--safety-margin", "1", *options],
                      MARKET_AMQP_URL="", MARKET_DB_URL="", MARKET_HOME=str(market.logs / f"{worker_id}-home"))
@@ -134,3 +141,41 @@ def submit_spinner(market) -> str:
     reply = market.send("alice", "job.submitted", payload)
     assert [v["type"] for v in reply["verdicts"]] == ["job.accepted", "job.ready"], reply
     return payload["job_id"]
+
+
+def test_on_a_terminal_the_worker_draws_its_status_screen(market):
+    # Given a measured worker whose stdout is a terminal (a pseudo-terminal here)
+    worker = unique("screen")
+    credentials = market.worker_key(worker)
+    main_end, worker_end = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", "--credentials", str(credentials), "worker", "run",
+                        "--cpu-limit", "40"], stdout=worker_end, stderr=subprocess.DEVNULL,
+                               stdin=subprocess.DEVNULL,
+                       start_new_session=True,
+                       env={**market.env, "MARKET_AMQP_URL": "", "MARKET_DB_URL": "",
+                            "MARKET_HOME": str(market.logs / f"{worker}-home")})
+    market.processes[worker] = process
+    os.close(worker_end)
+    market.wait_registered(worker)
+    market.measure({worker: 1000})
+    # When it has drawn for a while (the earnings are asked on its own key when it starts)
+    seen = bytearray()
+
+    def drawn() -> bool:
+        while select.select([main_end], [], [], 0.2)[0]:
+            try:
+                seen.extend(os.read(main_end, 65536))
+            except OSError:
+                break
+        last = seen.decode(errors="replace").split("\x1b[H\x1b[2J")[-1]
+        return "earned  today 0.000000" in last and "measured speed 1000" in last
+    try:
+        # (the earnings and speed are asked every 30 s: the measurement shows by the second answer)
+        wait_for(drawn, 90, "the screen to show the earnings and the measured speed")
+    finally:
+        os.close(main_end)
+    # Then the screen is there, redrawn in place, with the worker's state and cap
+    screens = seen.decode(errors="replace").split("\x1b[H\x1b[2J")
+    assert len(screens) >= 3
+    assert f"market worker {worker}  -  running  -  CPU cap 40 % of a core" in screens[-1]
+    assert "no job: offering, waiting for a lease" in screens[-1]
