@@ -106,11 +106,16 @@ def test_an_idle_only_worker_pauses_when_its_owner_comes_back_and_resumes_when_i
 
 
 def earnings(market, worker: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "cli.main", "--credentials", str(market.worker_key(worker)),
-                           "worker", "earnings", "--json"], capture_output=True, text=True, timeout=60,
-                          env={**market.env, "MARKET_AMQP_URL": "", "MARKET_DB_URL": ""})
+    done = as_worker(market, worker, "worker", "earnings", "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def as_worker(market, worker: str, *argv: str) -> subprocess.CompletedProcess:
+    """marketctl on the worker's own key alone."""
+    return subprocess.run([sys.executable, "-m", "cli.main", "--credentials", str(market.worker_key(worker)), *argv],
+                          capture_output=True, text=True, timeout=60,
+                          env={**market.env, "MARKET_AMQP_URL": "", "MARKET_DB_URL": ""})
 
 
 def test_a_worker_only_machine_runs_jobs_under_its_cpu_limit(market):
@@ -179,3 +184,12 @@ def test_on_a_terminal_the_worker_draws_its_status_screen(market):
     assert len(screens) >= 3
     assert f"market worker {worker}  -  running  -  CPU cap 40 % of a core" in screens[-1]
     assert "no job: offering, waiting for a lease" in screens[-1]
+
+    # and the questions its key may now ask are its own earnings only: over the wire, anything else is refused
+    other = unique("other")
+    market.worker_key(other, account="alice")
+    for argv, error in ((("jobs",), "a worker's key may ask only: earnings"),
+                        (("workers",), "a worker's key may ask only: earnings"),
+                        (("worker", "earnings", "--id", other), f"no worker {other} of yours")):
+        refused = as_worker(market, worker, *argv)
+        assert refused.returncode != 0 and error in refused.stderr, (argv, refused.stderr)
