@@ -188,8 +188,6 @@ class WorkerAgent:
                 await self._register(connection)
                 self.registered = True
             queue = await self._lease_queue(channel)
-            await self._follow_idle(connection, publisher)
-            self.board.paused = self.idle.paused
         except WorkerError as e:
             # refused or misconfigured: trying again would not help, so stop
             self.fatal = e
@@ -201,19 +199,14 @@ class WorkerAgent:
             await self.reports.send(publisher)
             await consume(channel, queue.name, lambda message: self._on_lease(message, publisher))
             self.log.info("worker.ready", queue=queue.name, slots=self.config.slots, running=len(self.running))
+            await self._follow_idle(connection)
             await self._offer(publisher)
             while not self.stop_requested.is_set() and not closed.is_set():
                 await first_of(self.stop_requested.wait(), closed.wait(), self.idle.changed.wait(),
                                timeout=OFFER_HEARTBEAT)
                 if closed.is_set() or self.stop_requested.is_set():
                     break
-                try:
-                    await self._follow_idle(connection, publisher)
-                except WorkerError as e:
-                    self.fatal = e
-                    self.stop_requested.set()
-                    break
-                self.board.paused = self.idle.paused
+                await self._follow_idle(connection)
                 await self.reports.send(publisher)
                 if self.free_slots > 0:
                     await self._offer(publisher)
@@ -270,13 +263,14 @@ class WorkerAgent:
         except Refused as e:
             raise WorkerError(f"registration {e}") from e
 
-    async def _follow_idle(self, connection, publisher: Publisher) -> None:
-        """Pause or resume as ``--idle-only``'s watch last said.
+    async def _follow_idle(self, connection) -> None:
+        """Pause or resume as ``--idle-only``'s watch last said (the caller offers next).
 
         Paused, the worker is retired in the ledger: the scheduler forgets its
         offers and the slot a checkpoint frees, and a lease granted before is
         handed back. Its running jobs stop at their next safe point and are
-        paid for what ran. Resuming registers it again, as a start does.
+        paid for what ran. Resuming registers it again, as a start does; a
+        refused registration stops the worker, as at its start.
         """
         async def pause() -> None:
             self.log.info("worker.paused", reason="the machine is in use", running=len(self.running))
@@ -287,13 +281,16 @@ class WorkerAgent:
             await self._register(connection)
             self.log.info("worker.resumed", reason="the machine is idle")
 
-        resumed = await self.idle.follow(pause, resume)
+        try:
+            await self.idle.follow(pause, resume)
+        except WorkerError as e:
+            self.fatal = e
+            self.stop_requested.set()
+        self.board.paused = self.idle.paused
         if not self.idle.paused and not self.stop_requested.is_set():
             # the watch asks jobs to stop the moment it sees the owner (IdleMode.on_busy): a
             # machine idle again before the session followed must not leave that standing
             self.stop_jobs.clear()
-        if resumed:
-            await self._offer(publisher)
 
     def _offer_message(self) -> Outgoing | None:
         if self.free_slots <= 0 or self.stop_requested.is_set() or self.idle.paused:

@@ -230,19 +230,18 @@ class IdleMode:
             self.known.set()
         self.changed.set()
 
-    async def follow(self, pause: Callable[[], Awaitable[None]], resume: Callable[[], Awaitable[None]]) -> bool:
-        """Await ``pause()`` or ``resume()`` if the wish changed since the last call; True if it resumed.
+    async def follow(self, pause: Callable[[], Awaitable[None]], resume: Callable[[], Awaitable[None]]) -> None:
+        """Await ``pause()`` or ``resume()`` if the wish changed since the last call.
 
         Paused at once (no offer may slip out meanwhile), resumed only once
         ``resume()`` succeeded: a failed one is tried again on the next call.
         """
         self.changed.clear()
         if self.want_paused == self.paused:
-            return False
+            return
         if self.want_paused:
             self.paused = True
             await pause()
-            return False
+            return
         await resume()
         self.paused = False
-        return True
