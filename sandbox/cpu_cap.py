@@ -52,7 +52,8 @@ class CpuCgroup(PidsCgroup):
             if root is None or not (root / "cgroup.procs").exists() or not os.access(root, os.W_OK):
                 continue
             _remove_stale(root)
-            path = root / f"{PREFIX}cpu-{os.getpid()}-{next(_numbers)}"
+            # named as the pids cgroups are (another hierarchy), so _remove_stale knows a dead worker's
+            path = root / f"{PREFIX}{os.getpid()}-{next(_numbers)}"
             try:
                 path.mkdir()
                 for name, value in files(percent).items():

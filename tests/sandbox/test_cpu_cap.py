@@ -10,6 +10,10 @@ a reference of what it gives, and the lower bound follows that reference
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +21,7 @@ import pytest
 
 from contracts.package import result_as_json
 from sandbox.confine import UNSAFE
-from sandbox.cpu_cap import CpuCap, duty_split, quota_us
+from sandbox.cpu_cap import CPU_V1_ROOT, CpuCap, CpuCgroup, duty_split, quota_us
 from sandbox.runner import Limits, Sandbox
 from tests.sandbox.test_sandbox import work_of
 
@@ -84,3 +88,27 @@ def test_the_quota_and_the_duty_split_follow_the_percentage():
     running, stopped = duty_split(30, period=0.2)
     assert running == pytest.approx(0.06) and stopped == pytest.approx(0.14)
     assert duty_split(100, period=0.2) == (0.2, 0.0)
+
+
+@pytest.mark.skipif(not os.access(CPU_V1_ROOT, os.W_OK), reason="needs cgroup v1's cpu controller, writable")
+def test_a_killed_workers_cpu_cgroup_is_removed_by_the_next_sandbox():
+    # Given the cpu cgroup of a worker killed with SIGKILL (it could not remove it)
+    killed = subprocess.run([sys.executable, "-c", "import os, signal\n"
+                             "from sandbox.cpu_cap import CpuCgroup\n"
+                             "print(CpuCgroup.create_capped(30).path, flush=True)\n"
+                             "os.kill(os.getpid(), signal.SIGKILL)"],
+                            capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = Path(killed.stdout.strip())
+    assert left.is_dir()
+    try:
+        # When a capped sandbox makes its own
+        cgroup = CpuCgroup.create_capped(LIMIT)
+        # Then the dead worker's is gone, and the new one has the quota
+        assert cgroup is not None and not left.exists()
+        assert (cgroup.path / "cpu.cfs_quota_us").read_text().strip() == str(quota_us(LIMIT))
+        cgroup.remove()
+        assert not cgroup.path.exists()
+    finally:
+        if left.exists():
+            left.rmdir()
