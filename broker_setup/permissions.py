@@ -74,8 +74,10 @@ def member_permissions() -> Permissions:
 
 
 def worker_permissions(worker_id: str) -> Permissions:
-    """A worker's own key: its offers and reports out, its own leases in."""
-    return Permissions(configure=NOTHING, write=any_of(EVENTS_EXCHANGE), read=any_of(lease_queue(worker_id)),
+    """A worker's own key: its offers and reports out, its own leases in, and questions
+    about its own earnings (the query side answers a worker's key nothing else)."""
+    return Permissions(configure=NOTHING, write=any_of(EVENTS_EXCHANGE, QUERIES_EXCHANGE),
+                       read=any_of(lease_queue(worker_id)),
                        topics=_events(WORKER_REQUEST_TYPES), tags=(MANAGED_TAG,))
 
 

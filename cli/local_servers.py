@@ -8,11 +8,14 @@ and the same database without the operator repeating the options.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from broker_setup.cluster import LocalCluster
 from broker_setup.errors import BrokerError
 from broker_setup.topology import LEDGER_INBOX
-from ledger.pgserver import PgServer
+
+if TYPE_CHECKING:
+    from ledger.pgserver import PgServer
 
 #: the run mark naming the node (or the cluster's first node) ``up`` started
 BROKER_MARK = "broker.started-by-up"
@@ -39,6 +42,9 @@ def recorded(settings):
 
 def postgres_server(settings) -> PgServer:
     """The market's own PostgreSQL cluster, MARKET_HOME/postgres, on MARKET_PG_PORT."""
+    # on first use: marketctl starts on every command, and a worker-only install has no SQLAlchemy
+    from ledger.pgserver import PgServer
+
     return PgServer(Path(settings.home) / "postgres", settings.pg_port)
 
 

@@ -357,6 +357,9 @@ def _job_commands(commands, command, accounts) -> None:
                           "every lease)")
     sub.add_argument("--check-sandbox", action="store_true",
                      help="run the hostile battery against this machine's sandbox, print what was contained, exit")
+    worker.add_run_options(sub)
+    from cli import worker_owner
+    worker_owner.register(group, command)
     from cli import keys, login
     keys.register(group, accounts, command)
     login.register(commands, command)

@@ -152,6 +152,9 @@ class Settings:
     #: worker waits before each lease once it has run a probe, to play a worker slower than
     #: its probe said; 0 (the default) in every real deployment
     test_throttle_after_probe: float = 0.0
+    #: MARKET_TEST_IDLE_FILE: TEST ONLY (agents.worker.idle): a file whose text, ``idle`` or
+    #: ``busy``, overrides what an ``--idle-only`` worker reads of its machine; unset in production
+    test_idle_file: str | None = None
     #: MARKET_COMMISSION_BPS: the market's commission on every payment, in basis
     #: points of the charge (500 = 5 %, 0 to 10000)
     commission_bps: int = 500
@@ -262,6 +265,7 @@ class Settings:
             canary_interval=_env_float(env, "MARKET_CANARY_INTERVAL", d.canary_interval),
             speed_tolerance=_env_float(env, "MARKET_SPEED_TOLERANCE", d.speed_tolerance),
             test_throttle_after_probe=_env_float(env, "MARKET_TEST_THROTTLE_AFTER_PROBE", d.test_throttle_after_probe),
+            test_idle_file=env.get("MARKET_TEST_IDLE_FILE") or None,
             commission_bps=_env_int(env, "MARKET_COMMISSION_BPS", d.commission_bps),
             worker_state_dir=_worker_state_dir(env),
             clock_offset_seconds=_env_float(env, "MARKET_CLOCK_OFFSET_SECONDS", d.clock_offset_seconds),

@@ -33,6 +33,8 @@ class LeaseMessage:
     network: bool = False
     #: issue 17: the job's input files, each with the worker's grant to fetch it
     inputs: tuple["LeaseInput", ...] = ()
+    #: micro-credits per hour (for the worker's status screen; the ledger pays by its own record)
+    price: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ def decode_lease_message(body: bytes) -> LeaseMessage:
             deadline=lease["deadline"], entry=lease["entry"], kind=lease["kind"], probe=lease["probe"],
             module_sha256=lease["module_sha256"], module_source=module, state_sha256=lease["state_sha256"],
             state=state, network=lease.get("network", False) is True,
-            inputs=_lease_inputs(lease, raw.get("input_grants")))
+            inputs=_lease_inputs(lease, raw.get("input_grants")),
+            price=lease["price"] if isinstance(lease.get("price"), int) else None)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise InvalidPayload(f"malformed lease message: {e!r}") from e
     for name, data, sha in (("module", module, message.module_sha256), ("state", state, message.state_sha256)):

@@ -16,6 +16,7 @@ from sqlalchemy import and_, func, or_, select, text
 
 from common.errors import MarketError
 from contracts.envelope import utc_now_iso
+from contracts.identity import worker_of
 from contracts.routing import GATEKEEPER_ACTOR, OPERATOR_ACTOR, SCHEDULER_ACTOR, SPEEDPROBE_ACTOR
 from ledger import tables
 from ledger.money import PAID_OUTCOMES, output_shown
@@ -31,6 +32,8 @@ Query = Callable[..., object]
 QUERIES: dict[str, Query] = {}
 #: the queries that answer one page at a time: fn(conn, actor, page, **args) -> (data, next sort key)
 PAGED: set[str] = set()
+#: the only queries a worker's own key may ask (ledger.earnings_query)
+WORKER_QUERIES = frozenset({"earnings"})
 
 
 def query(name: str, paged: bool = False):
@@ -52,6 +55,9 @@ def answer(engine, actor: str, name: str, args: dict, cursors: Cursors | None = 
         return {"ok": False, "error": f"unknown query {name!r} (known: {', '.join(sorted(QUERIES))})"}
     if not isinstance(args, dict):
         return {"ok": False, "error": "args must be an object"}
+    if worker_of(actor) is not None and name not in WORKER_QUERIES:
+        # a worker's key asks about itself only (its status screen): nothing a member sees
+        return {"ok": False, "error": f"a worker's key may ask only: {', '.join(sorted(WORKER_QUERIES))}"}
     cursors = cursors or Cursors(b"")
     try:
         if name not in PAGED:
@@ -394,3 +400,5 @@ from ledger import map_queries  # noqa: E402 - issue 17
 # issue 17: a job's logs and artifacts ("job_logs", "artifacts")
 from ledger import log_queries  # noqa: E402,F401
 from ledger import canary_queries, replica_queries  # noqa: E402,F401
+# a worker owner's earnings ("earnings")
+from ledger import earnings_query  # noqa: E402,F401

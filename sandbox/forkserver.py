@@ -293,8 +293,8 @@ def _handle(control: socket.socket, message: dict, fds: list[int], children: dic
 def _signal(pid: int, signum: int) -> None:
     # only ever a child not yet reaped: its pid cannot have been reused by anyone else
     try:
-        if signum == signal.SIGKILL:
-            os.killpg(pid, signum)  # the job and whatever it spawned
+        if signum in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT):
+            os.killpg(pid, signum)  # the job and whatever it spawned (SIGSTOP/SIGCONT: sandbox.cpu_cap)
         else:
             os.kill(pid, signum)
     except ProcessLookupError:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import structlog
 
 from sandbox.confine import CONFINED, Confinement, job_identity, unavailable_reason
+from sandbox.cpu_cap import CpuCap
 from sandbox.forkclient import (  # noqa: F401 - BoundedOutput, SandboxError and work_frame: public here too
     BoundedOutput, SandboxError, ForkServer, ChildLease, StopWatch, work_frame,
 )
@@ -115,10 +116,14 @@ class Sandbox:
     context manager. A fork server that died is restarted by the next ``run``.
     """
 
-    def __init__(self, limits: Limits, python: str = sys.executable, confinement: Confinement = CONFINED):
+    def __init__(self, limits: Limits, python: str = sys.executable, confinement: Confinement = CONFINED,
+                 cpu_percent: int = 100, cpu_cgroup: bool = True):
+        """``cpu_percent``: the most of one core its jobs may use (:mod:`sandbox.cpu_cap`); ``cpu_cgroup``
+        False duty-cycles them even where a cgroup could cap them."""
         self.limits = limits
         self.python = python
         self.confinement = confinement
+        self.cpu_cap = CpuCap(cpu_percent, cgroups=cpu_cgroup)
         self._server: ForkServer | None = None
         self._scratch: ScratchDirs | None = None
         self._stops = StopWatch()
@@ -139,6 +144,7 @@ class Sandbox:
         if self._scratch is None:
             self._scratch = ScratchDirs(owner=job_identity() if self.confinement.enabled else None)
         self._server = ForkServer.start(self.python, self.limits, self.confinement, self._scratch.base)
+        self.cpu_cap.server_started(self._server.sandbox_pids())
         self._log.info("sandbox.started", fork_server_pid=self._server.process.pid,
                        confined=self.confinement.enabled, network=self.confinement.allow_network)
 
@@ -147,6 +153,7 @@ class Sandbox:
         if self._server is not None:
             self._server.close()
             self._server = None
+        self.cpu_cap.close()
         if self._scratch is not None:
             self._scratch.close()
             self._scratch = None
@@ -212,14 +219,18 @@ class Sandbox:
     async def _lease(self, server, frame: bytes, stop, hard_deadline, scratch, network: bool = False,
                      live=None) -> ChildLease:
         lease = ChildLease(asyncio.get_running_loop(), server, frame, self.limits, hard_deadline, live)
+        cycling = None
         try:
             server.fork(lease, scratch, network)
             self._stops.watch(stop, lease)
+            cycling = self.cpu_cap.cycle(lease)
             await lease.ended
         except asyncio.CancelledError:
             lease.kill()  # the worker gave up on this lease: so does the job
             raise
         finally:
+            if cycling is not None:
+                cycling.cancel()
             self._stops.forget(stop, lease)
             lease.close()
         return lease

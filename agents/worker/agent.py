@@ -25,10 +25,12 @@ import structlog
 from sandbox.forkserver import set_not_dumpable
 from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
 from agents.worker import live_stream
+from agents.worker.idle import IdleMode, IdleRules
 from agents.worker.inputs import InputCache
 from blobstore import BlobStoreError
 from sandbox.runner import errored
 from agents.worker.lease_ack import LeaseAck
+from agents.worker.status_screen import LeaseView, StatusBoard, show as show_status
 from agents.worker.reports import Reports
 from agents.worker.test_hooks import ThrottleAfterProbe
 from agents.worker import testing_faults
@@ -87,6 +89,10 @@ class WorkerConfig:
     principal: str | None = None
     #: how jobs are confined (``--allow-network``, ``--unsafe-no-sandbox``)
     confinement: Confinement = CONFINED
+    #: ``--idle-only``: run leases only while the machine is idle (None: always)
+    idle_rules: IdleRules | None = None
+    #: ``--cpu-limit``: the most of one core each slot's job may use (sandbox.cpu_cap)
+    cpu_percent: int = 100
 
     @property
     def user_id(self) -> str:
@@ -125,6 +131,11 @@ class WorkerAgent:
         #: the lease ids taken lately, oldest first: a redelivered lease is not run twice
         self.taken: dict[str, None] = dict.fromkeys(self.reports.lease_ids())
         self.skew_reported = False
+        #: --idle-only: while the machine is in use, no offers, and running jobs stop at a safe point
+        self.idle = IdleMode(config.idle_rules, settings.test_idle_file, lambda: len(self.running),
+                             on_busy=self.stop_jobs.set)
+        #: what the status screen shows (and, off a terminal, one log line per lease event)
+        self.board = StatusBoard(config.worker_id, config.cpu_percent, config.idle_rules is not None)
         self.throttle = ThrottleAfterProbe(settings.test_throttle_after_probe)
         #: a test-only lying worker (agents.worker.testing_faults), fixed for the process's life
         self.corrupt_results = testing_faults.corrupts_results()
@@ -143,11 +154,15 @@ class WorkerAgent:
     async def run(self) -> None:
         _not_dumpable()
         limits = job_limits(self.config, self.settings.max_blob_bytes, self.settings.max_artifact_bytes)
-        self.sandboxes = [Sandbox(limits=limits, confinement=self.config.confinement)
-                          for _ in range(self.config.slots)]
+        self.sandboxes = [Sandbox(limits=limits, confinement=self.config.confinement,
+                                  cpu_percent=self.config.cpu_percent) for _ in range(self.config.slots)]
         for sandbox in self.sandboxes:
             sandbox.start()
+        if self.config.cpu_percent < 100:
+            self.log.info("worker.cpu_limited", percent=self.config.cpu_percent, by=self.sandboxes[0].cpu_cap.how)
+        self.idle.start()
         try:
+            await self.idle.known.wait()  # --idle-only: the first look says whether to offer at all
             # the sandboxes and the leases running in them live outside the
             # connection: a broker blip reconnects around them
             try:
@@ -164,6 +179,7 @@ class WorkerAgent:
                 self.stop_jobs.set()
                 await asyncio.gather(*self.running.values(), return_exceptions=True)
         finally:
+            self.idle.stop()
             for sandbox in self.sandboxes:
                 sandbox.close()
             self.inputs.close()
@@ -199,11 +215,14 @@ class WorkerAgent:
             await self.reports.send(publisher)
             await consume(channel, queue.name, lambda message: self._on_lease(message, publisher))
             self.log.info("worker.ready", queue=queue.name, slots=self.config.slots, running=len(self.running))
+            await self._follow_idle(connection)
             await self._offer(publisher)
             while not self.stop_requested.is_set() and not closed.is_set():
-                await first_of(self.stop_requested.wait(), closed.wait(), timeout=OFFER_HEARTBEAT)
+                await first_of(self.stop_requested.wait(), closed.wait(), self.idle.changed.wait(),
+                               timeout=OFFER_HEARTBEAT)
                 if closed.is_set() or self.stop_requested.is_set():
                     break
+                await self._follow_idle(connection)
                 await self.reports.send(publisher)
                 if self.free_slots > 0:
                     await self._offer(publisher)
@@ -260,8 +279,37 @@ class WorkerAgent:
         except Refused as e:
             raise WorkerError(f"registration {e}") from e
 
+    async def _follow_idle(self, connection) -> None:
+        """Pause or resume as ``--idle-only``'s watch last said (the caller offers next).
+
+        Paused, the worker is retired in the ledger: the scheduler forgets its
+        offers and the slot a checkpoint frees, and a lease granted before is
+        handed back. Its running jobs stop at their next safe point and are
+        paid for what ran. Resuming registers it again, as a start does; a
+        refused registration stops the worker, as at its start.
+        """
+        async def pause() -> None:
+            self.log.info("worker.paused", reason="the machine is in use", running=len(self.running))
+            self.stop_jobs.set()
+            await self._retire(connection)
+
+        async def resume() -> None:
+            await self._register(connection)
+            self.log.info("worker.resumed", reason="the machine is idle")
+
+        try:
+            await self.idle.follow(pause, resume)
+        except WorkerError as e:
+            self.fatal = e
+            self.stop_requested.set()
+        self.board.paused = self.idle.paused
+        if not self.idle.paused and not self.stop_requested.is_set():
+            # the watch asks jobs to stop the moment it sees the owner (IdleMode.on_busy): a
+            # machine idle again before the session followed must not leave that standing
+            self.stop_jobs.clear()
+
     def _offer_message(self) -> Outgoing | None:
-        if self.free_slots <= 0 or self.stop_requested.is_set():
+        if self.free_slots <= 0 or self.stop_requested.is_set() or self.idle.paused:
             return None
         payload = {"worker_id": self.config.worker_id, "lease_seconds": self.config.lease_seconds,
                    "slots": self.free_slots, "allow_network": self.config.confinement.allow_network}
@@ -301,7 +349,8 @@ class WorkerAgent:
         while len(self.taken) > TAKEN_REMEMBERED:
             self.taken.pop(next(iter(self.taken)))
         clock = LeaseClock.at_receipt(lease.deadline, lease.lease_seconds, received)
-        if lease.worker_id != self.config.worker_id or self.free_slots <= 0 or self.stop_requested.is_set():
+        if (lease.worker_id != self.config.worker_id or self.free_slots <= 0 or self.stop_requested.is_set()
+                or self.idle.paused):
             # give it back at once, unchanged, rather than let it expire
             await settle.now()
             self.log.info("worker.lease_handed_back", lease_id=lease.lease_id, free_slots=self.free_slots)
@@ -337,6 +386,8 @@ class WorkerAgent:
                 # the ledger never grants this (its fold refuses it): the job gets a loopback only
                 lease_log.warning("worker.network_not_allowed")
             lease_log.debug("worker.lease_started", budget_seconds=round(budget, 3), checkpoint=lease.checkpoint)
+            self.board.lease_started(LeaseView(lease.lease_id, lease.job_id, lease.price, lease.lease_seconds,
+                                               clock.received))
             if isinstance(inputs, Outcome):
                 outcome = inputs  # an input could not be fetched: the lease errs, the job is retried
             else:
@@ -357,6 +408,7 @@ class WorkerAgent:
             report = None
         finally:
             self.running.pop(lease.lease_id, None)
+        self.board.lease_ended(lease.lease_id, None if report is None else report.routing_key)
         # A checkpoint or a result, once the ledger commits it, renews this
         # slot's offer by itself (the scheduler hears the verdict); after an
         # error the report and the next offer go together, one round of confirms.
@@ -428,8 +480,11 @@ def _not_dumpable() -> None:
         log.warning("worker.dumpable", reason="prctl is unavailable: jobs may read this process's environment")
 
 
-async def serve(settings, config: WorkerConfig) -> None:
+async def serve(settings, config: WorkerConfig, screen: bool = False) -> None:
+    """Run the worker until a signal stops it; ``screen``: draw the status screen on stdout (a terminal)."""
     agent = WorkerAgent(settings, config)
+    agent.board.log_leases = not screen
+    screen_task = asyncio.ensure_future(show_status(agent.board, settings, config.user_id)) if screen else None
     loop = asyncio.get_running_loop()
     signals = {"count": 0}
 
@@ -446,4 +501,8 @@ async def serve(settings, config: WorkerConfig) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
-    await agent.run()
+    try:
+        await agent.run()
+    finally:
+        if screen_task is not None:
+            screen_task.cancel()
