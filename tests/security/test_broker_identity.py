@@ -12,8 +12,10 @@ import subprocess
 import sys
 import time
 import urllib.error
+import uuid
 from pathlib import Path
 
+import orjson
 import pika
 import pika.exceptions
 import pytest
@@ -23,7 +25,7 @@ from broker_setup.management import ManagementApi
 from broker_setup.tls import client_context
 from broker_setup.topology import (
     DEAD_EXCHANGE, EVENTS_EXCHANGE, GATEKEEPER_INBOX, LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_LEASES, LEDGER_QUERIES,
-    SCHEDULER_OFFERS, lease_queue,
+    QUERIES_EXCHANGE, SCHEDULER_OFFERS, lease_queue,
 )
 from cli.credentials import Credentials, settings_for
 from cli.keys import member_key, register_worker
@@ -153,8 +155,6 @@ def test_a_workers_key_may_only_be_that_worker(market, keys):
             "measure its own speed": refused(connection, publish("speed.measured", f"worker:{keys.worker_id}")),
             "record its own speed": refused(connection, publish("speed.recorded", f"worker:{keys.worker_id}")),
             "dispute a speed": refused(connection, publish("speed.disputed", f"worker:{keys.worker_id}")),
-            "ask the ledger questions": refused(connection, publish(LEDGER_QUERIES, f"worker:{keys.worker_id}",
-                                                                    exchange="market.queries")),
             "read another worker's leases": refused(connection, lambda ch: ch.basic_get(lease_queue(other))),
             "purge another worker's leases": refused(connection, lambda ch: ch.queue_purge(lease_queue(other))),
             "delete its own lease queue": refused(connection, lambda ch: ch.queue_delete(lease_queue(keys.worker_id))),
@@ -167,8 +167,35 @@ def test_a_workers_key_may_only_be_that_worker(market, keys):
     finally:
         connection.close()
     assert all(code in REFUSED for code in codes.values()), codes
+    # and the query side answers a worker's key its earnings only (issue 17), nothing of the market
+    worker_user = f"worker:{keys.worker_id}"
+    for query in ("jobs", "balance", "report", "workers"):
+        answer = ask_over_pika(keys.worker, worker_user, query)
+        assert answer["ok"] is False and "may ask only: earnings" in answer["error"], (query, answer)
+    assert ask_over_pika(keys.worker, worker_user, "earnings")["ok"] is True
     time.sleep(0.5)
     assert events_by(market, "alice", f"worker:{keys.worker_id}", "bob") == before
+
+
+def ask_over_pika(credentials, user_id: str, query: str) -> dict:
+    """One question on market.queries, as ``user_id``, with pika; the ledger's answer."""
+    connection = pika_connection(credentials)
+    try:
+        channel = connection.channel()
+        answers = []
+        channel.basic_consume("amq.rabbitmq.reply-to", lambda _c, _m, _p, body: answers.append(orjson.loads(body)),
+                              auto_ack=True)
+        question_id = str(uuid.uuid4())
+        channel.basic_publish(QUERIES_EXCHANGE, LEDGER_QUERIES, orjson.dumps({"query": query, "args": {}}),
+                              pika.BasicProperties(user_id=user_id, message_id=question_id,
+                                                   correlation_id=question_id, reply_to="amq.rabbitmq.reply-to"))
+        deadline = time.monotonic() + 30
+        while not answers and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=1)
+    finally:
+        connection.close()
+    assert answers, f"no answer to {query!r} within 30 s"
+    return answers[0]
 
 
 def _queue_exists(market, name: str) -> bool:
