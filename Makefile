@@ -48,7 +48,7 @@ demo: system-packages venv
 TEST_WORKERS ?= 2
 test: EXTRA_PACKAGES = $(TEST_PACKAGES)
 test: system-packages venv
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=15 tests
 
 bench: system-packages $(VENV)/.bench-installed
 	$(PY) bench/ledger_ingest.py
