@@ -117,6 +117,8 @@ def fold(state: MarketState, event: Recorded) -> list[Derived]:
     requests that only decide, and the costliest derivations (payments)."""
     if event.recorded_at >= state.next_month_at:
         turn_month(state, event.seq, event.recorded_at)
+    if event.recorded_at[:19] != state.last_recorded_at[:19]:  # another second: parse only then
+        note_recorded(state, event.recorded_at)
     handler = HANDLERS.get(event.type)
     if handler is None or not (state.deriving or event.type not in DECIDES_ONLY):
         derived = []
@@ -462,25 +464,50 @@ def executed_ms_v1(lease: Lease, checked_in_at: str) -> int:
 #: while it is folded, so replay must judge it the same way whatever the
 #: settings (state.Rules may shape only derivations).
 REPORT_BACKLOG = timedelta(seconds=120)
+#: a gap between two recorded events longer than this is a silence of the
+#: ledger (stopped, or a market with nothing to record): see checked_in_at
+SILENCE = timedelta(seconds=10)
 
 
-def checked_in_at(lease: Lease, event: Recorded) -> str:
+def note_recorded(state: MarketState, recorded_at: str) -> None:
+    """Keep the log's last recording time and its silences that may still
+    matter (ended within ``REPORT_BACKLOG`` of the newest event)."""
+    last = state.last_recorded_at
+    state.last_recorded_at = recorded_at
+    if not last:
+        return
+    now = parse_time(recorded_at)
+    if now - parse_time(last) > SILENCE:
+        state.silences.append((last, recorded_at))
+    if state.silences and state.silences[0][1] < format_time(now - REPORT_BACKLOG):
+        horizon = format_time(now - REPORT_BACKLOG)
+        state.silences[:] = [s for s in state.silences if s[1] >= horizon]
+
+
+def checked_in_at(lease: Lease, event: Recorded, state: MarketState) -> str:
     """When a report counts as made: the worker's ``reported_at``, bounded.
 
     A ledger that was stopped or behind records an on-time report late; its
     ``recorded_at`` would turn the work into an unpaid expiry. So the time the
     worker says it made the report counts, within bounds: never before the
     grant, never after the ledger recorded it, and never more than
-    ``REPORT_BACKLOG`` before that. A lying worker gains at most
-    that window of lateness, and only while its lease is still open: a healthy
-    ledger's sweeper closes it ``lease_grace`` after the deadline, so in
-    practice the gain is the grace, and the window only matters while the
-    ledger itself was stopped (a broker's receive time would bound it better;
-    the broker does not stamp one here)."""
+    ``REPORT_BACKLOG`` before that, unless the ledger was silent (recorded
+    nothing for over ``SILENCE``) in that window: then back to the start of
+    that silence, since a report may have waited in the broker all through it.
+    A lying worker gains lateness only while its lease is still open: a
+    running ledger's sweeper closes it ``lease_grace`` after the deadline
+    (and records that), so in practice the gain is the grace, or what the
+    ledger missed while it was stopped. (A broker's receive time would bound
+    it better; RabbitMQ 3.10 stamps none: its interceptor came in 3.12.)"""
     claimed = event.payload.get("reported_at")
     if claimed is None:
         return event.recorded_at
-    earliest = max(lease.granted_at, format_time(parse_time(event.recorded_at) - REPORT_BACKLOG))
+    window = format_time(parse_time(event.recorded_at) - REPORT_BACKLOG)
+    earliest = window
+    for silent_from, silent_to in state.silences:
+        if silent_to >= window and silent_from < earliest:
+            earliest = silent_from
+    earliest = max(lease.granted_at, earliest)
     return min(max(format_time(parse_time(claimed)), earliest), event.recorded_at)
 
 
@@ -498,7 +525,7 @@ def _fenced(state: MarketState, event: Recorded) -> tuple[Lease, Job] | str:
     job = state.jobs[lease.job_id]
     if lease.outcome != "open" or job.lease_id != lease.lease_id:
         return f"lease {lease.lease_id} is no longer current (it ended: {lease.outcome})"
-    if checked_in_at(lease, event) > lease.deadline:
+    if checked_in_at(lease, event, state) > lease.deadline:
         return f"lease {lease.lease_id} passed its deadline {lease.deadline}"
     return lease, job
 
@@ -536,7 +563,7 @@ def _checkpoint_submitted(state: MarketState, event: Recorded) -> list[Derived]:
     return [Derived("checkpoint.committed", {
         "lease_id": lease.lease_id, "job_id": job.job_id, "worker_id": lease.worker_id,
         "checkpoint": job.checkpoint + 1, "state_sha256": event.payload["state"]["sha256"],
-        "executed_ms": executed_ms(lease, checked_in_at(lease, event)),
+        "executed_ms": executed_ms(lease, checked_in_at(lease, event, state)),
         "safe_points": fold_safe_points.counted(job, event.payload.get("safe_points"))})]
 
 
@@ -572,7 +599,7 @@ def _job_finished(state: MarketState, event: Recorded) -> list[Derived]:
     return [Derived("job.completed", {
         "job_id": job.job_id, "lease_id": lease.lease_id, "worker_id": lease.worker_id,
         "result_sha256": event.payload["result"]["sha256"],
-        "executed_ms": executed_ms(lease, checked_in_at(lease, event)),
+        "executed_ms": executed_ms(lease, checked_in_at(lease, event, state)),
         "probe": job.probe, **artifacts_of(event.payload)})]
 
 
@@ -615,7 +642,7 @@ def _job_errored(state: MarketState, event: Recorded) -> list[Derived]:
     p = event.payload
     paid = event.version >= 2 and not job.probe
     measure = executed_ms if event.version >= 2 else executed_ms_v1
-    _close(state, lease, "errored", event.recorded_at, measure(lease, checked_in_at(lease, event)), event.seq)
+    _close(state, lease, "errored", event.recorded_at, measure(lease, checked_in_at(lease, event, state)), event.seq)
     job.attempts += 1
     if paid:
         fold_limits.errored(job, lease.executed_ms)

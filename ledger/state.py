@@ -294,6 +294,13 @@ class MarketState:
     #: worker id -> when the ledger last heard it (ledger time): liveness,
     #: kept in memory only (idle offers are not recorded; see ledger.fold_workers)
     heard_at: dict = field(default_factory=dict, repr=False, compare=False)
+    #: when the last event was recorded, and the ledger's recent silences
+    #: ``(from, to)`` (gaps between two recorded events longer than
+    #: ledger.fold.SILENCE): a report folded soon after one may have been made
+    #: during it (ledger.fold.checked_in_at). Derived from the log's times only,
+    #: so a replay and a restarted ledger (ledger.store.load_state) see the same
+    last_recorded_at: str = field(default="", repr=False, compare=False)
+    silences: list = field(default_factory=list, repr=False, compare=False)
     #: submission event id -> why the blob store lacks its inputs: the agent's
     #: finding for the batch being folded, in memory only (ledger.fold_inputs)
     input_refusals: dict = field(default_factory=dict, repr=False, compare=False)

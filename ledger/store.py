@@ -13,8 +13,10 @@ from sqlalchemy import Boolean, delete, exc, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from contracts.envelope import format_time, parse_time
 from ledger import tables
 from ledger.errors import StaleState, TransientStoreError
+from ledger.fold import REPORT_BACKLOG, SILENCE, note_recorded
 from ledger.history import ON_DEMAND, OnDemandRows, drop_closed
 from ledger.ingest import Plan
 from ledger.state import ROW_TYPES, GENESIS_HASH, MarketState
@@ -145,10 +147,13 @@ class LedgerStore:
                     rows[getattr(row, key)] = cls(**row._asdict())
             tip = conn.execute(select(tables.events.c.seq, tables.events.c.hash)
                                .order_by(tables.events.c.seq.desc()).limit(1)).first()
+            recent = _recent_recording_times(conn) if tip is not None else []
         if tip is not None:
             state.last_seq, state.last_hash = tip.seq, tip.hash
         else:
             state.last_seq, state.last_hash = 0, GENESIS_HASH
+        for recorded_at in recent:
+            note_recorded(state, recorded_at)
         return state
 
     def _load_row(self, table_name: str, key: str):
@@ -309,3 +314,29 @@ class LedgerStore:
     def blob(self, sha256: str) -> bytes | None:
         with self.engine.connect() as conn:
             return conn.execute(select(tables.blobs.c.data).where(tables.blobs.c.sha256 == sha256)).scalar()
+
+
+def _recent_recording_times(conn, page: int = 1000) -> list[str]:
+    """The recording times of the log's last events, oldest first: every one
+    within ``REPORT_BACKLOG`` + ``SILENCE`` of the tip and the one before them,
+    so the ledger's recent silences are the ones a replay would find
+    (ledger.fold.note_recorded). Read back from the tip a page at a time: the
+    cost is the last two minutes' events, not the log's length."""
+    events = tables.events
+    times: list[str] = []
+    before, horizon = None, None
+    while True:
+        stmt = select(events.c.seq, events.c.recorded_at).order_by(events.c.seq.desc()).limit(page)
+        if before is not None:
+            stmt = stmt.where(events.c.seq < before)
+        rows = conn.execute(stmt).all()
+        for row in rows:
+            times.append(row.recorded_at)
+            if horizon is None:
+                horizon = format_time(parse_time(row.recorded_at) - REPORT_BACKLOG - SILENCE)
+            elif row.recorded_at < horizon:
+                return times[::-1]
+        if len(rows) < page:
+            return times[::-1]
+        before = rows[-1].seq
+

@@ -12,7 +12,8 @@ import pytest
 
 from broker_setup.management import ManagementApi
 from broker_setup.node import LocalNode
-from broker_setup.topology import LEDGER_INBOX
+from broker_setup.topology import LEDGER_INBOX, LEDGER_LEASES
+from contracts.envelope import parse_time, utc_now_iso
 from tests.e2e.conftest import start_market, unique
 from tests.e2e.jobs.steps import expected
 from tests.ledger.faults import assert_ledger_verifies, sequences_are_contiguous
@@ -191,6 +192,38 @@ def test_a_ledger_stopped_past_a_deadline_still_pays_the_on_time_checkpoint(mark
     assert closed.outcome == "checkpointed", closed.outcome
     committed = [(row, p) for row, p in market.events("checkpoint.committed") if p["lease_id"] == lease.lease_id]
     assert committed and committed[0][0].recorded_at > lease.deadline, "the ledger was not behind after all"
+    assert 0 < committed[0][1]["executed_ms"] <= 5000
+    market.wait_job(job_id, timeout=90)
+    assert market.result(job_id) == expected(120)
+    assert_paid_once_never_expired(market, job_id)
+
+
+def test_a_ledger_down_for_minutes_still_pays_the_checkpoint_made_in_time(market):
+    # Given a 5 s lease running, and the ledger killed mid-lease
+    worker_id = unique("down")
+    start_worker(market, worker_id, lease_seconds=5)
+    job_id = market.submit("alice", "count", "2", {"steps": 120, "delay": 0.05})
+    wait_for(lambda: market.job(job_id).status == "leased", 30, "the first lease")
+    lease = market.leases(job_id)[0]
+    market.signal("ledger", signal.SIGKILL)
+    market.processes["ledger"].wait(10)
+    # while the worker's checkpoint, made in time, waits in the broker past the deadline
+    api = ManagementApi.for_settings(market.settings)
+    wait_for(lambda: sum(api.get(f"/queues/%2F/{name}").get("messages") or 0
+                         for name in (LEDGER_LEASES, LEDGER_INBOX)) >= 1, 30, "the checkpoint waiting for the ledger")
+    time.sleep(max(0.0, (parse_time(lease.deadline) - parse_time(utc_now_iso())).total_seconds()) + 2)
+    # When the ledger comes back five minutes later (its clock put 300 s ahead: the
+    # same gap in its log as five minutes down, without the wait)
+    market.start_agent("ledger", "ledger.agent", MARKET_LEDGER_ANSWERS_QUERIES="0", MARKET_CLOCK_OFFSET_SECONDS="300")
+    # Then the checkpoint is committed and paid, the lease not expired, though it was
+    # recorded more than REPORT_BACKLOG (120 s) after its deadline
+    wait_for(lambda: [l for l in market.leases(job_id) if l.lease_id == lease.lease_id][0].outcome != "open",
+             60, "the lease to close")
+    closed = [l for l in market.leases(job_id) if l.lease_id == lease.lease_id][0]
+    assert closed.outcome == "checkpointed", closed.outcome
+    committed = [(row, p) for row, p in market.events("checkpoint.committed") if p["lease_id"] == lease.lease_id]
+    late_by = parse_time(committed[0][0].recorded_at) - parse_time(lease.deadline)
+    assert late_by.total_seconds() > 120 + 60, late_by
     assert 0 < committed[0][1]["executed_ms"] <= 5000
     market.wait_job(job_id, timeout=90)
     assert market.result(job_id) == expected(120)

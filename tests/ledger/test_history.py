@@ -12,6 +12,7 @@ from ledger import tables
 from ledger.fold import TERMINAL_JOB_STATES
 from ledger.history import OnDemandRows
 from ledger.replay import replay_and_verify
+from ledger.store import _recent_recording_times
 from tests.ledger.money_market import stored_on, types
 
 CREDIT = 1_000_000
@@ -91,3 +92,29 @@ def test_replay_reproduces_the_projections_of_a_ledger_that_forgets(market):
 
 def test_the_open_jobs_index_names_exactly_the_terminal_states():
     assert set(re.findall(r"'(\w+)'", tables.OPEN_JOBS)) == TERMINAL_JOB_STATES
+
+
+def test_a_restarted_ledger_knows_the_silence_it_came_back_from(engine):
+    # Given a log whose ledger recorded nothing for ten minutes, then a few requests
+    market, store = stored_on(engine)
+    try:
+        market.open("alice")
+        for _ in range(5):
+            market.advance(1)
+            market.deposit("alice", CREDIT)
+        market.advance(600)
+        for _ in range(5):
+            market.advance(1)
+            market.deposit("alice", CREDIT)
+        assert len(market.state.silences) == 1
+        # When a ledger starts on it, Then it knows the same silence and last time as the fold
+        # (the rule of ledger.fold.checked_in_at judges the next report alike), read from
+        # the log's last events only, a page at a time
+        loaded = store.load_state()
+        assert loaded.silences == market.state.silences
+        assert loaded.last_recorded_at == market.state.last_recorded_at
+        with engine.connect() as conn:
+            assert _recent_recording_times(conn, page=2) == _recent_recording_times(conn)
+            assert len(_recent_recording_times(conn)) == 6  # the 5 of the last 130 s and the one before
+    finally:
+        store.close()
