@@ -43,9 +43,9 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 demo: system-packages venv
 	$(VENV)/bin/python scripts/demo.py
 
-# two pytest-xdist workers, each with its own broker node and PostgreSQL
+# three pytest-xdist workers, each with its own broker node and PostgreSQL
 # (tests/conftest.py): most tests wait on brokers and processes, not the CPU
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: EXTRA_PACKAGES = $(TEST_PACKAGES)
 test: system-packages venv
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=15 tests
