@@ -81,7 +81,7 @@ def Timestamp(**kw):
 def ReportedAt():
     """When a worker made its report, in the ledger's time (the lease's grant plus
     the worker's monotonic elapsed time); the ledger judges the deadline by it,
-    within bounds (ledger.fold.checked_in_at). Absent from older reports."""
+    within bounds (ledger.report_time.checked_in_at). Absent from older reports."""
     return Timestamp(load_default=None)
 
 

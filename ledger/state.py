@@ -296,8 +296,8 @@ class MarketState:
     heard_at: dict = field(default_factory=dict, repr=False, compare=False)
     #: when the last event was recorded, and the ledger's recent silences
     #: ``(from, to)`` (gaps between two recorded events longer than
-    #: ledger.fold.SILENCE): a report folded soon after one may have been made
-    #: during it (ledger.fold.checked_in_at). Derived from the log's times only,
+    #: ledger.report_time.SILENCE): a report folded soon after one may have been made
+    #: during it (ledger.report_time.checked_in_at). Derived from the log's times only,
     #: so a replay and a restarted ledger (ledger.store.load_state) see the same
     last_recorded_at: str = field(default="", repr=False, compare=False)
     silences: list = field(default_factory=list, repr=False, compare=False)

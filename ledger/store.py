@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from contracts.envelope import format_time, parse_time
 from ledger import tables
 from ledger.errors import StaleState, TransientStoreError
-from ledger.fold import REPORT_BACKLOG, SILENCE, note_recorded
+from ledger.report_time import REPORT_BACKLOG, SILENCE, note_recorded
 from ledger.history import ON_DEMAND, OnDemandRows, drop_closed
 from ledger.ingest import Plan
 from ledger.state import ROW_TYPES, GENESIS_HASH, MarketState
@@ -320,7 +320,7 @@ def _recent_recording_times(conn, page: int = 1000) -> list[str]:
     """The recording times of the log's last events, oldest first: every one
     within ``REPORT_BACKLOG`` + ``SILENCE`` of the tip and the one before them,
     so the ledger's recent silences are the ones a replay would find
-    (ledger.fold.note_recorded). Read back from the tip a page at a time: the
+    (ledger.report_time.note_recorded). Read back from the tip a page at a time: the
     cost is the last two minutes' events, not the log's length."""
     events = tables.events
     times: list[str] = []

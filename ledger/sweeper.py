@@ -20,7 +20,7 @@ async def sweep(expire_due: Callable[[], Awaitable[int]], relay_wake: Wakeup, cl
     recorded expiries. It starts after ``settle`` seconds.
 
     After a stop (SIGSTOP, a long GC, a restart) the inbox holds reports made
-    in time; folded first, they commit (fold.checked_in_at), where a sweep
+    in time; folded first, they commit (report_time.checked_in_at), where a sweep
     first would have expired their leases."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(settle)

@@ -11,7 +11,7 @@ here since receipt": both are correct however far off the wall clock is.
 The lease may have waited in its queue before it reached us (a worker that
 reconnected, a slow relay): that wait is invisible to the monotonic clock,
 so a report claims to be up to that much earlier than it was. The ledger
-bounds what it believes (see ``ledger.fold.checked_in_at``).
+bounds what it believes (see ``ledger.report_time.checked_in_at``).
 """
 from __future__ import annotations
 

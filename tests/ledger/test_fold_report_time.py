@@ -1,5 +1,5 @@
 """Lateness judged by the worker's report time, within the ledger's bounds
-(ledger.fold.checked_in_at), with no broker and no DB."""
+(ledger.report_time.checked_in_at), with no broker and no DB."""
 from contracts.blobs import Blob
 from tests.ledger.test_fold_leases import a_market_with_a_ready_job, at, propose, types
 

@@ -108,7 +108,7 @@ def test_a_restarted_ledger_knows_the_silence_it_came_back_from(engine):
             market.deposit("alice", CREDIT)
         assert len(market.state.silences) == 1
         # When a ledger starts on it, Then it knows the same silence and last time as the fold
-        # (the rule of ledger.fold.checked_in_at judges the next report alike), read from
+        # (the rule of ledger.report_time.checked_in_at judges the next report alike), read from
         # the log's last events only, a page at a time
         loaded = store.load_state()
         assert loaded.silences == market.state.silences
