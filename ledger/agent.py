@@ -269,7 +269,8 @@ class LedgerAgent:
             await ack(message, multiple=True)
         self.appended += len(plan.events)
         log.debug("ledger.batch", messages=len(batch), appended=len(plan.events),
-                  invalid=len(plan.invalid), duplicates=len(plan.duplicates), last_seq=self.state.last_seq)
+                  invalid=len(plan.invalid), duplicates=len(plan.duplicates), unshown_output=plan.unshown_output,
+                  last_seq=self.state.last_seq)
 
     def _ensure_state(self) -> None:
         """Database thread: reload the state if a failed write left it invalid."""

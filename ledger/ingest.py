@@ -21,7 +21,7 @@ from contracts.errors import ContractError
 from contracts.routing import LEDGER_ACTOR
 from ledger.chain import event_hash, payload_text
 from ledger.fold import Derived, Recorded, derived_event_id, due_expiries, fold
-from ledger import fold_limits
+from ledger import fold_limits, live_output
 from ledger.fold_workers import heard, is_heartbeat, silent_workers
 from ledger.state import MarketState
 
@@ -55,6 +55,8 @@ class Plan:
     forget: list[int] = field(default_factory=list)
     #: idle workers' offers taken as heartbeats: acked, not recorded
     heartbeats: int = 0
+    #: live-output chunks of no open lease of their sender, or past its bounds: acked, not recorded
+    unshown_output: int = 0
 
 
 def decode_all(codec: Codec, batch: list[Incoming]) -> tuple[list[tuple[Incoming, Envelope]], list]:
@@ -85,6 +87,11 @@ def plan_batch(state: MarketState, decoded: list[tuple[Incoming, Envelope]], kno
             # an idle worker's re-offer changes nothing: noted, not recorded
             heard(state, envelope.type, envelope.payload, recorded_at)
             plan.heartbeats += 1
+            continue
+        if envelope.type == "lease.output" and not live_output.admit(state, envelope.actor, envelope.payload,
+                                                                     recorded_at):
+            # a chunk nobody would be shown (ledger.live_output): acked, not recorded
+            plan.unshown_output += 1
             continue
         request = _append(state, plan, envelope.event_id, envelope.type, envelope.version, envelope.occurred_at,
                           recorded_at, envelope.actor, envelope.correlation_id, envelope.causation_id,

@@ -301,6 +301,9 @@ class MarketState:
     #: so a replay and a restarted ledger (ledger.store.load_state) see the same
     last_recorded_at: str = field(default="", repr=False, compare=False)
     silences: list = field(default_factory=list, repr=False, compare=False)
+    #: open lease id -> (where its last recorded live-output chunk ended, chunks
+    #: recorded): what ledger.live_output admits next; in memory only
+    live_chunks: dict = field(default_factory=dict, repr=False, compare=False)
     #: submission event id -> why the blob store lacks its inputs: the agent's
     #: finding for the batch being folded, in memory only (ledger.fold_inputs)
     input_refusals: dict = field(default_factory=dict, repr=False, compare=False)
@@ -336,11 +339,16 @@ class MarketState:
     def all_open_leases(self) -> list[Lease]:
         return [lease for leases in self._open_index().values() for lease in leases.values()]
 
+    def open_lease(self, worker_id: str, lease_id: str) -> Lease | None:
+        """Worker ``worker_id``'s open lease ``lease_id``, or None."""
+        return self._open_index().get(worker_id, {}).get(lease_id)
+
     def lease_opened(self, lease: Lease) -> None:
         self._open_index().setdefault(lease.worker_id, {})[lease.lease_id] = lease
 
     def lease_ended(self, lease: Lease) -> None:
         self._open_index().get(lease.worker_id, {}).pop(lease.lease_id, None)
+        self.live_chunks.pop(lease.lease_id, None)
 
     # ---- jobs by owner ----------------------------------------------------------
 

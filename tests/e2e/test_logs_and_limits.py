@@ -8,6 +8,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 from cli.jobs import build_submission
+from contracts.envelope import parse_time, utc_now_iso
 from tests.e2e.conftest import JOBS, unique
 from tests.e2e.test_money import balances
 from tests.ledger.harness import wait_for
@@ -189,7 +190,8 @@ def test_another_member_cannot_read_a_running_jobs_live_output_nor_forge_it(mark
                            timeout=60)
     assert asked.returncode != 0 and asked.stderr.strip() == f"marketctl: no job {job_id} of account alice"
     # And a chunk her worker key forges for bob's lease (the broker lets a worker key say lease.output)
-    # is recorded but shown to nobody
+    # is not recorded (ledger.live_output) and shown to nobody
+    streamed = len(market.events("lease.output"))
     event_id, body = CODEC.encode("lease.output", {"lease_id": lease_id, "job_id": job_id, "offset": 0,
                                                    "text": "FORGED by alice\n"})
     forger = pika_connection(keys.worker)
@@ -201,13 +203,55 @@ def test_another_member_cannot_read_a_running_jobs_live_output_nor_forge_it(mark
                                                    content_type="application/json"), mandatory=True)
     finally:
         forger.close()
-    wait_for(lambda: any(row.event_id == event_id for row, _ in market.events("lease.output")), 30,
-             "the forged chunk to be recorded")
+    # (bob's chunks share ledger.inbox with it: two more of his mean the forgery was taken and dropped)
+    wait_for(lambda: len(market.events("lease.output")) >= streamed + 2, 30, "bob's next chunks")
+    assert all(row.event_id != event_id for row, _ in market.events("lease.output"))
     shown = marketctl(market, "bob", "logs", job_id, "--json")
     assert shown.returncode == 0, shown.stderr
     answer = json.loads(shown.stdout)
     assert answer["live"] is not None and "line 0 of 60" in answer["live"]["text"]
     assert "FORGED" not in shown.stdout
+
+
+def test_a_worker_key_flooding_live_output_cannot_fill_the_log(market):
+    """The attack, with pika on the worker's own key, against the ledger's log."""
+    import pika
+
+    from broker_setup.topology import EVENTS_EXCHANGE
+    from cli.credentials import Credentials
+    from ledger.live_output import BURST_CHUNKS
+    from tests.ledger.harness import CODEC
+    from tests.security.test_broker_identity import pika_connection
+
+    # Given bob's worker running a job that prints a line every 0.25 s
+    worker = unique("w-flood")
+    market.start_measured_worker(worker, lease_seconds=60)
+    payload = build_submission(market.settings, f"{CHATTY}:talk", "talk", "3.6",
+                               json.dumps({"steps": 40, "delay": 0.25}), 3)
+    assert market.send("alice", "job.submitted", payload)["verdicts"][0]["type"] == "job.accepted"
+    job_id = payload["job_id"]
+    wait_for(lambda: market.job(job_id).status == "leased", 60, "the lease")
+    lease = market.job(job_id).lease_id
+    # When that worker's own key publishes 1,000 one-character chunks for its lease at once
+    flooder = pika_connection(Credentials.load(market.worker_key(worker)))
+    try:
+        channel = flooder.channel()
+        channel.confirm_delivery()
+        for offset in range(1000):
+            _, body = CODEC.encode("lease.output", {"lease_id": lease, "job_id": job_id,
+                                                    "offset": 20_000 + offset, "text": "F"})
+            channel.basic_publish(EVENTS_EXCHANGE, "lease.output", body,
+                                  pika.BasicProperties(user_id=f"worker:{worker}", content_type="application/json"))
+    finally:
+        flooder.close()
+    market.wait_job(job_id, timeout=90)
+    # Then the log holds a lease's bounded few chunks, not a thousand, and the job is unharmed
+    chunks = [p for row, p in market.events("lease.output") if p["lease_id"] == lease]
+    age = (parse_time(market.leases(job_id)[0].ended_at or utc_now_iso())
+           - parse_time(market.leases(job_id)[0].granted_at)).total_seconds()
+    assert len(chunks) <= BURST_CHUNKS + age + 1, (len(chunks), age)
+    assert sum(1 for p in chunks if p["text"] == "F") <= BURST_CHUNKS + age  # of the 1,000 sent
+    assert market.result(job_id) is not None
 
 
 def test_the_portal_lists_a_jobs_artifacts_and_gives_them_to_its_owner_only(market, tmp_path):
