@@ -149,6 +149,16 @@ def test_a_deadline_fails_the_job_and_charges_only_the_accepted_work(market):
     assert all(lease.ended_at is not None for lease in leases)
 
 
+def chatty_job_on_a_worker(market, owner: str, worker_prefix: str, steps: int, lease_seconds: int):
+    """(worker id, job id): a new worker, and ``owner``'s job that prints a line every 0.25 s."""
+    worker = unique(worker_prefix)
+    market.start_measured_worker(worker, lease_seconds=lease_seconds)
+    payload = build_submission(market.settings, f"{CHATTY}:talk", "talk", "3.6",
+                               json.dumps({"steps": steps, "delay": 0.25}), 3)
+    assert market.send(owner, "job.submitted", payload)["verdicts"][0]["type"] == "job.accepted"
+    return worker, payload["job_id"]
+
+
 def test_another_member_cannot_read_a_running_jobs_live_output_nor_forge_it(market, tmp_path):
     """The attack, with an independent client (pika) on alice's own keys, against bob's running job."""
     import pika
@@ -159,12 +169,7 @@ def test_another_member_cannot_read_a_running_jobs_live_output_nor_forge_it(mark
     # Given bob's job streaming on his worker, and alice holding a member key and a worker key of her own
     reply = market.send("operator", "account.deposited", {"account": "bob", "amount": 1_000_000_000})
     assert reply["status"] == "recorded", reply
-    worker = unique("w-bob")
-    market.start_measured_worker(worker, lease_seconds=30)
-    payload = build_submission(market.settings, f"{CHATTY}:talk", "talk", "3.6",
-                               json.dumps({"steps": 60, "delay": 0.25}), 3)
-    assert market.send("bob", "job.submitted", payload)["verdicts"][0]["type"] == "job.accepted"
-    job_id = payload["job_id"]
+    worker, job_id = chatty_job_on_a_worker(market, "bob", "w-bob", steps=60, lease_seconds=30)
     wait_for(lambda: market.events("lease.output"), 60, "bob's job to stream")
     lease_id = market.job(job_id).lease_id
     keys = Keys(market, tmp_path)
@@ -224,12 +229,7 @@ def test_a_worker_key_flooding_live_output_cannot_fill_the_log(market):
     from tests.security.test_broker_identity import pika_connection
 
     # Given bob's worker running a job that prints a line every 0.25 s
-    worker = unique("w-flood")
-    market.start_measured_worker(worker, lease_seconds=60)
-    payload = build_submission(market.settings, f"{CHATTY}:talk", "talk", "3.6",
-                               json.dumps({"steps": 40, "delay": 0.25}), 3)
-    assert market.send("alice", "job.submitted", payload)["verdicts"][0]["type"] == "job.accepted"
-    job_id = payload["job_id"]
+    worker, job_id = chatty_job_on_a_worker(market, "alice", "w-flood", steps=40, lease_seconds=60)
     wait_for(lambda: market.job(job_id).status == "leased", 60, "the lease")
     lease = market.job(job_id).lease_id
     # When that worker's own key publishes 1,000 one-character chunks for its lease at once
