@@ -64,27 +64,36 @@ def shift_for_xdist_worker(environ=os.environ) -> None:
 shift_for_xdist_worker()
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items):
+#: set on a grouped test whose id xdist did not suffix with its group (see below)
+UNGROUPED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config, items):
     """Tests that use the machine's fixed names (the cluster's ports, network
-    namespaces) go to one xdist group: one worker runs them one after another."""
+    namespaces) go to one xdist group: one worker runs them one after another.
+
+    Then, once xdist has suffixed the grouped tests' ids with ``@GROUP`` (under
+    ``--dist loadgroup``), a grouped test without the suffix is marked to fail
+    at setup with the reason, before it boots anything: pytest 9 ignores the
+    suffix pytest-xdist 3.8 sets, so the cluster tests would run on two workers
+    at once and collide on ports (pyproject pins pytest<9)."""
     for item in items:
         if item.get_closest_marker("cluster") or item.get_closest_marker("machine_wide"):
             item.add_marker(pytest.mark.xdist_group("machine_wide"))
+    result = yield
+    if getattr(config.option, "loadgroup", False):
+        for item in items:
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+                item.stash[UNGROUPED] = True
+    return result
 
 
-@pytest.hookimpl(trylast=True)  # after xdist suffixed the grouped tests' ids with "@GROUP"
-def pytest_collection_finish(session):
-    """Under ``--dist loadgroup``, refuse to run if the groups did not take: the
-    cluster tests would then run on two workers at once and collide on ports
-    (pytest 9 ignores the node-id suffix pytest-xdist 3.8 sets; pyproject pins pytest<9)."""
-    if not getattr(session.config.option, "loadgroup", False):
-        return
-    ungrouped = [item.nodeid for item in session.items
-                 if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
-    if ungrouped:
-        raise pytest.UsageError(f"pytest-xdist's loadgroup did not group {ungrouped[0]} (and "
-                                f"{len(ungrouped) - 1} more): this pytest and pytest-xdist do not work together")
+def pytest_runtest_setup(item):
+    if item.stash.get(UNGROUPED, False):
+        pytest.fail(f"pytest-xdist's loadgroup did not group {item.nodeid}: pytest {pytest.__version__} and "
+                    "this pytest-xdist do not work together (the id lacks its @group suffix); not run",
+                    pytrace=False)
 
 
 def settings_for_tests(home, environ=os.environ) -> Settings:
