@@ -27,6 +27,8 @@ from broker_setup.tls import Tls
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 #: seconds to wait for a starting node to accept connections
 START_TIMEOUT = 60
+#: starts of a node's VM before giving up (one that did not come up is killed first)
+START_ATTEMPTS = 2
 #: seconds to wait for a rabbitmqctl command (it boots an Erlang VM each time)
 CTL_TIMEOUT = 90
 #: the Erlang distribution port (and rabbitmqctl's port range) sit at these
@@ -82,16 +84,25 @@ class LocalNode:
             self.tls.ensure(self.settings.tls_hosts)
         self._write_config()
         started_at = time.monotonic()
-        self.log.info("node.starting", base=str(self.base))
-        launched = self._run(self.bin_dir / "rabbitmq-server", "-detached", timeout=CTL_TIMEOUT)
-        if launched.returncode != 0:
-            raise NodeError(f"rabbitmq-server did not launch: {_last_line(launched)}")
-        result = self.ctl("wait", str(self.pid_file), "--timeout", str(START_TIMEOUT))
-        if result.returncode != 0:
-            raise NodeError(
-                f"RabbitMQ node {self.settings.node_name} did not start within "
-                f"{START_TIMEOUT}s: {_last_line(result)}; see the logs in {self.log_dir}"
-            )
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self.log.info("node.starting", base=str(self.base), attempt=attempt)
+            launched = self._run(self.bin_dir / "rabbitmq-server", "-detached", timeout=CTL_TIMEOUT)
+            if launched.returncode != 0:
+                raise NodeError(f"rabbitmq-server did not launch: {_last_line(launched)}")
+            result = self.ctl("wait", str(self.pid_file), "--timeout", str(START_TIMEOUT))
+            if result.returncode == 0:
+                break
+            # a VM that did not come up is killed, never left holding the ports;
+            # seen once: one of three nodes booting side by side on a loaded machine
+            killed = self._kill_vm()
+            self.log.warning("node.start_failed", attempt=attempt, killed=killed, reason=_last_line(result),
+                             log=self._log_tail())
+            if attempt == START_ATTEMPTS:
+                raise NodeError(
+                    f"RabbitMQ node {self.settings.node_name} did not start within "
+                    f"{START_TIMEOUT}s, {START_ATTEMPTS} times: {_last_line(result)}; its log ends: "
+                    f"{self._log_tail()!r}; see the logs in {self.log_dir}"
+                )
         self._ensure_service_user()
         self.ensure_service_users()
         self.log.info("node.started", seconds=round(time.monotonic() - started_at, 1))
@@ -116,9 +127,46 @@ class LocalNode:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             return False
-        # the pid may have been reused since the node died: the VM must be
-        # the one whose $HOME (erl's -home argument) is this node's folder
+        # the pid may have been reused since the node died
+        return self._is_this_vm(argv)
+
+    def _is_this_vm(self, argv: list[str]) -> bool:
+        """The VM whose $HOME (erl's -home argument) is this node's folder."""
         return any(a == "-home" and b == str(self.base) for a, b in zip(argv, argv[1:]))
+
+    def _kill_vm(self) -> list[int]:
+        """SIGKILL every Erlang VM of this node (found by its ``-home``, as
+        :meth:`is_running` recognises it, pid file or not); the pids killed."""
+        killed = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if self._is_this_vm(argv):
+                try:
+                    os.kill(int(entry.name), 9)
+                    killed.append(int(entry.name))
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        while killed and time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in killed):
+            time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return killed
+
+    def _log_tail(self) -> str:
+        """The last line of the node's newest log file ("" if it wrote none)."""
+        if not self.log_dir.is_dir():
+            return ""
+        logs = sorted(self.log_dir.glob("*.log"), key=lambda path: path.stat().st_mtime)
+        for path in reversed(logs):
+            lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+            if lines:
+                return lines[-1][-300:]
+        return ""
 
     def pid(self) -> int | None:
         """The OS pid the node recorded, or None."""

@@ -156,3 +156,24 @@ def test_a_port_taken_by_another_process_is_a_clear_node_error(tmp_path):
     # Then it fails at once, before launching anything
     assert f"port {port} is already in use" in str(raised.value)
     assert not (tmp_path / "rabbitmq" / "rabbitmq.conf").exists()
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_a_node_that_does_not_come_up_in_time_is_killed_tried_again_and_leaves_nothing(local_node, tmp_path,
+                                                                                     monkeypatch):
+    # Given a node given one second to boot (a boot takes several: as a node starved on a loaded machine)
+    import broker_setup.node as node_module
+    monkeypatch.setattr(node_module, "START_TIMEOUT", 1)
+    s = local_node.settings
+    slow = LocalNode(settings_in(tmp_path, amqp_port=s.amqp_port + 2, management_port=s.management_port + 2,
+                                 amqps_port=s.amqps_port + 2, node_name=s.node_name.replace("@", "-slow@", 1)))
+    # When it is started, Then it fails after two tries, each VM killed, naming the tries
+    with pytest.raises(NodeError, match="did not start within 1s, 2 times"):
+        slow.start()
+    # and no VM of it is left to hold its ports
+    assert slow._kill_vm() == [] and not slow.is_running()
+    for port in (slow.settings.amqp_port, slow.settings.management_port):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+    assert local_node.is_running()
