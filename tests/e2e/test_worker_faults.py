@@ -12,7 +12,7 @@ import pytest
 
 from broker_setup.management import ManagementApi
 from broker_setup.node import LocalNode
-from broker_setup.topology import LEDGER_INBOX, LEDGER_LEASES
+from broker_setup.topology import LEDGER_LEASES
 from contracts.envelope import parse_time, utc_now_iso
 from tests.e2e.conftest import start_market, unique
 from tests.e2e.jobs.steps import expected
@@ -167,31 +167,44 @@ def test_a_worker_whose_clock_is_off_by_five_minutes_checkpoints_in_time(market,
     assert "worker.clock_skew" in (market.logs / f"{worker_id}.log").read_text()
 
 
-def test_a_ledger_stopped_past_a_deadline_still_pays_the_on_time_checkpoint(market):
-    worker_id = unique("ontime")
-    start_worker(market, worker_id, lease_seconds=5)
+def a_job_on_a_5_second_lease(market, prefix: str):
+    """(job id, its first lease): a counting job of ~6 s on a new worker's 5 s leases."""
+    start_worker(market, unique(prefix), lease_seconds=5)
     job_id = market.submit("alice", "count", "2", {"steps": 120, "delay": 0.05})
     wait_for(lambda: market.job(job_id).status == "leased", 30, "the first lease")
-    lease = market.leases(job_id)[0]
+    return job_id, market.leases(job_id)[0]
+
+
+def wait_for_the_checkpoint_in_ledger_leases(market) -> None:
+    # where lease traffic goes (delivered, unacked: the management API counts it a few seconds
+    # late); ledger.inbox's count, asked before, was met by other requests on a busy machine
+    api = ManagementApi.for_settings(market.settings)
+    wait_for(lambda: (api.get(f"/queues/%2F/{LEDGER_LEASES}").get("messages") or 0) >= 1, 30,
+             "the checkpoint waiting in ledger.leases")
+
+
+def closed_and_committed(market, job_id: str, lease, timeout: float):
+    """The lease once it closed, and the checkpoint.committed events of it."""
+    wait_for(lambda: [l for l in market.leases(job_id) if l.lease_id == lease.lease_id][0].outcome != "open",
+             timeout, "the lease to close")
+    closed = [l for l in market.leases(job_id) if l.lease_id == lease.lease_id][0]
+    return closed, [(row, p) for row, p in market.events("checkpoint.committed") if p["lease_id"] == lease.lease_id]
+
+
+def test_a_ledger_stopped_past_a_deadline_still_pays_the_on_time_checkpoint(market):
+    job_id, lease = a_job_on_a_5_second_lease(market, "ontime")
     # Given the ledger is stopped mid-lease
     market.signal("ledger", signal.SIGSTOP)
     try:
         # past the lease's deadline and its grace (1 s here)
         time.sleep(5 + 1 + 3)
-        # while the worker's checkpoint, made in time, waits for it in ledger.leases, where lease
-        # traffic goes (delivered, unacked: the management API counts it a few seconds late);
-        # ledger.inbox's count, asked before, was met by other requests on a busy machine
-        api = ManagementApi.for_settings(market.settings)
-        wait_for(lambda: (api.get(f"/queues/%2F/{LEDGER_LEASES}").get("messages") or 0) >= 1, 30,
-                 "the checkpoint waiting in ledger.leases")
+        # while the worker's checkpoint, made in time, waits for it
+        wait_for_the_checkpoint_in_ledger_leases(market)
     finally:
         market.signal("ledger", signal.SIGCONT)
     # When the ledger resumes, Then the checkpoint is committed and paid, the lease not expired
-    wait_for(lambda: [l for l in market.leases(job_id) if l.lease_id == lease.lease_id][0].outcome != "open",
-             30, "the lease to close")
-    closed = [l for l in market.leases(job_id) if l.lease_id == lease.lease_id][0]
+    closed, committed = closed_and_committed(market, job_id, lease, 30)
     assert closed.outcome == "checkpointed", closed.outcome
-    committed = [(row, p) for row, p in market.events("checkpoint.committed") if p["lease_id"] == lease.lease_id]
     assert committed and committed[0][0].recorded_at > lease.deadline, "the ledger was not behind after all"
     assert 0 < committed[0][1]["executed_ms"] <= 5000
     market.wait_job(job_id, timeout=90)
@@ -201,28 +214,19 @@ def test_a_ledger_stopped_past_a_deadline_still_pays_the_on_time_checkpoint(mark
 
 def test_a_ledger_down_for_minutes_still_pays_the_checkpoint_made_in_time(market):
     # Given a 5 s lease running, and the ledger killed mid-lease
-    worker_id = unique("down")
-    start_worker(market, worker_id, lease_seconds=5)
-    job_id = market.submit("alice", "count", "2", {"steps": 120, "delay": 0.05})
-    wait_for(lambda: market.job(job_id).status == "leased", 30, "the first lease")
-    lease = market.leases(job_id)[0]
+    job_id, lease = a_job_on_a_5_second_lease(market, "down")
     market.signal("ledger", signal.SIGKILL)
     market.processes["ledger"].wait(10)
     # while the worker's checkpoint, made in time, waits in the broker past the deadline
-    api = ManagementApi.for_settings(market.settings)
-    wait_for(lambda: sum(api.get(f"/queues/%2F/{name}").get("messages") or 0
-                         for name in (LEDGER_LEASES, LEDGER_INBOX)) >= 1, 30, "the checkpoint waiting for the ledger")
+    wait_for_the_checkpoint_in_ledger_leases(market)
     time.sleep(max(0.0, (parse_time(lease.deadline) - parse_time(utc_now_iso())).total_seconds()) + 2)
     # When the ledger comes back five minutes later (its clock put 300 s ahead: the
     # same gap in its log as five minutes down, without the wait)
     market.start_agent("ledger", "ledger.agent", MARKET_LEDGER_ANSWERS_QUERIES="0", MARKET_CLOCK_OFFSET_SECONDS="300")
     # Then the checkpoint is committed and paid, the lease not expired, though it was
     # recorded more than REPORT_BACKLOG (120 s) after its deadline
-    wait_for(lambda: [l for l in market.leases(job_id) if l.lease_id == lease.lease_id][0].outcome != "open",
-             60, "the lease to close")
-    closed = [l for l in market.leases(job_id) if l.lease_id == lease.lease_id][0]
+    closed, committed = closed_and_committed(market, job_id, lease, 60)
     assert closed.outcome == "checkpointed", closed.outcome
-    committed = [(row, p) for row, p in market.events("checkpoint.committed") if p["lease_id"] == lease.lease_id]
     late_by = parse_time(committed[0][0].recorded_at) - parse_time(lease.deadline)
     assert late_by.total_seconds() > 120 + 60, late_by
     assert 0 < committed[0][1]["executed_ms"] <= 5000
