@@ -17,6 +17,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 #: role of a process, by a word of its command line (first match wins)
 ROLES = (
     ("forkserver.py", "sandbox"),
+    ("ledger.query_agent", "queries"),
     ("ledger.agent", "ledger"),
     ("agents.scheduler.agent", "scheduler"),
     ("celery", "celery"),

@@ -36,6 +36,7 @@ from sqlalchemy import func, select  # noqa: E402
 from bench import cpu  # noqa: E402
 from bench.ledger_ingest import bench_broker, bench_settings, publish  # noqa: E402
 from broker_setup.amqp import Outgoing  # noqa: E402
+from cli.stack import AGENTS  # noqa: E402
 from contracts.blobs import Blob  # noqa: E402
 from contracts.envelope import Codec, parse_time  # noqa: E402
 from contracts.package import dumps_state  # noqa: E402
@@ -169,11 +170,12 @@ def market_env(settings, db_url: str, home: str, **more) -> dict:
 
 
 def start_services(settings, env: dict) -> list[subprocess.Popen]:
-    """The ledger, scheduler and gatekeeper, each as its own broker user, as `marketctl up` runs them."""
-    return [subprocess.Popen([sys.executable, "-m", module], cwd=ROOT,
-                             env=dict(env, MARKET_AMQP_URL=settings.service_url(user)))
-            for module, user in (("ledger.agent", "ledger"), ("agents.scheduler.agent", "scheduler"),
-                                 ("agents.gatekeeper.agent", "gatekeeper"))]
+    """The ledger, its query agent, the scheduler and the gatekeeper, each as its
+    own broker user, as `marketctl up` runs them (the gatekeeper asks the query
+    agent for the identities it makes broker users of)."""
+    return [subprocess.Popen([sys.executable, "-m", AGENTS[name]], cwd=ROOT,
+                             env=dict(env, MARKET_AMQP_URL=settings.service_url(name)))
+            for name in ("ledger", "queries", "scheduler", "gatekeeper")]
 
 
 def publish_events(settings, user_id: str, events: list[tuple[str, dict]]) -> None:
@@ -278,6 +280,17 @@ def measure_workers(settings, worker_ids) -> None:
     time.sleep(1)
 
 
+def ratio_bound(per_job: dict, per_task: dict) -> str:
+    """What CPU allows: the ratio if jobs/s were CPU per job alone, and the best
+    ratio left if every message and every other process cost nothing, with only
+    the fork per lease (the sandbox) and the ledger's recording of each step."""
+    market, celery = sum(per_job.values()), sum(per_task.values())
+    floor = per_job.get("sandbox", 0.0) + per_job.get("ledger", 0.0)
+    return (f"CPU ratio (Celery's CPU per task / the market's per job): {celery / market:.2f}; with only the"
+            f" sandbox and the ledger left ({floor:.1f} ms per job): at most {celery / floor:.2f}" if floor else
+            f"CPU ratio (Celery's CPU per task / the market's per job): {celery / market:.2f}")
+
+
 def run_celery(settings, count: int, workers: int) -> dict:
     env = dict(os.environ, BENCH_CELERY_BROKER=settings.amqp_url.rstrip("/") + "//")
     worker = subprocess.Popen([sys.executable, "-m", "celery", "--quiet", "-A", "bench.celery_app", "worker",
@@ -289,11 +302,14 @@ def run_celery(settings, count: int, workers: int) -> dict:
 
         app.conf.task_default_queue = "bench-celery"
         tiny.delay(0).get(timeout=60)  # warm up: the worker is ready
+        broker_word = str(Path(settings.home).resolve())
+        before = cpu.snapshot(os.getpid(), broker_word)
         started = time.perf_counter()
         sent = [tiny.delay(i) for i in range(count)]
         for result in sent:
             result.get(timeout=120)
         elapsed = time.perf_counter() - started
+        spent = cpu.by_role(before, cpu.snapshot(os.getpid(), broker_word))
         # latency: one task at a time, send to result
         latencies = []
         for i in range(200):
@@ -301,7 +317,8 @@ def run_celery(settings, count: int, workers: int) -> dict:
             tiny.delay(i).get(timeout=30)
             latencies.append(time.perf_counter() - at)
         return {"tasks_per_s": count / elapsed, "elapsed": elapsed, "latency_p50": percentile(latencies, 0.5),
-                "latency_p99": percentile(latencies, 0.99)}
+                "latency_p99": percentile(latencies, 0.99),
+                "cpu_ms_per_task": {role: seconds * 1000 / count for role, seconds in sorted(spent.items())}}
     finally:
         worker.terminate()
         worker.wait(30)
@@ -346,7 +363,11 @@ def main() -> int:
             peer = run_celery(settings, args.jobs, args.workers)
             print(f"  celery 5 (prefork x{args.workers}, acks_late, same broker): {peer['tasks_per_s']:.0f} tasks/s,"
                   f" one task at a time p50 {peer['latency_p50'] * 1000:.1f} ms p99 {peer['latency_p99'] * 1000:.1f} ms")
+            per_task = peer["cpu_ms_per_task"]
+            print(f"    CPU per task: {sum(per_task.values()):.1f} ms = "
+                  + ", ".join(f"{role} {ms:.1f}" for role, ms in per_task.items()))
             print(f"  ratio market / celery: {market['jobs_per_s'] / peer['tasks_per_s']:.2f}")
+            print(f"    {ratio_bound(per_job, per_task)}")
     return 0
 
 
