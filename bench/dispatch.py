@@ -55,15 +55,19 @@ def percentile(values: list[float], q: float) -> float:
 def market_figures(engine, prefix: str) -> dict:
     """Figures from the ledger's clock for the jobs whose id starts with ``prefix``."""
     with engine.connect() as conn:
-        rows = conn.execute(select(tables.events.c.type, tables.events.c.recorded_at, tables.events.c.payload)
-                            .where(tables.events.c.type.in_(["job.accepted", "lease.granted", "checkpoint.committed",
-                                                             "job.completed"])).order_by(tables.events.c.seq)).all()
+        rows = conn.execute(select(tables.events.c.type, tables.events.c.recorded_at, tables.events.c.occurred_at,
+                                   tables.events.c.payload)
+                            .where(tables.events.c.type.in_(["job.accepted", "lease.proposed", "lease.granted",
+                                                             "checkpoint.committed", "job.completed"]))
+                            .order_by(tables.events.c.seq)).all()
     by_job = defaultdict(list)
     for row in rows:
         payload = orjson.loads(row.payload)
         if payload["job_id"].startswith(prefix):
-            by_job[payload["job_id"]].append((row.type, parse_time(row.recorded_at)))
-    to_lease, cycle, first, last, last_accepted = [], [], None, None, None
+            # a proposal at the scheduler's clock (when it sent it), the rest at the ledger's
+            at = row.occurred_at if row.type == "lease.proposed" else row.recorded_at
+            by_job[payload["job_id"]].append((row.type, parse_time(at)))
+    to_lease, cycle, to_proposal, first, last, last_accepted = [], [], [], None, None, None
     for history in by_job.values():
         submitted = next(t for kind, t in history if kind == "job.accepted")
         last_accepted = submitted if last_accepted is None or submitted > last_accepted else last_accepted
@@ -75,6 +79,9 @@ def market_figures(engine, prefix: str) -> dict:
             following = [t for t in leases if t >= checkin]
             if following:
                 cycle.append((following[0] - checkin).total_seconds())
+                proposed = [t for kind, t in history if kind == "lease.proposed" and checkin <= t <= following[0]]
+                if proposed:
+                    to_proposal.append((proposed[0] - checkin).total_seconds())
         first = submitted if first is None or submitted < first else first
         if done:
             last = done[0] if last is None or done[0] > last else last
@@ -85,6 +92,8 @@ def market_figures(engine, prefix: str) -> dict:
                "submit_to_lease_p50": percentile(to_lease, 0.5), "submit_to_lease_p99": percentile(to_lease, 0.99)}
     if cycle:
         figures.update(cycle_p50=percentile(cycle, 0.5), cycle_p99=percentile(cycle, 0.99), cycles=len(cycle))
+    if to_proposal:
+        figures.update(to_proposal_p50=percentile(to_proposal, 0.5), to_proposal_p99=percentile(to_proposal, 0.99))
     return figures
 
 
@@ -359,6 +368,10 @@ def main() -> int:
         print(f"  lease cycle, {cycle['completed']} jobs of two leases each:")
         print(f"    check-in -> next lease  p50 {cycle['cycle_p50'] * 1000:7.1f} ms"
               f"   p99 {cycle['cycle_p99'] * 1000:7.1f} ms   (pool window {args.window * 1000:.0f} ms)")
+        if "to_proposal_p50" in cycle:
+            print(f"      of it check-in -> the scheduler sends the proposal  p50 {cycle['to_proposal_p50'] * 1000:7.1f} ms"
+                  f"   p99 {cycle['to_proposal_p99'] * 1000:7.1f} ms (the relay, the worker's offer, the pool);"
+                  " the rest is the proposal's way into the ledger and its grant")
         if not args.no_celery:
             peer = run_celery(settings, args.jobs, args.workers)
             print(f"  celery 5 (prefork x{args.workers}, acks_late, same broker): {peer['tasks_per_s']:.0f} tasks/s,"
