@@ -35,10 +35,11 @@ def build_limits(max_bytes: int) -> Limits:
 
 
 async def build_in(sandbox: Sandbox, source: bytes, entry: str, args, *, filename: str = "job.py",
-                   max_bytes: int, timeout: float = BUILD_TIMEOUT) -> BuiltPackage:
-    """The package of ``source`` built by a child of ``sandbox``; :class:`BuildFailed` with one line if not."""
+                   max_bytes: int, timeout: float = BUILD_TIMEOUT, initial_state: bool = True) -> BuiltPackage:
+    """The package of ``source`` built by a child of ``sandbox``; :class:`BuildFailed` with one line if not.
+    ``initial_state``: call the module's ``initial_state(args)`` (False: the state is ``args``)."""
     try:
-        lease = await sandbox.run_frame(build_frame(source, entry, args, filename, max_bytes),
+        lease = await sandbox.run_frame(build_frame(source, entry, args, filename, max_bytes, initial_state),
                                         time.monotonic() + timeout)
     except SandboxError as e:
         raise BuildFailed(f"the sandbox failed: {e}") from e
