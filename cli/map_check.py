@@ -16,10 +16,9 @@ import time
 
 from contracts.maps import CHUNK_ENTRY, chunk_module, chunk_state
 from contracts.package import dumps_state
-from sandbox.build import BuildFailed, build_in, build_limits
+from sandbox.build import BuildFailed, build_in, started_build_sandbox
 from sandbox.confine import Confinement
-from sandbox.forkclient import SandboxError
-from sandbox.runner import Sandbox, Work
+from sandbox.runner import Work
 
 #: wall-clock seconds the first item may run in the check before it is let be
 CHECK_SECONDS = 10.0
@@ -42,11 +41,7 @@ def check_reduce_module(source: bytes, entry: str, *, filename: str, max_bytes: 
 async def _check(source: bytes, entry: str, first_item, filename: str, items_name: str, max_bytes: int,
                  confinement: Confinement, run_first_item: bool = True) -> None:
     module = chunk_module(source)
-    sandbox = Sandbox(build_limits(max_bytes), confinement=confinement)
-    try:
-        sandbox.start()
-    except SandboxError as e:
-        raise BuildFailed(f"cannot load the module safely here: {e}") from e
+    sandbox = started_build_sandbox(max_bytes, confinement)
     try:
         await build_in(sandbox, module, entry, None, filename=filename, max_bytes=max_bytes, initial_state=False)
         if run_first_item:

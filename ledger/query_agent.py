@@ -22,7 +22,7 @@ from contracts.routing import QUERY_ACTOR
 from ledger.answering import answer_query
 from contracts.paging import Cursors
 from ledger.query_limits import QueryRateLimit
-from ledger.upload_grants import Uploads
+from ledger.inputs_check import LedgerInputs
 
 log = structlog.get_logger("queries")
 
@@ -60,7 +60,7 @@ class QueryAgent:
         self.engine = read_only_engine(settings.db_url)
         self.limit = QueryRateLimit(settings.query_rate, settings.query_burst)
         self.cursors = Cursors.from_settings(settings)
-        self.uploads = Uploads(settings)
+        self.uploads = LedgerInputs(settings)  # its store, for upload grants (ledger.upload_grants)
         self._reads = concurrent.futures.ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="query-read")
 
     async def run(self, stop: asyncio.Event) -> None:

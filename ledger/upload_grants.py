@@ -18,10 +18,11 @@ import secrets
 import structlog
 from sqlalchemy import select
 
-from blobstore import BlobStore, BlobStoreError, open_store
+from blobstore import BlobStore, BlobStoreError
 from contracts.blobs import is_sha256
 from contracts.inputs import MAX_INPUTS, upload_key
 from ledger import tables
+from ledger.inputs_check import LedgerInputs
 from ledger.queries import QueryError, query
 
 log = structlog.get_logger("queries")
@@ -30,25 +31,12 @@ log = structlog.get_logger("queries")
 UPLOAD_GRANT_SECONDS = 3600
 
 
-class Uploads:
-    """What the query side needs for upload grants: the store, opened at the first ask, and the size limit."""
-
-    def __init__(self, settings):
-        self.max_input_bytes = settings.max_input_bytes
-        self._settings = settings
-        self._store: BlobStore | None = None
-
-    def store(self) -> BlobStore:
-        if self._store is None:
-            self._store = open_store(self._settings)
-        return self._store
-
-
 @query("upload_grants", uploads=True)
-def upload_grants(conn, actor: str, uploads: Uploads | None, files: list) -> dict:
-    """For each of the asker's files (``{"sha256", "size"}``): stored already, or an upload key and its grant."""
+def upload_grants(conn, actor: str, uploads: LedgerInputs | None, files: list) -> dict:
+    """For each of the asker's files (``{"sha256", "size"}``): stored already, or an upload key and its grant.
+    ``uploads``: the query side's store (None: it has none)."""
     _member(conn, actor)
-    wanted = _checked(files, uploads.max_input_bytes if uploads else None)
+    wanted = _checked(files, uploads.settings.max_input_bytes if uploads else None)
     if uploads is None:
         raise QueryError("this query side has no blob store: ask the market's query agent")
     try:

@@ -58,14 +58,20 @@ async def build_in(sandbox: Sandbox, source: bytes, entry: str, args, *, filenam
                         kind=header["kind"], state=state)
 
 
-async def build_confined(source: bytes, entry: str, args, *, filename: str = "job.py", max_bytes: int,
-                         confinement: Confinement = CONFINED) -> BuiltPackage:
-    """Build in a sandbox of its own, started for this module and stopped after (~0.1 s)."""
+def started_build_sandbox(max_bytes: int, confinement: Confinement = CONFINED) -> Sandbox:
+    """A sandbox with the build's limits, started; :class:`BuildFailed` if this machine cannot confine."""
     sandbox = Sandbox(build_limits(max_bytes), confinement=confinement)
     try:
         sandbox.start()
     except SandboxError as e:
         raise BuildFailed(f"cannot load the module safely here: {e}") from e
+    return sandbox
+
+
+async def build_confined(source: bytes, entry: str, args, *, filename: str = "job.py", max_bytes: int,
+                         confinement: Confinement = CONFINED) -> BuiltPackage:
+    """Build in a sandbox of its own, started for this module and stopped after (~0.1 s)."""
+    sandbox = started_build_sandbox(max_bytes, confinement)
     try:
         return await build_in(sandbox, source, entry, args, filename=filename, max_bytes=max_bytes)
     finally:

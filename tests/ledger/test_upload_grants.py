@@ -16,7 +16,7 @@ from contracts.envelope import Envelope
 from contracts.inputs import owner_tag
 from ledger.inputs_check import input_refusals
 from ledger.queries import answer
-from ledger.upload_grants import Uploads
+from ledger.inputs_check import LedgerInputs
 from tests.ledger.test_report import fold_into, market_messages
 
 DATA = b"x,y\n1,1\n"
@@ -24,7 +24,7 @@ DATA = b"x,y\n1,1\n"
 
 @pytest.fixture
 def uploads(tmp_path):
-    return Uploads(Settings.from_env(environ={"MARKET_HOME": str(tmp_path / "home"),
+    return LedgerInputs(Settings.from_env(environ={"MARKET_HOME": str(tmp_path / "home"),
                                               "MARKET_MAX_INPUT_BYTES": "100"}))
 
 
