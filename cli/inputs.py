@@ -1,16 +1,24 @@
 """`marketctl submit --input FILE`: upload-before-publish of a job's input files (issue 17).
 
-Each file goes into the blob store first, by its sha256; the submission
-then names it (``{"name", "sha256", "size"}``) and the ledger accepts the
-job only if the store holds those bytes. The same file given to two jobs is
-stored once. The job reads it, read-only, as ``inputs/<file name>``.
+``marketctl`` never holds the blob store's credentials: it hashes each file,
+asks the ledger's query side for upload grants (``upload_grants``,
+ledger.upload_grants), and sends each file the store does not hold yet
+through its grant (a presigned PUT URL for one upload key of the member's
+own, or a path on a one-machine market). The submission then names each
+file (``{"name", "sha256", "size"}``, and ``upload``: the key it was sent to)
+and the ledger adopts the uploads, hash-checked, before it accepts the job. A
+file the store holds already (by sha256) is not sent again: stored once,
+shared. The job reads it, read-only, as ``inputs/<file name>``.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 
-from blobstore import BlobStoreError, open_store
+from blobstore import BlobStoreError
+from blobstore.transfer import upload
 from common.errors import MarketError
+from contracts.blobs import hash_file
 from contracts.inputs import MAX_INPUTS, input_ref, name_problem
 
 
@@ -45,14 +53,24 @@ def check_input_files(settings, paths: list[str]) -> list[tuple[str, str]]:
     return named
 
 
-def upload_inputs(settings, named: list[tuple[str, str]], store=None) -> list[dict]:
-    """Put each file in the blob store; the references the submission carries."""
-    store = store or open_store(settings)
-    refs = []
-    for name, path in named:
-        try:
-            ref = store.put_file(path)
-        except BlobStoreError as e:
-            raise InputError(f"--input {path}: {e}") from e
-        refs.append(input_ref(name, ref.sha256, ref.size))
+def upload_inputs(settings, account: str, named: list[tuple[str, str]]) -> list[dict]:
+    """Send each file the store lacks through the ledger's upload grants; the references the submission carries."""
+    from cli.jobs import ask
+
+    hashed = [(name, path, hash_file(path)) for name, path in named]
+    distinct = list(dict.fromkeys(ref for _, _, ref in hashed))
+    answer = asyncio.run(ask(settings, account, "upload_grants",
+                             {"files": [ref.to_wire() for ref in distinct]}))
+    granted = {(item["sha256"], item["size"]): item for item in answer["files"]}
+    refs, sent = [], set()
+    for name, path, ref in hashed:
+        item, found = input_ref(name, ref.sha256, ref.size), granted[(ref.sha256, ref.size)]
+        if not found["stored"] and found["upload"] not in sent:
+            try:
+                upload(found["grant"], path)
+            except (BlobStoreError, OSError) as e:
+                raise InputError(f"--input {path}: {e}") from e
+            sent.add(found["upload"])
+            item["upload"] = found["upload"]  # a second input of the same bytes needs no upload of its own
+        refs.append(item)
     return refs

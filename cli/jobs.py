@@ -66,7 +66,7 @@ def cmd_submit(settings, args) -> int:
         # issue 17: checked, then uploaded before the submission that names them is published
         from cli.inputs import check_input_files, upload_inputs
 
-        payload["inputs"] = upload_inputs(settings, check_input_files(settings, args.inputs))
+        payload["inputs"] = upload_inputs(settings, args.account, check_input_files(settings, args.inputs))
     payload.update(limits)
     reply = send_and_check(settings, args.account, "job.submitted", payload, args.request_id)
     job_id = payload["job_id"]

@@ -1,6 +1,7 @@
 """marketctl map: one function over many items, in chunks that run as jobs (issue 17).
 
-``map`` checks the module in the sandbox (as ``submit`` does), splits the
+``map`` checks the module in the sandbox, running ENTRY on the first item
+as a chunk would (cli.map_check), splits the
 items into chunks and sends one ``map.submitted``; the ledger makes the map
 and its chunk jobs (ledger.fold_maps). ``result MAP`` assembles the chunks'
 JSON results here, in item order, or runs the reduce as a job of its own on
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 
 from broker_setup.rpc import QueryRefused, Refused
 from cli.jobs import UsageError, ask, wait_for_job
@@ -21,14 +23,21 @@ from contracts.maps import REDUCE_ENTRY, assemble, build_map, chunk_module, map_
 from contracts.package import PackageError, dumps_state, new_job_id, parse_target, read_source, result_as_json
 
 
-def _checked_module(settings, target: str, confined: bool) -> tuple[bytes, str]:
-    """The source of FILE.py and its ENTRY, loaded in the sandbox with the runners appended, as a worker will."""
+def _checked_module(settings, target: str, confined: bool, items: list | None = None,
+                    items_name: str = "") -> tuple[bytes, str]:
+    """The source of FILE.py and its ENTRY, checked in the sandbox as a chunk runs (cli.map_check):
+    with ``items``, ENTRY runs on the first; without, FILE.py is a reduce's."""
     path, entry = parse_target(target)
     source = read_source(path)
+    from cli.map_check import check_map_module, check_reduce_module
     from sandbox import CONFINED, UNSAFE
-    from sandbox.build import build_confined
-    asyncio.run(build_confined(chunk_module(source), entry, None, filename=path.name,
-                               max_bytes=settings.max_blob_bytes, confinement=CONFINED if confined else UNSAFE))
+    confinement = CONFINED if confined else UNSAFE
+    if items is None:
+        check_reduce_module(source, entry, filename=path.name, max_bytes=settings.max_blob_bytes,
+                            confinement=confinement)
+    else:
+        check_map_module(source, entry, items[0], filename=path.name, items_name=items_name,
+                         max_bytes=settings.max_blob_bytes, confinement=confinement)
     return source, entry
 
 
@@ -41,7 +50,8 @@ def build_map_submission(settings, args) -> dict:
         raise UsageError("--allow-failures must be 0 or more")
     try:
         items = read_items(args.items)
-        source, entry = _checked_module(settings, args.target, not args.unsafe_no_sandbox)
+        source, entry = _checked_module(settings, args.target, not args.unsafe_no_sandbox, items,
+                                        os.path.basename(args.items))
         reduce = _checked_module(settings, args.reduce, not args.unsafe_no_sandbox) if args.reduce else None
         built = build_map(source, entry, items, args.chunk, settings.max_blob_bytes)
     except PackageError as e:

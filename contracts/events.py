@@ -191,8 +191,9 @@ class JobSubmitted(Payload):
     #: v3: run on this many workers of different owners and keep the majority's result
     #: (ledger.fold_replicas); the owner pays each replica
     replicas = StrictInt(validate=validate.Range(min=1, max=3), load_default=1)
-    #: issue 17: input files, in the blob store before the job is published (absent: none)
-    inputs = Inputs()
+    #: issue 17: input files, in the blob store before the job is published (absent: none),
+    #: or uploaded by the member under the ``upload`` key its upload grant named
+    inputs = Inputs(submitted=True)
     #: issue 17 (absent before: no limit): executed seconds across leases, and a wall-clock
     #: deadline; past either the job fails (ledger.fold_limits)
     max_runtime_seconds = MaxRuntime()

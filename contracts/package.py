@@ -288,13 +288,15 @@ def parse_target(target: str) -> tuple[Path, str]:
     return Path(path), entry
 
 
-def build_package(path, entry: str, args=None, max_bytes: int = MAX_PACKAGE_BYTES) -> BuiltPackage:
+def build_package(path, entry: str, args=None, max_bytes: int = MAX_PACKAGE_BYTES,
+                  initial_state: bool = True) -> BuiltPackage:
     """Read, load and check a job module; serialize its initial state.
 
     The module runs here, under its stable name, so that classes it defines
     pickle the way a worker will unpickle them. The initial state is
-    ``module.initial_state(args)`` when the module defines ``initial_state``,
-    else ``args``. Every failure is a :class:`PackageError` with one line.
+    ``module.initial_state(args)`` when the module defines ``initial_state``
+    (and ``initial_state`` is true: a map's chunks never call it), else
+    ``args``. Every failure is a :class:`PackageError` with one line.
     """
     path = Path(path)
     display = path.name
@@ -302,7 +304,7 @@ def build_package(path, entry: str, args=None, max_bytes: int = MAX_PACKAGE_BYTE
     sha256 = hashlib.sha256(source).hexdigest()
     module = _execute(source, sha256, path)
     function = _find_entry(module, entry, display)
-    state = dumps_state(_initial_state(module, args, display), what="the initial state")
+    state = dumps_state(_initial_state(module, args, display) if initial_state else args, what="the initial state")
     size = len(source) + len(state)
     if size > max_bytes:
         raise PackageTooLarge(f"package is {_size(size, max_bytes)}; the limit is {_size(max_bytes, size)}")

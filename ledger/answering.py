@@ -18,19 +18,19 @@ log = structlog.get_logger("queries")
 
 
 async def answer_query(message, publisher: Publisher, engine, reads, cursors: Cursors, *,
-                       as_user: str = LEDGER_ACTOR, limit: QueryRateLimit | None = None) -> None:
+                       as_user: str = LEDGER_ACTOR, limit: QueryRateLimit | None = None, uploads=None) -> None:
     """Answer one question (an aio-pika message) on the ``reads`` executor,
     never waiting for the writer's thread; replies as broker user ``as_user``.
-    An asker over ``limit`` is refused before anything is read."""
+    An asker over ``limit`` is refused before anything is read. ``uploads``: for upload grants."""
     async with message.process(requeue=False):
-        reply = await _reply(message, engine, reads, cursors, limit)
+        reply = await _reply(message, engine, reads, cursors, limit, uploads)
         if message.reply_to:
             await publisher.publish(orjson.dumps(reply), message.reply_to, user_id=as_user,
                                     message_id=message.message_id or "", correlation_id=message.correlation_id,
                                     exchange="", mandatory=False)
 
 
-async def _reply(message, engine, reads, cursors: Cursors, limit: QueryRateLimit | None) -> dict:
+async def _reply(message, engine, reads, cursors: Cursors, limit: QueryRateLimit | None, uploads) -> dict:
     try:
         asked = orjson.loads(message.body)
         name, args = asked["query"], asked.get("args") or {}
@@ -44,4 +44,4 @@ async def _reply(message, engine, reads, cursors: Cursors, limit: QueryRateLimit
             log.info("queries.refused", account=message.user_id, query=name, retry_in=round(wait, 3))
             return {"ok": False, "error": limit.refusal(wait), "retry_in": round(wait, 3)}
     return await asyncio.get_running_loop().run_in_executor(reads, answer, engine, message.user_id, name, args,
-                                                                 cursors)
+                                                                 cursors, uploads)

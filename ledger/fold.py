@@ -226,6 +226,9 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
     p = event.payload
     if p["job_id"] in state.jobs:
         return refuse(event, f"job id {p['job_id']} is already taken")
+    refused_reduce = fold_maps.reduce_refusal(state, event)
+    if refused_reduce:
+        return refused_reduce
     if p["probe"] or p["target_worker_id"]:
         # probes are the speed probe's own, unbilled, and pinned to one worker
         if event.actor != SPEEDPROBE_ACTOR:
@@ -248,7 +251,7 @@ def _job_submitted(state: MarketState, event: Recorded) -> list[Derived]:
     missing_inputs = fold_inputs.refusal(state, event.event_id)
     if missing_inputs:
         return _rejected_job(p["job_id"], missing_inputs)
-    accepted, ready = submitted_accepted_ready(event)
+    accepted, ready = submitted_accepted_ready(event, fold_maps.reduce_overrides(state, event))
     if p.get("replicas", 1) > 1 and not p["probe"]:
         replicated = fold_replicas.submitted(state, accepted, ready, p["replicas"])
         return _rejected_job(p["job_id"], replicated) if isinstance(replicated, str) else replicated
@@ -332,7 +335,7 @@ def _owned_job(state: MarketState, event: Recorded) -> Job | str:
         return f"job {job.job_id} is a replica of {job.parent_id}: cancel or reprice {job.parent_id} itself"
     if job.map_id is not None:
         return fold_maps.not_its_own(job)
-    if job.status in TERMINAL_JOB_STATES:
+    if job.status in TERMINAL_JOB_STATES and not fold_maps.reduce_pending(state, job):
         return f"job {job.job_id} is already {job.status}"
     return job
 

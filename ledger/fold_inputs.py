@@ -24,7 +24,8 @@ def accepted_fields(payload: dict) -> dict:
     """What ``job.accepted`` adds for a job with inputs (nothing for one without:
     its payload stays as it was before inputs existed)."""
     inputs = payload.get("inputs") or []
-    return {"inputs": [dict(item) for item in inputs]} if inputs else {}
+    # the upload a submission named is adopted by then: the job knows its inputs by their hash only
+    return {"inputs": [{k: v for k, v in item.items() if k != "upload"} for item in inputs]} if inputs else {}
 
 
 def accepted(job: Job, payload: dict) -> None:

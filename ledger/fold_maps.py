@@ -16,6 +16,12 @@ job at the parent's price, paying for its own leases as any job.
   withdrawn, beyond ``allow_failures``, fails the map with the chunk's reason;
   a map that fails or is cancelled withdraws its unfinished chunks.
 - **Reprice.** A map's new price applies to every unfinished chunk.
+- **The reduce** (``MAP.reduce``, submitted by ``marketctl result`` once the
+  map completed) belongs to the map: only the map's owner may submit it, at
+  the map's price whatever the submission says, and only while the map is
+  completed. Until the reduce ends, the map may still be repriced (the
+  reduce, made or still to come, runs at the new price) and cancelled (the
+  map becomes cancelled: a running reduce is withdrawn, a later one refused).
 """
 from __future__ import annotations
 
@@ -28,10 +34,16 @@ from ledger.state import Job, MarketState
 MAPPING = "mapping"
 #: how a chunk ends without a result
 NOT_COMPLETED = frozenset({"failed", "quarantined", "cancelled"})
+#: the reduce job marketctl submits for a map (a job of the map's owner)
+REDUCE_SUFFIX = ".reduce"
 
 
 def chunk_id(map_id: str, number: int) -> str:
     return f"{map_id}.c{number}"
+
+
+def reduce_id(map_id: str) -> str:
+    return map_id + REDUCE_SUFFIX
 
 
 def chunks_of(state: MarketState, parent: Job) -> list[Job]:
@@ -78,6 +90,8 @@ def _taken(state: MarketState, job_id: str, count: int) -> str | None:
         return f"job id {job_id} is too long for {count} chunks"
     if any(chunk_id(job_id, n) in state.jobs for n in range(1, count + 1)):
         return f"job id {job_id}'s chunk ids are already taken"
+    if reduce_id(job_id) in state.jobs:
+        return f"job id {job_id}'s reduce id is already taken"
     return None
 
 
@@ -139,7 +153,8 @@ def _map_completed(state: MarketState, event: Recorded) -> list[Derived]:
 
 
 def ended(state: MarketState, job: Job, reason: str = "", error: str = "") -> list[Derived]:
-    """A job ended without a result: a chunk may fail its map; a map withdraws its unfinished chunks.
+    """A job ended without a result: a chunk may fail its map; a map withdraws its unfinished chunks
+    and reduce.
     A failed map keeps its chunk's error and reason as its own error (``reason``, ``error``: of its
     ``job.failed``)."""
     if job.map_id is not None:
@@ -151,20 +166,69 @@ def ended(state: MarketState, job: Job, reason: str = "", error: str = "") -> li
     if not state.deriving:
         return []
     return [Derived("job.withdrawn", {"job_id": c.job_id, "reason": f"its map {job.job_id} is {job.status}"})
-            for c in chunks_of(state, job) if c.status not in TERMINAL_JOB_STATES]
+            for c in _unfinished(state, job)]
 
 
 def repriced(state: MarketState, parent: Job, seq: int) -> list[Derived]:
-    """A map's new price applies to its unfinished chunks (from their next lease)."""
+    """A map's new price applies to its unfinished chunks and reduce (from their next lease)."""
     derived = []
-    for chunk in chunks_of(state, parent) if parent.chunks else []:
-        if chunk.status in TERMINAL_JOB_STATES:
-            continue
-        chunk.price = parent.price
-        state.touch("jobs", chunk.job_id, seq)
-        if chunk.status == "ready" and state.deriving:
-            derived.append(ready_again(chunk, state))
+    for job in _unfinished(state, parent):
+        job.price = parent.price
+        state.touch("jobs", job.job_id, seq)
+        if job.status == "ready" and state.deriving:
+            derived.append(ready_again(job, state))
     return derived
+
+
+def _unfinished(state: MarketState, parent: Job) -> list[Job]:
+    """The map's chunks and its reduce job that have not ended (none for a job that is no map)."""
+    if not parent.chunks:
+        return []
+    reduce = state.jobs.get(reduce_id(parent.job_id))
+    return [job for job in chunks_of(state, parent) + ([reduce] if reduce is not None else [])
+            if job.status not in TERMINAL_JOB_STATES]
+
+
+# ---- the reduce job ----------------------------------------------------------------
+
+def _map_of_reduce(state: MarketState, job_id: str) -> Job | None:
+    """The map whose reduce job ``job_id`` names, if it names one."""
+    if not job_id.endswith(REDUCE_SUFFIX):
+        return None
+    parent = state.jobs.get(job_id[:-len(REDUCE_SUFFIX)])
+    return parent if parent is not None and parent.chunks and parent.reduce_entry else None
+
+
+def reduce_refusal(state: MarketState, event: Recorded) -> list[Derived] | None:
+    """Why a submission of a map's reduce job is refused: by another account
+    (the id is not the asker's, nothing is rejected under it), or while the map
+    is not completed (cancelled, failed, still mapping). None: not a reduce, or
+    one that may run."""
+    parent = _map_of_reduce(state, event.payload["job_id"])
+    if parent is None:
+        return None
+    if parent.owner != event.actor:
+        return refuse(event, f"job id {event.payload['job_id']} is already taken")
+    if parent.status != "completed":
+        return [Derived("job.rejected", {"job_id": event.payload["job_id"],
+                                         "reason": f"its map {parent.job_id} is {parent.status}: "
+                                                   "a map's reduce runs only once its chunks completed"})]
+    return None
+
+
+def reduce_overrides(state: MarketState, event: Recorded) -> dict:
+    """A map's reduce runs at the map's price (repriced since, perhaps), whatever its submission says."""
+    parent = _map_of_reduce(state, event.payload["job_id"])
+    return {"price": parent.price} if parent is not None else {}
+
+
+def reduce_pending(state: MarketState, job: Job) -> bool:
+    """A completed map whose reduce has not ended yet (not made yet, or running):
+    its owner may still reprice or cancel it."""
+    if job.status != "completed" or not job.chunks or not job.reduce_entry:
+        return False
+    reduce = state.jobs.get(reduce_id(job.job_id))
+    return reduce is None or reduce.status not in TERMINAL_JOB_STATES
 
 
 def not_its_own(job: Job) -> str | None:

@@ -2,16 +2,23 @@
 
 Before it folds a batch, the ledger asks the store about each submission's
 input files: upload-before-publish means the bytes must already be there,
-with the hash and the size the event claims. A forged hash with no bytes
-behind it gets ``job.rejected`` with the reason found here (the fold reads
-it from ``state.input_refusals``: ledger.fold_inputs). When it grants a
-lease, it gives the worker a grant per input, valid until the deadline.
+with the hash and the size the event claims. An input that names a
+member's upload (``upload``, made through ledger.upload_grants) is adopted
+first: moved to its content address if its bytes hash to what the input
+claims. A forged hash with no bytes behind it, an upload missing, not the
+submitter's or not what it claims gets ``job.rejected`` with the reason found
+here (the fold reads it from ``state.input_refusals``: ledger.fold_inputs).
+When it grants a lease, it gives the worker a grant per input, valid until
+the deadline.
 """
 from __future__ import annotations
 
 import structlog
 
-from blobstore import BlobStore, BlobStoreError, open_store
+from blobstore import BlobMissing, BlobStore, BlobStoreError, open_store
+from blobstore.base import BlobCorrupt
+from contracts.blobs import BlobRef
+from contracts.inputs import upload_owned_by
 
 log = structlog.get_logger("ledger.inputs")
 
@@ -55,7 +62,7 @@ def input_refusals(store: BlobStore | None, decoded, max_input_bytes: int) -> di
     for _, envelope in decoded:
         inputs = envelope.payload.get("inputs") if envelope.type == "job.submitted" else None
         if inputs:
-            reason = _refusal(store, inputs, max_input_bytes)
+            reason = _refusal(store, inputs, max_input_bytes, envelope.actor)
             if reason:
                 refusals[envelope.event_id] = reason
                 log.info("ledger.inputs_refused", event_id=envelope.event_id, job_id=envelope.payload["job_id"],
@@ -63,13 +70,16 @@ def input_refusals(store: BlobStore | None, decoded, max_input_bytes: int) -> di
     return refusals
 
 
-def _refusal(store: BlobStore | None, inputs: list[dict], max_input_bytes: int) -> str | None:
+def _refusal(store: BlobStore | None, inputs: list[dict], max_input_bytes: int, actor: str) -> str | None:
     for item in inputs:
         name, sha, size = item["name"], item["sha256"], item["size"]
         if size > max_input_bytes:
             return f"input {name} is {size} bytes; the limit is {max_input_bytes} (MARKET_MAX_INPUT_BYTES)"
         if store is None:
             return "this market has no blob store for input files"
+        adopted = _adopted(store, item, actor) if item.get("upload") else None
+        if adopted:
+            return f"input {name}: {adopted}"
         try:
             stored = store.size(sha)
         except BlobStoreError as e:
@@ -79,3 +89,24 @@ def _refusal(store: BlobStore | None, inputs: list[dict], max_input_bytes: int) 
         if stored != size:
             return f"input {name}: the blob {sha[:12]}... is {stored} bytes, not {size}"
     return None
+
+
+def _adopted(store: BlobStore, item: dict, actor: str) -> str | None:
+    """Adopt the member's upload as the input's blob; why not, or None."""
+    key, expected = item["upload"], BlobRef(item["sha256"], item["size"])
+    if not upload_owned_by(key, actor):
+        return f"the upload {key} is not one of {actor}'s (ask for upload grants)"
+    try:
+        store.adopt(key, expected)
+        return None
+    except BlobCorrupt as e:
+        return str(e)
+    except BlobMissing as e:
+        missing = f"{e} (upload it, through its grant, before submitting)"
+    except BlobStoreError as e:
+        return f"the blob store cannot be asked ({e})"
+    try:
+        # a redelivered submission whose upload was adopted the first time: the blob is there
+        return None if store.has(expected) else missing
+    except BlobStoreError as e:
+        return f"the blob store cannot be asked ({e})"

@@ -13,15 +13,8 @@ from sqlalchemy import func, select
 
 from contracts.maps import chunk_sizes
 from ledger import tables
+from ledger.fold_maps import reduce_id
 from ledger.queries import QueryError, _owned_job, query
-
-#: the reduce job marketctl submits for a map (a job of the map's owner)
-REDUCE_SUFFIX = ".reduce"
-
-
-def reduce_id(map_id: str) -> str:
-    return map_id + REDUCE_SUFFIX
-
 
 def _chunk_rows(conn, map_id: str) -> list:
     j = tables.jobs.c

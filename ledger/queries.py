@@ -32,24 +32,29 @@ Query = Callable[..., object]
 QUERIES: dict[str, Query] = {}
 #: the queries that answer one page at a time: fn(conn, actor, page, **args) -> (data, next sort key)
 PAGED: set[str] = set()
+#: the queries that grant access to the blob store: fn(conn, actor, uploads, **args) (ledger.upload_grants)
+WITH_UPLOADS: set[str] = set()
 #: the only queries a worker's own key may ask (ledger.earnings_query)
 WORKER_QUERIES = frozenset({"earnings"})
 
 
-def query(name: str, paged: bool = False):
+def query(name: str, paged: bool = False, uploads: bool = False):
     def register(fn: Query) -> Query:
         QUERIES[name] = fn
         if paged:
             PAGED.add(name)
+        if uploads:
+            WITH_UPLOADS.add(name)
         return fn
 
     return register
 
 
-def answer(engine, actor: str, name: str, args: dict, cursors: Cursors | None = None) -> dict:
+def answer(engine, actor: str, name: str, args: dict, cursors: Cursors | None = None, uploads=None) -> dict:
     """Run query ``name`` for ``actor``; returns ``{"ok": True, "data": ...}``
     (and ``"next"``, a cursor or None, for a paged query) or ``{"ok": False, "error": ...}``.
-    ``cursors`` seals the paged queries' cursors (the query side's key)."""
+    ``cursors`` seals the paged queries' cursors (the query side's key); ``uploads``: the
+    blob store of upload grants (ledger.inputs_check.LedgerInputs), None where there is none."""
     fn = QUERIES.get(name)
     if fn is None:
         return {"ok": False, "error": f"unknown query {name!r} (known: {', '.join(sorted(QUERIES))})"}
@@ -62,7 +67,8 @@ def answer(engine, actor: str, name: str, args: dict, cursors: Cursors | None = 
     try:
         if name not in PAGED:
             with engine.connect() as conn:
-                return {"ok": True, "data": fn(conn, actor, **args)}
+                store = (uploads,) if name in WITH_UPLOADS else ()
+                return {"ok": True, "data": fn(conn, actor, *store, **args)}
         args = dict(args)
         page = cursors.page(args.pop("limit", None), args.pop("after", None))
         with engine.connect() as conn:
@@ -402,3 +408,5 @@ from ledger import log_queries  # noqa: E402,F401
 from ledger import canary_queries, replica_queries  # noqa: E402,F401
 # a worker owner's earnings ("earnings")
 from ledger import earnings_query  # noqa: E402,F401
+# issue 17: a member's input files, uploaded through the market's grants ("upload_grants")
+from ledger import upload_grants  # noqa: E402,F401

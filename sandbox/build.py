@@ -35,10 +35,11 @@ def build_limits(max_bytes: int) -> Limits:
 
 
 async def build_in(sandbox: Sandbox, source: bytes, entry: str, args, *, filename: str = "job.py",
-                   max_bytes: int, timeout: float = BUILD_TIMEOUT) -> BuiltPackage:
-    """The package of ``source`` built by a child of ``sandbox``; :class:`BuildFailed` with one line if not."""
+                   max_bytes: int, timeout: float = BUILD_TIMEOUT, initial_state: bool = True) -> BuiltPackage:
+    """The package of ``source`` built by a child of ``sandbox``; :class:`BuildFailed` with one line if not.
+    ``initial_state``: call the module's ``initial_state(args)`` (False: the state is ``args``)."""
     try:
-        lease = await sandbox.run_frame(build_frame(source, entry, args, filename, max_bytes),
+        lease = await sandbox.run_frame(build_frame(source, entry, args, filename, max_bytes, initial_state),
                                         time.monotonic() + timeout)
     except SandboxError as e:
         raise BuildFailed(f"the sandbox failed: {e}") from e
@@ -57,14 +58,20 @@ async def build_in(sandbox: Sandbox, source: bytes, entry: str, args, *, filenam
                         kind=header["kind"], state=state)
 
 
-async def build_confined(source: bytes, entry: str, args, *, filename: str = "job.py", max_bytes: int,
-                         confinement: Confinement = CONFINED) -> BuiltPackage:
-    """Build in a sandbox of its own, started for this module and stopped after (~0.1 s)."""
+def started_build_sandbox(max_bytes: int, confinement: Confinement = CONFINED) -> Sandbox:
+    """A sandbox with the build's limits, started; :class:`BuildFailed` if this machine cannot confine."""
     sandbox = Sandbox(build_limits(max_bytes), confinement=confinement)
     try:
         sandbox.start()
     except SandboxError as e:
         raise BuildFailed(f"cannot load the module safely here: {e}") from e
+    return sandbox
+
+
+async def build_confined(source: bytes, entry: str, args, *, filename: str = "job.py", max_bytes: int,
+                         confinement: Confinement = CONFINED) -> BuiltPackage:
+    """Build in a sandbox of its own, started for this module and stopped after (~0.1 s)."""
+    sandbox = started_build_sandbox(max_bytes, confinement)
     try:
         return await build_in(sandbox, source, entry, args, filename=filename, max_bytes=max_bytes)
     finally:

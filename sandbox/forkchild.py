@@ -255,7 +255,8 @@ def run_build(header: dict, body: bytes) -> tuple[dict, bytes]:
         path = os.path.join(os.getcwd(), os.path.basename(header["filename"]) or "job.py")
         with open(path, "wb") as out:
             out.write(body)
-        built = package.build_package(path, header["entry"], header["args"], max_bytes=header["max_bytes"])
+        built = package.build_package(path, header["entry"], header["args"], max_bytes=header["max_bytes"],
+                                      initial_state=header.get("initial_state", True) is not False)
     except package.PackageError as error:
         return {"status": "errored", "error": str(error), "safe_points": 0}, b""
     except BaseException as error:  # noqa: BLE001 - whatever the module did, one line for the member

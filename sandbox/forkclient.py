@@ -46,9 +46,10 @@ class SandboxError(MarketError):
 # -- what the worker side does per lease -------------------------------------
 
 
-def build_frame(source: bytes, entry: str, args, filename: str, max_bytes: int) -> bytes:
+def build_frame(source: bytes, entry: str, args, filename: str, max_bytes: int, initial_state: bool = True) -> bytes:
     """The frame that asks a child to load a module and build its package (:func:`sandbox.forkchild.run_build`)."""
-    header = {"op": "build", "entry": entry, "args": args, "filename": filename, "max_bytes": max_bytes}
+    header = {"op": "build", "entry": entry, "args": args, "filename": filename, "max_bytes": max_bytes,
+              "initial_state": initial_state}
     return forkchild.encode_frame(header, source)
 
 

@@ -57,3 +57,41 @@ def test_a_map_over_the_message_limit_is_refused_before_it_is_sent(tmp_path):
     done = marketctl_map(tmp_path, *common(items=items), "--chunk", "50")
     assert done.returncode == 2
     assert "the map is" in done.stderr and "the limit is 4194304" in done.stderr, done.stderr
+
+
+NEEDS_AN_ITEM = '''
+def initial_state(args):  # a chunk never calls it: its states are its items
+    return {"n": args["n"]}
+
+
+def square(item):
+    if item is None:
+        raise ValueError("square needs an item")
+    return item["n"] * item["n"]
+'''
+
+
+def map_needing_an_item(tmp_path: Path, items: str) -> subprocess.CompletedProcess:
+    module = tmp_path / "needs_an_item.py"
+    module.write_text(NEEDS_AN_ITEM)
+    path = tmp_path / "items.jsonl"
+    path.write_text(items)
+    return marketctl_map(tmp_path, *common(f"{module}:square", path))
+
+
+def test_an_entry_that_fails_on_none_but_works_on_items_passes_the_check(tmp_path):
+    # Given a module whose initial_state and entry both fail on None, and items they work on
+    # When
+    done = map_needing_an_item(tmp_path, '{"n": 2}\n{"n": 3}\n')
+    # Then every check passed: only the broker (nobody listens) stopped it
+    assert done.returncode == 1 and "cannot reach the broker" in done.stderr, done.stderr
+
+
+def test_an_entry_that_fails_on_its_first_item_is_one_clear_line_and_nothing_is_sent(tmp_path):
+    # Given the same module, and a first item it cannot take
+    # When
+    done = map_needing_an_item(tmp_path, '7\n{"n": 3}\n')
+    # Then
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("marketctl: square(the first item of items.jsonl) failed: "
+                                   "TypeError: 'int' object is not subscriptable")

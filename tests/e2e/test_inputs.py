@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from blobstore import open_store
+from contracts.blobs import hash_file
+from contracts.inputs import owner_tag
 from tests.e2e.conftest import unique
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -125,36 +127,61 @@ from tests.blobstore.conftest import S3_KEY, S3_SECRET, s3_server  # noqa: E402,
 @pytest.fixture
 def s3_market(clean_queues, tmp_path, s3_server):
     """The market with its blob store on moto's S3 server: only the ledger and
-    the submitter hold the store's key; workers run with none."""
+    the query agent hold the store's key; members and workers run with none.
+    ``store``: the test's own view of the store."""
     import boto3
+    from botocore.config import Config
 
+    from blobstore.s3 import S3Store
     from tests.e2e.conftest import start_market
 
     bucket = f"market-{uuid.uuid4().hex[:10]}"
     store_env = {"MARKET_BLOB_STORE": f"s3://{bucket}/market", "MARKET_S3_ENDPOINT": s3_server}
     keys = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
-    boto3.client("s3", endpoint_url=s3_server, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
-                 region_name="us-east-1").create_bucket(Bucket=bucket)
-    running = start_market(clean_queues, tmp_path, **store_env, **keys)
-    running.submitter_env = {**running.env, **store_env, **keys}
+    client = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
+                          region_name="us-east-1", config=Config(signature_version="s3v4"))
+    client.create_bucket(Bucket=bucket)
+    running = start_market(clean_queues, tmp_path, query_env={**store_env, **keys}, **store_env, **keys)
+    running.store = S3Store(bucket, prefix="market", client=client)
     yield running
     running.stop_all()
     print("logs in", tmp_path)
 
 
-def test_a_job_reads_its_inputs_from_the_s3_store_through_presigned_urls(s3_market, tmp_path):
-    # Given a worker with no store credentials at all (its environment has no AWS_* key)
+def member_key(market, account: str, folder: Path) -> Path:
+    """A credentials file of ``account``'s own broker key, as a member on another machine holds."""
+    path = folder / f"{account}.json"
+    made = marketctl(market, "operator", "accounts", "key", account, "-o", str(path))
+    assert made.returncode == 0, made.stderr
+    return path
+
+
+def without_the_store(env: dict) -> dict:
+    """A member's environment: no store credentials, no store setting."""
+    return {k: v for k, v in env.items() if not k.startswith("AWS_") and k not in ("MARKET_BLOB_STORE",
+                                                                                  "MARKET_S3_ENDPOINT")}
+
+
+def test_a_member_with_no_store_credentials_submits_inputs_through_upload_grants(s3_market, tmp_path):
+    # Given a worker, and alice on her own key, neither holding any store credential
     market = s3_market
-    assert "AWS_SECRET_ACCESS_KEY" not in market.env
+    member_env = without_the_store(market.env)
+    assert "AWS_SECRET_ACCESS_KEY" not in market.env and not any(k.startswith("AWS_") for k in member_env)
+    key = member_key(market, "alice", tmp_path)
     worker = unique("s3-w")
     market.start_measured_worker(worker, speed=1000, lease_seconds=30)
     data, more = write_inputs(tmp_path)
-    # When alice submits with two inputs, uploaded to the S3 store by marketctl
-    submitted = subprocess.run([sys.executable, "-m", "cli.main", "--as", "alice", "submit", f"{JOB}:read_inputs",
-                                "--name", "s3 inputs", "--price", "2", "--input", str(data), "--input", str(more),
-                                "--json"], env=market.submitter_env, capture_output=True, text=True, timeout=120)
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = json.loads(submitted.stdout)["job_id"]
+
+    def submit(*inputs: Path) -> str:
+        args = [arg for path in inputs for arg in ("--input", str(path))]
+        done = subprocess.run([sys.executable, "-m", "cli.main", "--credentials", str(key), "submit",
+                               f"{JOB}:read_inputs", "--name", "s3 inputs", "--price", "2", *args, "--json"],
+                              env=member_env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["job_id"]
+
+    # When she submits with two inputs
+    job_id = submit(data, more)
     # Then the worker fetched both through its lease's URLs and the job read them, read-only
     market.wait_job(job_id, timeout=90)
     result = market.result(job_id)
@@ -163,6 +190,17 @@ def test_a_job_reads_its_inputs_from_the_s3_store_through_presigned_urls(s3_mark
     assert result["read_only_mount"] and result["append"] != "allowed"
     log = (tmp_path / f"{worker}.log").read_text()
     assert "worker.inputs_ready" in log and S3_SECRET not in log
+    # and her submission named her own uploads, which the ledger adopted: stored by hash, no upload left
+    submitted = {p["job_id"]: p for _, p in market.events("job.submitted")}
+    assert all(item["upload"].startswith(f"uploads/{owner_tag('alice')}.") for item in submitted[job_id]["inputs"])
+    assert all(market.store.has(hash_file(path)) for path in (data, more))
+    listed = market.store.client.list_objects_v2(Bucket=market.store.bucket, Prefix="market/uploads/")
+    assert listed.get("KeyCount", 0) == 0
+    # When she gives the same file to another job, Then it is not sent again: the store holds it
+    again = submit(data)
+    (payload,) = [p for _, p in market.events("job.submitted") if p["job_id"] == again]
+    assert [set(item) for item in payload["inputs"]] == [{"name", "sha256", "size"}]
+    market.wait_job(again, timeout=90)
 
 
 def test_a_one_gib_input_reaches_the_job_whole(market, tmp_path):

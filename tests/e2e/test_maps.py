@@ -6,7 +6,8 @@ A 200-item map runs in 10 chunks over 4 workers; one worker is killed with
 -9 in the middle of a chunk, after its checkpoint; its lease expires and
 another worker goes on with that chunk from the checkpoint; ``marketctl
 result`` gives the 200 results in item order. A map with ``--reduce`` gives the reduce job's result; a chunk that fails after its
-attempts fails the map with its reason; reprice and cancel reach the chunks;
+attempts fails the map with its reason; reprice and cancel reach the chunks, and a completed map's reduce still to
+be made;
 a member's own key may submit a map, a worker's key may not (the broker
 refuses the topic)."""
 from __future__ import annotations
@@ -164,6 +165,32 @@ def test_reprice_and_cancel_of_a_map_reach_every_unfinished_chunk(market, tmp_pa
     # and a chunk alone cannot be repriced: only its map
     alone = marketctl(market, "alice", "reprice", f"{map_id}.c4", "80")
     assert alone.returncode != 0 and f"is a chunk of map {map_id}" in alone.stderr, alone.stderr
+
+
+def test_reprice_and_cancel_of_a_completed_map_reach_its_reduce_before_it_is_made(market, tmp_path):
+    # Given one worker, and two maps with a reduce whose chunks have completed
+    worker = unique("bob-w")
+    market.start_measured_worker(worker, lease_seconds=10)
+    reduce = ("--chunk", "2", "--reduce", f"{JOBS / 'squares.py'}:total")
+    repriced_map, _ = submit_map(market, tmp_path, [1, 2, 3], *reduce)
+    cancelled_map, _ = submit_map(market, tmp_path, [4, 5], *reduce)
+    market.wait_job(repriced_map, timeout=120)
+    market.wait_job(cancelled_map, timeout=120)
+    # When alice reprices the first and cancels the second before asking for their results
+    repriced = marketctl(market, "alice", "reprice", repriced_map, "72")
+    assert repriced.returncode == 0, repriced.stderr
+    cancelled = marketctl(market, "alice", "cancel", cancelled_map)
+    assert cancelled.returncode == 0, cancelled.stderr
+    # Then the first's reduce runs at the new price
+    done = marketctl(market, "alice", "result", repriced_map)
+    assert done.returncode == 0 and json.loads(done.stdout) == 14, done.stderr
+    assert market.job(f"{repriced_map}.reduce").price == 72_000_000
+    # and the second's result is refused, its reduce never made
+    refused = marketctl(market, "alice", "result", cancelled_map)
+    assert refused.returncode != 0 and "cancelled" in refused.stderr, refused.stderr
+    with market.engine.connect() as conn:
+        assert conn.execute(select(tables.jobs.c.job_id)
+                            .where(tables.jobs.c.job_id == f"{cancelled_map}.reduce")).first() is None
 
 
 def test_a_members_own_key_submits_a_map_and_a_workers_key_cannot(market, tmp_path):

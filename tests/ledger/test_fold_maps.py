@@ -161,3 +161,91 @@ def test_a_map_of_a_stranger_or_with_a_taken_id_or_too_many_allowed_failures_is_
     assert "must be below the chunk count 2" in too_many[0].payload["reason"]
     assert {"x", "y", "x.c1", "y.c1"}.isdisjoint(market.state.jobs)
     assert_exact(market)
+
+
+def a_completed_map_with_a_reduce(market: MoneyMarket) -> None:
+    submit_map(market, "m", 2, reduce_module=Blob.of(b"reduce"), reduce_entry="merge")
+    run_chunk(market, "m.c1")
+    run_chunk(market, "m.c2", "wB")
+    assert market.state.jobs["m"].status == "completed"
+
+
+def test_a_reduce_made_after_a_reprice_of_the_map_runs_at_the_new_price():
+    # Given
+    market = a_market()
+    a_completed_map_with_a_reduce(market)
+    repriced = market.send("olga", "job.repriced", {"job_id": "m", "price": 2 * PRICE})
+    # When: the reduce is submitted at the old price (a `result` that asked before the reprice)
+    verdicts = market.submit("olga", "m.reduce", PRICE, kind="function", max_attempts=1)
+    # Then
+    assert types(repriced) == []
+    assert types(verdicts) == ["job.accepted", "job.ready"]
+    assert market.state.jobs["m.reduce"].price == 2 * PRICE and verdicts[1].payload["price"] == 2 * PRICE
+    assert_exact(market)
+
+
+def test_reprice_of_the_map_reaches_its_ready_reduce_and_stops_once_the_reduce_ended():
+    # Given
+    market = a_market()
+    a_completed_map_with_a_reduce(market)
+    market.submit("olga", "m.reduce", PRICE, kind="function", max_attempts=1)
+    # When
+    verdicts = market.send("olga", "job.repriced", {"job_id": "m", "price": 3 * PRICE})
+    run_chunk(market, "m.reduce")
+    after = market.send("olga", "job.repriced", {"job_id": "m", "price": 4 * PRICE})
+    cancel_after = market.send("olga", "job.cancelled", {"job_id": "m"})
+    # Then
+    assert [(v.type, v.payload["job_id"], v.payload["price"]) for v in verdicts] == [
+        ("job.ready", "m.reduce", 3 * PRICE)]
+    assert [p["job_id"] for p in market.payments()][-1] == "m.reduce"
+    assert types(after) == ["request.rejected"] and "already completed" in after[0].payload["reason"]
+    assert types(cancel_after) == ["request.rejected"]
+    assert market.state.jobs["m"].status == "completed" and market.state.jobs["m.reduce"].price == 3 * PRICE
+    assert_exact(market)
+
+
+def test_a_map_cancelled_before_its_reduce_was_made_never_starts_it():
+    # Given
+    market = a_market()
+    a_completed_map_with_a_reduce(market)
+    # When
+    cancelled = market.send("olga", "job.cancelled", {"job_id": "m"})
+    verdicts = market.submit("olga", "m.reduce", PRICE, kind="function", max_attempts=1)
+    # Then
+    assert types(cancelled) == ["job.withdrawn"] and market.state.jobs["m"].status == "cancelled"
+    assert types(verdicts) == ["job.rejected"]
+    assert verdicts[0].payload["reason"].startswith("its map m is cancelled")
+    assert "m.reduce" not in market.state.jobs
+    assert_exact(market)
+
+
+def test_cancel_of_the_map_withdraws_its_running_reduce_unpaid():
+    # Given
+    market = a_market()
+    a_completed_map_with_a_reduce(market)
+    market.submit("olga", "m.reduce", PRICE, kind="function", max_attempts=1)
+    running = market.propose("m.reduce", "wA", 60)
+    paid_before = len(market.payments())
+    # When
+    market.send("olga", "job.cancelled", {"job_id": "m"})
+    # Then
+    jobs = market.state.jobs
+    assert (jobs["m"].status, jobs["m.reduce"].status) == ("cancelled", "cancelled")
+    assert market.state.leases[running].outcome == "cancelled"
+    assert len(market.payments()) == paid_before
+    assert_exact(market)
+
+
+def test_only_the_maps_owner_makes_its_reduce_and_only_once_its_chunks_completed():
+    # Given
+    market = a_market()
+    submit_map(market, "m", 2, reduce_module=Blob.of(b"reduce"), reduce_entry="merge")
+    market.deposit("alice", 10 * CREDIT)
+    # When
+    stranger = market.submit("alice", "m.reduce", PRICE, kind="function", max_attempts=1)
+    early = market.submit("olga", "m.reduce", PRICE, kind="function", max_attempts=1)
+    # Then
+    assert types(stranger) == ["request.rejected"] and "already taken" in stranger[0].payload["reason"]
+    assert types(early) == ["job.rejected"] and "its map m is mapping" in early[0].payload["reason"]
+    assert "m.reduce" not in market.state.jobs
+    assert_exact(market)

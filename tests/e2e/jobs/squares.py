@@ -16,3 +16,8 @@ def square(item):
         state = {**state, "slept": state["slept"] + 1}
         yield state
     return state["n"] * state["n"]
+
+
+def total(results):
+    """A reduce: the sum of every item's square."""
+    return sum(results)
