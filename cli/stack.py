@@ -34,6 +34,9 @@ AGENTS = {"ledger": "ledger.agent", "queries": "ledger.query_agent", "gatekeeper
           "speedprobe": "agents.speedprobe.agent", "portal": "web.agent"}
 #: what a process that holds no secret of the market's must not inherit
 SERVICE_SECRETS_ENV = ("MARKET_AMQP_URL", "MARKET_SERVICE_PASSWORD", "MARKET_DB_URL", "MARKET_WEB_SECRET")
+#: ... nor any variable with these prefixes: the blob store's credentials (boto3
+#: reads AWS_*), which a worker never holds (it reads and writes through grants)
+SERVICE_SECRET_PREFIXES = ("AWS_",)
 #: local workers ``up --workers N`` starts are named worker-1 ... worker-N
 WORKER_PREFIX = "worker-"
 #: seconds an agent gets to stop after SIGTERM before SIGKILL
@@ -100,7 +103,7 @@ def start_agent(settings, name: str, extra_env: dict | None = None, argv: list[s
     pid = read_pid(pid_file(settings, name))
     if alive(pid):
         return pid
-    env = _agent_env(settings, name, extra_env, secret_free)
+    env = agent_environment(settings, name, extra_env, secret_free)
     return _launch(settings, name, argv or [sys.executable, "-m", AGENTS[name]], env).pid
 
 
@@ -110,16 +113,18 @@ def spawn_agent(settings, name: str) -> subprocess.Popen:
     if name.startswith(WORKER_PREFIX):
         argv = [sys.executable, "-m", "cli.main", "--credentials", str(_local_worker_path(settings, name)),
                 "worker", "run"]
-        return _launch(settings, name, argv, _agent_env(settings, name, secret_free=True))
-    return _launch(settings, name, [sys.executable, "-m", AGENTS[name]], _agent_env(settings, name))
+        return _launch(settings, name, argv, agent_environment(settings, name, secret_free=True))
+    return _launch(settings, name, [sys.executable, "-m", AGENTS[name]], agent_environment(settings, name))
 
 
-def _agent_env(settings, name: str, extra_env: dict | None = None, secret_free: bool = False) -> dict:
+def agent_environment(settings, name: str, extra_env: dict | None = None, secret_free: bool = False) -> dict:
+    """The environment agent ``name`` starts with: a service's own broker URL, or,
+    ``secret_free``, none of the market's secrets and none of the store's credentials."""
     env = dict(os.environ, **_settings_env(settings), **(extra_env or {}))
     if name in permissions.SERVICES and settings.uses_local_broker:
         env["MARKET_AMQP_URL"] = settings.service_url(name)
     if secret_free:
-        for variable in SERVICE_SECRETS_ENV:
+        for variable in [*SERVICE_SECRETS_ENV, *(v for v in env if v.startswith(SERVICE_SECRET_PREFIXES))]:
             env.pop(variable, None)
     return env
 
