@@ -117,9 +117,8 @@ class FolderStore(BlobStore):
     def _upload_path(self, key: str) -> Path:
         if not UPLOAD_KEY.match(key):
             raise BlobStoreError(f"{key!r} is not an upload key (uploads/<lease id>/<what>)")
-        path = self.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        # not made here: a grant per lease would leave a folder per lease; the uploader makes it
+        return self.root / key
 
     def adopt(self, key: str, expected: BlobRef) -> None:
         upload = self._upload_path(key)
@@ -131,6 +130,10 @@ class FolderStore(BlobStore):
             os.replace(upload, temporary)
         except FileNotFoundError as e:
             raise BlobMissing(f"nothing was uploaded to {key}") from e
+        try:
+            upload.parent.rmdir()  # the lease's upload folder, once empty
+        except OSError:
+            pass
         ref = hash_file(temporary)
         if ref != expected:
             os.unlink(temporary)

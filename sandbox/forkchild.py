@@ -31,6 +31,7 @@ from contracts import package
 from sandbox import kernel
 from sandbox.confine import SCRATCH_IN_JOB, SCRATCH_MOUNT
 from sandbox.scratch import INPUTS_FOLDER
+from sandbox import stored_state
 
 #: frame prefix on the job socket: header length, body length
 FRAME = struct.Struct("!II")
@@ -221,7 +222,9 @@ def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -
         name = header["module_name"]
         module = package.exec_module(body[:module_bytes], name, name + ".py")
         entry = getattr(module, header["entry"])
-        returned = entry(package.loads_state(body[module_bytes:]))
+        # issue 17: a stored state comes as a file in the scratch, not in the frame
+        state = stored_state.read_state_in() if header.get("state_file") else body[module_bytes:]
+        returned = entry(package.loads_state(state))
         if inspect.isgenerator(returned):
             status, value = _drive(returned, started, header["budget_seconds"], control)
         else:
@@ -230,6 +233,9 @@ def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -
             blob = package.dumps_state(value, what=f"the state at safe point {control.safe_points}")
         else:
             blob = package.dumps_result(value)
+        stored = _stored(header, blob, status)
+        if stored is not None:
+            return {"status": status, "error": None, "safe_points": control.safe_points, **stored}, b""
         if len(blob) > blob_bytes:
             what = "state" if status == "checkpoint" else "result"
             raise package.PackageTooLarge(f"the {what} is {len(blob)} bytes; the limit is {blob_bytes}")
@@ -243,6 +249,19 @@ def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -
             reply["exit_code"] = error.code
         return reply, b""
     return {"status": status, "error": None, "safe_points": control.safe_points}, blob
+
+
+def _stored(header: dict, blob: bytes, status: str) -> dict | None:
+    """Issue 17: a blob over the worker's inline threshold (``inline_bytes``, given
+    when it can upload) is left as a file in the scratch; the reply header says its size."""
+    inline, most = header.get("inline_bytes"), header.get("stored_bytes")
+    if inline is None or len(blob) <= inline:
+        return None
+    if len(blob) > most:
+        what = "state" if status == "checkpoint" else "result"
+        raise package.PackageTooLarge(f"the {what} is {len(blob)} bytes; the limit is {most}")
+    stored_state.write_state_out(blob)
+    return {"stored_bytes": len(blob)}
 
 
 def run_build(header: dict, body: bytes) -> tuple[dict, bytes]:

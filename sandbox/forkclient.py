@@ -58,7 +58,11 @@ def work_frame(work: Work) -> bytes:
         "entry": work.entry, "kind": work.kind, "module_name": package.module_name(work.module_sha256),
         "module_bytes": len(work.module_source), "budget_seconds": work.budget_seconds,
     }
-    return forkchild.encode_frame(header, work.module_source + work.state)
+    if work.state_path is not None:
+        header["state_file"] = True  # issue 17: in the scratch (sandbox.stored_state), not in the frame
+    if work.stored_bytes:
+        header["inline_bytes"], header["stored_bytes"] = work.inline_bytes, work.stored_bytes
+    return forkchild.encode_frame(header, work.module_source + (b"" if work.state_path else work.state))
 
 
 class ChildLease:

@@ -40,6 +40,7 @@ from sandbox.forkclient import (  # noqa: F401 - BoundedOutput, SandboxError and
 )
 from sandbox.artifacts import collect as collect_artifacts
 from sandbox.scratch import ScratchDirs, place_inputs
+from sandbox.stored_state import StoredStateError, place_state, take_state
 
 #: longest error text kept (the tail of a traceback is what matters); events cap text at 64 KiB
 MAX_ERROR_CHARS = 32 * 1024
@@ -90,6 +91,12 @@ class Work:
     inputs: tuple = ()
     #: sees the output as it arrives (sandbox.live_output.LiveOutput), or None
     live: object = None
+    #: issue 17: the state to resume from is this file (the worker's checked copy), not ``state``
+    state_path: str | None = None
+    #: issue 17: a state or result over ``inline_bytes`` (and at most ``stored_bytes``) comes
+    #: back as ``Outcome.stored`` (a file) for the worker to upload; 0: only as frame bytes
+    inline_bytes: int = 0
+    stored_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,9 @@ class Outcome:
     seconds: float
     #: a finished lease's tar of its ``outputs/`` (sandbox.artifacts), or None
     artifacts: bytes | None = None
+    #: issue 17: the state (checkpoint) or result (finished) as an open binary file, when it
+    #: was over the work's ``inline_bytes`` (``state``/``result`` are then None); the caller closes it
+    stored: object = None
 
 
 class Sandbox:
@@ -184,7 +194,13 @@ class Sandbox:
                     place_inputs(scratch, work.inputs, link=self.confinement.enabled)
                 except OSError as e:
                     raise SandboxError(f"the job's input files could not be placed in its scratch: {e}") from e
+            if work.state_path is not None:
+                try:
+                    place_state(scratch, work.state_path, link=self.confinement.enabled)
+                except OSError as e:
+                    raise SandboxError(f"the job's stored state could not be placed in its scratch: {e}") from e
             outcome = await self._run_in(self._server, work, stop, hard_deadline, scratch, started)
+            outcome = with_stored(outcome, scratch)
             if outcome.status == "finished" and self.limits.artifact_bytes:
                 outcome = with_artifacts(outcome, scratch, self.limits.artifact_bytes)
         except SandboxError as e:
@@ -202,7 +218,7 @@ class Sandbox:
         network = work.network and self.confinement.allow_network
         lease = await self._lease(server, work_frame(work), stop, hard_deadline, scratch, network, work.live)
         return outcome_of(lease.reply(), lease.exit_code, lease.killed, lease.output.text(),
-                          time.monotonic() - started)
+                          time.monotonic() - started, work.stored_bytes)
 
     async def run_frame(self, frame: bytes, hard_deadline: float) -> ChildLease:
         """Run one child on ``frame`` (see :mod:`sandbox.forkchild`); the ended lease, for its reply.
@@ -236,25 +252,44 @@ class Sandbox:
         return lease
 
 
-def outcome_of(reply, exit_code: int | None, killed: bool, output: str, seconds: float) -> Outcome:
+def outcome_of(reply, exit_code: int | None, killed: bool, output: str, seconds: float,
+               stored_bytes: int = 0) -> Outcome:
     """Turn what came back from a child into an :class:`Outcome` (pure).
 
     ``reply`` is ``(header, body)``, an error text, or None when the child
     sent nothing complete; ``exit_code`` is negative when a signal killed it.
+    A reply naming a stored file (issue 17) keeps its size in ``stored`` for
+    :func:`with_stored` to open; only up to ``stored_bytes``, the most the worker allows.
     """
     if isinstance(reply, tuple):
         header, body = reply
         status, safe_points = header.get("status"), header.get("safe_points")
+        stored = header.get("stored_bytes")
         if status not in STATUSES or not isinstance(safe_points, int) or isinstance(safe_points, bool):
             reply = "the job sent a malformed reply header"
         elif status == "errored":
             return errored(str(header.get("error") or "the job failed"), exit_code, output, safe_points, seconds)
+        elif stored is not None and (type(stored) is not int or not 0 <= stored <= stored_bytes or body):
+            reply = "the job sent a malformed reply header"
         else:
             state, result = (body, None) if status == "checkpoint" else (None, body)
-            return Outcome(status, state, result, None, exit_code, output, safe_points, seconds)
+            if stored is not None:
+                state, result = None, None
+            return Outcome(status, state, result, None, exit_code, output, safe_points, seconds, stored=stored)
     if isinstance(reply, str):
         return errored(reply, exit_code, output, 0, seconds)
     return errored(death_reason(exit_code, killed), exit_code, output, 0, seconds)
+
+
+def with_stored(outcome: Outcome, scratch: str) -> Outcome:
+    """An outcome whose state or result the child left in ``scratch`` (issue 17), with
+    that file opened (it outlives the scratch); an errored outcome if it is not there."""
+    if not isinstance(outcome.stored, int):
+        return outcome
+    try:
+        return dataclasses.replace(outcome, stored=take_state(scratch, outcome.stored))
+    except StoredStateError as e:
+        return errored(str(e), outcome.exit_code, outcome.output, outcome.safe_points, outcome.seconds)
 
 
 def with_artifacts(outcome: Outcome, scratch: str, limit: int) -> Outcome:

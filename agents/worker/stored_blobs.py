@@ -1,0 +1,112 @@
+"""A worker's large states and results (issue 17): through the blob store, not the messages.
+
+A lease whose state is in the store carries a read grant for it: the worker
+fetches it (checked against the lease's sha256 and size) into its state
+folder, and the sandbox hands the file to the job. A state or result over
+MARKET_INLINE_BLOB_BYTES comes out of the sandbox as an open file, which
+the worker streams to its lease's upload key (``uploads/<lease>/checkpoint``
+or ``.../result``) through the lease's write grant, hashing it on the way;
+the report then names ``{"sha256", "size"}`` instead of carrying the bytes,
+and the ledger adopts the upload before it folds the report. Neither side
+holds a large state in memory, nor the store's credentials.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import time
+
+from blobstore import BlobStoreError
+from blobstore.transfer import fetch, upload
+from contracts.blobs import BlobRef
+from contracts.lease import LeaseMessage
+from sandbox import Outcome
+from sandbox.runner import errored
+
+#: the upload key a report's blob goes to, by the report's status
+UPLOAD_FOR = {"checkpoint": "checkpoint", "finished": "result"}
+
+
+class StoredBlobs:
+    """Stored states fetched for running leases, in the worker's state folder (MARKET_WORKER_STATE/<id>/states)."""
+
+    def __init__(self, folder):
+        # emptied first: what a killed worker left belongs to leases long over
+        self.folder = str(folder)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        os.makedirs(self.folder, 0o755)
+        os.chmod(self.folder, 0o755)  # a root worker's jobs (nobody) read the linked files
+
+    def fetch_state(self, lease: LeaseMessage) -> str:
+        """The lease's stored state as a checked, read-only file; raises BlobStoreError."""
+        path = os.path.join(self.folder, f"{lease.lease_id}.state")
+        fetch(lease.state_grant, BlobRef(lease.state_sha256, lease.state_size), path)
+        os.chmod(path, 0o444)
+        return path
+
+    def forget(self, path: str | None) -> None:
+        if path is not None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def upload_stored(lease: LeaseMessage, status: str, stored) -> BlobRef:
+    """Stream ``stored`` (an open file the sandbox handed back) to the lease's upload key
+    for ``status``, and close it; its address, for the report. Raises BlobStoreError, OSError."""
+    with stored:
+        return upload(lease.upload_grants[UPLOAD_FOR[status]], stored)
+
+
+def stored_limits(lease: LeaseMessage, inline_bytes: int, max_state_bytes: int) -> tuple[int, int]:
+    """(inline threshold, largest stored blob) for the sandbox's work: (0, 0) for a lease
+    with nowhere to upload (every state then travels in the report, bounded by the frames)."""
+    grants = lease.upload_grants or {}
+    if not all(what in grants for what in UPLOAD_FOR.values()):
+        return 0, 0
+    return inline_bytes, max_state_bytes
+
+
+def starting_state(lease: LeaseMessage):
+    """The state a handed-back lease reports: its own bytes, or the stored state's address
+    (which the ledger takes without an upload: it is the lease's own)."""
+    if lease.state_grant is not None:
+        return BlobRef(lease.state_sha256, lease.state_size)
+    return lease.state
+
+
+async def fetch_state(states: StoredBlobs, lease: LeaseMessage, lease_log) -> str | Outcome:
+    """The lease's stored state, fetched through its grant and checked; an errored outcome if not
+    (the lease errs, as for an input it could not fetch; the job is retried)."""
+    started = time.monotonic()
+    try:
+        path = await asyncio.to_thread(states.fetch_state, lease)
+    except (BlobStoreError, OSError) as e:
+        lease_log.warning("worker.state_unavailable", error=str(e))
+        return errored(f"the job's stored state could not be fetched: {e}", None, "", 0, time.monotonic() - started)
+    lease_log.info("worker.state_fetched", bytes=lease.state_size, seconds=round(time.monotonic() - started, 3))
+    return path
+
+
+async def upload_outcome(lease: LeaseMessage, outcome: Outcome, lease_log) -> Outcome:
+    """An outcome whose state or result the sandbox handed back as a file, uploaded through
+    the lease's write grant: it then holds the blob's address, for the report."""
+    if outcome.stored is None:
+        return outcome
+    started = time.monotonic()
+    try:
+        ref = await asyncio.to_thread(upload_stored, lease, outcome.status, outcome.stored)
+    except (BlobStoreError, OSError) as e:
+        lease_log.warning("worker.upload_failed", error=str(e))
+        return errored(f"the job's {UPLOAD_FOR[outcome.status]} could not be uploaded to the blob store: {e}",
+                       outcome.exit_code, outcome.output, outcome.safe_points, outcome.seconds)
+    lease_log.info("worker.uploaded", bytes=ref.size, seconds=round(time.monotonic() - started, 3))
+    if outcome.status == "checkpoint":
+        return dataclasses.replace(outcome, state=ref, stored=None)
+    return dataclasses.replace(outcome, result=ref, stored=None)
