@@ -240,6 +240,8 @@ async def job_page(request):
     if job["status"] == "completed":
         answer = await market.ask(account, "result", job_id=job["job_id"])
         try:
+            if "data" not in answer:  # issue 17: in the blob store, too large to show here
+                raise ResultNotJSON("stored")
             text = json.dumps(result_as_json(base64.b64decode(answer["data"])), indent=2)
             result, result_kind = (text[:RESULT_PREVIEW] + ("\n..." if len(text) > RESULT_PREVIEW else "")), "json"
         except ResultNotJSON:
@@ -260,7 +262,10 @@ async def job_result(request):
         answer = await market.ask(account, "result", job_id=job_id)
     except NotAnswered as e:
         raise HTTPException(409, str(e)) from e
-    data = base64.b64decode(answer["data"])
+    if "data" not in answer:
+        # issue 17: a result too large for a message is in the blob store; the portal does not relay it
+        raise HTTPException(409, f"job {job_id}'s result is in the blob store ({answer['size']} bytes): "
+                                 f"`marketctl result {job_id} --raw FILE` downloads it")
     try:
         body, kind, suffix = json.dumps(result_as_json(data), indent=2).encode(), "application/json", "json"
     except ResultNotJSON:
