@@ -23,9 +23,9 @@ RESULT_GRANT_SECONDS = 3600
 class ResultGrants:
     """Adds the read grant to the answer of a ``result`` whose bytes are in the store (opened at the first one)."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, store: BlobStore | None = None):
         self.settings = settings
-        self._store: BlobStore | None = None
+        self._store = store
 
     def complete(self, reply: dict) -> dict:
         data = reply.get("data") if reply.get("ok") else None

@@ -1,0 +1,103 @@
+"""Issue 17: a large state's and result's whole path through each store, the
+market's own functions end to end but no broker and no database: the lease
+message carries the grants the ledger made, the worker (with no store
+credentials) uploads through its write grant and fetches through its read
+grant, the ledger adopts, and the owner fetches a result through the grant
+the query side adds. Against the folder store and moto's S3 server."""
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import orjson
+
+from agents.worker.stored_blobs import StoredBlobs, stored_limits, upload_stored
+from cli.stored_results import result_bytes, save_result
+from contracts.blobs import BlobRef
+from contracts.lease import decode_lease_message, encode_lease_message
+from ledger.result_grants import ResultGrants
+from ledger.uploads_check import LedgerUploads, adopt_uploads
+from tests.blobstore.conftest import write_file
+
+MIB = 1024 * 1024
+
+
+class Settings:
+    lease_grace = 2.0
+
+
+def granted(lease_id: str, state_sha256: str) -> dict:
+    module = b"def run(state):\n    yield state\n"
+    return {"lease_id": lease_id, "job_id": "job-1", "worker_id": "w1", "checkpoint": 1, "lease_seconds": 30,
+            "deadline": "2030-01-01T00:00:00.000000Z", "entry": "run", "kind": "generator", "probe": False,
+            "module_sha256": hashlib.sha256(module).hexdigest(), "state_sha256": state_sha256, "price": 1}, module
+
+
+def lease_message(store, lease_id: str, state: BlobRef | bytes = b"a small state"):
+    """The lease message as the ledger's relay builds it (a state in the store, or inline bytes
+    from its blobs table), decoded as the worker decodes it."""
+    inline = isinstance(state, bytes)
+    lease, module = granted(lease_id, hashlib.sha256(state).hexdigest() if inline else state.sha256)
+    state_grant, upload_grants = LedgerUploads(Settings(), lambda: store).grants(lease, state_in_table=inline)
+    body = encode_lease_message("e1", lease, module, state if inline else b"", None, state_grant, upload_grants)
+    return decode_lease_message(body)
+
+
+def test_a_large_checkpoint_goes_up_is_adopted_and_comes_back_to_the_next_lease(store, tmp_path, monkeypatch):
+    # Given a first lease (its state still in the ledger's table) and a 6 MiB checkpoint its job left
+    checkpoint = write_file(tmp_path / "checkpoint", 6 * MIB + 5, seed=3)
+    first = lease_message(store, "lease-1")
+    assert first.state_grant is None and stored_limits(first, MIB, 1024 * MIB) == (MIB, 1024 * MIB)
+    # When the worker streams it through its write grant, with no store credentials
+    with monkeypatch.context() as worker_side:
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            worker_side.delenv(variable, raising=False)
+        ref = upload_stored(first, "checkpoint", open(checkpoint, "rb"))
+    # Then its report's claim is the file's address, and the ledger adopts it
+    assert ref == BlobRef(hashlib.sha256(checkpoint.read_bytes()).hexdigest(), 6 * MIB + 5)
+    assert adopt_uploads(store, "lease-1", [("checkpoint", ref.to_wire())], None) is None
+    assert store.has(ref)
+    # When the next lease (on any worker) is granted from it
+    second = lease_message(store, "lease-2", ref)
+    assert second.state_grant is not None and second.state_size == ref.size and second.state == b""
+    states = StoredBlobs(tmp_path / "states")
+    with monkeypatch.context() as worker_side:
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            worker_side.delenv(variable, raising=False)
+        path = states.fetch_state(second)
+    # Then the worker holds the same bytes, checked
+    assert open(path, "rb").read() == checkpoint.read_bytes()
+
+
+def test_an_upload_claimed_under_another_address_is_refused_and_not_stored(store, tmp_path):
+    lease = lease_message(store, "lease-3")
+    upload_stored(lease, "checkpoint", open(write_file(tmp_path / "c", MIB, seed=4), "rb"))
+    claimed = BlobRef(hashlib.sha256(b"something else").hexdigest(), MIB)
+    reason = adopt_uploads(store, "lease-3", [("checkpoint", claimed.to_wire())], None)
+    assert reason is not None and "hashing to" in reason and not store.has(claimed)
+    missing = adopt_uploads(store, "lease-4", [("checkpoint", claimed.to_wire())], None)
+    assert missing is not None and "nothing was uploaded" in missing
+
+
+def test_a_stored_result_reaches_its_owner_through_the_query_sides_grant(store, tmp_path, monkeypatch):
+    # Given a 5 MiB result a worker uploaded and the ledger adopted
+    lease = lease_message(store, "lease-5")
+    result = write_file(tmp_path / "result", 5 * MIB, seed=5)
+    ref = upload_stored(lease, "finished", open(result, "rb"))
+    assert adopt_uploads(store, "lease-5", [("result", ref.to_wire())], None) is None
+    # When the owner's `result` query (the blobs table lacks the bytes) is completed by the query side
+    answered = ResultGrants(Settings(), store).complete(
+        {"ok": True, "data": {"job_id": "job-1", "sha256": ref.sha256, "stored": True}})
+    data = orjson.loads(orjson.dumps(answered))["data"]  # as it crosses the wire
+    assert data["size"] == ref.size and "grant" in data
+    # Then marketctl fetches it with no store credentials, checked, byte for byte
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    assert save_result(data, tmp_path / "fetched") == ref.size
+    assert (tmp_path / "fetched").read_bytes() == result.read_bytes() == result_bytes(data)
+
+
+def test_a_small_result_still_comes_in_the_answer():
+    answer = {"job_id": "j", "sha256": "x", "data": base64.b64encode(b"\x01small").decode()}
+    assert ResultGrants(Settings(), None).complete({"ok": True, "data": answer})["data"] == answer
+    assert result_bytes(answer) == b"\x01small"
