@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -134,9 +136,20 @@ class FolderStore(BlobStore):
             upload.parent.rmdir()  # the lease's upload folder, once empty
         except OSError:
             pass
+        if not stat.S_ISREG(os.lstat(temporary).st_mode):
+            # a link (or anything but a file) the uploader left would make the blob another file's bytes
+            _remove(temporary)
+            raise BlobCorrupt(f"the upload {key} is not a plain file")
         ref = hash_file(temporary)
         if ref != expected:
             os.unlink(temporary)
             raise BlobCorrupt(f"the upload {key} is {ref.size} bytes hashing to {ref.sha256[:12]}..., "
                               f"not the {expected.size} bytes of {expected.sha256[:12]}... it claims")
         self._place(Path(temporary), ref)
+
+
+def _remove(path) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        os.unlink(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 
 import orjson
 
@@ -101,3 +102,17 @@ def test_a_small_result_still_comes_in_the_answer():
     answer = {"job_id": "j", "sha256": "x", "data": base64.b64encode(b"\x01small").decode()}
     assert ResultGrants(Settings(), None).complete({"ok": True, "data": answer})["data"] == answer
     assert result_bytes(answer) == b"\x01small"
+
+
+def test_an_upload_left_as_a_link_to_another_file_is_refused(folder_store, tmp_path):
+    # Given a worker that puts a link at its upload key, to a file of the store's host
+    secret = write_file(tmp_path / "ledger-secret", 1000, seed=9)
+    path = folder_store.write_grant("uploads/lease-6/checkpoint", 60)["path"]
+    os.makedirs(os.path.dirname(path))
+    os.symlink(secret, path)
+    claimed = BlobRef(hashlib.sha256(secret.read_bytes()).hexdigest(), 1000)
+    # When the ledger adopts it as the checkpoint its report claims (the linked file's own address)
+    reason = adopt_uploads(folder_store, "lease-6", [("checkpoint", claimed.to_wire())], None)
+    # Then it is refused, and the store holds no such blob
+    assert reason is not None and "not a plain file" in reason and not folder_store.has(claimed)
+    assert secret.exists()
