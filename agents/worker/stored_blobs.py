@@ -21,6 +21,7 @@ import time
 from blobstore import BlobStoreError
 from blobstore.transfer import fetch, upload
 from contracts.blobs import BlobRef
+from agents.worker.inputs import fresh_folder
 from contracts.lease import LeaseMessage
 from sandbox import Outcome
 from sandbox.runner import errored
@@ -33,11 +34,7 @@ class StoredBlobs:
     """Stored states fetched for running leases, in the worker's state folder (MARKET_WORKER_STATE/<id>/states)."""
 
     def __init__(self, folder):
-        # emptied first: what a killed worker left belongs to leases long over
-        self.folder = str(folder)
-        shutil.rmtree(self.folder, ignore_errors=True)
-        os.makedirs(self.folder, 0o755)
-        os.chmod(self.folder, 0o755)  # a root worker's jobs (nobody) read the linked files
+        self.folder = fresh_folder(folder)  # what a killed worker left belongs to leases long over
 
     def fetch_state(self, lease: LeaseMessage) -> str:
         """The lease's stored state as a checked, read-only file; raises BlobStoreError."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -62,11 +61,8 @@ def test_a_32_mib_state_checkpoints_resumes_elsewhere_and_its_result_comes_back_
     market.start_measured_worker(a, lease_seconds=5, safety_margin=1)
     # When a job with a 32 MiB state runs there and checkpoints
     job_id = submit_big(market, mib=32, steps=60, delay=0.2, seed=7)
-    wait_for(lambda: market.job(job_id).checkpoint >= 1, 60, "a first checkpoint on A")
     # and A leaves (it checkpoints at its next safe point), B arrives
-    market.signal(a, signal.SIGTERM, group=False)
-    market.processes[a].wait(60)
-    market.start_measured_worker(b, lease_seconds=30)
+    market.hand_over(job_id, a, b, timeout=60)
     market.wait_job(job_id, timeout=120)
     # Then the job resumed on B from A's checkpoint and finished there
     leases = market.leases(job_id)
