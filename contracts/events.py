@@ -234,8 +234,9 @@ class JobFinished(Payload):
     result = BlobField(required=True, by_reference=True)
     output = Text(load_default="")
     reported_at = ReportedAt()
-    #: issue 17: a tar of the files the lease left in the job's ``outputs/`` (bounded), if any
-    artifacts = BlobField(load_default=None, allow_none=True)
+    #: issue 17: a tar of the files the lease left in the job's ``outputs/`` (bounded), if any;
+    #: the bytes, or {"sha256", "size"} of an upload to uploads/<lease_id>/artifacts
+    artifacts = BlobField(load_default=None, allow_none=True, by_reference=True)
 
 
 class JobErrored(Payload):

@@ -53,4 +53,4 @@ async def _reply(message, engine, reads, cursors: Cursors, limit: QueryRateLimit
 
 def _answer(engine, actor: str, name: str, args, cursors: Cursors, grants: ResultGrants | None) -> dict:
     reply = answer(engine, actor, name, args, cursors)
-    return grants.complete(reply) if grants is not None and name == "result" else reply
+    return grants.complete(reply) if grants is not None and name in ("result", "artifacts") else reply

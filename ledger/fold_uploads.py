@@ -16,7 +16,8 @@ from ledger import fold_identity
 from ledger.state import MarketState
 
 #: what each report type may upload: payload field -> the upload key's last part
-UPLOADED_FIELDS = {"checkpoint.submitted": {"state": "checkpoint"}, "job.finished": {"result": "result"}}
+UPLOADED_FIELDS = {"checkpoint.submitted": {"state": "checkpoint"},
+                   "job.finished": {"result": "result", "artifacts": "artifacts"}}
 
 
 def refusal(state: MarketState, event_id: str) -> str | None:

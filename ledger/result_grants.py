@@ -1,4 +1,4 @@
-"""A large result's way to its owner (issue 17): a read grant, not the bytes.
+"""A large result's (or artifacts') way to its owner (issue 17): a read grant, not the bytes.
 
 A result too large for a message was uploaded to the blob store by the
 worker and adopted by the ledger; the blobs table never held it. The
@@ -21,7 +21,8 @@ RESULT_GRANT_SECONDS = 3600
 
 
 class ResultGrants:
-    """Adds the read grant to the answer of a ``result`` whose bytes are in the store (opened at the first one)."""
+    """Adds the read grant to the answer of a ``result`` or ``artifacts`` whose bytes are in the
+    store (opened at the first one)."""
 
     def __init__(self, settings, store: BlobStore | None = None):
         self.settings = settings
@@ -36,9 +37,10 @@ class ResultGrants:
                 self._store = open_store(self.settings)
             size = self._store.size(data["sha256"])
             if size is None:
-                return {"ok": False, "error": f"job {data['job_id']}'s result is no longer in the blob store"}
+                return {"ok": False, "error": f"job {data['job_id']}'s blob {data['sha256'][:12]}... is no longer "
+                                             "in the blob store"}
             grant = self._store.read_grant(data["sha256"], RESULT_GRANT_SECONDS)
         except BlobStoreError as e:
             log.error("queries.blob_store_unavailable", error=str(e))
-            return {"ok": False, "error": f"the blob store cannot be asked for job {data['job_id']}'s result ({e})"}
+            return {"ok": False, "error": f"the blob store cannot be asked for job {data['job_id']}'s blob ({e})"}
         return {**reply, "data": {**data, "size": size, "grant": grant}}

@@ -81,7 +81,7 @@ class LedgerUploads:
                 if size is not None:
                     state_grant = {"grant": store.read_grant(granted["state_sha256"], seconds), "size": size}
             uploads = {what: store.write_grant(upload_key(granted["lease_id"], what), seconds)
-                       for what in ("checkpoint", "result")}
+                       for what in ("checkpoint", "result", "artifacts")}
         except BlobStoreError as e:
             # the lease goes without: its states travel inline, as before the store
             log.error("ledger.blob_store_unavailable", lease_id=granted["lease_id"], error=str(e))
@@ -101,5 +101,5 @@ def adopt_uploads(store: BlobStore, lease_id: str, references: list[tuple[str, d
         try:
             store.adopt(upload_key(lease_id, what), expected)
         except BlobStoreError as e:
-            return f"its {what} is not in the blob store as claimed: {e}"
+            return f"its {what} {'are' if what == 'artifacts' else 'is'} not in the blob store as claimed: {e}"
     return None

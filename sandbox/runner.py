@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ from sandbox.cpu_cap import CpuCap
 from sandbox.forkclient import (  # noqa: F401 - BoundedOutput, SandboxError and work_frame: public here too
     BoundedOutput, SandboxError, ForkServer, ChildLease, StopWatch, work_frame,
 )
-from sandbox.artifacts import collect as collect_artifacts
+from sandbox.artifacts import collect as collect_artifacts, collect_into as collect_artifacts_into
 from sandbox.scratch import ScratchDirs, place_inputs
 from sandbox.stored_state import StoredStateError, place_state, take_state
 
@@ -65,6 +66,9 @@ class Limits:
     processes: int = 64
     #: largest tar of ``outputs/`` a finished lease hands back (sandbox.artifacts); 0: none
     artifact_bytes: int = 1024**2
+    #: issue 17: largest such tar when the lease can upload it (``Work.stored_bytes``): a tar
+    #: over the work's ``inline_bytes`` then comes back as a file, like a large state
+    stored_artifact_bytes: int = 0
 
 
 class SandboxUnavailable(SandboxError):
@@ -111,7 +115,8 @@ class Outcome:
     output: str
     safe_points: int
     seconds: float
-    #: a finished lease's tar of its ``outputs/`` (sandbox.artifacts), or None
+    #: a finished lease's tar of its ``outputs/`` (sandbox.artifacts), or None; issue 17: an
+    #: open binary file when it was over the work's ``inline_bytes`` (the caller closes it)
     artifacts: bytes | None = None
     #: issue 17: the state (checkpoint) or result (finished) as an open binary file, when it
     #: was over the work's ``inline_bytes`` (``state``/``result`` are then None); the caller closes it
@@ -201,7 +206,10 @@ class Sandbox:
                     raise SandboxError(f"the job's stored state could not be placed in its scratch: {e}") from e
             outcome = await self._run_in(self._server, work, stop, hard_deadline, scratch, started)
             outcome = with_stored(outcome, scratch)
-            if outcome.status == "finished" and self.limits.artifact_bytes:
+            if outcome.status == "finished" and work.stored_bytes and self.limits.stored_artifact_bytes:
+                outcome = with_stored_artifacts(outcome, scratch, self.limits.stored_artifact_bytes,
+                                                work.inline_bytes)
+            elif outcome.status == "finished" and self.limits.artifact_bytes:
                 outcome = with_artifacts(outcome, scratch, self.limits.artifact_bytes)
         except SandboxError as e:
             self._log.error("sandbox.failed", lease_id=work.lease_id, job_id=work.job_id, error=str(e))
@@ -296,6 +304,24 @@ def with_artifacts(outcome: Outcome, scratch: str, limit: int) -> Outcome:
     """A finished outcome with the tar of what the job left in ``outputs/``; a
     note in its output when something was left out (sandbox.artifacts)."""
     artifacts, note = collect_artifacts(scratch, limit)
+    output = f"{outcome.output}\n{note}\n" if note else outcome.output
+    return dataclasses.replace(outcome, artifacts=artifacts, output=output)
+
+
+def with_stored_artifacts(outcome: Outcome, scratch: str, limit: int, inline_bytes: int) -> Outcome:
+    """:func:`with_artifacts` for a lease that can upload (issue 17): the tar is written to a
+    temporary file, and comes back as that open file when it is over ``inline_bytes``."""
+    tar = tempfile.TemporaryFile(prefix="market-artifacts-")
+    try:
+        written, note = collect_artifacts_into(scratch, limit, tar)
+        size = tar.tell()
+        tar.seek(0)
+        artifacts = (tar if size > inline_bytes else tar.read()) if written else None
+    except BaseException:
+        tar.close()
+        raise
+    if artifacts is not tar:
+        tar.close()
     output = f"{outcome.output}\n{note}\n" if note else outcome.output
     return dataclasses.replace(outcome, artifacts=artifacts, output=output)
 

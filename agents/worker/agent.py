@@ -107,7 +107,8 @@ def job_limits(config: WorkerConfig, max_blob_bytes: int, max_artifact_bytes: in
     return Limits(cpu_seconds=config.lease_seconds + 5, memory_bytes=config.memory_bytes,
                   output_bytes=OUTPUT_LIMIT, blob_bytes=max_blob_bytes,
                   file_bytes=max(Limits.file_bytes, max_state_bytes),
-                  artifact_bytes=min(max_artifact_bytes, max_blob_bytes))
+                  artifact_bytes=min(max_artifact_bytes, max_blob_bytes),
+                  stored_artifact_bytes=min(max_artifact_bytes, max_state_bytes))
 
 
 class WorkerAgent:
@@ -478,7 +479,7 @@ class WorkerAgent:
                 result = testing_faults.corrupted(result)
             event_type, payload = "job.finished", {**common, "result": _blob(result)}
             if outcome.artifacts is not None:
-                payload["artifacts"] = Blob.of(outcome.artifacts)
+                payload["artifacts"] = _blob(outcome.artifacts)
         else:
             event_type, payload = "job.errored", {**common, "error": outcome.error or "unknown error",
                                                   "exit_code": outcome.exit_code}

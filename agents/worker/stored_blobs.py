@@ -28,6 +28,8 @@ from sandbox.runner import errored
 
 #: the upload key a report's blob goes to, by the report's status
 UPLOAD_FOR = {"checkpoint": "checkpoint", "finished": "result"}
+#: the upload keys a lease must be granted for its states to leave the sandbox as files
+UPLOAD_KEYS = ("checkpoint", "result", "artifacts")
 
 
 class StoredBlobs:
@@ -54,18 +56,19 @@ class StoredBlobs:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def upload_stored(lease: LeaseMessage, status: str, stored) -> BlobRef:
+def upload_stored(lease: LeaseMessage, what: str, stored) -> BlobRef:
     """Stream ``stored`` (an open file the sandbox handed back) to the lease's upload key
-    for ``status``, and close it; its address, for the report. Raises BlobStoreError, OSError."""
+    ``what`` (checkpoint, result, artifacts), and close it; its address, for the report.
+    Raises BlobStoreError, OSError."""
     with stored:
-        return upload(lease.upload_grants[UPLOAD_FOR[status]], stored)
+        return upload(lease.upload_grants[what], stored)
 
 
 def stored_limits(lease: LeaseMessage, inline_bytes: int, max_state_bytes: int) -> tuple[int, int]:
     """(inline threshold, largest stored blob) for the sandbox's work: (0, 0) for a lease
     with nowhere to upload (every state then travels in the report, bounded by the frames)."""
     grants = lease.upload_grants or {}
-    if not all(what in grants for what in UPLOAD_FOR.values()):
+    if not all(what in grants for what in UPLOAD_KEYS):
         return 0, 0
     return inline_bytes, max_state_bytes
 
@@ -92,18 +95,28 @@ async def fetch_state(states: StoredBlobs, lease: LeaseMessage, lease_log) -> st
 
 
 async def upload_outcome(lease: LeaseMessage, outcome: Outcome, lease_log) -> Outcome:
-    """An outcome whose state or result the sandbox handed back as a file, uploaded through
-    the lease's write grant: it then holds the blob's address, for the report."""
-    if outcome.stored is None:
+    """An outcome whose state, result or artifacts the sandbox handed back as files, each
+    uploaded through the lease's write grant: the outcome then holds their addresses, for the report."""
+    files = [(UPLOAD_FOR[outcome.status], outcome.stored)] if outcome.stored is not None else []
+    if _is_file(outcome.artifacts):
+        files.append(("artifacts", outcome.artifacts))
+    if not files:
         return outcome
     started = time.monotonic()
     try:
-        ref = await asyncio.to_thread(upload_stored, lease, outcome.status, outcome.stored)
+        refs = await asyncio.to_thread(lambda: {what: upload_stored(lease, what, file) for what, file in files})
     except (BlobStoreError, OSError) as e:
+        for _, file in files:
+            file.close()
         lease_log.warning("worker.upload_failed", error=str(e))
-        return errored(f"the job's {UPLOAD_FOR[outcome.status]} could not be uploaded to the blob store: {e}",
-                       outcome.exit_code, outcome.output, outcome.safe_points, outcome.seconds)
-    lease_log.info("worker.uploaded", bytes=ref.size, seconds=round(time.monotonic() - started, 3))
-    if outcome.status == "checkpoint":
-        return dataclasses.replace(outcome, state=ref, stored=None)
-    return dataclasses.replace(outcome, result=ref, stored=None)
+        return errored(f"the job's {' and '.join(what for what, _ in files)} could not be uploaded to the blob "
+                       f"store: {e}", outcome.exit_code, outcome.output, outcome.safe_points, outcome.seconds)
+    lease_log.info("worker.uploaded", bytes=sum(ref.size for ref in refs.values()),
+                   seconds=round(time.monotonic() - started, 3))
+    return dataclasses.replace(outcome, stored=None, state=refs.get("checkpoint", outcome.state),
+                               result=refs.get("result", outcome.result),
+                               artifacts=refs.get("artifacts", outcome.artifacts))
+
+
+def _is_file(value) -> bool:
+    return value is not None and not isinstance(value, (bytes, BlobRef))

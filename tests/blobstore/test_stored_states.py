@@ -84,7 +84,7 @@ def test_a_stored_result_reaches_its_owner_through_the_query_sides_grant(store, 
     # Given a 5 MiB result a worker uploaded and the ledger adopted
     lease = lease_message(store, "lease-5")
     result = write_file(tmp_path / "result", 5 * MIB, seed=5)
-    ref = upload_stored(lease, "finished", open(result, "rb"))
+    ref = upload_stored(lease, "result", open(result, "rb"))
     assert adopt_uploads(store, "lease-5", [("result", ref.to_wire())], None) is None
     # When the owner's `result` query (the blobs table lacks the bytes) is completed by the query side
     answered = ResultGrants(Settings(), store).complete(
@@ -116,3 +116,31 @@ def test_an_upload_left_as_a_link_to_another_file_is_refused(folder_store, tmp_p
     # Then it is refused, and the store holds no such blob
     assert reason is not None and "not a plain file" in reason and not folder_store.has(claimed)
     assert secret.exists()
+
+
+def test_stored_artifacts_reach_their_owner_and_unpack_streamed(store, tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    from cli.logs import write_artifacts
+
+    # Given an artifacts tar (a 3 MiB file in it) a worker uploaded and the ledger adopted
+    tar_path = tmp_path / "artifacts.tar"
+    big = write_file(tmp_path / "big.bin", 3 * MIB, seed=6)
+    with tarfile.open(tar_path, "w") as tar:
+        tar.add(big, arcname="deep/big.bin")
+        tar.addfile(tarfile.TarInfo("note.txt"), io.BytesIO(b""))
+    lease = lease_message(store, "lease-7")
+    ref = upload_stored(lease, "artifacts", open(tar_path, "rb"))
+    assert adopt_uploads(store, "lease-7", [("artifacts", ref.to_wire())], None) is None
+    # When the owner's `artifacts` answer is completed with a read grant, and marketctl unpacks it
+    answered = ResultGrants(Settings(), store).complete(
+        {"ok": True, "data": {"job_id": "job-1", "sha256": ref.sha256, "stored": True}})["data"]
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    fetched = tmp_path / "fetched.tar"
+    save_result(answered, fetched)
+    written = dict(write_artifacts(str(fetched), str(tmp_path / "out")))
+    # Then the files are there, byte for byte
+    assert written == {str(tmp_path / "out" / "deep" / "big.bin"): 3 * MIB, str(tmp_path / "out" / "note.txt"): 0}
+    assert (tmp_path / "out" / "deep" / "big.bin").read_bytes() == big.read_bytes()

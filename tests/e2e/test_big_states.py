@@ -43,9 +43,9 @@ def marketctl(market, account: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def submit_big(market, mib: int, steps: int, delay: float, seed: int) -> str:
+def submit_big(market, **args) -> str:
     submitted = marketctl(market, "alice", "submit", f"{JOB}:grow", "--name", "big state", "--price", "2",
-                          "--args", json.dumps({"mib": mib, "steps": steps, "delay": delay, "seed": seed}), "--json")
+                          "--args", json.dumps(args), "--json")
     assert submitted.returncode == 0, submitted.stderr
     return json.loads(submitted.stdout)["job_id"]
 
@@ -56,13 +56,14 @@ def blob_in_table(market, sha256: str) -> bool:
 
 
 def test_a_32_mib_state_checkpoints_resumes_elsewhere_and_its_result_comes_back_whole(market, tmp_path):
-    # Given worker A with short leases
+    # Given worker A with short leases (its owner allows artifacts up to 64 MiB, as B's does)
     a, b = unique("big-A"), unique("big-B")
-    market.start_measured_worker(a, lease_seconds=5, safety_margin=1)
-    # When a job with a 32 MiB state runs there and checkpoints
-    job_id = submit_big(market, mib=32, steps=60, delay=0.2, seed=7)
+    artifacts = {"MARKET_MAX_ARTIFACT_BYTES": str(64 * MIB)}
+    market.start_measured_worker(a, lease_seconds=5, safety_margin=1, env=artifacts)
+    # When a job with a 32 MiB state (and an 8 MiB artifact at its end) runs there and checkpoints
+    job_id = submit_big(market, mib=32, steps=60, delay=0.2, seed=7, artifact_mib=8)
     # and A leaves (it checkpoints at its next safe point), B arrives
-    market.hand_over(job_id, a, b, timeout=60)
+    market.hand_over(job_id, a, b, timeout=60, env=artifacts)
     market.wait_job(job_id, timeout=120)
     # Then the job resumed on B from A's checkpoint and finished there
     leases = market.leases(job_id)
@@ -78,14 +79,16 @@ def test_a_32_mib_state_checkpoints_resumes_elsewhere_and_its_result_comes_back_
     # and B's first lease started from a stored checkpoint (its worker fetched it through a read grant)
     first_on_b = next(lease for lease in leases if lease.worker_id == b)
     assert first_on_b.checkpoint >= 1 and first_on_b.state_sha256 in {p["state"]["sha256"] for p in reports}
-    # and alice gets the 32 MiB result with marketctl, byte for byte
-    raw = tmp_path / "result.pickle"
-    fetched = marketctl(market, "alice", "result", job_id, "--raw", str(raw))
+    # and alice gets the 32 MiB result and the 8 MiB artifact with marketctl, byte for byte
+    raw, folder = tmp_path / "result.pickle", tmp_path / "artifacts"
+    fetched = marketctl(market, "alice", "result", job_id, "--raw", str(raw), "--artifacts", str(folder))
     assert fetched.returncode == 0, fetched.stderr
     want = dumps_result(expected(32, 60, 7))
     assert raw.stat().st_size == len(want) > MESSAGE_LIMIT
     assert hashlib.sha256(raw.read_bytes()).digest() == hashlib.sha256(want).digest()
-    assert not blob_in_table(market, market.job(job_id).result_sha256)
+    assert (folder / "state.bin").read_bytes() == expected(32, 60, 7)[:8 * MIB]
+    job = market.job(job_id)
+    assert not blob_in_table(market, job.result_sha256) and not blob_in_table(market, job.artifacts_sha256)
     # and bob, another member, is refused
     refused = marketctl(market, "bob", "result", job_id, "--raw", str(tmp_path / "stolen"))
     assert refused.returncode != 0 and f"no job {job_id} of account bob" in refused.stderr
@@ -139,7 +142,7 @@ def test_a_forged_report_naming_an_upload_that_is_not_there_or_not_as_claimed_is
     propose_as_a_hostile_scheduler(market, job_id, worker, lease_seconds=60)
     message = read_lease(credentials, worker)
     lease, grants = message["lease"], message["upload_grants"]
-    assert set(grants) == {"checkpoint", "result"} and set(grants["checkpoint"]) == {"path"}
+    assert set(grants) == {"checkpoint", "result", "artifacts"} and set(grants["checkpoint"]) == {"path"}
     before = len(market.events("payment.posted"))
     never = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
     # When it names a state it never uploaded

@@ -78,7 +78,7 @@ def test_a_checkpoint_whose_upload_is_what_it_claims_is_committed_and_the_next_l
     granted = propose(market, worker="wB", checkpoint=1)[0].payload
     state_grant, upload_grants = uploads.grants(granted, state_in_table=False)
     assert state_grant == {"grant": store.read_grant(REF.sha256, 1), "size": REF.size}
-    assert set(upload_grants) == {"checkpoint", "result"}
+    assert set(upload_grants) == {"checkpoint", "result", "artifacts"}
     assert upload_grants["checkpoint"]["path"].endswith(f"uploads/{granted['lease_id']}/checkpoint")
 
 
@@ -179,3 +179,18 @@ def test_only_reports_may_name_a_blob_by_reference_and_within_the_stored_limit()
     too_big = BlobRef(REF.sha256, CODEC.max_stored_bytes + 1)
     with pytest.raises(BlobTooLarge):
         CODEC.encode("checkpoint.submitted", checkpoint("L1", too_big))
+
+
+def test_artifacts_by_reference_are_adopted_with_an_inline_result_and_refused_when_absent(store):
+    # Given a finished lease whose small result travels inline and whose artifacts tar was uploaded
+    market, lease_id = a_leased_job()
+    uploads = LedgerUploads(Settings(), lambda: store)
+    finished = {"lease_id": lease_id, "job_id": "j1", "result": Blob.of(b"\x01r"), "artifacts": REF}
+    # When it reports before uploading the tar, then after
+    refused = report(market, uploads, "bob", "job.finished", finished)
+    upload(store, lease_id, BIG, what="artifacts")
+    completed = report(market, uploads, "bob", "job.finished", finished)
+    # Then the first is refused, the second completes the job with the adopted tar
+    assert types(refused) == ["checkpoint.rejected"] and "its artifacts are not" in refused[0].payload["reason"]
+    assert types(completed)[0] == "job.completed" and completed[0].payload["artifacts_sha256"] == REF.sha256
+    assert store.has(REF)

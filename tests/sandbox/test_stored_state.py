@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from contracts.package import loads_state
+from contracts.package import loads_state, result_as_json
 from sandbox.runner import outcome_of
 from tests.sandbox.test_sandbox import run, sandbox, unsafe_sandbox, work_of  # noqa: F401 - fixtures
 
@@ -106,3 +106,40 @@ def test_a_reply_claiming_a_stored_file_over_the_workers_limit_is_malformed():
     assert outcome_of((header, b""), 0, False, "", 0.1, stored_bytes=20 * MIB).stored == 10 * MIB
 
 
+
+
+#: a plain function that leaves ``mib`` MiB in outputs/ and returns a small result
+ARTIFACTS = """
+    import os
+    def run(state):
+        os.makedirs("outputs/deep", exist_ok=True)
+        with open("outputs/deep/big.bin", "wb") as out:
+            out.write(bytes(range(256)) * (state["mib"] * 4096))
+        with open("outputs/note.txt", "w") as out:
+            out.write("small")
+        return {"ok": True}
+"""
+
+
+def test_large_artifacts_come_back_as_a_tar_file_and_small_ones_as_bytes(tmp_path):
+    import tarfile
+
+    from sandbox.runner import Limits, Sandbox
+
+    limits = Limits(cpu_seconds=20, memory_bytes=512 * MIB, stored_artifact_bytes=64 * MIB)
+    with Sandbox(limits) as storing:
+        for mib, inline in ((6, False), (0, True)):
+            # Given a lease that can upload, whose job leaves 6 MiB (then nothing much) in outputs/
+            work = work_of(ARTIFACTS, state={"mib": mib}, kind="function")
+            work = work.__class__(**{**work.__dict__, "inline_bytes": 64 * 1024, "stored_bytes": 64 * MIB})
+            # When it finishes
+            outcome = run(storing, work)
+            assert outcome.status == "finished", outcome.error
+            assert result_as_json(outcome.result) == {"ok": True}
+            # Then the tar comes back as a file when it is over the inline threshold, else as bytes
+            assert isinstance(outcome.artifacts, bytes) is inline
+            if inline:
+                continue
+            with outcome.artifacts as tar_file, tarfile.open(fileobj=tar_file) as tar:
+                sizes = {member.name: member.size for member in tar.getmembers()}
+            assert sizes == {"deep/big.bin": 6 * MIB, "note.txt": 5}

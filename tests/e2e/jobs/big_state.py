@@ -1,10 +1,12 @@
 """A test job whose state is tens of MiB, far over a message (issue 17):
-``{"mib": M, "steps": N, "delay": s, "seed": k}``.
+``{"mib": M, "steps": N, "delay": s, "seed": k, "artifact_mib": A}``.
 
 Makes ``mib`` MiB of seeded random bytes, then per step rotates them by one
 byte (sleeping ``delay``), yielding the whole state after each step; returns
-the bytes (a pickled result as large as the state). Deterministic wherever
-it runs and however often it is stopped and resumed."""
+the bytes (a pickled result as large as the state), and leaves their first
+``artifact_mib`` MiB in ``outputs/state.bin`` (an artifact). Deterministic
+wherever it runs and however often it is stopped and resumed."""
+import os
 import random
 import time
 
@@ -17,6 +19,10 @@ def grow(state):
         data = data[1:] + data[:1]
         step += 1
         yield {**state, "data": data, "step": step}
+    if state.get("artifact_mib"):
+        os.makedirs("outputs", exist_ok=True)
+        with open("outputs/state.bin", "wb") as out:
+            out.write(data[:state["artifact_mib"] * 1024 * 1024])
     return data
 
 
