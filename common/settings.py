@@ -209,8 +209,9 @@ class Settings:
     blob_retention_seconds: float = 7 * 24 * 3600.0
     #: MARKET_MAX_INPUT_BYTES: largest input file of a job (1 GiB)
     max_input_bytes: int = 1024 ** 3
-    #: MARKET_INLINE_BLOB_BYTES: a state or result over this goes through the blob store (the
-    #: worker uploads it through its lease's write grant), not inside the report message
+    #: MARKET_INLINE_BLOB_BYTES: a state or result over this (or over MARKET_MAX_BLOB_BYTES, if
+    #: smaller) goes through the blob store (the worker uploads it through its lease's write
+    #: grant), not inside the report message
     inline_blob_bytes: int = 1024 * 1024
     #: MARKET_MAX_STATE_BYTES: the largest state or result a job may have (through the blob store)
     max_state_bytes: int = 1024 ** 3
@@ -314,8 +315,8 @@ class Settings:
         settings.check_cluster_size()
         if settings.max_input_bytes < 0 or settings.blob_retention_seconds < 0:
             raise SettingsError("MARKET_MAX_INPUT_BYTES and MARKET_BLOB_RETENTION_SECONDS must be 0 or more")
-        if not 0 <= settings.inline_blob_bytes <= settings.max_blob_bytes:
-            raise SettingsError("MARKET_INLINE_BLOB_BYTES must be between 0 and MARKET_MAX_BLOB_BYTES")
+        if settings.inline_blob_bytes < 0 or settings.max_state_bytes < 0:
+            raise SettingsError("MARKET_INLINE_BLOB_BYTES and MARKET_MAX_STATE_BYTES must be 0 or more")
         if not 0 <= settings.commission_bps <= 10_000:
             raise SettingsError("MARKET_COMMISSION_BPS must be between 0 and 10000 (basis points: 500 = 5 %)")
         return settings

@@ -392,8 +392,8 @@ class WorkerAgent:
                 lease_log.warning("worker.clock_skew", seconds_ahead_of_ledger=round(skew),
                                   action="timing leases by the lease length and the monotonic clock")
             live = live_stream.live_output()
-            inline_bytes, stored_bytes = stored_limits(lease, self.settings.inline_blob_bytes,
-                                                       self.settings.max_state_bytes)
+            inline_bytes, stored_bytes = stored_limits(
+                lease, min(self.settings.inline_blob_bytes, self.settings.max_blob_bytes), self.settings.max_state_bytes)
             work = Work(lease_id=lease.lease_id, job_id=lease.job_id, module_source=lease.module_source,
                         module_sha256=lease.module_sha256, entry=lease.entry, kind=lease.kind, state=lease.state,
                         budget_seconds=budget, network=lease.network, live=live,
