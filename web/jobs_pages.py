@@ -272,6 +272,7 @@ async def job_result(request):
         # issue 17: a result too large for a message is in the blob store; the portal does not relay it
         raise HTTPException(409, f"job {job_id}'s result is in the blob store: "
                                  f"`marketctl result {job_id} --raw FILE` downloads it")
+    data = base64.b64decode(answer["data"])
     try:
         body, kind, suffix = json.dumps(result_as_json(data), indent=2).encode(), "application/json", "json"
     except ResultNotJSON:
