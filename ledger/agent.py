@@ -328,7 +328,9 @@ class LedgerAgent:
             plan.invalid = invalid
             return plan
 
-        return self._write(decide, [envelope.event_id for _, envelope in decoded])
+        plan = self._write(decide, [envelope.event_id for _, envelope in decoded])
+        self.uploads.committed()  # issue 17: the adopted uploads of recorded reports go
+        return plan
 
     def _write(self, decide, event_ids: list[str] = ()) -> Plan:
         """Check the lock and the log's tip, decide a plan from the event ids

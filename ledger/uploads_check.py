@@ -38,6 +38,9 @@ class LedgerUploads:
         #: a callable opening the store (shared with the inputs, ledger.inputs_check)
         self._store = store
         self._findings: OrderedDict[str, str | None] = OrderedDict()
+        #: keys adopted for the batch being written: removed once it is committed (a ledger
+        #: that crashes before that finds them again when the reports come again)
+        self._adopted: list[str] = []
 
     def refusals(self, state, decoded, known: set[str]) -> dict[str, str]:
         """Report event id -> why its upload cannot be accepted, for the batch ``decoded``
@@ -66,8 +69,20 @@ class LedgerUploads:
             store = self._store()
         except BlobStoreError as e:
             return f"the blob store cannot be opened ({e})"
-        return adopt_uploads(store, payload["lease_id"], references,
-                             fold_uploads.lease_state(state, payload["lease_id"]))
+        reason = adopt_uploads(store, payload["lease_id"], references,
+                               fold_uploads.lease_state(state, payload["lease_id"]))
+        if reason is None:
+            self._adopted += [upload_key(payload["lease_id"], what) for what, _ in references]
+        return reason
+
+    def committed(self) -> None:
+        """The batch is recorded: its adopted uploads go (a failure only leaves one behind)."""
+        adopted, self._adopted = self._adopted, []
+        for key in adopted:
+            try:
+                self._store().discard_upload(key)
+            except (BlobStoreError, OSError) as e:
+                log.warning("ledger.upload_not_discarded", key=key, error=str(e))
 
     def grants(self, granted: dict, state_in_table: bool) -> tuple[dict | None, dict | None]:
         """(the read grant of a stored state with its size, or None; the write grants of the

@@ -144,3 +144,17 @@ def test_stored_artifacts_reach_their_owner_and_unpack_streamed(store, tmp_path,
     # Then the files are there, byte for byte
     assert written == {str(tmp_path / "out" / "deep" / "big.bin"): 3 * MIB, str(tmp_path / "out" / "note.txt"): 0}
     assert (tmp_path / "out" / "deep" / "big.bin").read_bytes() == big.read_bytes()
+
+
+def test_an_adopted_upload_stays_until_discarded_so_a_second_adoption_finds_it(store, tmp_path):
+    # Given an upload the ledger adopted (its report not yet recorded)
+    lease = lease_message(store, "lease-8")
+    ref = upload_stored(lease, "checkpoint", open(write_file(tmp_path / "c", MIB, seed=8), "rb"))
+    assert adopt_uploads(store, "lease-8", [("checkpoint", ref.to_wire())], None) is None
+    # When it is adopted again (a ledger that crashed before recording the report)
+    again = adopt_uploads(store, "lease-8", [("checkpoint", ref.to_wire())], None)
+    # Then that works too; once discarded, it is gone and the blob stays
+    assert again is None
+    store.discard_upload("uploads/lease-8/checkpoint")
+    missing = adopt_uploads(store, "lease-8", [("checkpoint", ref.to_wire())], None)
+    assert missing is not None and "nothing was uploaded" in missing and store.has(ref)

@@ -194,3 +194,21 @@ def test_artifacts_by_reference_are_adopted_with_an_inline_result_and_refused_wh
     assert types(refused) == ["checkpoint.rejected"] and "its artifacts are not" in refused[0].payload["reason"]
     assert types(completed)[0] == "job.completed" and completed[0].payload["artifacts_sha256"] == REF.sha256
     assert store.has(REF)
+
+
+def test_a_ledger_that_crashed_after_adopting_adopts_again_and_the_upload_goes_once_recorded(store):
+    # Given a report whose upload one ledger adopted, before it crashed with nothing committed
+    market, lease_id = a_leased_job()
+    upload(store, lease_id, BIG)
+    _, body = CODEC.encode("checkpoint.submitted", checkpoint(lease_id, REF))
+    decoded, _ = decode_all(CODEC, [Incoming(body, "bob")])
+    assert LedgerUploads(Settings(), lambda: store).refusals(market.state, decoded, set()) == {}
+    # When the next ledger gets the same report again
+    uploads = LedgerUploads(Settings(), lambda: store)
+    verdicts = report(market, uploads, "bob", "checkpoint.submitted", checkpoint(lease_id, REF))
+    # Then it is committed, and once recorded its upload is removed
+    assert types(verdicts)[0] == "checkpoint.committed"
+    path = store.write_grant(f"uploads/{lease_id}/checkpoint", 60)["path"]
+    assert os.path.exists(path)
+    uploads.committed()
+    assert not os.path.exists(path) and store.has(REF)
