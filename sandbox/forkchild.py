@@ -135,7 +135,10 @@ def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], 
         else:
             reply, reply_body = run_job(header, body, LEASE, limits["blob_bytes"])
         code = reply.get("exit_code", 1) if reply["status"] == "errored" else 0
-        _write_all(JOB_FD, encode_frame(reply, reply_body))
+        # the header, then the body as it is: a large state (issue 17) is not copied once more
+        encoded = orjson.dumps(reply)
+        _write_all(JOB_FD, FRAME.pack(len(encoded), len(reply_body)) + encoded)
+        _write_all(JOB_FD, reply_body)
     except BaseException:  # noqa: BLE001 - the child must reach _exit whatever happens
         code = SETUP_FAILED
         traceback.print_exc()
@@ -233,12 +236,10 @@ def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -
             blob = package.dumps_state(value, what=f"the state at safe point {control.safe_points}")
         else:
             blob = package.dumps_result(value)
-        stored = _stored(header, blob, status)
-        if stored is not None:
-            return {"status": status, "error": None, "safe_points": control.safe_points, **stored}, b""
-        if len(blob) > blob_bytes:
+        limit = _most(header, blob_bytes)
+        if len(blob) > limit:
             what = "state" if status == "checkpoint" else "result"
-            raise package.PackageTooLarge(f"the {what} is {len(blob)} bytes; the limit is {blob_bytes}")
+            raise package.PackageTooLarge(f"the {what} is {len(blob)} bytes; the limit is {limit}")
     except package.PackageError as error:
         # the package format's own refusals (bad source, state too large, ...) are one clear line
         return {"status": "errored", "error": error.reason, "safe_points": control.safe_points}, b""
@@ -251,17 +252,10 @@ def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -
     return {"status": status, "error": None, "safe_points": control.safe_points}, blob
 
 
-def _stored(header: dict, blob: bytes, status: str) -> dict | None:
-    """Issue 17: a blob over the worker's inline threshold (``inline_bytes``, given
-    when it can upload) is left as a file in the scratch; the reply header says its size."""
-    inline, most = header.get("inline_bytes"), header.get("stored_bytes")
-    if inline is None or len(blob) <= inline:
-        return None
-    if len(blob) > most:
-        what = "state" if status == "checkpoint" else "result"
-        raise package.PackageTooLarge(f"the {what} is {len(blob)} bytes; the limit is {most}")
-    stored_state.write_state_out(blob)
-    return {"stored_bytes": len(blob)}
+def _most(header: dict, blob_bytes: int) -> int:
+    """The largest state or result this lease may hand back: a frame's bound, or (issue 17) the
+    worker's ``stored_bytes`` when it can upload (it streams such a reply to a file)."""
+    return header.get("stored_bytes") or blob_bytes
 
 
 def run_build(header: dict, body: bytes) -> tuple[dict, bytes]:

@@ -41,7 +41,7 @@ from sandbox.forkclient import (  # noqa: F401 - BoundedOutput, SandboxError and
 )
 from sandbox.artifacts import collect as collect_artifacts, collect_into as collect_artifacts_into
 from sandbox.scratch import ScratchDirs, place_inputs
-from sandbox.stored_state import StoredStateError, place_state, take_state
+from sandbox.stored_state import place_state
 
 #: longest error text kept (the tail of a traceback is what matters); events cap text at 64 KiB
 MAX_ERROR_CHARS = 32 * 1024
@@ -205,7 +205,6 @@ class Sandbox:
                 except OSError as e:
                     raise SandboxError(f"the job's stored state could not be placed in its scratch: {e}") from e
             outcome = await self._run_in(self._server, work, stop, hard_deadline, scratch, started)
-            outcome = with_stored(outcome, scratch)
             if outcome.status == "finished" and work.stored_bytes and self.limits.stored_artifact_bytes:
                 outcome = with_stored_artifacts(outcome, scratch, self.limits.stored_artifact_bytes,
                                                 work.inline_bytes)
@@ -224,9 +223,10 @@ class Sandbox:
 
     async def _run_in(self, server, work, stop, hard_deadline, scratch, started) -> Outcome:
         network = work.network and self.confinement.allow_network
-        lease = await self._lease(server, work_frame(work), stop, hard_deadline, scratch, network, work.live)
+        lease = await self._lease(server, work_frame(work), stop, hard_deadline, scratch, network, work.live,
+                                  work.inline_bytes, work.stored_bytes)
         return outcome_of(lease.reply(), lease.exit_code, lease.killed, lease.output.text(),
-                          time.monotonic() - started, work.stored_bytes)
+                          time.monotonic() - started)
 
     async def run_frame(self, frame: bytes, hard_deadline: float) -> ChildLease:
         """Run one child on ``frame`` (see :mod:`sandbox.forkchild`); the ended lease, for its reply.
@@ -241,8 +241,9 @@ class Sandbox:
             self._scratch.remove(scratch)
 
     async def _lease(self, server, frame: bytes, stop, hard_deadline, scratch, network: bool = False,
-                     live=None) -> ChildLease:
-        lease = ChildLease(asyncio.get_running_loop(), server, frame, self.limits, hard_deadline, live)
+                     live=None, inline_bytes: int = 0, stored_bytes: int = 0) -> ChildLease:
+        lease = ChildLease(asyncio.get_running_loop(), server, frame, self.limits, hard_deadline, live,
+                           inline_bytes, stored_bytes)
         cycling = None
         try:
             server.fork(lease, scratch, network)
@@ -260,44 +261,29 @@ class Sandbox:
         return lease
 
 
-def outcome_of(reply, exit_code: int | None, killed: bool, output: str, seconds: float,
-               stored_bytes: int = 0) -> Outcome:
+def outcome_of(reply, exit_code: int | None, killed: bool, output: str, seconds: float) -> Outcome:
     """Turn what came back from a child into an :class:`Outcome` (pure).
 
     ``reply`` is ``(header, body)``, an error text, or None when the child
     sent nothing complete; ``exit_code`` is negative when a signal killed it.
-    A reply naming a stored file (issue 17) keeps its size in ``stored`` for
-    :func:`with_stored` to open; only up to ``stored_bytes``, the most the worker allows.
+    A body too large to hold (issue 17) is a file the reply was spooled to:
+    it becomes ``stored``.
     """
     if isinstance(reply, tuple):
         header, body = reply
         status, safe_points = header.get("status"), header.get("safe_points")
-        stored = header.get("stored_bytes")
         if status not in STATUSES or not isinstance(safe_points, int) or isinstance(safe_points, bool):
             reply = "the job sent a malformed reply header"
         elif status == "errored":
             return errored(str(header.get("error") or "the job failed"), exit_code, output, safe_points, seconds)
-        elif stored is not None and (type(stored) is not int or not 0 <= stored <= stored_bytes or body):
-            reply = "the job sent a malformed reply header"
+        elif not isinstance(body, bytes):
+            return Outcome(status, None, None, None, exit_code, output, safe_points, seconds, stored=body)
         else:
             state, result = (body, None) if status == "checkpoint" else (None, body)
-            if stored is not None:
-                state, result = None, None
-            return Outcome(status, state, result, None, exit_code, output, safe_points, seconds, stored=stored)
+            return Outcome(status, state, result, None, exit_code, output, safe_points, seconds)
     if isinstance(reply, str):
         return errored(reply, exit_code, output, 0, seconds)
     return errored(death_reason(exit_code, killed), exit_code, output, 0, seconds)
-
-
-def with_stored(outcome: Outcome, scratch: str) -> Outcome:
-    """An outcome whose state or result the child left in ``scratch`` (issue 17), with
-    that file opened (it outlives the scratch); an errored outcome if it is not there."""
-    if not isinstance(outcome.stored, int):
-        return outcome
-    try:
-        return dataclasses.replace(outcome, stored=take_state(scratch, outcome.stored))
-    except StoredStateError as e:
-        return errored(str(e), outcome.exit_code, outcome.output, outcome.safe_points, outcome.seconds)
 
 
 def with_artifacts(outcome: Outcome, scratch: str, limit: int) -> Outcome:

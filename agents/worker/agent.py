@@ -102,11 +102,10 @@ class WorkerConfig:
 
 def job_limits(config: WorkerConfig, max_blob_bytes: int, max_artifact_bytes: int = 0,
                max_state_bytes: int = 0) -> Limits:
-    """What each lease of this worker may use (artifacts: at most a blob, as the ledger stores them;
-    files: room for the largest state, which leaves the sandbox as a file, issue 17)."""
+    """What each lease of this worker may use (artifacts: at most a blob in a message, or, issue 17,
+    up to the largest stored state through the blob store)."""
     return Limits(cpu_seconds=config.lease_seconds + 5, memory_bytes=config.memory_bytes,
                   output_bytes=OUTPUT_LIMIT, blob_bytes=max_blob_bytes,
-                  file_bytes=max(Limits.file_bytes, max_state_bytes),
                   artifact_bytes=min(max_artifact_bytes, max_blob_bytes),
                   stored_artifact_bytes=min(max_artifact_bytes, max_state_bytes))
 

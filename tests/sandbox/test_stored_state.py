@@ -1,6 +1,7 @@
-"""Issue 17: states and results too large for a frame cross the sandbox as
-files in the lease's scratch (sandbox.stored_state), never bounded by
-MARKET_MAX_BLOB_BYTES. No broker, no database."""
+"""Issue 17: states and results too large for a frame cross the sandbox
+without the worker holding them: in, as a file in the lease's scratch; out,
+spooled from the job socket to a file as they come (sandbox.stored_state),
+never bounded by MARKET_MAX_BLOB_BYTES. No broker, no database."""
 from __future__ import annotations
 
 import os
@@ -78,34 +79,46 @@ def test_a_small_state_still_travels_in_the_frame(sandbox):
     assert loads_state(outcome.state) == {"data": b"ynit", "rounds": 1}
 
 
-def test_a_job_that_leaves_a_link_instead_of_its_state_cannot_make_the_worker_read_another_file(sandbox):
-    # Given a job that swaps its stored state for a link to a file of the worker's, after it was written
+def test_a_reply_over_the_workers_stored_limit_is_refused_without_being_read_whole(sandbox):
+    # Given a job that writes a frame claiming 10 MiB to its job socket itself, past its own checks
     hostile = """
-        import atexit, os
+        import os, struct
         def run(state):
-            atexit.register(lambda: None)
-            if os.path.exists(".market-state-out"):
-                os.unlink(".market-state-out")
-            os.symlink("/etc/passwd", ".market-state-out")
-            yield b"s" * 200000
+            header = b'{"status":"checkpoint","error":null,"safe_points":1}'
+            os.write(3, struct.pack("!II", len(header), 10 * 1024 * 1024) + header)
+            os.write(3, b"x" * 65536)
+            os._exit(0)
     """
-    work = work_of(hostile, budget=0.0)
+    work = work_of(hostile, kind="function")
     work = work.__class__(**{**work.__dict__, "inline_bytes": 1024, "stored_bytes": MIB})
-    # When it runs: the child writes its state after the job yielded, replacing the link
+    # When it runs on a worker allowing 1 MiB
     outcome = run(sandbox, work)
-    # Then what comes back is the state, never the link's target
-    assert outcome.status == "checkpoint", outcome.error
+    # Then the reply is refused on its size, and nothing was spooled for the worker
+    assert outcome.status == "errored" and "over the limit" in outcome.error
+    assert outcome.stored is None
+
+
+def test_a_job_that_writes_more_than_its_frame_says_hands_back_only_its_frame(sandbox):
+    hostile = """
+        import os, struct
+        def run(state):
+            header = b'{"status":"finished","error":null,"safe_points":0}'
+            os.write(3, struct.pack("!II", len(header), 200000) + header + b"r" * 200000 + b"junk" * 1000)
+            os._exit(0)
+    """
+    work = work_of(hostile, kind="function")
+    work = work.__class__(**{**work.__dict__, "inline_bytes": 1024, "stored_bytes": MIB})
+    outcome = run(sandbox, work)
+    assert outcome.status == "finished", outcome.error
     with outcome.stored as stored:
-        assert loads_state(stored.read()) == b"s" * 200000
+        assert stored.read() == b"r" * 200000
 
 
-def test_a_reply_claiming_a_stored_file_over_the_workers_limit_is_malformed():
-    header = {"status": "checkpoint", "safe_points": 1, "stored_bytes": 10 * MIB}
-    assert outcome_of((header, b""), 0, False, "", 0.1, stored_bytes=MIB).status == "errored"
-    assert outcome_of((header, b""), 0, False, "", 0.1, stored_bytes=0).status == "errored"
-    assert outcome_of((header, b""), 0, False, "", 0.1, stored_bytes=20 * MIB).stored == 10 * MIB
-
-
+def test_a_spooled_body_becomes_the_outcomes_stored_file(tmp_path):
+    spooled = open(tmp_path / "body", "wb+")
+    outcome = outcome_of(({"status": "checkpoint", "safe_points": 1}, spooled), 0, False, "", 0.1)
+    assert outcome.status == "checkpoint" and outcome.stored is spooled and outcome.state is None
+    spooled.close()
 
 
 #: a plain function that leaves ``mib`` MiB in outputs/ and returns a small result
