@@ -3,13 +3,18 @@
     .venv/bin/python bench/blob_roundtrip.py [--mib 1024] [--repeat 3] [--dir DIR]
         [--s3-endpoint URL --s3-bucket BUCKET]   # the S3 store too (credentials: AWS_* variables)
 
-The round trip is what a checkpoint too large for a message goes through:
-the worker uploads it to its lease's upload key (its write grant), the
-ledger adopts it under its sha256 (hashing it, checking the claim), and the
-next worker fetches it through its read grant (hashing it again, checking
-it). The ceiling is `cp` of the same file on the same disk, measured in the
-same run: the ratio says what the store's copies and hashes cost over one
-plain copy. Both run with a warm page cache (the file was just written).
+The round trip is what a checkpoint too large for a message goes through,
+by the market's own functions: the ledger grants a lease (the lease message
+is encoded and decoded as the relay and the worker do), the worker streams
+the file its job left to the lease's upload key through its write grant,
+hashing it on the way (agents.worker.stored_blobs.upload_stored), the ledger
+adopts it under its sha256 (hashing it again, checking the claim:
+ledger.uploads_check.adopt_uploads), and the next lease's worker fetches it
+through its read grant (hashing it a third time: StoredBlobs.fetch_state).
+The ceiling is `cp` of the same file on the same disk, measured in the same
+run: the ratio says what the store's copies and hashes cost over one plain
+copy. Both run with a warm page cache (the file was just written). What the
+job itself spends pickling its state, and the sandbox placing it, is not in it.
 """
 from __future__ import annotations
 
@@ -27,9 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agents.worker.stored_blobs import StoredBlobs, upload_stored  # noqa: E402
 from blobstore.fs import FolderStore  # noqa: E402
-from blobstore.transfer import fetch, upload  # noqa: E402
 from contracts.blobs import BlobRef  # noqa: E402
+from contracts.lease import decode_lease_message, encode_lease_message  # noqa: E402
+from ledger.uploads_check import LedgerUploads, adopt_uploads  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -55,18 +62,40 @@ def time_cp(source: Path, folder: Path) -> float:
     return seconds
 
 
+class _Settings:
+    lease_grace = 2.0
+
+
+MODULE = b"def run(state):\n    yield state\n"
+
+
+def lease_message(store, lease_id: str, state: BlobRef | None):
+    """A lease message as the ledger's relay builds it and the worker decodes it: its grants
+    (and, for ``state``, the read grant of a state in the store)."""
+    granted = {"lease_id": lease_id, "job_id": "job-bench", "worker_id": "w-bench", "checkpoint": 1,
+               "lease_seconds": 600, "deadline": "2099-01-01T00:00:00.000000Z", "entry": "run",
+               "kind": "generator", "probe": False, "module_sha256": hashlib.sha256(MODULE).hexdigest(),
+               "state_sha256": state.sha256 if state else hashlib.sha256(b"s0").hexdigest(), "price": 1}
+    state_grant, upload_grants = LedgerUploads(_Settings(), lambda: store).grants(granted, state is None)
+    body = encode_lease_message("e-bench", granted, MODULE, b"" if state else b"s0", None, state_grant,
+                                upload_grants)
+    return decode_lease_message(body)
+
+
 def time_round_trip(store, source: Path, ref: BlobRef, folder: Path, lease: int) -> tuple[float, float, float]:
-    """(upload, adopt, fetch) seconds of one checkpoint through ``store``."""
-    key = f"uploads/lease-{lease}/checkpoint"
+    """(upload, adopt, fetch) seconds of one checkpoint through ``store``, by the market's functions."""
+    states = StoredBlobs(folder / "worker-states")
     started = time.perf_counter()
-    upload(store.write_grant(key, 600), source)
+    claimed = upload_stored(lease_message(store, f"lease-{lease}", None), "checkpoint", open(source, "rb"))
     uploaded = time.perf_counter()
-    store.adopt(key, ref)
+    refused = adopt_uploads(store, f"lease-{lease}", [("checkpoint", claimed.to_wire())], None)
+    store.discard_upload(f"uploads/lease-{lease}/checkpoint")  # the report is recorded: the upload goes
     adopted = time.perf_counter()
-    fetched_path = folder / "fetched"
-    fetch(store.read_grant(ref.sha256, 600), ref, fetched_path)
+    assert claimed == ref and refused is None, (claimed, refused)
+    fetched_path = states.fetch_state(lease_message(store, f"lease-{lease}-next", ref))
     fetched = time.perf_counter()
-    fetched_path.unlink()
+    os.unlink(fetched_path)
+    states.close()
     store.delete(ref.sha256)  # the next round stores it anew
     return uploaded - started, adopted - uploaded, fetched - adopted
 

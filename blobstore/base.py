@@ -73,7 +73,13 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def adopt(self, key: str, expected: BlobRef) -> None:
-        """Move an upload to its content address once its bytes hash to ``expected``. Raises BlobCorrupt."""
+        """Store an upload at its content address once its bytes hash to ``expected``. Raises
+        BlobMissing, BlobCorrupt (the upload is then removed). The upload itself stays until
+        :meth:`discard_upload`: a ledger that crashed before it recorded the report adopts it again."""
+
+    @abc.abstractmethod
+    def discard_upload(self, key: str) -> None:
+        """Remove an upload (once the report that named it is recorded); nothing if it is not there."""
 
     def has(self, ref: BlobRef) -> bool:
         return self.size(ref.sha256) == ref.size

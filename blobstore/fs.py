@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -117,23 +119,70 @@ class FolderStore(BlobStore):
     def _upload_path(self, key: str) -> Path:
         if not UPLOAD_KEY.match(key):
             raise BlobStoreError(f"{key!r} is not an upload key (uploads/<lease id>/<what>)")
-        path = self.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        # not made here: a grant per lease would leave a folder per lease; the uploader makes it
+        return self.root / key
 
     def adopt(self, key: str, expected: BlobRef) -> None:
         upload = self._upload_path(key)
-        # renamed, not copied (a copy cost as much as the hash, measured by bench/blob_roundtrip.py);
-        # an uploader that still holds the file open could change it later, so every reader checks
-        # the hash again (blobstore.transfer.fetch, get_file)
-        temporary = tempfile.mktemp(dir=self.root / "tmp", prefix="adopt-")
+        # linked, not copied (a copy cost as much as the hash, measured by bench/blob_roundtrip.py),
+        # and the upload kept until the report is recorded (discard_upload); an uploader that holds
+        # the file open could change it later, so every reader checks the hash again
+        # (blobstore.transfer.fetch, get_file)
+        temporary = Path(tempfile.mktemp(dir=self.root / "tmp", prefix="adopt-"))
         try:
-            os.replace(upload, temporary)
+            os.link(upload, temporary, follow_symlinks=False)
         except FileNotFoundError as e:
             raise BlobMissing(f"nothing was uploaded to {key}") from e
-        ref = hash_file(temporary)
+        except PermissionError:
+            # another user's file (fs.protected_hardlinks): copied, hashing on the way
+            ref = self._copy_upload(key, upload, temporary)
+        else:
+            info = os.lstat(temporary)
+            if not stat.S_ISREG(info.st_mode):
+                temporary.unlink()
+                self._refuse(key, "is not a plain file")
+            if info.st_uid == os.geteuid():
+                ref = hash_file(temporary)
+            else:
+                # another user's inode: the store could not make it read-only, so it gets a copy of its own
+                temporary.unlink()
+                ref = self._copy_upload(key, upload, temporary)
         if ref != expected:
-            os.unlink(temporary)
-            raise BlobCorrupt(f"the upload {key} is {ref.size} bytes hashing to {ref.sha256[:12]}..., "
+            temporary.unlink()
+            self._refuse(key, f"is {ref.size} bytes hashing to {ref.sha256[:12]}..., "
                               f"not the {expected.size} bytes of {expected.sha256[:12]}... it claims")
-        self._place(Path(temporary), ref)
+        self._place(temporary, ref)
+
+    def _copy_upload(self, key: str, upload: Path, temporary: Path) -> BlobRef:
+        try:
+            fd = os.open(upload, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            self._refuse(key, "is not a plain file")
+        with os.fdopen(fd, "rb") as source:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                self._refuse(key, "is not a plain file")
+            with open(temporary, "xb") as target:
+                return copy_hashing(source, target)
+
+    def _refuse(self, key: str, why: str):
+        # a link (or anything but a file) the uploader left would make the blob another file's bytes
+        self.discard_upload(key)
+        raise BlobCorrupt(f"the upload {key} {why}")
+
+    def discard_upload(self, key: str) -> None:
+        upload = self._upload_path(key)
+        try:
+            _remove(upload)
+        except FileNotFoundError:
+            return
+        try:
+            upload.parent.rmdir()  # the lease's upload folder, once empty
+        except OSError:
+            pass
+
+
+def _remove(path) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        os.unlink(path)  # a link itself, never what it points to

@@ -130,12 +130,15 @@ class S3Store(BlobStore):
                 raise BlobMissing(f"nothing was uploaded to {key}") from e
             with open(local, "xb") as target:
                 ref = copy_hashing(_Readable(body), target)
-            self.client.delete_object(Bucket=self.bucket, Key=upload)
             if ref != expected:
+                self.client.delete_object(Bucket=self.bucket, Key=upload)
                 raise BlobCorrupt(f"the upload {key} is {ref.size} bytes hashing to {ref.sha256[:12]}..., "
                                   f"not the {expected.size} bytes of {expected.sha256[:12]}... it claims")
             if self.size(ref.sha256) != ref.size:
                 self.client.upload_file(local, self.bucket, self.key(ref.sha256), Config=self._transfer)
+
+    def discard_upload(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._upload_key(key))
 
 
 class _Readable:

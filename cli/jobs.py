@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import sys
 
@@ -10,6 +9,7 @@ from cli.limits import limit_fields
 from cli.money import format_credits, parse_credits
 from cli.paging import ask_page, print_next
 from cli.requests import requester_as, send_and_check
+from cli.stored_results import result_bytes, save_result
 from common.errors import MarketError
 from contracts.package import PackageError, new_job_id, parse_target, result_as_json, submission_payload
 
@@ -117,7 +117,7 @@ async def _poll_job(settings, account: str, job_id: str, quiet: bool) -> dict:
 
 def _result_value(settings, account: str, job_id: str):
     answer = asyncio.run(ask(settings, account, "result", {"job_id": job_id}))
-    return result_as_json(base64.b64decode(answer["data"]))
+    return result_as_json(result_bytes(answer))
 
 
 def _print_outcome(settings, account: str, job: dict) -> None:
@@ -167,12 +167,11 @@ def cmd_result(settings, args) -> int:
     if getattr(args, "artifacts", None):
         from cli.logs import save_artifacts
         save_artifacts(settings, args.account, args.job_id, args.artifacts)
-    data = base64.b64decode(answer["data"])
     if args.raw:
-        with open(args.raw, "wb") as out:
-            out.write(data)
-        print(f"wrote {len(data)} bytes (sha256 {answer['sha256']}) to {args.raw}")
+        size = save_result(answer, args.raw)  # a large one is fetched from the blob store, never held whole
+        print(f"wrote {size} bytes (sha256 {answer['sha256']}) to {args.raw}")
         return 0
+    data = result_bytes(answer)
     try:
         value = result_as_json(data)
     except PackageError as e:

@@ -12,11 +12,15 @@ import base64
 import io
 import json
 import os
+import shutil
 import sys
 import tarfile
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from cli.requests import requester_as
+from cli.stored_results import save_result
+from contracts.blobs import CHUNK_BYTES
 from common.errors import MarketError
 from ledger.money import format_seconds
 
@@ -162,19 +166,22 @@ def _lease_footer(lease: dict) -> str:
 
 # ---- artifacts ----------------------------------------------------------------------
 
-async def fetch_artifacts(settings, account: str, job_id: str) -> bytes | None:
+async def fetch_artifacts(settings, account: str, job_id: str) -> dict:
+    """The ``artifacts`` answer: the tar's bytes (``data``, None for none), or issue 17's read
+    grant for a tar in the blob store (``grant``)."""
     async with requester_as(settings, account) as requester:
-        answer = await requester.ask("artifacts", {"job_id": job_id}, user_id=account, timeout=settings.reply_timeout)
-    return None if answer["data"] is None else base64.b64decode(answer["data"])
+        return await requester.ask("artifacts", {"job_id": job_id}, user_id=account, timeout=settings.reply_timeout)
 
 
-def write_artifacts(tar_bytes: bytes, folder: str) -> list[tuple[str, int]]:
-    """Write the artifacts tar's files under ``folder``: regular files only,
-    each name checked to stay inside it, none overwritten. Returns (path, size)."""
+def write_artifacts(tar, folder: str) -> list[tuple[str, int]]:
+    """Write the artifacts tar's files (``tar``: its bytes, or the path of a file holding it)
+    under ``folder``: regular files only, each name checked to stay inside it, none
+    overwritten, each streamed. Returns (path, size)."""
     target = Path(folder)
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r") as tar:
+    opened = tarfile.open(fileobj=io.BytesIO(tar), mode="r") if isinstance(tar, bytes) else tarfile.open(tar, "r")
+    with opened as tar:
         for member in tar.getmembers():
             if not member.isfile():
                 continue
@@ -183,24 +190,30 @@ def write_artifacts(tar_bytes: bytes, folder: str) -> list[tuple[str, int]]:
                 raise LogsError(f"the artifacts hold a file named {member.name!r}, outside the folder: not written")
             path = target.joinpath(*name.parts)
             path.parent.mkdir(parents=True, exist_ok=True)
-            data = tar.extractfile(member).read()
             try:
                 # O_EXCL|O_NOFOLLOW: never overwrite, never write through a link already there
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             except FileExistsError as e:
                 raise LogsError(f"{path} exists already: not overwritten (write into an empty folder)") from e
             with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            written.append((str(path), len(data)))
+                shutil.copyfileobj(tar.extractfile(member), out, CHUNK_BYTES)
+            written.append((str(path), member.size))
     return written
 
 
 def save_artifacts(settings, account: str, job_id: str, folder: str) -> int:
-    data = asyncio.run(fetch_artifacts(settings, account, job_id))
-    if data is None:
+    answer = asyncio.run(fetch_artifacts(settings, account, job_id))
+    if answer.get("data") is None and "grant" not in answer:
         print(f"job {job_id} left no artifacts (nothing in outputs/)", file=sys.stderr)
         return 0
-    written = write_artifacts(data, folder)
+    if "grant" in answer:
+        # issue 17: a large tar is in the blob store: fetched (checked) to a temporary file, then unpacked
+        with tempfile.TemporaryDirectory(prefix="market-artifacts-") as scratch:
+            tar = os.path.join(scratch, "artifacts.tar")
+            save_result(answer, tar)
+            written = write_artifacts(tar, folder)
+    else:
+        written = write_artifacts(base64.b64decode(answer["data"]), folder)
     for path, size in written:
         print(f"{path}\t{size} bytes", file=sys.stderr)
     print(f"wrote {len(written)} artifact file(s) to {folder}", file=sys.stderr)

@@ -93,7 +93,9 @@ def map_result(settings, account: str, job_id: str, answer: dict | None = None, 
     if job["status"] != "completed":
         raise Refused(f"the reduce job {reduce['job_id']} {job['status']}"
                       + (f": {job['error'].strip().splitlines()[-1]}" if job.get("error") else ""))
-    data = base64.b64decode(asyncio.run(ask(settings, account, "result", {"job_id": reduce["job_id"]}))["data"])
+    from cli.stored_results import result_bytes
+
+    data = result_bytes(asyncio.run(ask(settings, account, "result", {"job_id": reduce["job_id"]})))
     try:
         return result_as_json(data)
     except PackageError as e:

@@ -209,6 +209,12 @@ class Settings:
     blob_retention_seconds: float = 7 * 24 * 3600.0
     #: MARKET_MAX_INPUT_BYTES: largest input file of a job (1 GiB)
     max_input_bytes: int = 1024 ** 3
+    #: MARKET_INLINE_BLOB_BYTES: a state or result over this (or over MARKET_MAX_BLOB_BYTES, if
+    #: smaller) goes through the blob store (the worker uploads it through its lease's write
+    #: grant), not inside the report message
+    inline_blob_bytes: int = 1024 * 1024
+    #: MARKET_MAX_STATE_BYTES: the largest state or result a job may have (through the blob store)
+    max_state_bytes: int = 1024 ** 3
 
     @property
     def blob_store_location(self) -> str:
@@ -284,6 +290,8 @@ class Settings:
             s3_endpoint=env.get("MARKET_S3_ENDPOINT") or None,
             blob_retention_seconds=_env_float(env, "MARKET_BLOB_RETENTION_SECONDS", d.blob_retention_seconds),
             max_input_bytes=_env_int(env, "MARKET_MAX_INPUT_BYTES", d.max_input_bytes),
+            inline_blob_bytes=_env_int(env, "MARKET_INLINE_BLOB_BYTES", d.inline_blob_bytes),
+            max_state_bytes=_env_int(env, "MARKET_MAX_STATE_BYTES", d.max_state_bytes),
             max_artifact_bytes=_env_int(env, "MARKET_MAX_ARTIFACT_BYTES", d.max_artifact_bytes),
         )
         values.update(overrides)
@@ -307,6 +315,8 @@ class Settings:
         settings.check_cluster_size()
         if settings.max_input_bytes < 0 or settings.blob_retention_seconds < 0:
             raise SettingsError("MARKET_MAX_INPUT_BYTES and MARKET_BLOB_RETENTION_SECONDS must be 0 or more")
+        if settings.inline_blob_bytes < 0 or settings.max_state_bytes < 0:
+            raise SettingsError("MARKET_INLINE_BLOB_BYTES and MARKET_MAX_STATE_BYTES must be 0 or more")
         if not 0 <= settings.commission_bps <= 10_000:
             raise SettingsError("MARKET_COMMISSION_BPS must be between 0 and 10000 (basis points: 500 = 5 %)")
         return settings

@@ -37,6 +37,10 @@ class Blob:
         return {"sha256": self.sha256, "size": len(self.data)}
 
 
+#: the largest state, result or artifacts a worker may hand back through the
+#: blob store (issue 17); MARKET_MAX_STATE_BYTES lowers it
+MAX_STORED_BLOB_BYTES = 1024 ** 3
+
 #: message prefixes that let the codec tell blob errors from other field
 #: errors (marshmallow keeps only the messages of nested errors)
 TOO_LARGE = "blob too large"
@@ -49,23 +53,37 @@ class BlobField(fields.Field):
 
     ``max_bytes`` is checked on the encoded length first, so an oversize blob
     is refused before it is decoded into memory.
+
+    ``by_reference`` (issue 17: a state, result or artifacts too large for a
+    message) also accepts ``{"sha256", "size"}``: the bytes were uploaded to the
+    blob store, and the field loads as a :class:`BlobRef` of at most
+    ``max_reference_bytes``. The ledger adopts the upload before the fold
+    (ledger.uploads_check) and refuses a report whose upload is not what it claims.
     """
 
-    def __init__(self, *args, max_bytes: int | None = None, **kwargs):
+    def __init__(self, *args, max_bytes: int | None = None, by_reference: bool = False,
+                 max_reference_bytes: int = MAX_STORED_BLOB_BYTES, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_bytes = max_bytes
+        self.by_reference = by_reference
+        self.max_reference_bytes = max_reference_bytes
 
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:
             return None
-        if isinstance(value, Blob):
+        if isinstance(value, (Blob, BlobRef)):
             return value.to_wire()
         return value
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, Blob):
             return value
+        if self.by_reference and isinstance(value, dict) and set(value) == {"sha256", "size"}:
+            return self._reference(value)
         if not isinstance(value, dict) or set(value) != {"sha256", "data"}:
+            if self.by_reference:
+                raise ValidationError('a blob is an object with exactly "sha256" and "data", '
+                                      'or "sha256" and "size" (uploaded to the blob store)')
             raise ValidationError('a blob is an object with exactly "sha256" and "data"')
         sha, encoded = value["sha256"], value["data"]
         if not isinstance(sha, str) or not _SHA256.match(sha):
@@ -84,6 +102,17 @@ class BlobField(fields.Field):
         if hashlib.sha256(data).hexdigest() != sha:
             raise ValidationError(f"{MISMATCH}: the bytes do not hash to sha256 {sha[:12]}...")
         return Blob(sha, data)
+
+    def _reference(self, value: dict) -> "BlobRef":
+        sha, size = value["sha256"], value["size"]
+        if not is_sha256(sha):
+            raise ValidationError("sha256 must be 64 lowercase hex digits")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValidationError("size must be a whole number of bytes")
+        if size > self.max_reference_bytes:
+            raise ValidationError(f"{TOO_LARGE}: {size} bytes exceeds the {self.max_reference_bytes}-byte limit "
+                                  "of a stored blob")
+        return BlobRef(sha, size)
 
 
 # -- references to blobs in the store (issue 17) ----------------------------------

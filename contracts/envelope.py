@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 import orjson
 from marshmallow import ValidationError
 
-from contracts.blobs import MISMATCH, TOO_LARGE, Blob, BlobField
+from contracts.blobs import MAX_STORED_BLOB_BYTES, MISMATCH, TOO_LARGE, Blob, BlobField, BlobRef
 from contracts.errors import (
     BlobMismatch,
     BlobTooLarge,
@@ -128,8 +128,11 @@ class Codec:
     message size limits of one deployment."""
 
     def __init__(self, max_blob_bytes: int = 4 * 1024 * 1024, max_message_bytes: int = 16 * 1024 * 1024,
-                 events: dict[str, EventType] | None = None, max_price: int | None = None):
+                 events: dict[str, EventType] | None = None, max_price: int | None = None,
+                 max_stored_bytes: int = MAX_STORED_BLOB_BYTES):
         self.max_blob_bytes = max_blob_bytes
+        #: the largest blob a report may name by reference (issue 17: uploaded to the blob store)
+        self.max_stored_bytes = max_stored_bytes
         self.max_message_bytes = max_message_bytes
         #: the market's price ceiling (micro-credits per hour), checked on the
         #: requests it decodes; None: only the contract's own bound
@@ -139,7 +142,8 @@ class Codec:
 
     @classmethod
     def from_settings(cls, settings) -> "Codec":
-        return cls(settings.max_blob_bytes, settings.max_message_bytes, max_price=settings.max_price_micro)
+        return cls(settings.max_blob_bytes, settings.max_message_bytes, max_price=settings.max_price_micro,
+                   max_stored_bytes=getattr(settings, "max_state_bytes", MAX_STORED_BLOB_BYTES))
 
     def schema(self, event_type: str):
         schema = self._schemas.get(event_type)
@@ -147,7 +151,7 @@ class Codec:
             schema = self.events[event_type].schema()
             for f in schema.fields.values():
                 if isinstance(f, BlobField):
-                    f.max_bytes = self.max_blob_bytes
+                    f.max_bytes, f.max_reference_bytes = self.max_blob_bytes, self.max_stored_bytes
                 elif isinstance(getattr(f, "inner", None), BlobField):
                     f.inner.max_bytes = self.max_blob_bytes  # a list of blobs (a map's chunks)
             self._schemas[event_type] = schema
@@ -221,6 +225,9 @@ class Codec:
             if isinstance(value, Blob):
                 blobs[value.sha256] = value.data
                 loaded[key] = value.reference()
+            elif isinstance(value, BlobRef):
+                # issue 17: uploaded to the blob store, not in ``blobs`` (ledger.uploads_check adopts it)
+                loaded[key] = value.to_wire()
             elif isinstance(value, list) and value and isinstance(value[0], Blob):
                 # a list of blobs (a map's chunk states): each stored once, referenced in order
                 blobs.update((blob.sha256, blob.data) for blob in value)
@@ -287,7 +294,7 @@ class Codec:
 
 def _to_wire(value):
     """A payload value as JSON: a blob (or a list of blobs) as ``{"sha256", "data"}``."""
-    if isinstance(value, Blob):
+    if isinstance(value, (Blob, BlobRef)):
         return value.to_wire()
     if isinstance(value, list) and value and isinstance(value[0], Blob):
         return [blob.to_wire() for blob in value]

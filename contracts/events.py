@@ -219,7 +219,8 @@ class LeaseProposed(Payload):
 class CheckpointSubmitted(Payload):
     lease_id = Id(required=True)
     job_id = Id(required=True)
-    state = BlobField(required=True)
+    #: issue 17: the bytes, or {"sha256", "size"} of an upload to uploads/<lease_id>/checkpoint
+    state = BlobField(required=True, by_reference=True)
     output = Text(load_default="")
     reported_at = ReportedAt()
     #: v2: the safe points (yields) the job passed in this lease, the checkpoint's
@@ -230,11 +231,13 @@ class CheckpointSubmitted(Payload):
 class JobFinished(Payload):
     lease_id = Id(required=True)
     job_id = Id(required=True)
-    result = BlobField(required=True)
+    #: issue 17: the bytes, or {"sha256", "size"} of an upload to uploads/<lease_id>/result
+    result = BlobField(required=True, by_reference=True)
     output = Text(load_default="")
     reported_at = ReportedAt()
-    #: issue 17: a tar of the files the lease left in the job's ``outputs/`` (bounded), if any
-    artifacts = BlobField(load_default=None, allow_none=True)
+    #: issue 17: a tar of the files the lease left in the job's ``outputs/`` (bounded), if any;
+    #: the bytes, or {"sha256", "size"} of an upload to uploads/<lease_id>/artifacts
+    artifacts = BlobField(load_default=None, allow_none=True, by_reference=True)
 
 
 class JobErrored(Payload):

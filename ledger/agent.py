@@ -43,6 +43,8 @@ from ledger.answering import answer_query
 from contracts.paging import Cursors
 from ledger.blob_cache import BlobCache
 from ledger.inputs_check import LedgerInputs
+from ledger.uploads_check import LedgerUploads
+from ledger.result_grants import ResultGrants
 from ledger.errors import TransientStoreError, WriterLockLost
 from ledger.fold import due_expiries
 from ledger import fold_limits
@@ -102,6 +104,9 @@ class LedgerAgent:
         self._blobs = BlobCache(BLOB_CACHE_BYTES)
         #: the blob store's input files (issue 17): checked before the fold, granted with each lease
         self.inputs = LedgerInputs(settings)
+        #: the reports' uploaded states and results (issue 17): adopted before the fold, granted with each lease
+        self.uploads = LedgerUploads(settings, self.inputs.store)
+        self._result_grants = ResultGrants(settings)
 
     async def _on_db(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
@@ -315,14 +320,17 @@ class LedgerAgent:
         def decide(known: set[str]) -> Plan:
             # issue 17: the store's word on the batch's input files, for the fold to read
             self.state.input_refusals = self.inputs.refusals(decoded)
+            self.state.upload_refusals = self.uploads.refusals(self.state, decoded, known)
             try:
                 plan = plan_batch(self.state, decoded, known, self.clock())
             finally:
-                self.state.input_refusals = {}
+                self.state.input_refusals, self.state.upload_refusals = {}, {}
             plan.invalid = invalid
             return plan
 
-        return self._write(decide, [envelope.event_id for _, envelope in decoded])
+        plan = self._write(decide, [envelope.event_id for _, envelope in decoded])
+        self.uploads.committed()  # issue 17: the adopted uploads of recorded reports go
+        return plan
 
     def _write(self, decide, event_ids: list[str] = ()) -> Plan:
         """Check the lock and the log's tip, decide a plan from the event ids
@@ -373,14 +381,18 @@ class LedgerAgent:
         """The lease message with the bytes the worker needs, built once, at grant."""
         granted = orjson.loads(row["body"])
         self.relay.lease_deadlines[row["id"]] = granted["deadline"]
-        module, state = self._blob(granted["module_sha256"]), self._blob(granted["state_sha256"])
-        return encode_lease_message(row["event_id"], granted, module, state, self.inputs.grants(granted))
+        module, state = self._blob(granted["module_sha256"]) or b"", self._blob(granted["state_sha256"])
+        # issue 17: a state the blobs table lacks is in the blob store: the worker reads it there
+        state_grant, upload_grants = self.uploads.grants(granted, state is not None)
+        return encode_lease_message(row["event_id"], granted, module, state or b"", self.inputs.grants(granted),
+                                    state_grant, upload_grants)
 
-    def _blob(self, sha256: str) -> bytes:
+    def _blob(self, sha256: str) -> bytes | None:
         data = self._blobs.get(sha256)
         if data is None:
-            data = self.store.blob(sha256) or b""
-            self._blobs.put(sha256, data)
+            data = self.store.blob(sha256)
+            if data is not None:
+                self._blobs.put(sha256, data)
         return data
 
     async def _answer_repeats(self, repeats: list) -> list:
@@ -392,7 +404,8 @@ class LedgerAgent:
     async def _answer(self, message, publisher: Publisher) -> None:
         if self._cursors is None:
             self._cursors = Cursors.from_settings(self.settings)
-        await answer_query(message, publisher, self.store.engine, self._reads, self._cursors)
+        await answer_query(message, publisher, self.store.engine, self._reads, self._cursors,
+                           uploads=self.inputs, grants=self._result_grants)
 
     # ---- the deadline sweeper -------------------------------------------------
 

@@ -13,24 +13,29 @@ from contracts.routing import LEDGER_ACTOR
 from contracts.paging import Cursors
 from ledger.queries import answer
 from ledger.query_limits import QueryRateLimit
+from ledger.result_grants import ResultGrants
 
 log = structlog.get_logger("queries")
 
 
 async def answer_query(message, publisher: Publisher, engine, reads, cursors: Cursors, *,
-                       as_user: str = LEDGER_ACTOR, limit: QueryRateLimit | None = None, uploads=None) -> None:
+                       as_user: str = LEDGER_ACTOR, limit: QueryRateLimit | None = None, uploads=None,
+                       grants: ResultGrants | None = None) -> None:
     """Answer one question (an aio-pika message) on the ``reads`` executor,
     never waiting for the writer's thread; replies as broker user ``as_user``.
-    An asker over ``limit`` is refused before anything is read. ``uploads``: for upload grants."""
+    An asker over ``limit`` is refused before anything is read. ``uploads``: for
+    upload grants; ``grants``: a result in the blob store (issue 17) is answered
+    with a read grant for it."""
     async with message.process(requeue=False):
-        reply = await _reply(message, engine, reads, cursors, limit, uploads)
+        reply = await _reply(message, engine, reads, cursors, limit, uploads, grants)
         if message.reply_to:
             await publisher.publish(orjson.dumps(reply), message.reply_to, user_id=as_user,
                                     message_id=message.message_id or "", correlation_id=message.correlation_id,
                                     exchange="", mandatory=False)
 
 
-async def _reply(message, engine, reads, cursors: Cursors, limit: QueryRateLimit | None, uploads) -> dict:
+async def _reply(message, engine, reads, cursors: Cursors, limit: QueryRateLimit | None, uploads=None,
+                 grants: ResultGrants | None = None) -> dict:
     try:
         asked = orjson.loads(message.body)
         name, args = asked["query"], asked.get("args") or {}
@@ -43,5 +48,10 @@ async def _reply(message, engine, reads, cursors: Cursors, limit: QueryRateLimit
         if wait:
             log.info("queries.refused", account=message.user_id, query=name, retry_in=round(wait, 3))
             return {"ok": False, "error": limit.refusal(wait), "retry_in": round(wait, 3)}
-    return await asyncio.get_running_loop().run_in_executor(reads, answer, engine, message.user_id, name, args,
-                                                                 cursors, uploads)
+    return await asyncio.get_running_loop().run_in_executor(reads, _answer, engine, message.user_id, name, args,
+                                                                 cursors, uploads, grants)
+
+
+def _answer(engine, actor: str, name: str, args, cursors: Cursors, uploads, grants: ResultGrants | None) -> dict:
+    reply = answer(engine, actor, name, args, cursors, uploads)
+    return grants.complete(reply) if grants is not None and name in ("result", "artifacts") else reply

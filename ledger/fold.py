@@ -511,6 +511,9 @@ def _checkpoint_submitted(state: MarketState, event: Recorded) -> list[Derived]:
     if isinstance(fenced, str):
         return _reject_report(event, fenced)
     lease, job = fenced
+    refused = fold_uploads.refusal(state, event.event_id)
+    if refused is not None:
+        return _reject_report(event, refused)
     return [Derived("checkpoint.committed", {
         "lease_id": lease.lease_id, "job_id": job.job_id, "worker_id": lease.worker_id,
         "checkpoint": job.checkpoint + 1, "state_sha256": event.payload["state"]["sha256"],
@@ -547,6 +550,9 @@ def _job_finished(state: MarketState, event: Recorded) -> list[Derived]:
     if isinstance(fenced, str):
         return _reject_report(event, fenced)
     lease, job = fenced
+    refused = fold_uploads.refusal(state, event.event_id)
+    if refused is not None:
+        return _reject_report(event, refused)
     return [Derived("job.completed", {
         "job_id": job.job_id, "lease_id": lease.lease_id, "worker_id": lease.worker_id,
         "result_sha256": event.payload["result"]["sha256"],
@@ -667,3 +673,4 @@ def _job_quarantined(state: MarketState, event: Recorded) -> list[Derived]:
 from ledger import fold_identity, fold_inputs, fold_money, fold_replicas, fold_speeds, fold_workers  # noqa: E402,F401
 from ledger import fold_maps  # noqa: E402,F401 - issue 17
 from ledger import fold_limits, fold_safe_points  # noqa: E402
+from ledger import fold_uploads  # noqa: E402 - issue 17

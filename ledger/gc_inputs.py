@@ -1,8 +1,10 @@
-"""Collecting input files (issue 17): a blob in the store that no job needs
+"""Collecting the blob store (issue 17): a blob in the store that no job needs
 any more, once it is older than MARKET_BLOB_RETENTION_SECONDS.
 
-A job needs its inputs while it lives and for the retention period after it
-ended (its owner pays nothing to store them meanwhile). A blob no job names
+A job needs its inputs, and its states and result that were too large for a
+message (uploaded by its workers), while it lives and for the retention
+period after it ended (its owner pays nothing to store them meanwhile); a
+map's chunk or a replica lives as long as its parent. A blob no job names
 (an upload whose submission was rejected, or never sent) goes once it is
 older than the retention period too: uploads come before their submission,
 so a young one may be a submission on its way. The ledger's events keep the
@@ -30,15 +32,34 @@ class InputGcReport:
     kept: int
 
 
-def needed_inputs(rows, cutoff: str) -> set[str]:
-    """The sha256 of every input of a job that has not ended, or ended after ``cutoff``.
+#: the columns of a job's own blobs (its module, states, result, artifacts, reduce module)
+JOB_BLOB_COLUMNS = tuple(column.name for column in tables.jobs.columns if column.name.endswith("_sha256"))
 
-    ``rows`` are (inputs JSON text, finished_at) pairs of the jobs table."""
+
+def living_jobs(rows, cutoff: str) -> set[str]:
+    """The ids of the jobs that have not ended, or ended after ``cutoff``, and of every
+    job under one of those (a map's chunks, a replicated job's replicas).
+
+    ``rows`` have ``job_id``, ``finished_at``, ``map_id`` and ``parent_id``."""
+    parents = {row.job_id: row.map_id or row.parent_id for row in rows}
+    alive = {row.job_id for row in rows if row.finished_at is None or row.finished_at > cutoff}
+    return {job_id for job_id in parents if job_id in alive or parents[job_id] in alive}
+
+
+def needed_by_jobs(job_rows, lease_rows, cutoff: str) -> set[str]:
+    """The sha256 of every blob a living job (:func:`living_jobs`) needs: its inputs, its
+    own blobs, and the state each of its leases started from.
+
+    ``job_rows`` have the columns above and ``inputs`` (JSON text); ``lease_rows`` are
+    (job_id, state_sha256) pairs."""
+    living = living_jobs(job_rows, cutoff)
     needed: set[str] = set()
-    for inputs, finished_at in rows:
-        if inputs and (finished_at is None or finished_at > cutoff):
-            needed |= {item["sha256"] for item in orjson.loads(inputs)}
-    return needed
+    for row in job_rows:
+        if row.job_id in living:
+            needed |= {value for value in (getattr(row, name) for name in JOB_BLOB_COLUMNS) if value}
+            if row.inputs:
+                needed |= {item["sha256"] for item in orjson.loads(row.inputs)}
+    return needed | {state for job_id, state in lease_rows if job_id in living}
 
 
 def collect_inputs(engine, store: BlobStore, now: str, retention_seconds: float,
@@ -49,13 +70,14 @@ def collect_inputs(engine, store: BlobStore, now: str, retention_seconds: float,
 
     cutoff_time = parse_time(now) - timedelta(seconds=retention_seconds)
     cutoff = format_time(cutoff_time)
+    j = tables.jobs.c
     with engine.connect() as conn:
-        rows = conn.execute(select(tables.jobs.c.inputs, tables.jobs.c.finished_at)
-                            .where(tables.jobs.c.inputs != "")).all()
-        # whatever a projection names (a job's state or result, a lease's checkpoint) stays too:
-        # the store holds only inputs today, but a state put there later must not be collected
-        named = _named_by_projections(conn)
-    needed = needed_inputs(rows, cutoff) | named
+        job_rows = conn.execute(select(j.job_id, j.finished_at, j.map_id, j.parent_id, j.inputs,
+                                       *(j[name] for name in JOB_BLOB_COLUMNS))).all()
+        lease_rows = conn.execute(select(tables.leases.c.job_id, tables.leases.c.state_sha256)).all()
+        # whatever another projection names stays too (the jobs' and leases' blobs are judged above)
+        named = _named_by_projections(conn, but=("jobs", "leases"))
+    needed = needed_by_jobs(job_rows, lease_rows, cutoff) | named
     removed = removed_bytes = kept = 0
     for blob in list(store.entries()):
         if blob.sha256 in needed or blob.stored_at > cutoff_time.timestamp():

@@ -142,4 +142,7 @@ def artifacts(conn, actor: str, job_id: str) -> dict:
     if row.artifacts_sha256 is None:
         return {"job_id": row.job_id, "sha256": None, "data": None}
     data = conn.execute(select(tables.blobs.c.data).where(tables.blobs.c.sha256 == row.artifacts_sha256)).scalar()
+    if data is None:
+        # issue 17: uploaded to the blob store; the query side adds the owner's read grant
+        return {"job_id": row.job_id, "sha256": row.artifacts_sha256, "stored": True}
     return {"job_id": row.job_id, "sha256": row.artifacts_sha256, "data": base64.b64encode(data).decode("ascii")}

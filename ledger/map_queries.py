@@ -50,6 +50,12 @@ def map_result(conn, row) -> dict:
     b = tables.blobs.c
     wanted = [r.result_sha256 for r in rows if r.status == "completed"]
     data = dict(conn.execute(select(b.sha256, b.data).where(b.sha256.in_(wanted))).all()) if wanted else {}
+    stored = [r.chunk for r in rows if r.status == "completed" and r.result_sha256 not in data]
+    if stored:
+        # issue 17: a chunk's result too large for a message is in the blob store, and a map's
+        # answer carries its chunks' bytes: not assembled (yet); each chunk's `result` fetches one
+        raise QueryError(f"map {row.job_id}: the results of chunks {', '.join(map(str, stored))} are in the "
+                         "blob store, too large to assemble in one answer")
     chunks = [base64.b64encode(data[r.result_sha256]).decode("ascii") if r.status == "completed" else None
               for r in rows]
     answer = {"job_id": row.job_id, "map": {"chunks": chunks, "sizes": chunk_sizes(row.items, row.chunk_size)}}

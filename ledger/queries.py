@@ -283,6 +283,10 @@ def result(conn, actor: str, job_id: str) -> dict:
                          + (f"; `marketctl logs {job_id}` shows its leases' output and errors"
                             if row.status == "failed" else ""))
     data = conn.execute(select(tables.blobs.c.data).where(tables.blobs.c.sha256 == row.result_sha256)).scalar()
+    if data is None:
+        # issue 17: a result too large for a message is in the blob store; the query side
+        # adds the owner's read grant (ledger.result_grants)
+        return {"job_id": row.job_id, "sha256": row.result_sha256, "stored": True}
     return {"job_id": row.job_id, "sha256": row.result_sha256, "data": base64.b64encode(data).decode("ascii")}
 
 

@@ -307,6 +307,9 @@ class MarketState:
     #: submission event id -> why the blob store lacks its inputs: the agent's
     #: finding for the batch being folded, in memory only (ledger.fold_inputs)
     input_refusals: dict = field(default_factory=dict, repr=False, compare=False)
+    #: report event id -> why its uploaded state or result is not what it claims: the
+    #: agent's finding for the batch being folded, in memory only (ledger.fold_uploads)
+    upload_refusals: dict = field(default_factory=dict, repr=False, compare=False)
     #: rows for the append-only ``postings`` projection folded since the last
     #: save (ledger.postings): written once, never kept in memory
     new_postings: list = field(default_factory=list, repr=False, compare=False)

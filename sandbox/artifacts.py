@@ -33,22 +33,34 @@ def collect(scratch: str, limit: int) -> tuple[bytes | None, str | None]:
     """(the tar of ``scratch/outputs``, or None; a note for the lease's output, or None).
 
     None and no note: the job wrote no ``outputs/`` (or an empty one)."""
+    buffer = io.BytesIO()
+    written, note = collect_into(scratch, limit, buffer)
+    return (buffer.getvalue() if written else None), note
+
+
+def collect_into(scratch: str, limit: int, target) -> tuple[bool, str | None]:
+    """Write the tar of ``scratch/outputs`` to ``target`` (a binary file), each file streamed
+    (issue 17: artifacts up to 1 GiB go to the blob store, never whole in memory).
+
+    (whether a tar with files was written; a note for the lease's output, or None)."""
     try:
         top = os.open(os.path.join(scratch, OUTPUTS), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        return None, None
+        return False, None
     except OSError:
-        return None, f"[artifacts: {OUTPUTS}/ is not a folder (a link?): nothing sent]"
-    buffer, skipped = io.BytesIO(), []
+        return False, f"[artifacts: {OUTPUTS}/ is not a folder (a link?): nothing sent]"
+    skipped = []
     try:
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=target, mode="w", format=tarfile.PAX_FORMAT) as tar:
             count = _add_folder(tar, top, "", 0, limit, skipped, [0])
     except TooLarge:
-        return None, f"[artifacts: {OUTPUTS}/ holds more than {limit} bytes (the limit): nothing sent]"
+        return False, f"[artifacts: {OUTPUTS}/ holds more than {limit} bytes (the limit): nothing sent]"
+    except OSError as e:
+        return False, f"[artifacts: {OUTPUTS}/ could not be read ({e.strerror or e}): nothing sent]"
     finally:
         os.close(top)
     note = f"[artifacts: skipped {', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}]" if skipped else None
-    return (buffer.getvalue() if count else None), note
+    return bool(count), note
 
 
 def _add_folder(tar, folder_fd: int, prefix: str, depth: int, limit: int, skipped: list, seen: list) -> int:
@@ -91,10 +103,10 @@ def _add_file(tar, folder_fd: int, name: str, path: str, limit: int, skipped: li
             return 0
         if tar.fileobj.tell() + info.st_size + TAR_OVERHEAD > limit:
             raise TooLarge
-        data = file.read(info.st_size + 1)[:info.st_size]  # a file still growing is cut at its size
-    member = tarfile.TarInfo(path)
-    member.size, member.mode, member.mtime = len(data), 0o644, 0
-    tar.addfile(member, io.BytesIO(data))
+        member = tarfile.TarInfo(path)
+        member.size, member.mode, member.mtime = info.st_size, 0o644, 0
+        # streamed: a file still growing is cut at its size; one that shrank fails the tar (OSError)
+        tar.addfile(member, file)
     return 1
 
 

@@ -31,6 +31,7 @@ from contracts import package
 from sandbox import kernel
 from sandbox.confine import SCRATCH_IN_JOB, SCRATCH_MOUNT
 from sandbox.scratch import INPUTS_FOLDER
+from sandbox import stored_state
 
 #: frame prefix on the job socket: header length, body length
 FRAME = struct.Struct("!II")
@@ -134,7 +135,10 @@ def child_main(job_fd: int, output_fd: int, limits: dict, cpu: tuple[int, int], 
         else:
             reply, reply_body = run_job(header, body, LEASE, limits["blob_bytes"])
         code = reply.get("exit_code", 1) if reply["status"] == "errored" else 0
-        _write_all(JOB_FD, encode_frame(reply, reply_body))
+        # the header, then the body as it is: a large state (issue 17) is not copied once more
+        encoded = orjson.dumps(reply)
+        _write_all(JOB_FD, FRAME.pack(len(encoded), len(reply_body)) + encoded)
+        _write_all(JOB_FD, reply_body)
     except BaseException:  # noqa: BLE001 - the child must reach _exit whatever happens
         code = SETUP_FAILED
         traceback.print_exc()
@@ -221,7 +225,9 @@ def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -
         name = header["module_name"]
         module = package.exec_module(body[:module_bytes], name, name + ".py")
         entry = getattr(module, header["entry"])
-        returned = entry(package.loads_state(body[module_bytes:]))
+        # issue 17: a stored state comes as a file in the scratch, not in the frame
+        state = stored_state.read_state_in() if header.get("state_file") else body[module_bytes:]
+        returned = entry(package.loads_state(state))
         if inspect.isgenerator(returned):
             status, value = _drive(returned, started, header["budget_seconds"], control)
         else:
@@ -230,9 +236,10 @@ def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -
             blob = package.dumps_state(value, what=f"the state at safe point {control.safe_points}")
         else:
             blob = package.dumps_result(value)
-        if len(blob) > blob_bytes:
+        limit = _most(header, blob_bytes)
+        if len(blob) > limit:
             what = "state" if status == "checkpoint" else "result"
-            raise package.PackageTooLarge(f"the {what} is {len(blob)} bytes; the limit is {blob_bytes}")
+            raise package.PackageTooLarge(f"the {what} is {len(blob)} bytes; the limit is {limit}")
     except package.PackageError as error:
         # the package format's own refusals (bad source, state too large, ...) are one clear line
         return {"status": "errored", "error": error.reason, "safe_points": control.safe_points}, b""
@@ -243,6 +250,12 @@ def run_job(header: dict, body: bytes, control: LeaseControl, blob_bytes: int) -
             reply["exit_code"] = error.code
         return reply, b""
     return {"status": status, "error": None, "safe_points": control.safe_points}, blob
+
+
+def _most(header: dict, blob_bytes: int) -> int:
+    """The largest state or result this lease may hand back: a frame's bound, or (issue 17) the
+    worker's ``stored_bytes`` when it can upload (it streams such a reply to a file)."""
+    return header.get("stored_bytes") or blob_bytes
 
 
 def run_build(header: dict, body: bytes) -> tuple[dict, bytes]:

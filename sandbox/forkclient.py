@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import asdict
@@ -37,6 +38,8 @@ DRAIN_GRACE = 1.0
 KILL_GRACE = 5.0
 #: characters reserved for the "[... n bytes of output dropped ...]" marker
 MARKER_ROOM = 64
+#: bytes asked of the job socket at a time while a large reply is spooled to a file (issue 17)
+SPOOL_CHUNK = 1024 * 1024
 
 
 class SandboxError(MarketError):
@@ -59,7 +62,11 @@ def work_frame(work: Work) -> bytes:
         "entry": work.entry, "kind": work.kind, "module_name": package.module_name(work.module_sha256),
         "module_bytes": len(work.module_source), "budget_seconds": work.budget_seconds,
     }
-    return forkchild.encode_frame(header, work.module_source + work.state)
+    if work.state_path is not None:
+        header["state_file"] = True  # issue 17: in the scratch (sandbox.stored_state), not in the frame
+    if work.stored_bytes:
+        header["stored_bytes"] = work.stored_bytes  # issue 17: the reply may be that large (it is spooled)
+    return forkchild.encode_frame(header, work.module_source + (b"" if work.state_path else work.state))
 
 
 class ChildLease:
@@ -72,8 +79,16 @@ class ChildLease:
     """
 
     def __init__(self, loop, server: "ForkServer", frame: bytes, limits: Limits, hard_deadline: float,
-                 live=None):
+                 live=None, inline_bytes: int = 0, stored_bytes: int = 0):
+        """``stored_bytes`` (issue 17): the largest reply body this lease may send; one over
+        ``inline_bytes`` is spooled to a temporary file as it comes, never held in memory."""
         self.loop, self.server, self.limits, self.hard_deadline = loop, server, limits, hard_deadline
+        self.most_body = max(stored_bytes, limits.blob_bytes)
+        #: bodies over this go to a file (None: none, the lease cannot upload one)
+        self.inline_bytes = inline_bytes if stored_bytes else None
+        #: the reply's body as a temporary file (issue 17), and how much of it came
+        self.spool = None
+        self.spooled = 0
         #: a sandbox.live_output.LiveOutput that sees every chunk as it comes (issue 17), or None
         self.live = live
         # ours / theirs: the child gets the job socket's other end and the output pipe's write end
@@ -132,11 +147,19 @@ class ChildLease:
             self.ended.set_exception(SandboxError(error))
 
     def reply(self):
-        """``(header, body)``, an error text, or None when no complete reply came."""
+        """``(header, body)``, an error text, or None when no complete reply came. Issue 17: a
+        spooled body is an open file, the caller's to close (asked once)."""
+        reply = self._reply()
+        if self.spool is not None and not (isinstance(reply, tuple) and reply[1] is self.spool):
+            self.spool.close()  # a refused or incomplete reply's
+        self.spool = None
+        return reply
+
+    def _reply(self):
         if self.reply_error is not None:
             return self.reply_error
         sizes = self._reply_sizes()
-        if sizes is None or len(self.reply_bytes) < sum(sizes):
+        if sizes is None or len(self.reply_bytes) + self.spooled < sum(sizes):
             return None
         start = forkchild.FRAME.size + sizes[1]
         try:
@@ -145,6 +168,10 @@ class ChildLease:
             return f"the job sent a malformed reply: {e}"
         if not isinstance(header, dict):
             return "the job sent a malformed reply header"
+        if self.spool is not None:
+            self.spool.truncate(sizes[2])  # whatever the job wrote past its frame is not its state
+            self.spool.seek(0)
+            return header, self.spool
         return header, bytes(self.reply_bytes[start:sum(sizes)])
 
     def close(self) -> None:
@@ -189,19 +216,34 @@ class ChildLease:
 
     def _read_reply(self) -> None:
         try:
-            chunk = self.job.recv(65536)
+            chunk = self.job.recv(SPOOL_CHUNK if self.spool is not None else 65536)
         except BlockingIOError:
             return
         except OSError:
             chunk = b""
-        self.reply_bytes += chunk
+        if self.spool is not None:
+            self._spool(chunk)
+        else:
+            self.reply_bytes += chunk
         sizes = self._reply_sizes()
-        if sizes is not None and (sizes[1] > forkchild.MAX_HEADER_BYTES or sizes[2] > self.limits.blob_bytes):
+        if sizes is not None and (sizes[1] > forkchild.MAX_HEADER_BYTES or sizes[2] > self.most_body):
             self.reply_error = f"the job sent a reply of {sizes[1]}+{sizes[2]} bytes, over the limit"
             self.job.shutdown(socket.SHUT_RD)  # its further writes fail (EPIPE) instead of blocking
-        if not chunk or self.reply_error or (sizes is not None and len(self.reply_bytes) >= sum(sizes)):
+        elif (sizes is not None and self.spool is None and self.inline_bytes is not None
+              and sizes[2] > self.inline_bytes and len(self.reply_bytes) >= sizes[0] + sizes[1]):
+            # issue 17: a large state or result goes to a file as it comes
+            self.spool = tempfile.TemporaryFile(prefix="market-reply-")
+            body = self.reply_bytes[sizes[0] + sizes[1]:]
+            del self.reply_bytes[sizes[0] + sizes[1]:]
+            self._spool(body)
+        received = len(self.reply_bytes) + self.spooled
+        if not chunk or self.reply_error or (sizes is not None and received >= sum(sizes)):
             self.loop.remove_reader(self.job.fileno())
             self._stream_done()
+
+    def _spool(self, chunk: bytes) -> None:
+        self.spool.write(chunk)
+        self.spooled += len(chunk)
 
     def _reply_sizes(self) -> tuple[int, int, int] | None:
         # (prefix, header, body) sizes of the reply frame, once its prefix is in

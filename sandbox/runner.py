@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -38,8 +39,9 @@ from sandbox.cpu_cap import CpuCap
 from sandbox.forkclient import (  # noqa: F401 - BoundedOutput, SandboxError and work_frame: public here too
     BoundedOutput, SandboxError, ForkServer, ChildLease, StopWatch, work_frame,
 )
-from sandbox.artifacts import collect as collect_artifacts
+from sandbox.artifacts import collect as collect_artifacts, collect_into as collect_artifacts_into
 from sandbox.scratch import ScratchDirs, place_inputs
+from sandbox.stored_state import place_state
 
 #: longest error text kept (the tail of a traceback is what matters); events cap text at 64 KiB
 MAX_ERROR_CHARS = 32 * 1024
@@ -64,6 +66,9 @@ class Limits:
     processes: int = 64
     #: largest tar of ``outputs/`` a finished lease hands back (sandbox.artifacts); 0: none
     artifact_bytes: int = 1024**2
+    #: issue 17: largest such tar when the lease can upload it (``Work.stored_bytes``): a tar
+    #: over the work's ``inline_bytes`` then comes back as a file, like a large state
+    stored_artifact_bytes: int = 0
 
 
 class SandboxUnavailable(SandboxError):
@@ -90,6 +95,12 @@ class Work:
     inputs: tuple = ()
     #: sees the output as it arrives (sandbox.live_output.LiveOutput), or None
     live: object = None
+    #: issue 17: the state to resume from is this file (the worker's checked copy), not ``state``
+    state_path: str | None = None
+    #: issue 17: a state or result over ``inline_bytes`` (and at most ``stored_bytes``) comes
+    #: back as ``Outcome.stored`` (a file) for the worker to upload; 0: only as frame bytes
+    inline_bytes: int = 0
+    stored_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,8 +115,12 @@ class Outcome:
     output: str
     safe_points: int
     seconds: float
-    #: a finished lease's tar of its ``outputs/`` (sandbox.artifacts), or None
+    #: a finished lease's tar of its ``outputs/`` (sandbox.artifacts), or None; issue 17: an
+    #: open binary file when it was over the work's ``inline_bytes`` (the caller closes it)
     artifacts: bytes | None = None
+    #: issue 17: the state (checkpoint) or result (finished) as an open binary file, when it
+    #: was over the work's ``inline_bytes`` (``state``/``result`` are then None); the caller closes it
+    stored: object = None
 
 
 class Sandbox:
@@ -184,8 +199,16 @@ class Sandbox:
                     place_inputs(scratch, work.inputs, link=self.confinement.enabled)
                 except OSError as e:
                     raise SandboxError(f"the job's input files could not be placed in its scratch: {e}") from e
+            if work.state_path is not None:
+                try:
+                    place_state(scratch, work.state_path, link=self.confinement.enabled)
+                except OSError as e:
+                    raise SandboxError(f"the job's stored state could not be placed in its scratch: {e}") from e
             outcome = await self._run_in(self._server, work, stop, hard_deadline, scratch, started)
-            if outcome.status == "finished" and self.limits.artifact_bytes:
+            if outcome.status == "finished" and work.stored_bytes and self.limits.stored_artifact_bytes:
+                outcome = with_stored_artifacts(outcome, scratch, self.limits.stored_artifact_bytes,
+                                                work.inline_bytes)
+            elif outcome.status == "finished" and self.limits.artifact_bytes:
                 outcome = with_artifacts(outcome, scratch, self.limits.artifact_bytes)
         except SandboxError as e:
             self._log.error("sandbox.failed", lease_id=work.lease_id, job_id=work.job_id, error=str(e))
@@ -200,7 +223,8 @@ class Sandbox:
 
     async def _run_in(self, server, work, stop, hard_deadline, scratch, started) -> Outcome:
         network = work.network and self.confinement.allow_network
-        lease = await self._lease(server, work_frame(work), stop, hard_deadline, scratch, network, work.live)
+        lease = await self._lease(server, work_frame(work), stop, hard_deadline, scratch, network, work.live,
+                                  work.inline_bytes, work.stored_bytes)
         return outcome_of(lease.reply(), lease.exit_code, lease.killed, lease.output.text(),
                           time.monotonic() - started)
 
@@ -217,8 +241,9 @@ class Sandbox:
             self._scratch.remove(scratch)
 
     async def _lease(self, server, frame: bytes, stop, hard_deadline, scratch, network: bool = False,
-                     live=None) -> ChildLease:
-        lease = ChildLease(asyncio.get_running_loop(), server, frame, self.limits, hard_deadline, live)
+                     live=None, inline_bytes: int = 0, stored_bytes: int = 0) -> ChildLease:
+        lease = ChildLease(asyncio.get_running_loop(), server, frame, self.limits, hard_deadline, live,
+                           inline_bytes, stored_bytes)
         cycling = None
         try:
             server.fork(lease, scratch, network)
@@ -241,6 +266,8 @@ def outcome_of(reply, exit_code: int | None, killed: bool, output: str, seconds:
 
     ``reply`` is ``(header, body)``, an error text, or None when the child
     sent nothing complete; ``exit_code`` is negative when a signal killed it.
+    A body too large to hold (issue 17) is a file the reply was spooled to:
+    it becomes ``stored``.
     """
     if isinstance(reply, tuple):
         header, body = reply
@@ -249,6 +276,8 @@ def outcome_of(reply, exit_code: int | None, killed: bool, output: str, seconds:
             reply = "the job sent a malformed reply header"
         elif status == "errored":
             return errored(str(header.get("error") or "the job failed"), exit_code, output, safe_points, seconds)
+        elif not isinstance(body, bytes):
+            return Outcome(status, None, None, None, exit_code, output, safe_points, seconds, stored=body)
         else:
             state, result = (body, None) if status == "checkpoint" else (None, body)
             return Outcome(status, state, result, None, exit_code, output, safe_points, seconds)
@@ -261,6 +290,24 @@ def with_artifacts(outcome: Outcome, scratch: str, limit: int) -> Outcome:
     """A finished outcome with the tar of what the job left in ``outputs/``; a
     note in its output when something was left out (sandbox.artifacts)."""
     artifacts, note = collect_artifacts(scratch, limit)
+    output = f"{outcome.output}\n{note}\n" if note else outcome.output
+    return dataclasses.replace(outcome, artifacts=artifacts, output=output)
+
+
+def with_stored_artifacts(outcome: Outcome, scratch: str, limit: int, inline_bytes: int) -> Outcome:
+    """:func:`with_artifacts` for a lease that can upload (issue 17): the tar is written to a
+    temporary file, and comes back as that open file when it is over ``inline_bytes``."""
+    tar = tempfile.TemporaryFile(prefix="market-artifacts-")
+    try:
+        written, note = collect_artifacts_into(scratch, limit, tar)
+        size = tar.tell()
+        tar.seek(0)
+        artifacts = (tar if size > inline_bytes else tar.read()) if written else None
+    except BaseException:
+        tar.close()
+        raise
+    if artifacts is not tar:
+        tar.close()
     output = f"{outcome.output}\n{note}\n" if note else outcome.output
     return dataclasses.replace(outcome, artifacts=artifacts, output=output)
 

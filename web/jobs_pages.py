@@ -239,16 +239,24 @@ async def job_page(request):
     result, result_kind = None, None
     if job["status"] == "completed":
         answer = await market.ask(account, "result", job_id=job["job_id"])
-        try:
-            text = json.dumps(result_as_json(base64.b64decode(answer["data"])), indent=2)
-            result, result_kind = (text[:RESULT_PREVIEW] + ("\n..." if len(text) > RESULT_PREVIEW else "")), "json"
-        except ResultNotJSON:
-            result_kind = "pickle"
+        result, result_kind = _result_preview(answer)
     replicas = await market.ask(account, "job_replicas", job_id=job["job_id"]) if job["replicas"] > 1 else []
     return render(request, "job.html", {"job": job, "progress": _progress(job, utc_now_iso()), "outputs": outputs,
                                         "errors": errors, "replicas": replicas,
                                         "result": result, "result_kind": result_kind,
                                         "artifacts": await artifacts_of(market, account, job)})
+
+
+def _result_preview(answer: dict) -> tuple[str | None, str]:
+    """(the start of a JSON result, or None; its kind: json, pickle, or stored: issue 17, in
+    the blob store, too large for the portal to show or relay)."""
+    if answer.get("stored"):
+        return None, "stored"
+    try:
+        text = json.dumps(result_as_json(base64.b64decode(answer["data"])), indent=2)
+    except ResultNotJSON:
+        return None, "pickle"
+    return text[:RESULT_PREVIEW] + ("\n..." if len(text) > RESULT_PREVIEW else ""), "json"
 
 
 async def job_result(request):
@@ -260,6 +268,10 @@ async def job_result(request):
         answer = await market.ask(account, "result", job_id=job_id)
     except NotAnswered as e:
         raise HTTPException(409, str(e)) from e
+    if answer.get("stored"):
+        # issue 17: a result too large for a message is in the blob store; the portal does not relay it
+        raise HTTPException(409, f"job {job_id}'s result is in the blob store: "
+                                 f"`marketctl result {job_id} --raw FILE` downloads it")
     data = base64.b64decode(answer["data"])
     try:
         body, kind, suffix = json.dumps(result_as_json(data), indent=2).encode(), "application/json", "json"

@@ -27,6 +27,7 @@ from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
 from agents.worker import live_stream
 from agents.worker.idle import IdleMode, IdleRules
 from agents.worker.inputs import InputCache
+from agents.worker.stored_blobs import StoredBlobs, fetch_state, starting_state, stored_limits, upload_outcome
 from blobstore import BlobStoreError
 from sandbox.runner import errored
 from agents.worker.lease_ack import LeaseAck
@@ -40,7 +41,7 @@ from broker_setup.amqp import Outgoing, Publisher, consume, run_sessions
 from broker_setup.declare import declare_lease_queue
 from broker_setup.topology import lease_queue
 from broker_setup.rpc import Refused, Requester, check_reply
-from contracts.blobs import Blob
+from contracts.blobs import Blob, BlobRef
 from contracts.envelope import Codec
 from contracts.errors import ContractError
 from contracts.identity import worker_of
@@ -99,11 +100,14 @@ class WorkerConfig:
         return self.principal or self.account
 
 
-def job_limits(config: WorkerConfig, max_blob_bytes: int, max_artifact_bytes: int = 0) -> Limits:
-    """What each lease of this worker may use (artifacts: at most a blob, as the ledger stores them)."""
+def job_limits(config: WorkerConfig, max_blob_bytes: int, max_artifact_bytes: int = 0,
+               max_state_bytes: int = 0) -> Limits:
+    """What each lease of this worker may use (artifacts: at most a blob in a message, or, issue 17,
+    up to the largest stored state through the blob store)."""
     return Limits(cpu_seconds=config.lease_seconds + 5, memory_bytes=config.memory_bytes,
                   output_bytes=OUTPUT_LIMIT, blob_bytes=max_blob_bytes,
-                  artifact_bytes=min(max_artifact_bytes, max_blob_bytes))
+                  artifact_bytes=min(max_artifact_bytes, max_blob_bytes),
+                  stored_artifact_bytes=min(max_artifact_bytes, max_state_bytes))
 
 
 class WorkerAgent:
@@ -141,6 +145,8 @@ class WorkerAgent:
         self.corrupt_results = testing_faults.corrupts_results()
         #: checked copies of the leases' input files (issue 17)
         self.inputs = InputCache(worker_state(settings, config.worker_id) / "inputs")
+        #: stored states fetched for running leases (issue 17)
+        self.states = StoredBlobs(worker_state(settings, config.worker_id) / "states")
         if self.corrupt_results:
             self.log.warning("worker.corrupting_results", variable=testing_faults.CORRUPT_RESULTS_VARIABLE)
         self.corrupt_checkpoints = testing_faults.corrupts_checkpoints()
@@ -153,7 +159,8 @@ class WorkerAgent:
 
     async def run(self) -> None:
         _not_dumpable()
-        limits = job_limits(self.config, self.settings.max_blob_bytes, self.settings.max_artifact_bytes)
+        limits = job_limits(self.config, self.settings.max_blob_bytes, self.settings.max_artifact_bytes,
+                            self.settings.max_state_bytes)
         self.sandboxes = [Sandbox(limits=limits, confinement=self.config.confinement,
                                   cpu_percent=self.config.cpu_percent) for _ in range(self.config.slots)]
         for sandbox in self.sandboxes:
@@ -183,6 +190,7 @@ class WorkerAgent:
             for sandbox in self.sandboxes:
                 sandbox.close()
             self.inputs.close()
+            self.states.close()
         if len(self.reports):
             self.log.warning("worker.reports_left", waiting=len(self.reports),
                              action="kept in the state folder: sent when the worker starts again")
@@ -354,8 +362,8 @@ class WorkerAgent:
             # give it back at once, unchanged, rather than let it expire
             await settle.now()
             self.log.info("worker.lease_handed_back", lease_id=lease.lease_id, free_slots=self.free_slots)
-            self.reports.keep(self._report_message(lease, clock, Outcome("checkpoint", lease.state, None, None,
-                                                                         0, "", 0, 0.0)))
+            self.reports.keep(self._report_message(lease, clock, Outcome("checkpoint", starting_state(lease), None,
+                                                                         None, 0, "", 0, 0.0)))
             await self._send_reports()
             return
         sandbox = self.sandboxes[len(self.running) % len(self.sandboxes)]
@@ -364,11 +372,16 @@ class WorkerAgent:
 
     async def _run_lease(self, lease: LeaseMessage, clock: LeaseClock, sandbox: Sandbox, settle: "LeaseAck") -> None:
         lease_log = self.log.bind(lease_id=lease.lease_id, job_id=lease.job_id)
+        state_path = None
         try:
             # TEST ONLY (0 unless MARKET_TEST_THROTTLE_AFTER_PROBE): before the budget, which it shortens
             await self.throttle.before_lease(lease.probe)
             # before the budget, which the fetch's time shortens
             inputs = await self._fetch_inputs(lease, lease_log)
+            if lease.state_grant is not None and not isinstance(inputs, Outcome):
+                state_path = await fetch_state(self.states, lease, lease_log)
+                if isinstance(state_path, Outcome):
+                    inputs, state_path = state_path, None  # the lease errs, as for an input
             # the budget comes from the lease's length and the monotonic clock,
             # never from this machine's wall clock against the ledger's deadline
             budget = clock.budget(self.config.safety_margin)
@@ -378,10 +391,13 @@ class WorkerAgent:
                 lease_log.warning("worker.clock_skew", seconds_ahead_of_ledger=round(skew),
                                   action="timing leases by the lease length and the monotonic clock")
             live = live_stream.live_output()
+            inline_bytes, stored_bytes = stored_limits(
+                lease, min(self.settings.inline_blob_bytes, self.settings.max_blob_bytes), self.settings.max_state_bytes)
             work = Work(lease_id=lease.lease_id, job_id=lease.job_id, module_source=lease.module_source,
                         module_sha256=lease.module_sha256, entry=lease.entry, kind=lease.kind, state=lease.state,
                         budget_seconds=budget, network=lease.network, live=live,
-                        inputs=() if isinstance(inputs, Outcome) else inputs)
+                        inputs=() if isinstance(inputs, Outcome) else inputs, state_path=state_path,
+                        inline_bytes=inline_bytes, stored_bytes=stored_bytes)
             if lease.network and not self.config.confinement.allow_network:
                 # the ledger never grants this (its fold refuses it): the job gets a loopback only
                 lease_log.warning("worker.network_not_allowed")
@@ -397,6 +413,7 @@ class WorkerAgent:
                     outcome = await sandbox.run(work, self.stop_jobs, clock.hard_stop())
                 finally:
                     await streaming.stop()
+                outcome = await upload_outcome(lease, outcome, lease_log)
             # kept (in memory and on disk) before the first try to publish it:
             # a lost connection or a restart re-sends it with the same event id
             report = self._report_message(lease, clock, outcome)
@@ -408,6 +425,7 @@ class WorkerAgent:
             report = None
         finally:
             self.running.pop(lease.lease_id, None)
+            self.states.forget(state_path)
         self.board.lease_ended(lease.lease_id, None if report is None else report.routing_key)
         # A checkpoint or a result, once the ledger commits it, renews this
         # slot's offer by itself (the scheduler hears the verdict); after an
@@ -448,20 +466,29 @@ class WorkerAgent:
         common = {"lease_id": lease.lease_id, "job_id": lease.job_id, "output": outcome.output,
                   "reported_at": clock.reported_at()}
         if outcome.status == "checkpoint":
-            state = testing_faults.corrupted(outcome.state) if self.corrupt_checkpoints else outcome.state
+            state = outcome.state
+            if self.corrupt_checkpoints and not isinstance(state, BlobRef):
+                state = testing_faults.corrupted(state)
             # safe_points: replicas compare their checkpoints at the same count (ledger.fold_safe_points)
-            event_type, payload = "checkpoint.submitted", {**common, "state": Blob.of(state),
+            event_type, payload = "checkpoint.submitted", {**common, "state": _blob(state),
                                                            "safe_points": outcome.safe_points or None}
         elif outcome.status == "finished":
-            result = testing_faults.corrupted(outcome.result) if self.corrupt_results else outcome.result
-            event_type, payload = "job.finished", {**common, "result": Blob.of(result)}
+            result = outcome.result
+            if self.corrupt_results and not isinstance(result, BlobRef):
+                result = testing_faults.corrupted(result)
+            event_type, payload = "job.finished", {**common, "result": _blob(result)}
             if outcome.artifacts is not None:
-                payload["artifacts"] = Blob.of(outcome.artifacts)
+                payload["artifacts"] = _blob(outcome.artifacts)
         else:
             event_type, payload = "job.errored", {**common, "error": outcome.error or "unknown error",
                                                   "exit_code": outcome.exit_code}
         event_id, body = self.codec.encode(event_type, payload, occurred_at=self.clock())
         return Outgoing(body, event_type, user_id=self.config.user_id, message_id=event_id)
+
+
+def _blob(value) -> Blob | BlobRef:
+    """Bytes travel in the report; a stored blob's address (issue 17) stands for its upload."""
+    return value if isinstance(value, BlobRef) else Blob.of(value)
 
 
 def worker_state(settings, worker_id: str) -> Path:

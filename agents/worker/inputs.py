@@ -17,15 +17,21 @@ from contracts.blobs import BlobRef
 from contracts.lease import LeaseInput
 
 
+def fresh_folder(folder) -> str:
+    """``folder``, emptied first (what a killed worker left is not trusted, nor kept forever)
+    and readable by a root worker's jobs (nobody), which read the files linked from it."""
+    folder = str(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, 0o755)
+    os.chmod(folder, 0o755)
+    return folder
+
+
 class InputCache:
     """Checked copies of input blobs by sha256, in the worker's state folder (MARKET_WORKER_STATE/<id>/inputs)."""
 
     def __init__(self, folder):
-        # emptied first: what a killed worker left is not trusted, nor kept forever
-        self.folder = str(folder)
-        shutil.rmtree(self.folder, ignore_errors=True)
-        os.makedirs(self.folder, 0o755)
-        os.chmod(self.folder, 0o755)  # a root worker's jobs (nobody) read the linked files
+        self.folder = fresh_folder(folder)
 
     def prepare(self, inputs: tuple[LeaseInput, ...]) -> tuple[tuple[str, str], ...]:
         """(name, path) of each input, fetching the ones not cached yet. Raises BlobStoreError."""

@@ -87,6 +87,15 @@ class Market:
         self.wait_registered(worker_id)
         self.measure({worker_id: speed})
 
+    def hand_over(self, job_id: str, first: str, then: str, timeout: float = 30, **options) -> None:
+        """Once ``job_id`` checkpointed on worker ``first``, ``first`` leaves (SIGTERM: it
+        checkpoints at its next safe point and exits) and a measured worker ``then`` arrives
+        (``options`` as for :meth:`start_worker`)."""
+        wait_for(lambda: self.job(job_id).checkpoint >= 1, timeout, f"a first checkpoint on {first}")
+        self.signal(first, signal.SIGTERM, group=False)
+        self.processes[first].wait(timeout)
+        self.start_measured_worker(then, **{"lease_seconds": 30, **options})
+
     def signal(self, name: str, signum: int, group: bool = True) -> None:
         process = self.processes[name]
         if group:

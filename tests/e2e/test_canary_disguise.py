@@ -80,8 +80,10 @@ def test_a_canarys_lease_message_has_the_keys_of_a_members_and_nothing_that_tell
     ours = read_leases(credentials, 1)[0]
     assert (theirs["lease"]["job_id"], ours["lease"]["job_id"]) == (member_job, canary["job_id"])
     # Then the messages have the same keys, and so do their leases
-    assert set(theirs) == set(ours) == {"event_id", "lease", "module", "state"}
+    assert set(theirs) == set(ours) == {"event_id", "lease", "module", "state", "upload_grants"}
     assert set(theirs["lease"]) == set(ours["lease"])
+    # (issue 17: every lease may upload a large state, result or artifacts, a canary's as well)
+    assert set(theirs["upload_grants"]) == set(ours["upload_grants"]) == {"checkpoint", "result", "artifacts"}
     # and no value sets the canary apart
     lease = ours["lease"]
     assert lease["probe"] is False and lease["network"] is False

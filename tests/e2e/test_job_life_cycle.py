@@ -42,11 +42,8 @@ def test_a_job_checkpointed_on_one_worker_finishes_on_another(market):
     market.start_measured_worker(a, lease_seconds=5, safety_margin=1)
     # When a long job runs there and checkpoints
     job_id = market.submit("alice", "count", "2", {"steps": 150, "delay": 0.05})
-    wait_for(lambda: market.job(job_id).checkpoint >= 1, 30, "a first checkpoint on A")
     # and A leaves (SIGTERM: it checkpoints at its next safe point and exits), B arrives
-    market.signal(a, signal.SIGTERM, group=False)
-    market.processes[a].wait(30)
-    market.start_measured_worker(b, lease_seconds=30)
+    market.hand_over(job_id, a, b)
     # Then the job finishes on B with the right result
     market.wait_job(job_id, timeout=60)
     leases = market.leases(job_id)

@@ -98,3 +98,42 @@ def test_a_blob_a_projection_names_is_never_collected(engine, tmp_path):
     # Then it stays
     assert report.removed == 0 and blobs.size(named) == 2
     store.close()
+
+
+def test_the_stored_states_and_result_of_a_job_ended_past_the_retention_go(engine, tmp_path):
+    # Given two jobs whose states are in the store too, stored long ago; one cancelled 10 days ago
+    store, blobs = LedgerStore(engine), FolderStore(tmp_path / "blobs")
+    state = store.load_state()
+    record(store, state, "operator", "account.opened", {"account": "alice", "email": "a@example.com"})
+    record(store, state, "operator", "account.deposited", {"account": "alice", "amount": 10**9})
+    for job_id, initial in (("ended", b"ended state"), ("living", b"living state")):
+        verdicts = record(store, state, "alice", "job.submitted", {
+            "job_id": job_id, "name": job_id, "price": 1_000_000, "entry": "run", "module": Blob.of(b"src"),
+            "state": Blob.of(initial)})
+        assert [v.type for v in verdicts] == ["job.accepted", "job.ready"]
+        age(blobs, blobs.put_bytes(initial).sha256, 30 * DAY)
+    record(store, state, "alice", "job.cancelled", {"job_id": "ended"})
+    # When gc runs past the ended job's retention
+    report = collect_inputs(engine, blobs, format_time(parse_time(T0) + timedelta(days=10)), 7 * DAY)
+    # Then the ended job's state is gone, the living job's stays
+    assert report.removed == 1 and blobs.size(Blob.of(b"ended state").sha256) is None
+    assert blobs.size(Blob.of(b"living state").sha256) is not None
+    store.close()
+
+
+def test_a_chunk_or_replica_lives_as_long_as_its_parent():
+    from collections import namedtuple
+
+    from ledger.gc_inputs import JOB_BLOB_COLUMNS, needed_by_jobs
+
+    Row = namedtuple("Row", ["job_id", "finished_at", "map_id", "parent_id", "inputs", *JOB_BLOB_COLUMNS])
+
+    def job(job_id, finished_at, parent=None, state=None):
+        return Row(job_id, finished_at, parent, None, "", *({"state_sha256": state}.get(c) for c in JOB_BLOB_COLUMNS))
+
+    cutoff = "2026-11-20T00:00:00.000000Z"
+    long_ago = "2026-11-01T00:00:00.000000Z"
+    rows = [job("map", None), job("chunk", long_ago, parent="map", state="a" * 64),
+            job("old-map", long_ago), job("old-chunk", long_ago, parent="old-map", state="b" * 64)]
+    leases = [("chunk", "c" * 64), ("old-chunk", "d" * 64)]
+    assert needed_by_jobs(rows, leases, cutoff) == {"a" * 64, "c" * 64}

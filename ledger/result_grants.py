@@ -1,0 +1,46 @@
+"""A large result's (or artifacts') way to its owner (issue 17): a read grant, not the bytes.
+
+A result too large for a message was uploaded to the blob store by the
+worker and adopted by the ledger; the blobs table never held it. The
+``result`` query then says so (``"stored": true``), and the query side adds
+a read grant for that one blob: a path (the folder store, one machine) or a
+presigned URL (S3) valid for :data:`RESULT_GRANT_SECONDS`, so an owner on
+another machine needs no store credentials. Only the owner gets the answer
+(ledger.queries.result checks it first).
+"""
+from __future__ import annotations
+
+import structlog
+
+from blobstore import BlobStore, BlobStoreError, open_store
+
+log = structlog.get_logger("queries")
+
+#: seconds an owner's read grant for a stored result is valid
+RESULT_GRANT_SECONDS = 3600
+
+
+class ResultGrants:
+    """Adds the read grant to the answer of a ``result`` or ``artifacts`` whose bytes are in the
+    store (opened at the first one)."""
+
+    def __init__(self, settings, store: BlobStore | None = None):
+        self.settings = settings
+        self._store = store
+
+    def complete(self, reply: dict) -> dict:
+        data = reply.get("data") if reply.get("ok") else None
+        if not isinstance(data, dict) or not data.get("stored"):
+            return reply
+        try:
+            if self._store is None:
+                self._store = open_store(self.settings)
+            size = self._store.size(data["sha256"])
+            if size is None:
+                return {"ok": False, "error": f"job {data['job_id']}'s blob {data['sha256'][:12]}... is no longer "
+                                             "in the blob store"}
+            grant = self._store.read_grant(data["sha256"], RESULT_GRANT_SECONDS)
+        except BlobStoreError as e:
+            log.error("queries.blob_store_unavailable", error=str(e))
+            return {"ok": False, "error": f"the blob store cannot be asked for job {data['job_id']}'s blob ({e})"}
+        return {**reply, "data": {**data, "size": size, "grant": grant}}
