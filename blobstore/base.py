@@ -32,6 +32,15 @@ class StoredBlob:
     stored_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class StoredUpload:
+    #: ``uploads/<id>/<what>``
+    key: str
+    size: int
+    #: when it was written (seconds since the epoch)
+    stored_at: float
+
+
 class BlobStore(abc.ABC):
     """Content-addressed bytes: put, stat, get, delete, list; and grants that
     let a worker read or write exactly the keys of its lease, until a deadline."""
@@ -80,6 +89,11 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def discard_upload(self, key: str) -> None:
         """Remove an upload (once the report that named it is recorded); nothing if it is not there."""
+
+    @abc.abstractmethod
+    def uploads(self) -> Iterator[StoredUpload]:
+        """Every upload not (yet) discarded: adopted ones whose report is on its way,
+        and ones nobody will adopt (a lease that expired, a submission never sent)."""
 
     def has(self, ref: BlobRef) -> bool:
         return self.size(ref.sha256) == ref.size

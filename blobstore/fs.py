@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from blobstore.base import BlobCorrupt, BlobMissing, BlobStore, BlobStoreError, StoredBlob, check_sha256, copy_hashing
+from blobstore.base import (BlobCorrupt, BlobMissing, BlobStore, BlobStoreError, StoredBlob, StoredUpload, check_sha256,
+                            copy_hashing)
 from contracts.blobs import BlobRef, hash_file, is_sha256
 
 #: an upload key: uploads/<lease id>/<what>, nothing that climbs out of the folder
@@ -109,6 +110,18 @@ class FolderStore(BlobStore):
                 if is_sha256(entry.name):
                     info = entry.stat()
                     yield StoredBlob(entry.name, info.st_size, info.st_mtime)
+
+    def uploads(self) -> Iterator[StoredUpload]:
+        folder = self.root / "uploads"
+        if not folder.is_dir():
+            return
+        for lease in os.scandir(folder):
+            if lease.is_dir(follow_symlinks=False):
+                for entry in os.scandir(lease.path):
+                    key = f"uploads/{lease.name}/{entry.name}"
+                    if UPLOAD_KEY.match(key):
+                        info = entry.stat(follow_symlinks=False)
+                        yield StoredUpload(key, info.st_size, info.st_mtime)
 
     def read_grant(self, sha256: str, expires_in: int) -> dict:
         return {"path": str(self.path(sha256))}

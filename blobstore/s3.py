@@ -14,7 +14,8 @@ import os
 import tempfile
 from typing import Iterator
 
-from blobstore.base import BlobCorrupt, BlobMissing, BlobStore, BlobStoreError, StoredBlob, check_sha256, copy_hashing
+from blobstore.base import (BlobCorrupt, BlobMissing, BlobStore, BlobStoreError, StoredBlob, StoredUpload, check_sha256,
+                            copy_hashing)
 from blobstore.fs import UPLOAD_KEY
 from contracts.blobs import CHUNK_BYTES, BlobRef, hash_file, is_sha256
 
@@ -104,6 +105,15 @@ class S3Store(BlobStore):
                 name = item["Key"].rsplit("/", 1)[-1]
                 if is_sha256(name):
                     yield StoredBlob(name, item["Size"], item["LastModified"].timestamp())
+
+    def uploads(self) -> Iterator[StoredUpload]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                      Prefix=f"{self.prefix}uploads/")
+        for page in pages:
+            for item in page.get("Contents", ()):
+                key = item["Key"].removeprefix(self.prefix)
+                if UPLOAD_KEY.match(key):
+                    yield StoredUpload(key, item["Size"], item["LastModified"].timestamp())
 
     def read_grant(self, sha256: str, expires_in: int) -> dict:
         return {"url": self.client.generate_presigned_url(

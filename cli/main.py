@@ -115,6 +115,8 @@ def cmd_ledger_gc(settings, args) -> int:
               f"older than {days:g} days; kept {report.kept} (recent, or needed elsewhere)")
         print(f"{verb} {inputs['inputs_removed']} input blobs ({inputs['inputs_removed_bytes']} bytes) no job "
               f"needs, older than {inputs['inputs_retention_seconds']:g} s; kept {inputs['inputs_kept']}")
+        print(f"{verb} {inputs['uploads_removed']} uploads ({inputs['uploads_removed_bytes']} bytes) nobody "
+              f"adopted or left behind, older than {inputs['inputs_retention_seconds']:g} s")
     return 0
 
 
@@ -128,7 +130,8 @@ def _collect_inputs(settings, args) -> dict:
     report = collect_inputs(_store(settings).engine, open_store(settings), utc_now_iso(), seconds,
                             dry_run=args.dry_run)
     return {"inputs_removed": report.removed, "inputs_removed_bytes": report.removed_bytes,
-            "inputs_kept": report.kept, "inputs_retention_seconds": seconds}
+            "inputs_kept": report.kept, "inputs_retention_seconds": seconds,
+            "uploads_removed": report.removed_uploads, "uploads_removed_bytes": report.removed_upload_bytes}
 
 
 def cmd_replay(settings, args) -> int:

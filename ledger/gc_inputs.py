@@ -7,7 +7,10 @@ period after it ended (its owner pays nothing to store them meanwhile); a
 map's chunk or a replica lives as long as its parent. A blob no job names
 (an upload whose submission was rejected, or never sent) goes once it is
 older than the retention period too: uploads come before their submission,
-so a young one may be a submission on its way. The ledger's events keep the
+so a young one may be a submission on its way. An upload key left behind
+(``uploads/<id>/<what>``: a lease that expired before its report, an upload
+grant never followed by a submission) goes once it is older than the
+retention period, far longer than any lease or grant lives. The ledger's events keep the
 references, never the bytes, so ``ledger verify`` and ``replay --verify``
 are unchanged by a collection (see ledger.gc).
 """
@@ -30,6 +33,10 @@ class InputGcReport:
     removed_bytes: int
     #: blobs left: needed by a job, or younger than the retention period
     kept: int
+    #: uploads nobody adopted, or adopted and left behind (a lease that expired,
+    #: a submission never sent, a ledger stopped before it discarded one)
+    removed_uploads: int = 0
+    removed_upload_bytes: int = 0
 
 
 #: the columns of a job's own blobs (its module, states, result, artifacts, reduce module)
@@ -86,4 +93,8 @@ def collect_inputs(engine, store: BlobStore, now: str, retention_seconds: float,
         if not dry_run:
             store.delete(blob.sha256)
         removed, removed_bytes = removed + 1, removed_bytes + blob.size
-    return InputGcReport(removed, removed_bytes, kept)
+    uploads = [upload for upload in store.uploads() if upload.stored_at <= cutoff_time.timestamp()]
+    if not dry_run:
+        for upload in uploads:
+            store.discard_upload(upload.key)
+    return InputGcReport(removed, removed_bytes, kept, len(uploads), sum(upload.size for upload in uploads))

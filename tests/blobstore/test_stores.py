@@ -86,3 +86,18 @@ def test_an_upload_key_outside_uploads_is_refused(store, key):
 def _file(path, data: bytes):
     path.write_bytes(data)
     return path
+
+
+def test_uploads_not_yet_discarded_are_listed_with_their_size_and_go_when_discarded(store, tmp_path):
+    # Given two uploads through write grants, one of them adopted
+    first = _file(tmp_path / "first", b"a" * 300)
+    upload(store.write_grant("uploads/lease-7/checkpoint", 60), first)
+    upload(store.write_grant("uploads/lease-8/result", 60), _file(tmp_path / "second", b"b" * 500))
+    store.adopt("uploads/lease-7/checkpoint", BlobRef(hashlib.sha256(b"a" * 300).hexdigest(), 300))
+    # When the store lists its uploads
+    listed = {item.key: item.size for item in store.uploads()}
+    # Then both are there until discarded (an adopted one stays until its report is recorded)
+    assert listed == {"uploads/lease-7/checkpoint": 300, "uploads/lease-8/result": 500}
+    assert all(abs(item.stored_at - time.time()) < 3600 for item in store.uploads())
+    store.discard_upload("uploads/lease-8/result")
+    assert [item.key for item in store.uploads()] == ["uploads/lease-7/checkpoint"]

@@ -9,8 +9,9 @@ import time
 from datetime import timedelta
 
 from blobstore.fs import FolderStore
+from blobstore.transfer import upload
 from contracts.blobs import Blob
-from contracts.envelope import Codec, format_time, parse_time
+from contracts.envelope import Codec, format_time, parse_time, utc_now_iso
 from ledger.gc_inputs import collect_inputs
 from ledger.ingest import Incoming, decode_all, plan_batch
 from ledger.store import LedgerStore
@@ -137,3 +138,20 @@ def test_a_chunk_or_replica_lives_as_long_as_its_parent():
             job("old-map", long_ago), job("old-chunk", long_ago, parent="old-map", state="b" * 64)]
     leases = [("chunk", "c" * 64), ("old-chunk", "d" * 64)]
     assert needed_by_jobs(rows, leases, cutoff) == {"a" * 64, "c" * 64}
+
+
+def test_an_upload_nobody_adopted_goes_once_older_than_the_retention(engine, tmp_path):
+    # Given a lease's checkpoint upload left behind (its lease expired) 10 days ago, and a young upload
+    store, blobs = LedgerStore(engine), FolderStore(tmp_path / "blobs")
+    for key, data in (("uploads/lease-old/checkpoint", b"old" * 100), ("uploads/member.x1/input", b"young")):
+        path = tmp_path / key.replace("/", "_")
+        path.write_bytes(data)
+        upload(blobs.write_grant(key, 60), path)
+    then = time.time() - 10 * DAY
+    os.utime(blobs.root / "uploads/lease-old/checkpoint", (then, then))
+    # When gc runs now with a 7-day retention
+    report = collect_inputs(engine, blobs, utc_now_iso(), 7 * DAY)
+    # Then only the old upload is gone, and counted
+    assert (report.removed_uploads, report.removed_upload_bytes) == (1, 300)
+    assert [item.key for item in blobs.uploads()] == ["uploads/member.x1/input"]
+    store.close()
