@@ -80,7 +80,7 @@ def map_result(settings, account: str, job_id: str, answer: dict | None = None, 
     """A completed map's result: its items' results in order, or its reduce's."""
     answer = answer or asyncio.run(ask(settings, account, "result", {"job_id": job_id}))
     found = answer["map"]
-    chunks = [None if c is None else base64.b64decode(c) for c in found["chunks"]]
+    chunks = [chunk_bytes(c) for c in found["chunks"]]
     if "reduce" not in found:
         try:
             return assemble(chunks, found["sizes"])
@@ -100,6 +100,16 @@ def map_result(settings, account: str, job_id: str, answer: dict | None = None, 
         return result_as_json(data)
     except PackageError as e:
         raise UsageError(f"{e} (job {reduce['job_id']})") from e
+
+
+def chunk_bytes(chunk) -> bytes | None:
+    """A chunk's result as the ``result`` answer gives it: base64, a read grant for
+    one in the blob store (fetched and checked), or None for a failed chunk."""
+    from cli.stored_results import result_bytes
+
+    if chunk is None:
+        return None
+    return result_bytes(chunk) if isinstance(chunk, dict) else base64.b64decode(chunk)
 
 
 def _start_reduce(settings, account: str, map_id: str, reduce: dict, chunks: list, sizes: list[int]) -> None:

@@ -22,7 +22,7 @@ RESULT_GRANT_SECONDS = 3600
 
 class ResultGrants:
     """Adds the read grant to the answer of a ``result`` or ``artifacts`` whose bytes are in the
-    store (opened at the first one)."""
+    store, and to each stored chunk result of a map's (the store opened at the first one)."""
 
     def __init__(self, settings, store: BlobStore | None = None):
         self.settings = settings
@@ -30,17 +30,34 @@ class ResultGrants:
 
     def complete(self, reply: dict) -> dict:
         data = reply.get("data") if reply.get("ok") else None
-        if not isinstance(data, dict) or not data.get("stored"):
+        if not isinstance(data, dict):
             return reply
+        try:
+            if data.get("stored"):
+                return {**reply, "data": {**data, **self._grant(data["job_id"], data["sha256"])}}
+            found = data.get("map")
+            if found and any(isinstance(chunk, dict) for chunk in found["chunks"]):
+                # a map's chunk results in the store: a grant for each (the owner assembles them)
+                chunks = [{**chunk, **self._grant(data["job_id"], chunk["sha256"])} if isinstance(chunk, dict)
+                          else chunk for chunk in found["chunks"]]
+                return {**reply, "data": {**data, "map": {**found, "chunks": chunks}}}
+        except _Unanswerable as e:
+            return {"ok": False, "error": str(e)}
+        return reply
+
+    def _grant(self, job_id: str, sha256: str) -> dict:
+        """The size of a stored blob and a read grant for it."""
         try:
             if self._store is None:
                 self._store = open_store(self.settings)
-            size = self._store.size(data["sha256"])
+            size = self._store.size(sha256)
             if size is None:
-                return {"ok": False, "error": f"job {data['job_id']}'s blob {data['sha256'][:12]}... is no longer "
-                                             "in the blob store"}
-            grant = self._store.read_grant(data["sha256"], RESULT_GRANT_SECONDS)
+                raise _Unanswerable(f"job {job_id}'s blob {sha256[:12]}... is no longer in the blob store")
+            return {"size": size, "grant": self._store.read_grant(sha256, RESULT_GRANT_SECONDS)}
         except BlobStoreError as e:
             log.error("queries.blob_store_unavailable", error=str(e))
-            return {"ok": False, "error": f"the blob store cannot be asked for job {data['job_id']}'s blob ({e})"}
-        return {**reply, "data": {**data, "size": size, "grant": grant}}
+            raise _Unanswerable(f"the blob store cannot be asked for job {job_id}'s blob ({e})") from e
+
+
+class _Unanswerable(Exception):
+    """A stored blob the answer cannot grant: the refusal's reason."""

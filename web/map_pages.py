@@ -55,6 +55,8 @@ async def map_context(market, account: str, job: dict) -> dict:
     context = {"map": found, "bar": round(100 * found["done"] / len(found["chunks"])), "map_result": None}
     if job["status"] == "completed":
         answer = (await market.ask(account, "result", job_id=job["job_id"]))["map"]
+        if any(isinstance(chunk, dict) for chunk in answer["chunks"]):
+            return context  # results in the blob store: too large for a page (`marketctl result`)
         try:
             results = assemble([None if c is None else base64.b64decode(c) for c in answer["chunks"]], answer["sizes"])
             # one item's result a line, in item order

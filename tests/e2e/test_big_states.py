@@ -163,3 +163,29 @@ def test_a_forged_report_naming_an_upload_that_is_not_there_or_not_as_claimed_is
     job = market.job(job_id)
     assert (job.status, job.checkpoint, job.lease_id) == ("leased", 0, lease["lease_id"])
     assert len(market.events("payment.posted")) == before
+
+
+def test_a_map_whose_chunk_results_are_in_the_store_is_assembled_in_item_order(market, tmp_path):
+    # Given a worker, and a map of 3 items whose every result (1.5 MB of JSON) is over the inline threshold
+    from tests.e2e.jobs.big_items import LENGTH
+
+    market.start_measured_worker(unique("bob-w"), lease_seconds=20)
+    items = tmp_path / "items.jsonl"
+    items.write_text("0\n1\n2\n")
+    mapped = marketctl(market, "alice", "map", f"{JOB.parent / 'big_items.py'}:letters", "--items", str(items),
+                       "--name", "letters", "--price", "2", "--chunk", "1", "--json")
+    assert mapped.returncode == 0, mapped.stderr
+    map_id = json.loads(mapped.stdout)["job_id"]
+    # When the map completes
+    assert market.wait_job(map_id, timeout=180).status == "completed"
+    # Then its chunks' results went through the store, not the blobs table
+    with market.engine.connect() as conn:
+        stored = conn.execute(select(tables.jobs.c.result_sha256).where(tables.jobs.c.map_id == map_id)).scalars().all()
+    assert len(stored) == 3 and not any(blob_in_table(market, sha256) for sha256 in stored)
+    # and its owner gets them assembled in item order, each fetched through a read grant
+    result = marketctl(market, "alice", "result", map_id)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [letter * LENGTH for letter in "abc"]
+    # and another member gets no grant
+    refused = marketctl(market, "bob", "result", map_id)
+    assert refused.returncode != 0 and "grant" not in refused.stdout
