@@ -19,7 +19,7 @@ from cli.jobs import UsageError, ask, wait_for_job
 from cli.money import parse_credits
 from cli.requests import send_and_check
 from contracts.blobs import Blob
-from contracts.maps import REDUCE_ENTRY, assemble, build_map, chunk_module, map_payload, read_items
+from contracts.maps import REDUCE_CHUNKS_INPUT, REDUCE_ENTRY, assemble, build_map, chunk_module, map_payload, read_items
 from contracts.package import PackageError, dumps_state, new_job_id, parse_target, read_source, result_as_json
 
 
@@ -123,17 +123,38 @@ def _start_reduce(settings, account: str, map_id: str, reduce: dict, chunks: lis
     info = asyncio.run(ask(settings, account, "map", {"job_id": map_id}))
     module = base64.b64decode(reduce["module"])
     state = dumps_state({"entry": reduce["entry"], "chunks": chunks, "sizes": sizes}, what="the chunks' results")
-    if len(module) + len(state) > settings.max_blob_bytes:
-        raise UsageError(f"the chunks' results are {len(state)} bytes: too large for one reduce job "
-                         f"(the limit is {settings.max_blob_bytes})")
+    inputs = []
+    if len(module) + len(state) > min(settings.max_blob_bytes, settings.inline_blob_bytes):
+        # too large for a message: the chunks' results go to the reduce as an input file,
+        # through the blob store (issue 17), and the state only names it
+        inputs = _chunks_as_input(settings, account, chunks)
+        state = dumps_state({"entry": reduce["entry"], "chunks_input": REDUCE_CHUNKS_INPUT, "sizes": sizes},
+                            what="the reduce's state")
     payload = {"job_id": reduce["job_id"], "name": f"{info['name'][:190]} (reduce)", "price": info["price"],
                "entry": REDUCE_ENTRY, "kind": "function", "module": Blob.of(module), "state": Blob.of(state),
-               "max_attempts": 3}
+               "max_attempts": 3, **({"inputs": inputs} if inputs else {})}
     try:
         send_and_check(settings, account, "job.submitted", payload)
     except Refused as e:
         if "already taken" not in str(e):  # a concurrent `result` submitted it first
             raise
+
+
+def _chunks_as_input(settings, account: str, chunks: list) -> list[dict]:
+    """Upload the chunks' results (a pickled list of bytes and None) as the reduce's input file."""
+    import pickle
+    import tempfile
+
+    from cli.inputs import InputError, upload_inputs
+
+    with tempfile.TemporaryDirectory(prefix="market-reduce-") as folder:
+        path = os.path.join(folder, REDUCE_CHUNKS_INPUT)
+        with open(path, "wb") as out:
+            pickle.dump(chunks, out, protocol=pickle.HIGHEST_PROTOCOL)
+        if os.path.getsize(path) > settings.max_input_bytes:
+            raise InputError(f"the chunks' results are {os.path.getsize(path)} bytes: too large for one reduce job "
+                             f"(the limit of an input file is {settings.max_input_bytes}, MARKET_MAX_INPUT_BYTES)")
+        return upload_inputs(settings, account, [(REDUCE_CHUNKS_INPUT, path)])
 
 
 def print_map_result(settings, args, answer: dict) -> int:

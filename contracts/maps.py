@@ -28,6 +28,8 @@ from contracts.package import PackageError, PackageTooLarge, dumps_state, result
 CHUNK_ENTRY = "_market_map_chunk"
 #: the reduce runner's name in a reduce job's module
 REDUCE_ENTRY = "_market_map_reduce"
+#: the input file a reduce reads its chunks' results from when they are too large for its state
+REDUCE_CHUNKS_INPUT = "chunks.pickle"
 
 # The runner is source, not a function of this module: it travels inside the
 # package and runs on the worker under the module's own globals, where ENTRY is.
@@ -58,10 +60,16 @@ def _market_map_chunk(state):
 
 
 def _market_map_reduce(state):
-    """marketctl map's reduce runner: FUNC(every item's result, in item order)."""
+    """marketctl map's reduce runner: FUNC(every item's result, in item order).
+    The chunks' results are in the state, or (too large for a message) in the
+    input file the state names: a pickled list of bytes and None."""
     import json, pickle
+    chunks = state.get("chunks")
+    if chunks is None:
+        with open("inputs/" + state["chunks_input"], "rb") as source:
+            chunks = pickle.load(source)
     results = []
-    for blob, size in zip(state["chunks"], state["sizes"]):
+    for blob, size in zip(chunks, state["sizes"]):
         if blob is None:  # a failed chunk (--allow-failures): its items have no result
             results.extend([None] * size)
         elif blob[:1] == b"J":

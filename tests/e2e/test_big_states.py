@@ -165,17 +165,22 @@ def test_a_forged_report_naming_an_upload_that_is_not_there_or_not_as_claimed_is
     assert len(market.events("payment.posted")) == before
 
 
-def test_a_map_whose_chunk_results_are_in_the_store_is_assembled_in_item_order(market, tmp_path):
-    # Given a worker, and a map of 3 items whose every result (1.5 MB of JSON) is over the inline threshold
-    from tests.e2e.jobs.big_items import LENGTH
-
+def map_big_items(market, tmp_path, *more: str) -> str:
+    """A worker, and a map of 3 items whose every result (1.5 MB of JSON) is over the inline threshold."""
     market.start_measured_worker(unique("bob-w"), lease_seconds=20)
     items = tmp_path / "items.jsonl"
     items.write_text("0\n1\n2\n")
     mapped = marketctl(market, "alice", "map", f"{JOB.parent / 'big_items.py'}:letters", "--items", str(items),
-                       "--name", "letters", "--price", "2", "--chunk", "1", "--json")
+                       "--name", "letters", "--price", "2", "--chunk", "1", "--json", *more)
     assert mapped.returncode == 0, mapped.stderr
-    map_id = json.loads(mapped.stdout)["job_id"]
+    return json.loads(mapped.stdout)["job_id"]
+
+
+def test_a_map_whose_chunk_results_are_in_the_store_is_assembled_in_item_order(market, tmp_path):
+    # Given a map of 3 items whose every result (1.5 MB of JSON) is over the inline threshold
+    from tests.e2e.jobs.big_items import LENGTH
+
+    map_id = map_big_items(market, tmp_path)
     # When the map completes
     assert market.wait_job(map_id, timeout=180).status == "completed"
     # Then its chunks' results went through the store, not the blobs table
@@ -189,3 +194,20 @@ def test_a_map_whose_chunk_results_are_in_the_store_is_assembled_in_item_order(m
     # and another member gets no grant
     refused = marketctl(market, "bob", "result", map_id)
     assert refused.returncode != 0 and "grant" not in refused.stdout
+
+
+def test_a_reduce_over_chunk_results_too_large_for_a_message_reads_them_as_an_input_file(market, tmp_path):
+    # Given a map of 3 items with a reduce, whose chunks' results (4.5 MB) are more than a message holds
+    from tests.e2e.jobs.big_items import LENGTH
+
+    map_id = map_big_items(market, tmp_path, "--reduce", f"{JOB.parent / 'big_items.py'}:summary")
+    assert market.wait_job(map_id, timeout=180).status == "completed"
+    # When its owner asks for the result (which submits the reduce and waits for it)
+    result = marketctl(market, "alice", "result", map_id)
+    # Then the reduce ran on a worker over every item's result, handed over as an input file through the store
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [f"{letter}{LENGTH}" for letter in "abc"]
+    with market.engine.connect() as conn:
+        reduce = conn.execute(select(tables.jobs).where(tables.jobs.c.job_id == f"{map_id}.reduce")).one()
+    assert [item["name"] for item in json.loads(reduce.inputs)] == ["chunks.pickle"]
+    assert json.loads(reduce.inputs)[0]["size"] > MESSAGE_LIMIT

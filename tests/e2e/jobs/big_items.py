@@ -8,3 +8,8 @@ LENGTH = 1_500_000
 
 def letters(item):
     return chr(ord("a") + item) * LENGTH
+
+
+def summary(results):
+    """The reduce: each result's letter and length."""
+    return [f"{result[0]}{len(result)}" for result in results]
