@@ -307,7 +307,8 @@ def build_package(path, entry: str, args=None, max_bytes: int = MAX_PACKAGE_BYTE
     state = dumps_state(_initial_state(module, args, display) if initial_state else args, what="the initial state")
     size = len(source) + len(state)
     if size > max_bytes:
-        raise PackageTooLarge(f"package is {_size(size, max_bytes)}; the limit is {_size(max_bytes, size)}")
+        raise PackageTooLarge(f"package is {_size(size, max_bytes)}; the limit is {_size(max_bytes, size)} "
+                              "(its module and initial state: give large data as --input files)")
     kind = "generator" if inspect.isgeneratorfunction(function) else "function"
     return BuiltPackage(module_source=source, module_sha256=sha256, entry=entry, kind=kind, state=state)
 
