@@ -297,7 +297,8 @@ def test_a_package_over_the_limit(tmp_path):
     args = "x" * int(5.1 * 2**20)
 
     # When it is packaged under the 4 MB default, Then the error gives both sizes
-    with pytest.raises(PackageTooLarge, match=r"^package is 5\.1 MB; the limit is 4 MB \(its module and initial state: give large data as --input files\)$"):
+    with pytest.raises(PackageTooLarge, match=r"^package is 5\.1 MB; the limit is 4 MB "
+                                              r"\(its module and initial state: give large data as --input files\)$"):
         build_package(path, "run", args)
 
 
