@@ -330,6 +330,7 @@ class LedgerAgent:
 
         plan = self._write(decide, [envelope.event_id for _, envelope in decoded])
         self.uploads.committed()  # issue 17: the adopted uploads of recorded reports go
+        self.inputs.committed()  # ... and of recorded submissions
         return plan
 
     def _write(self, decide, event_ids: list[str] = ()) -> Plan:

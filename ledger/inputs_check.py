@@ -29,6 +29,8 @@ class LedgerInputs:
     def __init__(self, settings):
         self.settings = settings
         self._store: BlobStore | None = None
+        #: upload keys adopted for the batch being decided; discarded once it is recorded
+        self._adopted: list[str] = []
 
     def store(self) -> BlobStore:
         if self._store is None:
@@ -44,7 +46,17 @@ class LedgerInputs:
         except BlobStoreError as e:
             log.error("ledger.blob_store_unavailable", error=str(e))
             store = None
-        return input_refusals(store, decoded, self.settings.max_input_bytes)
+        return input_refusals(store, decoded, self.settings.max_input_bytes, self._adopted)
+
+    def committed(self) -> None:
+        """The batch is recorded: the uploads it adopted go. Not before: a ledger that
+        stops in between adopts them again from the redelivered submission."""
+        adopted, self._adopted = self._adopted, []
+        for key in adopted:
+            try:
+                self.store().discard_upload(key)
+            except (BlobStoreError, OSError) as e:
+                log.warning("ledger.upload_not_discarded", key=key, error=str(e))
 
     def grants(self, granted: dict) -> list[dict] | None:
         """The worker's own access to its lease's inputs, until the deadline (plus grace)."""
@@ -55,14 +67,17 @@ class LedgerInputs:
         return [store.read_grant(item["sha256"], seconds) for item in granted["inputs"]]
 
 
-def input_refusals(store: BlobStore | None, decoded, max_input_bytes: int) -> dict[str, str]:
+def input_refusals(store: BlobStore | None, decoded, max_input_bytes: int,
+                   adopted: list[str] | None = None) -> dict[str, str]:
     """Submission event id -> why its inputs cannot be accepted, for each
-    ``job.submitted`` of the batch that names inputs the store lacks."""
+    ``job.submitted`` of the batch that names inputs the store lacks. The upload
+    keys adopted on the way are added to ``adopted``."""
     refusals: dict[str, str] = {}
+    adopted = [] if adopted is None else adopted
     for _, envelope in decoded:
         inputs = envelope.payload.get("inputs") if envelope.type == "job.submitted" else None
         if inputs:
-            reason = _refusal(store, inputs, max_input_bytes, envelope.actor)
+            reason = _refusal(store, inputs, max_input_bytes, envelope.actor, adopted)
             if reason:
                 refusals[envelope.event_id] = reason
                 log.info("ledger.inputs_refused", event_id=envelope.event_id, job_id=envelope.payload["job_id"],
@@ -70,16 +85,19 @@ def input_refusals(store: BlobStore | None, decoded, max_input_bytes: int) -> di
     return refusals
 
 
-def _refusal(store: BlobStore | None, inputs: list[dict], max_input_bytes: int, actor: str) -> str | None:
+def _refusal(store: BlobStore | None, inputs: list[dict], max_input_bytes: int, actor: str,
+             adopted: list[str]) -> str | None:
     for item in inputs:
         name, sha, size = item["name"], item["sha256"], item["size"]
         if size > max_input_bytes:
             return f"input {name} is {size} bytes; the limit is {max_input_bytes} (MARKET_MAX_INPUT_BYTES)"
         if store is None:
             return "this market has no blob store for input files"
-        adopted = _adopted(store, item, actor) if item.get("upload") else None
-        if adopted:
-            return f"input {name}: {adopted}"
+        problem = _adopted(store, item, actor) if item.get("upload") else None
+        if problem:
+            return f"input {name}: {problem}"
+        if item.get("upload"):
+            adopted.append(item["upload"])
         try:
             stored = store.size(sha)
         except BlobStoreError as e:

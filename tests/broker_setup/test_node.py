@@ -168,6 +168,12 @@ def test_a_node_that_does_not_come_up_in_time_is_killed_tried_again_and_leaves_n
     s = local_node.settings
     slow = LocalNode(settings_in(tmp_path, amqp_port=s.amqp_port + 2, management_port=s.management_port + 2,
                                  amqps_port=s.amqps_port + 2, node_name=s.node_name.replace("@", "-slow@", 1)))
+    # whose real `rabbitmqctl wait` watches a pid file that never comes: on a machine so loaded
+    # that rabbitmqctl's own VM boots slower than the node, a 1 s wait could still see it up
+    ctl = slow.ctl
+    never = str(tmp_path / "never.pid")
+    monkeypatch.setattr(slow, "ctl", lambda *args, **kw: ctl(*(never if a == str(slow.pid_file) else a for a in args),
+                                                             **kw))
     # When it is started, Then it fails after two tries, each VM killed, naming the tries
     with pytest.raises(NodeError, match="did not start within 1s, 2 times"):
         slow.start()

@@ -6,10 +6,10 @@ only as the bytes it claims. (The S3 store and the broker: tests/e2e.)"""
 from __future__ import annotations
 
 import hashlib
-import shutil
 
 import pytest
 
+from blobstore.transfer import upload
 from common.settings import Settings
 from contracts.blobs import BlobRef
 from contracts.envelope import Envelope
@@ -58,15 +58,18 @@ def test_a_member_gets_an_upload_key_of_her_own_for_what_the_store_lacks_and_the
     assert new["grant"]["path"].endswith(new["upload"])
     # When she writes it and submits naming it
     (tmp_path / "data.csv").write_bytes(DATA)
-    shutil.copyfile(tmp_path / "data.csv", new["grant"]["path"])
+    upload(new["grant"], tmp_path / "data.csv")
     store = uploads.store()
-    refusals = input_refusals(store, submitted("alice", **wire(DATA), upload=new["upload"]), 100)
-    # Then the ledger adopts it: stored by its hash, the upload gone
+    refusals = uploads.refusals(submitted("alice", **wire(DATA), upload=new["upload"]))
+    # Then the ledger adopts it: stored by its hash, the upload kept until the submission is recorded
     assert refusals == {}
     assert store.has(BlobRef(**wire(DATA))) and store.has(held)
-    assert not (store.root / new["upload"]).exists()
-    # and the same submission again (a redelivery) finds it adopted
-    assert input_refusals(store, submitted("alice", **wire(DATA), upload=new["upload"]), 100) == {}
+    assert (store.root / new["upload"]).exists()
+    # and the same submission again (a redelivery: the ledger stopped before it recorded) finds it adopted
+    assert uploads.refusals(submitted("alice", **wire(DATA), upload=new["upload"])) == {}
+    # and once recorded, the upload is gone and the blob stays
+    uploads.committed()
+    assert not (store.root / new["upload"]).exists() and store.has(BlobRef(**wire(DATA)))
 
 
 def test_an_upload_is_adopted_only_for_its_owner_and_only_as_what_it_claims(engine, uploads, tmp_path):
@@ -75,7 +78,7 @@ def test_an_upload_is_adopted_only_for_its_owner_and_only_as_what_it_claims(engi
     (grant,) = ask(engine, uploads, "alice", wire(DATA))["data"]["files"]
     store = uploads.store()
     (tmp_path / "other").write_bytes(b"other bytes")
-    shutil.copyfile(tmp_path / "other", grant["grant"]["path"])
+    upload(grant["grant"], tmp_path / "other")
     # When bob names her upload, Then it is not his
     bobs = input_refusals(store, submitted("bob", **wire(DATA), upload=grant["upload"]), 100)
     assert list(bobs.values()) == [f"input data.csv: the upload {grant['upload']} is not one of bob's "
