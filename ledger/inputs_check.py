@@ -19,6 +19,7 @@ from blobstore import BlobMissing, BlobStore, BlobStoreError, open_store
 from blobstore.base import BlobCorrupt
 from contracts.blobs import BlobRef
 from contracts.inputs import upload_owned_by
+from ledger.uploads_check import discard_adopted
 
 log = structlog.get_logger("ledger.inputs")
 
@@ -52,11 +53,7 @@ class LedgerInputs:
         """The batch is recorded: the uploads it adopted go. Not before: a ledger that
         stops in between adopts them again from the redelivered submission."""
         adopted, self._adopted = self._adopted, []
-        for key in adopted:
-            try:
-                self.store().discard_upload(key)
-            except (BlobStoreError, OSError) as e:
-                log.warning("ledger.upload_not_discarded", key=key, error=str(e))
+        discard_adopted(self.store, adopted)
 
     def grants(self, granted: dict) -> list[dict] | None:
         """The worker's own access to its lease's inputs, until the deadline (plus grace)."""

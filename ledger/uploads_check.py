@@ -76,13 +76,9 @@ class LedgerUploads:
         return reason
 
     def committed(self) -> None:
-        """The batch is recorded: its adopted uploads go (a failure only leaves one behind)."""
+        """The batch is recorded: its adopted uploads go."""
         adopted, self._adopted = self._adopted, []
-        for key in adopted:
-            try:
-                self._store().discard_upload(key)
-            except (BlobStoreError, OSError) as e:
-                log.warning("ledger.upload_not_discarded", key=key, error=str(e))
+        discard_adopted(self._store, adopted)
 
     def grants(self, granted: dict, state_in_table: bool) -> tuple[dict | None, dict | None]:
         """(the read grant of a stored state with its size, or None; the write grants of the
@@ -118,3 +114,13 @@ def adopt_uploads(store: BlobStore, lease_id: str, references: list[tuple[str, d
         except BlobStoreError as e:
             return f"its {what} {'are' if what == 'artifacts' else 'is'} not in the blob store as claimed: {e}"
     return None
+
+
+def discard_adopted(store, keys: list[str]) -> None:
+    """Remove uploads adopted by a recorded batch from ``store()``; a failure only
+    leaves one behind, for ``ledger gc``."""
+    for key in keys:
+        try:
+            store().discard_upload(key)
+        except (BlobStoreError, OSError) as e:
+            log.warning("ledger.upload_not_discarded", key=key, error=str(e))
