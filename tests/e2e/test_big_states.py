@@ -36,6 +36,10 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 JOB = Path(__file__).parent / "jobs" / "big_state.py"
 MIB = 1024 * 1024
 MESSAGE_LIMIT = 4 * MIB
+#: the state's size in the first test: 32 MiB in the suite; MARKET_TEST_BIG_STATE_MIB=1024 runs
+#: the same test at 1 GiB (minutes; longer leases, and workers allowed memory for the pickles)
+BIG_MIB = int(os.environ.get("MARKET_TEST_BIG_STATE_MIB", "32"))
+SCALE = max(1, BIG_MIB // 32)
 
 
 def marketctl(market, account: str, *args: str) -> subprocess.CompletedProcess:
@@ -59,12 +63,16 @@ def test_a_32_mib_state_checkpoints_resumes_elsewhere_and_its_result_comes_back_
     # Given worker A with short leases (its owner allows artifacts up to 64 MiB, as B's does)
     a, b = unique("big-A"), unique("big-B")
     artifacts = {"MARKET_MAX_ARTIFACT_BYTES": str(64 * MIB)}
-    market.start_measured_worker(a, lease_seconds=5, safety_margin=1, env=artifacts)
+    memory = () if SCALE == 1 else ("--memory-mb", str(4 * BIG_MIB + 512))
+    steps = 60 if SCALE == 1 else 8
+    market.start_measured_worker(a, lease_seconds=5 if SCALE == 1 else 90, safety_margin=1 if SCALE == 1 else 60,
+                                 env=artifacts, options=memory)
     # When a job with a 32 MiB state (and an 8 MiB artifact at its end) runs there and checkpoints
-    job_id = submit_big(market, mib=32, steps=60, delay=0.2, seed=7, artifact_mib=8)
+    job_id = submit_big(market, mib=BIG_MIB, steps=steps, delay=0.2, seed=7, artifact_mib=8)
     # and A leaves (it checkpoints at its next safe point), B arrives
-    market.hand_over(job_id, a, b, timeout=60, env=artifacts)
-    market.wait_job(job_id, timeout=120)
+    market.hand_over(job_id, a, b, timeout=60 * SCALE, env=artifacts, options=memory,
+                     **({} if SCALE == 1 else {"lease_seconds": 300}))
+    market.wait_job(job_id, timeout=120 * SCALE)
     # Then the job resumed on B from A's checkpoint and finished there
     leases = market.leases(job_id)
     assert leases[0].worker_id == a and leases[-1].worker_id == b
@@ -83,10 +91,11 @@ def test_a_32_mib_state_checkpoints_resumes_elsewhere_and_its_result_comes_back_
     raw, folder = tmp_path / "result.pickle", tmp_path / "artifacts"
     fetched = marketctl(market, "alice", "result", job_id, "--raw", str(raw), "--artifacts", str(folder))
     assert fetched.returncode == 0, fetched.stderr
-    want = dumps_result(expected(32, 60, 7))
+    final = expected(BIG_MIB, steps, 7)
+    want = dumps_result(final)
     assert raw.stat().st_size == len(want) > MESSAGE_LIMIT
     assert hashlib.sha256(raw.read_bytes()).digest() == hashlib.sha256(want).digest()
-    assert (folder / "state.bin").read_bytes() == expected(32, 60, 7)[:8 * MIB]
+    assert (folder / "state.bin").read_bytes() == final[:8 * MIB]
     job = market.job(job_id)
     assert not blob_in_table(market, job.result_sha256) and not blob_in_table(market, job.artifacts_sha256)
     # and bob, another member, is refused
