@@ -12,7 +12,7 @@ import time
 
 
 def grow(state):
-    data = state.get("data") or random.Random(state["seed"]).randbytes(state["mib"] * 1024 * 1024)
+    data = state.get("data") or seeded(state["mib"], state["seed"])
     step = state.get("step", 0)
     while step < state["steps"]:
         time.sleep(state["delay"])
@@ -26,6 +26,12 @@ def grow(state):
     return data
 
 
+def seeded(mib: int, seed: int) -> bytes:
+    """``mib`` MiB of seeded random bytes, 64 MiB at a time (randbytes takes under 256 MiB)."""
+    rng, size = random.Random(seed), mib * 1024 * 1024
+    return b"".join(rng.randbytes(min(64 << 20, size - at)) for at in range(0, size, 64 << 20))
+
+
 def expected(mib: int, steps: int, seed: int) -> bytes:
-    data = random.Random(seed).randbytes(mib * 1024 * 1024)
+    data = seeded(mib, seed)
     return data[steps % len(data):] + data[:steps % len(data)]
