@@ -1,7 +1,7 @@
 """The ledger at scale (issue 16): start-up, memory and reads flat in the ledger's length.
 
     .venv/bin/python bench/scale.py [--sizes 100000,1000000] [--big] [--db sqlite,postgres] [--queries 100]
-                                    [--keep DIR] [--build-only]
+                                    [--keep DIR] [--build-only] [--as-kept]
 
 For each database and each size, builds a synthetic ledger through the real
 fold (``bench/scale_ledger.py``: a market of 1000 members and 200 workers,
@@ -30,7 +30,8 @@ is and continues one whose build was cut short; the ingest rounds (about
 length, except above INGEST_COPY_MAX_EVENTS (a 10M ledger is 15 to 20 GB a
 database), where they lengthen it by about 1 %. ``--build-only``
 builds (or completes) the ledgers and measures nothing: the two databases
-can then be built at once, one process each.
+can then be built at once, one process each. ``--as-kept`` measures the kept
+ledgers at the length they have, a build cut short included.
 PostgreSQL: a cluster of its own (ledger/pgserver.py, durable as a live
 market runs it; a throwaway one without ``--keep``) on MARKET_BENCH_PG_PORT
 (default 5486).
@@ -260,8 +261,9 @@ def _note_build(built_file: Path, name: str, seconds: float) -> None:
     temporary.replace(built_file)
 
 
-def build(url: str, size: int, built_file: Path | None) -> float:
-    """Grow the ledger at ``url`` to ``size`` events (continuing a kept one); its build seconds in all."""
+def build(url: str, size: int, built_file: Path | None, grow: bool = True) -> float:
+    """Grow the ledger at ``url`` to ``size`` events (continuing a kept one, unless not ``grow``);
+    its build seconds in all."""
     upgrade(url)
     engine = make_engine(url)
     store = LedgerStore(engine)
@@ -281,7 +283,8 @@ def build(url: str, size: int, built_file: Path | None) -> float:
             if built_file:  # a build cut short still counts its time when continued
                 _note_build(built_file, name, before + now - started)
 
-    market.grow_to(size, progress)
+    if grow:
+        market.grow_to(size, progress)
     store.close()
     engine.dispose()
     seconds = before + time.perf_counter() - started
@@ -290,8 +293,8 @@ def build(url: str, size: int, built_file: Path | None) -> float:
     return seconds
 
 
-def measure(url: str, size: int, queries: int, built_file: Path | None, server) -> dict:
-    built = build(url, size, built_file)
+def measure(url: str, size: int, queries: int, built_file: Path | None, server, grow: bool = True) -> dict:
+    built = build(url, size, built_file, grow)
     engine = make_engine(url)
     figures = {"events": LedgerStore(engine).last_seq(), "build_s": built}
     engine.dispose()
@@ -345,6 +348,8 @@ def main() -> int:
     parser.add_argument("--keep", metavar="DIR", type=Path,
                         help="keep the built ledgers in DIR and reuse (or complete) those found there")
     parser.add_argument("--build-only", action="store_true", help="build the ledgers, measure nothing")
+    parser.add_argument("--as-kept", action="store_true",
+                        help="measure the kept ledgers at the length they have (a build cut short is not completed)")
     parser.add_argument("--load-state", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--everything", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reads", metavar="URL", help=argparse.SUPPRESS)
@@ -381,7 +386,7 @@ def main() -> int:
                     if args.build_only:
                         print(f"  built in {build(url, size, built_file):,.0f} s", flush=True)
                         continue
-                    results[size] = measure(url, size, args.queries, built_file, server)
+                    results[size] = measure(url, size, args.queries, built_file, server, grow=not args.as_kept)
                     print(json.dumps({"db": db, "size": size, **results[size]}), flush=True)
             finally:
                 if server is not None:
