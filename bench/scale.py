@@ -209,6 +209,7 @@ def ingest(url: str, flood: bool) -> float:
         flooder.start()
         time.sleep(1)
     try:
+        market.resume()
         started, events = time.perf_counter(), 0
         for _ in range(INGEST_ROUNDS):
             events += market.run_round()
