@@ -286,6 +286,8 @@ def build(url: str, size: int, built_file: Path | None, grow: bool = True) -> fl
 
     if grow:
         market.grow_to(size, progress)
+    elif market.state.last_seq:
+        market.resume()  # a build stopped mid-round: its open leases and jobs closed
     store.close()
     engine.dispose()
     seconds = before + time.perf_counter() - started
