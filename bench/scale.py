@@ -1,7 +1,7 @@
 """The ledger at scale (issue 16): start-up, memory and reads flat in the ledger's length.
 
     .venv/bin/python bench/scale.py [--sizes 100000,1000000] [--big] [--db sqlite,postgres] [--queries 100]
-                                    [--keep DIR] [--build-only] [--as-kept]
+                                    [--keep DIR] [--build-only] [--as-kept] [--repeat N]
 
 For each database and each size, builds a synthetic ledger through the real
 fold (``bench/scale_ledger.py``: a market of 1000 members and 200 workers,
@@ -31,7 +31,10 @@ length, except above INGEST_COPY_MAX_EVENTS (a 10M ledger is 15 to 20 GB a
 database), where they lengthen it by about 1 %. ``--build-only``
 builds (or completes) the ledgers and measures nothing: the two databases
 can then be built at once, one process each. ``--as-kept`` measures the kept
-ledgers at the length they have, a build cut short included.
+ledgers at the length they have, a build cut short included. ``--repeat N``
+(with ``--keep``) measures only start-up and the reads, of the smallest and
+the largest kept ledger in turn, N rounds: the median and range of each
+figure, as a noisy machine needs.
 PostgreSQL: a cluster of its own (ledger/pgserver.py, durable as a live
 market runs it; a throwaway one without ``--keep``) on MARKET_BENCH_PG_PORT
 (default 5486).
@@ -313,6 +316,39 @@ def measure(url: str, size: int, queries: int, built_file: Path | None, server, 
     return figures
 
 
+# ---- repeats, smallest and largest in turn ----------------------------------------------
+
+def repeats(urls: dict[int, str], queries: int, times: int) -> str:
+    """Start-up and the reads of the smallest and the largest ledger, ``times``
+    rounds, the two in turn (both see the machine's same minutes): per figure
+    the median [range] of the rounds, and the ratio of the medians to its bar."""
+    small, big = min(urls), max(urls)
+    rounds: dict[int, list[dict]] = {small: [], big: []}
+    for round_ in range(times):
+        for size in (small, big):
+            figures = reads(urls[size], queries)
+            figures["startup"] = startup(urls[size])
+            rounds[size].append(figures)
+            print(f"  round {round_ + 1}, {size:,} events: {json.dumps(figures)}", flush=True)
+
+    def spread(size, value) -> tuple[float, str]:
+        values = sorted(value(r) for r in rounds[size])
+        return statistics.median(values), f"{statistics.median(values):.2f} [{values[0]:.2f}-{values[-1]:.2f}]"
+
+    figures = [("start-up: load state (ms)", lambda r: r["startup"]["seconds"] * 1000, STARTUP_BAR),
+               ("start-up: peak RSS (MiB)", lambda r: r["startup"]["rss_kib"] / 1024, STARTUP_BAR)]
+    figures += [(f"{name} p{q} (ms)", lambda r, n=name, i=i: r[n][i] * 1000, READ_BAR if q == 99 else None)
+                for name in QUERY_NAMES for q, i in ((50, 0), (99, 1))]
+    lines = [f"{'median [range] of ' + str(times):<28}{small:>26,}{big:>26,}{'ratio':>9}{'bar':>7}"]
+    for label, value, bar in figures:
+        (m_small, shown_small), (m_big, shown_big) = spread(small, value), spread(big, value)
+        ratio = m_big / m_small if m_small else float("inf")
+        verdict = "" if bar is None else ("  ok" if ratio <= bar else "  OVER")
+        lines.append(f"{label:<28}{shown_small:>26}{shown_big:>26}{ratio:>8.2f}x"
+                     + (f"{bar:>6.1f}x" if bar else f"{'':>7}") + verdict)
+    return "\n".join(lines)
+
+
 # ---- the table ----------------------------------------------------------------------------
 
 def table(db: str, results: dict[int, dict]) -> str:
@@ -351,6 +387,9 @@ def main() -> int:
     parser.add_argument("--keep", metavar="DIR", type=Path,
                         help="keep the built ledgers in DIR and reuse (or complete) those found there")
     parser.add_argument("--build-only", action="store_true", help="build the ledgers, measure nothing")
+    parser.add_argument("--repeat", type=int, metavar="N",
+                        help="with --keep: only start-up and the reads, N rounds of the smallest and the largest "
+                             "kept ledger in turn, as median [range]")
     parser.add_argument("--as-kept", action="store_true",
                         help="measure the kept ledgers at the length they have (a build cut short is not completed)")
     parser.add_argument("--load-state", metavar="URL", help=argparse.SUPPRESS)
@@ -386,15 +425,21 @@ def main() -> int:
                     print(f"{db}: {'building' if args.build_only else 'measuring'} {size:,} events", flush=True)
                     url = (server.ensure_database(f"scale{size}") if server
                            else f"sqlite:///{home / 'sqlite' / f'scale{size}.db'}")
+                    if args.repeat:
+                        results[size] = url
+                        continue
                     if args.build_only:
                         print(f"  built in {build(url, size, built_file):,.0f} s", flush=True)
                         continue
                     results[size] = measure(url, size, args.queries, built_file, server, grow=not args.as_kept)
                     print(json.dumps({"db": db, "size": size, **results[size]}), flush=True)
+                if args.repeat:
+                    tables.append(f"{db}\n" + repeats(results, args.queries, args.repeat))
+                    print("\n" + tables[-1] + "\n", flush=True)
             finally:
                 if server is not None:
                     server.stop()
-            if results:
+            if results and not args.repeat:
                 tables.append(table(db, results))
                 print("\n" + tables[-1] + "\n", flush=True)
     print("\n\n".join(tables))
