@@ -133,10 +133,28 @@ class SyntheticMarket:
         refused = [r.payload for r in recorded if r.type.endswith("rejected")]
         assert not refused, refused[:3]
 
+    def resume(self) -> None:
+        """Close what a round cut short (a build or ingest stopped mid-round) left
+        open: its leases finish, its jobs still ready are leased and finish. The
+        open work is then the OPEN_JOBS jobs again, and the workers are free."""
+        leases = [(lease.lease_id, lease.job_id, lease.worker_id) for lease in dict.values(self.state.leases)
+                  if lease.outcome == "open"]
+        if leases:
+            self.advance(STAGE_SECONDS)
+            self._report(leases, "job.finished", {"result": RESULT, "output": "the answer"})
+        ready = sorted(job.job_id for job in dict.values(self.state.jobs)
+                       if job.status == "ready" and not job.job_id.startswith("open-"))
+        for start in range(0, len(ready), WORKERS):
+            leases = self._lease(ready[start:start + WORKERS], 0)
+            self.advance(STAGE_SECONDS)
+            self._report(leases, "job.finished", {"result": RESULT, "output": "the answer"})
+
     def grow_to(self, events: int, progress=None) -> None:
         """Append rounds until the log holds ``events`` events."""
         if self.state.last_seq == 0:
             self.open_market()
+        else:
+            self.resume()
         while self.state.last_seq < events:
             self.run_round()
             if progress is not None:

@@ -22,17 +22,40 @@ class OnDemandRows(dict):
     ``load(key)`` (None: no such row) and keeps it until the next save.
 
     Only ``[]``, ``get`` and ``in`` read through; iterating sees the rows in
-    memory, which is every open row (``open_row``), as the fold's indexes need."""
+    memory, which is every open row (``open_row``), as the fold's indexes need.
+    ``preload`` reads a batch's keys in one go (``load_many(keys)``: the rows
+    found, by key) and notes those the database lacks, until the next save."""
 
-    __slots__ = ("_load", "loaded")
+    __slots__ = ("_load", "_load_many", "loaded", "absent")
 
-    def __init__(self, load: Callable[[str], object | None], rows: dict | None = None):
+    def __init__(self, load: Callable[[str], object | None], rows: dict | None = None,
+                 load_many: Callable[[list], dict] | None = None):
         super().__init__(rows or {})
         self._load = load
+        self._load_many = load_many
         #: keys read back since the last save: dropped again then, if still closed
         self.loaded: set = set()
+        #: keys the database had no row for at the last ``preload`` (it changes only at a save)
+        self.absent: set = set()
+
+    def preload(self, keys) -> None:
+        """Read the rows of ``keys`` not in memory in one query: a batch of 200
+        new job ids costs one round trip, not 200 (on PostgreSQL, a quarter of
+        the time of a batch of submissions)."""
+        if self._load_many is None:
+            return
+        wanted = {key for key in keys if not dict.__contains__(self, key) and key not in self.absent}
+        if not wanted:
+            return
+        found = self._load_many(sorted(wanted))
+        for key, row in found.items():
+            self[key] = row
+            self.loaded.add(key)
+        self.absent |= wanted - found.keys()
 
     def __missing__(self, key):
+        if key in self.absent:
+            raise KeyError(key)
         row = self._load(key)
         if row is None:
             raise KeyError(key)
@@ -69,6 +92,7 @@ def drop_closed(state, saved: set) -> None:
             continue  # a replayed or test state keeps everything
         keys = rows.loaded | {key for name, key in saved if name == table_name}
         rows.loaded = set()
+        rows.absent = set()  # the save may have written them
         for key in keys:
             row = dict.get(rows, key)
             if row is not None and not open_row(table_name, row):

@@ -77,6 +77,7 @@ def plan_batch(state: MarketState, decoded: list[tuple[Incoming, Envelope]], kno
     ``recorded_at`` is the ledger's clock for this batch."""
     plan = Plan()
     seen = set(known_ids)
+    _preload_job_ids(state, decoded)
     for incoming, envelope in decoded:
         if envelope.event_id in seen:
             incoming.envelope = envelope
@@ -101,6 +102,14 @@ def plan_batch(state: MarketState, decoded: list[tuple[Incoming, Envelope]], kno
         if incoming.reply_to:
             plan.outbox.append(_reply_row(incoming.reply_to, request, verdicts))
     return plan
+
+
+def _preload_job_ids(state: MarketState, decoded: list[tuple[Incoming, Envelope]]) -> None:
+    """Each submission asks whether its job id is taken: a ledger that keeps
+    closed jobs in the database (ledger.history) reads the batch's ids at once."""
+    preload = getattr(state.jobs, "preload", None)
+    if preload is not None:
+        preload([str(envelope.payload["job_id"]) for _, envelope in decoded if envelope.type == "job.submitted"])
 
 
 def _fold_with_verdicts(state: MarketState, plan: Plan, request: Recorded) -> list[Recorded]:

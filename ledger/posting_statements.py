@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from ledger import tables
 from ledger.months import month_bounds
 from ledger.postings import line_of
-from ledger.snapshots import months as read_months
+from ledger.snapshots import months_through
 from ledger.state import Account
 from ledger.statements import UNIT, _statement, plan_statement
 
@@ -35,7 +35,7 @@ class MonthEnd:
 
 
 def month_end(conn, month: str) -> MonthEnd:
-    known = read_months(conn)
+    known = months_through(conn, month)
     plan = plan_statement(known, month)
     live = any(m.last_seq is None and m.month <= month for m in known)
     closed = [m.month for m in known if m.last_seq is not None and m.month <= month]

@@ -23,6 +23,16 @@ def months(conn) -> list[Month]:
     return [Month(**row._asdict()) for row in conn.execute(select(tables.months).order_by(tables.months.c.month))]
 
 
+def months_through(conn, month: str) -> list[Month]:
+    """The two last months of the log up to ``month``, oldest first: all that
+    ``plan_statement`` needs of them, as only the log's last month is ever
+    open (``ledger.months.turn_month``) - ``month`` or the one before it is
+    closed, or the one before that. ``months`` reads one row a ledger month."""
+    m = tables.months.c
+    rows = conn.execute(select(tables.months).where(m.month <= month).order_by(m.month.desc()).limit(2))
+    return [Month(**row._asdict()) for row in rows][::-1]
+
+
 def month_end(conn, month: str) -> list[Account]:
     """Every account as ``month`` closed."""
     rows = conn.execute(select(tables.month_balances).where(tables.month_balances.c.month == month)

@@ -23,6 +23,8 @@ from ledger.state import ROW_TYPES, GENESIS_HASH, MarketState
 
 #: rows per statement when reading the log back
 SCAN_CHUNK = 5000
+#: keys read by one query when the fold asks for closed rows (OnDemandRows.preload)
+ROWS_PER_READ = 500
 
 #: what ``load_state`` reads of the tables kept on demand (ledger.history): the
 #: open rows, through partial indexes (tables.py); the others start empty
@@ -136,7 +138,8 @@ class LedgerStore:
             for name, (cls, key) in ROW_TYPES.items():
                 table = tables.metadata.tables[name]
                 if name in ON_DEMAND:
-                    setattr(state, name, OnDemandRows(functools.partial(self._load_row, name)))
+                    setattr(state, name, OnDemandRows(functools.partial(self._load_row, name),
+                                                      load_many=functools.partial(self._load_rows, name)))
                     stmt = _OPEN_ROWS.get(name)
                     if stmt is None:
                         continue
@@ -159,22 +162,33 @@ class LedgerStore:
     def _load_row(self, table_name: str, key: str):
         """One row of a projection, read on the writer's connection (its
         transaction sees what it wrote), or None."""
-        sql, booleans = self._row_sql.get(table_name) or self._compile_row_sql(table_name)
+        return self._load_rows(table_name, [key]).get(key)
+
+    def _load_rows(self, table_name: str, keys: list) -> dict:
+        """The rows of ``keys`` that exist, by key, read on the writer's
+        connection, ``ROWS_PER_READ`` keys a query."""
+        select_sql, booleans = self._row_sql.get(table_name) or self._compile_row_sql(table_name)
+        cls, key_column = ROW_TYPES[table_name]
+        columns = self._columns[table_name]
+        found = {}
         with self._joined() as conn:
-            # driver SQL: every new job id is looked up once (is it taken?), and
-            # building the select through SQLAlchemy cost 2 ms of a 2.5 ms lookup
-            row = conn.exec_driver_sql(sql, (key,)).first()
-        if row is None:
-            return None
-        values = dict(zip(self._columns[table_name], row))
-        for column in booleans:  # SQLite gives 0/1
-            values[column] = None if values[column] is None else bool(values[column])
-        return ROW_TYPES[table_name][0](**values)
+            for start in range(0, len(keys), ROWS_PER_READ):
+                chunk = keys[start:start + ROWS_PER_READ]
+                # driver SQL: every new job id is looked up (is it taken?), and
+                # building the select through SQLAlchemy cost 2 ms of a 2.5 ms lookup
+                sql = f"{select_sql} IN ({', '.join([self._placeholder] * len(chunk))})"
+                for row in conn.exec_driver_sql(sql, tuple(chunk)):
+                    values = dict(zip(columns, row))
+                    for column in booleans:  # SQLite gives 0/1
+                        values[column] = None if values[column] is None else bool(values[column])
+                    found[values[key_column]] = cls(**values)
+        return found
 
     def _compile_row_sql(self, table_name: str) -> tuple[str, list[str]]:
+        """``SELECT <columns> FROM <table> WHERE <key>``, to end with ``IN (...)``; the boolean columns."""
         table = tables.metadata.tables[table_name]
         key = ROW_TYPES[table_name][1]
-        sql = f"SELECT {', '.join(self._columns[table_name])} FROM {table.name} WHERE {key} = {self._placeholder}"
+        sql = f"SELECT {', '.join(self._columns[table_name])} FROM {table.name} WHERE {key}"
         booleans = [c for c in self._columns[table_name] if isinstance(table.c[c].type, Boolean)]
         self._row_sql[table_name] = sql, booleans
         return self._row_sql[table_name]

@@ -5,15 +5,20 @@ projection; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pytest
+from sqlalchemy import event
 
+from contracts.blobs import Blob
 from ledger import tables
 from ledger.fold import TERMINAL_JOB_STATES
-from ledger.history import OnDemandRows
+from ledger.history import OnDemandRows, drop_closed
+from ledger.ingest import Incoming, decode_all, plan_batch
 from ledger.replay import replay_and_verify
 from ledger.store import _recent_recording_times
-from tests.ledger.money_market import stored_on, types
+from ledger.state import MarketState
+from tests.ledger.money_market import CODEC, stored_on, types
 
 CREDIT = 1_000_000
 
@@ -118,3 +123,51 @@ def test_a_restarted_ledger_knows_the_silence_it_came_back_from(engine):
             assert len(_recent_recording_times(conn)) == 6  # the 5 of the last 130 s and the one before
     finally:
         store.close()
+
+
+def test_preload_reads_the_missing_keys_at_once_and_knows_the_absent_ones_until_the_save():
+    # Given rows on demand, one of them in memory and one in the database
+    single, many = [], []
+    closed = SimpleNamespace(outcome="completed")
+    rows = OnDemandRows(lambda key: single.append(key), rows={"held": SimpleNamespace(outcome="open")},
+                        load_many=lambda keys: many.append(keys) or {key: closed for key in keys if key == "old"})
+    # When a batch's keys are read, twice
+    rows.preload(["held", "old", "new", "new"])
+    rows.preload(["old", "new"])
+    # Then one read asked for the two not in memory; the absent one costs no read when asked for
+    assert many == [["new", "old"]]
+    assert rows["old"] is closed and "new" not in rows and rows.get("new") is None and single == []
+    # And after the save it may have been written: asked for again, it is read again
+    state = MarketState()
+    state.leases = rows
+    drop_closed(state, set())
+    assert "old" not in dict.keys(rows) and not rows.absent
+    assert "new" not in rows and single == ["new"]
+
+
+def test_a_batch_of_submissions_reads_its_job_ids_in_one_query(market, engine):
+    # Given a restarted ledger: j1 closed, in the database only
+    _reload(market)
+    reads = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        if "FROM jobs WHERE job_id" in statement:
+            reads.append(parameters)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        # When one batch submits j1 again and two new jobs
+        batch = [Incoming(CODEC.encode("job.submitted", {
+            "job_id": job_id, "name": job_id, "price": 3_600_000, "entry": "run", "module": Blob.of(b"src"),
+            "state": Blob.of(b"s0")})[1], "alice") for job_id in ("j1", "j3", "j4")]
+        decoded, invalid = decode_all(CODEC, batch)
+        plan = plan_batch(market.state, decoded, set(), market.now)
+        market.store.write(plan, market.state)
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    # Then one read asked for the three ids, and the verdicts are those of three lookups
+    assert len(reads) == 1 and sorted(reads[0]) == ["j1", "j3", "j4"], reads
+    verdicts = [r for r in plan.recorded if r.type in ("request.rejected", "job.accepted")]
+    assert [(r.type, r.payload.get("job_id")) for r in verdicts] == [
+        ("request.rejected", None), ("job.accepted", "j3"), ("job.accepted", "j4")], verdicts
+    assert replay_and_verify(market.store).ok

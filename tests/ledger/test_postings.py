@@ -134,3 +134,20 @@ def test_the_migration_backfills_the_postings_of_an_older_log(db_url):
     finally:
         engine.dispose()
     assert rows and rows == sorted(market.state.new_postings, key=lambda r: (r["seq"], r["leg"]))
+
+
+def test_a_statement_plans_from_the_last_two_months_as_from_all_of_them(engine, played):
+    # Given three months of log: November and December closed, January open
+    from ledger.snapshots import months, months_through
+    from ledger.statements import plan_statement
+    with engine.connect() as conn:
+        every = months(conn)
+        assert [(m.month, m.last_seq is None) for m in every] == [
+            ("2026-11", False), ("2026-12", False), ("2027-01", True)]
+        # When a statement of any month, before, inside or after the log, reads only the last two up to it
+        for month in MONTHS:
+            recent = months_through(conn, month)
+            # Then its plan is the one all the months give, and no more than two rows were read
+            assert len(recent) <= 2 and plan_statement(recent, month) == plan_statement(every, month), month
+            assert ([m for m in recent if m.last_seq is None] ==
+                    [m for m in every if m.last_seq is None and m.month <= month]), month
