@@ -63,7 +63,7 @@ def test_a_32_mib_state_checkpoints_resumes_elsewhere_and_its_result_comes_back_
     # Given worker A with short leases (its owner allows artifacts up to 64 MiB, as B's does)
     a, b = unique("big-A"), unique("big-B")
     artifacts = {"MARKET_MAX_ARTIFACT_BYTES": str(64 * MIB)}
-    memory = () if SCALE == 1 else ("--memory-mb", str(4 * BIG_MIB + 512))
+    memory = () if SCALE == 1 else ("--memory-mb", str(8 * BIG_MIB + 512))
     steps = 60 if SCALE == 1 else 8
     market.start_measured_worker(a, lease_seconds=5 if SCALE == 1 else 90, safety_margin=1 if SCALE == 1 else 60,
                                  env=artifacts, options=memory)
