@@ -161,7 +161,7 @@ def test_a_port_taken_by_another_process_is_a_clear_node_error(tmp_path):
 @pytest.mark.broker
 @pytest.mark.slow
 def test_a_node_that_does_not_come_up_in_time_is_killed_tried_again_and_leaves_nothing(local_node, tmp_path,
-                                                                                     monkeypatch):
+                                                                                     monkeypatch, request):
     # Given a node given one second to boot (a boot takes several: as a node starved on a loaded machine)
     import broker_setup.node as node_module
     monkeypatch.setattr(node_module, "START_TIMEOUT", 1)
@@ -174,6 +174,8 @@ def test_a_node_that_does_not_come_up_in_time_is_killed_tried_again_and_leaves_n
     never = str(tmp_path / "never.pid")
     monkeypatch.setattr(slow, "ctl", lambda *args, **kw: ctl(*(never if a == str(slow.pid_file) else a for a in args),
                                                              **kw))
+    # whatever happens, no VM of it outlives the test (one left by a failed run held a port for the next)
+    request.addfinalizer(slow._kill_vm)
     # When it is started, Then it fails after two tries, each VM killed, naming the tries
     with pytest.raises(NodeError, match="did not start within 1s, 2 times"):
         slow.start()
