@@ -116,6 +116,8 @@ def main() -> int:
     parser.add_argument("--flooder-nice", type=int, default=0, metavar="N",
                         help="run the flooding client at niceness N: on a small machine the bench's own client "
                              "competes with the ledger for CPU, which a remote attacker's would not")
+    parser.add_argument("--query-nice", type=int, default=None, metavar="N",
+                        help="the query agent's niceness (MARKET_QUERY_NICE; default the setting's, 10)")
     parser.add_argument("--flood", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.flood:
@@ -129,6 +131,8 @@ def main() -> int:
         store = LedgerStore(engine)
         env = dict(os.environ, MARKET_AMQP_URL=settings.amqp_url, MARKET_DB_URL=db_url, MARKET_LOG_LEVEL="warning",
                    MARKET_HOME=str(settings.home), MARKET_LEDGER_ANSWERS_QUERIES="0")
+        if args.query_nice is not None:
+            env["MARKET_QUERY_NICE"] = str(args.query_nice)
         if args.no_limit:
             env["MARKET_QUERY_RATE"] = "1000000000"
             env["MARKET_QUERY_BURST"] = "1000000000"

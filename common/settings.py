@@ -105,6 +105,9 @@ class Settings:
     query_rate: float = 20.0
     #: MARKET_QUERY_BURST: questions one account may ask at once before the rate applies
     query_burst: int = 40
+    #: MARKET_QUERY_NICE: the query agent's CPU niceness (0-19), so on a machine it
+    #: shares with the ledger a flood of questions takes CPU from answers, not ingest
+    query_nice: int = 10
     #: MARKET_LEDGER_ANSWERS_QUERIES: 1 lets the ledger agent answer ledger.queries
     #: itself (for a ledger run alone, as in its own tests); `up` runs the query agent
     ledger_answers_queries: bool = False
@@ -252,6 +255,7 @@ class Settings:
             query_prefetch=_env_int(env, "MARKET_QUERY_PREFETCH", d.query_prefetch),
             query_rate=_env_float(env, "MARKET_QUERY_RATE", d.query_rate),
             query_burst=_env_int(env, "MARKET_QUERY_BURST", d.query_burst),
+            query_nice=_env_int(env, "MARKET_QUERY_NICE", d.query_nice),
             ledger_answers_queries=env.get("MARKET_LEDGER_ANSWERS_QUERIES", "") in ("1", "true", "yes"),
             delivery_limit=_env_int(env, "MARKET_DELIVERY_LIMIT", d.delivery_limit),
             dlq_max_length=_env_int(env, "MARKET_DLQ_MAX_LENGTH", d.dlq_max_length),
@@ -302,6 +306,8 @@ class Settings:
         settings.welcome_micro_credits
         if settings.query_prefetch < 1 or settings.query_rate <= 0 or settings.query_burst < 1:
             raise SettingsError("MARKET_QUERY_PREFETCH, MARKET_QUERY_RATE and MARKET_QUERY_BURST must be positive")
+        if not 0 <= settings.query_nice <= 19:
+            raise SettingsError(f"MARKET_QUERY_NICE={settings.query_nice} must be between 0 and 19")
         if settings.request_attempts < 1:
             raise SettingsError("MARKET_REQUEST_ATTEMPTS must be at least 1")
         if settings.max_price_micro <= 0:

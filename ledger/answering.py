@@ -44,9 +44,13 @@ async def _reply(message, engine, reads, cursors: Cursors, limit: QueryRateLimit
     if not message.user_id:
         return {"ok": False, "error": "a query needs the asker's user_id"}
     if limit is not None:
-        wait = limit.take(message.user_id, time.monotonic())
+        now = time.monotonic()
+        wait = limit.take(message.user_id, now)
         if wait:
-            log.info("queries.refused", account=message.user_id, query=name, retry_in=round(wait, 3))
+            refused = limit.refusals_to_log(message.user_id, now)
+            if refused:
+                log.info("queries.refused", account=message.user_id, query=name, retry_in=round(wait, 3),
+                         refused=refused)
             return {"ok": False, "error": limit.refusal(wait), "retry_in": round(wait, 3)}
     return await asyncio.get_running_loop().run_in_executor(reads, _answer, engine, message.user_id, name, args,
                                                                  cursors, uploads, grants)

@@ -11,12 +11,18 @@ from dataclasses import dataclass
 
 #: buckets kept before the full ones (idle askers) are forgotten
 MAX_BUCKETS = 100_000
+#: seconds between two log lines about one account's refused questions: a
+#: flood of 1,000/s is one line per period with its count, not 1,000 lines/s
+REFUSAL_LOG_SECONDS = 10.0
 
 
 @dataclass
 class Bucket:
     tokens: float
     updated: float
+    #: refusals since the last one logged, and when that was
+    unlogged: int = 0
+    logged: float = -math.inf
 
 
 class QueryRateLimit:
@@ -41,6 +47,17 @@ class QueryRateLimit:
             bucket.tokens = max(0.0, bucket.tokens - 1.0)
             return 0.0
         return (1.0 - bucket.tokens) / self.rate
+
+    def refusals_to_log(self, account: str, now: float) -> int:
+        """Count one refusal of ``account``: the refusals to log now, this one
+        included (the first at once, then at most one line per
+        REFUSAL_LOG_SECONDS), or 0 while they are being counted."""
+        bucket = self._buckets[account]
+        bucket.unlogged += 1
+        if now - bucket.logged < REFUSAL_LOG_SECONDS:
+            return 0
+        count, bucket.unlogged, bucket.logged = bucket.unlogged, 0, now
+        return count
 
     def refusal(self, wait: float) -> str:
         """The one line a refused asker reads."""

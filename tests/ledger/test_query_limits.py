@@ -36,3 +36,21 @@ def test_idle_buckets_refill_up_to_the_burst_only():
     # after an hour idle she has the burst again, not 360,000 questions
     waits = [limit.take("alice", now=3600.0) for _ in range(4)]
     assert waits[:3] == [0.0] * 3 and waits[3] > 0
+
+
+def test_a_flood_of_refusals_is_logged_once_per_period_with_its_count():
+    # Given mallory, over her limit
+    limit = QueryRateLimit(rate=1, burst=1)
+    limit.take("mallory", now=0.0)
+    # When she is refused 1,000 times in one second, then once 10 s later
+    logged = []
+    for i in range(1000):
+        assert limit.take("mallory", now=i / 1000) > 0
+        logged.append(limit.refusals_to_log("mallory", now=i / 1000))
+    assert limit.take("mallory", now=10.0) == 0.0  # refilled: answered
+    limit.take("mallory", now=10.0)
+    later = limit.refusals_to_log("mallory", now=10.0)
+    # Then the first refusal is logged at once, the other 999 are counted,
+    # and the next line 10 s on carries them with the new one
+    assert logged[0] == 1 and sum(logged) == 1
+    assert later == 1000

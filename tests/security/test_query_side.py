@@ -6,6 +6,7 @@ An independent client (pika) floods with alice's own member key."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -91,6 +92,13 @@ def test_a_members_flood_of_questions_is_refused_past_her_limit_and_ingest_goes_
     assert 1 <= len(answered) <= 5 + 2, (len(answered), took)
     assert len(refusals) >= FLOOD - 7
     assert all(r.startswith("too many queries: 0.02/s allowed, retry in ") and r.endswith(" s") for r in refusals)
+    # and the query agent ran below the writer's priority, and logged the flood
+    # in a line or two with their counts, not a line per refusal
+    assert os.getpriority(os.PRIO_PROCESS, market.processes["queries"].pid) == 10
+    assert os.getpriority(os.PRIO_PROCESS, market.processes["ledger"].pid) == 0
+    logged = [line for line in (tmp_path / "queries.log").read_text().splitlines() if "queries.refused" in line]
+    assert 1 <= len(logged) <= 2, logged
+    assert orjson.loads(logged[0])["refused"] == 1
     # and the deposits sent meanwhile were all recorded: ingest went on
     assert len(deposits) == 40 and all(d["status"] == "recorded" for d in deposits)
     with market.engine.connect() as conn:
