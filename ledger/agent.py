@@ -37,6 +37,7 @@ from broker_setup.topology import LEDGER_INBOX, LEDGER_LEASES, LEDGER_QUERIES
 from contracts.envelope import Codec, utc_now_iso
 from ledger.answering import answer_query
 from contracts.paging import Cursors
+from ledger.lazy_blob_store import LazyBlobStore
 from ledger.result_grants import ResultGrants
 from ledger.errors import WriterLockLost
 from ledger.ingest import Incoming, Plan
@@ -76,11 +77,13 @@ class LedgerAgent:
         self.appended = 0
         self.lock = writer_lock(store.engine)
         self.relay = OutboxRelay(store, self._on_db, clock)
+        #: the blob store (issue 17), opened at the first use: the writer's, and the queries' grants
+        self._blob_store = LazyBlobStore(settings)
         #: the state and the transactions, on the database thread
-        self.writer = LedgerWriter(settings, store, self.codec, clock, self.lock, self.relay)
+        self.writer = LedgerWriter(settings, store, self.codec, clock, self.lock, self.relay, self._blob_store)
         #: broker sessions so far: a sweep after a reconnect waits for the workers' own reconnects
         self.sessions = 0
-        self._result_grants = ResultGrants(settings)
+        self._result_grants = ResultGrants(self._blob_store)
 
     async def _on_db(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
@@ -274,7 +277,7 @@ class LedgerAgent:
         if self._cursors is None:
             self._cursors = Cursors.from_settings(self.settings)
         await answer_query(message, publisher, self.store.engine, self._reads, self._cursors,
-                           uploads=self.writer.inputs, grants=self._result_grants)
+                           uploads=self._blob_store, grants=self._result_grants)
 
 def take_batch(first: list, then: list, limit: int) -> list:
     """Up to ``limit`` waiting deliveries, all of ``first`` before any of

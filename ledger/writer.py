@@ -26,6 +26,7 @@ from ledger.fold import due_expiries
 from ledger.fold_workers import silent_workers
 from ledger.ingest import Incoming, Plan, decode_all, plan_batch, plan_expiries
 from ledger.inputs_check import LedgerInputs
+from ledger.lazy_blob_store import LazyBlobStore
 from ledger.relay import OutboxRelay
 from ledger.state import Rules
 from ledger.store import LedgerStore, is_transient
@@ -40,9 +41,11 @@ BLOB_CACHE_BYTES = 64 * 1024 * 1024
 class LedgerWriter:
     """The single writer's state and transactions; every method runs on the database thread."""
 
-    def __init__(self, settings, store: LedgerStore, codec: Codec, clock, lock, relay: OutboxRelay):
+    def __init__(self, settings, store: LedgerStore, codec: Codec, clock, lock, relay: OutboxRelay,
+                 blob_store: LazyBlobStore):
         """``lock``: the writer's lock (ledger.writer_lock), checked by every write; ``relay``: takes the
-        committed outbox rows, and gives the confirmed ones to delete in the next transaction."""
+        committed outbox rows, and gives the confirmed ones to delete in the next transaction; ``blob_store``:
+        the input files' and the uploads' (issue 17)."""
         self.store = store
         self.codec = codec
         self.clock = clock
@@ -61,9 +64,9 @@ class LedgerWriter:
         #: rarely reads the blobs table
         self._blobs = BlobCache(BLOB_CACHE_BYTES)
         #: the blob store's input files (issue 17): checked before the fold, granted with each lease
-        self.inputs = LedgerInputs(settings)
+        self.inputs = LedgerInputs(settings, blob_store)
         #: the reports' uploaded states and results (issue 17): adopted before the fold, granted with each lease
-        self.uploads = LedgerUploads(settings, self.inputs.store)
+        self.uploads = LedgerUploads(settings, blob_store)
 
     def invalidate_state(self) -> None:
         """The writer's lock was lost (another ledger may have appended): reload the state before the next fold."""
