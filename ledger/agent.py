@@ -10,7 +10,8 @@ and their event ids make them no-ops; unpublished outbox rows are published
 on restart.
 
 Database work runs on one dedicated thread, so the event loop keeps taking
-deliveries while a batch commits, and SQLite sees a single writer.
+deliveries while a batch commits, and SQLite sees a single writer; what it
+does there (the state, the transactions) is :mod:`ledger.writer`.
 
 Faults (issue 14): only the ledger holding the database's writer lock runs,
 a second one stands by (``ledger.writer_lock``); the database's own failures
@@ -24,9 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from datetime import timedelta
-
-import orjson
 
 import structlog
 
@@ -35,27 +33,20 @@ from common.waits import Wakeup, first_of, sleep_or_stop
 
 from broker_setup.amqp import RECONNECT_MAX_DELAY, Delivery, Publisher, ack, connect, consume
 from broker_setup.errors import BrokerError
-from broker_setup.topology import LEASES_EXCHANGE, LEDGER_INBOX, LEDGER_LEASES, LEDGER_QUERIES
+from broker_setup.topology import LEDGER_INBOX, LEDGER_LEASES, LEDGER_QUERIES
 from contracts.envelope import Codec, utc_now_iso
-from contracts.lease import encode_lease_message
-from contracts.errors import ContractError
 from ledger.answering import answer_query
 from contracts.paging import Cursors
-from ledger.blob_cache import BlobCache
-from ledger.inputs_check import LedgerInputs
-from ledger.uploads_check import LedgerUploads
+from ledger.lazy_blob_store import LazyBlobStore
 from ledger.result_grants import ResultGrants
-from ledger.errors import TransientStoreError, WriterLockLost
-from ledger.fold import due_expiries
-from ledger import fold_limits
-from ledger.fold_workers import silent_workers
-from ledger.ingest import Incoming, Plan, decode_all, plan_batch, plan_expiries
+from ledger.errors import WriterLockLost
+from ledger.ingest import Incoming, Plan
 from ledger.relay import OutboxRelay
 from ledger.repeats import repeat_replies
-from ledger.state import Rules
 from ledger.store import LedgerStore, is_transient
 from ledger.sweeper import sweep
 from ledger.unrecorded import dead_letter, reply_to_unrecorded
+from ledger.writer import LedgerWriter
 from ledger.writer_lock import writer_lock
 
 log = structlog.get_logger("ledger")
@@ -70,8 +61,6 @@ DB_RETRY_MIN, DB_RETRY_MAX = 0.2, 5.0
 WRITER_BUSY_TIMEOUT_MS = 1000
 #: seconds a standby waits between two tries of the writer's lock
 STANDBY_POLL = 0.5
-#: bytes of recent blobs the agent keeps in memory for lease deliveries
-BLOB_CACHE_BYTES = 64 * 1024 * 1024
 
 
 class LedgerAgent:
@@ -85,28 +74,16 @@ class LedgerAgent:
         self._reads = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ledger-read")
         #: seals the query pages' cursors (made at the first question: most ledgers answer none)
         self._cursors = None
-        self.state = None
-        #: False once a write failed: the state may hold folds that were never
-        #: committed, and is reloaded before anything is folded into it again
-        self._state_valid = False
         self.appended = 0
-        self.rules = Rules.from_settings(settings)
-        self.grace = timedelta(seconds=settings.lease_grace)
         self.lock = writer_lock(store.engine)
         self.relay = OutboxRelay(store, self._on_db, clock)
-        timeout = settings.worker_timeout_seconds
-        self.worker_timeout = timedelta(seconds=timeout) if timeout > 0 else None
+        #: the blob store (issue 17), opened at the first use: the writer's, and the queries' grants
+        self._blob_store = LazyBlobStore(settings)
+        #: the state and the transactions, on the database thread
+        self.writer = LedgerWriter(settings, store, self.codec, clock, self.lock, self.relay, self._blob_store)
         #: broker sessions so far: a sweep after a reconnect waits for the workers' own reconnects
         self.sessions = 0
-        self._next_outbox_id = None
-        #: recent blobs (modules, fresh states) by sha256, so granting a lease
-        #: rarely reads the blobs table
-        self._blobs = BlobCache(BLOB_CACHE_BYTES)
-        #: the blob store's input files (issue 17): checked before the fold, granted with each lease
-        self.inputs = LedgerInputs(settings)
-        #: the reports' uploaded states and results (issue 17): adopted before the fold, granted with each lease
-        self.uploads = LedgerUploads(settings, self.inputs.store)
-        self._result_grants = ResultGrants(settings)
+        self._result_grants = ResultGrants(self._blob_store)
 
     async def _on_db(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
@@ -124,11 +101,12 @@ class LedgerAgent:
                     await self._serve(stop)
                 except WriterLockLost as e:
                     log.error("ledger.writer_lock_lost", reason=str(e))
-                    self._state_valid = False
+                    self.writer.invalidate_state()
         finally:
             await self._on_db(self.lock.release)
             self._db.shutdown(wait=True)
-        log.info("ledger.stopped", last_seq=self.state.last_seq if self.state else None)
+        state = self.writer.state
+        log.info("ledger.stopped", last_seq=state.last_seq if state else None)
 
     async def _become_writer(self, stop: asyncio.Event) -> bool:
         """Wait for the writer's lock; False if stopped first."""
@@ -150,7 +128,7 @@ class LedgerAgent:
         await self._retry_db(self._ensure_state, stop)
         if stop.is_set():
             return
-        log.info("ledger.started", last_seq=self.state.last_seq)
+        log.info("ledger.started", last_seq=self.writer.state.last_seq)
         delay = RECONNECT_MIN
         while not stop.is_set():
             try:
@@ -215,7 +193,7 @@ class LedgerAgent:
         idle = asyncio.Event()
         # after a reconnect the workers, who lost the broker too, are still coming
         # back with reports made in time: no lease expires before they could
-        settle = 0.0 if self.sessions == 0 else RECONNECT_MAX_DELAY + self.grace.total_seconds()
+        settle = 0.0 if self.sessions == 0 else RECONNECT_MAX_DELAY + self.writer.grace.total_seconds()
         self.sessions += 1
         # a relay or sweeper that stops for any reason ends the session: the
         # next one starts them afresh (the relay catching up from the table)
@@ -275,126 +253,19 @@ class LedgerAgent:
         self.appended += len(plan.events)
         log.debug("ledger.batch", messages=len(batch), appended=len(plan.events),
                   invalid=len(plan.invalid), duplicates=len(plan.duplicates), unshown_output=plan.unshown_output,
-                  last_seq=self.state.last_seq)
+                  last_seq=self.writer.state.last_seq)
+
+    # the database thread's steps, under the names the log's ``step`` gives them
+    # (ledger.database_unavailable): the write path itself is ledger.writer
 
     def _ensure_state(self) -> None:
-        """Database thread: reload the state if a failed write left it invalid."""
-        if self._state_valid:
-            return
-        state = self.store.load_state()
-        state.rules = self.rules
-        self.state, self._state_valid, self._next_outbox_id = state, True, None
-        log.info("ledger.state_loaded", last_seq=state.last_seq)
+        self.writer.ensure_state()
 
     def _append(self, batch: list[Incoming]) -> Plan:
-        """Runs on the database thread. If the batch cannot be appended as a
-        whole for a reason of its own (a bug in a rule), retry message by
-        message, so one poison message is dead-lettered and the rest recorded.
-        The database's own failures (transient) are raised for the caller to
-        retry the whole batch."""
-        try:
-            return self._append_all(batch)
-        except Exception as e:
-            if is_transient(e) or isinstance(e, WriterLockLost):
-                raise
-            log.exception("ledger.batch_failed", messages=len(batch))
-        combined = Plan()
-        for incoming in batch:
-            try:
-                one = self._append_all([incoming])
-            except Exception as e:
-                if is_transient(e) or isinstance(e, WriterLockLost):
-                    raise
-                log.exception("ledger.poison_message")
-                combined.invalid.append((incoming, ContractError(f"the ledger could not record it: {e!r}"[:500])))
-                continue
-            combined.events += one.events
-            combined.invalid += one.invalid
-            combined.duplicates += one.duplicates
-            combined.outbox += one.outbox
-        return combined
+        return self.writer.append(batch)
 
-    def _append_all(self, batch: list[Incoming]) -> Plan:
-        decoded, invalid = decode_all(self.codec, batch)
-
-        def decide(known: set[str]) -> Plan:
-            # issue 17: the store's word on the batch's input files, for the fold to read
-            self.state.input_refusals = self.inputs.refusals(decoded)
-            self.state.upload_refusals = self.uploads.refusals(self.state, decoded, known)
-            try:
-                plan = plan_batch(self.state, decoded, known, self.clock())
-            finally:
-                self.state.input_refusals, self.state.upload_refusals = {}, {}
-            plan.invalid = invalid
-            return plan
-
-        plan = self._write(decide, [envelope.event_id for _, envelope in decoded])
-        self.uploads.committed()  # issue 17: the adopted uploads of recorded reports go
-        self.inputs.committed()  # ... and of recorded submissions
-        return plan
-
-    def _write(self, decide, event_ids: list[str] = ()) -> Plan:
-        """Check the lock and the log's tip, decide a plan from the event ids
-        the log already holds and commit it, in one transaction (DB thread);
-        then hand its outbox rows to the relay (if it is caught up)."""
-        self._ensure_state()
-        self.lock.check()
-        plan = None
-        try:
-            with self.store.transaction():
-                self.store.check_tip(self.state.last_seq, self.state.last_hash)
-                plan = decide(self.store.known_event_ids(event_ids))
-                self._prepare(plan)
-                self.store.write(plan, self.state)
-        except BaseException as e:
-            self._rolled_back(plan)
-            if isinstance(e, Exception) and is_transient(e) and not isinstance(e, TransientStoreError):
-                raise TransientStoreError(f"the database failed: {e!r}"[:500]) from e
-            raise
-        self.relay.handover.offer(plan.outbox)
-        return plan
-
-    def _prepare(self, plan: Plan) -> None:
-        """Number the plan's outbox rows, build its lease messages, and take the
-        confirmed outbox ids along, to delete in the same transaction."""
-        if self._next_outbox_id is None:
-            self._next_outbox_id = self.store.last_outbox_id() + 1
-        for sha, data in plan.blobs.items():
-            self._blobs.put(sha, data)
-        plan.forget = self.relay.take_confirmed()
-        for row in plan.outbox:
-            row["id"], self._next_outbox_id = self._next_outbox_id, self._next_outbox_id + 1
-            if row["exchange"] == LEASES_EXCHANGE:
-                row["body"] = self._lease_body(row)
-
-    def _rolled_back(self, plan: Plan | None) -> None:
-        # the in-memory state may already hold the folded plan: it is reloaded
-        # (with retries) before anything else is folded into it
-        self._state_valid = False
-        self._next_outbox_id = None
-        if plan is not None:
-            self.relay.give_back_confirmed(plan.forget)
-            for row in plan.outbox:
-                # the ids will be given again to other rows
-                self.relay.lease_deadlines.pop(row.get("id"), None)
-
-    def _lease_body(self, row: dict) -> bytes:
-        """The lease message with the bytes the worker needs, built once, at grant."""
-        granted = orjson.loads(row["body"])
-        self.relay.lease_deadlines[row["id"]] = granted["deadline"]
-        module, state = self._blob(granted["module_sha256"]) or b"", self._blob(granted["state_sha256"])
-        # issue 17: a state the blobs table lacks is in the blob store: the worker reads it there
-        state_grant, upload_grants = self.uploads.grants(granted, state is not None)
-        return encode_lease_message(row["event_id"], granted, module, state or b"", self.inputs.grants(granted),
-                                    state_grant, upload_grants)
-
-    def _blob(self, sha256: str) -> bytes | None:
-        data = self._blobs.get(sha256)
-        if data is None:
-            data = self.store.blob(sha256)
-            if data is not None:
-                self._blobs.put(sha256, data)
-        return data
+    def _expire_due(self) -> int:
+        return self.writer.expire_due()
 
     async def _answer_repeats(self, repeats: list) -> list:
         # the original verdicts, or a refusal if the id named another request
@@ -406,29 +277,7 @@ class LedgerAgent:
         if self._cursors is None:
             self._cursors = Cursors.from_settings(self.settings)
         await answer_query(message, publisher, self.store.engine, self._reads, self._cursors,
-                           uploads=self.inputs, grants=self._result_grants)
-
-    # ---- the deadline sweeper -------------------------------------------------
-
-    def _expire_due(self) -> int:
-        """Database thread: record the expiry of every lease past its deadline
-        plus grace, and the retirement of every idle worker silent too long."""
-        self._ensure_state()
-        now = self.clock()
-        if not (due_expiries(self.state, now, self.grace) or fold_limits.due_deadlines(self.state, now)
-                or (self.worker_timeout and silent_workers(self.state, now, self.worker_timeout))):
-            return 0
-        plan = self._write(lambda known: plan_expiries(self.state, now, self.grace, self.worker_timeout))
-        for record in plan.recorded:
-            if record.type == "lease.expired":
-                log.info("ledger.lease_expired", lease_id=record.payload["lease_id"], job_id=record.payload["job_id"],
-                         worker_id=record.payload["worker_id"])
-            elif record.type == "job.failed":
-                log.info("ledger.job_failed", job_id=record.payload["job_id"], reason=record.payload["reason"])
-            elif record.type == "worker.timed_out":
-                log.info("ledger.worker_timed_out", **record.payload)
-        return len(plan.events)
-
+                           uploads=self._blob_store, grants=self._result_grants)
 
 def take_batch(first: list, then: list, limit: int) -> list:
     """Up to ``limit`` waiting deliveries, all of ``first`` before any of

@@ -15,28 +15,26 @@ from __future__ import annotations
 
 import structlog
 
-from blobstore import BlobMissing, BlobStore, BlobStoreError, open_store
+from blobstore import BlobMissing, BlobStore, BlobStoreError
 from blobstore.base import BlobCorrupt
 from contracts.blobs import BlobRef
 from contracts.inputs import upload_owned_by
+from ledger.lazy_blob_store import LazyBlobStore
 from ledger.uploads_check import discard_adopted
 
 log = structlog.get_logger("ledger.inputs")
 
 
 class LedgerInputs:
-    """The store, opened at the first submission that names inputs (most markets have none)."""
+    """The input files' checks and grants; the store is opened at the first submission that
+    names inputs (most markets have none)."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, store: LazyBlobStore):
         self.settings = settings
-        self._store: BlobStore | None = None
+        #: the process's blob store, opened at its first call (shared with the uploads and the grants)
+        self.store = store
         #: upload keys adopted for the batch being decided; discarded once it is recorded
         self._adopted: list[str] = []
-
-    def store(self) -> BlobStore:
-        if self._store is None:
-            self._store = open_store(self.settings)
-        return self._store
 
     def refusals(self, decoded) -> dict[str, str]:
         """Submission event id -> why its inputs cannot be accepted, for the batch ``decoded``."""

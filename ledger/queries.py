@@ -54,7 +54,7 @@ def answer(engine, actor: str, name: str, args: dict, cursors: Cursors | None = 
     """Run query ``name`` for ``actor``; returns ``{"ok": True, "data": ...}``
     (and ``"next"``, a cursor or None, for a paged query) or ``{"ok": False, "error": ...}``.
     ``cursors`` seals the paged queries' cursors (the query side's key); ``uploads``: the
-    blob store of upload grants (ledger.inputs_check.LedgerInputs), None where there is none."""
+    blob store of upload grants (ledger.lazy_blob_store.LazyBlobStore), None where there is none."""
     fn = QUERIES.get(name)
     if fn is None:
         return {"ok": False, "error": f"unknown query {name!r} (known: {', '.join(sorted(QUERIES))})"}

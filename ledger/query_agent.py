@@ -24,7 +24,7 @@ from ledger.answering import answer_query
 from contracts.paging import Cursors
 from ledger.result_grants import ResultGrants
 from ledger.query_limits import QueryRateLimit
-from ledger.inputs_check import LedgerInputs
+from ledger.lazy_blob_store import LazyBlobStore
 
 log = structlog.get_logger("queries")
 
@@ -62,9 +62,10 @@ class QueryAgent:
         self.engine = read_only_engine(settings.db_url)
         self.limit = QueryRateLimit(settings.query_rate, settings.query_burst)
         self.cursors = Cursors.from_settings(settings)
-        self.uploads = LedgerInputs(settings)  # its store, for upload grants (ledger.upload_grants)
+        #: the blob store, for upload grants (ledger.upload_grants) and read grants; opened at the first
+        self.blob_store = LazyBlobStore(settings)
         #: read grants for results in the blob store (issue 17)
-        self.grants = ResultGrants(settings)
+        self.grants = ResultGrants(self.blob_store)
         self._reads = concurrent.futures.ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="query-read")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -84,7 +85,7 @@ class QueryAgent:
         connection.close_callbacks.add(lambda *_: closed.set())
         await queue.consume(lambda message: answer_query(message, publisher, self.engine, self._reads, self.cursors,
                                                          as_user=QUERY_ACTOR, limit=self.limit,
-                                                         uploads=self.uploads, grants=self.grants), no_ack=False)
+                                                         uploads=self.blob_store, grants=self.grants), no_ack=False)
         log.info("queries.consuming", prefetch=self.settings.query_prefetch, rate=self.settings.query_rate,
                  burst=self.settings.query_burst)
         await first_of(stop.wait(), closed.wait())

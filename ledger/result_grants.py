@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import structlog
 
-from blobstore import BlobStore, BlobStoreError, open_store
+from blobstore import BlobStoreError
+from ledger.lazy_blob_store import LazyBlobStore
 
 log = structlog.get_logger("queries")
 
@@ -24,9 +25,8 @@ class ResultGrants:
     """Adds the read grant to the answer of a ``result`` or ``artifacts`` whose bytes are in the
     store, and to each stored chunk result of a map's (the store opened at the first one)."""
 
-    def __init__(self, settings, store: BlobStore | None = None):
-        self.settings = settings
-        self._store = store
+    def __init__(self, store: LazyBlobStore):
+        self.store = store
 
     def complete(self, reply: dict) -> dict:
         data = reply.get("data") if reply.get("ok") else None
@@ -48,12 +48,11 @@ class ResultGrants:
     def _grant(self, job_id: str, sha256: str) -> dict:
         """The size of a stored blob and a read grant for it."""
         try:
-            if self._store is None:
-                self._store = open_store(self.settings)
-            size = self._store.size(sha256)
+            store = self.store()
+            size = store.size(sha256)
             if size is None:
                 raise _Unanswerable(f"job {job_id}'s blob {sha256[:12]}... is no longer in the blob store")
-            return {"size": size, "grant": self._store.read_grant(sha256, RESULT_GRANT_SECONDS)}
+            return {"size": size, "grant": store.read_grant(sha256, RESULT_GRANT_SECONDS)}
         except BlobStoreError as e:
             log.error("queries.blob_store_unavailable", error=str(e))
             raise _Unanswerable(f"the blob store cannot be asked for job {job_id}'s blob ({e})") from e

@@ -22,7 +22,7 @@ from blobstore import BlobStore, BlobStoreError
 from contracts.blobs import is_sha256
 from contracts.inputs import MAX_INPUTS, upload_key
 from ledger import tables
-from ledger.inputs_check import LedgerInputs
+from ledger.lazy_blob_store import LazyBlobStore
 from ledger.queries import QueryError, query
 
 log = structlog.get_logger("queries")
@@ -32,15 +32,15 @@ UPLOAD_GRANT_SECONDS = 3600
 
 
 @query("upload_grants", uploads=True)
-def upload_grants(conn, actor: str, uploads: LedgerInputs | None, files: list) -> dict:
+def upload_grants(conn, actor: str, uploads: LazyBlobStore | None, files: list) -> dict:
     """For each of the asker's files (``{"sha256", "size"}``): stored already, or an upload key and its grant.
     ``uploads``: the query side's store (None: it has none)."""
     _member(conn, actor)
-    wanted = _checked(files, uploads.settings.max_input_bytes if uploads else None)
+    wanted = _checked(files, uploads.settings.max_input_bytes if uploads is not None else None)
     if uploads is None:
         raise QueryError("this query side has no blob store: ask the market's query agent")
     try:
-        store = uploads.store()
+        store = uploads()
         answer = [_grant(store, actor, sha256, size) for sha256, size in wanted]
     except BlobStoreError as e:
         log.error("queries.blob_store_unavailable", error=str(e))

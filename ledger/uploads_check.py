@@ -35,7 +35,7 @@ class LedgerUploads:
 
     def __init__(self, settings, store):
         self.settings = settings
-        #: a callable opening the store (shared with the inputs, ledger.inputs_check)
+        #: a callable opening the store (the process's ledger.lazy_blob_store.LazyBlobStore, shared with the inputs)
         self._store = store
         self._findings: OrderedDict[str, str | None] = OrderedDict()
         #: keys adopted for the batch being written: removed once it is committed (a ledger

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from contracts.package import BuiltPackage, PackageError, read_source
 from sandbox.confine import CONFINED, Confinement
-from sandbox.forkclient import SandboxError, build_frame
+from sandbox.childlease import build_frame
+from sandbox.forkclient import SandboxError
 from sandbox.runner import Limits, Sandbox, death_reason
 
 #: what loading one module may use

@@ -114,7 +114,7 @@ class CpuCap:
             self.cgroup.add(pids)
 
     def cycle(self, lease) -> asyncio.Task | None:
-        """Duty-cycle ``lease`` (a :class:`sandbox.forkclient.ChildLease`) until the task is cancelled,
+        """Duty-cycle ``lease`` (a :class:`sandbox.childlease.ChildLease`) until the task is cancelled,
         where no cgroup caps it; None when nothing needs doing."""
         if not self.capped or self.cgroup is not None:
             return None

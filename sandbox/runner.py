@@ -36,8 +36,9 @@ import structlog
 
 from sandbox.confine import CONFINED, Confinement, job_identity, unavailable_reason
 from sandbox.cpu_cap import CpuCap
-from sandbox.forkclient import (  # noqa: F401 - BoundedOutput, SandboxError and work_frame: public here too
-    BoundedOutput, SandboxError, ForkServer, ChildLease, StopWatch, work_frame,
+from sandbox.forkclient import ForkServer, SandboxError
+from sandbox.childlease import (  # noqa: F401 - BoundedOutput and work_frame: public here too
+    BoundedOutput, ChildLease, StopWatch, work_frame,
 )
 from sandbox.artifacts import collect as collect_artifacts, collect_into as collect_artifacts_into
 from sandbox.scratch import ScratchDirs, place_inputs

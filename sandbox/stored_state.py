@@ -6,7 +6,7 @@ the lease's scratch as :data:`STATE_IN`; the work frame names it, and the
 child reads it instead of the frame's state bytes. Out: the child sends its
 state or result on the job socket as usual, and the worker spools a reply
 body over its inline threshold to a temporary file as it comes
-(sandbox.forkclient.ChildLease), which it streams to the blob store through
+(sandbox.childlease.ChildLease), which it streams to the blob store through
 its lease's write grant. A socket, not a file in the scratch: the job's own
 file size limit (RLIMIT_FSIZE) stays what it was, and there is no file the
 job could swap for a link. Frames of the frame bound's size are still the

@@ -4,7 +4,8 @@ Loop: register -> declare its lease queue -> offer its free slots -> take a
 lease (acked with its report or within a second: a delivery is never held
 for a lease's length) -> run
 it in the sandbox until the budget is nearly spent -> report the checkpoint,
-the result or the error -> offer again.
+the result or the error -> offer again (one lease, from its grants to its
+report: :mod:`agents.worker.leases`).
 
 On SIGTERM or Ctrl-C it asks running jobs to stop at their next safe point,
 hands the checkpoints back and exits; a second signal exits at once (the
@@ -23,25 +24,19 @@ import aiormq
 import structlog
 
 from sandbox.forkserver import set_not_dumpable
-from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox, Work
-from agents.worker import live_stream
+from sandbox import CONFINED, Confinement, Limits, Outcome, Sandbox
 from agents.worker.idle import IdleMode, IdleRules
-from agents.worker.inputs import InputCache
-from agents.worker.stored_blobs import StoredBlobs, fetch_state, starting_state, stored_limits, upload_outcome
-from blobstore import BlobStoreError
-from sandbox.runner import errored
+from agents.worker.stored_blobs import starting_state
 from agents.worker.lease_ack import LeaseAck
-from agents.worker.status_screen import LeaseView, StatusBoard, show as show_status
+from agents.worker.leases import LeaseRunner, outcome_renews_offer
+from agents.worker.status_screen import StatusBoard, show as show_status
 from agents.worker.reports import Reports
-from agents.worker.test_hooks import ThrottleAfterProbe
-from agents.worker import testing_faults
-from agents.worker.timing import SKEW_WARNING, LeaseClock
+from agents.worker.timing import LeaseClock
 from broker_setup.errors import AccessRefused
 from broker_setup.amqp import Outgoing, Publisher, consume, run_sessions
 from broker_setup.declare import declare_lease_queue
 from broker_setup.topology import lease_queue
 from broker_setup.rpc import Refused, Requester, check_reply
-from contracts.blobs import Blob, BlobRef
 from contracts.envelope import Codec
 from contracts.errors import ContractError
 from contracts.identity import worker_of
@@ -134,24 +129,15 @@ class WorkerAgent:
         self.fatal: WorkerError | None = None
         #: the lease ids taken lately, oldest first: a redelivered lease is not run twice
         self.taken: dict[str, None] = dict.fromkeys(self.reports.lease_ids())
-        self.skew_reported = False
         #: --idle-only: while the machine is in use, no offers, and running jobs stop at a safe point
         self.idle = IdleMode(config.idle_rules, settings.test_idle_file, lambda: len(self.running),
                              on_busy=self.stop_jobs.set)
         #: what the status screen shows (and, off a terminal, one log line per lease event)
         self.board = StatusBoard(config.worker_id, config.cpu_percent, config.idle_rules is not None)
-        self.throttle = ThrottleAfterProbe(settings.test_throttle_after_probe)
-        #: a test-only lying worker (agents.worker.testing_faults), fixed for the process's life
-        self.corrupt_results = testing_faults.corrupts_results()
-        #: checked copies of the leases' input files (issue 17)
-        self.inputs = InputCache(worker_state(settings, config.worker_id) / "inputs")
-        #: stored states fetched for running leases (issue 17)
-        self.states = StoredBlobs(worker_state(settings, config.worker_id) / "states")
-        if self.corrupt_results:
-            self.log.warning("worker.corrupting_results", variable=testing_faults.CORRUPT_RESULTS_VARIABLE)
-        self.corrupt_checkpoints = testing_faults.corrupts_checkpoints()
-        if self.corrupt_checkpoints:
-            self.log.warning("worker.corrupting_checkpoints", variable=testing_faults.CORRUPT_CHECKPOINTS_VARIABLE)
+        #: runs each lease and keeps its report (agents.worker.leases)
+        self.leases = LeaseRunner(settings, config, self.codec, self.clock, self.log, self.board, self.reports,
+                                  self.stop_jobs, lambda: self.live_publisher,
+                                  worker_state(settings, config.worker_id))
 
     @property
     def free_slots(self) -> int:
@@ -189,8 +175,7 @@ class WorkerAgent:
             self.idle.stop()
             for sandbox in self.sandboxes:
                 sandbox.close()
-            self.inputs.close()
-            self.states.close()
+            self.leases.close()
         if len(self.reports):
             self.log.warning("worker.reports_left", waiting=len(self.reports),
                              action="kept in the state folder: sent when the worker starts again")
@@ -362,8 +347,8 @@ class WorkerAgent:
             # give it back at once, unchanged, rather than let it expire
             await settle.now()
             self.log.info("worker.lease_handed_back", lease_id=lease.lease_id, free_slots=self.free_slots)
-            self.reports.keep(self._report_message(lease, clock, Outcome("checkpoint", starting_state(lease), None,
-                                                                         None, 0, "", 0, 0.0)))
+            self.reports.keep(self.leases.report_message(lease, clock, Outcome("checkpoint", starting_state(lease),
+                                                                               None, None, 0, "", 0, 0.0)))
             await self._send_reports()
             return
         sandbox = self.sandboxes[len(self.running) % len(self.sandboxes)]
@@ -372,60 +357,14 @@ class WorkerAgent:
 
     async def _run_lease(self, lease: LeaseMessage, clock: LeaseClock, sandbox: Sandbox, settle: "LeaseAck") -> None:
         lease_log = self.log.bind(lease_id=lease.lease_id, job_id=lease.job_id)
-        state_path = None
         try:
-            # TEST ONLY (0 unless MARKET_TEST_THROTTLE_AFTER_PROBE): before the budget, which it shortens
-            await self.throttle.before_lease(lease.probe)
-            # before the budget, which the fetch's time shortens
-            inputs = await self._fetch_inputs(lease, lease_log)
-            if lease.state_grant is not None and not isinstance(inputs, Outcome):
-                state_path = await fetch_state(self.states, lease, lease_log)
-                if isinstance(state_path, Outcome):
-                    inputs, state_path = state_path, None  # the lease errs, as for an input
-            # the budget comes from the lease's length and the monotonic clock,
-            # never from this machine's wall clock against the ledger's deadline
-            budget = clock.budget(self.config.safety_margin)
-            skew = clock.skew_seconds(self.clock())
-            if abs(skew) > SKEW_WARNING and not self.skew_reported:
-                self.skew_reported = True  # once: it is this machine's clock, not this lease's
-                lease_log.warning("worker.clock_skew", seconds_ahead_of_ledger=round(skew),
-                                  action="timing leases by the lease length and the monotonic clock")
-            live = live_stream.live_output()
-            inline_bytes, stored_bytes = stored_limits(
-                lease, min(self.settings.inline_blob_bytes, self.settings.max_blob_bytes), self.settings.max_state_bytes)
-            work = Work(lease_id=lease.lease_id, job_id=lease.job_id, module_source=lease.module_source,
-                        module_sha256=lease.module_sha256, entry=lease.entry, kind=lease.kind, state=lease.state,
-                        budget_seconds=budget, network=lease.network, live=live,
-                        inputs=() if isinstance(inputs, Outcome) else inputs, state_path=state_path,
-                        inline_bytes=inline_bytes, stored_bytes=stored_bytes)
-            if lease.network and not self.config.confinement.allow_network:
-                # the ledger never grants this (its fold refuses it): the job gets a loopback only
-                lease_log.warning("worker.network_not_allowed")
-            lease_log.debug("worker.lease_started", budget_seconds=round(budget, 3), checkpoint=lease.checkpoint)
-            self.board.lease_started(LeaseView(lease.lease_id, lease.job_id, lease.price, lease.lease_seconds,
-                                               clock.received))
-            if isinstance(inputs, Outcome):
-                outcome = inputs  # an input could not be fetched: the lease errs, the job is retried
-            else:
-                streaming = live_stream.LiveStream(live, lease.lease_id, lease.job_id, self.codec,
-                                                   self.config.user_id, lambda: self.live_publisher)
-                try:
-                    outcome = await sandbox.run(work, self.stop_jobs, clock.hard_stop())
-                finally:
-                    await streaming.stop()
-                outcome = await upload_outcome(lease, outcome, lease_log)
-            # kept (in memory and on disk) before the first try to publish it:
-            # a lost connection or a restart re-sends it with the same event id
-            report = self._report_message(lease, clock, outcome)
-            self.reports.keep(report)
-            lease_log.debug("worker.lease_ended", status=outcome.status, seconds=round(outcome.seconds, 3))
+            report = await self.leases.run(lease, clock, sandbox, lease_log)
             self.completed += 1
         except Exception:  # noqa: BLE001 - one lease never takes the worker down
             lease_log.exception("worker.lease_failed")
             report = None
         finally:
             self.running.pop(lease.lease_id, None)
-            self.states.forget(state_path)
         self.board.lease_ended(lease.lease_id, None if report is None else report.routing_key)
         # A checkpoint or a result, once the ledger commits it, renews this
         # slot's offer by itself (the scheduler hears the verdict); after an
@@ -433,21 +372,6 @@ class WorkerAgent:
         renews = outcome_renews_offer(report)
         await settle.now()  # a short lease's ack goes out in the same write as its report
         await self._send_reports(None if renews else self._offer_message())
-
-    async def _fetch_inputs(self, lease: LeaseMessage, lease_log) -> tuple:
-        """The lease's input files, fetched through its grants (issue 17); the fetch's
-        time comes out of the lease's budget, which the job's stop then absorbs."""
-        if not lease.inputs:
-            return ()
-        started = time.monotonic()
-        try:
-            inputs = await asyncio.to_thread(self.inputs.prepare, lease.inputs)
-        except (BlobStoreError, OSError) as e:
-            lease_log.warning("worker.inputs_unavailable", error=str(e))
-            return errored(f"the job's input files could not be fetched: {e}", None, "", 0,
-                           time.monotonic() - started)
-        lease_log.info("worker.inputs_ready", inputs=len(inputs), seconds=round(time.monotonic() - started, 3))
-        return inputs
 
     async def _send_reports(self, offer: Outgoing | None = None) -> None:
         """Publish the kept reports (and ``offer``) on the current connection, if
@@ -460,44 +384,10 @@ class WorkerAgent:
         except Exception as e:  # noqa: BLE001 - the connection is going: the next session re-sends
             self.log.warning("worker.report_deferred", reason=repr(e), waiting=len(self.reports))
 
-    def _report_message(self, lease: LeaseMessage, clock: LeaseClock, outcome: Outcome) -> Outgoing:
-        # reported_at: when the report was made, in the ledger's time (the
-        # ledger judges the deadline by it, within its bounds)
-        common = {"lease_id": lease.lease_id, "job_id": lease.job_id, "output": outcome.output,
-                  "reported_at": clock.reported_at()}
-        if outcome.status == "checkpoint":
-            state = outcome.state
-            if self.corrupt_checkpoints and not isinstance(state, BlobRef):
-                state = testing_faults.corrupted(state)
-            # safe_points: replicas compare their checkpoints at the same count (ledger.fold_safe_points)
-            event_type, payload = "checkpoint.submitted", {**common, "state": _blob(state),
-                                                           "safe_points": outcome.safe_points or None}
-        elif outcome.status == "finished":
-            result = outcome.result
-            if self.corrupt_results and not isinstance(result, BlobRef):
-                result = testing_faults.corrupted(result)
-            event_type, payload = "job.finished", {**common, "result": _blob(result)}
-            if outcome.artifacts is not None:
-                payload["artifacts"] = _blob(outcome.artifacts)
-        else:
-            event_type, payload = "job.errored", {**common, "error": outcome.error or "unknown error",
-                                                  "exit_code": outcome.exit_code}
-        event_id, body = self.codec.encode(event_type, payload, occurred_at=self.clock())
-        return Outgoing(body, event_type, user_id=self.config.user_id, message_id=event_id)
-
-
-def _blob(value) -> Blob | BlobRef:
-    """Bytes travel in the report; a stored blob's address (issue 17) stands for its upload."""
-    return value if isinstance(value, BlobRef) else Blob.of(value)
-
 
 def worker_state(settings, worker_id: str) -> Path:
     """This worker's state folder (its unconfirmed reports): see MARKET_WORKER_STATE."""
     return Path(settings.worker_state_dir) / worker_id
-
-
-def outcome_renews_offer(report: Outgoing | None) -> bool:
-    return report is not None and report.routing_key in ("checkpoint.submitted", "job.finished")
 
 
 def _not_dumpable() -> None:

@@ -16,6 +16,7 @@ from agents.worker.stored_blobs import StoredBlobs, stored_limits, upload_stored
 from cli.stored_results import result_bytes, save_result
 from contracts.blobs import BlobRef
 from contracts.lease import decode_lease_message, encode_lease_message
+from ledger.lazy_blob_store import LazyBlobStore
 from ledger.result_grants import ResultGrants
 from ledger.uploads_check import LedgerUploads, adopt_uploads
 from tests.blobstore.conftest import write_file
@@ -87,7 +88,7 @@ def test_a_stored_result_reaches_its_owner_through_the_query_sides_grant(store, 
     ref = upload_stored(lease, "result", open(result, "rb"))
     assert adopt_uploads(store, "lease-5", [("result", ref.to_wire())], None) is None
     # When the owner's `result` query (the blobs table lacks the bytes) is completed by the query side
-    answered = ResultGrants(Settings(), store).complete(
+    answered = ResultGrants(LazyBlobStore(Settings(), store)).complete(
         {"ok": True, "data": {"job_id": "job-1", "sha256": ref.sha256, "stored": True}})
     data = orjson.loads(orjson.dumps(answered))["data"]  # as it crosses the wire
     assert data["size"] == ref.size and "grant" in data
@@ -100,7 +101,7 @@ def test_a_stored_result_reaches_its_owner_through_the_query_sides_grant(store, 
 
 def test_a_small_result_still_comes_in_the_answer():
     answer = {"job_id": "j", "sha256": "x", "data": base64.b64encode(b"\x01small").decode()}
-    assert ResultGrants(Settings(), None).complete({"ok": True, "data": answer})["data"] == answer
+    assert ResultGrants(LazyBlobStore(Settings())).complete({"ok": True, "data": answer})["data"] == answer
     assert result_bytes(answer) == b"\x01small"
 
 
@@ -134,7 +135,7 @@ def test_stored_artifacts_reach_their_owner_and_unpack_streamed(store, tmp_path,
     ref = upload_stored(lease, "artifacts", open(tar_path, "rb"))
     assert adopt_uploads(store, "lease-7", [("artifacts", ref.to_wire())], None) is None
     # When the owner's `artifacts` answer is completed with a read grant, and marketctl unpacks it
-    answered = ResultGrants(Settings(), store).complete(
+    answered = ResultGrants(LazyBlobStore(Settings(), store)).complete(
         {"ok": True, "data": {"job_id": "job-1", "sha256": ref.sha256, "stored": True}})["data"]
     for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(variable, raising=False)

@@ -17,6 +17,7 @@ from contracts.inputs import owner_tag
 from ledger.inputs_check import input_refusals
 from ledger.queries import answer
 from ledger.inputs_check import LedgerInputs
+from ledger.lazy_blob_store import LazyBlobStore
 from tests.ledger.test_report import fold_into, market_messages
 
 DATA = b"x,y\n1,1\n"
@@ -24,8 +25,8 @@ DATA = b"x,y\n1,1\n"
 
 @pytest.fixture
 def uploads(tmp_path):
-    return LedgerInputs(Settings.from_env(environ={"MARKET_HOME": str(tmp_path / "home"),
-                                              "MARKET_MAX_INPUT_BYTES": "100"}))
+    settings = Settings.from_env(environ={"MARKET_HOME": str(tmp_path / "home"), "MARKET_MAX_INPUT_BYTES": "100"})
+    return LedgerInputs(settings, LazyBlobStore(settings))
 
 
 def wire(data: bytes) -> dict:
@@ -33,7 +34,7 @@ def wire(data: bytes) -> dict:
 
 
 def ask(engine, uploads, actor: str, *files: dict, **more) -> dict:
-    return answer(engine, actor, "upload_grants", {"files": list(files), **more}, uploads=uploads)
+    return answer(engine, actor, "upload_grants", {"files": list(files), **more}, uploads=uploads.store)
 
 
 def submitted(actor: str, **item) -> list:
