@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import cpu  # noqa: E402
 from bench.ledger_ingest import bench_broker, bench_settings, publish_all  # noqa: E402
 from contracts.envelope import Codec  # noqa: E402
 from ledger.migrate import make_engine, upgrade  # noqa: E402
@@ -88,11 +89,13 @@ def flood(amqp_url: str, rate: int, stop_file: str) -> None:
     while counts["ok"] + counts["refused"] < sent and time.monotonic() < deadline:
         connection.process_data_events(time_limit=0.2)
     seconds = time.monotonic() - started
-    print(f"{sent} {counts['ok']} {counts['refused']} {seconds:.2f}", flush=True)
+    print(f"{sent} {counts['ok']} {counts['refused']} {seconds:.2f} {time.process_time():.3f}", flush=True)
     connection.close()
 
 
-def flooded_ingest(settings, store, events, rate: int, nice: int = 0) -> tuple[float, str]:
+def flooded_ingest(settings, store, events, rate: int, nice: int = 0) -> tuple[float, str, int, float]:
+    """Events/s of ``events`` ingested during a flood; the flood's summary, its
+    questions and the flooding client's CPU seconds."""
     with tempfile.TemporaryDirectory(prefix="market-flood-") as tmp:
         stop_file = str(Path(tmp) / "stop")
         flooder = subprocess.Popen(["nice", "-n", str(nice), sys.executable, __file__, "--flood", settings.amqp_url,
@@ -103,9 +106,9 @@ def flooded_ingest(settings, store, events, rate: int, nice: int = 0) -> tuple[f
         finally:
             Path(stop_file).touch()
             out, _ = flooder.communicate(timeout=120)
-    sent, ok, refused, seconds = out.split()
+    sent, ok, refused, seconds, flooder_cpu = out.split()
     return speed, (f"{sent} questions in {float(seconds):.1f} s ({int(sent) / float(seconds):.0f}/s): "
-                   f"{ok} answered, {refused} refused")
+                   f"{ok} answered, {refused} refused"), int(sent), float(flooder_cpu)
 
 
 def main() -> int:
@@ -141,9 +144,13 @@ def main() -> int:
         try:
             time.sleep(2.0)  # let them connect and start consuming
             timed_ingest(settings, store, opening())
+            broker_word = str(Path(settings.home).resolve())
+            before = cpu.snapshot(os.getpid(), broker_word)
             quiet = timed_ingest(settings, store, deposits(args.events, "bench"))
-            flooded, questions = flooded_ingest(settings, store, deposits(args.events, "bench"), args.rate,
+            between = cpu.snapshot(os.getpid(), broker_word)
+            flooded, questions, asked, flooder_cpu = flooded_ingest(settings, store, deposits(args.events, "bench"), args.rate,
                                                    args.flooder_nice)
+            after = cpu.snapshot(os.getpid(), broker_word)
             quiet_again = timed_ingest(settings, store, deposits(args.events, "bench"))
         finally:
             for agent in agents:
@@ -159,6 +166,18 @@ def main() -> int:
     print(f"  flooded:        {flooded:8.0f} events/s  ({questions})")
     print(f"  quiet again:    {quiet_again:8.0f} events/s")
     print(f"  ratio flooded / quiet (mean of both): {flooded / baseline:.2f}  (issue 16 asks >= 0.80)")
+    quiet_cpu, flooded_cpu = cpu.by_role(before, between), cpu.by_role(between, after)
+    # the flooding client, reaped by this process, counts in "bench": shown apart
+    flooded_cpu["bench"] -= flooder_cpu
+    flooded_cpu["flooder"] = flooder_cpu
+    for name, spent in (("quiet", quiet_cpu), ("flooded", flooded_cpu)):
+        print(f"  CPU ms per 1,000 deposits, {name:8s} " + ", ".join(
+            f"{role} {seconds * 1e6 / args.events:.0f}" for role, seconds in sorted(spent.items())))
+    # both runs ingest as many deposits: the broker's difference is the flood's
+    per_question = {"query agent": flooded_cpu.get("queries", 0.0), "flooding client": flooder_cpu,
+                    "broker": flooded_cpu.get("broker", 0.0) - quiet_cpu.get("broker", 0.0)}
+    print("  CPU per question: " + ", ".join(f"{who} {seconds * 1e6 / asked:.0f} us"
+                                             for who, seconds in per_question.items()))
     return 0
 
 
