@@ -188,8 +188,8 @@ class LedgerAgent:
         if self.settings.ledger_answers_queries:
             # a ledger run alone (its own tests); `up` runs the query agent instead
             queries_channel = await self._channel(connection, on_close)
-            queries = await queries_channel.declare_queue(LEDGER_QUERIES, passive=True)
-            await queries.consume(lambda message: self._answer(message, publisher), no_ack=False)
+            await queries_channel.declare_queue(LEDGER_QUERIES, passive=True)
+            await consume(queries_channel, LEDGER_QUERIES, lambda message: self._answer(message, publisher))
         idle = asyncio.Event()
         # after a reconnect the workers, who lost the broker too, are still coming
         # back with reports made in time: no lease expires before they could

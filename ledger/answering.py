@@ -8,7 +8,7 @@ import time
 import orjson
 import structlog
 
-from broker_setup.amqp import Publisher
+from broker_setup.amqp import Publisher, ack
 from contracts.routing import LEDGER_ACTOR
 from contracts.paging import Cursors
 from ledger.queries import answer
@@ -21,17 +21,23 @@ log = structlog.get_logger("queries")
 async def answer_query(message, publisher: Publisher, engine, reads, cursors: Cursors, *,
                        as_user: str = LEDGER_ACTOR, limit: QueryRateLimit | None = None, uploads=None,
                        grants: ResultGrants | None = None) -> None:
-    """Answer one question (an aio-pika message) on the ``reads`` executor,
-    never waiting for the writer's thread; replies as broker user ``as_user``.
-    An asker over ``limit`` is refused before anything is read. ``uploads``: for
-    upload grants; ``grants``: a result in the blob store (issue 17) is answered
-    with a read grant for it."""
-    async with message.process(requeue=False):
+    """Answer one question (a :class:`broker_setup.amqp.Delivery`) on the ``reads``
+    executor, never waiting for the writer's thread; replies as broker user
+    ``as_user``, then acks it. An asker over ``limit`` is refused before anything
+    is read. ``uploads``: for upload grants; ``grants``: a result in the blob
+    store (issue 17) is answered with a read grant for it. A question whose
+    answering fails is dead-lettered, and the failure logged."""
+    try:
         reply = await _reply(message, engine, reads, cursors, limit, uploads, grants)
         if message.reply_to:
             await publisher.publish(orjson.dumps(reply), message.reply_to, user_id=as_user,
                                     message_id=message.message_id or "", correlation_id=message.correlation_id,
                                     exchange="", mandatory=False)
+    except Exception:
+        log.exception("queries.failed", account=message.user_id, message_id=message.message_id)
+        await message.reject(requeue=False)
+        return
+    await ack(message)
 
 
 async def _reply(message, engine, reads, cursors: Cursors, limit: QueryRateLimit | None, uploads=None,
