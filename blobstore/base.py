@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -97,6 +98,16 @@ class BlobStore(abc.ABC):
 
     def has(self, ref: BlobRef) -> bool:
         return self.size(ref.sha256) == ref.size
+
+
+#: an upload key: uploads/<lease id>/<what>, nothing that climbs out of the store's folder or prefix
+UPLOAD_KEY = re.compile(r"^uploads/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/[a-z]{1,32}$")
+
+
+def check_upload_key(key: str) -> str:
+    if not UPLOAD_KEY.match(key):
+        raise BlobStoreError(f"{key!r} is not an upload key (uploads/<lease id>/<what>)")
+    return key
 
 
 def check_sha256(sha256: str) -> str:

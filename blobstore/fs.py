@@ -11,19 +11,16 @@ machines uses the S3 store, whose grants are presigned URLs).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from blobstore.base import (BlobCorrupt, BlobMissing, BlobStore, BlobStoreError, StoredBlob, StoredUpload, check_sha256,
-                            copy_hashing)
+from blobstore.base import (BlobCorrupt, BlobMissing, BlobStore, BlobStoreError, StoredBlob, StoredUpload,
+                            UPLOAD_KEY, check_sha256, check_upload_key, copy_hashing)
 from contracts.blobs import BlobRef, hash_file, is_sha256
 
-#: an upload key: uploads/<lease id>/<what>, nothing that climbs out of the folder
-UPLOAD_KEY = re.compile(r"^uploads/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/[a-z]{1,32}$")
 
 
 class FolderStore(BlobStore):
@@ -130,8 +127,7 @@ class FolderStore(BlobStore):
         return {"path": str(self._upload_path(key))}
 
     def _upload_path(self, key: str) -> Path:
-        if not UPLOAD_KEY.match(key):
-            raise BlobStoreError(f"{key!r} is not an upload key (uploads/<lease id>/<what>)")
+        check_upload_key(key)
         # not made here: a grant per lease would leave a folder per lease; the uploader makes it
         return self.root / key
 

@@ -14,9 +14,8 @@ import os
 import tempfile
 from typing import Iterator
 
-from blobstore.base import (BlobCorrupt, BlobMissing, BlobStore, BlobStoreError, StoredBlob, StoredUpload, check_sha256,
-                            copy_hashing)
-from blobstore.fs import UPLOAD_KEY
+from blobstore.base import (BlobCorrupt, BlobMissing, BlobStore, BlobStoreError, StoredBlob, StoredUpload,
+                            UPLOAD_KEY, check_sha256, check_upload_key, copy_hashing)
 from contracts.blobs import CHUNK_BYTES, BlobRef, hash_file, is_sha256
 
 #: a blob above this is uploaded in parts, several at once (boto3's managed transfer)
@@ -124,9 +123,7 @@ class S3Store(BlobStore):
             "put_object", Params={"Bucket": self.bucket, "Key": self._upload_key(key)}, ExpiresIn=max(1, expires_in))}
 
     def _upload_key(self, key: str) -> str:
-        if not UPLOAD_KEY.match(key):
-            raise BlobStoreError(f"{key!r} is not an upload key (uploads/<lease id>/<what>)")
-        return f"{self.prefix}{key}"
+        return f"{self.prefix}{check_upload_key(key)}"
 
     def adopt(self, key: str, expected: BlobRef) -> None:
         from botocore.exceptions import ClientError
