@@ -219,3 +219,32 @@ def test_a_members_own_key_submits_a_map_and_a_workers_key_cannot(market, tmp_pa
     assert theirs.returncode != 0
     assert "access to topic 'map.submitted' in exchange 'market.events'" in theirs.stderr, theirs.stderr
     assert len(market.events("map.submitted")) == before
+
+
+def test_a_maps_reduce_sent_by_a_stranger_or_before_the_map_completed_is_refused_and_nothing_recorded(
+        market, tmp_path):
+    from cli.jobs import build_submission
+
+    # Given alice's map with a reduce, still mapping (no worker runs it)
+    map_id, _ = submit_map(market, tmp_path, [1, 2, 3], "--chunk", "2", "--reduce", f"{JOBS / 'squares.py'}:total")
+    reduce = build_submission(market.settings, f"{JOBS / 'squares.py'}:total", "mine now", "1", None, 1)
+    reduce["job_id"] = f"{map_id}.reduce"
+    # When bob sends a submission under the map's reduce id, at a price of his own
+    strangers = market.send("bob", "job.submitted", reduce)
+    # Then the ledger refuses it as an id already taken
+    [verdict] = strangers["verdicts"]
+    assert verdict["type"] == "request.rejected", strangers
+    assert verdict["payload"]["reason"] == f"job id {map_id}.reduce is already taken"
+    # When alice herself sends it before her map's chunks completed
+    early = market.send("alice", "job.submitted", reduce)
+    # Then it is rejected with the reason
+    [verdict] = early["verdicts"]
+    assert verdict["type"] == "job.rejected", early
+    assert verdict["payload"]["reason"] == (f"its map {map_id} is mapping: "
+                                            "a map's reduce runs only once its chunks completed")
+    # and no reduce job exists, and the map is still alice's, mapping, at its price
+    with market.engine.connect() as conn:
+        assert conn.execute(select(tables.jobs.c.job_id)
+                            .where(tables.jobs.c.job_id == f"{map_id}.reduce")).first() is None
+    parent = market.job(map_id)
+    assert (parent.owner, parent.status, parent.price) == ("alice", "mapping", 36_000_000)
