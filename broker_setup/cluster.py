@@ -120,12 +120,23 @@ class LocalCluster:
         # side by side: a cluster stopped whole waits, at boot, for the node that
         # stopped last, so starting the nodes one after the other could hang
         with ThreadPoolExecutor(max_workers=self.size) as pool:
-            started = list(pool.map(LocalNode.start, self.nodes))
-        for index in range(2, self.size + 1):
-            self._join(index)
-        for node in self.nodes[1:]:
-            self._grow_onto(node)
-        self._mirror_classic_queues()
+            starts = [pool.submit(node.start) for node in self.nodes]
+        started = [not start.exception() and start.result() for start in starts]
+        try:
+            for start in starts:
+                if start.exception():
+                    raise start.exception()
+            for index in range(2, self.size + 1):
+                self._join(index)
+            for node in self.nodes[1:]:
+                self._grow_onto(node)
+            self._mirror_classic_queues()
+        except Exception:
+            # a cluster that did not come up whole leaves none of the nodes this call started
+            # running (nor one whose start failed half way): nothing recorded them, so no
+            # `down` would stop them, and they would hold the ports of the next try
+            self._stop_started([did or bool(start.exception()) for did, start in zip(started, starts)])
+            raise
         self.log.info("cluster.started", started=sum(started))
         return started
 
@@ -133,6 +144,19 @@ class LocalCluster:
         """Stop every node, node 1 last. Returns True if any was running."""
         stopped = [node.stop() for node in reversed(self.nodes)]
         return any(stopped)
+
+    def _stop_started(self, started: list[bool]) -> None:
+        """Stop the nodes ``started`` marks, node 1 last; one that will not stop is killed."""
+        for node, did_start in reversed(list(zip(self.nodes, started))):
+            if not did_start:
+                continue
+            try:
+                node.stop()
+            except NodeError as e:
+                self.log.warning("cluster.stop_failed", node=node.settings.node_name, error=str(e))
+                node._kill_vm()
+        self.log.warning("cluster.start_undone",
+                         stopped=[node.settings.node_name for node, did in zip(self.nodes, started) if did])
 
     def running(self) -> list[bool]:
         """Per node: is its VM alive (read from its pid file, no VM boot)."""

@@ -8,6 +8,7 @@ wrappers switch to the ``rabbitmq`` user and would read /etc/rabbitmq.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from broker_setup import permissions
+from broker_setup import epmd, permissions
 from broker_setup.errors import NodeError
 from broker_setup.management import ManagementApi, ManagementError
 from broker_setup.tls import Tls
@@ -40,6 +41,8 @@ CTL_DIST_PORT_OFFSET = 30000
 SERVICE_USER_TAGS = permissions.OPERATOR.tags
 #: seconds to wait for the management API once the node is up
 API_TIMEOUT = 30
+#: seconds after the launch by which a booting node's VM shows in /proc (it takes milliseconds)
+VM_APPEARS = 2
 
 log = structlog.get_logger(__name__)
 
@@ -80,16 +83,19 @@ class LocalNode:
         if self.is_running():
             return False
         self._require_free_ports()
+        self._require_free_name()
         if self.settings.amqps_port:
             self.tls.ensure(self.settings.tls_hosts)
         self._write_config()
         started_at = time.monotonic()
         for attempt in range(1, START_ATTEMPTS + 1):
+            if attempt > 1:
+                self._require_free_name()
             self.log.info("node.starting", base=str(self.base), attempt=attempt)
             launched = self._run(self.bin_dir / "rabbitmq-server", "-detached", timeout=CTL_TIMEOUT)
             if launched.returncode != 0:
                 raise NodeError(f"rabbitmq-server did not launch: {_last_line(launched)}")
-            result = self.ctl("wait", str(self.pid_file), "--timeout", str(START_TIMEOUT))
+            result = self._wait_started()
             if result.returncode == 0:
                 break
             # a VM that did not come up is killed, never left holding the ports;
@@ -99,8 +105,8 @@ class LocalNode:
                              log=self._log_tail())
             if attempt == START_ATTEMPTS:
                 raise NodeError(
-                    f"RabbitMQ node {self.settings.node_name} did not start within "
-                    f"{START_TIMEOUT}s, {START_ATTEMPTS} times: {_last_line(result)}; its log ends: "
+                    f"RabbitMQ node {self.settings.node_name} did not start in {START_ATTEMPTS} tries of up "
+                    f"to {START_TIMEOUT}s: {_last_line(result)}; its log ends: "
                     f"{self._log_tail()!r}; see the logs in {self.log_dir}"
                 )
         self._ensure_service_user()
@@ -134,10 +140,11 @@ class LocalNode:
         """The VM whose $HOME (erl's -home argument) is this node's folder."""
         return any(a == "-home" and b == str(self.base) for a, b in zip(argv, argv[1:]))
 
-    def _kill_vm(self) -> list[int]:
-        """SIGKILL every Erlang VM of this node (found by its ``-home``, as
-        :meth:`is_running` recognises it, pid file or not); the pids killed."""
-        killed = []
+    def _vm_pids(self, *, server_only: bool = False) -> list[int]:
+        """Pids of this node's Erlang VMs, found by their ``-home`` as :meth:`is_running`
+        recognises them, pid file or not; with ``server_only``, not rabbitmqctl's
+        (its VM runs with the node's $HOME too), only the one that boots rabbit."""
+        pids = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -145,17 +152,76 @@ class LocalNode:
                 argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
             except OSError:
                 continue
-            if self._is_this_vm(argv):
-                try:
-                    os.kill(int(entry.name), 9)
-                    killed.append(int(entry.name))
-                except ProcessLookupError:
-                    pass
+            if self._is_this_vm(argv) and (not server_only or ("-s", "rabbit") in zip(argv, argv[1:])):
+                pids.append(int(entry.name))
+        return pids
+
+    def _kill_vm(self) -> list[int]:
+        """SIGKILL every Erlang VM of this node; the pids killed."""
+        killed = []
+        for pid in self._vm_pids():
+            try:
+                os.kill(pid, 9)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + 10
         while killed and time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in killed):
             time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
         return killed
+
+    def _wait_started(self) -> subprocess.CompletedProcess:
+        """``rabbitmqctl wait`` for the node just launched, given up at once if its VM
+        exits while it boots (a detached VM's last words go nowhere, so the reason
+        is looked for: the node's name held by another VM is the one seen)."""
+        waiter = self._ctl_process("wait", str(self.pid_file), "--timeout", str(START_TIMEOUT))
+        launched, launched_at, absent = time.monotonic(), time.time() - 1, 0
+        while waiter.poll() is None:
+            time.sleep(0.5)
+            absent = 0 if self._vm_pids(server_only=True) else absent + 1
+            exited = absent >= 2 and time.monotonic() - launched > VM_APPEARS
+            if exited or time.monotonic() - launched > START_TIMEOUT + CTL_TIMEOUT:
+                waiter.kill()
+                waiter.communicate()
+                reason = self._why_the_vm_exited(launched_at) if exited else f"rabbitmqctl wait ran past {START_TIMEOUT}s"
+                return subprocess.CompletedProcess(waiter.args, 1, "", reason)
+        stdout, stderr = waiter.communicate()
+        return subprocess.CompletedProcess(waiter.args, waiter.returncode, stdout, stderr)
+
+    def _why_the_vm_exited(self, launched_at: float) -> str:
+        """What the VM left behind: the name's holder, or the slogan of the crash dump it wrote."""
+        reason = self._name_holder() or self._crash_slogan(launched_at)
+        return "its Erlang VM exited while booting" + (f": {reason}" if reason else "")
+
+    def _crash_slogan(self, since: float) -> str:
+        """The ``Slogan:`` line of the erl_crash.dump the VM wrote in its folder after ``since`` (epoch s)."""
+        dump = self.base / "erl_crash.dump"
+        try:
+            if dump.stat().st_mtime < since:
+                return ""
+            with dump.open(errors="replace") as lines:
+                for line in itertools.islice(lines, 10):
+                    if line.startswith("Slogan: "):
+                        return line.removeprefix("Slogan: ").strip()[:300]
+        except OSError:
+            pass
+        return ""
+
+    def _name_holder(self) -> str:
+        """What holds this node's name in epmd, said for an error; "" when the name is free."""
+        name = self.settings.node_name
+        port = epmd.registered_names().get(epmd.short_name(name))
+        if port is None:
+            return ""
+        pids = epmd.holders_of(name)
+        by = f"pid {', '.join(map(str, pids))}" if pids else "an Erlang VM"
+        return f"the node name {name} is taken by {by} (distribution port {port})"
+
+    def _require_free_name(self) -> None:
+        # a VM already holding the name makes the new one exit mid-boot, silently
+        if holder := self._name_holder():
+            raise NodeError(f"{holder}: stop that node or choose another MARKET_NODE_NAME")
 
     def _log_tail(self) -> str:
         """The last line of the node's newest log file ("" if it wrote none)."""
@@ -194,6 +260,12 @@ class LocalNode:
         self._require_installed()
         return self._run(self.bin_dir / "rabbitmqctl", "-n", self.settings.node_name, *args,
                          timeout=timeout)
+
+    def _ctl_process(self, *args: str) -> subprocess.Popen:
+        """``rabbitmqctl -n NODE ARGS...`` started, not waited for."""
+        return subprocess.Popen([str(self.bin_dir / "rabbitmqctl"), "-n", self.settings.node_name, *args],
+                                env=self.env(), cwd=self.base, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def env(self) -> dict[str, str]:
         """The environment both rabbitmq-server and rabbitmqctl run with."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 from broker_setup.amqp import connect
 from broker_setup.cluster import LocalCluster
@@ -20,7 +21,9 @@ CLUSTER_TEST_ENVIRONMENT = {
     "MARKET_AMQP_PORT": "5830",
     "MARKET_MANAGEMENT_PORT": "15830",
     "MARKET_AMQPS_PORT": "5831",
-    "MARKET_NODE_NAME": "marketcluster@localhost",
+    # named for this test process: a VM another run left holding a name (its ports
+    # free, so only epmd knows) cannot stop this run's cluster from booting
+    "MARKET_NODE_NAME": f"marketcluster{os.getpid()}@localhost",
     "MARKET_CLUSTER_SIZE": "3",
     # `marketctl up --cluster 3 --db postgres` in tests/cli/test_cluster_stack.py
     "MARKET_PG_PORT": "5834",

@@ -10,10 +10,19 @@ from broker_setup.errors import BrokerError, NodeError
 from broker_setup.node import LocalNode
 from broker_setup.topology import LEDGER_INBOX
 from common.settings import Settings
+from tests.epmd import name_held
+from tests.ports import free_port_base
 
 
 def settings_in(home, **overrides) -> Settings:
     return Settings.from_env(environ={}, home=home, **overrides)
+
+
+def free_node_settings(home, name: str) -> Settings:
+    """Settings of a node called ``name`` whose AMQP, AMQPS, management and distribution ports are free."""
+    base = free_port_base([0, 1, 2])
+    return settings_in(home, amqp_port=base, amqps_port=base + 1, management_port=base + 2,
+                       node_name=f"{name}@localhost")
 
 
 def test_a_missing_rabbitmq_is_a_node_error_that_says_how_to_install_it(tmp_path):
@@ -158,6 +167,55 @@ def test_a_port_taken_by_another_process_is_a_clear_node_error(tmp_path):
     assert not (tmp_path / "rabbitmq" / "rabbitmq.conf").exists()
 
 
+def test_a_name_epmd_says_is_taken_is_a_clear_node_error_before_anything_launches(tmp_path):
+    # Given epmd holds the node's name, as a leftover VM would, its ports free
+    name = f"held{uuid.uuid4().hex[:8]}"
+    node = LocalNode(free_node_settings(tmp_path, name))
+    with name_held(name, 40000):
+        # When
+        with pytest.raises(NodeError) as raised:
+            node.start()
+
+    # Then it fails at once, saying what to do, before launching anything
+    assert f"the node name {name}@localhost is taken by an Erlang VM (distribution port 40000)" in str(raised.value)
+    assert "stop that node or choose another MARKET_NODE_NAME" in str(raised.value)
+    assert not (tmp_path / "rabbitmq" / "rabbitmq.conf").exists() and node._vm_pids() == []
+
+
+@pytest.mark.broker
+def test_a_node_named_like_a_running_node_names_the_pid_that_holds_the_name(local_node, tmp_path):
+    # Given a second node with the running node's name and ports of its own
+    s = local_node.settings
+    twin = LocalNode(free_node_settings(tmp_path, s.node_name.partition("@")[0]))
+
+    # When
+    with pytest.raises(NodeError) as raised:
+        twin.start()
+
+    # Then
+    assert f"is taken by pid {local_node.pid()} (distribution port {s.amqp_port + 20000})" in str(raised.value)
+    assert local_node.is_running() and twin._vm_pids() == []
+
+
+@pytest.mark.slow
+def test_a_node_whose_vm_exits_while_booting_fails_without_waiting_and_says_why(tmp_path):
+    # Given a node whose advanced.config (an operator's hand-edited file) is not Erlang
+    node = LocalNode(free_node_settings(tmp_path, f"badconfig{uuid.uuid4().hex[:8]}"))
+    (tmp_path / "rabbitmq").mkdir()
+    (tmp_path / "rabbitmq" / "advanced.config").write_text("this is not erlang\n")
+
+    # When
+    with pytest.raises(NodeError) as raised:
+        node.start()
+
+    # Then it gives up on each VM once it is gone, not after the 60 s a wait allows,
+    # with the reason its crash dump gives
+    message = str(raised.value)
+    assert "did not start in 2 tries of up to 60s: its Erlang VM exited while booting" in message
+    assert "failed_to_read_advanced_configuration_file" in message
+    assert node._vm_pids() == [] and not node.is_running()
+
+
 @pytest.mark.broker
 @pytest.mark.slow
 def test_a_node_that_does_not_come_up_in_time_is_killed_tried_again_and_leaves_nothing(local_node, tmp_path,
@@ -170,14 +228,14 @@ def test_a_node_that_does_not_come_up_in_time_is_killed_tried_again_and_leaves_n
                                  amqps_port=s.amqps_port + 2, node_name=s.node_name.replace("@", "-slow@", 1)))
     # whose real `rabbitmqctl wait` watches a pid file that never comes: on a machine so loaded
     # that rabbitmqctl's own VM boots slower than the node, a 1 s wait could still see it up
-    ctl = slow.ctl
+    ctl = slow._ctl_process
     never = str(tmp_path / "never.pid")
-    monkeypatch.setattr(slow, "ctl", lambda *args, **kw: ctl(*(never if a == str(slow.pid_file) else a for a in args),
-                                                             **kw))
+    monkeypatch.setattr(slow, "_ctl_process", lambda *args: ctl(*(never if a == str(slow.pid_file) else a
+                                                                  for a in args)))
     # whatever happens, no VM of it outlives the test (one left by a failed run held a port for the next)
     request.addfinalizer(slow._kill_vm)
     # When it is started, Then it fails after two tries, each VM killed, naming the tries
-    with pytest.raises(NodeError, match="did not start within 1s, 2 times"):
+    with pytest.raises(NodeError, match="did not start in 2 tries of up to 1s"):
         slow.start()
     # and no VM of it is left to hold its ports
     assert slow._kill_vm() == [] and not slow.is_running()
