@@ -41,6 +41,8 @@ CTL_DIST_PORT_OFFSET = 30000
 SERVICE_USER_TAGS = permissions.OPERATOR.tags
 #: seconds to wait for the management API once the node is up
 API_TIMEOUT = 30
+#: seconds a stopped node's VM may take to exit before it is killed
+STOP_GRACE = 30
 #: seconds after the launch by which a booting node's VM shows in /proc (it takes milliseconds)
 VM_APPEARS = 2
 
@@ -121,6 +123,14 @@ class LocalNode:
         result = self.ctl("stop", str(self.pid_file))
         if result.returncode != 0 and self.is_running():
             raise NodeError(f"cannot stop {self.settings.node_name}: {_last_line(result)}")
+        # a stopped node leaves no VM behind to hold its name in epmd (the next start's
+        # would exit mid-boot): one still there after STOP_GRACE is killed
+        deadline = time.monotonic() + STOP_GRACE
+        while self._vm_pids(server_only=True) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if leftover := self._vm_pids(server_only=True):
+            self._kill_vm()
+            self.log.warning("node.stop_forced", pids=leftover)
         self.log.info("node.stopped")
         return True
 

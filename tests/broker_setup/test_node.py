@@ -6,6 +6,7 @@ import uuid
 import pytest
 
 from broker_setup.amqp import Publisher, connect, queue_depths
+from broker_setup.epmd import registered_names
 from broker_setup.errors import BrokerError, NodeError
 from broker_setup.node import LocalNode
 from broker_setup.topology import LEDGER_INBOX
@@ -147,7 +148,10 @@ def test_a_second_node_runs_side_by_side(local_node, tmp_path):
     # Then
     assert started is True and reached
     assert local_node.is_running()
-    assert not other.is_running()
+    # and the stopped one left no VM, nor its name in epmd, for its next start to trip on
+    assert not other.is_running() and other._vm_pids() == []
+    names = registered_names()
+    assert other.settings.node_name.partition("@")[0] not in names and s.node_name.partition("@")[0] in names
 
 
 def test_a_port_taken_by_another_process_is_a_clear_node_error(tmp_path):
