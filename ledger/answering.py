@@ -7,6 +7,7 @@ import time
 
 import orjson
 import structlog
+from sqlalchemy.exc import DBAPIError
 
 from broker_setup.amqp import Publisher, ack
 from contracts.routing import LEDGER_ACTOR
@@ -26,18 +27,32 @@ async def answer_query(message, publisher: Publisher, engine, reads, cursors: Cu
     ``as_user``, then acks it. An asker over ``limit`` is refused before anything
     is read. ``uploads``: for upload grants; ``grants``: a result in the blob
     store (issue 17) is answered with a read grant for it. A question whose
-    answering fails is dead-lettered, and the failure logged."""
+    answering fails is answered with an error at once, dead-lettered, and the
+    failure logged; one whose pooled database connection was dropped (a
+    PostgreSQL restart) is read again, once, on a fresh connection."""
     try:
         reply = await _reply(message, engine, reads, cursors, limit, uploads, grants)
+    except Exception:
+        log.exception("queries.failed", account=message.user_id, message_id=message.message_id)
+        # the asker hears it at once rather than waiting out its timeout; the question
+        # itself goes to the dead-letter queue, for the operator
+        reply = {"ok": False, "error": f"the ledger failed to answer this question (id {message.message_id}); "
+                                       "it is kept for the operator: try again later"}
+        failed = True
+    else:
+        failed = False
+    try:
         if message.reply_to:
             await publisher.publish(orjson.dumps(reply), message.reply_to, user_id=as_user,
                                     message_id=message.message_id or "", correlation_id=message.correlation_id,
                                     exchange="", mandatory=False)
     except Exception:
-        log.exception("queries.failed", account=message.user_id, message_id=message.message_id)
+        log.exception("queries.reply_failed", account=message.user_id, message_id=message.message_id)
+        failed = True
+    if failed:
         await message.reject(requeue=False)
-        return
-    await ack(message)
+    else:
+        await ack(message)
 
 
 async def _reply(message, engine, reads, cursors: Cursors, limit: QueryRateLimit | None, uploads=None,
@@ -63,5 +78,13 @@ async def _reply(message, engine, reads, cursors: Cursors, limit: QueryRateLimit
 
 
 def _answer(engine, actor: str, name: str, args, cursors: Cursors, uploads, grants: ResultGrants | None) -> dict:
-    reply = answer(engine, actor, name, args, cursors, uploads)
+    try:
+        reply = answer(engine, actor, name, args, cursors, uploads)
+    except DBAPIError as e:
+        if not e.connection_invalidated:
+            raise
+        # the database dropped a pooled connection (a PostgreSQL restart): SQLAlchemy
+        # has emptied the pool, and a read is safe to run again on a fresh one
+        log.warning("queries.reconnected", account=actor, query=name, error=str(e.orig).splitlines()[0][:200])
+        reply = answer(engine, actor, name, args, cursors, uploads)
     return grants.complete(reply) if grants is not None and name in ("result", "artifacts") else reply

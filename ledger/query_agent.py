@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import time
 
 import structlog
 from sqlalchemy import event
@@ -30,6 +31,8 @@ log = structlog.get_logger("queries")
 
 #: threads reading the database at once: the writer keeps the rest of the machine
 READ_THREADS = 2
+#: seconds between two looks for refusals counted but not logged (QueryRateLimit.refusals_due)
+REFUSAL_SWEEP_SECONDS = 1.0
 
 
 def read_only_engine(db_url: str):
@@ -69,12 +72,21 @@ class QueryAgent:
         self._reads = concurrent.futures.ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="query-read")
 
     async def run(self, stop: asyncio.Event) -> None:
+        sweeper = asyncio.create_task(self._log_refusal_tails(stop))
         try:
             await run_sessions(self.settings, QUERY_ACTOR, lambda connection: self._session(connection, stop), stop,
                                log_as="queries")
         finally:
+            sweeper.cancel()
             self._reads.shutdown(wait=True)
             self.engine.dispose()
+
+    async def _log_refusal_tails(self, stop: asyncio.Event) -> None:
+        """Each second, log the refusals of a flood that ended since its last line."""
+        while not stop.is_set():
+            await asyncio.sleep(REFUSAL_SWEEP_SECONDS)
+            for account, refused in self.limit.refusals_due(time.monotonic()).items():
+                log.info("queries.refused", account=account, refused=refused)
 
     async def _session(self, connection, stop: asyncio.Event) -> None:
         publisher = await Publisher(connection).open()

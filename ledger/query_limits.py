@@ -31,6 +31,8 @@ class QueryRateLimit:
     def __init__(self, rate: float, burst: int):
         self.rate, self.burst = float(rate), int(burst)
         self._buckets: dict[str, Bucket] = {}
+        #: accounts with refusals counted but not logged yet
+        self._unlogged: set[str] = set()
 
     def take(self, account: str, now: float) -> float:
         """Take one token of ``account``'s bucket at monotonic time ``now``:
@@ -55,9 +57,23 @@ class QueryRateLimit:
         bucket = self._buckets[account]
         bucket.unlogged += 1
         if now - bucket.logged < REFUSAL_LOG_SECONDS:
+            self._unlogged.add(account)
             return 0
+        self._unlogged.discard(account)
         count, bucket.unlogged, bucket.logged = bucket.unlogged, 0, now
         return count
+
+    def refusals_due(self, now: float) -> dict[str, int]:
+        """{account: refusals} counted but not logged, of each account whose last line
+        is REFUSAL_LOG_SECONDS old: a flood's tail, logged when its period ends
+        rather than at the account's next refusal, which may never come."""
+        due = {}
+        for account in list(self._unlogged):
+            bucket = self._buckets[account]
+            if now - bucket.logged >= REFUSAL_LOG_SECONDS:
+                due[account], bucket.unlogged, bucket.logged = bucket.unlogged, 0, now
+                self._unlogged.discard(account)
+        return due
 
     def refusal(self, wait: float) -> str:
         """The one line a refused asker reads."""
@@ -67,5 +83,5 @@ class QueryRateLimit:
     def _forget_full(self, now: float) -> None:
         # a bucket that has refilled holds nothing a new one would not
         for name, b in list(self._buckets.items()):
-            if b.tokens + (now - b.updated) * self.rate >= self.burst:
+            if name not in self._unlogged and b.tokens + (now - b.updated) * self.rate >= self.burst:
                 del self._buckets[name]

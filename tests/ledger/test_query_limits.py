@@ -54,3 +54,22 @@ def test_a_flood_of_refusals_is_logged_once_per_period_with_its_count():
     # and the next line 10 s on carries them with the new one
     assert logged[0] == 1 and sum(logged) == 1
     assert later == 1000
+
+
+def test_a_floods_tail_is_logged_when_its_period_ends_without_another_refusal():
+    # Given mallory refused 1,000 times in one second, the first logged at once
+    limit = QueryRateLimit(rate=1, burst=1)
+    limit.take("mallory", now=0.0)
+    for i in range(1000):
+        limit.take("mallory", now=i / 1000)
+        limit.refusals_to_log("mallory", now=i / 1000)
+
+    # When the sweep asks before the period ends, at its end, and once more
+    early, due, again = limit.refusals_due(now=5.0), limit.refusals_due(now=10.0), limit.refusals_due(now=30.0)
+
+    # Then the 999 not logged come out once, 10 s after the first line
+    assert early == {} and due == {"mallory": 999} and again == {}
+    # and the next refusal after that line is counted afresh
+    limit.take("mallory", now=30.0)
+    limit.take("mallory", now=30.0)
+    assert limit.refusals_to_log("mallory", now=30.0) == 1

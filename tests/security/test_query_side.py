@@ -99,6 +99,13 @@ def test_a_members_flood_of_questions_is_refused_past_her_limit_and_ingest_goes_
     logged = [line for line in (tmp_path / "queries.log").read_text().splitlines() if "queries.refused" in line]
     assert 1 <= len(logged) <= 2, logged
     assert orjson.loads(logged[0])["refused"] == 1
+
+    def refused_logged() -> int:
+        lines = (tmp_path / "queries.log").read_text().splitlines()
+        return sum(orjson.loads(line)["refused"] for line in lines if "queries.refused" in line)
+
+    # and the flood's tail, refused after that first line, is logged once its 10 s are up
+    wait_for(lambda: refused_logged() == len(refusals), 20, "every refusal of the flood logged")
     # and the deposits sent meanwhile were all recorded: ingest went on
     assert len(deposits) == 40 and all(d["status"] == "recorded" for d in deposits)
     with market.engine.connect() as conn:
