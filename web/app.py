@@ -118,7 +118,9 @@ async def _http_error(request, error: HTTPException):
 
 
 def create_app(settings, *, engine=None, login_limiter: LoginLimiter | None = None) -> Starlette:
-    engine = engine or make_engine(settings.db_url)
+    # pre-ping: a pooled connection PostgreSQL dropped (a restart) is replaced before a
+    # request uses it, not found out by a member's page; one round trip per checkout
+    engine = engine or make_engine(settings.db_url, pool_pre_ping=True)
     secret = web_secret(settings)
 
     @contextlib.asynccontextmanager

@@ -9,6 +9,7 @@ import pytest
 from broker_setup.node import LocalNode
 from cli.status import format_status, portal_health
 from tests.e2e.conftest import start_market
+from tests.ledger.faults import database_outage
 from tests.ledger.harness import wait_for
 from tests.web.conftest import Portal, start_portal
 
@@ -57,3 +58,23 @@ def test_the_portal_writes_again_after_a_broker_restart_and_reports_its_health(p
     report = {"agents": {}, "broker": {"reachable": True}, "queues": {}, "portal": health,
               "ledger": {"error": "not read here"}}
     assert "portal: broker connected, " in format_status(report)
+
+
+@pytest.mark.postgres_live
+def test_the_portal_reads_again_at_once_after_a_postgresql_restart(clean_queues, tmp_path, postgres_database, request):
+    # Given the market and its portal on PostgreSQL, and a member who has read her pages
+    market = start_market(clean_queues, tmp_path, db_url=postgres_database, MARKET_WELCOME_CREDITS="100")
+    try:
+        _, url = start_portal(market, tmp_path)
+        member = Portal(market, url, tmp_path / "mail").member()
+        assert [member.http.get(path).status_code for path in ("/dashboard", "/jobs.json")] == [200, 200]
+        # When the server stops under the portal, dropping its pooled connections
+        with database_outage(postgres_database, request):
+            # (while it is down, a page is the portal's error page, not a dropped connection)
+            down = member.http.get("/dashboard")
+            assert down.status_code == 500 and "the portal failed to answer this request" in down.text
+        # and starts again
+        # Then her very next reads are answered: no 500 while the pool finds out
+        assert [member.http.get(path).status_code for path in ("/dashboard", "/jobs.json")] == [200, 200]
+    finally:
+        market.stop_all()
