@@ -43,8 +43,9 @@ SERVICE_USER_TAGS = permissions.OPERATOR.tags
 API_TIMEOUT = 30
 #: seconds a stopped node's VM may take to exit before it is killed
 STOP_GRACE = 30
-#: seconds after the launch by which a booting node's VM shows in /proc (it takes milliseconds)
-VM_APPEARS = 2
+#: seconds after the launch by which a booting node's VM shows in /proc (it takes milliseconds;
+#: the margin is for a loaded machine)
+VM_APPEARS = 5
 
 log = structlog.get_logger(__name__)
 
