@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
@@ -49,6 +50,18 @@ def web_secret(settings) -> str:
     return path.read_text().strip()
 
 
+class WatchedSend:
+    """An ASGI ``send`` that remembers whether the response has started (after
+    that, a middleware can no longer answer in its place)."""
+
+    def __init__(self, send):
+        self.send, self.started = send, False
+
+    async def __call__(self, message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.send(message)
+
+
 class BodyLimit:
     """Refuse a request body over the limit (413): a declared one before reading it, and any body
     (chunked, or longer than it declared) as soon as what was read passes the limit."""
@@ -75,17 +88,11 @@ class BodyLimit:
                     raise BodyTooLarge(413, self._reason())
             return message
 
-        started = False
-
-        async def watched_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        watched = WatchedSend(send)
         try:
-            await self.app(scope, bounded_receive, watched_send)
+            await self.app(scope, bounded_receive, watched)
         except BodyTooLarge:
-            if started:
+            if watched.started:
                 raise
             await self._refuse(scope, receive, send)
 
@@ -95,6 +102,29 @@ class BodyLimit:
     async def _refuse(self, scope, receive, send) -> None:
         response = PlainTextResponse(self._reason(), 413, headers={"Connection": "close"})
         await response(scope, receive, send)
+
+
+class ServerErrors:
+    """A page that raises gets the portal's 500 page here, inside the session middleware.
+    Starlette's own last-resort handler sends that page and then raises again, and
+    uvicorn then closes the member's connection, which can reach her as a reset
+    with the page lost (seen on a PostgreSQL restart)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        watched = WatchedSend(send)
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as error:
+            if watched.started:
+                raise
+            response = await _server_error(Request(scope, receive), error)
+            await response(scope, receive, send)
 
 
 class BodyTooLarge(HTTPException):
@@ -134,7 +164,8 @@ def create_app(settings, *, engine=None, login_limiter: LoginLimiter | None = No
                 Mount("/static", StaticFiles(directory=HERE / "static"), name="static")],
         middleware=[Middleware(BodyLimit),
                     Middleware(SessionMiddleware, secret_key=secret, session_cookie="market_session",
-                               max_age=SESSION_SECONDS, same_site="lax", https_only=settings.web_https)],
+                               max_age=SESSION_SECONDS, same_site="lax", https_only=settings.web_https),
+                    Middleware(ServerErrors)],
         exception_handlers={LoginRequired: _login_first, HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
