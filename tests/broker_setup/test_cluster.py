@@ -1,7 +1,7 @@
 """A real three-node RabbitMQ cluster: replication, kill -9 of a queue's leader,
 clients that move to a live node, and the killed node rejoining.
 
-The cluster boots once for the module (~30 s); each test leaves every node running.
+The cluster boots once for the module (~30 s); each test starts with every node running.
 """
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture
 def whole_cluster(cluster):
-    """The cluster with every node running, before and after the test."""
+    """The cluster with every node running when the test starts (a node a test
+    killed is started by the next test that needs it, not after the last)."""
     _restart_dead_nodes(cluster)
-    yield cluster
-    _restart_dead_nodes(cluster)
+    return cluster
 
 
 def _restart_dead_nodes(cluster) -> None:
