@@ -121,11 +121,11 @@ class LocalCluster:
         # stopped last, so starting the nodes one after the other could hang
         with ThreadPoolExecutor(max_workers=self.size) as pool:
             starts = [pool.submit(node.start) for node in self.nodes]
-        started = [not start.exception() and start.result() for start in starts]
+        errors = [start.exception() for start in starts]
+        started = [error is None and start.result() for start, error in zip(starts, errors)]
         try:
-            for start in starts:
-                if start.exception():
-                    raise start.exception()
+            for error in filter(None, errors):
+                raise error
             for index in range(2, self.size + 1):
                 self._join(index)
             for node in self.nodes[1:]:
@@ -135,7 +135,7 @@ class LocalCluster:
             # a cluster that did not come up whole leaves none of the nodes this call started
             # running (nor one whose start failed half way): nothing recorded them, so no
             # `down` would stop them, and they would hold the ports of the next try
-            self._stop_started([did or bool(start.exception()) for did, start in zip(started, starts)])
+            self._stop_started([did or error is not None for did, error in zip(started, errors)])
             raise
         self.log.info("cluster.started", started=sum(started))
         return started

@@ -2,15 +2,14 @@
 
 A RabbitMQ node whose name another Erlang VM holds exits while it boots, and
 says why only on a console that ``-detached`` throws away: its start then
-looks like a node that never answers. Asking epmd first, and finding the VM
-that holds the name, turns that into an error that says what to stop.
+looks like a node that never answers. Asking epmd first turns that into an
+error that says what to stop (``broker_setup.node`` finds the VM's pid).
 """
 from __future__ import annotations
 
 import re
 import socket
 import struct
-from pathlib import Path
 
 #: where epmd listens unless ERL_EPMD_PORT says otherwise (we never set it)
 EPMD_PORT = 4369
@@ -40,20 +39,3 @@ def short_name(node_name: str) -> str:
     """``rabbit`` of ``rabbit@localhost``: the part epmd registers."""
     return node_name.partition("@")[0]
 
-
-def holders_of(node_name: str) -> list[int]:
-    """Pids of the RabbitMQ VMs started with ``RABBITMQ_NODENAME=node_name``
-    (RabbitMQ 3.10 names its node from that variable, not from erl's -sname)."""
-    wanted = f"RABBITMQ_NODENAME={node_name}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if b"beam" not in (entry / "cmdline").read_bytes()[:200]:
-                continue
-            if wanted in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids

@@ -155,17 +155,8 @@ class LocalNode:
         """Pids of this node's Erlang VMs, found by their ``-home`` as :meth:`is_running`
         recognises them, pid file or not; with ``server_only``, not rabbitmqctl's
         (its VM runs with the node's $HOME too), only the one that boots rabbit."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            if self._is_this_vm(argv) and (not server_only or ("-s", "rabbit") in zip(argv, argv[1:])):
-                pids.append(int(entry.name))
-        return pids
+        return [pid for pid, argv in _processes()
+                if self._is_this_vm(argv) and (not server_only or ("-s", "rabbit") in zip(argv, argv[1:]))]
 
     def _kill_vm(self) -> list[int]:
         """SIGKILL every Erlang VM of this node; the pids killed."""
@@ -225,7 +216,7 @@ class LocalNode:
         port = epmd.registered_names().get(epmd.short_name(name))
         if port is None:
             return ""
-        pids = epmd.holders_of(name)
+        pids = _vms_named(name)
         by = f"pid {', '.join(map(str, pids))}" if pids else "an Erlang VM"
         return f"the node name {name} is taken by {by} (distribution port {port})"
 
@@ -435,13 +426,11 @@ class LocalNode:
         for port, what in ((s.amqps_port, "MARKET_AMQPS_PORT"), (s.amqp_port, "MARKET_AMQP_PORT"),
                            (s.management_port, "MARKET_MANAGEMENT_PORT"),
                            (s.amqp_port + DIST_PORT_OFFSET, "MARKET_AMQP_PORT")):
-            with socket.socket() as probe:
-                probe.settimeout(1)
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    raise NodeError(
-                        f"port {port} is already in use (another RabbitMQ node?): "
-                        f"stop that process or choose another {what}"
-                    )
+            if port_in_use(port):
+                raise NodeError(
+                    f"port {port} is already in use (another RabbitMQ node?): "
+                    f"stop that process or choose another {what}"
+                )
 
     def _require_installed(self) -> None:
         if not (self.bin_dir / "rabbitmq-server").exists():
@@ -449,6 +438,40 @@ class LocalNode:
                 f"RabbitMQ is not installed ({self.bin_dir}/rabbitmq-server is missing): "
                 "run `make demo` or apt-get install rabbitmq-server"
             )
+
+
+def port_in_use(port: int) -> bool:
+    """True when something listens on ``port`` on loopback."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _processes():
+    """(pid, argv) of every process this user may read."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            yield int(entry.name), (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+
+
+def _vms_named(node_name: str) -> list[int]:
+    """Pids of the RabbitMQ VMs started with ``RABBITMQ_NODENAME=node_name``
+    (RabbitMQ 3.10 names its node from that variable, not from erl's -sname)."""
+    wanted = f"RABBITMQ_NODENAME={node_name}".encode()
+    pids = []
+    for pid, argv in _processes():
+        if "beam" not in argv[0]:
+            continue
+        try:
+            if wanted in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
 
 
 def _write_atomically(path: Path, text: str) -> None:

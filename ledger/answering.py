@@ -30,6 +30,7 @@ async def answer_query(message, publisher: Publisher, engine, reads, cursors: Cu
     answering fails is answered with an error at once, dead-lettered, and the
     failure logged; one whose pooled database connection was dropped (a
     PostgreSQL restart) is read again, once, on a fresh connection."""
+    failed = False
     try:
         reply = await _reply(message, engine, reads, cursors, limit, uploads, grants)
     except Exception:
@@ -39,8 +40,6 @@ async def answer_query(message, publisher: Publisher, engine, reads, cursors: Cu
         reply = {"ok": False, "error": f"the ledger failed to answer this question (id {message.message_id}); "
                                        "it is kept for the operator: try again later"}
         failed = True
-    else:
-        failed = False
     try:
         if message.reply_to:
             await publisher.publish(orjson.dumps(reply), message.reply_to, user_id=as_user,

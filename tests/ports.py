@@ -5,15 +5,15 @@ pick the same ports between looking and binding."""
 from __future__ import annotations
 
 import os
-import socket
+
+from broker_setup.node import port_in_use
 
 #: the bands start here, one of BAND ports per xdist worker; a node also takes its port + 20000
 FIRST_PORT, BAND = 7400, 200
 
 
 def is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
+    return not port_in_use(port)
 
 
 def free_port_base(offsets: list[int]) -> int:

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from broker_setup.cluster import LocalCluster
+from broker_setup.epmd import short_name
 from broker_setup.errors import NodeError
 from common.settings import CLUSTER_PORT_STEP
 from tests.cluster import cluster_settings_for_tests
@@ -36,7 +37,7 @@ def test_a_cluster_whose_other_nodes_cannot_start_stops_the_node_that_did(tmp_pa
     cluster = own_cluster(tmp_path)
     request.addfinalizer(lambda: [node._kill_vm() for node in cluster.nodes])  # whatever happens
     second, third = (node.settings.node_name for node in cluster.nodes[1:])
-    with name_held(second.partition("@")[0], 40001), name_held(third.partition("@")[0], 40002):
+    with name_held(short_name(second), 40001), name_held(short_name(third), 40002):
         # When it is started
         with pytest.raises(NodeError) as raised:
             cluster.start()

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from broker_setup.amqp import Publisher, connect, queue_depths
-from broker_setup.epmd import registered_names
+from broker_setup.epmd import registered_names, short_name
 from broker_setup.errors import BrokerError, NodeError
 from broker_setup.node import LocalNode
 from broker_setup.topology import LEDGER_INBOX
@@ -151,7 +151,7 @@ def test_a_second_node_runs_side_by_side(local_node, tmp_path):
     # and the stopped one left no VM, nor its name in epmd, for its next start to trip on
     assert not other.is_running() and other._vm_pids() == []
     names = registered_names()
-    assert other.settings.node_name.partition("@")[0] not in names and s.node_name.partition("@")[0] in names
+    assert short_name(other.settings.node_name) not in names and short_name(s.node_name) in names
 
 
 def test_a_port_taken_by_another_process_is_a_clear_node_error(tmp_path):
@@ -190,7 +190,7 @@ def test_a_name_epmd_says_is_taken_is_a_clear_node_error_before_anything_launche
 def test_a_node_named_like_a_running_node_names_the_pid_that_holds_the_name(local_node, tmp_path):
     # Given a second node with the running node's name and ports of its own
     s = local_node.settings
-    twin = LocalNode(free_node_settings(tmp_path, s.node_name.partition("@")[0]))
+    twin = LocalNode(free_node_settings(tmp_path, short_name(s.node_name)))
 
     # When
     with pytest.raises(NodeError) as raised:
